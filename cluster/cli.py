@@ -1,0 +1,130 @@
+"""The ``scaling`` command: the one place that wires scaling, cluster and analysis together.
+
+A user mistake (bad config, missing store, bad SQL) prints one line
+``error: ...`` and exits with code 2. Ray and torch are imported only by the
+commands that need them, so ``scaling query`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from scaling.errors import UserError
+
+
+def _warn_one_line(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(f"warning: {message}\n")
+
+
+def cmd_sweep(args) -> int:
+    from pathlib import Path
+
+    from cluster.runner import run_sweep
+    from scaling.config import load_config
+
+    cfg = load_config(args.config, overrides={"engine": args.engine} if args.engine else None)
+    text = Path(args.config).read_text()
+    try:
+        summary = run_sweep(cfg, text, args.results, address=args.address,
+                            retry_failed=args.retry_failed, allow_large=args.allow_large,
+                            num_cpus=args.num_cpus, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished trials are stored; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    ran = sum(summary.counts.values())
+    print(f"ran {ran} trials in {summary.wall_s:.1f}s "
+          f"({', '.join(f'{n} {s}' for s, n in summary.counts.items())}); "
+          f"{summary.skipped} were already stored")
+    print(f"results: {summary.results}/{summary.name}  (trials/ and curves/ as Parquet)")
+    if not args.quiet:
+        print_summary(args.results, summary.name)
+    return 0
+
+
+def print_summary(results: str, sweep: str) -> None:
+    """Short summary of a stored sweep: statuses and the best test accuracy per n_train."""
+    from scaling.query import format_table, run_query
+
+    name = sweep.replace("'", "''")
+    print()
+    print(format_table(run_query(results, (
+        "SELECT status, count(*) AS trials FROM trials "
+        f"WHERE sweep = '{name}' GROUP BY status ORDER BY status"))))
+    print()
+    print("best test accuracy at each training-set size (mean over seeds, tuned over the other axes):")
+    print(format_table(run_query(results, (
+        "WITH g AS (SELECT n_train, batch_size, lr, momentum, width, depth, avg(test_acc) AS acc, "
+        "count(*) AS seeds FROM trials "
+        f"WHERE sweep = '{name}' AND status = 'ok' GROUP BY ALL) "
+        "SELECT n_train, arg_max(batch_size, acc) AS batch_size, arg_max(lr, acc) AS lr, "
+        "arg_max(momentum, acc) AS momentum, round(max(acc), 4) AS test_acc, "
+        "round(1 - max(acc), 4) AS error FROM g GROUP BY n_train ORDER BY n_train"))))
+
+
+def cmd_status(args) -> int:
+    from scaling.status import status_table
+    from scaling.query import format_table
+
+    print(format_table(status_table(args.results)))
+    return 0
+
+
+def cmd_query(args) -> int:
+    from scaling.query import format_table, run_query
+
+    print(format_table(run_query(args.results, args.sql), args.format))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scaling", description="Measure scaling laws with sweeps.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sweep", help="run (or resume) a sweep from a YAML config on Ray")
+    p.add_argument("config", help="sweep config (YAML)")
+    p.add_argument("--results", default="results", help="results store: a path or URI (default: results)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (or set RAY_ADDRESS); default: start a local Ray")
+    p.add_argument("--engine", choices=["single"], default=None, help="override the config's engine")
+    p.add_argument("--retry-failed", action="store_true", help="run again trials stored as failed")
+    p.add_argument("--allow-large", action="store_true", help="allow sweeps over the trial limit")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("status", help="trial counts by status for each sweep in a store")
+    p.add_argument("results", help="results store (path or URI)")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("query", help="run SQL over the tables trials and curves (DuckDB, read-only)")
+    p.add_argument("results", help="results store (path or URI)")
+    p.add_argument("sql", help="a SELECT over trials and curves")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_query)
+
+    try:
+        from analysis.commands import register
+    except ImportError:
+        register = None
+    if register is not None:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _warn_one_line
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""Sweep configs: parse and validate YAML, expand axes into trials, hash trials.
+
+A sweep config is a YAML mapping::
+
+    name: demo
+    task: {name: digits}
+    model: {name: mlp, width: 256, depth: 1}
+    axes:
+      n_train: [100, 200, 400, 800]
+      batch_size: {log2: [4, 128]}
+      lr: {log: [0.01, 1.0], num: 5}
+      momentum: [0.0, 0.9]
+      seed: [0, 1, 2]
+    budget: {epochs: 20}
+    eval: {points: 20}
+    resources: {cpu: 1, gpu: 0}
+
+Everything is checked before any work starts; a mistake raises
+:class:`~scaling.errors.ConfigError` naming the key, the value and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scaling import axes as axes_mod
+from scaling.errors import ConfigError
+from scaling.tasks import task_train_size, validate_task
+
+MODELS = {"mlp"}
+ENGINES = {"single"}
+MAX_TRIALS = 100_000
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+TOP_KEYS = {"name", "description", "task", "model", "axes", "search", "budget", "eval",
+            "resources", "engine", "retries"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    name: str = "mlp"
+    """Architecture name; one of MODELS."""
+    width: int = 256
+    """Hidden units per layer (an axis may override it per trial)."""
+    depth: int = 1
+    """Number of hidden layers; 0 gives a linear model."""
+
+    def __post_init__(self):
+        if self.name not in MODELS:
+            raise ConfigError("model.name", f"unknown model {self.name!r}; choose one of {sorted(MODELS)}")
+        _check_int("model.width", self.width, 1)
+        _check_int("model.depth", self.depth, 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    kind: str = "grid"
+    """'grid' (cartesian product of axes) or 'random' (samples x grid)."""
+    samples: int = 1
+    """Random draws of the random axes; each draw is paired with every grid point."""
+    seed: int = 0
+    """Seed of the random draws: the same seed gives the same trials."""
+
+    def __post_init__(self):
+        if self.kind not in ("grid", "random"):
+            raise ConfigError("search.kind", f"value {self.kind!r} is not allowed; use 'grid' or 'random'")
+        _check_int("search.samples", self.samples, 1)
+        _check_int("search.seed", self.seed, 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetConfig:
+    epochs: float | None = None
+    """Passes over the n_train examples; steps = ceil(epochs * n_train / batch_size)."""
+    steps: int | None = None
+    """Fixed number of optimizer steps, whatever n_train and batch_size."""
+
+    def __post_init__(self):
+        if (self.epochs is None) == (self.steps is None):
+            raise ConfigError("budget", "give exactly one of {epochs: E} or {steps: S}")
+        if self.epochs is not None:
+            _check_number("budget.epochs", self.epochs, "a number > 0", lambda v: v > 0)
+        else:
+            _check_int("budget.steps", self.steps, 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    points: int | None = None
+    """Number of log-spaced eval steps (step 0 and the last step always included)."""
+    every_steps: int | None = None
+    """Evaluate every k steps instead (and at step 0 and the last step)."""
+
+    def __post_init__(self):
+        if self.points is not None and self.every_steps is not None:
+            raise ConfigError("eval", "give one of {points: P} or {every_steps: K}, not both")
+        if self.every_steps is not None:
+            _check_int("eval.every_steps", self.every_steps, 1)
+        else:
+            _check_int("eval.points", 20 if self.points is None else self.points, 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourcesConfig:
+    cpu: float = 1.0
+    """CPUs per trial (fractions allowed); torch uses max(1, floor(cpu)) threads."""
+    gpu: float = 0.0
+    """GPUs per trial (fractions allowed)."""
+
+    def __post_init__(self):
+        _check_number("resources.cpu", self.cpu, "a number > 0", lambda v: v > 0)
+        _check_number("resources.gpu", self.gpu, "a number >= 0", lambda v: v >= 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepConfig:
+    name: str
+    """Sweep name; also the folder name under the results directory."""
+    task: dict
+    """Validated task: {'name': ..., **options}."""
+    model: ModelConfig
+    axes: dict = field(default_factory=dict)
+    """Axis name -> parsed axis (see scaling.axes)."""
+    search: SearchConfig = field(default_factory=SearchConfig)
+    budget: BudgetConfig
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    engine: str = "single"
+    """Trial engine; 'single' trains one model per Ray task."""
+    retries: int = 2
+    """Retries of a trial whose worker died or whose code raised."""
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not NAME_RE.match(self.name):
+            raise ConfigError("name", f"value {self.name!r} is not a valid sweep name; use letters, "
+                              "digits, '_', '-', '.' (it becomes a folder name, so no '/' or '..')")
+        if self.engine not in ENGINES:
+            raise ConfigError("engine", f"value {self.engine!r} is not allowed; choose one of {sorted(ENGINES)}")
+        _check_int("retries", self.retries, 0)
+
+    def count(self) -> int:
+        """Number of trials the sweep expands to, computed without expanding it."""
+        return axes_mod.count(self.axes, self.search)
+
+    def trials(self, limit: int | None = MAX_TRIALS) -> list[dict]:
+        """Expand into trial configs (plain dicts), in a stable order."""
+        n = self.count()
+        if limit is not None and n > limit:
+            raise ConfigError("axes", f"the sweep expands to {n:,} trials, over the limit of {limit:,}; "
+                              "shrink the axes or pass --allow-large if you mean it")
+        base = {"task": self.task, "model": self.model, "budget": self.budget, "eval": self.eval}
+        unique: dict[str, dict] = {}
+        for point in axes_mod.expand(self.axes, self.search):
+            trial = make_trial(base, point)
+            unique.setdefault(trial_id(trial), trial)  # random draws may repeat a point
+        return list(unique.values())
+
+
+def trial_id(trial: dict) -> str:
+    """Stable id of a trial: a hash of its canonical JSON, the same on any machine and run."""
+    blob = json.dumps(trial, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def make_trial(base: dict, point: dict) -> dict:
+    """The canonical, JSON-able trial config from a sweep's fixed parts and one axis point."""
+    model, budget, ev = base["model"], base["budget"], base["eval"]
+    trial = {
+        "task": dict(base["task"]),
+        "model": {"name": model.name, "width": int(point.get("width", model.width)),
+                  "depth": int(point.get("depth", model.depth))},
+        "n_train": int(point["n_train"]),
+        "batch_size": int(point["batch_size"]),
+        "lr": axes_mod.canon(point["lr"]),
+        "momentum": axes_mod.canon(point.get("momentum", 0.0)),
+        "weight_decay": axes_mod.canon(point.get("weight_decay", 0.0)),
+        "seed": int(point.get("seed", 0)),
+        "budget": ({"epochs": axes_mod.canon(budget.epochs)} if budget.epochs is not None
+                   else {"steps": int(budget.steps)}),
+        "eval": ({"every_steps": int(ev.every_steps)} if ev.every_steps is not None
+                 else {"points": int(ev.points or 20)}),
+    }
+    return trial
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> SweepConfig:
+    """Read and validate a sweep config file (YAML, loaded with safe_load).
+
+    ``overrides`` replaces top-level keys (command-line flags) before validation."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("file", f"no config file at {str(path)!r}") from None
+    except OSError as e:
+        raise ConfigError("file", f"cannot read {str(path)!r}: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError("file", f"{str(path)!r} is not UTF-8 text (byte {e.start})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError("file", f"{str(path)!r} is not valid YAML{at}: {problem}") from None
+    except RecursionError:
+        raise ConfigError("file", f"{str(path)!r} is nested too deeply") from None
+    if overrides and isinstance(raw, dict):
+        raw = {**raw, **overrides}
+    return parse_config(raw)
+
+
+def parse_config(raw: Any) -> SweepConfig:
+    """Validate a config mapping (as loaded from YAML) into a SweepConfig."""
+    if not isinstance(raw, dict):
+        raise ConfigError("(top level)", f"a sweep config must be a mapping, got {type(raw).__name__}")
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise ConfigError(str(key), f"unknown key; allowed top-level keys are {sorted(TOP_KEYS)}")
+    for key in ("name", "task", "axes", "budget"):
+        if key not in raw:
+            raise ConfigError(key, "missing; every sweep needs name, task, axes and budget")
+    task = validate_task(raw["task"])
+    model = _section(ModelConfig, "model", raw.get("model", {}))
+    search = _section(SearchConfig, "search", raw.get("search", {}))
+    axes = axes_mod.parse_axes(raw["axes"], search.kind == "random")
+    _check_axis_ranges(axes, task)
+    sweep = SweepConfig(
+        name=raw["name"],
+        description=_typed("description", raw.get("description", ""), str),
+        task=task,
+        model=model,
+        axes=axes,
+        search=search,
+        budget=_section(BudgetConfig, "budget", raw["budget"]),
+        eval=_section(EvalConfig, "eval", raw.get("eval", {}) or {}),
+        resources=_section(ResourcesConfig, "resources", raw.get("resources", {}) or {}),
+        engine=raw.get("engine", "single"),
+        retries=raw.get("retries", 2),
+    )
+    return sweep
+
+
+def _section(cls, key: str, raw: Any):
+    if not isinstance(raw, dict):
+        raise ConfigError(key, f"expected a mapping, got {raw!r}")
+    allowed = cls.__dataclass_fields__
+    for k in raw:
+        if k not in allowed:
+            raise ConfigError(f"{key}.{k}", f"unknown key; allowed: {sorted(allowed)}")
+    return cls(**raw)
+
+
+def _check_axis_ranges(axes: dict, task: dict) -> None:
+    limit = task_train_size(task)
+    checks = {
+        "n_train": (lambda v: 1 <= v <= limit,
+                    f"an integer in [1, {limit}] (the {task['name']!r} task has {limit} training examples)"),
+        "batch_size": (lambda v: v >= 1, "an integer >= 1"),
+        "lr": (lambda v: v > 0, "a number > 0 (the learning rate)"),
+        "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+        "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+        "seed": (lambda v: v >= 0, "an integer >= 0"),
+        "width": (lambda v: v >= 1, "an integer >= 1"),
+        "depth": (lambda v: v >= 0, "an integer >= 0"),
+    }
+    for name, axis in axes.items():
+        ok, allowed = checks[name]
+        for value in axis.bounds():
+            if not ok(value):
+                raise ConfigError(f"axes.{name}", f"value {value!r} is out of range; expected {allowed}")
+
+
+def _typed(key: str, value: Any, kind: type):
+    if not isinstance(value, kind):
+        raise ConfigError(key, f"expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _check_int(key: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, f"expected an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(key, f"value {value!r} is out of range; expected an integer >= {minimum}")
+
+
+def _check_number(key: str, value: Any, allowed: str, ok) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(key, f"expected {allowed}, got {value!r}")
+    if not ok(value):
+        raise ConfigError(key, f"value {value!r} is out of range; expected {allowed}")
+
+
+def noise_scale(lr: float, n_train: int, batch_size: int, momentum: float) -> float:
+    """SGD noise scale g = eps N / (B (1 - m)) (Smith & Le 2018)."""
+    return lr * n_train / (batch_size * (1.0 - momentum))
+
+
+def config_columns(trial: dict) -> dict:
+    """The flat, queryable columns of a trial config (the full config is kept as JSON too)."""
+    return {
+        "trial_id": trial_id(trial),
+        "task": trial["task"]["name"],
+        "model": trial["model"]["name"],
+        "width": trial["model"]["width"],
+        "depth": trial["model"]["depth"],
+        "n_train": trial["n_train"],
+        "batch_size": trial["batch_size"],
+        "lr": trial["lr"],
+        "momentum": trial["momentum"],
+        "weight_decay": trial["weight_decay"],
+        "seed": trial["seed"],
+        "epochs": trial["budget"].get("epochs"),
+        "noise_scale": noise_scale(trial["lr"], trial["n_train"], trial["batch_size"], trial["momentum"]),
+        "config": json.dumps(trial, sort_keys=True, separators=(",", ":")),
+    }

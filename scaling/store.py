@@ -1,0 +1,202 @@
+"""The results store: Parquet parts under ``ROOT/<sweep>/{trials,curves}/``.
+
+Layout::
+
+    ROOT/<sweep>/sweep.yaml              the sweep config as last run
+    ROOT/<sweep>/trials/<part>.parquet   one row per trial (the commit record)
+    ROOT/<sweep>/curves/<part>.parquet   one row per eval point, keyed by trial_id, run_id
+
+ROOT is a local path or any URI that ``pyarrow.fs`` understands. Each part is
+written whole: on a local disk to a hidden temporary name and then renamed, on
+an object store as one object at its final key, so a reader never sees half a
+file. A trial is stored once its ``trials`` part exists; its curves are written
+first. Parts are named after the trial, so a rerun replaces rather than adds.
+Readers also keep one row per trial_id (the latest) and only the curve rows of
+that run, so even two drivers racing on one sweep leave a correct view.
+
+No torch and no ray here: analysis imports this module.
+"""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from pathlib import PurePosixPath
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from scaling.errors import StoreError
+
+_TS = pa.timestamp("us", tz="UTC")
+TRIALS_SCHEMA = pa.schema([
+    ("sweep", pa.string()), ("trial_id", pa.string()), ("run_id", pa.string()),
+    ("status", pa.string()), ("error", pa.string()),
+    ("task", pa.string()), ("model", pa.string()), ("width", pa.int64()), ("depth", pa.int64()),
+    ("n_train", pa.int64()), ("batch_size", pa.int64()), ("lr", pa.float64()),
+    ("momentum", pa.float64()), ("weight_decay", pa.float64()), ("seed", pa.int64()),
+    ("epochs", pa.float64()), ("steps", pa.int64()), ("examples_seen", pa.int64()),
+    ("noise_scale", pa.float64()), ("n_params", pa.int64()),
+    ("train_loss", pa.float64()), ("test_loss", pa.float64()), ("test_acc", pa.float64()),
+    ("wall_s", pa.float64()), ("host", pa.string()), ("start_time", _TS), ("end_time", _TS),
+    ("version", pa.string()), ("engine", pa.string()), ("config", pa.string()),
+])
+CURVES_SCHEMA = pa.schema([
+    ("sweep", pa.string()), ("trial_id", pa.string()), ("run_id", pa.string()),
+    ("step", pa.int64()), ("epoch", pa.float64()), ("examples_seen", pa.int64()),
+    ("train_loss", pa.float64()), ("test_loss", pa.float64()), ("test_acc", pa.float64()),
+    ("wall_s", pa.float64()),
+])
+TABLES = {"trials": TRIALS_SCHEMA, "curves": CURVES_SCHEMA}
+
+
+class Store:
+    """One results root (local path or URI) and the sweeps under it."""
+
+    def __init__(self, root: str):
+        try:
+            self.fs, path = pafs.FileSystem.from_uri(root)
+        except (pa.ArrowInvalid, ValueError):
+            self.fs, path = pafs.LocalFileSystem(), str(PurePosixPath(_abspath(root)))
+        self.root = path.rstrip("/") or "/"
+        self.uri = root
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    # ---- writing -------------------------------------------------------------
+
+    def _join(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a whole file so that readers see all of it or nothing."""
+        parent = path.rsplit("/", 1)[0]
+        try:
+            self.fs.create_dir(parent, recursive=True)
+            if self.local:
+                tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
+                try:
+                    with self.fs.open_output_stream(tmp) as out:
+                        out.write(data)
+                    self.fs.move(tmp, path)
+                finally:
+                    if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                        self.fs.delete_file(tmp)
+            else:  # object stores have no rename: one PUT to the final key
+                with self.fs.open_output_stream(path) as out:
+                    out.write(data)
+        except OSError as e:
+            raise StoreError(f"cannot write {path!r}: {e}") from None
+
+    def write_table(self, sweep: str, table: str, name: str, rows: list[dict]) -> None:
+        """Write rows as the part ``<sweep>/<table>/<name>.parquet``, atomically."""
+        schema = TABLES[table]
+        rows = [{**r, "sweep": sweep} for r in rows]
+        data = pa.Table.from_pylist(rows, schema=schema)
+        sink = pa.BufferOutputStream()
+        pq.write_table(data, sink, compression="zstd")
+        self.write_bytes(self._join(sweep, table, f"{name}.parquet"), sink.getvalue().to_pybytes())
+
+    def write_result(self, sweep: str, result: dict, part: str | None = None) -> None:
+        """Store one trial's rows: curves first, then the trial row that commits it."""
+        row = result["trial"]
+        name = part or row["trial_id"]
+        curves = [{**c, "trial_id": row["trial_id"], "run_id": row["run_id"]} for c in result["curves"]]
+        if curves:
+            self.write_table(sweep, "curves", name, curves)
+        self.write_table(sweep, "trials", name, [row])
+
+    def save_config(self, sweep: str, text: str) -> None:
+        self.write_bytes(self._join(sweep, "sweep.yaml"), text.encode())
+
+    # ---- reading -------------------------------------------------------------
+
+    def sweeps(self) -> list[str]:
+        """Sweep names under the root. A root that is itself a sweep folder gives ['']."""
+        info = self.fs.get_file_info(self.root)
+        if info.type == pafs.FileType.NotFound:
+            raise StoreError(f"no results store at {self.uri!r}")
+        if info.type != pafs.FileType.Directory:
+            raise StoreError(f"{self.uri!r} is not a directory")
+        if self._is_dir(self._join("trials")):
+            return [""]
+        entries = self.fs.get_file_info(pafs.FileSelector(self.root))
+        return sorted(e.base_name for e in entries if e.type == pafs.FileType.Directory
+                      and not e.base_name.startswith(".") and self._is_dir(e.path + "/trials"))
+
+    def _is_dir(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type == pafs.FileType.Directory
+
+    def parts(self, sweep: str, table: str) -> list[str]:
+        """Visible part files of one table (temporary files are hidden)."""
+        base = self._join(sweep, table) if sweep else self._join(table)
+        if not self._is_dir(base):
+            return []
+        entries = self.fs.get_file_info(pafs.FileSelector(base))
+        return sorted(e.path for e in entries if e.type == pafs.FileType.File
+                      and e.base_name.endswith(".parquet") and not e.base_name.startswith("."))
+
+    def read_parts(self, paths: list[str], columns: list[str] | None = None) -> list[pa.Table]:
+        """Read parts, skipping (with one warning each) any that is corrupt or truncated."""
+        tables = []
+        for path in paths:
+            try:
+                t = pq.read_table(path, filesystem=self.fs, columns=columns)
+            except (OSError, pa.ArrowException) as e:
+                warnings.warn(f"skipping unreadable part {path}: {str(e).splitlines()[0]}", stacklevel=2)
+                continue
+            tables.append(t)
+        return tables
+
+    def finished(self, sweep: str, statuses=("ok", "diverged", "failed")) -> dict[str, str]:
+        """{trial_id: status} of the stored trials of a sweep whose status is in ``statuses``."""
+        out: dict[str, str] = {}
+        for t in self.read_parts(self.parts(sweep, "trials"), ["trial_id", "status"]):
+            for tid, status in zip(t.column("trial_id").to_pylist(), t.column("status").to_pylist()):
+                if status in statuses:
+                    out[tid] = status
+        return out
+
+    def raw_table(self, table: str) -> pa.Table:
+        """Every row of a table across sweeps, as stored (duplicates included)."""
+        schema = TABLES[table]
+        tables = [t for sweep in self.sweeps() for t in self.read_parts(self.parts(sweep, table))]
+        if not tables:
+            return schema.empty_table()
+        merged = pa.concat_tables(tables, promote_options="permissive")
+        for field in schema:  # parts from older versions may lack newer columns
+            if field.name not in merged.column_names:
+                merged = merged.append_column(field, pa.nulls(len(merged), field.type))
+        return merged
+
+
+def load_tables(root: str) -> tuple[pa.Table, pa.Table]:
+    """(trials, curves) of every sweep under ``root``: one row per trial, the latest
+    run of each, and the curve rows of exactly that run."""
+    import duckdb
+
+    store = Store(root)
+    raw_trials, raw_curves = store.raw_table("trials"), store.raw_table("curves")
+    con = duckdb.connect(":memory:")
+    con.register("raw_trials", raw_trials)
+    con.register("raw_curves", raw_curves)
+    trials = con.sql(
+        "SELECT * FROM raw_trials QUALIFY row_number() OVER "
+        "(PARTITION BY sweep, trial_id ORDER BY end_time DESC NULLS LAST, run_id) = 1 "
+        "ORDER BY sweep, trial_id").to_arrow_table()
+    con.register("trials", trials)
+    curves = con.sql(
+        "SELECT c.* FROM raw_curves c SEMI JOIN trials t "
+        "ON c.sweep = t.sweep AND c.trial_id = t.trial_id AND c.run_id = t.run_id "
+        "ORDER BY c.sweep, c.trial_id, c.step").to_arrow_table()
+    con.close()
+    return trials, curves
+
+
+def _abspath(path: str) -> str:
+    import os
+
+    return os.path.abspath(os.path.expanduser(path))
+
+
+__all__ = ["Store", "StoreError", "load_tables", "TRIALS_SCHEMA", "CURVES_SCHEMA"]

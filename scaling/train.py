@@ -1,0 +1,178 @@
+"""Train one trial: ``run_trial(config) -> rows``. No Ray, no globals.
+
+The trial's ``seed`` fixes everything random about it:
+
+- the training subset: the first ``n_train`` entries of a seed-specific
+  permutation of the task's pool, so a larger n_train's subset contains the
+  smaller ones (Hestness et al. 2017's nested shards);
+- the initial weights, which do not depend on lr, momentum or batch size, so
+  trials that differ only in those start from the same point;
+- the data order: an endless stream of per-epoch permutations of the subset,
+  cut into consecutive batches of ``batch_size``. A batch may straddle two
+  epochs; ``epoch`` in the curves is ``examples_seen / n_train``.
+
+A loss that is not finite (or explodes past ``EXPLODED_LOSS``) ends the trial
+with status ``diverged``: a result, not an error.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+import uuid
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scaling import __version__
+from scaling.config import config_columns
+from scaling.tasks import load_task
+
+EXPLODED_LOSS = 1e4
+"""A training loss above this counts as diverged (cross-entropy of a sane model is O(log classes))."""
+
+
+def build_model(model: dict, input_dim: int, n_classes: int, seed: int) -> nn.Module:
+    """An MLP of ``depth`` hidden ReLU layers of ``width`` units, initialised from ``seed``."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        layers: list[nn.Module] = []
+        fan_in = input_dim
+        for _ in range(model["depth"]):
+            layers += [nn.Linear(fan_in, model["width"]), nn.ReLU()]
+            fan_in = model["width"]
+        layers.append(nn.Linear(fan_in, n_classes))
+        return nn.Sequential(*layers)
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+
+def subset_indices(seed: int, pool_size: int, n_train: int) -> np.ndarray:
+    """Indices of the trial's training subset; nested in n_train for a fixed seed."""
+    return np.random.default_rng([seed, 0]).permutation(pool_size)[:n_train]
+
+
+class BatchStream:
+    """Consecutive batches from an endless stream of per-epoch permutations of range(n)."""
+
+    def __init__(self, seed: int, n: int):
+        self._rng = np.random.default_rng([seed, 1, n])
+        self._n = n
+        self._buf = np.empty(0, dtype=np.int64)
+
+    def take(self, k: int) -> np.ndarray:
+        while len(self._buf) < k:
+            self._buf = np.concatenate([self._buf, self._rng.permutation(self._n)])
+        out, self._buf = self._buf[:k], self._buf[k:]
+        return out
+
+
+def total_steps(trial: dict) -> int:
+    """Optimizer steps in the trial's budget."""
+    budget = trial["budget"]
+    if "steps" in budget:
+        return int(budget["steps"])
+    return max(1, math.ceil(budget["epochs"] * trial["n_train"] / trial["batch_size"]))
+
+
+def eval_steps(trial: dict, steps: int) -> list[int]:
+    """Steps after which the model is evaluated: step 0, log-spaced or regular steps, and the last."""
+    ev = trial["eval"]
+    if "every_steps" in ev:
+        chosen = set(range(0, steps + 1, ev["every_steps"]))
+    else:
+        chosen = {0} | {int(round(s)) for s in np.geomspace(1, steps, max(ev["points"] - 1, 1))}
+    return sorted(chosen | {steps})
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x_train, y_train, x_test, y_test) -> tuple[float, float, float]:
+    """(train_loss on the trial's subset, test_loss, test_acc)."""
+    model.eval()
+    train_loss = F.cross_entropy(model(x_train), y_train).item()
+    logits = model(x_test)
+    test_loss = F.cross_entropy(logits, y_test).item()
+    test_acc = (logits.argmax(dim=1) == y_test).float().mean().item()
+    model.train()
+    return train_loss, test_loss, test_acc
+
+
+def run_trial(trial: dict, *, device: str = "cpu") -> dict:
+    """Train the model a trial config describes, and return its rows.
+
+    Returns ``{"trial": row, "curves": [row, ...]}`` where the trial row holds the
+    config columns, ``status`` (ok | diverged), ``error``, final metrics and timing.
+    Exceptions (bad device, out of memory, bugs) propagate to the caller, which
+    decides about retries and records ``failed``.
+    """
+    start = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    data = load_task(trial["task"])
+    seed, n_train, batch = trial["seed"], trial["n_train"], trial["batch_size"]
+    subset = torch.from_numpy(subset_indices(seed, len(data.y_train), n_train))
+    x_pool = torch.from_numpy(data.x_train).to(device)
+    y_pool = torch.from_numpy(data.y_train).to(device)
+    x_train, y_train = x_pool[subset.to(device)], y_pool[subset.to(device)]
+    x_test = torch.from_numpy(data.x_test).to(device)
+    y_test = torch.from_numpy(data.y_test).to(device)
+
+    model = build_model(trial["model"], data.input_dim, data.n_classes, seed).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=trial["lr"], momentum=trial["momentum"],
+                          weight_decay=trial["weight_decay"])
+    steps = total_steps(trial)
+    evals = eval_steps(trial, steps)
+    stream = BatchStream(seed, n_train)
+    curves: list[dict] = []
+    status, error, done = "ok", None, 0
+
+    def record(step: int) -> bool:
+        metrics = evaluate(model, x_train, y_train, x_test, y_test)
+        curves.append({"step": step, "epoch": step * batch / n_train, "examples_seen": step * batch,
+                       "train_loss": metrics[0], "test_loss": metrics[1], "test_acc": metrics[2],
+                       "wall_s": time.perf_counter() - t0})
+        return math.isfinite(metrics[0])
+
+    record(0)
+    next_eval = 1
+    for step in range(1, steps + 1):
+        idx = torch.from_numpy(stream.take(batch)).to(device)
+        loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+        value = loss.item()
+        if not math.isfinite(value) or value > EXPLODED_LOSS:
+            status, error = "diverged", f"training loss {value:.4g} at step {step} (lr={trial['lr']})"
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done = step
+        if step == evals[next_eval]:
+            next_eval += 1
+            if not record(step):
+                status, error = "diverged", f"train loss not finite at step {step} (lr={trial['lr']})"
+                break
+
+    final = curves[-1] if status == "ok" else {}
+    row = {
+        **config_columns(trial),
+        "run_id": uuid.uuid4().hex,
+        "status": status,
+        "error": error,
+        "steps": done,
+        "examples_seen": done * batch,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "train_loss": final.get("train_loss", math.nan),
+        "test_loss": final.get("test_loss", math.nan),
+        "test_acc": final.get("test_acc", math.nan),
+        "wall_s": time.perf_counter() - t0,
+        "host": socket.gethostname(),
+        "start_time": start,
+        "end_time": datetime.now(timezone.utc),
+        "version": __version__,
+        "engine": "single",
+    }
+    return {"trial": row, "curves": curves}
