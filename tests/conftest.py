@@ -1,0 +1,51 @@
+"""Shared fixtures: one real local Ray per test session, small sweep configs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray with 2 CPUs, started once for the whole session."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def write_config(directory: Path, text: str, name: str = "sweep.yaml") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real `scaling` command in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+SMALL_SWEEP = """
+name: small
+task: {name: digits}
+model: {name: mlp, width: 32, depth: 1}
+axes:
+  n_train: [50, 100]
+  batch_size: [16, 32]
+  lr: [0.1, 0.5]
+  seed: [0, 1]
+budget: {epochs: 5}
+eval: {points: 5}
+resources: {cpu: 1}
+"""

@@ -1,0 +1,131 @@
+"""End to end: config -> real local Ray -> torch -> Parquet -> SQL, resume, kills."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, SMALL_SWEEP, run_cli, write_config
+from cluster.runner import run_sweep
+from scaling.config import load_config, trial_id
+from scaling.store import Store, load_tables
+
+
+def sweep(tmp_path, text=SMALL_SWEEP, name="sweep.yaml"):
+    path = write_config(tmp_path, text, name)
+    return load_config(path), path.read_text()
+
+
+def test_sweep_end_to_end_and_resume(ray_local, tmp_path):
+    cfg, text = sweep(tmp_path)
+    results = str(tmp_path / "results")
+    summary = run_sweep(cfg, text, results, progress=False, log=lambda *_: None)
+    assert summary.total == 16 and summary.skipped == 0 and summary.counts["ok"] == 16
+
+    # read back with plain pyarrow, not our reader
+    trial_parts = list((tmp_path / "results" / "small" / "trials").glob("*.parquet"))
+    rows = [r for p in trial_parts for r in pq.read_table(p).to_pylist()]
+    assert sorted(r["trial_id"] for r in rows) == sorted(trial_id(t) for t in cfg.trials())
+    assert {r["status"] for r in rows} == {"ok"}
+    assert all(r["host"] and r["version"] and r["wall_s"] > 0 for r in rows)
+    assert sum(r["test_acc"] for r in rows) / len(rows) > 0.5, "the models learned"
+    curve_rows = [r for p in (tmp_path / "results" / "small" / "curves").glob("*.parquet")
+                  for r in pq.read_table(p).to_pylist()]
+    assert {r["trial_id"] for r in curve_rows} == {r["trial_id"] for r in rows}
+    assert (tmp_path / "results" / "small" / "sweep.yaml").read_text() == text
+
+    again = run_sweep(cfg, text, results, progress=False, log=lambda *_: None)
+    assert again.skipped == 16 and sum(again.counts.values()) == 0
+
+    # the axes gain a value: only the new trials run
+    grown, grown_text = sweep(tmp_path, SMALL_SWEEP.replace("lr: [0.1, 0.5]", "lr: [0.1, 0.5, 0.3]"))
+    third = run_sweep(grown, grown_text, results, progress=False, log=lambda *_: None)
+    assert third.skipped == 16 and third.counts["ok"] == 8
+    trials, curves = load_tables(results)
+    assert trials.num_rows == 24 and len(set(trials.column("trial_id").to_pylist())) == 24
+
+
+def test_diverging_trial_is_recorded_and_the_sweep_goes_on(ray_local, tmp_path):
+    text = SMALL_SWEEP.replace("lr: [0.1, 0.5]", "lr: [0.1, 1000.0]").replace("seed: [0, 1]", "seed: [0]")
+    cfg, text = sweep(tmp_path, text)
+    summary = run_sweep(cfg, text, str(tmp_path / "r"), progress=False, log=lambda *_: None)
+    assert summary.counts == {"ok": 4, "diverged": 4, "failed": 0}
+    trials, _ = load_tables(str(tmp_path / "r"))
+    by_lr = {}
+    for r in trials.to_pylist():
+        by_lr.setdefault(r["lr"], set()).add(r["status"])
+    assert by_lr == {0.1: {"ok"}, 1000.0: {"diverged"}}
+
+
+def test_each_trial_uses_the_threads_it_was_given(ray_local, tmp_path):
+    import torch
+
+    from cluster.runner import execute_trial
+
+    cfg, _ = sweep(tmp_path)
+
+    @ray_local.remote(num_cpus=1)
+    def probe(trial, root):
+        torch.set_num_threads(7)
+        execute_trial(trial, "probe", root, 1, "cpu")
+        return torch.get_num_threads()
+
+    assert ray_local.get(probe.remote(cfg.trials()[0], str(tmp_path / "r"))) == 1
+
+
+def test_cli_sweep_status_and_query(tmp_path):
+    path = write_config(tmp_path, SMALL_SWEEP.replace("seed: [0, 1]", "seed: [0]"))
+    results = str(tmp_path / "results")
+    proc = run_cli("sweep", str(path), "--results", results)
+    assert proc.returncode == 0, proc.stderr
+    assert "results:" in proc.stdout and "best test accuracy" in proc.stdout
+    assert "8/8 done" in proc.stderr, "the progress bar reports done/total"
+    status = run_cli("status", results)
+    assert status.returncode == 0 and status.stdout.splitlines()[2].split()[:5] == ["small", "8", "0", "0", "8"]
+    query = run_cli("query", results, "SELECT status, count(*) AS n FROM trials GROUP BY status")
+    assert query.returncode == 0 and query.stdout.splitlines()[2].split() == ["ok", "8"]
+    bad = run_cli("query", results, "SELECT nope FROM trials")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: SQL")
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_then_rerun_stores_every_trial_once(tmp_path):
+    text = SMALL_SWEEP.replace("n_train: [50, 100]", "n_train: [200, 400]").replace(
+        "epochs: 5", "epochs: 15").replace("seed: [0, 1]", "seed: [0, 1, 2]")
+    path = write_config(tmp_path, text)
+    results = tmp_path / "results"
+    expected = {trial_id(t) for t in load_config(path).trials()}
+    cmd = [sys.executable, "-m", "cluster.cli", "sweep", str(path), "--results", str(results), "--quiet"]
+    driver = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials_dir = results / "small" / "trials"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = len(list(trials_dir.glob("*.parquet"))) if trials_dir.exists() else 0
+        if done >= len(expected) // 3:
+            break
+        time.sleep(0.05)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    stored_before = {p.stem for p in trials_dir.glob("*.parquet")}
+    assert 0 < len(stored_before) < len(expected), "the driver was killed halfway"
+
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    time.sleep(1.0)  # let any worker of the killed driver finish a write
+    store = Store(str(results))
+    raw = store.raw_table("trials").column("trial_id").to_pylist()
+    assert sorted(raw) == sorted(expected), "every trial stored exactly once"
+    raw_curves = store.raw_table("curves")
+    assert set(raw_curves.column("trial_id").to_pylist()) == expected
+    trials, curves = load_tables(str(results))
+    assert trials.num_rows == len(expected)
+    per_trial = {}
+    for tid, run_id in zip(curves.column("trial_id").to_pylist(), curves.column("run_id").to_pylist()):
+        per_trial.setdefault(tid, set()).add(run_id)
+    assert all(len(v) == 1 for v in per_trial.values())
