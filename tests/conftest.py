@@ -49,3 +49,26 @@ budget: {epochs: 5}
 eval: {points: 5}
 resources: {cpu: 1}
 """
+
+
+def reap_orphaned_ray_processes() -> int:
+    """Kill Ray helper processes orphaned by a SIGKILLed driver (re-parented to init).
+
+    A local Ray's raylet and GCS die with their driver, but its dashboard and
+    runtime-env agents linger; a test that kills a driver cleans them up.
+    """
+    import signal
+
+    killed = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if status.get("PPid", "").strip() == "1" and cmd.startswith("ray::"):
+            os.kill(int(pid), signal.SIGKILL)
+            killed += 1
+    return killed

@@ -11,7 +11,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, SMALL_SWEEP, run_cli, write_config
+from conftest import ROOT, SMALL_SWEEP, reap_orphaned_ray_processes, run_cli, write_config
 from cluster.runner import run_sweep
 from scaling.config import load_config, trial_id
 from scaling.store import Store, load_tables
@@ -112,6 +112,8 @@ def test_sigkill_of_the_driver_then_rerun_stores_every_trial_once(tmp_path):
         time.sleep(0.05)
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
+    time.sleep(0.5)
+    reap_orphaned_ray_processes()
     stored_before = {p.stem for p in trials_dir.glob("*.parquet")}
     assert 0 < len(stored_before) < len(expected), "the driver was killed halfway"
 

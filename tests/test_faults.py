@@ -1,0 +1,178 @@
+"""Fault injection: killed workers, removed nodes, killed drivers, raising trials, racing
+drivers, and an S3-compatible store. Each case ends with exactly the expected trial_ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
+import pytest
+
+from conftest import ROOT, SMALL_SWEEP, reap_orphaned_ray_processes, write_config
+from scaling.config import load_config, trial_id
+from scaling.store import Store, load_tables
+
+pytestmark = pytest.mark.slow
+
+LONG_TRIALS = """
+name: {name}
+task: {{name: digits}}
+model: {{name: mlp, width: 64, depth: 1}}
+axes:
+  n_train: [800]
+  batch_size: [8]
+  lr: [0.05]
+  seed: {seeds}
+budget: {{epochs: {epochs}}}
+eval: {{points: 5}}
+resources: {{cpu: 1, gpu: {gpu}}}
+retries: 2
+"""
+
+
+def cli(config, results, **kw):
+    return [sys.executable, "-m", "cluster.cli", "sweep", str(config), "--results", str(results), "--quiet"]
+
+
+def assert_exactly_once(results, config, statuses=("ok",)):
+    cfg = load_config(config)
+    expected = {trial_id(t) for t in cfg.trials()}
+    raw = Store(str(results)).raw_table("trials").to_pylist()
+    raw_ids = [r["trial_id"] for r in raw if r["sweep"] == cfg.name]
+    assert sorted(raw_ids) == sorted(expected), "every trial stored exactly once"
+    trials, curves = load_tables(str(results))
+    trials = trials.filter(pa.compute.equal(trials.column("sweep"), cfg.name))
+    assert set(trials.column("status").to_pylist()) <= set(statuses)
+    curves = curves.filter(pa.compute.equal(curves.column("sweep"), cfg.name))
+    assert set(curves.column("trial_id").to_pylist()) <= expected
+    return trials
+
+
+def ray_trial_pids() -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::scaling-trial"):
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+def test_killed_worker_is_retried(tmp_path):
+    config = write_config(tmp_path, LONG_TRIALS.format(name="kw", seeds="[0, 1, 2, 3]", epochs=8, gpu=0))
+    driver = subprocess.Popen(cli(config, tmp_path / "r"), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline, killed = time.monotonic() + 120, None
+    while killed is None and time.monotonic() < deadline and driver.poll() is None:
+        pids = ray_trial_pids()
+        if pids:
+            time.sleep(0.3)  # mid-trial
+            os.kill(pids[0], signal.SIGKILL)
+            killed = pids[0]
+        time.sleep(0.05)
+    out, err = driver.communicate(timeout=300)
+    assert killed is not None, "saw a trial running"
+    assert driver.returncode == 0, err
+    assert "4 ok" in out
+    assert_exactly_once(tmp_path / "r", config)
+
+
+def test_removed_node_and_raising_trial(tmp_path):
+    node_loss = write_config(tmp_path, LONG_TRIALS.format(name="nodes", seeds="[0, 1, 2, 3, 4, 5]",
+                                                          epochs=6, gpu=0), "nodes.yaml")
+    raising = write_config(tmp_path, LONG_TRIALS.format(name="raising", seeds="[0]", epochs=1, gpu=1),
+                           "raising.yaml")
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "scenarios" / "node_loss.py"),
+                           str(tmp_path / "r"), str(node_loss), str(raising)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    assert out["stored_before_removal"] < 6, "the node was removed mid-sweep"
+    assert out["summary"] == {"ok": 6, "diverged": 0, "failed": 0}
+    assert_exactly_once(tmp_path / "r", node_loss)
+    assert out["raising"] == {"ok": 0, "diverged": 0, "failed": 1}
+    trials, _ = load_tables(str(tmp_path / "r"))
+    failed = [r for r in trials.to_pylist() if r["sweep"] == "raising"]
+    assert len(failed) == 1 and failed[0]["status"] == "failed"
+    assert "CUDA" in failed[0]["error"] or "cuda" in failed[0]["error"], failed[0]["error"]
+
+
+def test_two_drivers_racing_on_one_sweep(tmp_path):
+    config = write_config(tmp_path, SMALL_SWEEP)
+    procs = [subprocess.Popen(cli(config, tmp_path / "r"), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert_exactly_once(tmp_path / "r", config)
+    trials, curves = load_tables(str(tmp_path / "r"))
+    assert trials.num_rows == 16
+    runs_per_trial = {}
+    for tid, run in zip(curves.column("trial_id").to_pylist(), curves.column("run_id").to_pylist()):
+        runs_per_trial.setdefault(tid, set()).add(run)
+    assert len(runs_per_trial) == 16 and all(len(v) == 1 for v in runs_per_trial.values())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A real S3-compatible server (moto) on loopback, with one bucket."""
+    port = _free_port()
+    bindir = os.path.dirname(sys.executable)
+    server = subprocess.Popen([os.path.join(bindir, "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        import boto3
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                             aws_access_key_id="testing", aws_secret_access_key="testing"
+                             ).create_bucket(Bucket="sweeps")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield f"s3://sweeps/results?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1", env
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_sweep_writes_to_and_resumes_from_s3(tmp_path, s3_server):
+    uri, env = s3_server
+    config = write_config(tmp_path, SMALL_SWEEP.replace("seed: [0, 1]", "seed: [0]"))
+    first = subprocess.run(cli(config, uri), cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, **env})
+    assert first.returncode == 0, first.stderr
+    assert "ran 8 trials" in first.stdout
+    again = subprocess.run(cli(config, uri), cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, **env})
+    assert again.returncode == 0 and "8 were already stored" in again.stdout
+    os.environ.update(env)
+    store = Store(uri)
+    assert not store.local
+    names = [p.rsplit("/", 1)[1] for p in store.parts("small", "trials")]
+    assert sorted(names) == sorted(f"{trial_id(t)}.parquet" for t in load_config(config).trials())
+    trials, curves = load_tables(uri)
+    assert trials.num_rows == 8 and set(trials.column("status").to_pylist()) == {"ok"}
+    assert curves.num_rows > 8
