@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="results store: a path or URI (default: results)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (or set RAY_ADDRESS); default: start a local Ray")
-    p.add_argument("--engine", choices=["single"], default=None, help="override the config's engine")
+    p.add_argument("--engine", choices=["packed", "single"], default=None, help="override the config's engine")
     p.add_argument("--retry-failed", action="store_true", help="run again trials stored as failed")
     p.add_argument("--allow-large", action="store_true", help="allow sweeps over the trial limit")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")

@@ -40,16 +40,40 @@ class SweepSummary:
 
 
 def execute_trial(trial: dict, sweep: str, root: str, threads: int, device: str) -> dict:
-    """Body of the Ray task: train one trial, store its rows, return a small summary."""
+    """Train one trial alone and store its rows; return a small summary."""
+    return execute_unit((trial,), "single", sweep, root, threads, device)[0]
+
+
+def execute_unit(trials: tuple, engine: str, sweep: str, root: str, threads: int,
+                 device: str) -> list[dict]:
+    """Body of a Ray task: train a unit's trials, storing each as soon as it finishes.
+
+    Members already stored (by an earlier attempt of this task) are skipped, so a
+    retried pack resumes where it stopped. Returns one small summary per trial.
+    """
     import torch
 
-    from scaling.train import run_trial
-
     torch.set_num_threads(threads)
-    result = run_trial(trial, device=device)
-    Store(root).write_result(sweep, result)
-    row = result["trial"]
-    return {"trial_id": row["trial_id"], "status": row["status"], "test_acc": row["test_acc"]}
+    store = Store(root)
+    done = store.statuses(sweep, [trial_id(t) for t in trials]) if len(trials) > 1 else {}
+    todo = [t for t in trials if trial_id(t) not in done]
+    summaries = [{"trial_id": tid, "status": status} for tid, status in done.items()]
+
+    def keep(result: dict) -> None:
+        store.write_result(sweep, result)
+        row = result["trial"]
+        summaries.append({"trial_id": row["trial_id"], "status": row["status"]})
+
+    if engine == "packed" and len(todo) > 1:
+        from scaling.packed import run_pack
+
+        run_pack(todo, device=device, on_result=keep)
+    else:
+        from scaling.train import run_trial
+
+        for trial in todo:
+            keep(run_trial(trial, device=device))
+    return summaries
 
 
 def failed_row(trial: dict, error: str) -> dict:
@@ -94,7 +118,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
 
 def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None = None,
               retry_failed: bool = False, allow_large: bool = False, num_cpus: int | None = None,
-              progress: bool = True, log=print) -> SweepSummary:
+              engine: str | None = None, progress: bool = True, log=print) -> SweepSummary:
     """Run every trial of ``cfg`` not yet in the store at ``results``."""
     t0 = time.monotonic()
     trials = cfg.trials(limit=None if allow_large else MAX_TRIALS)
@@ -109,7 +133,7 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
     if pending:
         started = connect(address, num_cpus)
         try:
-            _drive(cfg, pending, store, counts, progress)
+            _drive(cfg, pending, store, counts, progress, engine or cfg.engine, log)
         finally:
             if started:
                 import ray
@@ -119,8 +143,24 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
                         counts=counts, wall_s=time.monotonic() - t0)
 
 
-def _drive(cfg: SweepConfig, pending: list[dict], store: Store, counts: dict, progress: bool) -> None:
+def _memory_budget(cfg: SweepConfig, slots: int) -> int:
+    """Per-pack memory: from the config, else a share of this node's available memory."""
+    if cfg.packing.memory_mb is not None:
+        return int(cfg.packing.memory_mb * 2**20)
+    if cfg.resources.gpu > 0:
+        return 8 << 30  # not measurable from the driver; set packing.memory_mb for your GPUs
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        available = 8 << 30
+    return max(256 << 20, available // (4 * max(1, slots)))
+
+
+def _drive(cfg: SweepConfig, pending: list[dict], store: Store, counts: dict, progress: bool,
+           engine: str, log) -> None:
     import ray
+
+    from cluster.planner import Unit, plan
 
     res = cfg.resources
     device = "cuda" if res.gpu > 0 else "cpu"
@@ -132,34 +172,50 @@ def _drive(cfg: SweepConfig, pending: list[dict], store: Store, counts: dict, pr
     if capacity < 1:
         raise RuntimeError(f"the cluster has {total.get('CPU', 0)} CPUs and {total.get('GPU', 0)} GPUs, "
                            f"too few for one trial (resources: cpu={res.cpu}, gpu={res.gpu})")
-    task = ray.remote(execute_trial).options(
+    task = ray.remote(execute_unit).options(
         num_cpus=res.cpu, num_gpus=res.gpu, max_retries=cfg.retries, retry_exceptions=True,
         name="scaling-trial")
     root = store.uri if not store.local else store.root
+    units = plan(pending, engine=engine, slots=capacity, memory_bytes=_memory_budget(cfg, capacity),
+                 max_members=cfg.packing.max_members, log=log)
     bar = Progress(len(pending), enabled=progress)
     window = 2 * capacity + 4
-    queue = iter(pending)
+    queue = list(reversed(units))
     inflight: dict = {}
 
     def submit() -> None:
-        while len(inflight) < window:
-            trial = next(queue, None)
-            if trial is None:
-                return
-            inflight[task.remote(trial, cfg.name, root, threads, device)] = trial
+        while len(inflight) < window and queue:
+            unit = queue.pop()
+            ref = task.remote(unit.trials, unit.engine, cfg.name, root, threads, device)
+            inflight[ref] = unit
+
+    def finish(status: str) -> None:
+        counts[status] += 1
+        bar.update(status)
 
     submit()
     while inflight:
         ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
         for ref in ready:
-            trial = inflight.pop(ref)
+            unit = inflight.pop(ref)
             try:
-                status = ray.get(ref)["status"]
+                for summary in ray.get(ref):
+                    finish(summary["status"])
             except ray.exceptions.RayError as e:
-                store.write_result(cfg.name, {"trial": failed_row(trial, describe_error(e)), "curves": []})
-                status = "failed"
-            counts[status] += 1
-            bar.update(status)
+                ids = [trial_id(t) for t in unit.trials]
+                stored = store.statuses(cfg.name, ids)
+                left = [t for t, tid in zip(unit.trials, ids) if tid not in stored]
+                for status in stored.values():  # stored by the attempts before the failure
+                    finish(status)
+                if unit.engine == "packed" and len(left) > 1:
+                    log(f"a pack of {len(unit.trials)} failed ({describe_error(e)}); "
+                        f"running its {len(left)} unfinished trials one by one")
+                    queue.extend(Unit((t,), "single") for t in left)
+                    continue
+                for trial in left:
+                    store.write_result(cfg.name, {"trial": failed_row(trial, describe_error(e)),
+                                                  "curves": []})
+                    finish("failed")
         submit()
         bar.update(running=min(len(inflight), capacity))
     bar.close()

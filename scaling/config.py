@@ -37,11 +37,11 @@ from scaling.errors import ConfigError
 from scaling.tasks import task_train_size, validate_task
 
 MODELS = {"mlp"}
-ENGINES = {"single"}
+ENGINES = {"packed", "single"}
 MAX_TRIALS = 100_000
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 TOP_KEYS = {"name", "description", "task", "model", "axes", "search", "budget", "eval",
-            "resources", "engine", "retries"}
+            "resources", "engine", "packing", "retries"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +121,19 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PackingConfig:
+    max_members: int = 128
+    """The most trials trained together in one pack."""
+    memory_mb: float | None = None
+    """Memory budget of one pack in MiB; default: measured (a share of the node's free memory)."""
+
+    def __post_init__(self):
+        _check_int("packing.max_members", self.max_members, 1)
+        if self.memory_mb is not None:
+            _check_number("packing.memory_mb", self.memory_mb, "a number > 0", lambda v: v > 0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class SweepConfig:
     name: str
     """Sweep name; also the folder name under the results directory."""
@@ -133,8 +146,10 @@ class SweepConfig:
     budget: BudgetConfig
     eval: EvalConfig = field(default_factory=EvalConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    engine: str = "single"
-    """Trial engine; 'single' trains one model per Ray task."""
+    engine: str = "packed"
+    """'packed' trains trials that share task, model and batch size as one vectorised
+    model (scaling.packed); 'single' trains one model per Ray task."""
+    packing: PackingConfig = field(default_factory=PackingConfig)
     retries: int = 2
     """Retries of a trial whose worker died or whose code raised."""
     description: str = ""
@@ -246,7 +261,8 @@ def parse_config(raw: Any) -> SweepConfig:
         budget=_section(BudgetConfig, "budget", raw["budget"]),
         eval=_section(EvalConfig, "eval", raw.get("eval", {}) or {}),
         resources=_section(ResourcesConfig, "resources", raw.get("resources", {}) or {}),
-        engine=raw.get("engine", "single"),
+        engine=raw.get("engine", "packed"),
+        packing=_section(PackingConfig, "packing", raw.get("packing", {}) or {}),
         retries=raw.get("retries", 2),
     )
     return sweep

@@ -157,6 +157,21 @@ class Store:
                     out[tid] = status
         return out
 
+    def stored(self, sweep: str, trial_ids: list[str]) -> set[str]:
+        """Which of ``trial_ids`` have a trials part of their own (one listing call)."""
+        paths = [self._join(sweep, "trials", f"{tid}.parquet") for tid in trial_ids]
+        infos = self.fs.get_file_info(paths)
+        return {tid for tid, info in zip(trial_ids, infos) if info.type == pafs.FileType.File}
+
+    def statuses(self, sweep: str, trial_ids: list[str]) -> dict[str, str]:
+        """{trial_id: status} of those of ``trial_ids`` stored in parts of their own."""
+        have = self.stored(sweep, trial_ids)
+        paths = [self._join(sweep, "trials", f"{tid}.parquet") for tid in trial_ids if tid in have]
+        out = {}
+        for t in self.read_parts(paths, ["trial_id", "status"]):
+            out.update(zip(t.column("trial_id").to_pylist(), t.column("status").to_pylist()))
+        return out
+
     def raw_table(self, table: str) -> pa.Table:
         """Every row of a table across sweeps, as stored (duplicates included)."""
         schema = TABLES[table]
