@@ -20,5 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# Speed is measured side by side in one run; absolute times on shared machines are noise.
+bench: $(STAMP)
+	$(BIN)/python -m cluster.bench
+	$(BIN)/python -m cluster.bench_driver
+	$(BIN)/python -m analysis.bench
+
 clean:
 	rm -rf $(VENV) results .pytest_cache
