@@ -76,14 +76,24 @@ def execute_unit(trials: tuple, engine: str, sweep: str, root: str, threads: int
     return summaries
 
 
-def failed_row(trial: dict, error: str) -> dict:
+def execute_ddp(trial: dict, sweep: str, root: str, workers: int, cpus_per_worker: float,
+                use_gpu: bool) -> list[dict]:
+    """Body of a Ray task (num_cpus=0): one trial data-parallel over ``workers`` Ray Train workers."""
+    from cluster.ddp import run_trial_ddp
+
+    result = run_trial_ddp(trial, workers=workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker)
+    Store(root).write_result(sweep, result)
+    return [{"trial_id": result["trial"]["trial_id"], "status": result["trial"]["status"]}]
+
+
+def failed_row(trial: dict, error: str, engine: str = "single") -> dict:
     """The trial row of a trial that raised on every attempt (written by the driver)."""
     now = datetime.now(timezone.utc)
     return {**config_columns(trial), "run_id": uuid.uuid4().hex, "status": "failed",
             "error": error[:4000], "steps": 0, "examples_seen": 0,
             "train_loss": math.nan, "test_loss": math.nan, "test_acc": math.nan, "wall_s": 0.0,
             "host": socket.gethostname(), "start_time": now, "end_time": now,
-            "version": __version__, "engine": "single"}
+            "version": __version__, "engine": engine}
 
 
 def describe_error(exc: BaseException) -> str:
@@ -92,6 +102,9 @@ def describe_error(exc: BaseException) -> str:
 
     if isinstance(exc, rex.RayTaskError):
         cause = exc.cause if exc.cause is not None else exc
+        if type(cause).__name__ in ("WorkerGroupError", "ControllerError", "TrainingFailedError"):
+            inner = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
+            return f"{type(cause).__name__}: {inner[-1] if inner else ''}"
         text = str(cause).strip().splitlines()
         return f"{type(cause).__name__}: {text[-1] if text else ''}".strip()
     if isinstance(exc, rex.WorkerCrashedError):
@@ -166,27 +179,38 @@ def _drive(cfg: SweepConfig, pending: list[dict], store: Store, counts: dict, pr
     device = "cuda" if res.gpu > 0 else "cpu"
     threads = max(1, int(res.cpu))
     total = ray.cluster_resources()
-    capacity = int(total.get("CPU", 1) // res.cpu)
+    k = cfg.workers_per_trial
+    capacity = int(total.get("CPU", 1) // (res.cpu * k))
     if res.gpu > 0:
-        capacity = min(capacity, int(total.get("GPU", 0) // res.gpu))
+        capacity = min(capacity, int(total.get("GPU", 0) // (res.gpu if k == 1 else k)))
     if capacity < 1:
         raise RuntimeError(f"the cluster has {total.get('CPU', 0)} CPUs and {total.get('GPU', 0)} GPUs, "
                            f"too few for one trial (resources: cpu={res.cpu}, gpu={res.gpu})")
     task = ray.remote(execute_unit).options(
         num_cpus=res.cpu, num_gpus=res.gpu, max_retries=cfg.retries, retry_exceptions=True,
         name="scaling-trial")
+    ddp = ray.remote(execute_ddp).options(num_cpus=0, max_retries=cfg.retries, retry_exceptions=True,
+                                          name="scaling-ddp-trial")
     root = store.uri if not store.local else store.root
-    units = plan(pending, engine=engine, slots=capacity, memory_bytes=_memory_budget(cfg, capacity),
-                 max_members=cfg.packing.max_members, log=log)
+    if k > 1:
+        log(f"engine: ddp, each trial data-parallel over {k} workers (Ray Train TorchTrainer)")
+        units = [Unit((t,), "ddp") for t in pending]
+    else:
+        units = plan(pending, engine=engine, slots=capacity, memory_bytes=_memory_budget(cfg, capacity),
+                     max_members=cfg.packing.max_members, log=log)
     bar = Progress(len(pending), enabled=progress)
-    window = 2 * capacity + 4
+    # DDP tasks hold no CPU themselves and would start controllers that wait for workers
+    window = capacity if k > 1 else 2 * capacity + 4
     queue = list(reversed(units))
     inflight: dict = {}
 
     def submit() -> None:
         while len(inflight) < window and queue:
             unit = queue.pop()
-            ref = task.remote(unit.trials, unit.engine, cfg.name, root, threads, device)
+            if unit.engine == "ddp":
+                ref = ddp.remote(unit.trials[0], cfg.name, root, k, res.cpu, res.gpu > 0)
+            else:
+                ref = task.remote(unit.trials, unit.engine, cfg.name, root, threads, device)
             inflight[ref] = unit
 
     def finish(status: str) -> None:
@@ -213,7 +237,7 @@ def _drive(cfg: SweepConfig, pending: list[dict], store: Store, counts: dict, pr
                     queue.extend(Unit((t,), "single") for t in left)
                     continue
                 for trial in left:
-                    store.write_result(cfg.name, {"trial": failed_row(trial, describe_error(e)),
+                    store.write_result(cfg.name, {"trial": failed_row(trial, describe_error(e), unit.engine),
                                                   "curves": []})
                     finish("failed")
         submit()

@@ -34,30 +34,86 @@ import yaml
 
 from scaling import axes as axes_mod
 from scaling.errors import ConfigError
-from scaling.tasks import task_train_size, validate_task
+from scaling.tasks import own_model, packable, task_kind, task_train_size, validate_task
 
-MODELS = {"mlp"}
+MODELS = {"mlp", "cnn", "resnet", "transformer", "task"}
+MODEL_DEFAULTS = {"mlp": (256, 1), "cnn": (32, 2), "resnet": (1, 1), "transformer": (64, 2), "task": (256, 1)}
+"""(width, depth) of each model when the config gives none (see scaling.models for their meaning)."""
+MODEL_INPUTS = {"mlp": ("vectors", "images"), "cnn": ("images",), "resnet": ("images",),
+                "transformer": ("tokens",)}
+"""The task inputs (scaling.tasks.Dataset.kind) each built-in model takes."""
 ENGINES = {"packed", "single"}
 MAX_TRIALS = 100_000
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 TOP_KEYS = {"name", "description", "task", "model", "axes", "search", "budget", "eval",
-            "resources", "engine", "packing", "retries"}
+            "resources", "engine", "packing", "retries", "workers_per_trial",
+            "metrics"}
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     name: str = "mlp"
-    """Architecture name; one of MODELS."""
-    width: int = 256
-    """Hidden units per layer (an axis may override it per trial)."""
-    depth: int = 1
-    """Number of hidden layers; 0 gives a linear model."""
+    """Architecture name; one of MODELS ('task': the plug-in task's own model)."""
+    width: int | None = None
+    """Hidden units per layer for the MLP, channels or a multiplier for the others
+    (scaling.models); an axis may override it per trial. Default: MODEL_DEFAULTS."""
+    depth: int | None = None
+    """Hidden layers, conv blocks, residual blocks per stage or transformer blocks;
+    0 gives a linear model. Default: MODEL_DEFAULTS."""
+    heads: int | None = None
+    """Attention heads of the transformer; width must be a multiple. Default: width // 32
+    rounded down to a divisor of width."""
 
     def __post_init__(self):
         if self.name not in MODELS:
             raise ConfigError("model.name", f"unknown model {self.name!r}; choose one of {sorted(MODELS)}")
+        width, depth = MODEL_DEFAULTS[self.name]
+        object.__setattr__(self, "width", width if self.width is None else self.width)
+        object.__setattr__(self, "depth", depth if self.depth is None else self.depth)
         _check_int("model.width", self.width, 1)
         _check_int("model.depth", self.depth, 0)
+        if self.heads is not None:
+            if self.name != "transformer":
+                raise ConfigError("model.heads", f"only the transformer has attention heads, not {self.name!r}")
+            _check_int("model.heads", self.heads, 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsConfig:
+    noise_scale: bool = False
+    """Record the gradient noise scale B_simple = tr(Σ)/|G|² (McCandlish et al. 2018) in the
+    curves, from each training batch split in two halves (scaling.metrics)."""
+    sharpness: bool = False
+    """Record the top Hessian eigenvalue at the start and end (trial columns sharpness_init,
+    sharpness_final), by power iteration on Hessian-vector products."""
+    grad_norms: bool = False
+    """Record the mean and std of per-example gradient norms at each eval point."""
+    noise_ema: float = 0.95
+    """Decay of the moving averages of |G|² and tr(Σ), in [0, 1)."""
+    sharpness_iters: int = 20
+    """Most Hessian-vector products per sharpness estimate."""
+    sharpness_examples: int = 256
+    """Training examples (the first of the trial's subset) the sharpness is measured on."""
+    grad_norm_examples: int = 32
+    """Training examples (the first of the subset) of the per-example gradient norms."""
+
+    def __post_init__(self):
+        for key in ("noise_scale", "sharpness", "grad_norms"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"metrics.{key}", f"expected true or false, got {getattr(self, key)!r}")
+        _check_number("metrics.noise_ema", self.noise_ema, "a number in [0, 1)", lambda v: 0 <= v < 1)
+        for key in ("sharpness_iters", "sharpness_examples", "grad_norm_examples"):
+            _check_int(f"metrics.{key}", getattr(self, key), 1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.noise_scale or self.sharpness or self.grad_norms
+
+    def to_trial(self) -> dict:
+        """The canonical mapping that goes into a trial config (only when enabled)."""
+        return {"noise_scale": self.noise_scale, "sharpness": self.sharpness, "grad_norms": self.grad_norms,
+                "noise_ema": axes_mod.canon(self.noise_ema), "sharpness_iters": self.sharpness_iters,
+                "sharpness_examples": self.sharpness_examples, "grad_norm_examples": self.grad_norm_examples}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +208,11 @@ class SweepConfig:
     packing: PackingConfig = field(default_factory=PackingConfig)
     retries: int = 2
     """Retries of a trial whose worker died or whose code raised."""
+    workers_per_trial: int = 1
+    """Data-parallel workers per trial (DDP with Ray Train); the batch is split across them."""
     description: str = ""
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    """Training diagnostics to record (off by default)."""
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):
@@ -161,6 +221,13 @@ class SweepConfig:
         if self.engine not in ENGINES:
             raise ConfigError("engine", f"value {self.engine!r} is not allowed; choose one of {sorted(ENGINES)}")
         _check_int("retries", self.retries, 0)
+        _check_int("workers_per_trial", self.workers_per_trial, 1)
+        batch = self.axes.get("batch_size")
+        k = self.workers_per_trial
+        for b in (batch.bounds() if batch is not None else ()):
+            if b % k:
+                raise ConfigError("workers_per_trial", f"batch_size {b} is not divisible by "
+                                  f"workers_per_trial {k}; the global batch is split evenly across workers")
 
     def count(self) -> int:
         """Number of trials the sweep expands to, computed without expanding it."""
@@ -172,7 +239,8 @@ class SweepConfig:
         if limit is not None and n > limit:
             raise ConfigError("axes", f"the sweep expands to {n:,} trials, over the limit of {limit:,}; "
                               "shrink the axes or pass --allow-large if you mean it")
-        base = {"task": self.task, "model": self.model, "budget": self.budget, "eval": self.eval}
+        base = {"task": self.task, "model": self.model, "budget": self.budget, "eval": self.eval,
+                "metrics": self.metrics}
         unique: dict[str, dict] = {}
         for point in axes_mod.expand(self.axes, self.search):
             trial = make_trial(base, point)
@@ -204,6 +272,11 @@ def make_trial(base: dict, point: dict) -> dict:
         "eval": ({"every_steps": int(ev.every_steps)} if ev.every_steps is not None
                  else {"points": int(ev.points or 20)}),
     }
+    if getattr(model, "heads", None) is not None:
+        trial["model"]["heads"] = int(model.heads)
+    metrics = base.get("metrics")
+    if metrics is not None and metrics.enabled:  # absent otherwise, so older trial ids stay the same
+        trial["metrics"] = metrics.to_trial()
     return trial
 
 
@@ -251,6 +324,14 @@ def parse_config(raw: Any) -> SweepConfig:
     search = _section(SearchConfig, "search", raw.get("search", {}))
     axes = axes_mod.parse_axes(raw["axes"], search.kind == "random")
     _check_axis_ranges(axes, task)
+    _check_model_fits_task(model, task, axes)
+    metrics = _section(MetricsConfig, "metrics", raw.get("metrics", {}) or {})
+    single_only = metrics.enabled or not packable(task)
+    engine = raw.get("engine", "single" if single_only else "packed")
+    if engine == "packed" and single_only and model.name == "mlp":
+        why = "metrics are measured" if metrics.enabled else "this task is trained"
+        raise ConfigError("engine", f"'packed' cannot train this sweep: {why} by the single engine only; "
+                          "use engine: single (the default here)")
     sweep = SweepConfig(
         name=raw["name"],
         description=_typed("description", raw.get("description", ""), str),
@@ -261,11 +342,33 @@ def parse_config(raw: Any) -> SweepConfig:
         budget=_section(BudgetConfig, "budget", raw["budget"]),
         eval=_section(EvalConfig, "eval", raw.get("eval", {}) or {}),
         resources=_section(ResourcesConfig, "resources", raw.get("resources", {}) or {}),
-        engine=raw.get("engine", "packed"),
+        engine=engine,
         packing=_section(PackingConfig, "packing", raw.get("packing", {}) or {}),
         retries=raw.get("retries", 2),
+        workers_per_trial=raw.get("workers_per_trial", 1),
+        metrics=metrics,
     )
     return sweep
+
+
+def _check_model_fits_task(model: ModelConfig, task: dict, axes: dict) -> None:
+    """The model can read the task's inputs, and the transformer's widths split into its heads."""
+    if model.name == "task":
+        if not own_model(task):
+            raise ConfigError("model.name", f"'task' uses the task's own model, but task {task['name']!r} "
+                              "gives no make_model; choose one of "
+                              f"{sorted(MODELS - {'task'})} or add make_model to the plug-in")
+        return
+    kind = task_kind(task)
+    if kind not in MODEL_INPUTS[model.name]:
+        fits = sorted(m for m, kinds in MODEL_INPUTS.items() if kind in kinds)
+        raise ConfigError("model.name", f"model {model.name!r} cannot read the {kind} of task "
+                          f"{task['name']!r}; models for {kind}: {fits}")
+    if model.heads is not None:
+        widths = axes["width"].bounds() if "width" in axes else (model.width,)
+        for width in widths:
+            if width % model.heads:
+                raise ConfigError("model.heads", f"width {width} is not a multiple of heads {model.heads}")
 
 
 def _section(cls, key: str, raw: Any):
