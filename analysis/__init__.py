@@ -1,0 +1,17 @@
+"""analysis: fit scaling laws to sweep results, without torch or ray.
+
+Computing (each returns a frozen dataclass with ``to_dict()``):
+
+- :func:`analysis.powerlaw.fit_power_law` -- ``y = a*x^b + c`` or ``a*x^b`` from arrays
+- :func:`analysis.curves.fit_learning_curves` -- the same on the frontier of a sweep
+- :func:`analysis.joint.fit_joint` / :func:`analysis.joint.fit_joint_table` --
+  ``L(N, D) = E + A/N^alpha + B/D^beta``
+- :func:`analysis.bopt.find_bopt` -- optimal batch size per group and the check of
+  ``B_opt ∝ lr*N/(1-m)`` (:mod:`analysis.rule`); :func:`analysis.bopt.collapse`
+
+Presenting: :mod:`analysis.format` (text), :mod:`analysis.plots` (figures),
+:mod:`analysis.report` (one HTML page), :mod:`analysis.commands` (the
+``fit``, ``fit-joint``, ``bopt`` and ``report`` subcommands).
+
+Modules are imported on demand; ``import analysis`` loads nothing heavy.
+"""

@@ -1,31 +1,34 @@
-"""Robust curve fitting: Huber loss on log residuals, solved two ways.
+r"""Robust curve fitting: Huber loss on log residuals, solved two ways.
 
 Every fit in this package minimises one objective,
 
 .. math::
 
-    F(\\theta) = \\frac{1}{\\delta \\sum_i w_i} \\sum_i w_i\\,
-                 \\rho_\\delta\\big(\\log \\hat y_i(\\theta) - \\log y_i\\big),
-    \\qquad
-    \\rho_\\delta(r) = \\begin{cases} r^2/2 & |r| \\le \\delta \\\\
-                     \\delta(|r| - \\delta/2) & |r| > \\delta \\end{cases}
+    F(\theta) = \frac{1}{\delta \sum_i w_i} \sum_i w_i\,
+                 \rho_\delta\big(\log \hat y_i(\theta) - \log y_i\big),
+    \qquad
+    \rho_\delta(r) = \begin{cases} r^2/2 & |r| \le \delta \\
+                     \delta(|r| - \delta/2) & |r| > \delta \end{cases}
 
 the Huber loss on log residuals used by Hoffmann et al. (2022, "Training
 Compute-Optimal Large Language Models", Approach 3) and Besiroglu et al.
-(2024, "Chinchilla Scaling: A replication attempt"), with their
-:math:`\\delta = 10^{-3}` as default. Dividing by :math:`\\delta` changes no
-minimiser; it keeps the objective near the mean absolute log residual so that
-optimiser tolerances mean the same thing for any :math:`\\delta`.
+(2024, "Chinchilla Scaling: A replication attempt"). They use
+:math:`\delta = 10^{-3}`, which makes :math:`F` nearly the mean absolute log
+residual; :func:`fit_auto` by default picks :math:`\delta` from the residual
+scale instead (never below :math:`10^{-3}`), and any fixed value can be
+passed. Dividing by :math:`\delta` changes no minimiser; it keeps optimiser
+tolerances meaningful for any :math:`\delta`.
 
-The full-data fit uses multi-start L-BFGS (:func:`lbfgs_multistart`). Bootstrap
-resamples are fitted all at once by :func:`batched_lm`, a Levenberg-Marquardt
-iteration on iteratively reweighted least squares (Huber weights
-:math:`\\psi(r)/r`), vectorised across resamples and warm-started from the
-full fit. Each accepted step lowers :math:`F`, so both solvers descend the
-same objective. A model is any object with ``n_params`` and
-``log_pred(theta, X) -> (f, J)``: ``theta`` has shape ``(R, p)``, ``X`` is a
-tuple of shared arrays of length ``n``, ``f`` has shape ``(R, n)`` and the
-Jacobian ``J = d f / d theta`` has shape ``(R, n, p)``.
+The full-data fit (:func:`multistart_fit`) runs every start at once through
+:func:`batched_lm` and finishes the best with scipy's L-BFGS. Bootstrap
+resamples (:func:`bootstrap`) are refitted all at once by :func:`batched_lm`,
+a damped Newton iteration vectorised across resamples and warm-started from
+the full fit. Each accepted step of either solver lowers the same :math:`F`.
+A model is any object with ``n_params``, ``natural(theta)`` and
+``log_pred(theta, X, jac) -> (f, J)``: ``theta`` has shape ``(R, p)``, ``X``
+is a tuple of shared arrays of length ``n``, ``f`` has shape ``(R, n)`` and
+the transposed Jacobian ``J[k, j, i] = d f[k, i] / d theta[k, j]`` has shape
+``(R, p, n)``, parameter-major so each row is contiguous.
 """
 
 from __future__ import annotations
@@ -50,36 +53,44 @@ class Solution:
 
 def huber_objective(model, theta, X, logy, w, delta: float) -> np.ndarray:
     """Objective :math:`F` for each row of ``theta`` (shape ``(R, p)``); ``inf`` where undefined."""
-    f, _ = model.log_pred(theta, X, jac=False)
-    r = np.abs(f - logy)
-    rho = np.where(r <= delta, 0.5 * r * r / delta, r - 0.5 * delta)
-    value = (w * rho).sum(-1) / w.sum(-1)
+    with np.errstate(all="ignore"):
+        f, _ = model.log_pred(theta, X, jac=False)
+        r = np.abs(f - logy)
+        u = np.minimum(r, delta)  # rho/delta = u (|r| - u/2) / delta
+        value = (w * (u * (r - 0.5 * u))).sum(-1) / (delta * w.sum(-1))
     return np.where(np.isfinite(value), value, np.inf)
 
 
 def _value_and_grad(theta, model, X, logy, w, delta):
-    f, J = model.log_pred(theta[None, :], X, jac=True)
-    r = f[0] - logy
-    a = np.abs(r)
-    rho = np.where(a <= delta, 0.5 * r * r / delta, a - 0.5 * delta)
-    psi = np.clip(r / delta, -1.0, 1.0)
-    wsum = w.sum()
-    value = float((w * rho).sum() / wsum)
-    grad = (J[0] * (w * psi)[:, None]).sum(0) / wsum
+    with np.errstate(all="ignore"):
+        f, J = model.log_pred(theta[None, :], X, jac=True)
+        r = f[0] - logy
+        u = np.minimum(np.abs(r), delta)
+        psi = np.clip(r / delta, -1.0, 1.0)
+        wsum = w.sum()
+        value = float((w * (u * (np.abs(r) - 0.5 * u))).sum() / (delta * wsum))
+        grad = J[0] @ (w * psi) / wsum
     if not (np.isfinite(value) and np.all(np.isfinite(grad))):
         return 1e300, np.zeros_like(theta)
     return value, grad
 
 
-def lbfgs_multistart(model, starts, X, logy, w=None, *, delta: float = 1e-3) -> Solution:
-    """Minimise :math:`F` with L-BFGS from each start; polish the best with :func:`batched_lm`.
+def multistart_fit(model, starts, X, logy, w=None, *, delta: float = 1e-3,
+                   polish: bool = True) -> Solution:
+    r"""Minimise :math:`F` from several starts; finish the best with L-BFGS.
+
+    All starts run at once through :func:`batched_lm` (one vectorised
+    problem per start); L-BFGS (scipy) then continues from the best of them
+    and is kept if it lowers :math:`F` further. Running L-BFGS from every
+    start would find the same minima but is slow on this nearly piecewise-
+    linear objective (hundreds of iterations at :math:`\delta = 10^{-3}`).
 
     Parameters
     ----------
     model
         Object with ``n_params`` and ``log_pred`` (see module docstring).
     starts : array_like, shape (S, p)
-        Starting points; a few good ones beat many poor ones.
+        Starting points.
     X : tuple of ndarray
         Shared regressors, each of length ``n``.
     logy : ndarray, shape (n,)
@@ -88,45 +99,47 @@ def lbfgs_multistart(model, starts, X, logy, w=None, *, delta: float = 1e-3) -> 
         Non-negative point weights (counts); ones by default.
     delta : float
         Huber threshold on log residuals.
+    polish : bool
+        Continue from the best start with L-BFGS.
 
     Returns
     -------
     Solution
-        The lowest objective over starts. ``converged`` is true when L-BFGS or
-        the polishing step reports convergence at that point.
+        The lowest objective found; ``converged`` tells whether the solver
+        that produced it met its tolerance.
     """
     w = np.ones_like(logy) if w is None else np.asarray(w, float)
-    best = Solution(theta=np.asarray(starts[0], float), value=np.inf, converged=False)
-    for start in np.atleast_2d(np.asarray(starts, float)):
-        res = minimize(_value_and_grad, start, args=(model, X, logy, w, delta), jac=True,
-                       method="L-BFGS-B",
-                       options={"maxiter": 1000, "ftol": 1e-13, "gtol": 1e-9})
-        if np.isfinite(res.fun) and res.fun < best.value:
-            best = Solution(theta=res.x, value=float(res.fun), converged=bool(res.success))
-    if not np.isfinite(best.value):
+    many = batched_lm(model, np.atleast_2d(np.asarray(starts, float)), X, logy, w, delta=delta)
+    k = int(np.argmin(many.value))
+    best = Solution(theta=many.theta[k], value=float(many.value[k]),
+                    converged=bool(many.converged[k]))
+    if not (polish and np.isfinite(best.value)):
         return best
-    polished = batched_lm(model, best.theta[None, :], X, logy, w, delta=delta)
-    if polished.value[0] <= best.value:
-        ok = bool(polished.converged[0]) or bool(best.converged)
-        return Solution(theta=polished.theta[0], value=float(polished.value[0]), converged=ok)
+    res = minimize(_value_and_grad, best.theta, args=(model, X, logy, w, delta), jac=True,
+                   method="L-BFGS-B", options={"maxiter": 200, "ftol": 1e-12, "gtol": 1e-8})
+    if np.isfinite(res.fun) and res.fun < best.value:
+        again = batched_lm(model, res.x[None, :], X, logy, w, delta=delta)
+        return Solution(theta=again.theta[0], value=float(again.value[0]),
+                        converged=bool(again.converged[0]) or bool(res.success))
     return best
 
 
 def batched_lm(model, theta0, X, logy, w, *, delta: float = 1e-3, max_iter: int = 200,
                ftol: float = 1e-10, xtol: float = 1e-10) -> Solution:
-    """Minimise :math:`F` for ``R`` problems at once by Levenberg-Marquardt on IRLS.
+    r"""Minimise :math:`F` for ``R`` problems at once by damped Newton (Levenberg-Marquardt).
 
     Problem ``k`` has weights ``w[k]`` (bootstrap counts) and responses
     ``logy[k]`` (both broadcast to ``(R, n)``). Each iteration solves
 
-    .. math:: (J^T \\Omega J + \\lambda\\,\\mathrm{diag}(J^T \\Omega J))\\,\\Delta
-              = -J^T w \\psi(r)/\\delta,
-              \\qquad \\Omega = \\mathrm{diag}\\big(w\\,\\psi(r)/(\\delta r)\\big)
+    .. math:: \big(J^T \Omega J + \lambda\,\mathrm{diag}(J^T \Omega' J)\big)\,\Delta
+              = -J^T w\,\psi(r)/\delta
 
-    where :math:`\\Omega` are the Huber IRLS weights, so :math:`J^T\\Omega J`
-    is the Gauss-Newton matrix of a quadratic majoriser of :math:`F`. A step
-    is kept only if it lowers :math:`F`; then :math:`\\lambda` shrinks,
-    otherwise it grows. Problems leave the active set as they converge.
+    with :math:`\Omega = \mathrm{diag}(w\,[|r| \le \delta]/\delta)`, the
+    Gauss-Newton curvature of the Huber loss, and
+    :math:`\Omega' = \mathrm{diag}(w\,\psi(r)/(\delta r))`, the IRLS weights,
+    which scale the damping where few residuals are in the quadratic zone.
+    A step is kept only if it lowers :math:`F`; then :math:`\lambda`
+    shrinks, otherwise it grows. Problems leave the batch as they converge.
 
     Returns
     -------
@@ -135,7 +148,12 @@ def batched_lm(model, theta0, X, logy, w, *, delta: float = 1e-3, max_iter: int 
         iteration limit was hit or no descent step could be found away from a
         stationary point.
     """
-    theta = np.array(theta0, dtype=float, copy=True)
+    with np.errstate(all="ignore"):
+        return _lm(model, np.array(theta0, dtype=float, copy=True), X, logy, w,
+                   delta, max_iter, ftol, xtol)
+
+
+def _lm(model, theta, X, logy, w, delta, max_iter, ftol, xtol) -> Solution:
     R, p = theta.shape
     logy = np.broadcast_to(logy, (R, np.shape(logy)[-1]))
     w = np.broadcast_to(w, logy.shape)
@@ -153,12 +171,14 @@ def batched_lm(model, theta0, X, logy, w, *, delta: float = 1e-3, max_iter: int 
         a = np.abs(r)
         wsum = ww.sum(1)
         psi = np.clip(r / delta, -1.0, 1.0)
-        omega = ww * np.where(a <= delta, 1.0, delta / np.maximum(a, delta)) / delta
-        grad = np.einsum("knp,kn->kp", J, ww * psi) / wsum[:, None]
-        H = np.einsum("knp,knq->kpq", J * omega[..., None], J) / wsum[:, None, None]
-        d = np.diagonal(H, axis1=1, axis2=2)
-        damp = lm[:, None] * d + 1e-12 * (d.max(1, keepdims=True) + 1e-300)
-        step = -np.linalg.solve(H + damp[:, :, None] * eye, grad[..., None])[..., 0]
+        quad = a <= delta
+        irls = ww * np.where(quad, 1.0, delta / np.maximum(a, delta)) / delta
+        grad = np.matmul(J, (ww * psi)[..., None])[..., 0] / wsum[:, None]
+        H = np.matmul(J * (ww * quad / delta)[:, None, :], J.transpose(0, 2, 1))
+        H /= wsum[:, None, None]
+        d = np.matmul(J * J, irls[..., None])[..., 0] / wsum[:, None]
+        damp = lm[:, None] * d + 1e-12 * d.max(1, keepdims=True) + 1e-30
+        step = -_solve(H + damp[:, :, None] * eye, grad)
         step = np.where(np.isfinite(step), step, 0.0)
         trial = th + step
         new = huber_objective(model, trial, X, ly, ww, delta)
@@ -170,11 +190,95 @@ def batched_lm(model, theta0, X, logy, w, *, delta: float = 1e-3, max_iter: int 
         small_f = (old - new) <= ftol * np.maximum(old, 1e-300)
         small_x = np.abs(step).max(1) <= xtol * (1.0 + np.abs(th).max(1))
         stalled = ~accept & (small_x | (lam[act] > 1e12))
-        done = (accept & (small_f | small_x)) | stalled
+        runaway = np.abs(theta[act]).max(1) > 1e8  # off towards an unidentified limit
+        done = (accept & (small_f | small_x)) | stalled | runaway
         flat = np.abs(grad).max(1) < 1e-5
-        converged[act] = (done & ~stalled) | (stalled & flat)
+        converged[act] = ((done & ~stalled) | (stalled & flat)) & ~runaway
         act = act[~done]
     return Solution(theta=theta, value=value, converged=converged)
+
+
+def _solve(M: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Batched ``M^{-1} g``; a pseudo-inverse where some matrix is singular."""
+    try:
+        return np.linalg.solve(M, g[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return np.matmul(np.linalg.pinv(M), g[..., None])[..., 0]
+
+
+def auto_delta(residuals: np.ndarray, n_params: int) -> float:
+    r"""Huber threshold from the scale of log residuals: :math:`\max(10^{-3}, 1.345\,\hat\sigma)`.
+
+    :math:`\hat\sigma = 1.4826\,\mathrm{median}|r|\,\sqrt{n/(n-p)}` is the
+    normalised median absolute residual of a least-squares fit; 1.345 is
+    Huber's (1964) constant for 95 % efficiency under Gaussian noise. The
+    floor is the :math:`\delta` of Hoffmann et al. (2022).
+    """
+    n = residuals.size
+    sigma = 1.4826 * np.median(np.abs(residuals)) * np.sqrt(n / max(n - n_params, 1))
+    return float(max(1e-3, 1.345 * sigma))
+
+
+def fit_auto(model, starts, X, logy, delta: float | None) -> tuple[Solution, float]:
+    r"""Full-data fit from ``starts``; with ``delta=None`` choose it by :func:`auto_delta`.
+
+    The threshold comes from the residuals of a least-squares-like fit
+    (:math:`\delta = 1`) and is then held fixed, for the full fit and every
+    bootstrap resample alike.
+    """
+    starts = np.atleast_2d(np.asarray(starts, float))
+    if delta is None:
+        pre = multistart_fit(model, starts, X, logy, delta=1.0, polish=False)
+        with np.errstate(all="ignore"):
+            f, _ = model.log_pred(pre.theta[None, :], X, jac=False)
+        delta = auto_delta(f[0] - logy, model.n_params)
+        starts = np.vstack([pre.theta, starts])
+    return multistart_fit(model, starts, X, logy, delta=delta), float(delta)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bootstrap:
+    """Refits of bootstrap resamples."""
+
+    theta: np.ndarray
+    """Parameters of usable resamples (finite, well-posed), shape ``(R', p)``."""
+    n_boot: int
+    """Resamples drawn."""
+    n_converged: int
+    """Resamples whose fit met the tolerance."""
+    resampling: str
+    """``"points"`` or ``"replicates"``."""
+
+
+def bootstrap(model, theta, X, logy, *, delta: float, replicates=None, n_boot: int = 1000,
+              seed: int = 0, well_posed=None) -> Bootstrap:
+    """Refit resamples with :func:`batched_lm`, warm-started at ``theta``.
+
+    With ``replicates`` (shape ``(R, n)``, e.g. means over resampled seeds)
+    each row replaces ``y``; otherwise points are drawn with replacement
+    (pairs bootstrap). ``well_posed(counts) -> bool mask`` drops resamples
+    whose design cannot identify the parameters (e.g. too few distinct x).
+    Resamples that hit the iteration limit are kept at the point reached:
+    they usually run off along a direction the data do not pin down (an
+    exponent near 0 or a step), which the interval should show, and they are
+    counted in ``n_boot - n_converged``.
+    """
+    if replicates is not None:
+        logy_b = np.log(np.asarray(replicates, float))
+        weights = np.ones_like(logy_b)
+        ok = np.all(np.isfinite(logy_b), axis=1)
+        logy_b = np.where(np.isfinite(logy_b), logy_b, 0.0)
+        kind = "replicates"
+    else:
+        weights = resample_counts(logy.size, n_boot, np.random.default_rng(seed))
+        logy_b = logy
+        ok = np.ones(n_boot, bool) if well_posed is None else well_posed(weights)
+        kind = "points"
+    start = np.broadcast_to(theta, (weights.shape[0], theta.size))
+    sol = batched_lm(model, start, X, logy_b, weights, delta=delta, max_iter=100)
+    ok &= np.all(np.isfinite(sol.theta), axis=1) & np.isfinite(sol.value)
+    return Bootstrap(theta=sol.theta[ok], n_boot=int(weights.shape[0]),
+                     n_converged=int((ok & sol.converged).sum()), resampling=kind)
 
 
 def resample_counts(n: int, n_boot: int, rng: np.random.Generator,
@@ -196,15 +300,14 @@ def resample_counts(n: int, n_boot: int, rng: np.random.Generator,
     return counts
 
 
-def percentile_interval(samples: np.ndarray, ok: np.ndarray, level: float):
-    """Percentile bootstrap interval of each column over rows where ``ok``.
+def percentile_interval(samples: np.ndarray, level: float):
+    """Percentile bootstrap interval of each column (Efron & Tibshirani 1993, ch. 13).
 
     Returns two arrays of length ``samples.shape[1]``; NaN when fewer than 10
-    usable resamples exist.
+    resamples are usable.
     """
-    good = samples[ok & np.all(np.isfinite(samples), axis=1)]
-    if good.shape[0] < 10:
+    if samples.shape[0] < 10:
         nan = np.full(samples.shape[1], np.nan)
         return nan, nan.copy()
     tail = 50.0 * (1.0 - level)
-    return np.percentile(good, tail, axis=0), np.percentile(good, 100.0 - tail, axis=0)
+    return np.percentile(samples, tail, axis=0), np.percentile(samples, 100.0 - tail, axis=0)

@@ -1,0 +1,138 @@
+"""Plain-text presentation of analysis results; no computing happens here.
+
+Row builders return ``(headers, rows)`` so the same table can be printed
+(:func:`text_table`) or put into the HTML report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis import tables
+
+
+def g(v, digits: int = 4) -> str:
+    """A number for humans: ``3.14``, ``1.2e+05``, ``-`` for None/NaN."""
+    if v is None:
+        return "-"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    v = float(v)
+    if not np.isfinite(v):
+        return "-"
+    return f"{v:.{digits}g}"
+
+
+def text_table(headers, rows) -> list[str]:
+    """Left-aligned columns separated by two spaces."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+
+
+def outcomes_text(outcomes: dict) -> str:
+    """``"ok 663, diverged 87"``."""
+    return ", ".join(f"{k} {v}" for k, v in outcomes.items()) or "none"
+
+
+def param_rows(fit) -> tuple[list[str], list[list[str]]]:
+    """Parameters with their intervals."""
+    head = ["param", "value", f"{fit.level:.0%} CI low", "CI high"]
+    return head, [[n, g(v), g(lo), g(hi)]
+                  for n, v, lo, hi in zip(fit.names, fit.params, fit.ci_low, fit.ci_high)]
+
+
+def fit_lines(fit) -> list[str]:
+    """Parameter table and diagnostics of a :class:`analysis.fitresult.ScalingFit`."""
+    lines = [f"fit {fit.form}  (Huber delta {g(fit.delta, 3)} on log residuals)"]
+    lines += ["  " + s for s in text_table(*param_rows(fit))]
+    lines.append(f"  points {fit.n_points}, R^2 (log) {g(fit.r2_log)}, RMSE log {g(fit.rmse_log)}, "
+                 f"converged {'yes' if fit.converged else 'NO'}")
+    lines.append(f"  bootstrap: {fit.n_boot} resamples of {fit.resampling}, "
+                 f"{fit.n_boot_converged} converged")
+    hold = getattr(fit, "holdout", None)
+    if hold is not None:
+        lines.append(f"  extrapolation: fit without x >= {g(min(hold.x))}, held-out RMSE of "
+                     f"log(pred/true) {g(hold.rmse_log)}")
+    elif getattr(fit, "holdout_note", ""):
+        lines.append(f"  extrapolation: none ({fit.holdout_note})")
+    lines += [f"  note: {n}" for n in fit.notes]
+    return lines
+
+
+def curve_lines(curves) -> list[str]:
+    """Every learning curve: header, frontier points, fit or the reason there is none."""
+    lines = []
+    for c in curves:
+        over = f"best over {', '.join(c.over)}" if c.over else "fixed configuration"
+        lines.append(f"== {c.metric} vs {c.x_name} [{c.label}] ({over}); "
+                     f"trials: {outcomes_text(c.outcomes)}")
+        rows = [[g(x), g(y), n, _config(cfg)]
+                for x, y, n, cfg in zip(c.x, c.y, c.n_seeds, c.chosen)]
+        if rows:
+            lines += ["  " + s for s in text_table([c.x_name, c.metric, "seeds", "config"], rows)]
+        lines += fit_lines(c.fit) if c.fit is not None else [f"  no fit: {c.message}"]
+        lines.append("")
+    return lines
+
+
+def _config(cfg: dict) -> str:
+    return ", ".join(f"{k}={tables._fmt(v)}" for k, v in cfg.items()) or "-"
+
+
+def group_rows(result) -> tuple[list[str], list[list[str]]]:
+    """One row per B_opt group."""
+    head = ["group", "lr*N/(1-m)", "B_best", "B_opt", "CI low", "CI high", "g_opt", "seeds",
+            "trials", "status"]
+    rows = []
+    for grp in result.groups:
+        seeds = f"{min(grp.n_seeds)}-{max(grp.n_seeds)}" if grp.n_seeds else "0"
+        status = grp.status if not grp.reason else f"{grp.status}: {grp.reason}"
+        rows.append([grp.label, g(grp.rule_x), g(grp.b_best), g(grp.b_opt), g(grp.ci_low),
+                     g(grp.ci_high), g(grp.g_opt), seeds, outcomes_text(grp.outcomes), status])
+    return head, rows
+
+
+def rule_lines(rule) -> list[str]:
+    """Verdict, slope, R^2, g_opt and per-axis exponents."""
+    lines = [f"verdict: {rule.verdict}"]
+    if rule.slope is not None:
+        s, go = rule.slope, rule.g_opt
+        lines.append(f"slope {g(s.value)} [{g(s.ci_low)}, {g(s.ci_high)}], R^2 {g(rule.r2)}, "
+                     f"g_opt {g(go.value)} [{g(go.ci_low)}, {g(go.ci_high)}]")
+    for e in rule.exponents:
+        lines.append(f"exponent of {e.name}: {g(e.value)} [{g(e.ci_low)}, {g(e.ci_high)}]")
+    for axis, why in rule.not_estimated.items():
+        lines.append(f"exponent of {axis}: not estimated ({why})")
+    lines.append(f"groups: {rule.n_groups} total, {rule.n_used} used, {rule.n_edge} best at the "
+                 f"grid edge, {rule.n_too_few} with too few batch sizes")
+    return lines
+
+
+def bopt_lines(result) -> list[str]:
+    """The rule check followed by the per-group table."""
+    lines = [f"B_opt by {', '.join(result.axes) or 'nothing (one group)'}; metric "
+             f"{result.metric} ({'max' if result.maximize else 'min'}imised); trials: "
+             f"{outcomes_text(result.outcomes)}"]
+    lines += rule_lines(result.rule) + [""]
+    return lines + text_table(*group_rows(result))
+
+
+def summary_rows(trials) -> tuple[list[str], list[list[str]]]:
+    """Trial counts by status for each sweep of a trials table."""
+    fr = tables.frame(trials)
+    status = tables.status(fr)
+    sweeps = fr.get("sweep", np.full(status.size, "-", dtype=object))
+    names = sorted({str(s) for s in sweeps})
+    kinds = list(tables.count_by(status))
+    rows = []
+    for name in names:
+        sel = np.array([str(s) == name for s in sweeps])
+        counts = tables.count_by(status[sel])
+        rows.append([name, int(sel.sum())] + [counts.get(k, 0) for k in kinds])
+    return ["sweep", "trials"] + kinds, rows
+
+
+def summary_lines(trials) -> list[str]:
+    """Text table of :func:`summary_rows`, infeasible trials included."""
+    return text_table(*summary_rows(trials))

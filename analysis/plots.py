@@ -1,0 +1,168 @@
+"""Figures for fits and sweeps; matplotlib without pyplot, so no global backend is touched.
+
+Each function takes a result object and returns a ``matplotlib.figure.Figure``;
+:func:`save` writes it to a file and :func:`to_base64_png` encodes it for HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def _fig(width: float = 6.4, height: float = 4.4) -> tuple[Figure, object]:
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def save(fig: Figure, path: str) -> None:
+    """Write a figure; the format follows the file extension (png, pdf, svg)."""
+    fig.savefig(path)
+
+
+def to_base64_png(fig: Figure) -> str:
+    """PNG bytes of a figure, base64-encoded for an ``<img src="data:...">``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _ci(fit, name: str) -> str:
+    v, lo, hi = fit.param(name)
+    return f"{name}={v:.3g} [{lo:.3g}, {hi:.3g}]"
+
+
+def plot_curves(curves) -> Figure:
+    """Learning curves on log-log axes: frontier points, fit, and its bootstrap band.
+
+    Held-out points of the extrapolation check are drawn hollow.
+    """
+    fig, ax = _fig()
+    colors = [f"C{i % 10}" for i in range(len(curves))]
+    positive = True
+    for curve, color in zip(curves, colors):
+        x, y = np.array(curve.x), np.array(curve.y)
+        if x.size == 0:
+            continue
+        positive &= bool(np.all(y > 0))
+        fit = curve.fit
+        label = curve.label if fit is None else f"{curve.label}: {_ci(fit, 'b')}"
+        held = np.zeros(x.size, bool)
+        if fit is not None and fit.holdout is not None:
+            held = np.isin(x, fit.holdout.x)
+        ax.plot(x[~held], y[~held], "o", color=color, label=label)
+        ax.plot(x[held], y[held], "o", mfc="none", color=color)
+        if fit is not None:
+            grid = np.geomspace(x.min(), x.max() * 1.5, 200)
+            lo, hi = fit.band(grid)
+            ax.plot(grid, fit.predict(grid), "-", color=color, lw=1.5)
+            ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0)
+    ax.set_xscale("log")
+    ax.set_yscale("log" if positive else "linear")
+    if curves:
+        c = curves[0]
+        over = f" (best over {', '.join(c.over)})" if c.over else " (fixed configuration)"
+        ax.set_xlabel(c.x_name)
+        ax.set_ylabel(c.metric)
+        ax.set_title(f"{c.metric} vs {c.x_name}{over}", fontsize=9)
+    if any(len(c.x) for c in curves):
+        ax.legend(fontsize=7, title="fit with 95% band; hollow: held out", title_fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def plot_joint(fit) -> Figure:
+    """Loss against N on log-log axes, one colour per distinct D, with the joint fit."""
+    fig, ax = _fig()
+    ds = np.unique(fit.d)
+    for i, d in enumerate(ds[:10]):
+        sel = fit.d == d
+        color = f"C{i % 10}"
+        ax.plot(fit.n[sel], fit.y[sel], "o", color=color, label=f"{fit.d_name}={d:.3g}")
+        grid = np.geomspace(fit.n.min(), fit.n.max(), 100)
+        ax.plot(grid, fit.predict(grid, np.full_like(grid, d)), "-", color=color, lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(fit.n_name)
+    ax.set_ylabel("loss")
+    exps = ", ".join(_ci(fit, n) for n in ("alpha", "beta"))
+    ax.set_title(f"L = E + A/N^alpha + B/D^beta: {exps}", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def plot_bopt(result) -> Figure:
+    r""":math:`B_{opt}` against :math:`\varepsilon N/(1-m)`: fitted line and the slope-1 rule.
+
+    Groups used in the fit are filled with their seed-bootstrap intervals;
+    flagged groups are hollow triangles at their best grid batch size.
+    """
+    fig, ax = _fig()
+    used = [g for g in result.groups if g.status == "ok" and g.b_opt > 0]
+    flagged = [g for g in result.groups if g.status != "ok" and g.b_best > 0]
+    if used:
+        x = np.array([g.rule_x for g in used])
+        b = np.array([g.b_opt for g in used])
+        lo = np.array([g.ci_low for g in used])
+        hi = np.array([g.ci_high for g in used])
+        err = np.vstack([np.where(np.isfinite(lo), b - lo, 0),
+                         np.where(np.isfinite(hi), hi - b, 0)])
+        ax.errorbar(x, b, yerr=np.maximum(err, 0), fmt="o", color="C0", ms=4, lw=0.8,
+                    label=f"B_opt ({len(used)} groups)")
+    if flagged:
+        ax.plot([g.rule_x for g in flagged], [g.b_best for g in flagged], "^", mfc="none",
+                color="C3", label=f"flagged ({len(flagged)}): edge of grid or too few B")
+    rule = result.rule
+    xs = [g.rule_x for g in result.groups if g.rule_x > 0]
+    if rule.slope is not None and xs:
+        grid = np.geomspace(min(xs), max(xs), 50)
+        ax.plot(grid, np.exp(rule.intercept) * grid ** rule.slope.value, "-", color="C0",
+                label=f"fit: slope {rule.slope.value:.3g} "
+                      f"[{rule.slope.ci_low:.3g}, {rule.slope.ci_high:.3g}]")
+        ax.plot(grid, grid / rule.g_opt.value, "--", color="k", lw=1,
+                label=f"slope 1: B = εN/((1-m) g), g={rule.g_opt.value:.3g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("lr * n_train / (1 - momentum)")
+    ax.set_ylabel(f"B_opt (best {result.metric})")
+    ax.set_title(_wrap(rule.verdict), fontsize=8)
+    if used or flagged:
+        ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def plot_collapse(col) -> Figure:
+    r"""Every usable trial's metric against :math:`g = \varepsilon N/(B(1-m))`, coloured by N."""
+    fig, ax = _fig()
+    if col.g.size:
+        sc = ax.scatter(col.g, col.y, c=np.log10(col.n_train), s=8, cmap="viridis", alpha=0.7)
+        fig.colorbar(sc, ax=ax, label="log10 n_train")
+        ax.set_xscale("log")
+    skipped = sum(v for k, v in col.outcomes.items() if k != "ok")
+    ax.set_xlabel("noise scale g = lr * n_train / (batch_size * (1 - momentum))")
+    ax.set_ylabel(col.metric)
+    ax.set_title(f"noise-scale collapse: {col.g.size} trials plotted, "
+                 f"{skipped} infeasible not shown {_outcomes(col.outcomes)}", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def _outcomes(outcomes: dict) -> str:
+    bad = {k: v for k, v in outcomes.items() if k != "ok"}
+    return "(" + ", ".join(f"{k}: {v}" for k, v in bad.items()) + ")" if bad else ""
+
+
+def _wrap(text: str, width: int = 90) -> str:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return "\n".join(lines + [line])

@@ -1,0 +1,169 @@
+"""One self-contained HTML page about a results store: counts, fits and plots.
+
+Images are inlined as base64 PNG, so the page can be mailed or archived as a
+single file. Each section is computed independently; a section whose data are
+degenerate shows the reason instead of a plot, and the rest of the page is
+still written. Infeasible trials (diverged, failed) are counted in every
+section that leaves them out.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from datetime import datetime, timezone
+
+import numpy as np
+
+from analysis import format as fmt
+from analysis import plots, tables
+from analysis.bopt import collapse, find_bopt
+from analysis.curves import fit_learning_curves
+from analysis.errors import AnalysisError
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+td, th { border: 1px solid #ddd; padding: 2px 6px; text-align: left; }
+th { background: #f3f3f3; } .msg { color: #a33; } .note { color: #555; font-size: 0.9em; }
+img { max-width: 100%; border: 1px solid #eee; }
+"""
+
+
+def _table(headers, rows) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _img(fig, alt: str) -> str:
+    data = plots.to_base64_png(fig)
+    return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
+
+
+def _p(text: str, cls: str = "") -> str:
+    attr = f' class="{cls}"' if cls else ""
+    return f"<p{attr}>{html.escape(text)}</p>"
+
+
+def _summary(trials) -> str:
+    fr = tables.frame(trials)
+    status = tables.status(fr)
+    bad = status != "ok"
+    parts = [_table(*fmt.summary_rows(trials))]
+    if bad.any():
+        counts = fmt.outcomes_text(tables.count_by(status[bad]))
+        parts.append(_p(f"{int(bad.sum())} of {status.size} trials did not finish ok ({counts}). "
+                        "They are left out of every fit below and counted in each section."))
+        if "error" in fr:
+            msgs = [re.sub(r"\d[\d.eE+-]*", "#", str(m))[:100] for m in fr["error"][bad] if m]
+            if msgs:
+                top = tables.count_by(np.array(msgs, dtype=object))
+                parts.append(_table(["error message (numbers as #)", "trials"],
+                                    list(top.items())[:8]))
+    else:
+        parts.append(_p(f"all {status.size} trials finished ok."))
+    return "".join(parts)
+
+
+def _curves(trials, x, metric, by, n_boot) -> tuple[str, list]:
+    curves = fit_learning_curves(trials, x=x, metric=metric, by=by, n_boot=n_boot)
+    parts = [_img(plots.plot_curves(curves), f"{metric} vs {x}")]
+    for c in curves:
+        over = f"best over {', '.join(c.over)}" if c.over else "fixed configuration"
+        parts.append(f"<h3>{html.escape(c.label)}</h3>")
+        parts.append(_p(f"{over}; trials: {fmt.outcomes_text(c.outcomes)}", "note"))
+        if c.fit is None:
+            parts.append(_p(f"no fit: {c.message}", "msg"))
+            continue
+        parts.append("<pre>" + html.escape("\n".join(fmt.fit_lines(c.fit))) + "</pre>")
+    return "".join(parts), curves
+
+
+def _fitted_values(curves) -> str:
+    rows = []
+    for c in curves:
+        if c.fit is None:
+            rows.append([c.label, "-", "-", "-", "-", c.message])
+            continue
+        for n, v, lo, hi in zip(c.fit.names, c.fit.params, c.fit.ci_low, c.fit.ci_high):
+            rows.append([c.label, n, fmt.g(v), fmt.g(lo), fmt.g(hi),
+                         "converged" if c.fit.converged else "NOT converged"])
+    return _table(["curve", "param", "value", "CI low", "CI high", "status"], rows)
+
+
+def _bopt(trials, metric, n_boot) -> str:
+    result = find_bopt(trials, metric=metric, n_boot=n_boot)
+    parts = [_p(result.rule.verdict, "" if result.rule.consistent is not None else "msg"),
+             _img(plots.plot_bopt(result), "B_opt against lr*N/(1-m)"),
+             "<pre>" + html.escape("\n".join(fmt.rule_lines(result.rule))) + "</pre>",
+             _table(*fmt.group_rows(result))]
+    return "".join(parts)
+
+
+def _section(title: str, build) -> str:
+    try:
+        body = build()
+    except AnalysisError as e:
+        body = _p(f"not available: {e}", "msg")
+    return f"<h2>{html.escape(title)}</h2>{body}"
+
+
+def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = "test_loss",
+                 by=(), bopt_metric: str = "test_acc", n_boot: int = 1000) -> str:
+    """The HTML page for a trials table.
+
+    Parameters
+    ----------
+    trials : pyarrow.Table
+        Trials of one or more sweeps.
+    source : str
+        Where they came from, for the heading.
+    x, metric, by
+        Learning-curve axis, metric and grouping (:func:`analysis.curves.fit_learning_curves`).
+    bopt_metric : str
+        Metric whose optimum defines :math:`B_{opt}` and the collapse plot.
+    n_boot : int
+        Bootstrap resamples for every interval.
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    holder: dict = {}
+
+    def curves_section():
+        body, holder["curves"] = _curves(trials, x, metric, tuple(by), n_boot)
+        return body
+
+    def collapse_section():
+        col = collapse(trials, metric=bopt_metric)
+        return _img(plots.plot_collapse(col), "noise-scale collapse")
+
+    sections = [
+        _section("Sweep summary", lambda: _summary(trials)),
+        _section(f"Learning curves: {metric} vs {x}", curves_section),
+        _section(f"Optimal batch size ({bopt_metric}) against lr*N/(1-m)",
+                 lambda: _bopt(trials, bopt_metric, n_boot)),
+        _section(f"Noise-scale collapse ({bopt_metric})", collapse_section),
+        _section("Fitted values", lambda: _fitted_values(holder.get("curves", []))),
+    ]
+    title = f"Scaling report: {source}" if source else "Scaling report"
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"{_p(f'generated {stamp}', 'note')}{''.join(sections)}</body></html>")
+
+
+def write_report(root: str, out: str, **options) -> str:
+    """Load the store at ``root``, build the page and write it to ``out``; return ``out``."""
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise AnalysisError(f"cannot write the report to {out!r}: folder {folder!r} does not exist")
+    trials = tables.read_any(root)
+    page = build_report(trials, source=str(root), **options)
+    try:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(page)
+    except OSError as e:
+        raise AnalysisError(f"cannot write the report to {out!r}: {e.strerror}") from None
+    return out

@@ -1,0 +1,175 @@
+"""The fit, fit-joint, bopt and report subcommands on stores written in the real layout."""
+
+import argparse
+import base64
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pytest
+
+from analysis.commands import register, summary_lines
+from analysis.synthetic import sweep_table, write_store
+
+
+def run(*argv):
+    parser = argparse.ArgumentParser(prog="scaling")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A sweep where B_opt = 0.2 lr N/(1-m) holds, some large-batch trials diverge."""
+    root = tmp_path_factory.mktemp("results")
+    table = sweep_table(n_trains=(500, 1000, 2000, 4000, 8000, 16000), lrs=(0.05, 0.1, 0.2),
+                        momenta=(0.0, 0.9), diverge_above=1500.0, seed=1)
+    write_store(table, str(root))
+    return root
+
+
+def test_fit_json_has_params_with_intervals(store, capsys):
+    assert run("fit", store, "--metric", "test_loss", "--json", "--boot", "200") == 0
+    out = json.loads(capsys.readouterr().out)
+    [curve] = out["curves"]
+    fit = curve["fit"]
+    assert set(fit["params"]) == {"a", "b", "c"}
+    for p in fit["params"].values():
+        assert p["ci_low"] <= p["value"] <= p["ci_high"]
+    assert fit["n_points"] == 6 and fit["converged"] is True
+    assert curve["outcomes"]["diverged"] > 0 and curve["over"] == ["batch_size", "lr", "momentum"]
+
+
+def test_fit_text_by_group_with_where_and_plot(store, capsys, tmp_path):
+    png = tmp_path / "curves.png"
+    rc = run("fit", store, "--metric", "error", "--by", "momentum", "--where", "lr=0.1",
+             "--boot", "100", "--plot", png)
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "[momentum=0]" in text and "[momentum=0.9]" in text and "best over batch_size" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bopt_json_says_consistent(store, capsys, tmp_path):
+    png = tmp_path / "bopt.png"
+    assert run("bopt", store, "--json", "--boot", "200", "--plot", png) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("slope", "slope_ci", "g_opt", "g_opt_ci", "verdict", "groups", "exponents"):
+        assert key in out
+    assert out["consistent"] is True and out["verdict"].startswith("consistent")
+    assert out["slope_ci"][0] <= 1.0 <= out["slope_ci"][1]
+    assert len(out["groups"]) == 36 and out["outcomes"]["diverged"] > 0
+    assert png.stat().st_size > 1000
+
+
+def test_bopt_text_names_flagged_groups(tmp_path, capsys):
+    root = tmp_path / "edge"
+    write_store(sweep_table(batch_sizes=(1, 2, 4), n_trains=(1000,), lrs=(0.1,), seed=0), str(root))
+    assert run("bopt", root, "--boot", "20") == 0
+    text = capsys.readouterr().out
+    assert "cannot test the rule" in text and "edge: best batch size" in text
+
+
+def test_fit_joint_on_a_csv(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = np.repeat(np.logspace(6, 9, 5), 5)
+    d = np.tile(np.logspace(8, 11, 5), 5)
+    y = (1.7 + 400 / n ** 0.34 + 410 / d ** 0.28) * np.exp(0.01 * rng.standard_normal(n.size))
+    path = tmp_path / "runs.csv"
+    pcsv.write_csv(pa.table({"N": n, "D": d, "L": y}), path)
+    assert run("fit-joint", path, "--n", "N", "--d", "D", "--loss", "L", "--json",
+               "--boot", "100") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["params"]) == {"E", "A", "alpha", "B", "beta"}
+    assert out["n_points"] == 25 and out["converged"] is True
+
+
+def test_report_is_one_page_with_every_plot(store, tmp_path, capsys):
+    out = tmp_path / "report.html"
+    assert run("report", store, "-o", out, "--boot", "100") == 0
+    assert "wrote" in capsys.readouterr().out
+    page = out.read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 3  # learning curves, B_opt, collapse
+    for img in images:
+        assert base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "not available" not in page
+    assert "diverged" in page and "consistent with the rule" in page
+    assert "<script" not in page and "http" not in page  # self-contained
+
+
+def _error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("fit", "{missing}"), "no results directory"),
+    (("fit", "{empty}"), "holds no trials"),
+    (("bopt", "{empty}"), "holds no trials"),
+    (("report", "{empty}", "-o", "{tmp}/r.html"), "holds no trials"),
+    (("fit", "{store}", "--metric", "nope"), "unknown metric"),
+    (("fit", "{store}", "--x", "nope"), "no x column"),
+    (("fit", "{store}", "--by", "nope"), "--by names unknown column"),
+    (("fit", "{store}", "--where", "lr"), "COL=VALUE"),
+    (("fit", "{store}", "--where", "lr=9"), "no trial matches"),
+    (("fit", "{store}", "--where", "n_train=500"), "distinct"),
+    (("fit", "{store}", "--boot", "-1"), "--boot"),
+    (("fit", "{const}", "--boot", "10"), "constant"),
+    (("bopt", "{store}", "--metric", "nope"), "unknown metric"),
+    (("fit-joint", "{missing}.csv", "--n", "a", "--d", "b", "--loss", "c"), "no such file"),
+    (("fit-joint", "{store}", "--n", "n_params", "--d", "n_train", "--loss", "test_loss"),
+     "distinct value"),
+    (("report", "{store}", "-o", "{missing}/r.html"), "cannot write the report"),
+])
+def test_user_errors_print_one_line_and_return_2(argv, words, store, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    const = tmp_path / "const"
+    write_store(sweep_table(n_trains=(100, 200, 400, 800), batch_sizes=(8, 16, 32), lrs=(0.1,),
+                            momenta=(0.0,), seeds=(0,), curve=(0.0, -0.5, 0.1), width=0.0,
+                            noise=0.0), str(const))
+    names = {"store": store, "empty": empty, "missing": tmp_path / "nope", "tmp": tmp_path,
+             "const": const}
+    assert run(*(a.format(**names) for a in argv)) == 2
+    assert words in _error_line(capsys)
+    assert capsys.readouterr().out == ""
+
+
+def test_summary_lines_count_every_status(store):
+    lines = summary_lines(str(store))
+    assert lines[0].split()[:4] == ["sweep", "trials", "ok", "diverged"]
+    assert lines[1].split()[0] == "synthetic"
+
+
+def test_analysis_never_imports_torch_or_ray():
+    code = ("import sys, analysis.commands, analysis.report, analysis.bench, analysis.plots, "
+            "analysis.joint, analysis.bopt, analysis.curves, analysis.synthetic, scaling.store; "
+            "bad = [m for m in ('torch', 'ray') if m in sys.modules]; "
+            "sys.exit(f'imported {bad}' if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_commands_accept_a_trials_file_outside_a_store(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "trials.parquet"
+    pq.write_table(sweep_table(n_trains=(1000, 4000), seed=3), path)
+    assert run("bopt", path, "--json", "--boot", "50") == 0
+    assert json.loads(capsys.readouterr().out)["consistent"] is not None
+    rows = pa.table({"n_train": [100.0, 200, 400, 800, 1600],
+                     "test_loss": [1.0, 0.72, 0.52, 0.39, 0.3]})
+    csv = tmp_path / "curve.csv"
+    pcsv.write_csv(rows, csv)
+    assert run("fit", csv, "--boot", "50", "--json") == 0
+    fit = json.loads(capsys.readouterr().out)["curves"][0]["fit"]
+    assert fit["n_points"] == 5 and fit["resampling"] == "points"

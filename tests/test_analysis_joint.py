@@ -1,0 +1,93 @@
+"""Joint law L(N, D) = E + A/N^alpha + B/D^beta: known answers, file input, degenerate input."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pytest
+
+from analysis.errors import AnalysisError
+from analysis.joint import fit_joint, fit_joint_table
+from analysis.tables import read_any
+
+TRUE = {"E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28}  # Hoffmann et al. 2022
+
+
+def _grid(noise=0.01, seed=0):
+    rng = np.random.default_rng(seed)
+    n = np.repeat(np.logspace(6, 9, 6), 6)
+    d = np.tile(np.logspace(8, 11, 6), 6)
+    t = TRUE
+    loss = (t["E"] + t["A"] / n ** t["alpha"] + t["B"] / d ** t["beta"])
+    return n, d, loss * np.exp(noise * rng.standard_normal(n.size))
+
+
+def test_chinchilla_parameters_inside_intervals():
+    fit = fit_joint(*_grid(), n_boot=400)
+    assert fit.converged and fit.names == ("E", "A", "alpha", "B", "beta")
+    for name, true in TRUE.items():
+        value, lo, hi = fit.param(name)
+        assert lo <= true <= hi, (name, lo, value, hi)
+    assert fit.r2_log > 0.99
+
+
+def test_exact_data_recovers_the_law():
+    n, d, _ = _grid()
+    t = TRUE
+    y = t["E"] + t["A"] / n ** t["alpha"] + t["B"] / d ** t["beta"]
+    fit = fit_joint(n, d, y, n_boot=30)
+    np.testing.assert_allclose(fit.params, list(TRUE.values()), rtol=1e-3)
+    assert fit.predict(1e8, 1e10) == pytest.approx(
+        t["E"] + t["A"] / 1e8 ** t["alpha"] + t["B"] / 1e10 ** t["beta"], rel=1e-6)
+
+
+def test_csv_file_not_from_a_sweep(tmp_path):
+    n, d, y = _grid(seed=1)
+    path = tmp_path / "runs.csv"
+    pcsv.write_csv(pa.table({"params": n, "tokens": d, "loss": y, "note": ["x"] * n.size}), path)
+    fit, outcomes = fit_joint_table(read_any(str(path)), n="params", d="tokens", loss="loss",
+                                    n_boot=200)
+    assert outcomes == {"ok": 36} and fit.n_points == 36
+    assert fit.n_name == "params" and fit.d_name == "tokens"
+    lo, hi = fit.param("alpha")[1:]
+    assert lo <= TRUE["alpha"] <= hi
+    json.dumps(fit.to_dict(), allow_nan=False)
+
+
+def test_sweep_table_uses_the_frontier_and_counts_infeasible():
+    n, d, y = _grid(seed=2)
+    rows = []
+    for i, (ni, di, yi) in enumerate(zip(n, d, y)):
+        for lr, factor in ((0.1, 1.0), (0.01, 1.3)):
+            rows.append({"status": "ok", "n_params": ni, "n_train": di, "lr": lr, "seed": 0,
+                         "test_loss": yi * factor})
+    rows.append({"status": "diverged", "n_params": 1e6, "n_train": 1e8, "lr": 1.0, "seed": 0,
+                 "test_loss": None})
+    fit, outcomes = fit_joint_table(pa.Table.from_pylist(rows), n="n_params", d="n_train",
+                                    loss="test_loss", n_boot=100)
+    assert outcomes == {"ok": 72, "diverged": 1}
+    assert fit.n_points == 36
+    np.testing.assert_allclose(np.sort(fit.y), np.sort(y))
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda n, d, y: (n[:5], d[:5], y[:5]), "at least 6 points"),
+    (lambda n, d, y: (np.minimum(n, 2e6), d, y), "2 distinct value"),
+    (lambda n, d, y: (n, d, np.where(y > 2.5, np.nan, y)), "NaN or inf"),
+    (lambda n, d, y: (n - 1e6, d, y), "must be > 0"),
+    (lambda n, d, y: (n, d, np.full_like(y, 2.0)), "constant"),
+])
+def test_degenerate_input_gets_a_clear_message(mutate, words):
+    with pytest.raises(AnalysisError, match=words):
+        fit_joint(*mutate(*_grid()), n_boot=10)
+
+
+def test_unknown_columns_and_missing_file():
+    table = pa.table({"N": [1.0], "D": [1.0], "L": [1.0]})
+    with pytest.raises(AnalysisError, match="--n column"):
+        fit_joint_table(table, n="nope", d="D", loss="L")
+    with pytest.raises(AnalysisError, match="unknown metric"):
+        fit_joint_table(table, n="N", d="D", loss="nope")
+    with pytest.raises(AnalysisError, match="no such file"):
+        read_any("/nonexistent/file.csv")

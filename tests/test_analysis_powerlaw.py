@@ -1,0 +1,156 @@
+"""Power-law fits: known answers, interval coverage, degenerate input, plain output."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analysis.errors import AnalysisError
+from analysis.powerlaw import fit_power_law
+
+A, B, C = 5.0, -0.5, 0.2
+
+
+@pytest.fixture
+def curve():
+    """Hestness-style curve y = 5 x^-0.5 + 0.2 with 5 % log-normal noise, 12 sizes."""
+    rng = np.random.default_rng(7)
+    x = np.logspace(2, 5, 12)
+    return x, (A * x ** B + C) * np.exp(0.05 * rng.standard_normal(x.size))
+
+
+def test_true_parameters_inside_intervals(curve):
+    fit = fit_power_law(*curve, n_boot=500)
+    assert fit.converged
+    for name, true in zip("abc", (A, B, C)):
+        value, lo, hi = fit.param(name)
+        assert lo <= true <= hi, (name, lo, true, hi)
+        assert lo <= value <= hi
+    assert fit.n_points == 12 and fit.n_boot_converged >= 490
+    assert fit.r2_log > 0.95
+
+
+def test_interval_coverage_over_200_replications():
+    """95 % intervals of the exponent cover the truth in 90-99 % of 200 noisy replications."""
+    rng = np.random.default_rng(12345)
+    x = np.logspace(2, 5, 12)
+    hits = 0
+    for rep in range(200):
+        y = (A * x ** B + C) * np.exp(0.05 * rng.standard_normal(x.size))
+        fit = fit_power_law(x, y, n_boot=300, holdout=0, seed=rep)
+        hits += fit.ci_low[1] <= B <= fit.ci_high[1]
+    assert 0.90 <= hits / 200 <= 0.99, hits
+
+
+def test_pure_power_law_without_offset():
+    rng = np.random.default_rng(1)
+    x = np.logspace(1, 4, 10)
+    y = 3.0 * x ** -0.3 * np.exp(0.02 * rng.standard_normal(x.size))
+    fit = fit_power_law(x, y, offset=False, n_boot=300)
+    assert fit.names == ("a", "b") and fit.form == "a*x^b"
+    assert fit.ci_low[1] <= -0.3 <= fit.ci_high[1]
+    assert fit.ci_low[0] <= 3.0 <= fit.ci_high[0]
+
+
+def test_rising_accuracy_curve_has_negative_a_and_ceiling_c():
+    rng = np.random.default_rng(2)
+    x = np.logspace(2, 5, 12)
+    y = (0.95 - 3.0 * x ** -0.5) * np.exp(0.003 * rng.standard_normal(x.size))
+    fit = fit_power_law(x, y, n_boot=300)
+    a, b, c = fit.params
+    assert a < 0 and 0.9 < c < 1.0
+    assert fit.ci_low[1] <= -0.5 <= fit.ci_high[1]
+
+
+def test_exact_data_is_recovered_closely():
+    x = np.logspace(1, 4, 8)
+    fit = fit_power_law(x, A * x ** B + C, n_boot=50)
+    np.testing.assert_allclose(fit.params, (A, B, C), rtol=1e-4)
+
+
+def test_extrapolation_check_holds_out_the_largest_x(curve):
+    fit = fit_power_law(*curve, n_boot=100, holdout=3)
+    assert fit.holdout is not None
+    assert fit.holdout.x == tuple(np.sort(curve[0])[-3:])
+    assert 0 <= fit.holdout.rmse_log < 0.3
+    off = fit_power_law(*curve, n_boot=100, holdout=0)
+    assert off.holdout is None and "off" in off.holdout_note
+
+
+def test_holdout_skipped_with_a_reason_when_too_few_points():
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    fit = fit_power_law(x, 2 * x ** -0.5 + 0.1 + [0.001, -0.002, 0.0, 0.001], n_boot=50)
+    assert fit.holdout is None and "too few" in fit.holdout_note
+
+
+def test_replicates_are_used_instead_of_point_resampling(curve):
+    x, y = curve
+    reps = y * np.exp(0.05 * np.random.default_rng(0).standard_normal((200, y.size)))
+    fit = fit_power_law(x, y, replicates=reps)
+    assert fit.resampling == "replicates" and fit.n_boot == 200
+
+
+def test_to_dict_is_plain_json(curve):
+    d = fit_power_law(*curve, n_boot=100).to_dict()
+    text = json.dumps(d, allow_nan=False)
+    assert set(d["params"]) == {"a", "b", "c"}
+    for p in d["params"].values():
+        assert {"value", "ci_low", "ci_high"} <= set(p)
+        assert all(type(v) is float for v in p.values())
+    assert type(d["n_points"]) is int and type(d["converged"]) is bool
+    assert json.loads(text)["form"] == "a*x^b + c"
+
+
+def test_band_brackets_the_fit(curve):
+    fit = fit_power_law(*curve, n_boot=300)
+    grid = np.geomspace(100, 1e5, 20)
+    lo, hi = fit.band(grid)
+    mid = fit.predict(grid)
+    assert np.all(lo <= mid * 1.001) and np.all(mid <= hi * 1.001)
+
+
+@pytest.mark.parametrize("x, y, words", [
+    ([1, 2, 3], [3, 2, 1], "at least 4 distinct"),
+    ([1, 2, 3, 4, 5], [2, 2, 2, 2, 2], "constant"),
+    ([1, 2, 3, 4, 5], [2, 1, np.nan, 0.5, 0.4], "NaN or inf"),
+    ([1, 2, 3, 4, 5], [2, 1, np.inf, 0.5, 0.4], "NaN or inf"),
+    ([0, 2, 3, 4, 5], [2, 1, 0.7, 0.5, 0.4], "x > 0"),
+    ([-1, 2, 3, 4, 5], [2, 1, 0.7, 0.5, 0.4], "log-transformed"),
+    ([1, 2, 3, 4, 5], [2, 1, -0.7, 0.5, 0.4], "y > 0"),
+    ([1, 2, 3], [1, 2], "differ in length"),
+    ([], [], "at least 4"),
+])
+def test_degenerate_input_gets_a_clear_message(x, y, words):
+    with pytest.raises(AnalysisError, match=words):
+        fit_power_law(np.array(x, float), np.array(y, float), n_boot=20)
+
+
+def test_fewer_points_than_parameters_without_offset():
+    with pytest.raises(AnalysisError, match="at least 3 distinct"):
+        fit_power_law([1.0, 2.0], [1.0, 0.5], offset=False)
+
+
+def test_unidentified_curve_is_flagged_not_raised():
+    """Points on a straight line in log-log have no offset to find; the fit says so in fields."""
+    x = np.logspace(0, 3, 6)
+    y = np.exp(-0.001 * np.log(x)) * np.exp(0.01 * np.array([1, -1, 1, -1, 1, -1]))
+    fit = fit_power_law(x, y, n_boot=100)
+    assert isinstance(fit.converged, bool)
+    assert fit.n_boot_converged <= fit.n_boot
+    assert len(fit.params) == 3
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                          st.floats(allow_nan=True, allow_infinity=True, width=32)),
+                max_size=12))
+def test_any_input_gives_a_fit_or_an_analysis_error(points):
+    x = np.array([p[0] for p in points], float)
+    y = np.array([p[1] for p in points], float)
+    try:
+        fit = fit_power_law(x, y, n_boot=20, holdout=0)
+    except AnalysisError:
+        return
+    assert len(fit.params) == 3 and fit.n_points == x.size
