@@ -62,6 +62,32 @@ def print_summary(results: str, sweep: str) -> None:
         "SELECT n_train, arg_max(batch_size, acc) AS batch_size, arg_max(lr, acc) AS lr, "
         "arg_max(momentum, acc) AS momentum, round(max(acc), 4) AS test_acc, "
         "round(1 - max(acc), 4) AS error FROM g GROUP BY n_train ORDER BY n_train"))))
+    print_exponent(results, sweep)
+
+
+def print_exponent(results: str, sweep: str) -> None:
+    """One line: the learning-curve exponent of test error on the tuned frontier, with its CI."""
+    import pyarrow.compute as pc
+
+    from analysis.curves import fit_learning_curves
+    from scaling.store import load_tables
+
+    trials, _ = load_tables(results)
+    trials = trials.filter(pc.equal(trials.column("sweep"), sweep))
+    if len(set(trials.column("n_train").to_pylist())) < 4:
+        return
+    try:
+        fit = fit_learning_curves(trials, x="n_train", metric="error", n_boot=300)[0].fit
+    except UserError:
+        return
+    if fit is not None and fit.converged:
+        b, lo, hi = fit.param("b")
+        print(f"\nlearning curve: error ~ a*N^b + c with b = {b:.3f} (95% CI {lo:.3f} to {hi:.3f})")
+        print(f"more: scaling fit {results} --x n_train --metric error; "
+              f"scaling bopt {results}; scaling report {results} -o report.html")
+        return
+    if fit is not None:
+        print("\nlearning curve: the power-law fit did not converge; see scaling fit")
 
 
 def cmd_status(args) -> int:
