@@ -25,7 +25,7 @@ def cmd_sweep(args) -> int:
     from scaling.config import load_config
 
     cfg = load_config(args.config, overrides={"engine": args.engine} if args.engine else None)
-    text = Path(args.config).read_text()
+    text = Path(args.config).read_text(encoding="utf-8")
     try:
         summary = run_sweep(cfg, text, args.results, address=args.address,
                             retry_failed=args.retry_failed, allow_large=args.allow_large,
@@ -131,12 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.set_defaults(func=cmd_query)
 
-    try:
-        from analysis.commands import register
-    except ImportError:
-        register = None
-    if register is not None:
-        register(sub)
+    from analysis.commands import register as register_analysis
+    from scaling.integrity import register as register_integrity
+
+    register_integrity(sub)
+    register_analysis(sub)
     return parser
 
 

@@ -127,7 +127,9 @@ def _grid_values(key: str, form: str, spec: dict, is_int: bool) -> list:
             raise ConfigError(f"{key}.num", "log2 takes every power of two between the bounds; drop 'num'")
         if lo <= 0:
             raise ConfigError(key, f"log2 bounds must be > 0, got {lo!r}")
-        ks = range(math.ceil(math.log2(lo) - 1e-9), math.floor(math.log2(hi) + 1e-9) + 1)
+        first = math.ceil(math.log2(lo) - 1e-9)
+        last = min(math.floor(math.log2(hi) + 1e-9), 1023)  # 2.0**1024 overflows a float
+        ks = range(max(first, 0) if is_int else first, last + 1)  # integers: 1, 2, 4, ... only
         if len(ks) > MAX_AXIS_VALUES:
             raise ConfigError(key, f"log2 range gives {len(ks)} values, over {MAX_AXIS_VALUES}")
         values = [2**k if is_int else canon(2.0**k) for k in ks]

@@ -44,7 +44,10 @@ MODEL_INPUTS = {"mlp": ("vectors", "images"), "cnn": ("images",), "resnet": ("im
 """The task inputs (scaling.tasks.Dataset.kind) each built-in model takes."""
 ENGINES = {"packed", "single"}
 MAX_TRIALS = 100_000
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+MAX_DEPTH = 32
+MAX_VALUES = 1_000_000
+INT64 = 2**63
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 TOP_KEYS = {"name", "description", "task", "model", "axes", "search", "budget", "eval",
             "resources", "engine", "packing", "retries", "workers_per_trial",
             "metrics"}
@@ -65,7 +68,7 @@ class ModelConfig:
     rounded down to a divisor of width."""
 
     def __post_init__(self):
-        if self.name not in MODELS:
+        if not isinstance(self.name, str) or self.name not in MODELS:
             raise ConfigError("model.name", f"unknown model {self.name!r}; choose one of {sorted(MODELS)}")
         width, depth = MODEL_DEFAULTS[self.name]
         object.__setattr__(self, "width", width if self.width is None else self.width)
@@ -215,10 +218,10 @@ class SweepConfig:
     """Training diagnostics to record (off by default)."""
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not NAME_RE.fullmatch(self.name):
             raise ConfigError("name", f"value {self.name!r} is not a valid sweep name; use letters, "
                               "digits, '_', '-', '.' (it becomes a folder name, so no '/' or '..')")
-        if self.engine not in ENGINES:
+        if not isinstance(self.engine, str) or self.engine not in ENGINES:
             raise ConfigError("engine", f"value {self.engine!r} is not allowed; choose one of {sorted(ENGINES)}")
         _check_int("retries", self.retries, 0)
         _check_int("workers_per_trial", self.workers_per_trial, 1)
@@ -304,6 +307,11 @@ def load_config(path: str | Path, overrides: dict | None = None) -> SweepConfig:
         raise ConfigError("file", f"{str(path)!r} is not valid YAML{at}: {problem}") from None
     except RecursionError:
         raise ConfigError("file", f"{str(path)!r} is nested too deeply") from None
+    except (ValueError, TypeError, AttributeError, LookupError, ArithmeticError) as e:
+        # PyYAML's constructors raise these for values like 2020-13-45, !!int abc, !!bool maybe,
+        # !!timestamp x or an integer of over 4300 digits
+        raise ConfigError("file", f"{str(path)!r} has a value YAML cannot convert ({type(e).__name__}: "
+                          f"{e}); quote it if it is text") from None
     if overrides and isinstance(raw, dict):
         raw = {**raw, **overrides}
     return parse_config(raw)
@@ -313,6 +321,7 @@ def parse_config(raw: Any) -> SweepConfig:
     """Validate a config mapping (as loaded from YAML) into a SweepConfig."""
     if not isinstance(raw, dict):
         raise ConfigError("(top level)", f"a sweep config must be a mapping, got {type(raw).__name__}")
+    _check_shape(raw)
     for key in raw:
         if key not in TOP_KEYS:
             raise ConfigError(str(key), f"unknown key; allowed top-level keys are {sorted(TOP_KEYS)}")
@@ -326,6 +335,14 @@ def parse_config(raw: Any) -> SweepConfig:
     _check_axis_ranges(axes, task)
     _check_model_fits_task(model, task, axes)
     metrics = _section(MetricsConfig, "metrics", raw.get("metrics", {}) or {})
+    workers = raw.get("workers_per_trial", 1)
+    if metrics.enabled and isinstance(workers, int) and workers > 1:
+        raise ConfigError("metrics", f"metrics are measured in one-process trials only, not with "
+                          f"workers_per_trial: {workers}; drop one or the other")
+    if isinstance(workers, int) and workers > 1 and (model.name != "mlp" or not packable(task)):
+        raise ConfigError("workers_per_trial", f"data-parallel trials (workers_per_trial: {workers}) "
+                          "train the MLP on built-in vector and image tasks only; got model "
+                          f"{model.name!r} on task {task['name']!r}")
     single_only = metrics.enabled or not packable(task)
     engine = raw.get("engine", "single" if single_only else "packed")
     if engine == "packed" and single_only and model.name == "mlp":
@@ -371,6 +388,36 @@ def _check_model_fits_task(model: ModelConfig, task: dict, axes: dict) -> None:
                 raise ConfigError("model.heads", f"width {width} is not a multiple of heads {model.heads}")
 
 
+def _check_shape(raw: Any) -> None:
+    """Refuse what no sweep config needs before anything walks or prints it: nesting over
+    MAX_DEPTH levels, over MAX_VALUES values (a YAML alias counts each time it is used), and
+    integers beyond 64 bits (the store keeps int64)."""
+    stack, count = [(raw, "(top level)", 0)], 0
+    while stack:
+        value, where, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError("(top level)", f"the config holds over {MAX_VALUES:,} values; "
+                              "does a YAML alias (*name) repeat a large block?")
+        if depth > MAX_DEPTH:
+            raise ConfigError(where, f"nested over {MAX_DEPTH} levels deep; a sweep config needs only a few")
+        if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+            raise ConfigError(where, f"an integer of {value.bit_length()} bits is out of range; "
+                              "numbers must fit in 64 bits")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                name = _key_text(k) if depth == 0 else f"{where}.{_key_text(k)}"
+                stack += [(k, where, depth + 1), (v, name, depth + 1)]
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack += [(v, where, depth + 1) for v in value]
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, int) and not isinstance(key, bool) and not -INT64 <= key < INT64:
+        return "<huge integer>"
+    return key if isinstance(key, str) else repr(key)
+
+
 def _section(cls, key: str, raw: Any):
     if not isinstance(raw, dict):
         raise ConfigError(key, f"expected a mapping, got {raw!r}")
@@ -399,6 +446,9 @@ def _check_axis_ranges(axes: dict, task: dict) -> None:
         for value in axis.bounds():
             if not ok(value):
                 raise ConfigError(f"axes.{name}", f"value {value!r} is out of range; expected {allowed}")
+            if name in axes_mod.INT_AXES and value >= INT64:
+                raise ConfigError(f"axes.{name}", f"value {value!r} is out of range; the store keeps "
+                                  "64-bit integers")
 
 
 def _typed(key: str, value: Any, kind: type):

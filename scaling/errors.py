@@ -10,12 +10,23 @@ class UserError(Exception):
 
 
 class ConfigError(UserError, ValueError):
-    """A sweep config that cannot run. The message names the key and the value."""
+    """A sweep config that cannot run. The message names the key and the value, on one line."""
 
     def __init__(self, key: str, message: str):
         self.key = key
-        super().__init__(f"config key '{key}': {message}")
+        super().__init__(one_line(f"config key '{key}': {message}"))
 
 
 class StoreError(UserError):
     """A results store that cannot be read or written."""
+
+
+MAX_MESSAGE = 1000
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to ``limit`` characters, with line breaks and other unprintable characters
+    escaped, so it prints as exactly one line however odd the value it quotes."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: 4 * limit])
+    return text if len(text) <= limit else text[: limit - 3] + "..."

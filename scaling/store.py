@@ -41,12 +41,17 @@ TRIALS_SCHEMA = pa.schema([
     ("train_loss", pa.float64()), ("test_loss", pa.float64()), ("test_acc", pa.float64()),
     ("wall_s", pa.float64()), ("host", pa.string()), ("start_time", _TS), ("end_time", _TS),
     ("version", pa.string()), ("engine", pa.string()), ("config", pa.string()),
+    # appended later; null where not measured (see scaling.metrics)
+    ("sharpness_init", pa.float64()), ("sharpness_final", pa.float64()),
 ])
 CURVES_SCHEMA = pa.schema([
     ("sweep", pa.string()), ("trial_id", pa.string()), ("run_id", pa.string()),
     ("step", pa.int64()), ("epoch", pa.float64()), ("examples_seen", pa.int64()),
     ("train_loss", pa.float64()), ("test_loss", pa.float64()), ("test_acc", pa.float64()),
     ("wall_s", pa.float64()),
+    # appended later; null where not measured (see scaling.metrics)
+    ("b_simple", pa.float64()), ("grad_sq_norm", pa.float64()), ("grad_cov_trace", pa.float64()),
+    ("example_grad_norm_mean", pa.float64()), ("example_grad_norm_std", pa.float64()),
 ])
 TABLES = {"trials": TRIALS_SCHEMA, "curves": CURVES_SCHEMA}
 
@@ -136,22 +141,43 @@ class Store:
         return sorted(e.path for e in entries if e.type == pafs.FileType.File
                       and e.base_name.endswith(".parquet") and not e.base_name.startswith("."))
 
-    def read_parts(self, paths: list[str], columns: list[str] | None = None) -> list[pa.Table]:
-        """Read parts, skipping (with one warning each) any that is corrupt or truncated."""
+    def read_parts(self, paths: list[str], columns: list[str] | None = None, *,
+                   table: str | None = None, vanished: list[str] | None = None) -> list[pa.Table]:
+        """Read parts, skipping (with one warning each) any that is corrupt or truncated or,
+        given ``table``, whose columns clash with its schema. Given ``vanished``, a part
+        deleted since it was listed (a compaction replaced it) goes there instead."""
         tables = []
         for path in paths:
             try:
                 t = pq.read_table(path, filesystem=self.fs, columns=columns)
             except (OSError, pa.ArrowException) as e:
-                warnings.warn(f"skipping unreadable part {path}: {str(e).splitlines()[0]}", stacklevel=2)
+                if vanished is not None and self.fs.get_file_info(path).type == pafs.FileType.NotFound:
+                    vanished.append(path)
+                    continue
+                warnings.warn(f"skipping unreadable part {path}: {_first_line(e)}", stacklevel=2)
+                continue
+            clash = _clash(t.schema, TABLES[table]) if table and columns is None else None
+            if clash:
+                warnings.warn(f"skipping part {path}: {clash}", stacklevel=2)
                 continue
             tables.append(t)
         return tables
 
+    def read_table_parts(self, sweeps: list[str], table: str, columns: list[str] | None = None) -> list[pa.Table]:
+        """The parts of ``table`` in ``sweeps``, listed again if one vanished while being read,
+        so a reader sees the parts from before a compaction or those after it, never neither."""
+        for _ in range(20):
+            vanished: list[str] = []
+            tables = [t for sweep in sweeps for t in self.read_parts(
+                self.parts(sweep, table), columns, table=table, vanished=vanished)]
+            if not vanished:
+                return tables
+        raise StoreError(f"parts of {self.uri!r} keep vanishing while being read; is a compaction looping?")
+
     def finished(self, sweep: str, statuses=("ok", "diverged", "failed")) -> dict[str, str]:
         """{trial_id: status} of the stored trials of a sweep whose status is in ``statuses``."""
         out: dict[str, str] = {}
-        for t in self.read_parts(self.parts(sweep, "trials"), ["trial_id", "status"]):
+        for t in self.read_table_parts([sweep], "trials", ["trial_id", "status"]):
             for tid, status in zip(t.column("trial_id").to_pylist(), t.column("status").to_pylist()):
                 if status in statuses:
                     out[tid] = status
@@ -175,7 +201,7 @@ class Store:
     def raw_table(self, table: str) -> pa.Table:
         """Every row of a table across sweeps, as stored (duplicates included)."""
         schema = TABLES[table]
-        tables = [t for sweep in self.sweeps() for t in self.read_parts(self.parts(sweep, table))]
+        tables = self.read_table_parts(self.sweeps(), table)
         if not tables:
             return schema.empty_table()
         merged = pa.concat_tables(tables, promote_options="permissive")
@@ -187,7 +213,8 @@ class Store:
 
 def load_tables(root: str) -> tuple[pa.Table, pa.Table]:
     """(trials, curves) of every sweep under ``root``: one row per trial, the latest
-    run of each, and the curve rows of exactly that run."""
+    run of each, and the curve rows of exactly that run, each once (a compaction in
+    progress may hold a row in an old part and in the merged one)."""
     import duckdb
 
     store = Store(root)
@@ -203,9 +230,27 @@ def load_tables(root: str) -> tuple[pa.Table, pa.Table]:
     curves = con.sql(
         "SELECT c.* FROM raw_curves c SEMI JOIN trials t "
         "ON c.sweep = t.sweep AND c.trial_id = t.trial_id AND c.run_id = t.run_id "
+        "QUALIFY row_number() OVER (PARTITION BY c.sweep, c.trial_id, c.run_id, c.step) = 1 "
         "ORDER BY c.sweep, c.trial_id, c.step").to_arrow_table()
     con.close()
     return trials, curves
+
+
+def _clash(schema: pa.Schema, expected: pa.Schema) -> str | None:
+    """Why a part with ``schema`` cannot be merged with the others, or None. Parts of an
+    older version may lack columns, but not the keys that say whose rows they are."""
+    keys = [k for k in ("sweep", "trial_id", "run_id") if k not in schema.names]
+    if keys:
+        return f"it has no key column(s) {keys}"
+    try:
+        pa.unify_schemas([expected, schema], promote_options="permissive")
+    except pa.ArrowException as e:
+        return f"its columns clash with the current schema ({_first_line(e)})"
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _abspath(path: str) -> str:

@@ -13,6 +13,15 @@ The trial's ``seed`` fixes everything random about it:
 
 A loss that is not finite (or explodes past ``EXPLODED_LOSS``) ends the trial
 with status ``diverged``: a result, not an error.
+
+The model is the MLP (``build_model``), a built-in one from scaling.models, or
+the task's own (a plug-in's ``make_model``); the loss is cross-entropy (over
+the last axis, so per token for a language model) unless the task gives its
+own. A language model's examples are windows of ``context`` bytes, so
+``examples_seen`` counts tokens: steps x batch_size x context. With a
+``metrics`` mapping in the trial, scaling.metrics adds the gradient noise scale
+and per-example gradient norms to the curves and the sharpness at the start and
+end to the trial row.
 """
 
 from __future__ import annotations
@@ -28,12 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaling import __version__
+from scaling import __version__, models
 from scaling.config import config_columns
-from scaling.tasks import load_task
+from scaling.tasks import Dataset, load_task
 
 EXPLODED_LOSS = 1e4
 """A training loss above this counts as diverged (cross-entropy of a sane model is O(log classes))."""
+EVAL_CHUNK = 256
+"""Examples per forward pass when evaluating models other than the MLP (which takes all at once)."""
 
 
 def build_model(model: dict, input_dim: int, n_classes: int, seed: int) -> nn.Module:
@@ -50,6 +61,31 @@ def build_model(model: dict, input_dim: int, n_classes: int, seed: int) -> nn.Mo
         return nn.Sequential(*layers)
     finally:
         torch.random.set_rng_state(gen_state)
+
+
+def make_model(model: dict, data: Dataset, seed: int) -> nn.Module:
+    """The trial's model, initialised from ``seed``: the MLP (``build_model``), the task's
+    own (``model: {name: task}``) or a built-in one from scaling.models."""
+    if model["name"] == "mlp":
+        return build_model(model, data.input_dim, data.n_classes, seed)
+    with models.seeded(seed):
+        if model["name"] == "task":
+            if data.make_model is None:
+                raise ValueError("model 'task' needs a task whose factory gives make_model")
+            return data.make_model(dict(model))
+        return models.build(model, data)
+
+
+def cross_entropy(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over examples (and positions, for outputs of shape (n, T, classes))."""
+    if output.dim() > 2:
+        return F.cross_entropy(output.reshape(-1, output.shape[-1]), y.reshape(-1))
+    return F.cross_entropy(output, y)
+
+
+def accuracy(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of argmax predictions equal to y (over examples and positions)."""
+    return (output.argmax(dim=-1) == y).float().mean()
 
 
 def subset_indices(seed: int, pool_size: int, n_train: int) -> np.ndarray:
@@ -91,15 +127,35 @@ def eval_steps(trial: dict, steps: int) -> list[int]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x_train, y_train, x_test, y_test) -> tuple[float, float, float]:
-    """(train_loss on the trial's subset, test_loss, test_acc)."""
+def evaluate(model: nn.Module, x_train, y_train, x_test, y_test, *, loss=None, metric=None,
+             chunk: int | None = None) -> tuple[float, float, float]:
+    """(train_loss on the trial's subset, test_loss, test_acc).
+
+    By default cross-entropy and accuracy over all examples in one pass; ``loss`` and
+    ``metric`` replace them, and ``chunk`` evaluates that many examples at a time
+    (the example-weighted mean of batch means)."""
     model.eval()
-    train_loss = F.cross_entropy(model(x_train), y_train).item()
-    logits = model(x_test)
-    test_loss = F.cross_entropy(logits, y_test).item()
-    test_acc = (logits.argmax(dim=1) == y_test).float().mean().item()
+    if loss is None and metric is None and chunk is None:
+        train_loss = F.cross_entropy(model(x_train), y_train).item()
+        logits = model(x_test)
+        test_loss = F.cross_entropy(logits, y_test).item()
+        test_acc = (logits.argmax(dim=1) == y_test).float().mean().item()
+    else:
+        loss, metric = loss or cross_entropy, metric or accuracy
+        (train_loss,) = _chunked_means(model, x_train, y_train, (loss,), chunk)
+        test_loss, test_acc = _chunked_means(model, x_test, y_test, (loss, metric), chunk)
     model.train()
     return train_loss, test_loss, test_acc
+
+
+def _chunked_means(model: nn.Module, x, y, fns, chunk: int | None) -> list[float]:
+    chunk = chunk or len(x)
+    totals = [0.0] * len(fns)
+    for lo in range(0, len(x), chunk):
+        out, yy = model(x[lo:lo + chunk]), y[lo:lo + chunk]
+        for i, fn in enumerate(fns):
+            totals[i] += float(fn(out, yy)) * len(yy)
+    return [t / len(x) for t in totals]
 
 
 def run_trial(trial: dict, *, device: str = "cpu") -> dict:
@@ -107,6 +163,8 @@ def run_trial(trial: dict, *, device: str = "cpu") -> dict:
 
     Returns ``{"trial": row, "curves": [row, ...]}`` where the trial row holds the
     config columns, ``status`` (ok | diverged), ``error``, final metrics and timing.
+    With ``trial["metrics"]`` the curve rows gain the metrics' columns and the trial
+    row ``sharpness_init``/``sharpness_final`` (see scaling.metrics).
     Exceptions (bad device, out of memory, bugs) propagate to the caller, which
     decides about retries and records ``failed``.
     """
@@ -121,33 +179,52 @@ def run_trial(trial: dict, *, device: str = "cpu") -> dict:
     x_test = torch.from_numpy(data.x_test).to(device)
     y_test = torch.from_numpy(data.y_test).to(device)
 
-    model = build_model(trial["model"], data.input_dim, data.n_classes, seed).to(device)
+    model = make_model(trial["model"], data, seed).to(device)
+    loss_fn = data.loss or cross_entropy
+    scoring = {"loss": data.loss, "metric": data.metric,
+               "chunk": None if trial["model"]["name"] == "mlp" else EVAL_CHUNK}
     opt = torch.optim.SGD(model.parameters(), lr=trial["lr"], momentum=trial["momentum"],
                           weight_decay=trial["weight_decay"])
     steps = total_steps(trial)
     evals = eval_steps(trial, steps)
     stream = BatchStream(seed, n_train)
+    tokens = data.tokens_per_example
     curves: list[dict] = []
     status, error, done = "ok", None, 0
+    probe = None
+    extra: dict = {}
+    if trial.get("metrics"):
+        from scaling.metrics import TrialMetrics
+
+        probe = TrialMetrics(trial["metrics"], loss_fn, x_train, y_train, seed)
+        if probe.spec.sharpness:
+            extra["sharpness_init"] = probe.sharpness(model)
+    split = probe is not None and probe.ema is not None  # backward in two halves, for the noise scale
 
     def record(step: int) -> bool:
-        metrics = evaluate(model, x_train, y_train, x_test, y_test)
-        curves.append({"step": step, "epoch": step * batch / n_train, "examples_seen": step * batch,
+        metrics = evaluate(model, x_train, y_train, x_test, y_test, **scoring)
+        curves.append({"step": step, "epoch": step * batch / n_train, "examples_seen": step * batch * tokens,
                        "train_loss": metrics[0], "test_loss": metrics[1], "test_acc": metrics[2],
                        "wall_s": time.perf_counter() - t0})
+        if probe is not None:
+            curves[-1].update(probe.curve_values(model, math.isfinite(metrics[0])))
         return math.isfinite(metrics[0])
 
     record(0)
     next_eval = 1
     for step in range(1, steps + 1):
         idx = torch.from_numpy(stream.take(batch)).to(device)
-        loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-        value = loss.item()
+        if split:
+            value = probe.backward(model, x_train[idx], y_train[idx])  # leaves the gradient in .grad
+        else:
+            loss = loss_fn(model(x_train[idx]), y_train[idx])
+            value = loss.item()
         if not math.isfinite(value) or value > EXPLODED_LOSS:
             status, error = "diverged", f"training loss {value:.4g} at step {step} (lr={trial['lr']})"
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if not split:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         opt.step()
         done = step
         if step == evals[next_eval]:
@@ -157,13 +234,15 @@ def run_trial(trial: dict, *, device: str = "cpu") -> dict:
                 break
 
     final = curves[-1] if status == "ok" else {}
+    if probe is not None and probe.spec.sharpness:
+        extra["sharpness_final"] = probe.sharpness(model) if status == "ok" else math.nan
     row = {
         **config_columns(trial),
         "run_id": uuid.uuid4().hex,
         "status": status,
         "error": error,
         "steps": done,
-        "examples_seen": done * batch,
+        "examples_seen": done * batch * tokens,
         "n_params": sum(p.numel() for p in model.parameters()),
         "train_loss": final.get("train_loss", math.nan),
         "test_loss": final.get("test_loss", math.nan),
@@ -174,5 +253,6 @@ def run_trial(trial: dict, *, device: str = "cpu") -> dict:
         "end_time": datetime.now(timezone.utc),
         "version": __version__,
         "engine": "single",
+        **extra,
     }
     return {"trial": row, "curves": curves}

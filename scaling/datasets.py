@@ -1,0 +1,338 @@
+"""Standard datasets read from local files, as numpy arrays (no torch, no pickle).
+
+- MNIST and Fashion-MNIST from their IDX files (LeCun et al. 1998; Xiao et al.
+  2017), plain or gzipped: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+  ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``).
+- CIFAR-10 from its *binary* version (``cifar-10-binary.tar.gz``, extracted):
+  ``data_batch_1.bin`` ... ``data_batch_5.bin`` and ``test_batch.bin``, each a run of
+  3073-byte records (1 label byte, then 3x32x32 pixel bytes, channel-major). The
+  pickled "python version" is refused: data files are never unpickled.
+- Any file of bytes, for the byte-level language model.
+
+Each format has a ``check_*`` function that the config parser calls: it reads
+only headers, sizes and the small label files, and raises a one-line
+:class:`~scaling.errors.ConfigError` naming the file and what was expected. The
+``load_*`` functions read everything and check the rest (gzip integrity, label
+ranges). Images are scaled to [0, 1] and standardised with the training pool's
+statistics, and stored flattened (n, C*H*W) float32 with their shape beside them,
+so an MLP reads them as vectors and a CNN reshapes them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scaling.errors import ConfigError
+
+IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR_TEST = "test_batch.bin"
+CIFAR_RECORD = 1 + 3 * 32 * 32
+CIFAR_SUBDIR = "cifar-10-batches-bin"  # where the official tarball extracts to
+
+
+def resolve_path(key: str, value: str) -> str:
+    """An absolute path: ``~`` expanded, a relative path taken from the current directory."""
+    if not value:
+        raise ConfigError(key, "missing; give a path (relative paths are taken from the current directory)")
+    return os.path.abspath(os.path.expanduser(value))
+
+
+# ---- IDX (MNIST, Fashion-MNIST) -----------------------------------------------------
+
+@dataclass(frozen=True)
+class IdxHeader:
+    path: str
+    dims: tuple[int, ...]
+    offset: int
+    """Bytes before the data: 4 (magic) + 4 per dimension."""
+
+
+def _idx_path(key: str, folder: str, base: str) -> str:
+    for name in (base, base + ".gz"):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    if not os.path.isdir(folder):
+        raise ConfigError(key, f"no folder at {folder!r}; expected a folder with the IDX files {base}[.gz], ...")
+    raise ConfigError(key, f"missing file {os.path.join(folder, base)!r} (or {base}.gz): expected the IDX file "
+                      "as distributed with MNIST / Fashion-MNIST")
+
+
+def _open(path: str):
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def read_idx_header(key: str, path: str, ndim: int, what: str) -> IdxHeader:
+    """Parse and size-check an IDX header: magic 0x0000 08 <ndim>, then ndim big-endian sizes."""
+    want = f"an IDX {what} file (magic 0x000008{ndim:02x}: unsigned bytes, {ndim} dimension(s))"
+    try:
+        with _open(path) as f:
+            head = f.read(4)
+            if len(head) < 4:
+                raise ConfigError(key, f"{path!r} is truncated ({len(head)} bytes); expected {want}")
+            zero, dtype, nd = struct.unpack(">HBB", head)
+            if zero != 0 or dtype != 0x08 or nd != ndim:
+                raise ConfigError(key, f"{path!r} has magic 0x{head.hex()}; expected {want}")
+            raw = f.read(4 * ndim)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise ConfigError(key, f"cannot read {path!r} ({e}); expected {want}") from None
+    if len(raw) < 4 * ndim:
+        raise ConfigError(key, f"{path!r} is truncated inside its header; expected {want}")
+    dims = struct.unpack(f">{ndim}I", raw)
+    if 0 in dims:
+        raise ConfigError(key, f"{path!r} has an empty dimension {dims}; expected {want}")
+    header = IdxHeader(path, dims, 4 + 4 * ndim)
+    need = header.offset + int(np.prod(dims))
+    if path.endswith(".gz"):
+        with open(path, "rb") as f:  # the gzip trailer holds the uncompressed size mod 2**32
+            f.seek(max(0, os.path.getsize(path) - 4))
+            isize = int.from_bytes(f.read(4), "little")
+        if isize != need % 2**32:
+            raise ConfigError(key, f"{path!r} is truncated or corrupt: its gzip trailer gives {isize} bytes "
+                              f"uncompressed, but the IDX header {dims} needs {need}")
+    elif os.path.getsize(path) != need:
+        size = os.path.getsize(path)
+        raise ConfigError(key, f"{path!r} has {size} bytes, but its IDX header {dims} needs {need}"
+                          f"{' (truncated)' if size < need else ''}")
+    return header
+
+
+def _read_idx_data(key: str, header: IdxHeader) -> np.ndarray:
+    try:
+        with _open(header.path) as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise ConfigError(key, f"cannot read {header.path!r}: {e}") from None
+    need = header.offset + int(np.prod(header.dims))
+    if len(raw) != need:
+        raise ConfigError(key, f"{header.path!r} holds {len(raw)} bytes, its IDX header needs {need}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header.offset).reshape(header.dims)
+
+
+def _check_labels(key: str, path: str, labels: np.ndarray, n_classes: int) -> None:
+    if len(labels) and int(labels.max()) >= n_classes:
+        i = int(np.argmax(labels >= n_classes))
+        raise ConfigError(key, f"{path!r} has label {int(labels[i])} at index {i}; expected 0-{n_classes - 1}")
+
+
+def check_idx(key: str, folder: str) -> dict[str, IdxHeader]:
+    """Check the four IDX files of an MNIST-format folder (headers, sizes, labels)."""
+    headers = {}
+    for part, base in IDX_FILES.items():
+        what = "image" if part.endswith("images") else "label"
+        headers[part] = read_idx_header(key, _idx_path(key, folder, base), 3 if what == "image" else 1,
+                                        what)
+    for split in ("train", "test"):
+        images, labels = headers[f"{split}_images"], headers[f"{split}_labels"]
+        if images.dims[0] != labels.dims[0]:
+            raise ConfigError(key, f"{images.path!r} has {images.dims[0]} images but {labels.path!r} has "
+                              f"{labels.dims[0]} labels; expected the same number")
+        _check_labels(key, labels.path, _read_idx_data(key, labels), 10)
+    if headers["train_images"].dims[1:] != headers["test_images"].dims[1:]:
+        raise ConfigError(key, f"train images are {headers['train_images'].dims[1:]} pixels but test images "
+                          f"are {headers['test_images'].dims[1:]}; expected one image size")
+    return headers
+
+
+def load_idx(key: str, folder: str) -> dict[str, np.ndarray]:
+    """The four arrays of an MNIST-format folder, as uint8."""
+    headers = check_idx(key, folder)
+    return {part: _read_idx_data(key, h) for part, h in headers.items()}
+
+
+# ---- CIFAR-10 binary -------------------------------------------------------------------
+
+def _cifar_folder(key: str, folder: str) -> str:
+    if os.path.isfile(os.path.join(folder, CIFAR_TEST)):
+        return folder
+    nested = os.path.join(folder, CIFAR_SUBDIR)
+    if os.path.isfile(os.path.join(nested, CIFAR_TEST)):
+        return nested
+    return folder
+
+
+def _cifar_file(key: str, folder: str, name: str) -> tuple[str, int]:
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        if not os.path.isdir(folder):
+            raise ConfigError(key, f"no folder at {folder!r}; expected the CIFAR-10 binary files "
+                              f"{', '.join(CIFAR_TRAIN)} and {CIFAR_TEST}")
+        hint = ""
+        if os.path.isfile(os.path.join(folder, name[:-4])):
+            hint = "; this folder holds the pickled Python version, which is not read: use cifar-10-binary.tar.gz"
+        raise ConfigError(key, f"missing file {path!r}: expected CIFAR-10 in its binary version{hint}")
+    size = os.path.getsize(path)
+    if size == 0 or size % CIFAR_RECORD:
+        raise ConfigError(key, f"{path!r} has {size} bytes, not a whole number of {CIFAR_RECORD}-byte "
+                          "records (1 label + 3x32x32 pixels): truncated, or not the CIFAR-10 binary version")
+    with open(path, "rb") as f:  # the label bytes of the first and last record
+        first = f.read(1)[0]
+        f.seek(size - CIFAR_RECORD)
+        last = f.read(1)[0]
+    if max(first, last) > 9:
+        raise ConfigError(key, f"{path!r} has label byte {max(first, last)} (expected 0-9): not the "
+                          "CIFAR-10 binary version (CIFAR-100 and the pickled version are not read)")
+    return path, size // CIFAR_RECORD
+
+
+def check_cifar10(key: str, folder: str) -> tuple[list[tuple[str, int]], tuple[str, int]]:
+    """Check the six CIFAR-10 binary files; ([(path, records)] of train, (path, records) of test)."""
+    folder = _cifar_folder(key, folder)
+    return [_cifar_file(key, folder, n) for n in CIFAR_TRAIN], _cifar_file(key, folder, CIFAR_TEST)
+
+
+def _read_cifar(key: str, path: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size != n * CIFAR_RECORD:
+        raise ConfigError(key, f"{path!r} changed size while it was read")
+    records = raw.reshape(n, CIFAR_RECORD)
+    labels = records[:, 0]
+    _check_labels(key, path, labels, 10)
+    return records[:, 1:], labels
+
+
+def load_cifar10(key: str, folder: str) -> dict[str, np.ndarray]:
+    """Pixels (n, 3072, channel-major) and labels of CIFAR-10's train and test files, as uint8."""
+    train, test = check_cifar10(key, folder)
+    parts = [_read_cifar(key, p, n) for p, n in train]
+    x_test, y_test = _read_cifar(key, *test)
+    return {"train_images": np.concatenate([x for x, _ in parts]),
+            "train_labels": np.concatenate([y for _, y in parts]),
+            "test_images": x_test, "test_labels": y_test}
+
+
+def standardise(train: np.ndarray, test: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (n, C*H*W) -> float32, scaled to [0, 1] and standardised per channel
+    with the training pool's mean and standard deviation (from byte counts, so no copy)."""
+    levels = np.arange(256) / 255.0
+    stats = []
+    for block in np.split(train, channels, axis=1):
+        counts = np.bincount(block.ravel(), minlength=256)
+        mean = float(counts @ levels) / counts.sum()
+        std = float(np.sqrt(counts @ (levels - mean) ** 2 / counts.sum()))
+        stats.append((mean, std + 1e-3))
+    out = []
+    for x in (train, test):
+        x = x.reshape(len(x), channels, -1).astype(np.float32) / 255.0
+        for c, (mean, std) in enumerate(stats):
+            x[:, c] = (x[:, c] - mean) / std
+        out.append(x.reshape(len(x), -1))
+    return out[0], out[1]
+
+
+# ---- text (bytes) ------------------------------------------------------------------------
+
+def text_split(size: int, test_fraction: float) -> tuple[int, int]:
+    """(train bytes, test bytes): the test part is the file's last ``test_fraction``."""
+    test = int(size * test_fraction)
+    return size - test, test
+
+
+def check_text(key: str, path: str, context: int, test_fraction: float) -> int:
+    """Size-check a text file for windows of ``context`` bytes; returns its size in bytes."""
+    if not os.path.isfile(path):
+        where = "is not a file" if os.path.exists(path) else "does not exist"
+        raise ConfigError(key, f"{path!r} {where}; expected a text file (read as bytes)")
+    size = os.path.getsize(path)
+    train, test = text_split(size, test_fraction)
+    if min(train, test) < context + 1:
+        need = int(np.ceil((context + 1) / min(test_fraction, 1 - test_fraction)))
+        raise ConfigError(key, f"{path!r} has {size} bytes, too few for windows of context {context} in both "
+                          f"the train part and the test part ({test_fraction:g} of the file); "
+                          f"expected at least {need} bytes, or a smaller context")
+    return size
+
+
+def windows(data: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping windows: x = bytes [i*c, i*c+c), y = the next byte of each, as int64."""
+    n = (len(data) - 1) // context
+    x = data[: n * context].reshape(n, context)
+    y = data[1: n * context + 1].reshape(n, context)
+    return x.astype(np.int64), y.astype(np.int64)
+
+
+def read_bytes(key: str, path: str) -> np.ndarray:
+    try:
+        return np.frombuffer(Path(path).read_bytes(), dtype=np.uint8)
+    except OSError as e:
+        raise ConfigError(key, f"cannot read {path!r}: {e.strerror}") from None
+
+
+# ---- the tasks' options: checked when the config is parsed, loaded in the workers -------------
+
+def prepare_idx(options: dict) -> dict:
+    """Resolve and check ``data_dir`` of an MNIST-format task (headers, sizes, labels)."""
+    folder = resolve_path("task.data_dir", options["data_dir"])
+    _check_n_test(options, check_idx("task.data_dir", folder)["test_images"].dims[0])
+    return {**options, "data_dir": folder}
+
+
+def prepare_cifar(options: dict) -> dict:
+    """Resolve and check ``data_dir`` of the CIFAR-10 task (sizes, first and last labels)."""
+    folder = resolve_path("task.data_dir", options["data_dir"])
+    _, (_, n_test) = check_cifar10("task.data_dir", folder)
+    _check_n_test(options, n_test)
+    return {**options, "data_dir": folder}
+
+
+def prepare_text(options: dict) -> dict:
+    """Resolve and size-check ``path`` of the text task."""
+    path = resolve_path("task.path", options["path"])
+    check_text("task.path", path, options["context"], options["test_fraction"])
+    return {**options, "path": path}
+
+
+def _check_n_test(options: dict, available: int) -> None:
+    if options["n_test"] > available:
+        raise ConfigError("task.n_test", f"value {options['n_test']} is more than the {available} test "
+                          "examples in the files; expected 0 (all of them) or fewer")
+
+
+def idx_train_size(options: dict) -> int:
+    return read_idx_header("task.data_dir", _idx_path("task.data_dir", options["data_dir"],
+                                                      IDX_FILES["train_images"]), 3, "image").dims[0]
+
+
+def cifar_train_size(options: dict) -> int:
+    return sum(n for _, n in check_cifar10("task.data_dir", options["data_dir"])[0])
+
+
+def text_train_size(options: dict) -> int:
+    train, _ = text_split(os.path.getsize(options["path"]), options["test_fraction"])
+    return (train - 1) // options["context"]
+
+
+def load_images(name: str, options: dict) -> dict:
+    """The fields of a ``scaling.tasks.Dataset`` for an image task ('mnist', 'fashion_mnist', 'cifar10')."""
+    if name == "cifar10":
+        raw, shape = load_cifar10("task.data_dir", options["data_dir"]), (3, 32, 32)
+    else:
+        raw = load_idx("task.data_dir", options["data_dir"])
+        shape = (1, *raw["train_images"].shape[1:])
+    n_test = options["n_test"] or len(raw["test_labels"])
+    train = raw["train_images"].reshape(len(raw["train_labels"]), -1)
+    x_train, x_test = standardise(train, raw["test_images"][:n_test].reshape(n_test, -1), shape[0])
+    return {"x_train": x_train, "y_train": raw["train_labels"].astype(np.int64), "x_test": x_test,
+            "y_test": raw["test_labels"][:n_test].astype(np.int64), "n_classes": 10, "input_shape": shape}
+
+
+def load_text(options: dict) -> dict:
+    """The fields of a ``scaling.tasks.Dataset`` for next-byte prediction on a file (vocabulary 256)."""
+    data = read_bytes("task.path", options["path"])
+    cut, _ = text_split(len(data), options["test_fraction"])
+    context = options["context"]
+    x_train, y_train = windows(data[:cut], context)
+    x_test, y_test = windows(data[cut:], context)
+    if options["n_test"]:
+        x_test, y_test = x_test[: options["n_test"]], y_test[: options["n_test"]]
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, "n_classes": 256,
+            "input_shape": (context,), "tokens_per_example": context}

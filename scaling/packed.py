@@ -1,0 +1,407 @@
+"""Train many trials as one vectorised model: ``run_pack(trials) -> [result, ...]``.
+
+Trials that share the task, the architecture (model name, width, depth) and the
+batch size B stack their weights along a leading member axis M and train with
+batched matmuls (``torch.baddbmm``/``torch.bmm``): one step of the pack is one
+step of every member. Members may differ in lr (ε), momentum (m), weight decay,
+seed and n_train (N), so in step count too. Everything else stays per member,
+exactly as ``scaling.train.run_trial`` does it alone:
+
+- initial weights from ``build_model(seed)``, subset from ``subset_indices``,
+  batch order from ``BatchStream`` (taken many steps at a time: the same stream);
+- SGD as ``torch.optim.SGD`` (dampening 0, no Nesterov), with ε, m and weight
+  decay held as (M, 1, 1) tensors: ``b = m b + (g + wd p)``, ``p -= ε b``;
+- the loss is checked before every step: a member whose minibatch loss is not
+  finite or above ``EXPLODED_LOSS`` stops there, ``diverged``, as does one whose
+  train loss is not finite at an eval point; the others go on;
+- eval at the member's own ``eval_steps``, on its own subset and the test set.
+
+A member that finishes or diverges leaves the stacked tensors at once, so it
+costs nothing afterwards, and ``on_result`` gets its result right away.
+
+The backward pass is written out (softmax cross-entropy, ReLU, linear) rather
+than taken from autograd: it skips the input gradient of the first layer and
+keeps the logits as (M, classes, B), which suits small class counts. The
+result agrees with ``run_trial`` to float rounding, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import time
+import uuid
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+
+from scaling import __version__
+from scaling.config import config_columns
+from scaling.tasks import load_task
+from scaling.train import EXPLODED_LOSS, BatchStream, build_model, eval_steps, subset_indices, total_steps
+
+PACKABLE_MODELS = {"mlp"}
+PACK_FIELDS = ("task", "model", "width", "depth", "batch_size")
+"""What members of one pack share; ``pack_key`` gives them in this order."""
+INDEX_BLOCK_BYTES = 8 << 20
+"""Batch indices are drawn ahead for as many steps of all members as fit in this."""
+EVAL_CHUNK_BYTES = 64 << 20
+"""Eval runs over members in chunks whose activations fit in this."""
+
+
+def pack_key(trial: dict) -> tuple:
+    """Trials with equal keys may train in one pack: (task, model name, width, depth, batch_size)."""
+    model = trial["model"]
+    return (json.dumps(trial["task"], sort_keys=True), model["name"], int(model["width"]),
+            int(model["depth"]), int(trial["batch_size"]))
+
+
+def can_pack(trials: list[dict]) -> tuple[bool, str]:
+    """Whether these trials can train as one pack, and if not, why not (one line)."""
+    if not trials:
+        return False, "no trials to pack"
+    keys = [pack_key(t) for t in trials]
+    for i, name in enumerate(PACK_FIELDS):
+        values = sorted({str(k[i]) for k in keys})
+        if len(values) > 1:
+            shown = ", ".join(values[:4]) + (", ..." if len(values) > 4 else "")
+            return False, (f"trials differ in {name} ({shown}); a pack needs one task, model "
+                           "(name, width, depth) and batch_size, so group trials by pack_key first")
+    if keys[0][1] not in PACKABLE_MODELS:
+        return False, f"model {keys[0][1]!r} cannot be packed; packable models: {sorted(PACKABLE_MODELS)}"
+    return True, ""
+
+
+def _layer_dims(trial: dict, input_dim: int, n_classes: int) -> list[int]:
+    model = trial["model"]
+    return [input_dim] + [model["width"]] * model["depth"] + [n_classes]
+
+
+def estimate_pack_bytes(trials: list[dict]) -> int:
+    """Rough bytes of training these trials as one pack on one device.
+
+    Counts float32 parameters, gradients, momentum buffers and update temporaries
+    (4 copies), one step's activations and their gradients, one eval chunk, the
+    task's data and the drawn batch indices. Loads the task (cached per process)
+    for its shapes.
+    """
+    ok, why = can_pack(trials)
+    if not ok:
+        raise ValueError(f"cannot estimate a pack that cannot be packed: {why}")
+    data = load_task(trials[0]["task"])
+    dims = _layer_dims(trials[0], data.input_dim, data.n_classes)
+    members, batch = len(trials), trials[0]["batch_size"]
+    n_params = sum((a + 1) * b for a, b in zip(dims, dims[1:]))
+    hidden = sum(dims[1:-1])
+    state = 4 * members * n_params
+    acts = members * batch * (dims[0] + 3 * hidden + 4 * dims[-1])
+    n_eval = max(max(t["n_train"] for t in trials), len(data.y_test))
+    evals = min(EVAL_CHUNK_BYTES // 4, members * n_eval * (2 * hidden + 3 * dims[-1]))
+    data_bytes = sum(a.nbytes for a in (data.x_train, data.y_train, data.x_test, data.y_test))
+    indices = min(INDEX_BLOCK_BYTES, 8 * members * batch * max(total_steps(t) for t in trials))
+    indices += 8 * members * max(t["n_train"] for t in trials)
+    return int(4 * (state + acts + evals) + data_bytes + indices)
+
+
+class _Member:
+    """One trial's own bookkeeping inside a pack."""
+
+    def __init__(self, position: int, trial: dict, pool_size: int):
+        self.position, self.trial = position, trial
+        self.n_train = trial["n_train"]
+        self.subset = subset_indices(trial["seed"], pool_size, self.n_train)
+        self.stream = BatchStream(trial["seed"], self.n_train)
+        self.steps = total_steps(trial)
+        self.evals = set(eval_steps(trial, self.steps))
+        self.curves: list[dict] = []
+        self.status, self.error, self.done = "ok", None, 0
+
+
+class _Pack:
+    """Stacked weights, momentum and hyperparameters of the live members.
+
+    Hidden layers keep weights as (M, in, out) and biases as (M, 1, out); the
+    output layer keeps nn.Linear's (M, out, in) and (M, out, 1), so its logits
+    come out as (M, classes, B).
+    """
+
+    def __init__(self, members: list[_Member], dims: list[int], data, device: str):
+        self.members, self.dims, self.device = members, dims, device
+        self.batch = members[0].trial["batch_size"]
+        self.x_pool = torch.from_numpy(data.x_train).to(device)
+        self.y_pool = torch.from_numpy(data.y_train).to(device)
+        self.x_test = torch.from_numpy(data.x_test).to(device)
+        self.y_test = torch.from_numpy(data.y_test).to(device)
+        models = [build_model(m.trial["model"], dims[0], dims[-1], m.trial["seed"]) for m in members]
+        linears = [[layer for layer in model if isinstance(layer, torch.nn.Linear)] for model in models]
+        last = len(dims) - 2
+        self.w, self.b = [], []
+        for i in range(last + 1):
+            w = torch.stack([ls[i].weight.detach() for ls in linears])
+            b = torch.stack([ls[i].bias.detach() for ls in linears])
+            if i < last:
+                w, b = w.transpose(1, 2), b.unsqueeze(1)
+            else:
+                b = b.unsqueeze(2)
+            self.w.append(w.contiguous().to(device))
+            self.b.append(b.contiguous().to(device))
+        self.n_params = sum(p.numel() for p in models[0].parameters())
+        self.buf = [torch.zeros_like(p) for p in self.w + self.b]
+        hyper = lambda key: torch.tensor([float(m.trial[key]) for m in members],  # noqa: E731
+                                         dtype=torch.float32, device=device).view(-1, 1, 1)
+        self.lr, self.momentum, self.wd = hyper("lr"), hyper("momentum"), hyper("weight_decay")
+        self.any_wd = bool((self.wd != 0).any())
+        width = max(m.n_train for m in members)
+        pad = np.zeros((len(members), width), dtype=np.int64)
+        for row, m in zip(pad, members):
+            row[:m.n_train] = m.subset
+        self.subset = torch.from_numpy(pad).to(device)
+        self.n_train = torch.tensor([m.n_train for m in members], device=device)
+        self.block, self.block_start = None, 1
+        self._scratch: dict[str, torch.Tensor] = {}
+
+    # ---- membership --------------------------------------------------------
+
+    def keep(self, positions: list[int]) -> None:
+        """Drop every member not at these positions (in the current order)."""
+        idx = torch.tensor(positions, dtype=torch.int64, device=self.device)
+        take = lambda t: t.index_select(0, idx).contiguous()  # noqa: E731
+        self.w, self.b, self.buf = [take(t) for t in self.w], [take(t) for t in self.b], [take(t) for t in self.buf]
+        self.lr, self.momentum, self.wd = take(self.lr), take(self.momentum), take(self.wd)
+        self.subset, self.n_train = take(self.subset), take(self.n_train)
+        if self.block is not None:
+            self.block = self.block.index_select(1, idx).contiguous()
+        self.members = [self.members[p] for p in positions]
+        self._scratch = {}
+
+    def params_of(self, position: int) -> dict[str, torch.Tensor]:
+        """One member's weights as ``build_model(...).state_dict()`` would name and shape them."""
+        out, last = {}, len(self.w) - 1
+        for i, (w, b) in enumerate(zip(self.w, self.b)):
+            w, b = w[position], b[position]
+            out[f"{2 * i}.weight"] = (w if i == last else w.t()).detach().cpu().clone()
+            out[f"{2 * i}.bias"] = b.reshape(-1).detach().cpu().clone()
+        return out
+
+    # ---- training ----------------------------------------------------------
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """Pool indices of every member's minibatch at ``step``, shape (M, B)."""
+        if self.block is None or step - self.block_start >= len(self.block):
+            left = max(m.steps for m in self.members) - step + 1
+            n = max(1, min(left, INDEX_BLOCK_BYTES // (8 * len(self.members) * self.batch)))
+            blocks = [m.subset[m.stream.take(n * self.batch)].reshape(n, self.batch) for m in self.members]
+            self.block = torch.from_numpy(np.stack(blocks, axis=1)).to(self.device)
+            self.block_start = step
+        return self.block[step - self.block_start]
+
+    def scratch(self, name: str, *shape: int) -> torch.Tensor:
+        """A reused buffer for one step's intermediates (big allocations every step cost page faults)."""
+        t = self._scratch.get(name)
+        if t is None or t.shape != shape:
+            t = self._scratch[name] = torch.empty(shape, device=self.device)
+        return t
+
+    def train_loss(self, step: int):
+        """Forward pass on this step's minibatches: (loss per member, what backward needs)."""
+        m, batch = len(self.members), self.batch
+        idx = self.batch_indices(step).reshape(-1)
+        x = torch.index_select(self.x_pool, 0, idx, out=self.scratch("x", m * batch, self.dims[0]))
+        y = self.y_pool.index_select(0, idx).view(m, 1, batch)
+        inputs, logits = _forward(self.w, self.b, x.view(m, batch, -1), self.scratch)
+        losses, probs = _cross_entropy(logits, y)
+        return losses.mean(1), (inputs, probs, y)
+
+    def backward_and_step(self, saved) -> None:
+        """Gradients of the mean minibatch loss, then one SGD step of every member."""
+        inputs, probs, y = saved
+        m, last = len(self.members), len(self.w) - 1
+        minus_one = self.scratch("minus_one", m, 1, self.batch).fill_(-1.0)
+        g = probs.scatter_add_(1, y, minus_one).mul_(1.0 / self.batch)
+        gw, gb = [None] * (last + 1), [None] * (last + 1)
+        gw[last] = torch.bmm(g, inputs[last], out=self.scratch(f"gw{last}", *self.w[last].shape))
+        gb[last] = g.sum(2, keepdim=True)
+        for i in range(last - 1, -1, -1):
+            w_next = self.w[i + 1] if i + 1 == last else self.w[i + 1].transpose(1, 2)
+            g = torch.bmm(g.transpose(1, 2) if i + 1 == last else g, w_next,
+                          out=self.scratch(f"gh{i}", *inputs[i + 1].shape))
+            g = torch.ops.aten.threshold_backward.grad_input(g, inputs[i + 1], 0, grad_input=g)
+            gw[i] = torch.bmm(inputs[i].transpose(1, 2), g, out=self.scratch(f"gw{i}", *self.w[i].shape))
+            gb[i] = g.sum(1, keepdim=True)
+        for p, grad, buf in zip(self.w + self.b, gw + gb, self.buf):
+            if self.any_wd:
+                grad.addcmul_(p, self.wd)
+            torch.addcmul(grad, buf, self.momentum, out=buf)
+            p.addcmul_(buf, self.lr, value=-1.0)
+
+    # ---- evaluation --------------------------------------------------------
+
+    def evaluate(self, positions: list[int]) -> list[tuple[float, float, float]]:
+        """(train_loss on the member's subset, test_loss, test_acc) of the members at these positions."""
+        per_row = 4 * (2 * sum(self.dims[1:-1]) + 3 * self.dims[-1] + self.dims[0])
+        out: dict[int, torch.Tensor] = {}
+        chunk: list[int] = []
+        for p in sorted(positions, key=lambda p: self.members[p].n_train) + [None]:
+            rows = max(self.members[p].n_train, len(self.y_test)) if p is not None else 0
+            if chunk and (p is None or (len(chunk) + 1) * rows * per_row > EVAL_CHUNK_BYTES):
+                out.update(zip(chunk, self._evaluate_chunk(chunk)))
+                chunk = []
+            chunk.append(p)
+        stacked = torch.stack([out[p] for p in positions]).tolist()
+        return [tuple(row) for row in stacked]
+
+    def _evaluate_chunk(self, positions: list[int]) -> torch.Tensor:
+        idx = torch.tensor(positions, dtype=torch.int64, device=self.device)
+        k, n_max = len(positions), max(self.members[p].n_train for p in positions)
+        w = [t.index_select(0, idx) for t in self.w]
+        b = [t.index_select(0, idx) for t in self.b]
+        sub = self.subset.index_select(0, idx)[:, :n_max].reshape(-1)
+        x = self.x_pool.index_select(0, sub).view(k, n_max, -1)
+        y = self.y_pool.index_select(0, sub).view(k, 1, n_max)
+        losses, _ = _cross_entropy(_forward(w, b, x)[1], y)
+        n = self.n_train.index_select(0, idx)
+        mask = torch.arange(n_max, device=self.device) < n.unsqueeze(1)
+        train_loss = (losses * mask).sum(1) / n
+        logits = _forward(w, b, self.x_test.expand(k, -1, -1))[1]
+        test_losses, _ = _cross_entropy(logits, self.y_test.view(1, 1, -1).expand(k, 1, -1))
+        acc = (logits.argmax(1) == self.y_test).float().mean(1)
+        return torch.stack([train_loss, test_losses.mean(1), acc], dim=1)
+
+
+def _forward(w: list[torch.Tensor], b: list[torch.Tensor], x: torch.Tensor, scratch=None):
+    """Layer inputs and the logits, (M, classes, n), of inputs x of shape (M, n, in).
+
+    With ``scratch`` (a function name, *shape -> buffer) the outputs go to reused buffers."""
+    inputs = [x]
+    for i, (wi, bi) in enumerate(zip(w[:-1], b[:-1])):
+        shape = (x.shape[0], x.shape[1], wi.shape[2])
+        out = scratch(f"h{i}", *shape) if scratch else None
+        inputs.append(torch.baddbmm(bi, inputs[-1], wi, out=out).relu_())
+    shape = (x.shape[0], w[-1].shape[1], x.shape[1])
+    out = scratch("logits", *shape) if scratch else None
+    return inputs, torch.baddbmm(b[-1], w[-1], inputs[-1].transpose(1, 2), out=out)
+
+
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example cross-entropy (M, n) and softmax (M, classes, n) of logits (M, classes, n)."""
+    top = logits.amax(1, keepdim=True)
+    e = (logits - top).exp_()
+    total = e.sum(1, keepdim=True)
+    losses = ((top - logits.gather(1, y)) + total.log()).squeeze(1)  # exact 0 for the top class
+    return losses, e.div_(total)
+
+
+def run_pack(trials: list[dict], *, device: str = "cpu", on_result=None,
+             return_params: bool = False) -> list[dict]:
+    """Train trials together as one vectorised model; one result per trial, in input order.
+
+    Each result is what ``run_trial`` returns for that trial alone, ``{"trial": row,
+    "curves": [...]}``, with ``engine`` ``"packed"`` and ``wall_s`` the pack's elapsed
+    time when the member finished. ``on_result(result)`` is called as each member
+    finishes or diverges, so a caller can store it before the pack ends. With
+    ``return_params`` each result also holds ``"params"``, the member's final
+    weights named as in ``build_model(...).state_dict()`` (for tests).
+    Raises ``ValueError`` if ``can_pack(trials)`` says no.
+    """
+    ok, why = can_pack(trials)
+    if not ok:
+        raise ValueError(f"cannot run these trials as one pack: {why}")
+    start = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    data = load_task(trials[0]["task"])
+    dims = _layer_dims(trials[0], data.input_dim, data.n_classes)
+    members = [_Member(i, t, len(data.y_train)) for i, t in enumerate(trials)]
+    pack = _Pack(members, dims, data, device)
+    results: list[dict | None] = [None] * len(trials)
+
+    def finish(positions: list[int], done: int) -> None:
+        for p in positions:
+            m = pack.members[p]
+            m.done = done
+            result = _result(m, pack, start, time.perf_counter() - t0)
+            if return_params:
+                result["params"] = pack.params_of(p)
+            results[m.position] = result
+            if on_result is not None:
+                on_result(result)
+        gone = set(positions)
+        pack.keep([p for p in range(len(pack.members)) if p not in gone])
+
+    def record(step: int, positions: list[int]) -> list[int]:
+        """Evaluate, append curve rows; return the positions whose train loss is not finite."""
+        bad = []
+        for p, metrics in zip(positions, _evaluate(pack, positions, step)):
+            m = pack.members[p]
+            m.curves.append(_curve_row(step, m, metrics, time.perf_counter() - t0))
+            if step > 0 and not math.isfinite(metrics[0]):
+                m.status, m.error = "diverged", f"train loss not finite at step {step} (lr={m.trial['lr']})"
+                bad.append(p)
+        return bad
+
+    stops = set().union(*(m.evals for m in members))  # a member's eval steps include its last step
+    record(0, list(range(len(members))))
+    step = 0
+    while pack.members:
+        step += 1
+        losses, saved = pack.train_loss(step)
+        exploded = ~(losses <= EXPLODED_LOSS)  # NaN compares false
+        if bool(exploded.any()):  # the step's one host sync
+            bad = exploded.nonzero().view(-1).tolist()
+            for p, value in zip(bad, losses[bad].tolist()):
+                m = pack.members[p]
+                m.status, m.error = "diverged", f"training loss {value:.4g} at step {step} (lr={m.trial['lr']})"
+            finish(bad, step - 1)
+            if not pack.members:
+                break
+            losses, saved = pack.train_loss(step)
+        pack.backward_and_step(saved)
+        if step in stops:
+            due = [p for p, m in enumerate(pack.members) if step in m.evals]
+            ended = set(record(step, due)) | {p for p in due if pack.members[p].steps == step}
+            if ended:
+                finish(sorted(ended), step)
+    return results
+
+
+def _evaluate(pack: _Pack, positions: list[int], step: int) -> list[tuple[float, float, float]]:
+    """Metrics of the members at these positions. At step 0 members with the same seed and
+    n_train have the same weights and subset, so one of them is evaluated for all."""
+    if step > 0:
+        return pack.evaluate(positions)
+    first: dict[tuple, int] = {}
+    for p in positions:
+        m = pack.members[p]
+        first.setdefault((m.trial["seed"], m.n_train), p)
+    metrics = dict(zip(first.values(), pack.evaluate(list(first.values()))))
+    return [metrics[first[(pack.members[p].trial["seed"], pack.members[p].n_train)]] for p in positions]
+
+
+def _curve_row(step: int, m: _Member, metrics, wall_s: float) -> dict:
+    batch = m.trial["batch_size"]
+    return {"step": step, "epoch": step * batch / m.n_train, "examples_seen": step * batch,
+            "train_loss": metrics[0], "test_loss": metrics[1], "test_acc": metrics[2], "wall_s": wall_s}
+
+
+def _result(m: _Member, pack: _Pack, start: datetime, wall_s: float) -> dict:
+    final = m.curves[-1] if m.status == "ok" else {}
+    row = {
+        **config_columns(m.trial),
+        "run_id": uuid.uuid4().hex,
+        "status": m.status,
+        "error": m.error,
+        "steps": m.done,
+        "examples_seen": m.done * m.trial["batch_size"],
+        "n_params": pack.n_params,
+        "train_loss": final.get("train_loss", math.nan),
+        "test_loss": final.get("test_loss", math.nan),
+        "test_acc": final.get("test_acc", math.nan),
+        "wall_s": wall_s,
+        "host": socket.gethostname(),
+        "start_time": start,
+        "end_time": datetime.now(timezone.utc),
+        "version": __version__,
+        "engine": "packed",
+    }
+    return {"trial": row, "curves": m.curves}

@@ -1,0 +1,125 @@
+"""Plug-in tasks: a user's factory from a package outside ``scaling`` (tests/plugin_example)
+is checked with the config, trains with its own model, loss and metric, and runs in a sweep."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli, write_config
+from scaling.config import parse_config
+from scaling.errors import ConfigError
+from scaling.store import load_tables
+from scaling.tasks import load_task, validate_task
+from scaling.train import run_trial
+
+PLUGIN_DIR = Path(__file__).resolve().parent / "plugin_example"
+REGRESSION = "toy_tasks.regression:make_task"
+
+
+@pytest.fixture(autouse=True)
+def plugin_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def config(task, model=None, **extra) -> dict:
+    return {"name": "p", "task": task, "model": model or {"name": "task", "width": 16, "depth": 1},
+            "axes": {"n_train": 256, "batch_size": 32, "lr": 0.05, "momentum": 0.9},
+            "budget": {"steps": 60}, "eval": {"points": 4}, **extra}
+
+
+def test_plugin_task_trains_with_its_own_model_loss_and_metric():
+    cfg = parse_config(config({"name": REGRESSION, "dim": 6, "noise": 0.1}))
+    assert cfg.task == {"name": REGRESSION, "dim": 6, "noise": 0.1}, "options as given: part of the trial id"
+    assert cfg.engine == "single", "its own loss: the packed engine cannot train it"
+    out = run_trial(cfg.trials()[0])
+    row, curves = out["trial"], out["curves"]
+    assert row["status"] == "ok", row["error"]
+    assert row["n_params"] == 6 * 16 + 16 + 16 + 1, "the plug-in's model, sized by the trial's width"
+    assert curves[0]["test_acc"] < 0.5 < 0.9 < row["test_acc"] <= 1.0, "test_acc holds the plug-in's R^2"
+    assert row["test_loss"] < 0.05 and row["examples_seen"] == 60 * 32
+
+
+def test_plugin_may_return_a_mapping_and_use_the_built_in_models():
+    task = validate_task({"name": "toy_tasks.regression:make_blobs", "classes": 4})
+    data = load_task(task)
+    assert data.n_classes == 4 and data.kind == "vectors" and data.y_train.dtype.name == "int64"
+    cfg = parse_config(config(task, {"name": "mlp", "width": 8}))
+    assert cfg.engine == "packed", "plain classification data: the packed engine fits"
+    with pytest.raises(ConfigError, match="'model.name'.*gives no make_model"):
+        parse_config(config(task))
+
+
+@pytest.mark.parametrize("task, key, message", [
+    ({"name": "toy_tasks.nowhere:make"}, "task.name", "cannot import the plug-in module 'toy_tasks.nowhere'"),
+    ({"name": "toy_tasks.regression:missing"}, "task.name", "has no function 'missing'"),
+    ({"name": "toy_tasks.regression:not_a_factory"}, "task.name", "mark it with the decorator"),
+    ({"name": "subprocess:run", "args": "true"}, "task.name", "is not a task factory"),
+    ({"name": "toy_tasks/regression:make_task"}, "task.name", "expected 'package.module:function'"),
+    ({"name": REGRESSION, "dim": 0}, "task", "ValueError: need dim"),
+    ({"name": REGRESSION, "size": 3}, "task", "unexpected keyword argument 'size'"),
+    ({"name": REGRESSION, "dim": {1, 2}}, "task.dim", "expected a number, string"),
+    ({"name": REGRESSION, "noise": float("nan")}, "task.noise", "finite"),
+    ({"name": "toy_tasks.broken:returns_a_list"}, "task.name", "returned a list"),
+    ({"name": "toy_tasks.broken:float64_features"}, "task.name", "dtype float64"),
+])
+def test_bad_plugins_are_refused_in_one_line(task, key, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(config(task))
+    text = str(err.value)
+    assert text.startswith(f"config key '{key}'") and message in text and "\n" not in text, text
+
+
+def test_a_plugin_outside_the_path_gets_a_hint(monkeypatch):
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(PLUGIN_DIR)])
+    monkeypatch.delitem(sys.modules, "toy_tasks.regression", raising=False)
+    monkeypatch.delitem(sys.modules, "toy_tasks", raising=False)
+    with pytest.raises(ConfigError, match="PYTHONPATH"):
+        validate_task({"name": "toy_tasks.regression:make_task", "pool": 77})
+
+
+PLUGIN_SWEEP = """
+name: plugin
+task: {name: "toy_tasks.regression:make_task", dim: 6, pool: 512}
+model: {name: task, depth: 1}
+axes:
+  width: [4, 16]
+  n_train: [64, 256]
+  batch_size: 32
+  lr: 0.05
+  momentum: 0.9
+budget: {steps: 40}
+eval: {points: 3}
+resources: {cpu: 1}
+"""
+
+
+def test_plugin_task_runs_in_a_sweep_on_ray(tmp_path):
+    """The real command in a fresh process: its local Ray's workers inherit PYTHONPATH."""
+    path = write_config(tmp_path, PLUGIN_SWEEP)
+    results = tmp_path / "results"
+    python_path = os.pathsep.join(filter(None, [str(PLUGIN_DIR), os.environ.get("PYTHONPATH")]))
+    proc = run_cli("sweep", str(path), "--results", str(results), "--quiet", "--num-cpus", "2",
+                   env={"PYTHONPATH": python_path}, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials, curves = load_tables(str(results))
+    rows = trials.to_pylist()
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}, [r["error"] for r in rows]
+    assert {r["task"] for r in rows} == {"toy_tasks.regression:make_task"} and {r["model"] for r in rows} == {"task"}
+    sizes = {r["width"]: r["n_params"] for r in rows}
+    assert sizes == {4: 6 * 4 + 4 + 4 + 1, 16: 6 * 16 + 16 + 16 + 1}
+    assert all(math.isfinite(r["test_acc"]) for r in rows) and max(r["test_acc"] for r in rows) > 0.8
+    assert curves.num_rows == 4 * 3
