@@ -1,0 +1,54 @@
+"""Training faults are recorded statuses with their message, and the sweep goes on."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+
+from conftest import ROOT, SMALL_SWEEP, run_cli, write_config
+from cluster.runner import run_sweep
+from scaling.config import parse_config
+from scaling.store import load_tables
+from scaling.train import run_trial
+
+PLUGINS = str(ROOT / "tests" / "plugin_example")
+
+
+@pytest.fixture()
+def plugin_path(monkeypatch):
+    monkeypatch.syspath_prepend(PLUGINS)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_nan_or_inf_in_the_data_is_a_diverged_trial(plugin_path, bad):
+    raw = {"name": "f", "task": {"name": "toy_tasks.faulty:nan_features", "bad": bad},
+           "model": {"name": "mlp", "width": 8, "depth": 1},
+           "axes": {"n_train": 100, "batch_size": 10, "lr": 0.1}, "budget": {"epochs": 2}}
+    out = run_trial(parse_config(raw).trials()[0])
+    assert out["trial"]["status"] == "diverged"
+    assert "step" in out["trial"]["error"] and math.isnan(out["trial"]["test_acc"])
+
+
+def test_out_of_memory_is_a_failed_trial_and_the_sweep_goes_on(ray_local, tmp_path):
+    raw = {"name": "oom", "task": {"name": "digits"}, "model": {"name": "mlp", "depth": 1},
+           "axes": {"n_train": 100, "batch_size": 10, "lr": 0.1, "width": [8, 3_000_000_000]},
+           "budget": {"epochs": 1}, "retries": 1}
+    summary = run_sweep(parse_config(raw), "", str(tmp_path), progress=False, log=lambda *_: None)
+    assert summary.counts == {"ok": 1, "diverged": 0, "failed": 1}
+    rows = {r["width"]: r for r in load_tables(str(tmp_path))[0].to_pylist()}
+    assert rows[8]["status"] == "ok"
+    assert rows[3_000_000_000]["status"] == "failed"
+    assert "allocate" in rows[3_000_000_000]["error"], rows[3_000_000_000]["error"]
+
+
+def test_unwritable_results_directory_is_one_line_naming_the_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    config = write_config(tmp_path, SMALL_SWEEP)
+    proc = run_cli("sweep", str(config), "--results", str(blocker / "results"))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(blocker) in lines[0]
+    assert blocker.read_text() == "not a directory"
