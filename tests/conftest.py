@@ -43,9 +43,10 @@ model: {name: mlp, width: 32, depth: 1}
 axes:
   n_train: [50, 100]
   batch_size: [16, 32]
-  lr: [0.1, 0.5]
+  lr: [0.1, 0.2]
+  momentum: 0.9
   seed: [0, 1]
-budget: {epochs: 5}
+budget: {epochs: 10}
 eval: {points: 5}
 resources: {cpu: 1}
 """

@@ -44,7 +44,7 @@ def test_sweep_end_to_end_and_resume(ray_local, tmp_path):
     assert again.skipped == 16 and sum(again.counts.values()) == 0
 
     # the axes gain a value: only the new trials run
-    grown, grown_text = sweep(tmp_path, SMALL_SWEEP.replace("lr: [0.1, 0.5]", "lr: [0.1, 0.5, 0.3]"))
+    grown, grown_text = sweep(tmp_path, SMALL_SWEEP.replace("lr: [0.1, 0.2]", "lr: [0.1, 0.2, 0.15]"))
     third = run_sweep(grown, grown_text, results, progress=False, log=lambda *_: None)
     assert third.skipped == 16 and third.counts["ok"] == 8
     trials, curves = load_tables(results)
@@ -52,7 +52,7 @@ def test_sweep_end_to_end_and_resume(ray_local, tmp_path):
 
 
 def test_diverging_trial_is_recorded_and_the_sweep_goes_on(ray_local, tmp_path):
-    text = SMALL_SWEEP.replace("lr: [0.1, 0.5]", "lr: [0.1, 1000.0]").replace("seed: [0, 1]", "seed: [0]")
+    text = SMALL_SWEEP.replace("lr: [0.1, 0.2]", "lr: [0.1, 1000.0]").replace("seed: [0, 1]", "seed: [0]")
     cfg, text = sweep(tmp_path, text)
     summary = run_sweep(cfg, text, str(tmp_path / "r"), progress=False, log=lambda *_: None)
     assert summary.counts == {"ok": 4, "diverged": 4, "failed": 0}
@@ -95,19 +95,21 @@ def test_cli_sweep_status_and_query(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_of_the_driver_then_rerun_stores_every_trial_once(tmp_path):
-    text = SMALL_SWEEP.replace("n_train: [50, 100]", "n_train: [200, 400]").replace(
-        "epochs: 5", "epochs: 15").replace("seed: [0, 1]", "seed: [0, 1, 2]")
+@pytest.mark.parametrize("engine", ["packed", "single"])
+def test_sigkill_of_the_driver_then_rerun_stores_every_trial_once(tmp_path, engine):
+    text = SMALL_SWEEP.replace("n_train: [50, 100]", "n_train: [100, 300, 1000]").replace(
+        "epochs: 10", "epochs: 20").replace("seed: [0, 1]", "seed: [0, 1, 2]")
     path = write_config(tmp_path, text)
     results = tmp_path / "results"
     expected = {trial_id(t) for t in load_config(path).trials()}
-    cmd = [sys.executable, "-m", "cluster.cli", "sweep", str(path), "--results", str(results), "--quiet"]
+    cmd = [sys.executable, "-m", "cluster.cli", "sweep", str(path), "--results", str(results), "--quiet",
+           "--engine", engine]
     driver = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trials_dir = results / "small" / "trials"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         done = len(list(trials_dir.glob("*.parquet"))) if trials_dir.exists() else 0
-        if done >= len(expected) // 3:
+        if done >= 1:  # small-n_train trials finish first; the rest are mid-flight
             break
         time.sleep(0.05)
     os.kill(driver.pid, signal.SIGKILL)
