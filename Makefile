@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench reproduce clean
 
 install: $(STAMP)
 
@@ -25,6 +25,15 @@ bench: $(STAMP)
 	$(BIN)/python -m cluster.bench
 	$(BIN)/python -m cluster.bench_driver
 	$(BIN)/python -m analysis.bench
+
+# Measure both laws on real data and write results/reproduce/report.html.
+# SCALE=full runs configs/full/ (MNIST IDX files in data/mnist, larger grids, for GPUs).
+SCALE ?= small
+REPRO_CONFIGS := $(if $(filter full,$(SCALE)),configs/full,configs)
+reproduce: $(STAMP)
+	$(BIN)/scaling sweep $(REPRO_CONFIGS)/learning_curve.yaml --results results/reproduce --engine packed --quiet
+	$(BIN)/scaling sweep $(REPRO_CONFIGS)/bopt_rule.yaml --results results/reproduce --engine packed --quiet
+	$(BIN)/python -m analysis.reproduce results/reproduce -o results/reproduce/report.html
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -69,8 +69,8 @@ def _summary(trials) -> str:
     return "".join(parts)
 
 
-def _curves(trials, x, metric, by, n_boot) -> tuple[str, list]:
-    curves = fit_learning_curves(trials, x=x, metric=metric, by=by, n_boot=n_boot)
+def _curves(trials, x, metric, by, n_boot, offset=True) -> tuple[str, list]:
+    curves = fit_learning_curves(trials, x=x, metric=metric, by=by, n_boot=n_boot, offset=offset)
     parts = [_img(plots.plot_curves(curves), f"{metric} vs {x}")]
     for c in curves:
         over = f"best over {', '.join(c.over)}" if c.over else "fixed configuration"
@@ -113,7 +113,8 @@ def _section(title: str, build) -> str:
 
 
 def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = "test_loss",
-                 by=(), bopt_metric: str = "test_acc", n_boot: int = 1000) -> str:
+                 by=(), bopt_metric: str = "test_acc", n_boot: int = 1000, offset: bool = True,
+                 curve_trials=None, bopt_trials=None, extra: str = "") -> str:
     """The HTML page for a trials table.
 
     Parameters
@@ -128,30 +129,39 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
         Metric whose optimum defines :math:`B_{opt}` and the collapse plot.
     n_boot : int
         Bootstrap resamples for every interval.
+    offset : bool
+        Fit ``a*x^b + c`` (True) or ``a*x^b``.
+    curve_trials, bopt_trials : pyarrow.Table, optional
+        Other trials for the learning-curve and the B_opt/collapse sections (e.g. one
+        sweep each); default ``trials``.
+    extra : str
+        HTML put right under the heading (e.g. a table of headline figures).
     """
+    curve_trials = trials if curve_trials is None else curve_trials
+    bopt_trials = trials if bopt_trials is None else bopt_trials
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     holder: dict = {}
 
     def curves_section():
-        body, holder["curves"] = _curves(trials, x, metric, tuple(by), n_boot)
+        body, holder["curves"] = _curves(curve_trials, x, metric, tuple(by), n_boot, offset)
         return body
 
     def collapse_section():
-        col = collapse(trials, metric=bopt_metric)
+        col = collapse(bopt_trials, metric=bopt_metric)
         return _img(plots.plot_collapse(col), "noise-scale collapse")
 
     sections = [
         _section("Sweep summary", lambda: _summary(trials)),
         _section(f"Learning curves: {metric} vs {x}", curves_section),
         _section(f"Optimal batch size ({bopt_metric}) against lr*N/(1-m)",
-                 lambda: _bopt(trials, bopt_metric, n_boot)),
+                 lambda: _bopt(bopt_trials, bopt_metric, n_boot)),
         _section(f"Noise-scale collapse ({bopt_metric})", collapse_section),
         _section("Fitted values", lambda: _fitted_values(holder.get("curves", []))),
     ]
     title = f"Scaling report: {source}" if source else "Scaling report"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"{_p(f'generated {stamp}', 'note')}{''.join(sections)}</body></html>")
+            f"{_p(f'generated {stamp}', 'note')}{extra}{''.join(sections)}</body></html>")
 
 
 def write_report(root: str, out: str, **options) -> str:

@@ -123,7 +123,8 @@ def _exponents(used, level) -> tuple[tuple[Estimate, ...], dict]:
                              f"{X.shape[1]} coefficients plus an error estimate")
         return (), missing
     coef, lo, hi, _ = _ols(X, logb, level)
-    return tuple(Estimate(name=n, value=float(coef[i + 1]), ci_low=float(lo[i + 1]),
+    label = {"momentum": "1/(1-momentum)"}
+    return tuple(Estimate(name=label.get(n, n), value=float(coef[i + 1]), ci_low=float(lo[i + 1]),
                           ci_high=float(hi[i + 1])) for i, n in enumerate(names)), missing
 
 

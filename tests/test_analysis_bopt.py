@@ -32,7 +32,7 @@ def test_rule_that_holds_exactly_is_consistent():
     assert rule.consistent is True and rule.verdict.startswith("consistent")
     assert rule.slope.ci_low <= 1.0 <= rule.slope.ci_high
     assert rule.g_opt.ci_low <= 5.0 <= rule.g_opt.ci_high  # g_opt = 1/k
-    assert {e.name for e in rule.exponents} == {"lr", "n_train", "momentum"}
+    assert {e.name for e in rule.exponents} == {"lr", "n_train", "1/(1-momentum)"}
     for e in rule.exponents:
         assert abs(e.value - 1.0) < 0.05
     assert rule.n_used == 48 and rule.r2 > 0.99
