@@ -64,7 +64,7 @@ def measure(root: str, *, metric: str = "error", n_boot: int = 1000) -> dict:
     out["bopt"].update(groups=rule["n_groups"], used=rule["n_used"], edge=rule["n_edge"],
                        too_few=rule["n_too_few"],
                        interior_fraction=rule["n_used"] / rule["n_groups"] if rule["n_groups"] else 0.0)
-    out["_tables"] = (curve_trials, bopt_trials)
+    out["_tables"] = (curve_trials, bopt_trials, trials)
     return out
 
 
@@ -101,9 +101,9 @@ def figure_lines(fig: dict) -> list[str]:
 
 
 def write(root: str, out: str, fig: dict, n_boot: int = 1000) -> str:
-    curve_trials, bopt_trials = fig["_tables"]
-    head = "<h2>Headline figures</h2><pre>" + html.escape("\n".join(figure_lines(fig))) + "</pre>"
-    page = build_report(bopt_trials, source=str(root), metric=fig["metric"], offset=False,
+    curve_trials, bopt_trials, trials = fig["_tables"]
+    head = "<h2>Headline figures</h2><pre style='white-space: pre-wrap'>" + html.escape("\n".join(figure_lines(fig))) + "</pre>"
+    page = build_report(trials, source=str(root), metric=fig["metric"], offset=False,
                         curve_trials=curve_trials, bopt_trials=bopt_trials, n_boot=n_boot, extra=head)
     try:
         with open(out, "w", encoding="utf-8") as f:
