@@ -170,7 +170,11 @@ def write_report(root: str, out: str, **options) -> str:
     if not os.path.isdir(folder):
         raise AnalysisError(f"cannot write the report to {out!r}: folder {folder!r} does not exist")
     trials = tables.read_any(root)
-    page = build_report(trials, source=str(root), **options)
+    return write_page(out, build_report(trials, source=str(root), **options))
+
+
+def write_page(out: str, page: str) -> str:
+    """Write an HTML page to ``out``; a folder that is missing or unwritable is one clear error."""
     try:
         with open(out, "w", encoding="utf-8") as f:
             f.write(page)

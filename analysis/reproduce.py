@@ -25,7 +25,7 @@ from analysis import tables
 from analysis.bopt import find_bopt
 from analysis.curves import fit_learning_curves
 from analysis.errors import AnalysisError
-from analysis.report import build_report
+from analysis.report import build_report, write_page
 
 CURVE_SWEEP, BOPT_SWEEP = "learning_curve", "bopt_rule"
 
@@ -102,15 +102,11 @@ def figure_lines(fig: dict) -> list[str]:
 
 def write(root: str, out: str, fig: dict, n_boot: int = 1000) -> str:
     curve_trials, bopt_trials, trials = fig["_tables"]
-    head = "<h2>Headline figures</h2><pre style='white-space: pre-wrap'>" + html.escape("\n".join(figure_lines(fig))) + "</pre>"
+    head = ("<h2>Headline figures</h2><pre style='white-space: pre-wrap'>"
+            + html.escape("\n".join(figure_lines(fig))) + "</pre>")
     page = build_report(trials, source=str(root), metric=fig["metric"], offset=False,
                         curve_trials=curve_trials, bopt_trials=bopt_trials, n_boot=n_boot, extra=head)
-    try:
-        with open(out, "w", encoding="utf-8") as f:
-            f.write(page)
-    except OSError as e:
-        raise AnalysisError(f"cannot write the report to {out!r}: {e.strerror}") from None
-    return out
+    return write_page(out, page)
 
 
 def main(argv: list[str] | None = None) -> int:
