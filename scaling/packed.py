@@ -1,6 +1,6 @@
 """Train many trials as one vectorised model: ``run_pack(trials) -> [result, ...]``.
 
-Trials that share the task, the architecture (model name, width, depth) and the
+Trials that share the task, the model config (name, width, depth) and the
 batch size B stack their weights along a leading member axis M and train with
 batched matmuls (``torch.baddbmm``/``torch.bmm``): one step of the pack is one
 step of every member. Members may differ in lr (ε), momentum (m), weight decay,
@@ -16,8 +16,16 @@ exactly as ``scaling.train.run_trial`` does it alone:
   train loss is not finite at an eval point; the others go on;
 - eval at the member's own ``eval_steps``, on its own subset and the test set.
 
-A member that finishes or diverges leaves the stacked tensors at once, so it
-costs nothing afterwards, and ``on_result`` gets its result right away.
+Only the MLP on float features with cross-entropy packs (no per-trial
+``metrics``); ``can_pack`` says why not, in words. A member that finishes or
+diverges leaves the stacked tensors at once, so it costs nothing afterwards, and
+``on_result`` gets its result right away.
+
+Speed: a step is a handful of batched matmuls whatever M is, so on a CPU a pack
+with one torch thread runs at a good share of the core's matmul peak; run one
+pack per core (``python -m cluster.bench`` measures the layouts). Eval costs
+what ``eval_steps`` asks: each is a forward pass over the member's whole subset
+and the test set.
 
 The backward pass is written out (softmax cross-entropy, ReLU, linear) rather
 than taken from autograd: it skips the input gradient of the first layer and
@@ -27,6 +35,7 @@ result agrees with ``run_trial`` to float rounding, not bit for bit.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import socket
@@ -39,38 +48,44 @@ import torch
 
 from scaling import __version__
 from scaling.config import config_columns
-from scaling.tasks import load_task
+from scaling.tasks import load_task, packable
 from scaling.train import EXPLODED_LOSS, BatchStream, build_model, eval_steps, subset_indices, total_steps
 
 PACKABLE_MODELS = {"mlp"}
-PACK_FIELDS = ("task", "model", "width", "depth", "batch_size")
-"""What members of one pack share; ``pack_key`` gives them in this order."""
 INDEX_BLOCK_BYTES = 8 << 20
 """Batch indices are drawn ahead for as many steps of all members as fit in this."""
-EVAL_CHUNK_BYTES = 64 << 20
-"""Eval runs over members in chunks whose activations fit in this."""
+EVAL_BLOCK_BYTES = 4 << 20
+"""Eval runs over the members' rows in blocks whose activations take about this."""
 
 
 def pack_key(trial: dict) -> tuple:
-    """Trials with equal keys may train in one pack: (task, model name, width, depth, batch_size)."""
-    model = trial["model"]
-    return (json.dumps(trial["task"], sort_keys=True), model["name"], int(model["width"]),
-            int(model["depth"]), int(trial["batch_size"]))
+    """Trials with equal keys may train in one pack: (task, model, batch_size)."""
+    return (json.dumps(trial["task"], sort_keys=True), json.dumps(trial["model"], sort_keys=True),
+            int(trial["batch_size"]))
 
 
 def can_pack(trials: list[dict]) -> tuple[bool, str]:
     """Whether these trials can train as one pack, and if not, why not (one line)."""
     if not trials:
         return False, "no trials to pack"
-    keys = [pack_key(t) for t in trials]
-    for i, name in enumerate(PACK_FIELDS):
-        values = sorted({str(k[i]) for k in keys})
+    shared = [("task", lambda t: json.dumps(t["task"], sort_keys=True))]
+    shared += [(f"model {k}", lambda t, k=k: str(t["model"].get(k)))
+               for k in sorted(set().union(*(t["model"] for t in trials)))]
+    shared += [("batch_size", lambda t: str(t["batch_size"]))]
+    for name, value in shared:
+        values = sorted({value(t) for t in trials})
         if len(values) > 1:
             shown = ", ".join(values[:4]) + (", ..." if len(values) > 4 else "")
-            return False, (f"trials differ in {name} ({shown}); a pack needs one task, model "
-                           "(name, width, depth) and batch_size, so group trials by pack_key first")
-    if keys[0][1] not in PACKABLE_MODELS:
-        return False, f"model {keys[0][1]!r} cannot be packed; packable models: {sorted(PACKABLE_MODELS)}"
+            return False, (f"trials differ in {name} ({shown}); a pack needs one task, model and "
+                           "batch_size, so group trials by pack_key first")
+    model, task = trials[0]["model"]["name"], trials[0]["task"]
+    if model not in PACKABLE_MODELS:
+        return False, f"model {model!r} cannot be packed; the packed engine trains {sorted(PACKABLE_MODELS)}"
+    if any(t.get("metrics") for t in trials):
+        return False, "metrics (noise scale, sharpness, gradient norms) are measured by the single engine"
+    if not packable(task):
+        return False, (f"task {task['name']!r} is not classification of float features with "
+                       "cross-entropy (tokens, or its own loss or metric); train it with engine: single")
     return True, ""
 
 
@@ -82,10 +97,10 @@ def _layer_dims(trial: dict, input_dim: int, n_classes: int) -> list[int]:
 def estimate_pack_bytes(trials: list[dict]) -> int:
     """Rough bytes of training these trials as one pack on one device.
 
-    Counts float32 parameters, gradients, momentum buffers and update temporaries
-    (4 copies), one step's activations and their gradients, one eval chunk, the
-    task's data and the drawn batch indices. Loads the task (cached per process)
-    for its shapes.
+    Counts float32 parameters, gradients, momentum buffers, update temporaries and
+    the copy taken for eval (5 copies), one step's activations and their gradients,
+    one eval block, the task's data and the drawn batch indices. Loads the task
+    (cached per process) for its shapes.
     """
     ok, why = can_pack(trials)
     if not ok:
@@ -95,10 +110,9 @@ def estimate_pack_bytes(trials: list[dict]) -> int:
     members, batch = len(trials), trials[0]["batch_size"]
     n_params = sum((a + 1) * b for a, b in zip(dims, dims[1:]))
     hidden = sum(dims[1:-1])
-    state = 4 * members * n_params
+    state = 5 * members * n_params  # + the weights of the members being evaluated
     acts = members * batch * (dims[0] + 3 * hidden + 4 * dims[-1])
-    n_eval = max(max(t["n_train"] for t in trials), len(data.y_test))
-    evals = min(EVAL_CHUNK_BYTES // 4, members * n_eval * (2 * hidden + 3 * dims[-1]))
+    evals = max(EVAL_BLOCK_BYTES // 4, 64 * members * (dims[0] + 2 * hidden + 4 * dims[-1]))
     data_bytes = sum(a.nbytes for a in (data.x_train, data.y_train, data.x_test, data.y_test))
     indices = min(INDEX_BLOCK_BYTES, 8 * members * batch * max(total_steps(t) for t in trials))
     indices += 8 * members * max(t["n_train"] for t in trials)
@@ -108,8 +122,9 @@ def estimate_pack_bytes(trials: list[dict]) -> int:
 class _Member:
     """One trial's own bookkeeping inside a pack."""
 
-    def __init__(self, position: int, trial: dict, pool_size: int):
-        self.position, self.trial = position, trial
+    def __init__(self, index: int, trial: dict, pool_size: int):
+        self.index, self.trial = index, trial
+        """Position in run_pack's input (positions elsewhere count the pack's live members)."""
         self.n_train = trial["n_train"]
         self.subset = subset_indices(trial["seed"], pool_size, self.n_train)
         self.stream = BatchStream(trial["seed"], self.n_train)
@@ -130,9 +145,9 @@ class _Pack:
     def __init__(self, members: list[_Member], dims: list[int], data, device: str):
         self.members, self.dims, self.device = members, dims, device
         self.batch = members[0].trial["batch_size"]
-        self.x_pool = torch.from_numpy(data.x_train).to(device)
+        self.x_pool = torch.from_numpy(data.x_train).reshape(len(data.x_train), -1).to(device)
         self.y_pool = torch.from_numpy(data.y_train).to(device)
-        self.x_test = torch.from_numpy(data.x_test).to(device)
+        self.x_test = torch.from_numpy(data.x_test).reshape(len(data.x_test), -1).to(device)
         self.y_test = torch.from_numpy(data.y_test).to(device)
         models = [build_model(m.trial["model"], dims[0], dims[-1], m.trial["seed"]) for m in members]
         linears = [[layer for layer in model if isinstance(layer, torch.nn.Linear)] for model in models]
@@ -149,8 +164,10 @@ class _Pack:
             self.b.append(b.contiguous().to(device))
         self.n_params = sum(p.numel() for p in models[0].parameters())
         self.buf = [torch.zeros_like(p) for p in self.w + self.b]
-        hyper = lambda key: torch.tensor([float(m.trial[key]) for m in members],  # noqa: E731
-                                         dtype=torch.float32, device=device).view(-1, 1, 1)
+        def hyper(key: str) -> torch.Tensor:
+            values = [float(m.trial[key]) for m in members]
+            return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
+
         self.lr, self.momentum, self.wd = hyper("lr"), hyper("momentum"), hyper("weight_decay")
         self.any_wd = bool((self.wd != 0).any())
         width = max(m.n_train for m in members)
@@ -168,7 +185,8 @@ class _Pack:
         """Drop every member not at these positions (in the current order)."""
         idx = torch.tensor(positions, dtype=torch.int64, device=self.device)
         take = lambda t: t.index_select(0, idx).contiguous()  # noqa: E731
-        self.w, self.b, self.buf = [take(t) for t in self.w], [take(t) for t in self.b], [take(t) for t in self.buf]
+        self.w, self.b = [take(t) for t in self.w], [take(t) for t in self.b]
+        self.buf = [take(t) for t in self.buf]
         self.lr, self.momentum, self.wd = take(self.lr), take(self.momentum), take(self.wd)
         self.subset, self.n_train = take(self.subset), take(self.n_train)
         if self.block is not None:
@@ -210,7 +228,7 @@ class _Pack:
         idx = self.batch_indices(step).reshape(-1)
         x = torch.index_select(self.x_pool, 0, idx, out=self.scratch("x", m * batch, self.dims[0]))
         y = self.y_pool.index_select(0, idx).view(m, 1, batch)
-        inputs, logits = _forward(self.w, self.b, x.view(m, batch, -1), self.scratch)
+        inputs, logits = _forward(self.w, self.b, x.view(m, batch, -1), scratch=self.scratch)
         losses, probs = _cross_entropy(logits, y)
         return losses.mean(1), (inputs, probs, y)
 
@@ -218,8 +236,9 @@ class _Pack:
         """Gradients of the mean minibatch loss, then one SGD step of every member."""
         inputs, probs, y = saved
         m, last = len(self.members), len(self.w) - 1
-        minus_one = self.scratch("minus_one", m, 1, self.batch).fill_(-1.0)
-        g = probs.scatter_add_(1, y, minus_one).mul_(1.0 / self.batch)
+        if "minus_one" not in self._scratch:
+            self.scratch("minus_one", m, 1, self.batch).fill_(-1.0)
+        g = probs.scatter_add_(1, y, self._scratch["minus_one"]).mul_(1.0 / self.batch)
         gw, gb = [None] * (last + 1), [None] * (last + 1)
         gw[last] = torch.bmm(g, inputs[last], out=self.scratch(f"gw{last}", *self.w[last].shape))
         gb[last] = g.sum(2, keepdim=True)
@@ -239,58 +258,62 @@ class _Pack:
     # ---- evaluation --------------------------------------------------------
 
     def evaluate(self, positions: list[int]) -> list[tuple[float, float, float]]:
-        """(train_loss on the member's subset, test_loss, test_acc) of the members at these positions."""
-        per_row = 4 * (2 * sum(self.dims[1:-1]) + 3 * self.dims[-1] + self.dims[0])
-        out: dict[int, torch.Tensor] = {}
-        chunk: list[int] = []
-        for p in sorted(positions, key=lambda p: self.members[p].n_train) + [None]:
-            rows = max(self.members[p].n_train, len(self.y_test)) if p is not None else 0
-            if chunk and (p is None or (len(chunk) + 1) * rows * per_row > EVAL_CHUNK_BYTES):
-                out.update(zip(chunk, self._evaluate_chunk(chunk)))
-                chunk = []
-            chunk.append(p)
-        stacked = torch.stack([out[p] for p in positions]).tolist()
-        return [tuple(row) for row in stacked]
+        """(train_loss on the member's subset, test_loss, test_acc) of the members at these positions.
 
-    def _evaluate_chunk(self, positions: list[int]) -> torch.Tensor:
-        idx = torch.tensor(positions, dtype=torch.int64, device=self.device)
-        k, n_max = len(positions), max(self.members[p].n_train for p in positions)
+        All members go through together, a block of rows at a time (about EVAL_BLOCK_BYTES of
+        activations, which keeps the matmuls the size of a training step's); members sorted
+        by n_train drop out of the blocks past their subset."""
+        order = sorted(positions, key=lambda p: self.members[p].n_train)
+        n = [self.members[p].n_train for p in order]
+        idx = torch.tensor(order, dtype=torch.int64, device=self.device)
         w = [t.index_select(0, idx) for t in self.w]
         b = [t.index_select(0, idx) for t in self.b]
-        sub = self.subset.index_select(0, idx)[:, :n_max].reshape(-1)
-        x = self.x_pool.index_select(0, sub).view(k, n_max, -1)
-        y = self.y_pool.index_select(0, sub).view(k, 1, n_max)
-        losses, _ = _cross_entropy(_forward(w, b, x)[1], y)
-        n = self.n_train.index_select(0, idx)
-        mask = torch.arange(n_max, device=self.device) < n.unsqueeze(1)
-        train_loss = (losses * mask).sum(1) / n
-        logits = _forward(w, b, self.x_test.expand(k, -1, -1))[1]
-        test_losses, _ = _cross_entropy(logits, self.y_test.view(1, 1, -1).expand(k, 1, -1))
-        acc = (logits.argmax(1) == self.y_test).float().mean(1)
-        return torch.stack([train_loss, test_losses.mean(1), acc], dim=1)
+        sub, n_t = self.subset.index_select(0, idx), self.n_train.index_select(0, idx)
+        per_row = 4 * (2 * sum(self.dims[1:-1]) + 4 * self.dims[-1] + self.dims[0])
+        rows = max(64, EVAL_BLOCK_BYTES // (per_row * len(order)))
+        train = torch.zeros(len(order), device=self.device)
+        for r0 in range(0, n[-1], rows):
+            first, r1 = bisect.bisect_right(n, r0), min(r0 + rows, n[-1])
+            block = sub[first:, r0:r1].reshape(-1)
+            x = self.x_pool.index_select(0, block).view(len(order) - first, r1 - r0, -1)
+            y = self.y_pool.index_select(0, block).view(len(order) - first, 1, r1 - r0)
+            losses = _cross_entropy(_forward(w, b, x, first)[1], y, probs=False)[0]
+            if n[first] < r1:  # some members' subsets end inside this block
+                inside = torch.arange(r0, r1, device=self.device) < n_t[first:].unsqueeze(1)
+                losses = torch.where(inside, losses, 0.0)
+            train[first:] += losses.sum(1)
+        test, correct = torch.zeros_like(train), torch.zeros_like(train)
+        for r0 in range(0, len(self.y_test), rows):
+            x = self.x_test[r0:r0 + rows].expand(len(order), -1, -1)
+            y = self.y_test[r0:r0 + rows].view(1, 1, -1).expand(len(order), 1, -1)
+            logits = _forward(w, b, x)[1]
+            test += _cross_entropy(logits, y, probs=False)[0].sum(1)
+            correct += (logits.max(1).indices == y.squeeze(1)).sum(1)  # argmax, 10x faster here
+        metrics = torch.stack([train / n_t, test / len(self.y_test), correct / len(self.y_test)], 1).tolist()
+        by_position = dict(zip(order, metrics))
+        return [tuple(by_position[p]) for p in positions]
 
 
-def _forward(w: list[torch.Tensor], b: list[torch.Tensor], x: torch.Tensor, scratch=None):
-    """Layer inputs and the logits, (M, classes, n), of inputs x of shape (M, n, in).
-
-    With ``scratch`` (a function name, *shape -> buffer) the outputs go to reused buffers."""
+def _forward(w: list[torch.Tensor], b: list[torch.Tensor], x: torch.Tensor, first: int = 0, scratch=None):
+    """Layer inputs and the logits, (M, classes, n), of inputs x of shape (M, n, in), using
+    the members from ``first`` on. With ``scratch`` (name, *shape -> buffer) outputs go to
+    reused buffers."""
     inputs = [x]
     for i, (wi, bi) in enumerate(zip(w[:-1], b[:-1])):
-        shape = (x.shape[0], x.shape[1], wi.shape[2])
-        out = scratch(f"h{i}", *shape) if scratch else None
-        inputs.append(torch.baddbmm(bi, inputs[-1], wi, out=out).relu_())
-    shape = (x.shape[0], w[-1].shape[1], x.shape[1])
-    out = scratch("logits", *shape) if scratch else None
-    return inputs, torch.baddbmm(b[-1], w[-1], inputs[-1].transpose(1, 2), out=out)
+        out = scratch(f"h{i}", x.shape[0], x.shape[1], wi.shape[2]) if scratch else None
+        inputs.append(torch.baddbmm(bi[first:], inputs[-1], wi[first:], out=out).relu_())
+    out = scratch("logits", x.shape[0], w[-1].shape[1], x.shape[1]) if scratch else None
+    return inputs, torch.baddbmm(b[-1][first:], w[-1][first:], inputs[-1].transpose(1, 2), out=out)
 
 
-def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example cross-entropy (M, n) and softmax (M, classes, n) of logits (M, classes, n)."""
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor, probs: bool = True):
+    """Per-example cross-entropy (M, n) and, with ``probs``, the softmax (M, classes, n)
+    of logits (M, classes, n) and labels y (M, 1, n)."""
     top = logits.amax(1, keepdim=True)
     e = (logits - top).exp_()
     total = e.sum(1, keepdim=True)
     losses = ((top - logits.gather(1, y)) + total.log()).squeeze(1)  # exact 0 for the top class
-    return losses, e.div_(total)
+    return losses, e.div_(total) if probs else None
 
 
 def run_pack(trials: list[dict], *, device: str = "cpu", on_result=None,
@@ -303,66 +326,78 @@ def run_pack(trials: list[dict], *, device: str = "cpu", on_result=None,
     finishes or diverges, so a caller can store it before the pack ends. With
     ``return_params`` each result also holds ``"params"``, the member's final
     weights named as in ``build_model(...).state_dict()`` (for tests).
-    Raises ``ValueError`` if ``can_pack(trials)`` says no.
+    Raises ``ValueError`` if ``can_pack(trials)`` says no. Uses the caller's torch
+    threads; on CPU one thread per pack (and one pack per core) is fastest.
     """
     ok, why = can_pack(trials)
     if not ok:
         raise ValueError(f"cannot run these trials as one pack: {why}")
-    start = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
-    data = load_task(trials[0]["task"])
-    dims = _layer_dims(trials[0], data.input_dim, data.n_classes)
-    members = [_Member(i, t, len(data.y_train)) for i, t in enumerate(trials)]
-    pack = _Pack(members, dims, data, device)
-    results: list[dict | None] = [None] * len(trials)
+    run = _Run(trials, device, on_result, return_params)
+    run.train()
+    return run.results
 
-    def finish(positions: list[int], done: int) -> None:
-        for p in positions:
-            m = pack.members[p]
-            m.done = done
-            result = _result(m, pack, start, time.perf_counter() - t0)
-            if return_params:
-                result["params"] = pack.params_of(p)
-            results[m.position] = result
-            if on_result is not None:
-                on_result(result)
-        gone = set(positions)
-        pack.keep([p for p in range(len(pack.members)) if p not in gone])
 
-    def record(step: int, positions: list[int]) -> list[int]:
+class _Run:
+    """One call of run_pack: the step loop and each member's ending."""
+
+    def __init__(self, trials: list[dict], device: str, on_result, return_params: bool):
+        self.start, self.t0 = datetime.now(timezone.utc), time.perf_counter()
+        self.on_result, self.return_params = on_result, return_params
+        data = load_task(trials[0]["task"])
+        members = [_Member(i, t, len(data.y_train)) for i, t in enumerate(trials)]
+        self.pack = _Pack(members, _layer_dims(trials[0], data.input_dim, data.n_classes), data, device)
+        self.results: list[dict | None] = [None] * len(trials)
+
+    def train(self) -> None:
+        pack = self.pack
+        stops = set().union(*(m.evals for m in pack.members))  # eval steps include the last step
+        self.record(0, list(range(len(pack.members))))
+        step = 0
+        while pack.members:
+            step += 1
+            losses, saved = pack.train_loss(step)
+            sane = losses <= EXPLODED_LOSS  # NaN compares false
+            if not bool(sane.all()):  # the step's one host sync
+                bad = (~sane).nonzero().view(-1).tolist()
+                for p, value in zip(bad, losses[bad].tolist()):
+                    m = pack.members[p]
+                    m.status = "diverged"
+                    m.error = f"training loss {value:.4g} at step {step} (lr={m.trial['lr']})"
+                self.finish(bad, step - 1)
+                if not pack.members:
+                    break
+                losses, saved = pack.train_loss(step)
+            pack.backward_and_step(saved)
+            if step in stops:
+                due = [p for p, m in enumerate(pack.members) if step in m.evals]
+                ended = set(self.record(step, due)) | {p for p in due if pack.members[p].steps == step}
+                if ended:
+                    self.finish(sorted(ended), step)
+
+    def record(self, step: int, positions: list[int]) -> list[int]:
         """Evaluate, append curve rows; return the positions whose train loss is not finite."""
         bad = []
-        for p, metrics in zip(positions, _evaluate(pack, positions, step)):
-            m = pack.members[p]
-            m.curves.append(_curve_row(step, m, metrics, time.perf_counter() - t0))
+        for p, metrics in zip(positions, _evaluate(self.pack, positions, step)):
+            m = self.pack.members[p]
+            m.curves.append(_curve_row(step, m, metrics, time.perf_counter() - self.t0))
             if step > 0 and not math.isfinite(metrics[0]):
                 m.status, m.error = "diverged", f"train loss not finite at step {step} (lr={m.trial['lr']})"
                 bad.append(p)
         return bad
 
-    stops = set().union(*(m.evals for m in members))  # a member's eval steps include its last step
-    record(0, list(range(len(members))))
-    step = 0
-    while pack.members:
-        step += 1
-        losses, saved = pack.train_loss(step)
-        exploded = ~(losses <= EXPLODED_LOSS)  # NaN compares false
-        if bool(exploded.any()):  # the step's one host sync
-            bad = exploded.nonzero().view(-1).tolist()
-            for p, value in zip(bad, losses[bad].tolist()):
-                m = pack.members[p]
-                m.status, m.error = "diverged", f"training loss {value:.4g} at step {step} (lr={m.trial['lr']})"
-            finish(bad, step - 1)
-            if not pack.members:
-                break
-            losses, saved = pack.train_loss(step)
-        pack.backward_and_step(saved)
-        if step in stops:
-            due = [p for p, m in enumerate(pack.members) if step in m.evals]
-            ended = set(record(step, due)) | {p for p in due if pack.members[p].steps == step}
-            if ended:
-                finish(sorted(ended), step)
-    return results
+    def finish(self, positions: list[int], done: int) -> None:
+        """Report the members at these positions, ``done`` steps in, and drop them from the pack."""
+        for p in positions:
+            m = self.pack.members[p]
+            m.done = done
+            result = _result(m, self.pack, self.start, time.perf_counter() - self.t0)
+            if self.return_params:
+                result["params"] = self.pack.params_of(p)
+            self.results[m.index] = result
+            if self.on_result is not None:
+                self.on_result(result)
+        gone = set(positions)
+        self.pack.keep([p for p in range(len(self.pack.members)) if p not in gone])
 
 
 def _evaluate(pack: _Pack, positions: list[int], step: int) -> list[tuple[float, float, float]]:
@@ -370,12 +405,12 @@ def _evaluate(pack: _Pack, positions: list[int], step: int) -> list[tuple[float,
     n_train have the same weights and subset, so one of them is evaluated for all."""
     if step > 0:
         return pack.evaluate(positions)
+    key = lambda p: (pack.members[p].trial["seed"], pack.members[p].n_train)  # noqa: E731
     first: dict[tuple, int] = {}
     for p in positions:
-        m = pack.members[p]
-        first.setdefault((m.trial["seed"], m.n_train), p)
+        first.setdefault(key(p), p)
     metrics = dict(zip(first.values(), pack.evaluate(list(first.values()))))
-    return [metrics[first[(pack.members[p].trial["seed"], pack.members[p].n_train)]] for p in positions]
+    return [metrics[first[key(p)]] for p in positions]
 
 
 def _curve_row(step: int, m: _Member, metrics, wall_s: float) -> dict:

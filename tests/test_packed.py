@@ -3,7 +3,10 @@
 Tolerances: packed and single trials run the same arithmetic in a different order
 (batched matmuls, a hand-written backward, per-member hyperparameter tensors), so
 they agree to float32 rounding, not bit for bit. Over these short runs (<= 75
-steps) the observed gap is ~1e-7; the tests allow rtol 1e-4 and atol 1e-5.
+steps) the largest gap seen is 7e-7 (metrics and weights, relative and absolute);
+the tests allow rtol 1e-4 and atol 1e-5. Long runs at the edge of stability
+amplify rounding (run_trial itself differs between 1 and 2 torch threads there),
+so the tests keep to short, stable runs.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ MIXED = [BASE,
          {**BASE, "lr": 0.05, "momentum": 0.5, "weight_decay": 1e-2, "seed": 2, "n_train": 400},
          {**BASE, "lr": 0.2, "momentum": 0.95, "weight_decay": 1e-3, "seed": 1, "n_train": 200},
          {**BASE, "lr": 0.02, "momentum": 0.9}]  # same start and subset as BASE
+DIVERGES = {**BASE, "lr": 100.0, "seed": 3}  # its loss passes EXPLODED_LOSS at step 3
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -106,20 +110,20 @@ def test_other_depths_match_too(depth, monkeypatch):
 
 
 def test_small_index_blocks_and_eval_chunks_change_nothing(mixed_pack, monkeypatch):
-    """One step of batch indices at a time and one member per eval chunk: the same numbers."""
+    """One step of batch indices drawn at a time, eval in blocks of 64 rows: the same numbers."""
     monkeypatch.setattr(packed, "INDEX_BLOCK_BYTES", 1)
-    monkeypatch.setattr(packed, "EVAL_CHUNK_BYTES", 1)
+    monkeypatch.setattr(packed, "EVAL_BLOCK_BYTES", 1)
     for mine, ref in zip(run_pack(MIXED), mixed_pack):
         assert_same_result(mine, ref)
 
 
 def test_a_diverging_member_stops_alone(monkeypatch):
-    trials = [MIXED[0], {**BASE, "lr": 50.0, "seed": 3}, MIXED[2]]
+    trials = [MIXED[0], DIVERGES, MIXED[2]]
     results = run_pack(trials)
     bad = results[1]["trial"]
     ref, _ = alone(trials[1], monkeypatch)
     assert bad["status"] == "diverged" and bad["error"] == ref["trial"]["error"]
-    assert "training loss" in bad["error"] and "lr=50.0" in bad["error"]
+    assert "training loss" in bad["error"] and "lr=100.0" in bad["error"]
     assert bad["steps"] == ref["trial"]["steps"] < total_steps(trials[1])
     assert math.isnan(bad["train_loss"]) and math.isnan(bad["test_acc"])
     for i in (0, 2):
@@ -131,7 +135,7 @@ def test_a_diverging_member_stops_alone(monkeypatch):
 
 
 def test_on_result_is_called_once_per_member_as_each_finishes():
-    trials = [MIXED[2], {**BASE, "lr": 50.0, "seed": 3}, MIXED[1], MIXED[0]]
+    trials = [MIXED[2], DIVERGES, MIXED[1], MIXED[0]]
     seen = []
     results = run_pack(trials, on_result=seen.append)
     assert len(seen) == len(trials)
@@ -161,11 +165,15 @@ def test_results_have_run_trials_format_and_store(tmp_path, mixed_pack):
 def test_can_pack_names_what_differs():
     assert can_pack(MIXED) == (True, "")
     ok, why = can_pack([BASE, {**BASE, "batch_size": 32}])
-    assert not ok and "batch_size" in why and "16" in why and "32" in why
+    assert not ok and "batch_size (16, 32)" in why
     ok, why = can_pack([BASE, {**BASE, "model": {"name": "mlp", "width": 64, "depth": 1}}])
-    assert not ok and "width" in why
+    assert not ok and "model width (32, 64)" in why
     ok, why = can_pack([BASE, {**BASE, "task": {"name": "teacher"}}])
     assert not ok and "task" in why
+    ok, why = can_pack([{**BASE, "model": {"name": "cnn", "width": 8, "depth": 1}}])
+    assert not ok and "'cnn' cannot be packed" in why
+    ok, why = can_pack([{**BASE, "metrics": {"noise_scale": True}}])
+    assert not ok and "single engine" in why
     assert can_pack([]) == (False, "no trials to pack")
     assert pack_key(BASE) == pack_key(MIXED[2]) != pack_key({**BASE, "batch_size": 32})
     with pytest.raises(ValueError, match="batch_size"):
@@ -188,5 +196,6 @@ def test_bench_quick_runs():
                           text=True, timeout=180, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "packed" in proc.stdout and "single" in proc.stdout and "x faster" in proc.stdout
-    assert "8 ok" in proc.stdout
-    assert "max |diff| over 8 trials" in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines if line.endswith("8 ok")] == ["packed", "single"]
+    assert "of 8 trials" in proc.stdout, "the cross-check compared every trial"

@@ -1,0 +1,393 @@
+"""Time one reference sweep three ways on the same CPUs (or one GPU): ``python -m cluster.bench``.
+
+1. packed: ``scaling.packed.run_pack``, the trials split into one pack per worker process;
+2. single: ``scaling.train.run_trial``, one trial at a time per worker process;
+3. tune: a plain Ray Tune run (``tune.Tuner`` over a grid, a function trainable that
+   calls ``run_trial``, Tune's default scheduler and searcher, 1 CPU per trial) on a
+   local Ray with as many CPUs.
+
+The engines run in worker pools laid out as ``P processes x T threads`` (the
+layouts given by ``--layouts``); every layout uses the same CPUs in all. Worker
+start-up (spawning, importing torch, loading the task) is outside the timings,
+as are ``ray.init`` and ``ray.shutdown``: the figures time training work only.
+The matmul peak is measured in the same pool as the engines, all workers at once.
+
+FLOPs counted: model FLOPs of training, 3x the forward matmul FLOPs (2 per multiply-add,
+biases and elementwise work left out) per example seen, plus the forward FLOPs of
+every eval (train subset and test set at each eval step). Both engines actually skip
+the input gradient of the first layer, so they execute fewer FLOPs than counted;
+the report gives that figure too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import math
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+
+REFERENCE_SWEEP = {
+    "name": "bench",
+    "task": {"name": "digits"},
+    "model": {"name": "mlp", "width": 256, "depth": 1},
+    "axes": {"n_train": [1000], "batch_size": [64], "lr": [0.01, 0.03, 0.1, 0.3],
+             "momentum": [0.0, 0.5, 0.9, 0.95], "seed": [0, 1, 2, 3]},
+    "budget": {"steps": 300},
+    "eval": {"points": 10},
+}
+"""The reference sweep: a 64-256-10 MLP on digits, batch 64, 300 SGD steps, over lr x momentum
+x seed (64 trials), as in the issue that asked for the packed engine."""
+QUICK_AXES = {"lr": [0.03, 0.1], "momentum": [0.0, 0.9], "seed": [0, 1]}
+QUICK_STEPS = 100
+GRID_AXES = ("lr", "momentum", "seed")
+"""The axes Ray Tune searches (the others are fixed in the reference trial)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timing:
+    engine: str
+    """packed | single | tune."""
+    layout: str
+    """How the CPUs were used, e.g. '2 procs x 1 thread'."""
+    wall_s: float
+    """Wall-clock seconds of training all trials."""
+    statuses: dict
+    """Status -> number of trials."""
+    test_acc: dict = field(default_factory=dict)
+    """trial_id -> final test accuracy (for cross-checks between engines)."""
+    peak_gflops: float = math.nan
+    """fp32 matmul peak measured in the same pool, all workers at once."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchReport:
+    quick: bool
+    """A smoke run (fewer, shorter trials), not the reference sweep."""
+    trial: dict
+    """The first trial of the sweep (the others differ in GRID_AXES)."""
+    n_trials: int
+    device: str
+    cpus: int
+    model_flops: float
+    """Counted FLOPs of the whole sweep: training (3x forward) plus eval forwards."""
+    train_flops: float
+    """The training part of model_flops."""
+    executed_flops: float
+    """Matmul FLOPs the engines execute (no input gradient for the first layer)."""
+    timings: list
+    load_avg: float
+    """1-minute load average when the bench started (other work skews the figures)."""
+
+    def best(self, engine: str) -> Timing | None:
+        runs = [t for t in self.timings if t.engine == engine]
+        return min(runs, key=lambda t: t.wall_s) if runs else None
+
+
+def reference_sweep(quick: bool = False) -> dict:
+    """The reference sweep config; with ``quick`` 8 trials of QUICK_STEPS steps."""
+    raw = copy.deepcopy(REFERENCE_SWEEP)
+    if quick:
+        raw["axes"].update(QUICK_AXES)
+        raw["budget"] = {"steps": QUICK_STEPS}
+    return raw
+
+
+def sweep_flops(trials: list[dict]) -> tuple[float, float, float]:
+    """(training model FLOPs, eval FLOPs, executed training matmul FLOPs) of a list of trials."""
+    from scaling.tasks import load_task
+    from scaling.train import eval_steps, total_steps
+
+    train = evals = executed = 0.0
+    for t in trials:
+        data = load_task(t["task"])
+        dims = [data.input_dim] + [t["model"]["width"]] * t["model"]["depth"] + [data.n_classes]
+        forward = sum(2 * a * b for a, b in zip(dims, dims[1:]))  # per example
+        examples = total_steps(t) * t["batch_size"]
+        train += 3 * forward * examples
+        executed += (3 * forward - 2 * dims[0] * dims[1]) * examples
+        points = len(eval_steps(t, total_steps(t)))
+        evals += forward * (t["n_train"] + len(data.y_test)) * points
+    return train, evals, executed
+
+
+# ---- work done inside the worker processes ----------------------------------
+
+def _init_worker(threads: int, task: dict) -> None:
+    import torch
+
+    import scaling.packed  # noqa: F401  (imports outside the timings)
+    from scaling.tasks import load_task
+
+    torch.set_num_threads(threads)
+    load_task(task)
+
+
+def _pid(_: int) -> int:
+    time.sleep(0.3)
+    return os.getpid()
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device: str, seconds: float = 1.5) -> float:
+    """Best fp32 GFLOP/s of square torch.mm over a few sizes, ``seconds`` in all."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    sizes = (2048, 4096, 8192) if device.startswith("cuda") else (512, 1024, 2048)
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        c = torch.mm(a, b)
+        _sync(device)
+        t0, k = time.perf_counter(), 0
+        while time.perf_counter() - t0 < seconds / len(sizes):
+            torch.mm(a, b, out=c)
+            k += 1
+            _sync(device)
+        best = max(best, 2 * n**3 * k / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def _packed_job(packs: list[list[dict]], device: str) -> list[tuple[str, str, float]]:
+    from scaling.packed import run_pack
+
+    rows = [r["trial"] for pack in packs for r in run_pack(pack, device=device)]
+    return [(r["trial_id"], r["status"], r["test_acc"]) for r in rows]
+
+
+def _single_job(trial: dict, device: str) -> list[tuple[str, str, float]]:
+    from scaling.train import run_trial
+
+    row = run_trial(trial, device=device)["trial"]
+    return [(row["trial_id"], row["status"], row["test_acc"])]
+
+
+# ---- timing in the driver -----------------------------------------------------
+
+def split_packs(trials: list[dict], parts: int) -> list[list[list[dict]]]:
+    """Per worker, the packs it trains: each pack_key group cut into ``parts`` near-equal packs."""
+    from scaling.packed import pack_key
+
+    groups: dict[tuple, list[dict]] = {}
+    for t in trials:
+        groups.setdefault(pack_key(t), []).append(t)
+    out: list[list[list[dict]]] = [[] for _ in range(parts)]
+    for group in groups.values():
+        size = math.ceil(len(group) / parts)
+        for i in range(parts):
+            if group[i * size:(i + 1) * size]:
+                out[i].append(group[i * size:(i + 1) * size])
+    return out
+
+
+def time_pool(trials: list[dict], processes: int, threads: int, device: str, log, *,
+              repeat: int = 1, peak_s: float = 1.5) -> list[Timing]:
+    """Time packed and single in one pool of ``processes`` workers of ``threads`` threads.
+
+    The engines take turns ``repeat`` times and each keeps its fastest run (as timeit
+    does: noise from other work only ever adds time). The peak is measured before and
+    after, and the higher kept."""
+    layout = f"{processes} proc{'s' if processes > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
+    jobs = {"packed": (_packed_job, [(packs, device) for packs in split_packs(trials, processes) if packs]),
+            "single": (_single_job, [(t, device) for t in trials])}
+    with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads, trials[0]["task"])) as pool:
+        for _ in range(5):  # start every worker before timing anything
+            if len(set(pool.map(_pid, range(processes)))) == processes:
+                break
+        peaks = [sum(pool.map(matmul_peak, [device] * processes, [peak_s] * processes))]
+        best: dict[str, tuple[float, list]] = {}
+        for _ in range(repeat):
+            for engine, (fn, args) in jobs.items():
+                t0 = time.perf_counter()
+                futures = [pool.submit(fn, *a) for a in args]
+                rows = [row for f in futures for row in f.result()]
+                wall = time.perf_counter() - t0
+                log(f"  {layout}: {engine} {wall:.2f} s")
+                if engine not in best or wall < best[engine][0]:
+                    best[engine] = (wall, rows)
+        peaks.append(sum(pool.map(matmul_peak, [device] * processes, [peak_s] * processes)))
+    log(f"  {layout}: fp32 matmul peak {peaks[0]:.1f} GFLOP/s before, {peaks[1]:.1f} after")
+    return [_timing(engine, layout, wall, rows, max(peaks)) for engine, (wall, rows) in best.items()]
+
+
+def _timing(engine: str, layout: str, wall: float, rows, peak: float = math.nan) -> Timing:
+    statuses: dict[str, int] = {}
+    for _, status, _ in rows:
+        statuses[status] = statuses.get(status, 0) + 1
+    return Timing(engine=engine, layout=layout, wall_s=wall, statuses=statuses,
+                  test_acc={tid: acc for tid, _, acc in rows}, peak_gflops=peak)
+
+
+def _tune_trainable(config: dict, base: dict, device: str) -> None:
+    import torch
+    from ray import tune
+
+    from scaling.train import run_trial
+
+    torch.set_num_threads(1)
+    row = run_trial({**base, **config}, device=device)["trial"]
+    tune.report({"test_acc": row["test_acc"], "diverged": float(row["status"] != "ok"),
+                 "trial_id": row["trial_id"]})
+
+
+def time_tune(trials: list[dict], grid: dict, cpus: int, device: str, log) -> Timing:
+    """A plain Ray Tune grid search over ``grid``, 1 CPU per trial, on a local Ray."""
+    import ray
+    from ray import tune
+
+    gpus = 1 if device.startswith("cuda") else 0
+    ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False,
+             log_to_driver=False, logging_level="ERROR")
+    try:
+        resources = {"cpu": 1, "gpu": gpus / cpus} if gpus else {"cpu": 1}
+        trainable = tune.with_resources(tune.with_parameters(_tune_trainable, base=trials[0], device=device),
+                                        resources)
+        with tempfile.TemporaryDirectory(prefix="bench-tune-") as storage:
+            tuner = tune.Tuner(trainable, param_space={k: tune.grid_search(v) for k, v in grid.items()},
+                               run_config=tune.RunConfig(name="bench", storage_path=storage, verbose=0))
+            t0 = time.perf_counter()
+            with contextlib.redirect_stdout(sys.stderr):  # Tune prints where its results are
+                results = tuner.fit()
+            wall = time.perf_counter() - t0
+        rows = [(r.metrics.get("trial_id", ""), "ok" if r.metrics.get("diverged") == 0.0 else
+                 ("error" if r.error else "diverged"), r.metrics.get("test_acc", math.nan)) for r in results]
+    finally:
+        ray.shutdown()
+    log(f"  ray tune: {wall:.2f} s")
+    return _timing("tune", f"ray, {cpus} CPUs", wall, rows)
+
+
+def run_bench(*, quick: bool = False, device: str = "cpu", cpus: int = 2, tune_too: bool | None = None,
+              layouts: list[tuple[int, int]] | None = None, repeat: int = 1, log=print) -> BenchReport:
+    """Time the reference sweep (the quick one with ``quick``) and return the figures."""
+    from scaling.config import parse_config
+
+    raw = reference_sweep(quick)
+    trials = parse_config(raw).trials()
+    if layouts is None:
+        layouts = [(1, cpus)] if device.startswith("cuda") else [(cpus, 1), (1, cpus)]
+        layouts = layouts[:1] if quick else layouts
+    load = os.getloadavg()[0]
+    log(f"timing {len(trials)} trials on {device} ({cpus} CPUs; load average {load:.2f})")
+    timings = []
+    for processes, threads in layouts:
+        timings += time_pool(trials, processes, threads, device, log, repeat=repeat,
+                             peak_s=0.6 if quick else 1.5)
+    if tune_too if tune_too is not None else not quick:
+        grid = {k: raw["axes"][k] for k in GRID_AXES}
+        timings.append(time_tune(trials, grid, cpus, device, log))
+    train, evals, executed = sweep_flops(trials)
+    return BenchReport(quick=quick, trial=trials[0], n_trials=len(trials), device=device, cpus=cpus,
+                       model_flops=train + evals, train_flops=train, executed_flops=executed + evals,
+                       timings=timings, load_avg=load)
+
+
+def format_report(r: BenchReport) -> str:
+    """The report as text: a table, the ratios, and a cross-check of the engines' results."""
+    t, width = r.trial, r.trial["model"]["width"]
+    lines = ["quick smoke run: too short to time well; run without --quick for the reference figures"
+             if r.quick else "reference sweep:",
+             f"{r.n_trials} trials of a {width}-wide MLP on {t['task']['name']}, batch {t['batch_size']}, "
+             f"{t['budget']['steps']} steps, n_train {t['n_train']}, {t['eval']['points']} eval points, "
+             f"over {' x '.join(GRID_AXES)}; {r.device}, {r.cpus} CPUs",
+             f"counted: {r.model_flops / 1e9:.1f} GFLOP = training {r.train_flops / 1e9:.1f} "
+             f"(3x forward matmuls) + eval {(r.model_flops - r.train_flops) / 1e9:.1f} (forward); "
+             f"executed matmuls {r.executed_flops / 1e9:.1f} GFLOP",
+             "",
+             f"{'engine':8} {'layout':20} {'wall_s':>8} {'trials/min':>11} {'GFLOP/s':>8} "
+             f"{'peak':>7} {'%peak':>6} {'%peak exec':>10}  statuses"]
+    for x in r.timings:
+        rate = r.model_flops / x.wall_s / 1e9
+        pct = 100 * rate / x.peak_gflops if x.peak_gflops == x.peak_gflops else math.nan
+        pct_exec = pct * r.executed_flops / r.model_flops
+        lines.append(f"{x.engine:8} {x.layout:20} {x.wall_s:8.2f} {60 * r.n_trials / x.wall_s:11.0f} "
+                     f"{rate:8.1f} {x.peak_gflops:7.1f} {pct:6.1f} {pct_exec:10.1f}  "
+                     + ", ".join(f"{n} {s}" for s, n in sorted(x.statuses.items())))
+    packed, single, tune = r.best("packed"), r.best("single"), r.best("tune")
+    lines.append("")
+    if packed:
+        pct = 100 * r.model_flops / packed.wall_s / 1e9 / packed.peak_gflops
+        lines.append(f"packed ({packed.layout}): {pct:.0f}% of the measured fp32 matmul peak (target >= 50%)")
+    if packed and single:
+        lines.append(f"packed ({packed.layout}) vs single ({single.layout}): "
+                     f"{single.wall_s / packed.wall_s:.1f}x faster (target >= 8x)")
+        diffs = [abs(packed.test_acc[k] - v) for k, v in single.test_acc.items() if k in packed.test_acc]
+        lines.append(f"cross-check: final test_acc of packed and single equal in "
+                     f"{sum(d == 0 for d in diffs)} of {len(diffs)} trials, max |diff| "
+                     f"{max(diffs) if diffs else math.nan:.2g} (float rounding differs; trials at the edge "
+                     "of stability amplify it)")
+    if packed and tune:
+        lines.append(f"packed vs ray tune: {tune.wall_s / packed.wall_s:.1f}x faster (target >= 40x)")
+    if r.load_avg > 0.5:
+        lines.append(f"warning: load average was {r.load_avg:.2f} at the start; other work skews "
+                     "these figures")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"8 trials of {QUICK_STEPS} steps, one layout, no Ray Tune (a smoke run)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs every engine may use (default 2)")
+    parser.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
+                        help="time Ray Tune too (default: yes, except with --quick)")
+    parser.add_argument("--layouts", default=None, metavar="PxT,...",
+                        help="worker layouts to time, e.g. 2x1,1x2 (processes x threads; default: "
+                             "both of those on cpu, 2x1 only with --quick, 1x2 on cuda)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of packed and single per layout, the fastest kept (default 1)")
+    args = parser.parse_args(argv)
+    layouts = _parse_layouts(args.layouts) if args.layouts else None
+    if layouts == []:
+        print(f"error: --layouts {args.layouts!r} is not a list like 2x1,1x2 (PROCESSESxTHREADS, "
+              "both >= 1)", file=sys.stderr)
+        return 2
+    if args.repeat < 1:
+        print(f"error: --repeat {args.repeat} must be at least 1", file=sys.stderr)
+        return 2
+    if args.device not in ("cpu", "cuda"):
+        print(f"error: --device {args.device!r} is not supported; use cpu or cuda", file=sys.stderr)
+        return 2
+    if args.cpus < 1:
+        print(f"error: --cpus {args.cpus} must be at least 1", file=sys.stderr)
+        return 2
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: --device cuda needs a CUDA GPU, and torch.cuda.is_available() is False here",
+                  file=sys.stderr)
+            return 2
+    report = run_bench(quick=args.quick, device=args.device, cpus=args.cpus, tune_too=args.tune,
+                       layouts=layouts, repeat=args.repeat,
+                       log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(format_report(report))
+    return 0
+
+
+def _parse_layouts(text: str) -> list[tuple[int, int]]:
+    """'2x1,1x2' -> [(2, 1), (1, 2)]; [] if malformed."""
+    try:
+        layouts = [tuple(int(v) for v in item.split("x")) for item in text.split(",")]
+    except ValueError:
+        return []
+    return layouts if all(len(lt) == 2 and min(lt) >= 1 for lt in layouts) else []
+
+
+if __name__ == "__main__":
+    sys.exit(main())
