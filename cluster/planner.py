@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scaling.packed import can_pack, estimate_pack_bytes, pack_key
+from scaling.packing import can_pack, estimate_pack_bytes, pack_key
 
 
 @dataclass(frozen=True)

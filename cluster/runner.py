@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from cluster.progress import Progress
 from scaling import __version__
 from scaling.config import MAX_TRIALS, SweepConfig, config_columns, trial_id
+from scaling.errors import UserError
 from scaling.store import Store
 
 
@@ -184,8 +185,9 @@ def _drive(cfg: SweepConfig, pending: list[dict], store: Store, counts: dict, pr
     if res.gpu > 0:
         capacity = min(capacity, int(total.get("GPU", 0) // (res.gpu if k == 1 else k)))
     if capacity < 1:
-        raise RuntimeError(f"the cluster has {total.get('CPU', 0)} CPUs and {total.get('GPU', 0)} GPUs, "
-                           f"too few for one trial (resources: cpu={res.cpu}, gpu={res.gpu})")
+        raise UserError(f"the Ray cluster has {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs, "
+                        f"too few for one trial (resources: cpu={res.cpu:g}, gpu={res.gpu:g}, "
+                        f"workers_per_trial={k}); lower resources or join a bigger cluster with --address")
     task = ray.remote(execute_unit).options(
         num_cpus=res.cpu, num_gpus=res.gpu, max_retries=cfg.retries, retry_exceptions=True,
         name="scaling-trial")

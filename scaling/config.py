@@ -471,6 +471,14 @@ def _check_number(key: str, value: Any, allowed: str, ok) -> None:
         raise ConfigError(key, f"value {value!r} is out of range; expected {allowed}")
 
 
+def total_steps(trial: dict) -> int:
+    """Optimizer steps in a trial's budget: ``steps``, or ceil(epochs * n_train / batch_size)."""
+    budget = trial["budget"]
+    if "steps" in budget:
+        return int(budget["steps"])
+    return max(1, math.ceil(budget["epochs"] * trial["n_train"] / trial["batch_size"]))
+
+
 def noise_scale(lr: float, n_train: int, batch_size: int, momentum: float) -> float:
     """SGD noise scale g = eps N / (B (1 - m)) (Smith & Le 2018)."""
     return lr * n_train / (batch_size * (1.0 - momentum))

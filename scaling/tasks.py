@@ -485,6 +485,21 @@ def packable(task: dict) -> bool:
             and data.tokens_per_example == 1)
 
 
+def task_shape(task: dict) -> tuple[int, int, int, int]:
+    """(input_dim, n_classes, train pool size, test size) of a validated task.
+
+    Cheap for the built-in vector tasks (no data is loaded, so a sweep driver
+    that plans packs imports neither scikit-learn nor torch); other tasks are loaded.
+    """
+    name, options = task["name"], _options(task)
+    if name == "digits":
+        return 64, 10, _digits_size(options), DIGITS_TEST_SIZE
+    if name == "teacher":
+        return options["input_dim"], options["n_classes"], options["pool"], options["n_test"]
+    data = load_task(task)
+    return data.input_dim, data.n_classes, len(data.y_train), len(data.y_test)
+
+
 def load_task(task: dict) -> Dataset:
     """Load a validated task config. Results are cached per process."""
     if is_plugin(task):

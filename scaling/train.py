@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scaling import __version__, models
-from scaling.config import config_columns
+from scaling.config import config_columns, total_steps  # noqa: F401 (re-exported)
 from scaling.tasks import Dataset, load_task
 
 EXPLODED_LOSS = 1e4
@@ -106,14 +106,6 @@ class BatchStream:
             self._buf = np.concatenate([self._buf, self._rng.permutation(self._n)])
         out, self._buf = self._buf[:k], self._buf[k:]
         return out
-
-
-def total_steps(trial: dict) -> int:
-    """Optimizer steps in the trial's budget."""
-    budget = trial["budget"]
-    if "steps" in budget:
-        return int(budget["steps"])
-    return max(1, math.ceil(budget["epochs"] * trial["n_train"] / trial["batch_size"]))
 
 
 def eval_steps(trial: dict, steps: int) -> list[int]:

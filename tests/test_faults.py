@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401
 import pytest
 
-from conftest import ROOT, SMALL_SWEEP, reap_orphaned_ray_processes, write_config
+from conftest import ROOT, SMALL_SWEEP, write_config
 from scaling.config import load_config, trial_id
 from scaling.store import Store, load_tables
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 
 import pytest
 
@@ -52,3 +51,12 @@ def test_unwritable_results_directory_is_one_line_naming_the_path(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(blocker) in lines[0]
     assert blocker.read_text() == "not a directory"
+
+
+def test_resources_the_cluster_cannot_give_are_one_clear_error(ray_local, tmp_path):
+    from scaling.errors import UserError
+
+    raw = {"name": "gpu", "task": {"name": "digits"}, "axes": {"n_train": 100, "batch_size": 10, "lr": 0.1},
+           "budget": {"epochs": 1}, "resources": {"cpu": 1, "gpu": 1}}
+    with pytest.raises(UserError, match="0 GPUs, too few for one trial"):
+        run_sweep(parse_config(raw), "", str(tmp_path), progress=False, log=lambda *_: None)
