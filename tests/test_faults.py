@@ -176,3 +176,31 @@ def test_sweep_writes_to_and_resumes_from_s3(tmp_path, s3_server):
     trials, curves = load_tables(uri)
     assert trials.num_rows == 8 and set(trials.column("status").to_pylist()) == {"ok"}
     assert curves.num_rows > 8
+
+
+def test_sweep_joins_an_existing_cluster_by_address_client_and_env(tmp_path):
+    config = write_config(tmp_path, SMALL_SWEEP.replace("seed: [0, 1]", "seed: [0]"))
+    port = _free_port()
+    while 10000 <= port < 20000:  # Ray's worker port range
+        port = _free_port()
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "scenarios" / "join_cluster.py"),
+                           str(config), str(tmp_path / "r"), str(port)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    for mode in ("address", "client", "env"):
+        code, tail, err = out[mode]
+        assert code == 0, (mode, err)
+        assert tail[0].startswith("ran 8 trials"), (mode, tail)
+        trials, _ = load_tables(str(tmp_path / "r" / mode))
+        assert trials.num_rows == 8 and set(trials.column("status").to_pylist()) == {"ok"}
+
+
+def test_unreachable_or_malformed_address_is_one_line_not_a_hang(tmp_path):
+    config = write_config(tmp_path, SMALL_SWEEP)
+    for address, words in ((f"127.0.0.1:{_free_port()}", "cannot reach a Ray cluster"),
+                           ("nonsense", "is not HOST:PORT")):
+        proc = subprocess.run(cli(config, tmp_path / "r") + ["--address", address], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and words in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
