@@ -24,6 +24,17 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: tiny models only lose time to thread sync on a shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def write_config(directory: Path, text: str, name: str = "sweep.yaml") -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(text))

@@ -18,12 +18,7 @@ from scaling.store import Store, load_tables
 from scaling.train import cross_entropy, run_trial
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def half_squared_error(output, y):

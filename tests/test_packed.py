@@ -40,13 +40,7 @@ MIXED = [BASE,
 DIVERGES = {**BASE, "lr": 100.0, "seed": 3}  # its loss passes EXPLODED_LOSS at step 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these tiny models only lose time to thread sync on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def alone(trial: dict, monkeypatch) -> tuple[dict, dict]:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import run_cli, write_config
 from scaling.config import parse_config
@@ -27,12 +26,7 @@ def plugin_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(PLUGIN_DIR))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config(task, model=None, **extra) -> dict:
