@@ -216,8 +216,8 @@ def train_shard(trial: dict, *, rank: int, world: int, device) -> dict:
     from torch.nn.parallel import DistributedDataParallel
 
     from scaling.tasks import load_task
-    from scaling.train import (EXPLODED_LOSS, BatchStream, build_model, eval_steps, evaluate,
-                               subset_indices, total_steps)
+    from scaling.train import (BatchStream, build_model, eval_steps, evaluate, exploded,
+                               exploded_message, nonfinite_eval_message, subset_indices, total_steps)
 
     t0 = time.perf_counter()
     data = load_task(trial["task"])
@@ -258,8 +258,8 @@ def train_shard(trial: dict, *, rank: int, world: int, device) -> dict:
         total = loss.detach().clone()
         dist.all_reduce(total)  # sum of the worker means; gloo has no AVG
         value = total.item() / world
-        if not math.isfinite(value) or value > EXPLODED_LOSS:
-            status, error = "diverged", f"training loss {value:.4g} at step {step} (lr={trial['lr']})"
+        if exploded(value):
+            status, error = "diverged", exploded_message(value, step, trial["lr"])
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()  # DDP all-reduces and averages the gradients here
@@ -268,7 +268,7 @@ def train_shard(trial: dict, *, rank: int, world: int, device) -> dict:
         if step == evals[next_eval]:
             next_eval += 1
             if not record(step):
-                status, error = "diverged", f"train loss not finite at step {step} (lr={trial['lr']})"
+                status, error = "diverged", nonfinite_eval_message(step, trial["lr"])
                 break
     return {"curves": curves, "status": status, "error": error, "steps": done,
             "n_params": sum(p.numel() for p in model.parameters()), "host": socket.gethostname()}

@@ -50,7 +50,8 @@ from scaling.config import config_columns
 from scaling.packing import (EVAL_BLOCK_BYTES, INDEX_BLOCK_BYTES, PACKABLE_MODELS,  # noqa: F401
                              _layer_dims, can_pack, estimate_pack_bytes, pack_key)
 from scaling.tasks import load_task
-from scaling.train import EXPLODED_LOSS, BatchStream, build_model, eval_steps, subset_indices, total_steps
+from scaling.train import (EXPLODED_LOSS, BatchStream, build_model, eval_steps, exploded_message,
+                           nonfinite_eval_message, subset_indices, total_steps)
 
 class _Member:
     """One trial's own bookkeeping inside a pack."""
@@ -295,7 +296,7 @@ class _Run:
                 for p, value in zip(bad, losses[bad].tolist()):
                     m = pack.members[p]
                     m.status = "diverged"
-                    m.error = f"training loss {value:.4g} at step {step} (lr={m.trial['lr']})"
+                    m.error = exploded_message(value, step, m.trial["lr"])
                 self.finish(bad, step - 1)
                 if not pack.members:
                     break
@@ -314,7 +315,7 @@ class _Run:
             m = self.pack.members[p]
             m.curves.append(_curve_row(step, m, metrics, time.perf_counter() - self.t0))
             if step > 0 and not math.isfinite(metrics[0]):
-                m.status, m.error = "diverged", f"train loss not finite at step {step} (lr={m.trial['lr']})"
+                m.status, m.error = "diverged", nonfinite_eval_message(step, m.trial["lr"])
                 bad.append(p)
         return bad
 

@@ -43,6 +43,21 @@ from scaling.tasks import Dataset, load_task
 
 EXPLODED_LOSS = 1e4
 """A training loss above this counts as diverged (cross-entropy of a sane model is O(log classes))."""
+
+
+def exploded(value: float) -> bool:
+    """Whether a minibatch loss ends the trial as diverged: not finite, or above EXPLODED_LOSS."""
+    return not math.isfinite(value) or value > EXPLODED_LOSS
+
+
+def exploded_message(value: float, step: int, lr: float) -> str:
+    """The ``error`` of a trial whose minibatch loss exploded (the same in every engine)."""
+    return f"training loss {value:.4g} at step {step} (lr={lr})"
+
+
+def nonfinite_eval_message(step: int, lr: float) -> str:
+    """The ``error`` of a trial whose train loss was not finite at an eval point."""
+    return f"train loss not finite at step {step} (lr={lr})"
 EVAL_CHUNK = 256
 """Examples per forward pass when evaluating models other than the MLP (which takes all at once)."""
 
@@ -211,8 +226,8 @@ def run_trial(trial: dict, *, device: str = "cpu") -> dict:
         else:
             loss = loss_fn(model(x_train[idx]), y_train[idx])
             value = loss.item()
-        if not math.isfinite(value) or value > EXPLODED_LOSS:
-            status, error = "diverged", f"training loss {value:.4g} at step {step} (lr={trial['lr']})"
+        if exploded(value):
+            status, error = "diverged", exploded_message(value, step, trial["lr"])
             break
         if not split:
             opt.zero_grad(set_to_none=True)
@@ -222,7 +237,7 @@ def run_trial(trial: dict, *, device: str = "cpu") -> dict:
         if step == evals[next_eval]:
             next_eval += 1
             if not record(step):
-                status, error = "diverged", f"train loss not finite at step {step} (lr={trial['lr']})"
+                status, error = "diverged", nonfinite_eval_message(step, trial["lr"])
                 break
 
     final = curves[-1] if status == "ok" else {}
