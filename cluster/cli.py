@@ -47,12 +47,14 @@ def cmd_sweep(args) -> int:
 def print_summary(results: str, sweep: str) -> None:
     """Short summary of a stored sweep: statuses and the best test accuracy per n_train."""
     from scaling.query import format_table, run_query
+    from scaling.store import load_tables
 
+    tables = load_tables(results)  # read the store once for every part of the summary
     name = sweep.replace("'", "''")
     print()
     print(format_table(run_query(results, (
         "SELECT status, count(*) AS trials FROM trials "
-        f"WHERE sweep = '{name}' GROUP BY status ORDER BY status"))))
+        f"WHERE sweep = '{name}' GROUP BY status ORDER BY status"), tables)))
     print()
     print("best test accuracy at each training-set size (mean over seeds, tuned over the other axes):")
     print(format_table(run_query(results, (
@@ -61,18 +63,16 @@ def print_summary(results: str, sweep: str) -> None:
         f"WHERE sweep = '{name}' AND status = 'ok' GROUP BY ALL) "
         "SELECT n_train, arg_max(batch_size, acc) AS batch_size, arg_max(lr, acc) AS lr, "
         "arg_max(momentum, acc) AS momentum, round(max(acc), 4) AS test_acc, "
-        "round(1 - max(acc), 4) AS error FROM g GROUP BY n_train ORDER BY n_train"))))
-    print_exponent(results, sweep)
+        "round(1 - max(acc), 4) AS error FROM g GROUP BY n_train ORDER BY n_train"), tables)))
+    print_exponent(results, tables[0], sweep)
 
 
-def print_exponent(results: str, sweep: str) -> None:
+def print_exponent(results: str, trials, sweep: str) -> None:
     """One line: the learning-curve exponent of test error on the tuned frontier, with its CI."""
     import pyarrow.compute as pc
 
     from analysis.curves import fit_learning_curves
-    from scaling.store import load_tables
 
-    trials, _ = load_tables(results)
     trials = trials.filter(pc.equal(trials.column("sweep"), sweep))
     if len(set(trials.column("n_train").to_pylist())) < 4:
         return

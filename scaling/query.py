@@ -21,9 +21,11 @@ from scaling.errors import UserError
 from scaling.store import load_tables
 
 
-def run_query(root: str, sql: str) -> pa.Table:
-    """Run ``sql`` over the store at ``root`` and return the result as an Arrow table."""
-    trials, curves = load_tables(root)
+def run_query(root: str, sql: str, tables: tuple[pa.Table, pa.Table] | None = None) -> pa.Table:
+    """Run ``sql`` over the store at ``root`` and return the result as an Arrow table.
+
+    ``tables`` is ``load_tables(root)`` when the caller already has it (several queries, one read)."""
+    trials, curves = tables if tables is not None else load_tables(root)
     con = duckdb.connect(":memory:")
     try:
         con.register("trials", trials)
