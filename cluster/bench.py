@@ -1,4 +1,7 @@
-"""Time one reference sweep three ways on the same CPUs (or one GPU): ``python -m cluster.bench``.
+"""Time the reference sweeps three ways on the same CPUs (or one GPU): ``python -m cluster.bench``.
+
+Two reference sweeps: SGD (lr x momentum x seed) and AdamW with warmup and a cosine
+schedule (lr x beta2 x seed); ``--optimizer`` picks them (default both). Each is timed:
 
 1. packed: ``scaling.packed.run_pack``, the trials split into one pack per worker process;
 2. single: ``scaling.train.run_trial``, one trial at a time per worker process;
@@ -44,10 +47,21 @@ REFERENCE_SWEEP = {
 }
 """The reference sweep: a 64-256-10 MLP on digits, batch 64, 300 SGD steps, over lr x momentum
 x seed (64 trials), as in the issue that asked for the packed engine."""
-QUICK_AXES = {"lr": [0.03, 0.1], "momentum": [0.0, 0.9], "seed": [0, 1]}
+ADAMW_SWEEP = {
+    **REFERENCE_SWEEP,
+    "optimizer": {"name": "adamw", "weight_decay": 0.01},
+    "schedule": {"name": "cosine", "warmup_frac": 0.05},
+    "axes": {"n_train": [1000], "batch_size": [64], "lr": [1e-4, 3e-4, 1e-3, 3e-3],
+             "beta2": [0.95, 0.98, 0.99, 0.999], "seed": [0, 1, 2, 3]},
+}
+"""The same MLP and budget with AdamW (decoupled weight decay 0.01), 5% warmup and a cosine
+schedule, over lr x beta2 x seed (64 trials)."""
+SWEEPS = {"sgd": REFERENCE_SWEEP, "adamw": ADAMW_SWEEP}
+QUICK_AXES = {"sgd": {"lr": [0.03, 0.1], "momentum": [0.0, 0.9], "seed": [0, 1]},
+              "adamw": {"lr": [3e-4, 1e-3], "beta2": [0.95, 0.999], "seed": [0, 1]}}
 QUICK_STEPS = 100
-GRID_AXES = ("lr", "momentum", "seed")
-"""The axes Ray Tune searches (the others are fixed in the reference trial)."""
+GRID_AXES = {"sgd": ("lr", "momentum", "seed"), "adamw": ("lr", "beta2", "seed")}
+"""The axes each sweep varies (and Ray Tune searches; the others are fixed in the reference trial)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +84,9 @@ class Timing:
 class BenchReport:
     quick: bool
     """A smoke run (fewer, shorter trials), not the reference sweep."""
-    trial: dict
+    optimizer: str
+    """Which reference sweep: 'sgd' or 'adamw' (SWEEPS)."""
+    trial: object
     """The first trial of the sweep (the others differ in GRID_AXES)."""
     n_trials: int
     device: str
@@ -90,30 +106,30 @@ class BenchReport:
         return min(runs, key=lambda t: t.wall_s) if runs else None
 
 
-def reference_sweep(quick: bool = False) -> dict:
-    """The reference sweep config; with ``quick`` 8 trials of QUICK_STEPS steps."""
-    raw = copy.deepcopy(REFERENCE_SWEEP)
+def reference_sweep(quick: bool = False, optimizer: str = "sgd") -> dict:
+    """A reference sweep config; with ``quick`` 8 trials of QUICK_STEPS steps."""
+    raw = copy.deepcopy(SWEEPS[optimizer])
     if quick:
-        raw["axes"].update(QUICK_AXES)
+        raw["axes"].update(QUICK_AXES[optimizer])
         raw["budget"] = {"steps": QUICK_STEPS}
     return raw
 
 
-def sweep_flops(trials: list[dict]) -> tuple[float, float, float]:
+def sweep_flops(trials: list) -> tuple[float, float, float]:
     """(training model FLOPs, eval FLOPs, executed training matmul FLOPs) of a list of trials."""
-    from scaling.tasks import load_task
-    from scaling.train import eval_steps, total_steps
+    from scaling.loop import eval_steps
+    from scaling.tasks import task_shape
 
     train = evals = executed = 0.0
     for t in trials:
-        data = load_task(t["task"])
-        dims = [data.input_dim] + [t["model"]["width"]] * t["model"]["depth"] + [data.n_classes]
+        input_dim, n_classes, _, n_eval = task_shape(t.task)
+        dims = [input_dim] + [t.width] * t.depth + [n_classes]
         forward = sum(2 * a * b for a, b in zip(dims, dims[1:]))  # per example
-        examples = total_steps(t) * t["batch_size"]
+        examples = t.total_steps * t.batch_size
         train += 3 * forward * examples
         executed += (3 * forward - 2 * dims[0] * dims[1]) * examples
-        points = len(eval_steps(t, total_steps(t)))
-        evals += forward * (t["n_train"] + len(data.y_test)) * points
+        points = len(eval_steps(t, t.total_steps))
+        evals += forward * (t.n_train + n_eval) * points
     return train, evals, executed
 
 
@@ -161,14 +177,14 @@ def matmul_peak(device: str, seconds: float = 1.5) -> float:
     return best
 
 
-def _packed_job(packs: list[list[dict]], device: str) -> list[tuple[str, str, float]]:
+def _packed_job(packs: list[list], device: str) -> list[tuple[str, str, float]]:
     from scaling.packed import run_pack
 
     rows = [r["trial"] for pack in packs for r in run_pack(pack, device=device)]
     return [(r["trial_id"], r["status"], r["test_acc"]) for r in rows]
 
 
-def _single_job(trial: dict, device: str) -> list[tuple[str, str, float]]:
+def _single_job(trial, device: str) -> list[tuple[str, str, float]]:
     from scaling.train import run_trial
 
     row = run_trial(trial, device=device)["trial"]
@@ -177,14 +193,14 @@ def _single_job(trial: dict, device: str) -> list[tuple[str, str, float]]:
 
 # ---- timing in the driver -----------------------------------------------------
 
-def split_packs(trials: list[dict], parts: int) -> list[list[list[dict]]]:
+def split_packs(trials: list, parts: int) -> list[list[list]]:
     """Per worker, the packs it trains: each pack_key group cut into ``parts`` near-equal packs."""
     from scaling.packed import pack_key
 
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple, list] = {}
     for t in trials:
         groups.setdefault(pack_key(t), []).append(t)
-    out: list[list[list[dict]]] = [[] for _ in range(parts)]
+    out: list[list[list]] = [[] for _ in range(parts)]
     for group in groups.values():
         size = math.ceil(len(group) / parts)
         for i in range(parts):
@@ -193,7 +209,7 @@ def split_packs(trials: list[dict], parts: int) -> list[list[list[dict]]]:
     return out
 
 
-def time_pool(trials: list[dict], processes: int, threads: int, device: str, log, *,
+def time_pool(trials: list, processes: int, threads: int, device: str, log, *,
               repeat: int = 1, peak_s: float = 1.5) -> list[Timing]:
     """Time packed and single in one pool of ``processes`` workers of ``threads`` threads.
 
@@ -204,7 +220,7 @@ def time_pool(trials: list[dict], processes: int, threads: int, device: str, log
     jobs = {"packed": (_packed_job, [(packs, device) for packs in split_packs(trials, processes) if packs]),
             "single": (_single_job, [(t, device) for t in trials])}
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads, trials[0]["task"])) as pool:
+                             initargs=(threads, trials[0].task)) as pool:
         for _ in range(5):  # start every worker before timing anything
             if len(set(pool.map(_pid, range(processes)))) == processes:
                 break
@@ -232,19 +248,19 @@ def _timing(engine: str, layout: str, wall: float, rows, peak: float = math.nan)
                   test_acc={tid: acc for tid, _, acc in rows}, peak_gflops=peak)
 
 
-def _tune_trainable(config: dict, base: dict, device: str) -> None:
+def _tune_trainable(config: dict, base, device: str) -> None:
     import torch
     from ray import tune
 
     from scaling.train import run_trial
 
     torch.set_num_threads(1)
-    row = run_trial({**base, **config}, device=device)["trial"]
+    row = run_trial(base.replace(**config), device=device)["trial"]
     tune.report({"test_acc": row["test_acc"], "diverged": float(row["status"] != "ok"),
                  "trial_id": row["trial_id"]})
 
 
-def time_tune(trials: list[dict], grid: dict, cpus: int, device: str, log) -> Timing:
+def time_tune(trials: list, grid: dict, cpus: int, device: str, log) -> Timing:
     """A plain Ray Tune grid search over ``grid``, 1 CPU per trial, on a local Ray."""
     import ray
     from ray import tune
@@ -272,38 +288,40 @@ def time_tune(trials: list[dict], grid: dict, cpus: int, device: str, log) -> Ti
 
 
 def run_bench(*, quick: bool = False, device: str = "cpu", cpus: int = 2, tune_too: bool | None = None,
-              layouts: list[tuple[int, int]] | None = None, repeat: int = 1, log=print) -> BenchReport:
-    """Time the reference sweep (the quick one with ``quick``) and return the figures."""
+              layouts: list[tuple[int, int]] | None = None, repeat: int = 1, optimizer: str = "sgd",
+              log=print) -> BenchReport:
+    """Time a reference sweep (the quick one with ``quick``) and return the figures."""
     from scaling.config import parse_config
 
-    raw = reference_sweep(quick)
+    raw = reference_sweep(quick, optimizer)
     trials = parse_config(raw).trials()
     if layouts is None:
         layouts = [(1, cpus)] if device.startswith("cuda") else [(cpus, 1), (1, cpus)]
         layouts = layouts[:1] if quick else layouts
     load = os.getloadavg()[0]
-    log(f"timing {len(trials)} trials on {device} ({cpus} CPUs; load average {load:.2f})")
+    log(f"timing {len(trials)} {optimizer} trials on {device} ({cpus} CPUs; load average {load:.2f})")
     timings = []
     for processes, threads in layouts:
         timings += time_pool(trials, processes, threads, device, log, repeat=repeat,
                              peak_s=0.6 if quick else 1.5)
     if tune_too if tune_too is not None else not quick:
-        grid = {k: raw["axes"][k] for k in GRID_AXES}
+        grid = {k: raw["axes"][k] for k in GRID_AXES[optimizer]}
         timings.append(time_tune(trials, grid, cpus, device, log))
     train, evals, executed = sweep_flops(trials)
-    return BenchReport(quick=quick, trial=trials[0], n_trials=len(trials), device=device, cpus=cpus,
+    return BenchReport(quick=quick, optimizer=optimizer, trial=trials[0], n_trials=len(trials), device=device, cpus=cpus,
                        model_flops=train + evals, train_flops=train, executed_flops=executed + evals,
                        timings=timings, load_avg=load)
 
 
 def format_report(r: BenchReport) -> str:
     """The report as text: a table, the ratios, and a cross-check of the engines' results."""
-    t, width = r.trial, r.trial["model"]["width"]
+    t = r.trial
+    how = "SGD" if t.optimizer == "sgd" else f"AdamW, {t.schedule} schedule"
     lines = ["quick smoke run: too short to time well; run without --quick for the reference figures"
-             if r.quick else "reference sweep:",
-             f"{r.n_trials} trials of a {width}-wide MLP on {t['task']['name']}, batch {t['batch_size']}, "
-             f"{t['budget']['steps']} steps, n_train {t['n_train']}, {t['eval']['points']} eval points, "
-             f"over {' x '.join(GRID_AXES)}; {r.device}, {r.cpus} CPUs",
+             if r.quick else f"reference sweep ({how}):",
+             f"{r.n_trials} trials of a {t.width}-wide MLP on {t.task['name']}, batch {t.batch_size}, "
+             f"{t.total_steps} steps, n_train {t.n_train}, {t.eval['points']} eval points, "
+             f"over {' x '.join(GRID_AXES[r.optimizer])}; {r.device}, {r.cpus} CPUs",
              f"counted: {r.model_flops / 1e9:.1f} GFLOP = training {r.train_flops / 1e9:.1f} "
              f"(3x forward matmuls) + eval {(r.model_flops - r.train_flops) / 1e9:.1f} (forward); "
              f"executed matmuls {r.executed_flops / 1e9:.1f} GFLOP",
@@ -324,7 +342,7 @@ def format_report(r: BenchReport) -> str:
         lines.append(f"packed ({packed.layout}): {pct:.0f}% of the measured fp32 matmul peak (target >= 50%)")
     if packed and single:
         lines.append(f"packed ({packed.layout}) vs single ({single.layout}): "
-                     f"{single.wall_s / packed.wall_s:.1f}x faster (target >= 8x)")
+                     f"{single.wall_s / packed.wall_s:.1f}x faster (target >= {8 if r.optimizer == 'sgd' else 4}x)")
         diffs = [abs(packed.test_acc[k] - v) for k, v in single.test_acc.items() if k in packed.test_acc]
         lines.append(f"cross-check: final test_acc of packed and single equal in "
                      f"{sum(d == 0 for d in diffs)} of {len(diffs)} trials, max |diff| "
@@ -351,7 +369,15 @@ def main(argv: list[str] | None = None) -> int:
                              "both of those on cpu, 2x1 only with --quick, 1x2 on cuda)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of packed and single per layout, the fastest kept (default 1)")
+    parser.add_argument("--optimizer", default="sgd,adamw", metavar="NAMES",
+                        help="reference sweeps to time: sgd (lr x momentum), adamw (AdamW + cosine, "
+                             "lr x beta2), or both (default sgd,adamw); Ray Tune runs with sgd only")
     args = parser.parse_args(argv)
+    optimizers = [o.strip() for o in args.optimizer.split(",") if o.strip()]
+    if not optimizers or set(optimizers) - set(SWEEPS):
+        print(f"error: --optimizer {args.optimizer!r}: choose from {sorted(SWEEPS)}, comma-separated",
+              file=sys.stderr)
+        return 2
     layouts = _parse_layouts(args.layouts) if args.layouts else None
     if layouts == []:
         print(f"error: --layouts {args.layouts!r} is not a list like 2x1,1x2 (PROCESSESxTHREADS, "
@@ -373,11 +399,22 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --device cuda needs a CUDA GPU, and torch.cuda.is_available() is False here",
                   file=sys.stderr)
             return 2
-    report = run_bench(quick=args.quick, device=args.device, cpus=args.cpus, tune_too=args.tune,
-                       layouts=layouts, repeat=args.repeat,
-                       log=lambda s: print(s, file=sys.stderr, flush=True))
-    print(format_report(report))
+    reports = []
+    for optimizer in optimizers:
+        tune_too = args.tune if optimizer == "sgd" else False
+        reports.append(run_bench(quick=args.quick, device=args.device, cpus=args.cpus, tune_too=tune_too,
+                                 layouts=layouts, repeat=args.repeat, optimizer=optimizer,
+                                 log=lambda s: print(s, file=sys.stderr, flush=True)))
+        print(format_report(reports[-1]) + "\n", flush=True)
+    if len(reports) > 1:
+        print("packed vs single engine, side by side: " + "; ".join(
+            f"{'SGD' if r.optimizer == 'sgd' else 'AdamW + cosine'} {_ratio(r):.1f}x" for r in reports))
     return 0
+
+
+def _ratio(r: BenchReport) -> float:
+    packed, single = r.best("packed"), r.best("single")
+    return single.wall_s / packed.wall_s if packed and single else math.nan
 
 
 def _parse_layouts(text: str) -> list[tuple[int, int]]:

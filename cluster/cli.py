@@ -29,7 +29,8 @@ def cmd_sweep(args) -> int:
     try:
         summary = run_sweep(cfg, text, args.results, address=args.address,
                             retry_failed=args.retry_failed, allow_large=args.allow_large,
-                            num_cpus=args.num_cpus, progress=not args.quiet)
+                            num_cpus=args.num_cpus, progress=not args.quiet,
+                            rerun_stale=args.rerun_stale, accept_mixed=args.accept_mixed)
     except KeyboardInterrupt:
         print("\ninterrupted: finished trials are stored; run the same command again to resume",
               file=sys.stderr)
@@ -116,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray cluster to join (or set RAY_ADDRESS); default: start a local Ray")
     p.add_argument("--engine", choices=["packed", "single"], default=None, help="override the config's engine")
     p.add_argument("--retry-failed", action="store_true", help="run again trials stored as failed")
+    stale = p.add_mutually_exclusive_group()
+    stale.add_argument("--rerun-stale", action="store_true",
+                       help="train again stored trials made by another code_version or data_version")
+    stale.add_argument("--accept-mixed", action="store_true",
+                       help="keep stored trials of another code_version or data_version beside new ones")
     p.add_argument("--allow-large", action="store_true", help="allow sweeps over the trial limit")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")

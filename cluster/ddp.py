@@ -13,11 +13,14 @@ workers (gloo on CPUs, NCCL on GPUs), and returns the same rows with
   averages the gradients over the k workers, so the update is the gradient of
   the mean over all B examples: the same SGD step as one worker on the full
   batch;
+- every worker runs the one training loop (:mod:`scaling.loop`) with the ``ddp``
+  backend, :class:`DDPBackend`: the ``module`` backend plus the all-reduce, so
+  optimizer (SGD or AdamW), schedule and divergence rule are the loop's;
 - before every step the global minibatch loss (the mean of the k worker losses,
-  all-reduced) is checked: not finite or above ``EXPLODED_LOSS`` ends the trial
-  as ``diverged`` on every worker at the same step;
-- rank 0 evaluates at the same eval steps and broadcasts whether the train
-  loss was finite, so all workers stop together there too.
+  all-reduced) is checked, so a divergence ends the trial on every worker at the
+  same step;
+- rank 0 evaluates at the same eval steps and broadcasts its train loss, so all
+  workers know the divergence threshold and stop together.
 
 Ray Train runs the workers (plus a controller and two helper actors, so each
 trial pays a few seconds of process start-up); its storage lives in a temporary
@@ -35,19 +38,19 @@ workers may be waiting for.
 
 from __future__ import annotations
 
-import math
 import shutil
 import signal
-import socket
 import tempfile
 import threading
-import time
 import uuid
-from datetime import datetime, timezone
 
-from scaling import __version__
-from scaling.config import config_columns
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
 from scaling.errors import ConfigError
+from scaling.schema import as_trial
+from scaling.train import ModuleBackend
 
 ENGINE = "ddp"
 
@@ -65,7 +68,7 @@ def check_workers(batch_size: int, workers: int) -> None:
             f"{workers} (e.g. {hint}) or a workers_per_trial that divides {batch_size}"))
 
 
-def run_trial_ddp(trial: dict, *, workers: int, use_gpu: bool = False, storage_path: str | None = None,
+def run_trial_ddp(trial, *, workers: int, use_gpu: bool = False, storage_path: str | None = None,
                   cpus_per_worker: float = 1.0, max_failures: int = 0) -> dict:
     """Train a trial on ``workers`` DDP workers and return ``run_trial``'s rows.
 
@@ -74,7 +77,7 @@ def run_trial_ddp(trial: dict, *, workers: int, use_gpu: bool = False, storage_p
     trial
         A trial config, as from ``SweepConfig.trials()``.
     workers
-        Number of data-parallel workers k; must divide ``trial["batch_size"]``.
+        Number of data-parallel workers k; must divide the trial's ``batch_size``.
     use_gpu
         One GPU per worker and the NCCL backend; otherwise CPUs and gloo.
     storage_path
@@ -91,9 +94,9 @@ def run_trial_ddp(trial: dict, *, workers: int, use_gpu: bool = False, storage_p
     -------
     dict
         ``{"trial": row, "curves": [row, ...]}`` as :func:`scaling.train.run_trial`
-        returns, with ``engine`` set to ``"ddp"``. ``wall_s`` of the trial row
-        includes starting the workers; ``wall_s`` of the curves is measured on rank 0
-        from the start of its training function. ``host`` is rank 0's host.
+        returns, with ``engine`` and ``backend`` set to ``"ddp"``. ``wall_s`` is
+        measured on rank 0 from the start of its training loop (worker start-up not
+        included), and ``host`` is rank 0's host.
 
     Raises
     ------
@@ -105,9 +108,8 @@ def run_trial_ddp(trial: dict, *, workers: int, use_gpu: bool = False, storage_p
     ray.train.TrainingFailedError
         If a worker failed more than ``max_failures`` times.
     """
-    check_workers(trial["batch_size"], workers)
-    start = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
+    trial = as_trial(trial)
+    check_workers(trial.batch_size, workers)
     trainer_cls = _torch_trainer(workers, use_gpu, cpus_per_worker)
     from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
@@ -121,10 +123,9 @@ def run_trial_ddp(trial: dict, *, workers: int, use_gpu: bool = False, storage_p
             run_config=RunConfig(name=f"ddp-{uuid.uuid4().hex[:12]}", storage_path=root,
                                  failure_config=FailureConfig(max_failures=max_failures),
                                  logging_config=LoggingConfig(log_level="ERROR")))
-        out = _fit_keeping_sigint(trainer).return_value
+        return _fit_keeping_sigint(trainer).return_value
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return {"trial": _trial_row(trial, out, start, time.perf_counter() - t0), "curves": out["curves"]}
 
 
 def _torch_trainer(workers: int, use_gpu: bool, cpus_per_worker: float):
@@ -159,29 +160,6 @@ def _fit_keeping_sigint(trainer):
             signal.signal(signal.SIGINT, previous)
 
 
-def _trial_row(trial: dict, out: dict, start: datetime, wall_s: float) -> dict:
-    """The trial row, in run_trial's format, from rank 0's summary."""
-    final = out["curves"][-1] if out["status"] == "ok" else {}
-    return {
-        **config_columns(trial),
-        "run_id": uuid.uuid4().hex,
-        "status": out["status"],
-        "error": out["error"],
-        "steps": out["steps"],
-        "examples_seen": out["steps"] * trial["batch_size"],
-        "n_params": out["n_params"],
-        "train_loss": final.get("train_loss", math.nan),
-        "test_loss": final.get("test_loss", math.nan),
-        "test_acc": final.get("test_acc", math.nan),
-        "wall_s": wall_s,
-        "host": out["host"],
-        "start_time": start,
-        "end_time": datetime.now(timezone.utc),
-        "version": __version__,
-        "engine": ENGINE,
-    }
-
-
 # ---- the worker side: runs in each Ray Train worker process -------------------
 
 
@@ -204,71 +182,42 @@ def _train_worker(config: dict) -> dict | None:
     return out if rank == 0 else None
 
 
-def train_shard(trial: dict, *, rank: int, world: int, device) -> dict:
+def train_shard(trial, *, rank: int, world: int, device, return_params: bool = False) -> dict | None:
     """Worker ``rank`` of ``world``'s share of one trial; needs an initialised process group.
 
-    Returns a summary (``curves``, ``status``, ``error``, ``steps``, ``n_params``,
-    ``host``); only rank 0's ``curves`` are filled in.
-    """
-    import torch
-    import torch.distributed as dist
-    import torch.nn.functional as F
-    from torch.nn.parallel import DistributedDataParallel
+    Runs the loop with :class:`DDPBackend`; rank 0 returns the result (``{"trial": row,
+    "curves": [...]}``, with ``"params"`` when ``return_params``), the others None."""
+    from scaling.loop import run_members
 
-    from scaling.tasks import load_task
-    from scaling.train import (BatchStream, build_model, eval_steps, evaluate, exploded,
-                               exploded_message, nonfinite_eval_message, subset_indices, total_steps)
+    def backend(trials):
+        return DDPBackend(trials, device, rank, world)
 
-    t0 = time.perf_counter()
-    data = load_task(trial["task"])
-    seed, n_train, batch = trial["seed"], trial["n_train"], trial["batch_size"]
-    lo, hi = rank * batch // world, (rank + 1) * batch // world  # this worker's slice of a batch
-    subset = torch.from_numpy(subset_indices(seed, len(data.y_train), n_train))
-    x_train = torch.from_numpy(data.x_train)[subset].to(device)
-    y_train = torch.from_numpy(data.y_train)[subset].to(device)
-    x_test, y_test = torch.from_numpy(data.x_test).to(device), torch.from_numpy(data.y_test).to(device)
+    out = run_members([as_trial(trial)], backend, engine=ENGINE, return_params=return_params,
+                      report=rank == 0)
+    return out[0] if rank == 0 else None
 
-    model = build_model(trial["model"], data.input_dim, data.n_classes, seed).to(device)
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = torch.optim.SGD(ddp.parameters(), lr=trial["lr"], momentum=trial["momentum"],
-                          weight_decay=trial["weight_decay"])
-    steps = total_steps(trial)
-    evals = eval_steps(trial, steps)
-    stream = BatchStream(seed, n_train)
-    curves: list[dict] = []
-    status, error, done = "ok", None, 0
 
-    def record(step: int) -> bool:
-        """Rank 0 evaluates; every rank learns whether the train loss was finite."""
-        finite = torch.ones(1, device=device)
-        if rank == 0:
-            metrics = evaluate(model, x_train, y_train, x_test, y_test)
-            curves.append({"step": step, "epoch": step * batch / n_train, "examples_seen": step * batch,
-                           "train_loss": metrics[0], "test_loss": metrics[1], "test_acc": metrics[2],
-                           "wall_s": time.perf_counter() - t0})
-            finite.fill_(float(math.isfinite(metrics[0])))
-        dist.broadcast(finite, src=0)
-        return bool(finite.item())
+class DDPBackend(ModuleBackend):
+    """The module backend plus the all-reduce: worker ``rank`` trains its slice of each batch."""
 
-    record(0)
-    next_eval = 1
-    for step in range(1, steps + 1):
-        idx = torch.from_numpy(stream.take(batch)[lo:hi]).to(device)
-        loss = F.cross_entropy(ddp(x_train[idx]), y_train[idx])
-        total = loss.detach().clone()
+    name = "ddp"
+
+    def __init__(self, trials, device, rank: int, world: int):
+        super().__init__(trials, device, shard=(rank, world))
+        self.rank, self.world = rank, world
+        cuda = getattr(device, "type", device) == "cuda"
+        self.net = DistributedDataParallel(self.model, device_ids=[device.index] if cuda else None)
+
+    def forward(self, step: int) -> torch.Tensor:
+        total = super().forward(step).clone()  # this worker's mean over its slice
         dist.all_reduce(total)  # sum of the worker means; gloo has no AVG
-        value = total.item() / world
-        if exploded(value):
-            status, error = "diverged", exploded_message(value, step, trial["lr"])
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # DDP all-reduces and averages the gradients here
-        opt.step()
-        done = step
-        if step == evals[next_eval]:
-            next_eval += 1
-            if not record(step):
-                status, error = "diverged", nonfinite_eval_message(step, trial["lr"])
-                break
-    return {"curves": curves, "status": status, "error": error, "steps": done,
-            "n_params": sum(p.numel() for p in model.parameters()), "host": socket.gethostname()}
+        return total / self.world
+
+    def evaluate(self, positions: list[int], step: int) -> list[dict]:
+        """Rank 0 evaluates; every rank learns its train loss (finiteness, divergence threshold)."""
+        shared = torch.full((1,), float("nan"), dtype=torch.float64, device=self.x_train.device)
+        metrics = super().evaluate(positions, step) if self.rank == 0 else [{}]
+        if self.rank == 0:
+            shared.fill_(metrics[0]["train_loss"])
+        dist.broadcast(shared, src=0)
+        return metrics if self.rank == 0 else [{"train_loss": float(shared.item())}]

@@ -1,6 +1,6 @@
 """Plan pending trials into work units: packs of trials trained together, or single trials.
 
-Trials that share a pack key (task, model, batch size, budget kind, eval) can
+Trials that share a pack key (task, model, optimizer, batch size) can
 train as one vectorised model (scaling.packed). The planner groups them, then
 cuts each group into packs that fit a per-device memory budget and that are
 numerous enough to keep every worker busy: a pack on each of the cluster's
@@ -63,5 +63,5 @@ def _split(members: list[dict], slots: int, memory_bytes: int, max_members: int)
     by_memory = max(1, memory_bytes // per_member)
     size = max(1, min(max_members, by_memory, -(-len(members) // max(1, slots))))
     # sort by step count so members of a pack finish together (less idle vectorised work)
-    ordered = sorted(members, key=lambda t: (t["n_train"], t["seed"], t["lr"]))
+    ordered = sorted(members, key=lambda t: (t.n_train, t.seed, t.lr))
     return [ordered[i:i + size] for i in range(0, len(ordered), size)]

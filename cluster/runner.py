@@ -9,19 +9,18 @@ retried by Ray; a trial whose code raises is retried too, and after
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from cluster.progress import Progress
-from scaling import __version__
-from scaling.config import MAX_TRIALS, SweepConfig, config_columns, trial_id
+from scaling.config import MAX_TRIALS, SweepConfig
 from scaling.errors import UserError
+from scaling.loop import failed_row
+from scaling.schema import CODE_VERSION, row_versions
 from scaling.store import Store
+from scaling.tasks import task_data_version
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,24 +39,40 @@ class SweepSummary:
     """Wall-clock seconds of this run."""
 
 
-def execute_trial(trial: dict, sweep: str, root: str, threads: int, device: str) -> dict:
+@dataclass(frozen=True)
+class Settled:
+    """Which stored runs count as done: a status in ``statuses`` and, unless ``versions`` is
+    None, made by those (code, data) versions. The driver and the workers use the same rule."""
+
+    statuses: tuple = ("ok", "diverged", "failed")
+    versions: tuple | None = None
+
+    def __call__(self, stored: tuple) -> bool:
+        status, code, data = stored
+        return status in self.statuses and (self.versions is None or row_versions(code, data) == self.versions)
+
+
+def execute_trial(trial, sweep: str, root: str, threads: int, device: str) -> dict:
     """Train one trial alone and store its rows; return a small summary."""
     return execute_unit((trial,), "single", sweep, root, threads, device)[0]
 
 
 def execute_unit(trials: tuple, engine: str, sweep: str, root: str, threads: int,
-                 device: str) -> list[dict]:
+                 device: str, settled: Settled | None = None) -> list[dict]:
     """Body of a Ray task: train a unit's trials, storing each as soon as it finishes.
 
-    Members already stored (by an earlier attempt of this task) are skipped, so a
-    retried pack resumes where it stopped. Returns one small summary per trial.
+    Members already stored and ``settled`` (by an earlier attempt of this task) are
+    skipped, so a retried pack resumes where it stopped; a failed or stale one (when
+    ``settled`` says so) is trained again. Returns one small summary per trial.
     """
     import torch
 
     torch.set_num_threads(threads)
     store = Store(root)
-    done = store.statuses(sweep, [trial_id(t) for t in trials]) if len(trials) > 1 else {}
-    todo = [t for t in trials if trial_id(t) not in done]
+    settled = settled or Settled()
+    stored = store.statuses(sweep, [t.trial_id for t in trials]) if len(trials) > 1 else {}
+    done = {tid: v[0] for tid, v in stored.items() if settled(v)}
+    todo = [t for t in trials if t.trial_id not in done]
     summaries = [{"trial_id": tid, "status": status} for tid, status in done.items()]
 
     def keep(result: dict) -> None:
@@ -77,7 +92,7 @@ def execute_unit(trials: tuple, engine: str, sweep: str, root: str, threads: int
     return summaries
 
 
-def execute_ddp(trial: dict, sweep: str, root: str, workers: int, cpus_per_worker: float,
+def execute_ddp(trial, sweep: str, root: str, workers: int, cpus_per_worker: float,
                 use_gpu: bool) -> list[dict]:
     """Body of a Ray task (num_cpus=0): one trial data-parallel over ``workers`` Ray Train workers."""
     from cluster.ddp import run_trial_ddp
@@ -85,16 +100,6 @@ def execute_ddp(trial: dict, sweep: str, root: str, workers: int, cpus_per_worke
     result = run_trial_ddp(trial, workers=workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker)
     Store(root).write_result(sweep, result)
     return [{"trial_id": result["trial"]["trial_id"], "status": result["trial"]["status"]}]
-
-
-def failed_row(trial: dict, error: str, engine: str = "single") -> dict:
-    """The trial row of a trial that raised on every attempt (written by the driver)."""
-    now = datetime.now(timezone.utc)
-    return {**config_columns(trial), "run_id": uuid.uuid4().hex, "status": "failed",
-            "error": error[:4000], "steps": 0, "examples_seen": 0,
-            "train_loss": math.nan, "test_loss": math.nan, "test_acc": math.nan, "wall_s": 0.0,
-            "host": socket.gethostname(), "start_time": now, "end_time": now,
-            "version": __version__, "engine": engine}
 
 
 def describe_error(exc: BaseException) -> str:
@@ -165,22 +170,33 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None = None,
               retry_failed: bool = False, allow_large: bool = False, num_cpus: int | None = None,
-              engine: str | None = None, progress: bool = True, log=print) -> SweepSummary:
-    """Run every trial of ``cfg`` not yet in the store at ``results``."""
+              engine: str | None = None, progress: bool = True, rerun_stale: bool = False,
+              accept_mixed: bool = False, log=print) -> SweepSummary:
+    """Run every trial of ``cfg`` not yet in the store at ``results``.
+
+    Stored trials made by another ``code_version`` or ``data_version`` than this code
+    and task would make (see scaling.schema) stop the run with one line, unless
+    ``rerun_stale`` (run them again; the new runs are read in their place) or
+    ``accept_mixed`` (keep them) says what to do."""
     t0 = time.monotonic()
     trials = cfg.trials(limit=None if allow_large else MAX_TRIALS)
     store = Store(results)
-    store.save_config(cfg.name, text)
     keep = ("ok", "diverged") if retry_failed else ("ok", "diverged", "failed")
     stored = store.finished(cfg.name, keep)
-    pending = [t for t in trials if trial_id(t) not in stored]
+    stale = _stale(cfg, stored, rerun_stale, accept_mixed)
+    settled = Settled(keep, None if accept_mixed else (CODE_VERSION, task_data_version(cfg.task)))
+    store.save_config(cfg.name, text)
+    pending = [t for t in trials if t.trial_id not in stored or t.trial_id in stale]
     skipped = len(trials) - len(pending)
-    log(f"sweep {cfg.name!r}: {len(trials)} trials, {skipped} already stored, {len(pending)} to run")
+    cut = cfg.skipped()
+    cut_text = f" ({cut} combinations with batch_size > n_train left out)" if cut else ""
+    log(f"sweep {cfg.name!r}: {len(trials)} trials{cut_text}, {skipped} already stored, "
+        f"{len(pending)} to run" + (f" ({len(stale)} of them stale)" if stale else ""))
     counts = {"ok": 0, "diverged": 0, "failed": 0}
     if pending:
         started = connect(address, num_cpus)
         try:
-            _drive(cfg, pending, store, counts, progress, engine or cfg.engine, log)
+            _drive(cfg, pending, store, counts, progress, engine or cfg.engine, settled, log)
         finally:
             if started:
                 import ray
@@ -188,6 +204,21 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
                 ray.shutdown()
     return SweepSummary(name=cfg.name, results=store.uri, total=len(trials), skipped=skipped,
                         counts=counts, wall_s=time.monotonic() - t0)
+
+
+def _stale(cfg: SweepConfig, stored: dict, rerun_stale: bool, accept_mixed: bool) -> set:
+    """Trial ids to run again because another code or data version made them (see run_sweep)."""
+    now = (CODE_VERSION, task_data_version(cfg.task))
+    old = {tid: row_versions(cv, dv) for tid, (_, cv, dv) in stored.items()}
+    stale = {tid for tid, v in old.items() if v != now}
+    if not stale or accept_mixed:
+        return set()
+    if rerun_stale:
+        return stale
+    versions = ", ".join(f"code {c}/data {d}" for c, d in sorted({old[t] for t in stale}))
+    raise UserError(f"sweep {cfg.name!r}: {len(stale)} of {len(stored)} stored trials were made by "
+                    f"{versions}, this code and task make code {now[0]}/data {now[1]}; pass --rerun-stale "
+                    "to train them again, or --accept-mixed to keep them beside new ones")
 
 
 def _memory_budget(cfg: SweepConfig, slots: int) -> int:
@@ -203,8 +234,8 @@ def _memory_budget(cfg: SweepConfig, slots: int) -> int:
     return max(256 << 20, available // (4 * max(1, slots)))
 
 
-def _drive(cfg: SweepConfig, pending: list[dict], store: Store, counts: dict, progress: bool,
-           engine: str, log) -> None:
+def _drive(cfg: SweepConfig, pending: list, store: Store, counts: dict, progress: bool,
+           engine: str, settled: Settled, log) -> None:
     import ray
 
     from cluster.planner import Unit, plan
@@ -245,7 +276,7 @@ def _drive(cfg: SweepConfig, pending: list[dict], store: Store, counts: dict, pr
             if unit.engine == "ddp":
                 ref = ddp.remote(unit.trials[0], cfg.name, root, k, res.cpu, res.gpu > 0)
             else:
-                ref = task.remote(unit.trials, unit.engine, cfg.name, root, threads, device)
+                ref = task.remote(unit.trials, unit.engine, cfg.name, root, threads, device, settled)
             inflight[ref] = unit
 
     def finish(status: str) -> None:
@@ -261,8 +292,8 @@ def _drive(cfg: SweepConfig, pending: list[dict], store: Store, counts: dict, pr
                 for summary in ray.get(ref):
                     finish(summary["status"])
             except ray.exceptions.RayError as e:
-                ids = [trial_id(t) for t in unit.trials]
-                stored = store.statuses(cfg.name, ids)
+                ids = [t.trial_id for t in unit.trials]
+                stored = {tid: v[0] for tid, v in store.statuses(cfg.name, ids).items() if settled(v)}
                 left = [t for t, tid in zip(unit.trials, ids) if tid not in stored]
                 for status in stored.values():  # stored by the attempts before the failure
                     finish(status)

@@ -26,20 +26,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from scaling import schema
 from scaling.errors import ConfigError
+from scaling.schema import canon  # noqa: F401 (re-exported)
 
-INT_AXES = ("n_train", "batch_size", "seed", "width", "depth")
-FLOAT_AXES = ("lr", "momentum", "weight_decay")
-ALL_AXES = INT_AXES + FLOAT_AXES
-REQUIRED_AXES = ("n_train", "batch_size", "lr")
 GRID_FORMS = ("log2", "log", "linear")
 RANDOM_FORMS = ("loguniform", "uniform", "one_minus_loguniform", "choice")
 MAX_AXIS_VALUES = 100_000
-
-
-def canon(x: Any) -> float:
-    """A float rounded to 12 significant digits, so ids are stable across machines."""
-    return float(f"{float(x):.12g}")
 
 
 @dataclass(frozen=True)
@@ -79,24 +72,30 @@ class RandomAxis:
 
 
 def parse_axes(raw: Any, random_search: bool) -> dict:
-    """Validate the ``axes:`` mapping into {name: GridAxis | RandomAxis}."""
+    """Validate the ``axes:`` mapping into {name: GridAxis | RandomAxis}.
+
+    Which names are axes, their types and their range checks come from
+    :data:`scaling.schema.FIELDS`."""
     if not isinstance(raw, dict):
         raise ConfigError("axes", f"expected a mapping of axis name to values, got {type(raw).__name__}")
     out = {}
     for name, spec in raw.items():
-        if name not in ALL_AXES:
-            raise ConfigError(f"axes.{name}", f"unknown axis; allowed axes are {list(ALL_AXES)}")
-        out[name] = _parse_axis(f"axes.{name}", spec, name in INT_AXES, random_search)
-    for name in REQUIRED_AXES:
+        if name not in schema.SWEEPABLE:
+            raise ConfigError(f"axes.{name}", f"unknown axis; allowed axes are {list(schema.SWEEPABLE)}")
+        out[name] = parse_axis(f"axes.{name}", spec, schema.BY_NAME[name], random_search)
+    for name in schema.REQUIRED:
         if name not in out:
-            raise ConfigError(f"axes.{name}", "missing; every sweep needs n_train, batch_size and lr axes")
+            raise ConfigError(f"axes.{name}", f"missing; every sweep needs {', '.join(schema.REQUIRED[:-1])} "
+                              f"and {schema.REQUIRED[-1]} axes")
     if random_search and not any(isinstance(a, RandomAxis) for a in out.values()):
         raise ConfigError("search.kind", "'random' needs at least one random axis "
                           f"({', '.join(RANDOM_FORMS)}); use kind: grid otherwise")
     return out
 
 
-def _parse_axis(key: str, spec: Any, is_int: bool, random_search: bool):
+def parse_axis(key: str, spec: Any, field: schema.Field, random_search: bool):
+    """One axis (``spec`` as written in YAML) of ``field``, its values checked against the field."""
+    numeric = field.kind in (int, float)
     if isinstance(spec, dict):
         forms = [k for k in spec if k in GRID_FORMS + RANDOM_FORMS]
         extra = [k for k in spec if k not in GRID_FORMS + RANDOM_FORMS + ("num",)]
@@ -104,20 +103,52 @@ def _parse_axis(key: str, spec: Any, is_int: bool, random_search: bool):
             raise ConfigError(key, f"expected exactly one of {list(GRID_FORMS + RANDOM_FORMS)} "
                               f"(plus 'num' for log/linear), got keys {sorted(map(str, spec))}")
         form = forms[0]
+        if not numeric and form != "choice":
+            raise ConfigError(key, f"'{form}' needs numbers; {field.name} takes {_kind_text(field)}: "
+                              "give a value, a list or {choice: [...]}")
         if form in RANDOM_FORMS:
             if not random_search:
                 raise ConfigError(key, f"'{form}' draws random values, which needs "
                                   "search: {kind: random, samples: S}")
-            return _parse_random(key, form, spec, is_int)
-        values = _grid_values(key, form, spec, is_int)
+            axis = _parse_random(key, form, spec, field)
+        else:
+            axis = GridAxis(tuple(dict.fromkeys(_grid_values(key, form, spec, field.kind is int))))
     elif isinstance(spec, list):
-        values = [_number(key, v, is_int) for v in spec]
+        axis = GridAxis(tuple(dict.fromkeys(value(key, v, field) for v in spec)))  # drop repeats, keep order
     else:
-        values = [_number(key, spec, is_int)]
-    values = tuple(dict.fromkeys(values))  # drop repeats, keep order
-    if not values:
+        axis = GridAxis((value(key, spec, field),))
+    if isinstance(axis, GridAxis) and not axis.values:
         raise ConfigError(key, "the axis is empty; give at least one value")
-    return GridAxis(values)
+    for v in axis.bounds():
+        check(key, v, field)
+    return axis
+
+
+def check(key: str, v: Any, field: schema.Field) -> None:
+    """Raise ConfigError unless ``v`` passes the field's range check and choices."""
+    if field.choices and v not in field.choices:
+        raise ConfigError(key, f"value {v!r} is not allowed; choose one of {list(field.choices)}")
+    if field.check is not None and not field.check(v):
+        raise ConfigError(key, f"value {v!r} is out of range; expected {field.allowed}")
+
+
+def value(key: str, v: Any, field: schema.Field):
+    """One value written in YAML, as ``field``'s kind (numbers also checked to be finite)."""
+    if field.kind is bool:
+        if not isinstance(v, bool):
+            raise ConfigError(key, f"expected true or false, got {v!r}")
+        return v
+    if field.kind is str:
+        if not isinstance(v, str):
+            raise ConfigError(key, f"expected one of {list(field.choices)}, got {v!r}")
+        return v
+    return _number(key, v, field.kind is int)
+
+
+def _kind_text(field: schema.Field) -> str:
+    if field.kind is bool:
+        return "true or false"
+    return f"one of {list(field.choices)}" if field.choices else field.kind.__name__
 
 
 def _grid_values(key: str, form: str, spec: dict, is_int: bool) -> list:
@@ -148,13 +179,14 @@ def _grid_values(key: str, form: str, spec: dict, is_int: bool) -> list:
     return [int(round(v)) if is_int else canon(v) for v in raw]
 
 
-def _parse_random(key: str, form: str, spec: dict, is_int: bool) -> RandomAxis:
+def _parse_random(key: str, form: str, spec: dict, field: schema.Field) -> RandomAxis:
+    is_int = field.kind is int
     if "num" in spec:
         raise ConfigError(f"{key}.num", f"'{form}' is drawn once per sample; set search.samples instead of num")
     if form == "choice":
         if not isinstance(spec[form], list) or not spec[form]:
             raise ConfigError(key, "choice expects a non-empty list of values")
-        choices = tuple(dict.fromkeys(_number(key, v, is_int) for v in spec[form]))
+        choices = tuple(dict.fromkeys(value(key, v, field) for v in spec[form]))
         return RandomAxis(form, 0.0, 0.0, is_int, choices)
     lo, hi = _pair(key, form, spec[form])
     if form in ("loguniform", "one_minus_loguniform") and lo <= 0:

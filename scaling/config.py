@@ -22,23 +22,21 @@ allowed.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
 from scaling import axes as axes_mod
+from scaling import schema
 from scaling.errors import ConfigError
+from scaling.schema import MODEL_DEFAULTS, MODELS, Trial, make_trial, total_steps, trial_id  # noqa: F401
 from scaling.tasks import own_model, packable, task_kind, task_train_size, validate_task
 
-MODELS = {"mlp", "cnn", "resnet", "transformer", "task"}
-MODEL_DEFAULTS = {"mlp": (256, 1), "cnn": (32, 2), "resnet": (1, 1), "transformer": (64, 2), "task": (256, 1)}
-"""(width, depth) of each model when the config gives none (see scaling.models for their meaning)."""
 MODEL_INPUTS = {"mlp": ("vectors", "images"), "cnn": ("images",), "resnet": ("images",),
                 "transformer": ("tokens",)}
 """The task inputs (scaling.tasks.Dataset.kind) each built-in model takes."""
@@ -48,37 +46,13 @@ MAX_DEPTH = 32
 MAX_VALUES = 1_000_000
 INT64 = 2**63
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-TOP_KEYS = {"name", "description", "task", "model", "axes", "search", "budget", "eval",
+SECTIONS = tuple(dict.fromkeys(f.section for f in schema.AXES if f.section))
+"""Config sections that set axis values for every trial: model, optimizer, schedule."""
+TOP_KEYS = {"name", "description", "task", "axes", "search", "budget", "eval",
             "resources", "engine", "packing", "retries", "workers_per_trial",
-            "metrics"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelConfig:
-    name: str = "mlp"
-    """Architecture name; one of MODELS ('task': the plug-in task's own model)."""
-    width: int | None = None
-    """Hidden units per layer for the MLP, channels or a multiplier for the others
-    (scaling.models); an axis may override it per trial. Default: MODEL_DEFAULTS."""
-    depth: int | None = None
-    """Hidden layers, conv blocks, residual blocks per stage or transformer blocks;
-    0 gives a linear model. Default: MODEL_DEFAULTS."""
-    heads: int | None = None
-    """Attention heads of the transformer; width must be a multiple. Default: width // 32
-    rounded down to a divisor of width."""
-
-    def __post_init__(self):
-        if not isinstance(self.name, str) or self.name not in MODELS:
-            raise ConfigError("model.name", f"unknown model {self.name!r}; choose one of {sorted(MODELS)}")
-        width, depth = MODEL_DEFAULTS[self.name]
-        object.__setattr__(self, "width", width if self.width is None else self.width)
-        object.__setattr__(self, "depth", depth if self.depth is None else self.depth)
-        _check_int("model.width", self.width, 1)
-        _check_int("model.depth", self.depth, 0)
-        if self.heads is not None:
-            if self.name != "transformer":
-                raise ConfigError("model.heads", f"only the transformer has attention heads, not {self.name!r}")
-            _check_int("model.heads", self.heads, 1)
+            "metrics", *SECTIONS}
+MAX_STEPS = 10**9
+"""The most optimizer steps one trial may take (a budget beyond it cannot finish)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,7 +80,7 @@ class MetricsConfig:
                 raise ConfigError(f"metrics.{key}", f"expected true or false, got {getattr(self, key)!r}")
         _check_number("metrics.noise_ema", self.noise_ema, "a number in [0, 1)", lambda v: 0 <= v < 1)
         for key in ("sharpness_iters", "sharpness_examples", "grad_norm_examples"):
-            _check_int(f"metrics.{key}", getattr(self, key), 1)
+            _check_int(f"metrics.{key}", getattr(self, key), 1, 1 << 20)
 
     @property
     def enabled(self) -> bool:
@@ -115,7 +89,7 @@ class MetricsConfig:
     def to_trial(self) -> dict:
         """The canonical mapping that goes into a trial config (only when enabled)."""
         return {"noise_scale": self.noise_scale, "sharpness": self.sharpness, "grad_norms": self.grad_norms,
-                "noise_ema": axes_mod.canon(self.noise_ema), "sharpness_iters": self.sharpness_iters,
+                "noise_ema": schema.canon(self.noise_ema), "sharpness_iters": self.sharpness_iters,
                 "sharpness_examples": self.sharpness_examples, "grad_norm_examples": self.grad_norm_examples}
 
 
@@ -131,7 +105,7 @@ class SearchConfig:
     def __post_init__(self):
         if self.kind not in ("grid", "random"):
             raise ConfigError("search.kind", f"value {self.kind!r} is not allowed; use 'grid' or 'random'")
-        _check_int("search.samples", self.samples, 1)
+        _check_int("search.samples", self.samples, 1, MAX_VALUES)
         _check_int("search.seed", self.seed, 0)
 
 
@@ -146,9 +120,9 @@ class BudgetConfig:
         if (self.epochs is None) == (self.steps is None):
             raise ConfigError("budget", "give exactly one of {epochs: E} or {steps: S}")
         if self.epochs is not None:
-            _check_number("budget.epochs", self.epochs, "a number > 0", lambda v: v > 0)
+            _check_number("budget.epochs", self.epochs, "a number in (0, 1e6]", lambda v: 0 < v <= 1e6)
         else:
-            _check_int("budget.steps", self.steps, 1)
+            _check_int("budget.steps", self.steps, 1, MAX_STEPS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,9 +136,13 @@ class EvalConfig:
         if self.points is not None and self.every_steps is not None:
             raise ConfigError("eval", "give one of {points: P} or {every_steps: K}, not both")
         if self.every_steps is not None:
-            _check_int("eval.every_steps", self.every_steps, 1)
+            _check_int("eval.every_steps", self.every_steps, 1, MAX_STEPS)
         else:
-            _check_int("eval.points", 20 if self.points is None else self.points, 1)
+            _check_int("eval.points", 20 if self.points is None else self.points, 1, 100_000)
+
+    def to_trial(self) -> dict:
+        """The canonical mapping that goes into a trial config."""
+        return {"every_steps": self.every_steps} if self.every_steps is not None else {"points": self.points or 20}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,8 +153,8 @@ class ResourcesConfig:
     """GPUs per trial (fractions allowed)."""
 
     def __post_init__(self):
-        _check_number("resources.cpu", self.cpu, "a number > 0", lambda v: v > 0)
-        _check_number("resources.gpu", self.gpu, "a number >= 0", lambda v: v >= 0)
+        _check_number("resources.cpu", self.cpu, "a number in (0, 4096]", lambda v: 0 < v <= 4096)
+        _check_number("resources.gpu", self.gpu, "a number in [0, 1024]", lambda v: 0 <= v <= 1024)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,7 +165,7 @@ class PackingConfig:
     """Memory budget of one pack in MiB; default: measured (a share of the node's free memory)."""
 
     def __post_init__(self):
-        _check_int("packing.max_members", self.max_members, 1)
+        _check_int("packing.max_members", self.max_members, 1, 1 << 16)
         if self.memory_mb is not None:
             _check_number("packing.memory_mb", self.memory_mb, "a number > 0", lambda v: v > 0)
 
@@ -198,7 +176,8 @@ class SweepConfig:
     """Sweep name; also the folder name under the results directory."""
     task: dict
     """Validated task: {'name': ..., **options}."""
-    model: ModelConfig
+    fixed: dict = field(default_factory=dict)
+    """Axis values set for every trial by the sections (model, optimizer, schedule); ``axes`` override them."""
     axes: dict = field(default_factory=dict)
     """Axis name -> parsed axis (see scaling.axes)."""
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -223,64 +202,68 @@ class SweepConfig:
                               "digits, '_', '-', '.' (it becomes a folder name, so no '/' or '..')")
         if not isinstance(self.engine, str) or self.engine not in ENGINES:
             raise ConfigError("engine", f"value {self.engine!r} is not allowed; choose one of {sorted(ENGINES)}")
-        _check_int("retries", self.retries, 0)
-        _check_int("workers_per_trial", self.workers_per_trial, 1)
-        batch = self.axes.get("batch_size")
+        _check_int("retries", self.retries, 0, 100)
+        _check_int("workers_per_trial", self.workers_per_trial, 1, 1024)
         k = self.workers_per_trial
-        for b in (batch.bounds() if batch is not None else ()):
+        for b in self.possible("batch_size"):
             if b % k:
                 raise ConfigError("workers_per_trial", f"batch_size {b} is not divisible by "
                                   f"workers_per_trial {k}; the global batch is split evenly across workers")
 
+    def possible(self, name: str) -> tuple:
+        """The values (or, for a random axis, the bounds) axis ``name`` takes in this sweep."""
+        if name in self.axes:
+            return self.axes[name].bounds()
+        if name in self.fixed:
+            return (self.fixed[name],)
+        f = schema.BY_NAME[name]
+        return () if callable(f.default) or f.default is None else (f.default,)
+
     def count(self) -> int:
-        """Number of trials the sweep expands to, computed without expanding it."""
+        """Number of axis points the sweep expands to, computed without expanding it
+        (combinations with batch_size > n_train among them; see ``skipped``)."""
         return axes_mod.count(self.axes, self.search)
 
-    def trials(self, limit: int | None = MAX_TRIALS) -> list[dict]:
-        """Expand into trial configs (plain dicts), in a stable order."""
+    def skipped(self) -> int | None:
+        """Grid combinations left out because batch_size > n_train (None: random, known only
+        after drawing)."""
+        n, b = self.axes.get("n_train"), self.axes.get("batch_size")
+        if any(isinstance(a, axes_mod.RandomAxis) for a in (n, b)):
+            return None
+        pairs = itertools.product(self.possible("n_train"), self.possible("batch_size"))
+        bad = sum(bs > nt for nt, bs in pairs)
+        others = self.count() // max(1, len(self.possible("n_train")) * len(self.possible("batch_size")))
+        return bad * others
+
+    def points(self) -> Iterator[dict]:
+        """Axis points {name: value} with the sections' values filled in, B <= N only."""
+        for point in axes_mod.expand(self.axes, self.search):
+            values = {**self.fixed, **point}
+            if values["batch_size"] <= values["n_train"]:
+                yield values
+
+    def trials(self, limit: int | None = MAX_TRIALS) -> list[Trial]:
+        """Expand into trials, in a stable order (each once; random draws may repeat a point)."""
         n = self.count()
         if limit is not None and n > limit:
             raise ConfigError("axes", f"the sweep expands to {n:,} trials, over the limit of {limit:,}; "
                               "shrink the axes or pass --allow-large if you mean it")
-        base = {"task": self.task, "model": self.model, "budget": self.budget, "eval": self.eval,
-                "metrics": self.metrics}
-        unique: dict[str, dict] = {}
-        for point in axes_mod.expand(self.axes, self.search):
-            trial = make_trial(base, point)
-            unique.setdefault(trial_id(trial), trial)  # random draws may repeat a point
+        unique: dict[str, Trial] = {}
+        for values in self.points():
+            trial = self.make(values)
+            unique.setdefault(trial.trial_id, trial)
+        if not unique:  # random draws only: a grid like this is refused when parsed
+            raise ConfigError("axes.batch_size", "every drawn combination has batch_size > n_train, which "
+                              "would repeat examples inside a batch; draw batch sizes up to n_train or "
+                              "raise search.samples")
         return list(unique.values())
 
-
-def trial_id(trial: dict) -> str:
-    """Stable id of a trial: a hash of its canonical JSON, the same on any machine and run."""
-    blob = json.dumps(trial, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def make_trial(base: dict, point: dict) -> dict:
-    """The canonical, JSON-able trial config from a sweep's fixed parts and one axis point."""
-    model, budget, ev = base["model"], base["budget"], base["eval"]
-    trial = {
-        "task": dict(base["task"]),
-        "model": {"name": model.name, "width": int(point.get("width", model.width)),
-                  "depth": int(point.get("depth", model.depth))},
-        "n_train": int(point["n_train"]),
-        "batch_size": int(point["batch_size"]),
-        "lr": axes_mod.canon(point["lr"]),
-        "momentum": axes_mod.canon(point.get("momentum", 0.0)),
-        "weight_decay": axes_mod.canon(point.get("weight_decay", 0.0)),
-        "seed": int(point.get("seed", 0)),
-        "budget": ({"epochs": axes_mod.canon(budget.epochs)} if budget.epochs is not None
-                   else {"steps": int(budget.steps)}),
-        "eval": ({"every_steps": int(ev.every_steps)} if ev.every_steps is not None
-                 else {"points": int(ev.points or 20)}),
-    }
-    if getattr(model, "heads", None) is not None:
-        trial["model"]["heads"] = int(model.heads)
-    metrics = base.get("metrics")
-    if metrics is not None and metrics.enabled:  # absent otherwise, so older trial ids stay the same
-        trial["metrics"] = metrics.to_trial()
-    return trial
+    def make(self, values: dict) -> Trial:
+        """The trial of one axis point (values of this sweep's axes and sections)."""
+        budget = ({"epochs": self.budget.epochs} if self.budget.epochs is not None
+                  else {"budget_steps": self.budget.steps})
+        return make_trial(self.task, {**values, **budget}, eval=self.eval.to_trial(),
+                          metrics=self.metrics.to_trial() if self.metrics.enabled else None)
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> SweepConfig:
@@ -329,23 +312,29 @@ def parse_config(raw: Any) -> SweepConfig:
         if key not in raw:
             raise ConfigError(key, "missing; every sweep needs name, task, axes and budget")
     task = validate_task(raw["task"])
-    model = _section(ModelConfig, "model", raw.get("model", {}))
     search = _section(SearchConfig, "search", raw.get("search", {}))
+    fixed = _parse_sections(raw)
     axes = axes_mod.parse_axes(raw["axes"], search.kind == "random")
-    _check_axis_ranges(axes, task)
-    _check_model_fits_task(model, task, axes)
+    budget = _section(BudgetConfig, "budget", raw["budget"])
+    possible = _possible_values(fixed, axes)
+    _check_task_fits(task, possible)
+    _check_model_fits_task(task, possible)
+    _check_schedule(possible)
+    _check_applicable(possible, axes)
+    _check_steps(budget, possible)
     metrics = _section(MetricsConfig, "metrics", raw.get("metrics", {}) or {})
     workers = raw.get("workers_per_trial", 1)
+    model = possible["model"][0]
     if metrics.enabled and isinstance(workers, int) and workers > 1:
         raise ConfigError("metrics", f"metrics are measured in one-process trials only, not with "
                           f"workers_per_trial: {workers}; drop one or the other")
-    if isinstance(workers, int) and workers > 1 and (model.name != "mlp" or not packable(task)):
+    if isinstance(workers, int) and workers > 1 and (model != "mlp" or not packable(task)):
         raise ConfigError("workers_per_trial", f"data-parallel trials (workers_per_trial: {workers}) "
                           "train the MLP on built-in vector and image tasks only; got model "
-                          f"{model.name!r} on task {task['name']!r}")
+                          f"{model!r} on task {task['name']!r}")
     single_only = metrics.enabled or not packable(task)
     engine = raw.get("engine", "single" if single_only else "packed")
-    if engine == "packed" and single_only and model.name == "mlp":
+    if engine == "packed" and single_only and model == "mlp":
         why = "metrics are measured" if metrics.enabled else "this task is trained"
         raise ConfigError("engine", f"'packed' cannot train this sweep: {why} by the single engine only; "
                           "use engine: single (the default here)")
@@ -353,10 +342,10 @@ def parse_config(raw: Any) -> SweepConfig:
         name=raw["name"],
         description=_typed("description", raw.get("description", ""), str),
         task=task,
-        model=model,
+        fixed=fixed,
         axes=axes,
         search=search,
-        budget=_section(BudgetConfig, "budget", raw["budget"]),
+        budget=budget,
         eval=_section(EvalConfig, "eval", raw.get("eval", {}) or {}),
         resources=_section(ResourcesConfig, "resources", raw.get("resources", {}) or {}),
         engine=engine,
@@ -365,27 +354,108 @@ def parse_config(raw: Any) -> SweepConfig:
         workers_per_trial=raw.get("workers_per_trial", 1),
         metrics=metrics,
     )
+    if min(possible["batch_size"]) > max(possible["n_train"]):
+        raise ConfigError("axes.batch_size", f"every batch_size (from {min(possible['batch_size'])}) is larger "
+                          f"than every n_train (up to {max(possible['n_train'])}), which would repeat examples "
+                          "inside a batch; use batch sizes up to n_train")
     return sweep
 
 
-def _check_model_fits_task(model: ModelConfig, task: dict, axes: dict) -> None:
+def _parse_sections(raw: dict) -> dict:
+    """{axis name: value} from the sections (``model: {name: cnn, width: 64}``,
+    ``optimizer: adamw``, ``schedule: {name: cosine, warmup_frac: 0.05}``)."""
+    fixed: dict = {}
+    for section in SECTIONS:
+        body = raw.get(section, {}) or {}
+        fields = {f.config_key: f for f in schema.AXES if f.section == section}
+        if isinstance(body, str) and "name" in fields:
+            body = {"name": body}
+        if not isinstance(body, dict):
+            raise ConfigError(section, f"expected a mapping like {{name: ...}}, got {body!r}")
+        for key, value in body.items():
+            if key not in fields:
+                raise ConfigError(f"{section}.{_key_text(key)}", f"unknown key; allowed: {sorted(fields)}")
+            f = fields[key]
+            where = f"{section}.{key}"
+            fixed[f.name] = axes_mod.value(where, value, f)
+            axes_mod.check(where, fixed[f.name], f)
+    return fixed
+
+
+def _possible_values(fixed: dict, axes: dict) -> dict:
+    """{axis name: the values (bounds for random axes) it can take}, defaults resolved."""
+    out: dict = {}
+    for f in schema.AXES:
+        if f.name == "task":
+            continue
+        if f.name in axes:
+            out[f.name] = tuple(axes[f.name].bounds())
+        elif f.name in fixed:
+            out[f.name] = (fixed[f.name],)
+        else:
+            out[f.name] = (f.default_for({k: v[0] for k, v in out.items()}),)
+    return out
+
+
+def _check_task_fits(task: dict, possible: dict) -> None:
+    limit = task_train_size(task)
+    for n in possible["n_train"]:
+        if n > limit:
+            raise ConfigError("axes.n_train", f"value {n!r} is out of range; expected an integer in "
+                              f"[1, {limit}] (the {task['name']!r} task has {limit} training examples)")
+
+
+def _check_model_fits_task(task: dict, possible: dict) -> None:
     """The model can read the task's inputs, and the transformer's widths split into its heads."""
-    if model.name == "task":
+    model, heads = possible["model"][0], possible["heads"][0]
+    if heads is not None and model != "transformer":
+        raise ConfigError("model.heads", f"only the transformer has attention heads, not {model!r}")
+    if model == "task":
         if not own_model(task):
             raise ConfigError("model.name", f"'task' uses the task's own model, but task {task['name']!r} "
                               "gives no make_model; choose one of "
-                              f"{sorted(MODELS - {'task'})} or add make_model to the plug-in")
+                              f"{sorted(set(MODELS) - {'task'})} or add make_model to the plug-in")
         return
     kind = task_kind(task)
-    if kind not in MODEL_INPUTS[model.name]:
+    if kind not in MODEL_INPUTS[model]:
         fits = sorted(m for m, kinds in MODEL_INPUTS.items() if kind in kinds)
-        raise ConfigError("model.name", f"model {model.name!r} cannot read the {kind} of task "
+        raise ConfigError("model.name", f"model {model!r} cannot read the {kind} of task "
                           f"{task['name']!r}; models for {kind}: {fits}")
-    if model.heads is not None:
-        widths = axes["width"].bounds() if "width" in axes else (model.width,)
-        for width in widths:
-            if width % model.heads:
-                raise ConfigError("model.heads", f"width {width} is not a multiple of heads {model.heads}")
+    if heads is not None:
+        for width in possible["width"]:
+            if width % heads:
+                raise ConfigError("model.heads", f"width {width} is not a multiple of heads {heads}")
+
+
+def _check_schedule(possible: dict) -> None:
+    if any(possible["warmup_steps"]) and any(possible["warmup_frac"]):
+        raise ConfigError("schedule", "give warmup_steps or warmup_frac, not both")
+
+
+def _check_applicable(possible: dict, axes: dict) -> None:
+    """A field set to something other than its default must apply to some trial of the sweep
+    (``beta2`` needs optimizer adamw, ``decay_frac`` schedule wsd, ...)."""
+    for f in schema.AXES:
+        if f.applies is None or f.name == "task":
+            continue
+        if all(v == f.default_for({k: p[0] for k, p in possible.items()}) for v in possible[f.name]):
+            continue
+        if not any(f.applies(dict(zip(possible, combo))) for combo in itertools.product(*possible.values())):
+            where = f"axes.{f.name}" if f.name in axes else f"{f.section or 'axes'}.{f.config_key}"
+            raise ConfigError(where, f"{f.name} ({f.doc}) does not apply to any trial of this sweep "
+                              f"(optimizer {list(possible['optimizer'])}, schedule "
+                              f"{list(possible['schedule'])}); drop it or change those")
+
+
+def _check_steps(budget: BudgetConfig, possible: dict) -> None:
+    """No trial's budget may exceed MAX_STEPS optimizer steps."""
+    if budget.steps is not None:
+        return
+    steps = budget.epochs * max(possible["n_train"]) / min(possible["batch_size"])
+    if steps > MAX_STEPS:
+        raise ConfigError("budget.epochs", f"{budget.epochs:g} epochs of n_train {max(possible['n_train'])} "
+                          f"at batch_size {min(possible['batch_size'])} is {steps:.3g} steps, over the "
+                          f"limit of {MAX_STEPS:,}; lower the epochs or raise the smallest batch_size")
 
 
 def _check_shape(raw: Any) -> None:
@@ -418,37 +488,20 @@ def _key_text(key: Any) -> str:
     return key if isinstance(key, str) else repr(key)
 
 
+def _key_text(key: Any) -> str:
+    if isinstance(key, int) and not isinstance(key, bool) and not -INT64 <= key < INT64:
+        return "<huge integer>"
+    return key if isinstance(key, str) else repr(key)
+
+
 def _section(cls, key: str, raw: Any):
     if not isinstance(raw, dict):
         raise ConfigError(key, f"expected a mapping, got {raw!r}")
     allowed = cls.__dataclass_fields__
     for k in raw:
         if k not in allowed:
-            raise ConfigError(f"{key}.{k}", f"unknown key; allowed: {sorted(allowed)}")
+            raise ConfigError(f"{key}.{_key_text(k)}", f"unknown key; allowed: {sorted(allowed)}")
     return cls(**raw)
-
-
-def _check_axis_ranges(axes: dict, task: dict) -> None:
-    limit = task_train_size(task)
-    checks = {
-        "n_train": (lambda v: 1 <= v <= limit,
-                    f"an integer in [1, {limit}] (the {task['name']!r} task has {limit} training examples)"),
-        "batch_size": (lambda v: v >= 1, "an integer >= 1"),
-        "lr": (lambda v: v > 0, "a number > 0 (the learning rate)"),
-        "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-        "weight_decay": (lambda v: v >= 0, "a number >= 0"),
-        "seed": (lambda v: v >= 0, "an integer >= 0"),
-        "width": (lambda v: v >= 1, "an integer >= 1"),
-        "depth": (lambda v: v >= 0, "an integer >= 0"),
-    }
-    for name, axis in axes.items():
-        ok, allowed = checks[name]
-        for value in axis.bounds():
-            if not ok(value):
-                raise ConfigError(f"axes.{name}", f"value {value!r} is out of range; expected {allowed}")
-            if name in axes_mod.INT_AXES and value >= INT64:
-                raise ConfigError(f"axes.{name}", f"value {value!r} is out of range; the store keeps "
-                                  "64-bit integers")
 
 
 def _typed(key: str, value: Any, kind: type):
@@ -457,11 +510,11 @@ def _typed(key: str, value: Any, kind: type):
     return value
 
 
-def _check_int(key: str, value: Any, minimum: int) -> None:
+def _check_int(key: str, value: Any, minimum: int, maximum: int = INT64 - 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(key, f"expected an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ConfigError(key, f"value {value!r} is out of range; expected an integer >= {minimum}")
+    if not minimum <= value <= maximum:
+        raise ConfigError(key, f"value {value!r} is out of range; expected an integer in [{minimum}, {maximum:,}]")
 
 
 def _check_number(key: str, value: Any, allowed: str, ok) -> None:
@@ -469,36 +522,3 @@ def _check_number(key: str, value: Any, allowed: str, ok) -> None:
         raise ConfigError(key, f"expected {allowed}, got {value!r}")
     if not ok(value):
         raise ConfigError(key, f"value {value!r} is out of range; expected {allowed}")
-
-
-def total_steps(trial: dict) -> int:
-    """Optimizer steps in a trial's budget: ``steps``, or ceil(epochs * n_train / batch_size)."""
-    budget = trial["budget"]
-    if "steps" in budget:
-        return int(budget["steps"])
-    return max(1, math.ceil(budget["epochs"] * trial["n_train"] / trial["batch_size"]))
-
-
-def noise_scale(lr: float, n_train: int, batch_size: int, momentum: float) -> float:
-    """SGD noise scale g = eps N / (B (1 - m)) (Smith & Le 2018)."""
-    return lr * n_train / (batch_size * (1.0 - momentum))
-
-
-def config_columns(trial: dict) -> dict:
-    """The flat, queryable columns of a trial config (the full config is kept as JSON too)."""
-    return {
-        "trial_id": trial_id(trial),
-        "task": trial["task"]["name"],
-        "model": trial["model"]["name"],
-        "width": trial["model"]["width"],
-        "depth": trial["model"]["depth"],
-        "n_train": trial["n_train"],
-        "batch_size": trial["batch_size"],
-        "lr": trial["lr"],
-        "momentum": trial["momentum"],
-        "weight_decay": trial["weight_decay"],
-        "seed": trial["seed"],
-        "epochs": trial["budget"].get("epochs"),
-        "noise_scale": noise_scale(trial["lr"], trial["n_train"], trial["batch_size"], trial["momentum"]),
-        "config": json.dumps(trial, sort_keys=True, separators=(",", ":")),
-    }

@@ -16,6 +16,12 @@ only headers, sizes and the small label files, and raises a one-line
 ranges). Images are scaled to [0, 1] and standardised with the training pool's
 statistics, and stored flattened (n, C*H*W) float32 with their shape beside them,
 so an MLP reads them as vectors and a CNN reshapes them.
+
+Validation sets are carved out of the training files before anything else, with a
+fixed seed (``VAL_SPLIT_SEED``), so they are disjoint from every trial's training
+subset and the pool's subsets stay nested: images keep ``min(5000, n // 10)`` of
+the training images for validation (5,000 for MNIST, Fashion-MNIST and CIFAR-10);
+text keeps as many bytes before the test part as the test part has.
 """
 
 from __future__ import annotations
@@ -37,6 +43,21 @@ CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR_TEST = "test_batch.bin"
 CIFAR_RECORD = 1 + 3 * 32 * 32
 CIFAR_SUBDIR = "cifar-10-batches-bin"  # where the official tarball extracts to
+VAL_SPLIT_SEED = 20261201
+MAX_VAL_IMAGES = 5000
+
+
+def image_val_size(n_train_files: int) -> int:
+    """Validation images carved from ``n_train_files`` training images."""
+    return min(MAX_VAL_IMAGES, n_train_files // 10)
+
+
+def val_split(n: int, n_val: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pool indices in file order, validation indices): a fixed random n_val of range(n)."""
+    val = np.sort(np.random.default_rng(VAL_SPLIT_SEED).permutation(n)[:n_val])
+    keep = np.ones(n, dtype=bool)
+    keep[val] = False
+    return np.flatnonzero(keep), val
 
 
 def resolve_path(key: str, value: str) -> str:
@@ -210,9 +231,10 @@ def load_cifar10(key: str, folder: str) -> dict[str, np.ndarray]:
             "test_images": x_test, "test_labels": y_test}
 
 
-def standardise(train: np.ndarray, test: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
+def standardise(train: np.ndarray, others: list[np.ndarray], channels: int) -> list[np.ndarray]:
     """uint8 images (n, C*H*W) -> float32, scaled to [0, 1] and standardised per channel
-    with the training pool's mean and standard deviation (from byte counts, so no copy)."""
+    with the training pool's mean and standard deviation (from byte counts, so no copy);
+    returns the pool and then ``others`` (validation, test) transformed alike."""
     levels = np.arange(256) / 255.0
     stats = []
     for block in np.split(train, channels, axis=1):
@@ -221,20 +243,21 @@ def standardise(train: np.ndarray, test: np.ndarray, channels: int) -> tuple[np.
         std = float(np.sqrt(counts @ (levels - mean) ** 2 / counts.sum()))
         stats.append((mean, std + 1e-3))
     out = []
-    for x in (train, test):
+    for x in (train, *others):
         x = x.reshape(len(x), channels, -1).astype(np.float32) / 255.0
         for c, (mean, std) in enumerate(stats):
             x[:, c] = (x[:, c] - mean) / std
         out.append(x.reshape(len(x), -1))
-    return out[0], out[1]
+    return out
 
 
 # ---- text (bytes) ------------------------------------------------------------------------
 
 def text_split(size: int, test_fraction: float) -> tuple[int, int]:
-    """(train bytes, test bytes): the test part is the file's last ``test_fraction``."""
+    """(train bytes, test bytes): the test part is the file's last ``test_fraction``, and the
+    validation part as many bytes just before it (so the training part is what is left)."""
     test = int(size * test_fraction)
-    return size - test, test
+    return size - 2 * test, test
 
 
 def check_text(key: str, path: str, context: int, test_fraction: float) -> int:
@@ -245,10 +268,11 @@ def check_text(key: str, path: str, context: int, test_fraction: float) -> int:
     size = os.path.getsize(path)
     train, test = text_split(size, test_fraction)
     if min(train, test) < context + 1:
-        need = int(np.ceil((context + 1) / min(test_fraction, 1 - test_fraction)))
-        raise ConfigError(key, f"{path!r} has {size} bytes, too few for windows of context {context} in both "
-                          f"the train part and the test part ({test_fraction:g} of the file); "
-                          f"expected at least {need} bytes, or a smaller context")
+        need = int(np.ceil((context + 1) / min(test_fraction, 1 - 2 * test_fraction))) if test_fraction < 0.5 else 0
+        hint = f"expected at least {need} bytes, or a smaller context" if need else "use a test_fraction below 0.5"
+        raise ConfigError(key, f"{path!r} has {size} bytes, too few for windows of context {context} in the "
+                          f"train part and in the validation and test parts ({test_fraction:g} of the file "
+                          f"each); {hint}")
     return size
 
 
@@ -298,12 +322,14 @@ def _check_n_test(options: dict, available: int) -> None:
 
 
 def idx_train_size(options: dict) -> int:
-    return read_idx_header("task.data_dir", _idx_path("task.data_dir", options["data_dir"],
-                                                      IDX_FILES["train_images"]), 3, "image").dims[0]
+    n = read_idx_header("task.data_dir", _idx_path("task.data_dir", options["data_dir"],
+                                                   IDX_FILES["train_images"]), 3, "image").dims[0]
+    return n - image_val_size(n)
 
 
 def cifar_train_size(options: dict) -> int:
-    return sum(n for _, n in check_cifar10("task.data_dir", options["data_dir"])[0])
+    n = sum(n for _, n in check_cifar10("task.data_dir", options["data_dir"])[0])
+    return n - image_val_size(n)
 
 
 def text_train_size(options: dict) -> int:
@@ -319,20 +345,29 @@ def load_images(name: str, options: dict) -> dict:
         raw = load_idx("task.data_dir", options["data_dir"])
         shape = (1, *raw["train_images"].shape[1:])
     n_test = options["n_test"] or len(raw["test_labels"])
-    train = raw["train_images"].reshape(len(raw["train_labels"]), -1)
-    x_train, x_test = standardise(train, raw["test_images"][:n_test].reshape(n_test, -1), shape[0])
-    return {"x_train": x_train, "y_train": raw["train_labels"].astype(np.int64), "x_test": x_test,
-            "y_test": raw["test_labels"][:n_test].astype(np.int64), "n_classes": 10, "input_shape": shape}
+    images = raw["train_images"].reshape(len(raw["train_labels"]), -1)
+    labels = raw["train_labels"].astype(np.int64)
+    pool, val = val_split(len(labels), image_val_size(len(labels)))
+    val = val[: options["n_test"] or len(val)]
+    x_train, x_val, x_test = standardise(images[pool], [images[val], raw["test_images"][:n_test].reshape(n_test, -1)],
+                                         shape[0])
+    return {"x_train": x_train, "y_train": labels[pool], "x_val": x_val if len(val) else None,
+            "y_val": labels[val] if len(val) else None, "x_test": x_test,
+            "y_test": raw["test_labels"][:n_test].astype(np.int64), "n_classes": 10, "input_shape": shape,
+            "data_version": "2"}
 
 
 def load_text(options: dict) -> dict:
     """The fields of a ``scaling.tasks.Dataset`` for next-byte prediction on a file (vocabulary 256)."""
     data = read_bytes("task.path", options["path"])
-    cut, _ = text_split(len(data), options["test_fraction"])
+    cut, test = text_split(len(data), options["test_fraction"])
     context = options["context"]
     x_train, y_train = windows(data[:cut], context)
-    x_test, y_test = windows(data[cut:], context)
+    x_val, y_val = windows(data[cut:cut + test], context)
+    x_test, y_test = windows(data[cut + test:], context)
     if options["n_test"]:
-        x_test, y_test = x_test[: options["n_test"]], y_test[: options["n_test"]]
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, "n_classes": 256,
-            "input_shape": (context,), "tokens_per_example": context}
+        k = options["n_test"]
+        x_val, y_val, x_test, y_test = x_val[:k], y_val[:k], x_test[:k], y_test[:k]
+    return {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val, "x_test": x_test,
+            "y_test": y_test, "n_classes": 256, "input_shape": (context,), "tokens_per_example": context,
+            "data_version": "2"}

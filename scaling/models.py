@@ -127,6 +127,12 @@ class _Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
 
+    def matmul_flops(self, inputs, output) -> float:
+        """FLOPs of the two attention matmuls (q·kᵀ and weights·v), forward only; their
+        projections are nn.Linear layers, counted on their own."""
+        b, t, w = inputs[0].shape
+        return 2 * 2 * b * t * t * w
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, t, w = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)

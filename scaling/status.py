@@ -16,7 +16,8 @@ def expected_trials(store: Store, sweep: str) -> int | None:
     path = "/".join([store.root, sweep, "sweep.yaml"]) if sweep else store.root + "/sweep.yaml"
     try:
         with store.fs.open_input_stream(path) as f:
-            return parse_config(yaml.safe_load(f.read().decode())).count()
+            cfg = parse_config(yaml.safe_load(f.read().decode()))
+            return cfg.count() - (cfg.skipped() or 0)
     except (OSError, UserError, yaml.YAMLError, UnicodeDecodeError):
         return None
 

@@ -28,33 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from scaling.errors import StoreError
-
-_TS = pa.timestamp("us", tz="UTC")
-TRIALS_SCHEMA = pa.schema([
-    ("sweep", pa.string()), ("trial_id", pa.string()), ("run_id", pa.string()),
-    ("status", pa.string()), ("error", pa.string()),
-    ("task", pa.string()), ("model", pa.string()), ("width", pa.int64()), ("depth", pa.int64()),
-    ("n_train", pa.int64()), ("batch_size", pa.int64()), ("lr", pa.float64()),
-    ("momentum", pa.float64()), ("weight_decay", pa.float64()), ("seed", pa.int64()),
-    ("epochs", pa.float64()), ("steps", pa.int64()), ("examples_seen", pa.int64()),
-    ("noise_scale", pa.float64()), ("n_params", pa.int64()),
-    ("train_loss", pa.float64()), ("test_loss", pa.float64()), ("test_acc", pa.float64()),
-    ("wall_s", pa.float64()), ("host", pa.string()), ("start_time", _TS), ("end_time", _TS),
-    ("version", pa.string()), ("engine", pa.string()), ("config", pa.string()),
-    # appended later; null where not measured (see scaling.metrics)
-    ("sharpness_init", pa.float64()), ("sharpness_final", pa.float64()),
-])
-CURVES_SCHEMA = pa.schema([
-    ("sweep", pa.string()), ("trial_id", pa.string()), ("run_id", pa.string()),
-    ("step", pa.int64()), ("epoch", pa.float64()), ("examples_seen", pa.int64()),
-    ("train_loss", pa.float64()), ("test_loss", pa.float64()), ("test_acc", pa.float64()),
-    ("wall_s", pa.float64()),
-    # appended later; null where not measured (see scaling.metrics)
-    ("b_simple", pa.float64()), ("grad_sq_norm", pa.float64()), ("grad_cov_trace", pa.float64()),
-    ("example_grad_norm_mean", pa.float64()), ("example_grad_norm_std", pa.float64()),
-])
-TABLES = {"trials": TRIALS_SCHEMA, "curves": CURVES_SCHEMA}
-
+from scaling.schema import CURVES_SCHEMA, TABLES, TRIALS_SCHEMA  # noqa: F401 (re-exported)
 
 class Store:
     """One results root (local path or URI) and the sweeps under it."""
@@ -174,14 +148,11 @@ class Store:
                 return tables
         raise StoreError(f"parts of {self.uri!r} keep vanishing while being read; is a compaction looping?")
 
-    def finished(self, sweep: str, statuses=("ok", "diverged", "failed")) -> dict[str, str]:
-        """{trial_id: status} of the stored trials of a sweep whose status is in ``statuses``."""
-        out: dict[str, str] = {}
-        for t in self.read_table_parts([sweep], "trials", ["trial_id", "status"]):
-            for tid, status in zip(t.column("trial_id").to_pylist(), t.column("status").to_pylist()):
-                if status in statuses:
-                    out[tid] = status
-        return out
+    def finished(self, sweep: str, statuses=("ok", "diverged", "failed")) -> dict[str, tuple]:
+        """{trial_id: (status, code_version, data_version)} of the stored trials of a sweep whose
+        status is in ``statuses`` (versions None in parts of the first release)."""
+        found = _status_map(self.read_table_parts([sweep], "trials"))
+        return {tid: v for tid, v in found.items() if v[0] in statuses}
 
     def stored(self, sweep: str, trial_ids: list[str]) -> set[str]:
         """Which of ``trial_ids`` have a trials part of their own (one listing call)."""
@@ -189,14 +160,12 @@ class Store:
         infos = self.fs.get_file_info(paths)
         return {tid for tid, info in zip(trial_ids, infos) if info.type == pafs.FileType.File}
 
-    def statuses(self, sweep: str, trial_ids: list[str]) -> dict[str, str]:
-        """{trial_id: status} of those of ``trial_ids`` stored in parts of their own."""
+    def statuses(self, sweep: str, trial_ids: list[str]) -> dict[str, tuple]:
+        """{trial_id: (status, code_version, data_version)} of those of ``trial_ids`` stored in
+        parts of their own."""
         have = self.stored(sweep, trial_ids)
         paths = [self._join(sweep, "trials", f"{tid}.parquet") for tid in trial_ids if tid in have]
-        out = {}
-        for t in self.read_parts(paths, ["trial_id", "status"]):
-            out.update(zip(t.column("trial_id").to_pylist(), t.column("status").to_pylist()))
-        return out
+        return _status_map(self.read_parts(paths))
 
     def raw_table(self, table: str) -> pa.Table:
         """Every row of a table across sweeps, as stored (duplicates included)."""
@@ -209,6 +178,18 @@ class Store:
             if field.name not in merged.column_names:
                 merged = merged.append_column(field, pa.nulls(len(merged), field.type))
         return merged
+
+
+def _status_map(tables: list[pa.Table]) -> dict[str, tuple]:
+    """{trial_id: (status, code_version, data_version)} of trials parts (versions None where a
+    part of the first release has no such column)."""
+    out: dict[str, tuple] = {}
+    names = ("trial_id", "status", "code_version", "data_version")
+    for t in tables:
+        cols = [t.column(n).to_pylist() if n in t.column_names else [None] * len(t) for n in names]
+        for tid, status, code, data in zip(*cols):
+            out[tid] = (status, code, data)
+    return out
 
 
 def load_tables(root: str) -> tuple[pa.Table, pa.Table]:

@@ -35,6 +35,12 @@ returns a :class:`Dataset` (or a mapping of its fields):
   draw their ``n_train`` examples from it) and the fixed test set. Features are
   float32 (vectors, or flattened images with ``input_shape=(C, H, W)``) or
   integer tokens.
+- ``x_val, y_val`` (optional, recommended): a fixed validation set, disjoint from
+  the pool and the test set. The analysis selects the best configuration on it
+  and reports test; without it the ``val_*`` columns are null and the analysis
+  cross-fits over seeds instead.
+- ``data_version`` (optional, default "1"): change it when the data the factory
+  returns changes, so a resume does not mix results from two versions.
 - ``n_classes``: output size of the built-in models (classes, or the vocabulary).
 - ``make_model`` (optional): ``make_model(model: dict) -> torch.nn.Module``, where
   ``model`` is the trial's ``{"name": "task", "width": W, "depth": D}``; chosen
@@ -95,6 +101,12 @@ class Dataset:
     """``loss(output, y) -> scalar tensor`` (a batch mean); None: cross-entropy."""
     metric: Callable | None = None
     """``metric(output, y) -> scalar tensor`` (a batch mean) stored as test_acc; None: accuracy."""
+    x_val: np.ndarray | None = None
+    """Validation features (fixed, disjoint from the pool and the test set), or None."""
+    y_val: np.ndarray | None = None
+    """Validation labels, or None."""
+    data_version: str = "1"
+    """Version of this data (its split and preprocessing); stored with every trial."""
 
     def __post_init__(self):
         if self.input_shape is None and isinstance(self.x_train, np.ndarray):
@@ -129,16 +141,19 @@ class TaskSpec:
     """What the inputs are: 'vectors', 'images' or 'tokens' (which models fit them)."""
     prepare: Callable[[dict], dict] | None = None
     """Resolve paths and check files cheaply (headers, sizes) when the config is parsed."""
+    data_version: str = "1"
+    """Version of the task's split and preprocessing (the first release's data is "1")."""
 
 
 # ---- digits: the 8x8 digits that ship inside scikit-learn -------------------
 
-DIGITS_TEST_SIZE = 297  # 1797 images: 1500 train pool, 297 fixed test
+DIGITS_TEST_SIZE = 297  # 1797 images: 297 fixed test, 300 validation, 1200 train pool
+DIGITS_VAL_SIZE = 300
 DIGITS_SPLIT_SEED = 20170101
 
 
 def _digits_size(options: dict) -> int:
-    return 1797 - DIGITS_TEST_SIZE
+    return 1797 - DIGITS_TEST_SIZE - DIGITS_VAL_SIZE
 
 
 @functools.lru_cache(maxsize=4)
@@ -151,8 +166,10 @@ def _load_digits_cached() -> Dataset:
     x = (bunch.data / 16.0).astype(np.float32)
     y = bunch.target.astype(np.int64)
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(y))
-    test, train = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:]
-    return Dataset(x_train=x[train], y_train=y[train], x_test=x[test], y_test=y[test], n_classes=10)
+    cut = DIGITS_TEST_SIZE + DIGITS_VAL_SIZE
+    test, val, train = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:cut], order[cut:]
+    return Dataset(x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val], x_test=x[test],
+                   y_test=y[test], n_classes=10, data_version="2")
 
 
 def _load_digits(options: dict) -> Dataset:
@@ -182,7 +199,9 @@ def _load_teacher_cached(items: tuple) -> Dataset:
 
     x_train, y_train = sample(o["pool"])
     x_test, y_test = sample(o["n_test"])
-    return Dataset(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, n_classes=k)
+    x_val, y_val = sample(o["n_test"])  # drawn after the test set, so pool and test are as before
+    return Dataset(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test,
+                   y_test=y_test, n_classes=k)
 
 
 def _load_teacher(options: dict) -> Dataset:
@@ -211,13 +230,14 @@ def _image_spec(name: str, prepare, size, what: str) -> TaskSpec:
                 "n_test": (lambda v: v >= 0, "an integer >= 0 (0: the whole test set)")},
         kind="images",
         prepare=prepare,
+        data_version="2",
     )
 
 
 _positive = (lambda v: v >= 1, "an integer >= 1")
 
 TASKS: dict[str, TaskSpec] = {
-    "digits": TaskSpec(defaults={}, train_size=_digits_size, load=_load_digits, checks={}),
+    "digits": TaskSpec(defaults={}, train_size=_digits_size, load=_load_digits, checks={}, data_version="2"),
     "teacher": TaskSpec(
         defaults={
             "input_dim": 32,
@@ -251,10 +271,12 @@ TASKS: dict[str, TaskSpec] = {
         load=_loader("text"),
         checks={"path": (lambda v: True, "a text file"),  # checked by prepare
                 "context": _positive,
-                "test_fraction": (lambda v: 0.0 < v < 1.0, "a number in (0, 1)"),
+                "test_fraction": (lambda v: 0.0 < v < 0.5, "a number in (0, 0.5): the test part, and "
+                                  "as much again for validation"),
                 "n_test": (lambda v: v >= 0, "an integer >= 0 (0: every test window)")},
         kind="tokens",
         prepare=datasets.prepare_text,
+        data_version="2",
     ),
 }
 
@@ -341,14 +363,22 @@ def _check_plugin_data(name: str, out: Any) -> Dataset:
         out = Dataset(**out)
     if not isinstance(out, Dataset):
         raise bad(f"a {type(out).__name__}")
-    arrays = {k: getattr(out, k) for k in ("x_train", "y_train", "x_test", "y_test")}
+    if (out.x_val is None) != (out.y_val is None):
+        raise bad("only one of x_val and y_val; give both or neither")
+    if not isinstance(out.data_version, str) or not out.data_version:
+        raise bad(f"data_version {_show(out.data_version)}; expected a non-empty string")
+    names = ("x_train", "y_train", "x_test", "y_test") + (("x_val", "y_val") if out.x_val is not None else ())
+    arrays = {k: getattr(out, k) for k in names}
     for k, a in arrays.items():
         if not isinstance(a, np.ndarray) or a.ndim < 1 or len(a) == 0:
             raise bad(f"{k} that is not a non-empty numpy array")
         if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.float32):
             raise bad(f"{k} of dtype {a.dtype}; expected float32 or integers (use .astype(np.float32))")
-    if len(out.x_train) != len(out.y_train) or len(out.x_test) != len(out.y_test):
+    if len(out.x_train) != len(out.y_train) or len(out.x_test) != len(out.y_test) or (
+            out.x_val is not None and len(out.x_val) != len(out.y_val)):
         raise bad("x and y of different lengths")
+    if out.x_val is not None and (out.x_val.shape[1:] != out.x_train.shape[1:] or out.x_val.dtype != out.x_train.dtype):
+        raise bad(f"x_val {out.x_val.shape[1:]} {out.x_val.dtype} that differs per example from x_train")
     if out.x_train.shape[1:] != out.x_test.shape[1:] or out.x_train.dtype != out.x_test.dtype:
         raise bad(f"x_train {out.x_train.shape[1:]} {out.x_train.dtype} and x_test "
                   f"{out.x_test.shape[1:]} {out.x_test.dtype} that differ per example")
@@ -485,19 +515,27 @@ def packable(task: dict) -> bool:
             and data.tokens_per_example == 1)
 
 
+def task_data_version(task: dict) -> str:
+    """The data version of a validated task (a plug-in's is its Dataset's)."""
+    if is_plugin(task):
+        return load_task(task).data_version
+    return TASKS[task["name"]].data_version
+
+
 def task_shape(task: dict) -> tuple[int, int, int, int]:
-    """(input_dim, n_classes, train pool size, test size) of a validated task.
+    """(input_dim, n_classes, train pool size, eval size: validation plus test) of a validated task.
 
     Cheap for the built-in vector tasks (no data is loaded, so a sweep driver
     that plans packs imports neither scikit-learn nor torch); other tasks are loaded.
     """
     name, options = task["name"], _options(task)
     if name == "digits":
-        return 64, 10, _digits_size(options), DIGITS_TEST_SIZE
+        return 64, 10, _digits_size(options), DIGITS_TEST_SIZE + DIGITS_VAL_SIZE
     if name == "teacher":
-        return options["input_dim"], options["n_classes"], options["pool"], options["n_test"]
+        return options["input_dim"], options["n_classes"], options["pool"], 2 * options["n_test"]
     data = load_task(task)
-    return data.input_dim, data.n_classes, len(data.y_train), len(data.y_test)
+    n_val = 0 if data.y_val is None else len(data.y_val)
+    return data.input_dim, data.n_classes, len(data.y_train), len(data.y_test) + n_val
 
 
 def load_task(task: dict) -> Dataset:

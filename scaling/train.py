@@ -1,4 +1,4 @@
-"""Train one trial: ``run_trial(config) -> rows``. No Ray, no globals.
+"""Train one trial: ``run_trial(trial) -> rows``, the ``module`` backend of the loop. No Ray, no globals.
 
 The trial's ``seed`` fixes everything random about it:
 
@@ -11,53 +11,33 @@ The trial's ``seed`` fixes everything random about it:
   cut into consecutive batches of ``batch_size``. A batch may straddle two
   epochs; ``epoch`` in the curves is ``examples_seen / n_train``.
 
-A loss that is not finite (or explodes past ``EXPLODED_LOSS``) ends the trial
-with status ``diverged``: a result, not an error.
-
-The model is the MLP (``build_model``), a built-in one from scaling.models, or
-the task's own (a plug-in's ``make_model``); the loss is cross-entropy (over
-the last axis, so per token for a language model) unless the task gives its
-own. A language model's examples are windows of ``context`` bytes, so
-``examples_seen`` counts tokens: steps x batch_size x context. With a
-``metrics`` mapping in the trial, scaling.metrics adds the gradient noise scale
-and per-example gradient norms to the curves and the sharpness at the start and
-end to the trial row.
+The schedule (evals, divergence, finishing, the rows) is :mod:`scaling.loop`'s;
+:class:`ModuleBackend` supplies one ``nn.Module`` trained with autograd and
+``torch.optim`` (SGD or AdamW, the learning rate set each step from the
+trial's schedule). The model is the MLP (``build_model``), a built-in one from
+scaling.models, or the task's own (a plug-in's ``make_model``); the loss is
+cross-entropy (over the last axis, so per token for a language model) unless
+the task gives its own. With a ``metrics`` mapping in the trial,
+scaling.metrics adds the gradient noise scale and per-example gradient norms
+to the curves and the sharpness at the start and end to the trial row.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
-import socket
-import time
-import uuid
-from datetime import datetime, timezone
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaling import __version__, models
-from scaling.config import config_columns, total_steps  # noqa: F401 (re-exported)
+from scaling import models
+from scaling.loop import eval_steps, run_members  # noqa: F401 (re-exported)
+from scaling.schema import total_steps  # noqa: F401 (re-exported)
 from scaling.tasks import Dataset, load_task
 
-EXPLODED_LOSS = 1e4
-"""A training loss above this counts as diverged (cross-entropy of a sane model is O(log classes))."""
-
-
-def exploded(value: float) -> bool:
-    """Whether a minibatch loss ends the trial as diverged: not finite, or above EXPLODED_LOSS."""
-    return not math.isfinite(value) or value > EXPLODED_LOSS
-
-
-def exploded_message(value: float, step: int, lr: float) -> str:
-    """The ``error`` of a trial whose minibatch loss exploded (the same in every engine)."""
-    return f"training loss {value:.4g} at step {step} (lr={lr})"
-
-
-def nonfinite_eval_message(step: int, lr: float) -> str:
-    """The ``error`` of a trial whose train loss was not finite at an eval point."""
-    return f"train loss not finite at step {step} (lr={lr})"
 EVAL_CHUNK = 256
 """Examples per forward pass when evaluating models other than the MLP (which takes all at once)."""
 
@@ -89,6 +69,14 @@ def make_model(model: dict, data: Dataset, seed: int) -> nn.Module:
                 raise ValueError("model 'task' needs a task whose factory gives make_model")
             return data.make_model(dict(model))
         return models.build(model, data)
+
+
+def make_optimizer(params, trial) -> torch.optim.Optimizer:
+    """The trial's ``torch.optim`` optimizer at its peak lr (the loop sets each step's lr)."""
+    if trial.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=trial.lr, betas=(trial.beta1, trial.beta2), eps=trial.eps,
+                                 weight_decay=trial.weight_decay)
+    return torch.optim.SGD(params, lr=trial.lr, momentum=trial.momentum, weight_decay=trial.weight_decay)
 
 
 def cross_entropy(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -123,36 +111,28 @@ class BatchStream:
         return out
 
 
-def eval_steps(trial: dict, steps: int) -> list[int]:
-    """Steps after which the model is evaluated: step 0, log-spaced or regular steps, and the last."""
-    ev = trial["eval"]
-    if "every_steps" in ev:
-        chosen = set(range(0, steps + 1, ev["every_steps"]))
-    else:
-        chosen = {0} | {int(round(s)) for s in np.geomspace(1, steps, max(ev["points"] - 1, 1))}
-    return sorted(chosen | {steps})
+def eval_sets(data: Dataset, device) -> dict:
+    """{'val': (x, y) or None, 'test': (x, y)} as tensors on ``device``."""
+    def pair(x, y):
+        return None if x is None else (torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
+    return {"val": pair(data.x_val, data.y_val), "test": pair(data.x_test, data.y_test)}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x_train, y_train, x_test, y_test, *, loss=None, metric=None,
-             chunk: int | None = None) -> tuple[float, float, float]:
-    """(train_loss on the trial's subset, test_loss, test_acc).
-
-    By default cross-entropy and accuracy over all examples in one pass; ``loss`` and
-    ``metric`` replace them, and ``chunk`` evaluates that many examples at a time
-    (the example-weighted mean of batch means)."""
+def evaluate(model: nn.Module, x_train, y_train, sets: dict, *, loss=None, metric=None,
+             chunk: int | None = None) -> dict:
+    """{train_loss on the trial's subset, val_loss, val_acc, test_loss, test_acc} (val_* None
+    without a validation set). Cross-entropy and accuracy unless ``loss``/``metric`` replace them;
+    ``chunk`` evaluates that many examples at a time (the example-weighted mean of batch means)."""
     model.eval()
-    if loss is None and metric is None and chunk is None:
-        train_loss = F.cross_entropy(model(x_train), y_train).item()
-        logits = model(x_test)
-        test_loss = F.cross_entropy(logits, y_test).item()
-        test_acc = (logits.argmax(dim=1) == y_test).float().mean().item()
-    else:
-        loss, metric = loss or cross_entropy, metric or accuracy
-        (train_loss,) = _chunked_means(model, x_train, y_train, (loss,), chunk)
-        test_loss, test_acc = _chunked_means(model, x_test, y_test, (loss, metric), chunk)
+    loss, metric = loss or cross_entropy, metric or accuracy
+    (train_loss,) = _chunked_means(model, x_train, y_train, (loss,), chunk)
+    out = {"train_loss": train_loss}
+    for name, pair in sets.items():
+        values = (None, None) if pair is None else _chunked_means(model, *pair, (loss, metric), chunk)
+        out[f"{name}_loss"], out[f"{name}_acc"] = values
     model.train()
-    return train_loss, test_loss, test_acc
+    return out
 
 
 def _chunked_means(model: nn.Module, x, y, fns, chunk: int | None) -> list[float]:
@@ -165,101 +145,137 @@ def _chunked_means(model: nn.Module, x, y, fns, chunk: int | None) -> list[float
     return [t / len(x) for t in totals]
 
 
-def run_trial(trial: dict, *, device: str = "cpu") -> dict:
-    """Train the model a trial config describes, and return its rows.
+def count_flops(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Training FLOPs per example: the matmuls and convolutions of one forward and backward
+    pass over ``x``, divided by its length. Gradients are cleared afterwards.
 
-    Returns ``{"trial": row, "curves": [row, ...]}`` where the trial row holds the
-    config columns, ``status`` (ok | diverged), ``error``, final metrics and timing.
-    With ``trial["metrics"]`` the curve rows gain the metrics' columns and the trial
-    row ``sharpness_init``/``sharpness_final`` (see scaling.metrics).
-    Exceptions (bad device, out of memory, bugs) propagate to the caller, which
-    decides about retries and records ``failed``.
-    """
-    start = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
-    data = load_task(trial["task"])
-    seed, n_train, batch = trial["seed"], trial["n_train"], trial["batch_size"]
-    subset = torch.from_numpy(subset_indices(seed, len(data.y_train), n_train))
-    x_pool = torch.from_numpy(data.x_train).to(device)
-    y_pool = torch.from_numpy(data.y_train).to(device)
-    x_train, y_train = x_pool[subset.to(device)], y_pool[subset.to(device)]
-    x_test = torch.from_numpy(data.x_test).to(device)
-    y_test = torch.from_numpy(data.y_test).to(device)
+    Counted from forward hooks, the way ``torch.utils.flop_counter`` counts them (2 per
+    multiply-add; the backward pass computes the weight gradient and, where the layer's
+    input needs one, the input gradient, each as many FLOPs as the forward), without that
+    module's one-off cost of importing torch._dynamo (about a second per worker process).
+    Layers: ``nn.Linear``, ``nn.Conv2d`` and any module with a ``matmul_flops(inputs,
+    output)`` method (the attention of scaling.models)."""
+    total = [0.0]
 
-    model = make_model(trial["model"], data, seed).to(device)
-    loss_fn = data.loss or cross_entropy
-    scoring = {"loss": data.loss, "metric": data.metric,
-               "chunk": None if trial["model"]["name"] == "mlp" else EVAL_CHUNK}
-    opt = torch.optim.SGD(model.parameters(), lr=trial["lr"], momentum=trial["momentum"],
-                          weight_decay=trial["weight_decay"])
-    steps = total_steps(trial)
-    evals = eval_steps(trial, steps)
-    stream = BatchStream(seed, n_train)
-    tokens = data.tokens_per_example
-    curves: list[dict] = []
-    status, error, done = "ok", None, 0
-    probe = None
-    extra: dict = {}
-    if trial.get("metrics"):
-        from scaling.metrics import TrialMetrics
-
-        probe = TrialMetrics(trial["metrics"], loss_fn, x_train, y_train, seed)
-        if probe.spec.sharpness:
-            extra["sharpness_init"] = probe.sharpness(model)
-    split = probe is not None and probe.ema is not None  # backward in two halves, for the noise scale
-
-    def record(step: int) -> bool:
-        metrics = evaluate(model, x_train, y_train, x_test, y_test, **scoring)
-        curves.append({"step": step, "epoch": step * batch / n_train, "examples_seen": step * batch * tokens,
-                       "train_loss": metrics[0], "test_loss": metrics[1], "test_acc": metrics[2],
-                       "wall_s": time.perf_counter() - t0})
-        if probe is not None:
-            curves[-1].update(probe.curve_values(model, math.isfinite(metrics[0])))
-        return math.isfinite(metrics[0])
-
-    record(0)
-    next_eval = 1
-    for step in range(1, steps + 1):
-        idx = torch.from_numpy(stream.take(batch)).to(device)
-        if split:
-            value = probe.backward(model, x_train[idx], y_train[idx])  # leaves the gradient in .grad
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Linear):
+            forward = 2.0 * inputs[0].numel() // module.in_features * module.in_features * module.out_features
+        elif isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            forward = 2.0 * output.numel() * k
         else:
-            loss = loss_fn(model(x_train[idx]), y_train[idx])
-            value = loss.item()
-        if exploded(value):
-            status, error = "diverged", exploded_message(value, step, trial["lr"])
-            break
-        if not split:
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        opt.step()
-        done = step
-        if step == evals[next_eval]:
-            next_eval += 1
-            if not record(step):
-                status, error = "diverged", nonfinite_eval_message(step, trial["lr"])
-                break
+            forward = float(module.matmul_flops(inputs, output))
+        grads = 1 + (inputs[0].requires_grad if isinstance(module, (nn.Linear, nn.Conv2d)) else 1)
+        total[0] += forward * (1 + grads)
 
-    final = curves[-1] if status == "ok" else {}
-    if probe is not None and probe.spec.sharpness:
-        extra["sharpness_final"] = probe.sharpness(model) if status == "ok" else math.nan
-    row = {
-        **config_columns(trial),
-        "run_id": uuid.uuid4().hex,
-        "status": status,
-        "error": error,
-        "steps": done,
-        "examples_seen": done * batch * tokens,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "train_loss": final.get("train_loss", math.nan),
-        "test_loss": final.get("test_loss", math.nan),
-        "test_acc": final.get("test_acc", math.nan),
-        "wall_s": time.perf_counter() - t0,
-        "host": socket.gethostname(),
-        "start_time": start,
-        "end_time": datetime.now(timezone.utc),
-        "version": __version__,
-        "engine": "single",
-        **extra,
-    }
-    return {"trial": row, "curves": curves}
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Linear, nn.Conv2d)) or hasattr(m, "matmul_flops")]
+    try:
+        loss_fn(model(x), y).backward()
+    finally:
+        for h in handles:
+            h.remove()
+    for p in model.parameters():
+        p.grad = None
+    return total[0] / len(x)
+
+
+@functools.lru_cache(maxsize=32)
+def _flops_cached(task_json: str, model_json: str) -> float:
+    task, model = json.loads(task_json), json.loads(model_json)
+    data = load_task(task)
+    net = make_model(model, data, 0)
+    x, y = torch.from_numpy(data.x_train[:2]), torch.from_numpy(data.y_train[:2])
+    return count_flops(net, data.loss or cross_entropy, x, y)
+
+
+def flops_per_example(trial) -> float:
+    """Training FLOPs per example of the trial's model on its task (cached per process)."""
+    return _flops_cached(json.dumps(trial.task, sort_keys=True), json.dumps(trial.model_spec, sort_keys=True))
+
+
+class ModuleBackend:
+    """One trial as an ``nn.Module`` with autograd and ``torch.optim`` (the loop's ``module`` backend).
+
+    ``shard=(rank, world)`` trains worker ``rank``'s contiguous slice of each global batch
+    (the DDP backend in cluster.ddp builds on that)."""
+
+    name = "module"
+
+    def __init__(self, trials, device: str = "cpu", shard: tuple[int, int] = (0, 1)):
+        if len(trials) != 1:
+            raise ValueError(f"the module backend trains one trial at a time, got {len(trials)}")
+        trial = self.trial = trials[0]
+        data = self.data = load_task(trial.task)
+        rank, world = shard
+        self.lo, self.hi = rank * trial.batch_size // world, (rank + 1) * trial.batch_size // world
+        subset = torch.from_numpy(subset_indices(trial.seed, len(data.y_train), trial.n_train)).to(device)
+        self.x_train = torch.from_numpy(data.x_train).to(device)[subset]
+        self.y_train = torch.from_numpy(data.y_train).to(device)[subset]
+        self.sets = eval_sets(data, device)
+        self.model = self.net = make_model(trial.model_spec, data, trial.seed).to(device)
+        self.loss_fn = data.loss or cross_entropy
+        self.scoring = {"loss": data.loss, "metric": data.metric,
+                        "chunk": None if trial.model == "mlp" else EVAL_CHUNK}
+        self.opt = make_optimizer(self.model.parameters(), trial)
+        self.stream = BatchStream(trial.seed, trial.n_train)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.flops_per_example = flops_per_example(trial)
+        self.tokens_per_example, self.pool_size = data.tokens_per_example, len(data.y_train)
+        self.data_version = data.data_version
+        self.probe, self.extra = None, {}
+        if trial.metrics:
+            from scaling.metrics import TrialMetrics
+
+            self.probe = TrialMetrics(trial.metrics, self.loss_fn, self.x_train, self.y_train, trial.seed)
+            if self.probe.spec.sharpness:
+                self.extra["sharpness_init"] = self.probe.sharpness(self.model)
+        self.split = self.probe is not None and self.probe.ema is not None  # backward in two halves
+        self._loss = None
+
+    def forward(self, step: int) -> torch.Tensor:
+        idx = torch.from_numpy(self.stream.take(self.trial.batch_size)[self.lo:self.hi]).to(self.x_train.device)
+        if self.split:  # leaves the gradient in .grad
+            return torch.tensor([self.probe.backward(self.model, self.x_train[idx], self.y_train[idx])])
+        self._loss = self.loss_fn(self.net(self.x_train[idx]), self.y_train[idx])
+        return self._loss.detach().reshape(1)
+
+    def update(self, lr) -> None:
+        if lr is not None:
+            for group in self.opt.param_groups:
+                group["lr"] = float(lr[0])
+        if not self.split:
+            self.opt.zero_grad(set_to_none=True)
+            self._loss.backward()
+        self.opt.step()
+
+    def evaluate(self, positions: list[int], step: int) -> list[dict]:
+        if not positions:
+            return []
+        metrics = evaluate(self.model, self.x_train, self.y_train, self.sets, **self.scoring)
+        if self.probe is not None:
+            metrics.update(self.probe.curve_values(self.model, math.isfinite(metrics["train_loss"])))
+        return [metrics]
+
+    def keep(self, positions: list[int]) -> None:
+        pass
+
+    def params_of(self, position: int) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def final_extra(self, position: int, ok: bool) -> dict:
+        extra = dict(self.extra)
+        if self.probe is not None and self.probe.spec.sharpness:
+            extra["sharpness_final"] = self.probe.sharpness(self.model) if ok else math.nan
+        return extra
+
+
+def run_trial(trial, *, device: str = "cpu", return_params: bool = False) -> dict:
+    """Train the model a trial describes, and return its rows.
+
+    Returns ``{"trial": row, "curves": [row, ...]}`` (:func:`scaling.loop.result_row`), with
+    ``"params"`` (the final state dict) when ``return_params``. Exceptions (bad device, out of
+    memory, bugs) propagate to the caller, which decides about retries and records ``failed``.
+    """
+    return run_members([trial], lambda trials: ModuleBackend(trials, device), engine="single",
+                       return_params=return_params)[0]

@@ -41,24 +41,27 @@ def cfg(**changes):
 def test_grid_expands_to_the_cartesian_product():
     sweep = cfg()
     trials = sweep.trials()
-    assert sweep.count() == len(trials) == 2 * 6 * 5 * 2 * 3
-    assert sorted({t["batch_size"] for t in trials}) == [4, 8, 16, 32, 64, 128]
-    lrs = sorted({t["lr"] for t in trials})
+    assert sweep.count() == 2 * 6 * 5 * 2 * 3
+    # n_train 100 with batch_size 128 would repeat examples in a batch: left out
+    assert sweep.skipped() == 1 * 5 * 2 * 3 and len(trials) == sweep.count() - sweep.skipped()
+    assert all(t.batch_size <= t.n_train for t in trials)
+    assert sorted({t.batch_size for t in trials}) == [4, 8, 16, 32, 64, 128]
+    lrs = sorted({t.lr for t in trials})
     assert lrs[0] == 0.01 and lrs[-1] == 1.0 and len(lrs) == 5
     assert math.isclose(lrs[2], 0.1, rel_tol=1e-9)
-    assert len({trial_id(t) for t in trials}) == len(trials)
+    assert len({t.trial_id for t in trials}) == len({trial_id(t.to_dict()) for t in trials}) == len(trials)
 
 
 def test_single_values_and_defaults():
     sweep = cfg(axes__n_train=300, axes__momentum=..., axes__seed=..., axes__batch_size=32)
     trials = sweep.trials()
     assert len(trials) == 5
-    assert all(t["n_train"] == 300 and t["momentum"] == 0.0 and t["seed"] == 0 for t in trials)
+    assert all(t.n_train == 300 and t.momentum == 0.0 and t.seed == 0 for t in trials)
 
 
 def test_axes_may_override_model_width():
     trials = cfg(axes__width=[8, 64]).trials()
-    assert sorted({t["model"]["width"] for t in trials}) == [8, 64]
+    assert sorted({t.width for t in trials}) == [8, 64]
 
 
 def test_random_search_is_reproducible_and_mixes_with_grid():
@@ -72,11 +75,11 @@ def test_random_search_is_reproducible_and_mixes_with_grid():
     assert a == b and a != c
     assert len(a) == 8 * 4
     assert more[: len(a)] == a, "adding samples keeps the earlier ones"
-    assert all(1e-5 <= t["lr"] <= 1e-1 and 0.9 <= t["momentum"] <= 0.999 for t in a)
+    assert all(1e-5 <= t.lr <= 1e-1 and 0.9 <= t.momentum <= 0.999 for t in a)
     # each random (lr, momentum) draw is paired with the whole n_train x batch_size grid
     by_draw = {}
     for t in a:
-        by_draw.setdefault((t["lr"], t["momentum"]), set()).add((t["n_train"], t["batch_size"]))
+        by_draw.setdefault((t.lr, t.momentum), set()).add((t.n_train, t.batch_size))
     assert len(by_draw) == 8 and all(len(v) == 4 for v in by_draw.values())
 
 
@@ -103,7 +106,7 @@ def test_trial_id_golden_value():
 def test_expanded_trial_matches_golden_config():
     sweep = cfg(axes={"n_train": 100, "batch_size": 32, "lr": 0.1, "momentum": 0.9},
                 model={"name": "mlp", "width": 16, "depth": 1})
-    assert sweep.trials() == [GOLDEN]
+    assert [t.to_dict() for t in sweep.trials()] == [GOLDEN]
 
 
 @pytest.mark.parametrize("change, key", [

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_cli, write_config
 from scaling.config import parse_config
-from scaling.datasets import CIFAR_RECORD, CIFAR_TEST, CIFAR_TRAIN
+from scaling.datasets import CIFAR_RECORD, CIFAR_TEST, CIFAR_TRAIN, val_split
 from scaling.errors import ConfigError
 from scaling.tasks import load_task, task_train_size, validate_task
 
@@ -76,18 +76,25 @@ def refused(task: dict) -> str:
 def test_idx_files_load_plain_or_gzipped(tmp_path, name, gz):
     arrays = mnist_folder(tmp_path / "data", gz=gz)
     task = validate_task({"name": name, "data_dir": str(tmp_path / "data")})
-    assert task["data_dir"] == str(tmp_path / "data") and task_train_size(task) == N_TRAIN
+    n_val = N_TRAIN // 10  # a tenth of the training files (at most 5,000) is the validation set
+    pool, val = val_split(N_TRAIN, n_val)
+    assert task["data_dir"] == str(tmp_path / "data") and task_train_size(task) == N_TRAIN - n_val
     data = load_task(task)
-    assert data.x_train.shape == (N_TRAIN, SIDE * SIDE) and data.x_train.dtype == np.float32
+    assert data.x_train.shape == (N_TRAIN - n_val, SIDE * SIDE) and data.x_train.dtype == np.float32
     assert data.input_shape == (1, SIDE, SIDE) and data.input_dim == SIDE * SIDE and data.kind == "images"
     assert data.x_test.shape == (N_TEST, SIDE * SIDE) and data.n_classes == 10
-    np.testing.assert_array_equal(data.y_train, arrays["train_y"])
+    assert data.x_val.shape == (n_val, SIDE * SIDE) and data.data_version == "2"
+    assert not set(pool) & set(val) and len(set(pool) | set(val)) == N_TRAIN, "disjoint, and nothing lost"
+    np.testing.assert_array_equal(data.y_train, arrays["train_y"][pool])
+    np.testing.assert_array_equal(data.y_val, arrays["train_y"][val])
     np.testing.assert_array_equal(data.y_test, arrays["t10k_y"])
-    assert abs(data.x_train.mean()) < 1e-4 and abs(data.x_train.std() - 1) < 1e-2, "standardised"
-    # the pixels keep their order: a linear map of the bytes, the same for train and test
-    slope, _ = np.polyfit(arrays["train_x"].ravel(), data.x_train.ravel(), 1)
-    np.testing.assert_allclose(data.x_test.ravel(), data.x_train.ravel()[0]
-                               + slope * (arrays["t10k_x"].ravel() - arrays["train_x"].ravel()[0]), atol=1e-4)
+    assert abs(data.x_train.mean()) < 1e-4 and abs(data.x_train.std() - 1) < 1e-2, "standardised on the pool"
+    # the pixels keep their order: a linear map of the bytes, the same for train, validation and test
+    train_bytes = arrays["train_x"][pool].ravel()
+    slope, _ = np.polyfit(train_bytes, data.x_train.ravel(), 1)
+    for mine, raw in ((data.x_test, arrays["t10k_x"]), (data.x_val, arrays["train_x"][val])):
+        np.testing.assert_allclose(mine.ravel(), data.x_train.ravel()[0]
+                                   + slope * (raw.ravel() - train_bytes[0]), atol=1e-4)
 
 
 def test_cifar10_binary_files_load_from_the_folder_or_its_tarball_subfolder(tmp_path):
@@ -95,16 +102,20 @@ def test_cifar10_binary_files_load_from_the_folder_or_its_tarball_subfolder(tmp_
     cifar_folder(tmp_path / "tar" / "cifar-10-batches-bin")
     for folder in ("flat", "tar"):
         task = validate_task({"name": "cifar10", "data_dir": str(tmp_path / folder)})
-        assert task_train_size(task) == 5 * 6
+        assert task_train_size(task) == 5 * 6 - 3  # a tenth is kept for validation
     data = load_task(validate_task({"name": "cifar10", "data_dir": str(tmp_path / "flat"), "n_test": 4}))
-    assert data.x_train.shape == (30, 3072) and data.input_shape == (3, 32, 32) and data.x_test.shape == (4, 3072)
-    np.testing.assert_array_equal(data.y_train, np.concatenate([records[n][:, 0] for n in CIFAR_TRAIN]))
+    assert data.x_train.shape == (27, 3072) and data.input_shape == (3, 32, 32) and data.x_test.shape == (4, 3072)
+    assert data.x_val.shape == (3, 3072)
+    labels = np.concatenate([records[n][:, 0] for n in CIFAR_TRAIN])
+    pool, val = val_split(30, 3)
+    np.testing.assert_array_equal(data.y_train, labels[pool])
+    np.testing.assert_array_equal(data.y_val, labels[val[:4]])
     np.testing.assert_array_equal(data.y_test, records[CIFAR_TEST][:4, 0])
-    first = records["data_batch_1.bin"][0, 1:].reshape(3, 1024)
+    first = np.concatenate([records[n][:, 1:] for n in CIFAR_TRAIN])[pool[0]].reshape(3, 1024)
     for c in range(3):  # channel-major, each channel standardised on its own
         assert np.corrcoef(data.x_train[0].reshape(3, 1024)[c], first[c])[0, 1] > 0.9999
     for c in range(3):
-        assert abs(data.x_train.reshape(30, 3, 1024)[:, c].mean()) < 1e-4
+        assert abs(data.x_train.reshape(27, 3, 1024)[:, c].mean()) < 1e-4
 
 
 def test_relative_data_dir_is_taken_from_the_current_directory(tmp_path, monkeypatch):
@@ -217,9 +228,12 @@ def test_cifar_label_bytes_are_checked_at_load(tmp_path):
 def test_text_file_becomes_next_byte_windows(tmp_path):
     data = np.frombuffer(text_file(tmp_path / "corpus.txt", 2000), dtype=np.uint8)
     task = validate_task({"name": "text", "path": str(tmp_path / "corpus.txt"), "context": 16})
-    assert task["test_fraction"] == 0.1 and task_train_size(task) == (1800 - 1) // 16
+    # the last 200 bytes are the test part, the 200 before them the validation part
+    assert task["test_fraction"] == 0.1 and task_train_size(task) == (1600 - 1) // 16
     ds = load_task(task)
-    assert ds.x_train.shape == ds.y_train.shape == (112, 16) and ds.x_train.dtype == np.int64
+    assert ds.x_train.shape == ds.y_train.shape == (99, 16) and ds.x_train.dtype == np.int64
+    np.testing.assert_array_equal(ds.x_val[0], data[1600:1616])
+    np.testing.assert_array_equal(ds.x_test[0], data[1800:1816])
     assert ds.kind == "tokens" and ds.tokens_per_example == 16 and ds.n_classes == 256
     np.testing.assert_array_equal(ds.x_train[3], data[48:64])
     np.testing.assert_array_equal(ds.y_train[3], data[49:65])

@@ -26,8 +26,8 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from scaling.axes import INT_AXES
-from scaling.config import MAX_TRIALS, config_columns, load_config, parse_config, trial_id
+from scaling.config import MAX_TRIALS, load_config, parse_config, trial_id
+from scaling.schema import BY_NAME
 from scaling.errors import ConfigError
 from scaling.store import TRIALS_SCHEMA
 from scaling.tasks import task_train_size
@@ -66,7 +66,7 @@ def assert_one_line(e: ConfigError) -> None:
 def check_valid(cfg) -> None:
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", cfg.name), f"bad sweep name {cfg.name!r}"
     for name, axis in cfg.axes.items():
-        if name in INT_AXES:
+        if BY_NAME[name].kind is int:
             values = getattr(axis, "values", None) or getattr(axis, "choices", ())
             assert all(isinstance(v, int) for v in values), f"integer axis {name} holds {values}"
     n = cfg.count()
@@ -78,22 +78,30 @@ def check_valid(cfg) -> None:
         return
     if n > EXPAND_UP_TO:
         return  # the 100,000 boundary itself is tested below
+    if cfg.search.kind == "random":  # draws may all land on batch_size > n_train: one line then
+        try:
+            cfg.trials()
+        except ConfigError as e:
+            assert_one_line(e)
+            assert "every drawn combination" in str(e)
+            return
     trials = cfg.trials()
     assert 1 <= len(trials) <= n
     assert len({trial_id(t) for t in trials}) == len(trials), "trials are unique"
     size = task_train_size(cfg.task)
     for t in trials:
-        assert math.isfinite(t["lr"]) and t["lr"] > 0, t
-        assert 0 <= t["momentum"] < 1, t
-        assert math.isfinite(t["weight_decay"]) and t["weight_decay"] >= 0, t
-        assert 1 <= t["batch_size"] < INT64 and 1 <= t["n_train"] <= size, t
-        assert 0 <= t["seed"] < INT64 and 1 <= t["model"]["width"] < INT64 and 0 <= t["model"]["depth"] < INT64
+        assert math.isfinite(t.lr) and t.lr > 0, t
+        assert 0 <= t.momentum < 1, t
+        assert math.isfinite(t.weight_decay) and t.weight_decay >= 0, t
+        assert 1 <= t.batch_size <= t.n_train <= size, t
+        assert 0 <= t.seed < INT64 and 1 <= t.width < INT64 and 0 <= t.depth < INT64
+        assert 1 <= t.total_steps <= 10**9, t
     storable(trials[:20])
 
 
-def storable(trials: list[dict]) -> None:
+def storable(trials: list) -> None:
     """The store can hold the trials' config columns (64-bit integers, no NaN)."""
-    rows = [config_columns(t) for t in trials]
+    rows = [t.columns() for t in trials]
     schema = pa.schema([f for f in TRIALS_SCHEMA if f.name in rows[0]])
     pa.Table.from_pylist(rows, schema=schema)
 
@@ -192,10 +200,11 @@ def axis(value, powers, random=False):
 
 
 TASKS = st.one_of(st.just({"name": "digits"}), st.just("digits"), st.fixed_dictionaries(
-    {"name": st.just("teacher")}, optional={"pool": st.sampled_from([500, 1500, 20000]),
+    {"name": st.just("teacher")}, optional={"pool": st.sampled_from([600, 1500, 20000]),
                                             "label_noise": st.floats(0, 1), "n_classes": st.integers(2, 20)}))
 AXES = {random: {
-    "n_train": {n: axis(st.integers(1, n), (0, n.bit_length() - 1), random) for n in (500, 1500)},
+    # n_train >= 512 >= batch_size, so no combination repeats examples in a batch (refused otherwise)
+    "n_train": {n: axis(st.integers(512, n), (9, n.bit_length() - 1), random) for n in (600, 1200)},
     "batch_size": axis(st.integers(1, 512), (0, 9), random),
     "lr": axis(st.floats(1e-6, 10.0), (-19, 3), random),
     "momentum": axis(st.floats(0.0, 0.99), (-9, -1), random),
@@ -227,9 +236,9 @@ BUDGETS = st.one_of(st.fixed_dictionaries({"epochs": st.floats(0.01, 100)}),
 def valid_configs(draw):
     random = draw(st.booleans())
     task = draw(TASKS)
-    pool = task.get("pool", 20000) if isinstance(task, dict) and task["name"] == "teacher" else 1500
+    pool = task.get("pool", 20000) if isinstance(task, dict) and task["name"] == "teacher" else 1200
     strategies = AXES[random]
-    axes = {"n_train": draw(strategies["n_train"][min(pool, 1500)]),
+    axes = {"n_train": draw(strategies["n_train"][min(pool, 1200)]),
             "batch_size": draw(strategies["batch_size"]), "lr": draw(strategies["lr"])}
     for name in draw(OPTIONAL_AXES):
         axes[name] = draw(strategies[name])
@@ -323,8 +332,8 @@ def test_valid_configs_are_accepted(raw):
 def test_sweeps_of_billions_of_trials_are_counted_not_expanded(n_axes, values, samples):
     names = ["n_train", "batch_size", "lr", "momentum", "weight_decay", "seed", "width", "depth"][:max(3, n_axes)]
     lo = {"lr": 1e-4, "momentum": 0.0, "weight_decay": 0.0, "seed": 0, "depth": 0}
-    hi = {"n_train": 1500, "batch_size": 10**6, "lr": 1.0, "momentum": 0.9, "weight_decay": 1.0,
-          "seed": 10**9, "width": 10**6, "depth": 10**6}
+    hi = {"n_train": 1200, "batch_size": 10**6, "lr": 1.0, "momentum": 0.9, "weight_decay": 1.0,
+          "seed": 10**9, "width": 65536, "depth": 1024}
     axes = {n: {"linear": [lo.get(n, 1), hi[n]], "num": values} for n in names}
     axes["lr"] = {"loguniform": [1e-4, 1.0]}
     raw = {"name": "big", "task": "digits", "axes": axes, "budget": {"steps": 1},
@@ -415,8 +424,8 @@ def test_a_sweep_at_the_limit_expands_and_one_over_asks_for_allow_large():
 # ---- the real command line ---------------------------------------------------------------------------
 
 CLI_CASES = {
-    "billions": "name: big\ntask: {name: digits}\nbudget: {epochs: 1}\naxes: {n_train: {linear: [1, 1500], "
-                "num: 1500}, batch_size: {linear: [1, 1000], num: 1000}, lr: {log: [0.01, 1.0], num: 1000}}\n",
+    "billions": "name: big\ntask: {name: digits}\nbudget: {epochs: 1}\naxes: {n_train: {linear: [1, 1200], "
+                "num: 1200}, batch_size: {linear: [1, 1000], num: 1000}, lr: {log: [0.01, 1.0], num: 1000}}\n",
     "python tag": VALID_TEXT + "description: !!python/object/apply:os.system ['touch PWNED']\n",
     "not utf-8": VALID_TEXT + "description: caf\xe9\n",
     "unhashable model name": VALID_TEXT + "model: {name: [mlp]}\n",

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scaling import integrity
-from scaling.config import config_columns
+from scaling.schema import as_trial
 from scaling.errors import StoreError
 from scaling.integrity import compact, register, repair, verify
 from scaling.store import Store, load_tables
@@ -38,6 +38,10 @@ T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 TRIAL = {"task": {"name": "digits"}, "model": {"name": "mlp", "width": 8, "depth": 1},
          "n_train": 100, "batch_size": 16, "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0,
          "seed": 0, "budget": {"epochs": 1.0}, "eval": {"points": 3}}
+
+def config_columns(trial) -> dict:
+    """The flat columns of a trial (a Trial or its canonical config dict)."""
+    return as_trial(trial).columns()
 
 
 def result(seed=0, acc=0.5, end=T0, n_curve=3):

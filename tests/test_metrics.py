@@ -138,11 +138,11 @@ METRICS = {"noise_scale": True, "sharpness": True, "grad_norms": True, "sharpnes
 
 def test_metrics_config_is_checked_and_only_enters_trials_when_enabled():
     plain = parse_config(BASE)
-    assert "metrics" not in plain.trials()[0] and plain.engine == "packed"
+    assert "metrics" not in plain.trials()[0].to_dict() and plain.engine == "packed"
     off = parse_config({**BASE, "metrics": {"noise_scale": False}})
     assert off.trials() == plain.trials(), "metrics switched off leave trial ids as they were"
     on = parse_config({**BASE, "metrics": METRICS})
-    trial = on.trials()[0]
+    trial = on.trials()[0].to_dict()
     assert trial["metrics"]["noise_scale"] and trial["metrics"]["sharpness_examples"] == 64
     assert trial["metrics"]["noise_ema"] == 0.95 and trial_id(trial) != trial_id(plain.trials()[0])
     assert on.engine == "single", "the packed engine cannot measure per-trial gradients"

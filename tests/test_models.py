@@ -99,12 +99,12 @@ def test_model_defaults_and_heads_in_the_trial(tmp_path):
     text_file(tmp_path / "t.txt")
     text = {"name": "text", "path": str(tmp_path / "t.txt"), "context": 8}
     lm = parse_config(config(tmp_path, text, {"name": "transformer"}))
-    assert lm.trials()[0]["model"] == {"name": "transformer", "width": 64, "depth": 2}
+    assert lm.trials()[0].to_dict()["model"] == {"name": "transformer", "width": 64, "depth": 2}
     assert lm.engine == "single", "nothing to pack"
     heads = parse_config(config(tmp_path, text, {"name": "transformer", "width": 32, "heads": 4}))
-    assert heads.trials()[0]["model"] == {"name": "transformer", "width": 32, "depth": 2, "heads": 4}
+    assert heads.trials()[0].to_dict()["model"] == {"name": "transformer", "width": 32, "depth": 2, "heads": 4}
     mlp = parse_config(config(tmp_path, {"name": "digits"}, {"name": "mlp"}))
-    assert mlp.trials()[0]["model"] == {"name": "mlp", "width": 256, "depth": 1} and mlp.engine == "packed"
+    assert mlp.trials()[0].to_dict()["model"] == {"name": "mlp", "width": 256, "depth": 1} and mlp.engine == "packed"
 
 
 def test_language_model_learns_and_counts_tokens(tmp_path):
@@ -114,7 +114,8 @@ def test_language_model_learns_and_counts_tokens(tmp_path):
     out = run_trial(t)
     row, curves = out["trial"], out["curves"]
     assert row["status"] == "ok", row["error"]
-    assert row["examples_seen"] == 40 * 8 * 16 and curves[-1]["examples_seen"] == row["examples_seen"]
+    assert row["examples_seen"] == 40 * 8 and curves[-1]["examples_seen"] == row["examples_seen"]
+    assert row["tokens_seen"] == 40 * 8 * 16 and curves[-1]["tokens_seen"] == row["tokens_seen"]
     assert curves[-1]["epoch"] == pytest.approx(40 * 8 / 32)
     assert curves[0]["test_loss"] == pytest.approx(math.log(256), abs=0.1), "starts near uniform over bytes"
     assert row["test_loss"] < 1.0 and row["test_acc"] > 0.8
@@ -170,7 +171,7 @@ def test_lm_sweep_over_width_and_n_train_runs_through_ray(ray_local, tmp_path):
     for r in rows:
         by_width.setdefault(r["width"], set()).add(r["n_params"])
         assert r["model"] == "transformer" and r["engine"] == "single"
-        assert r["examples_seen"] == total_steps(cfg.trials()[0]) * 8 * 16
+        assert r["tokens_seen"] == total_steps(cfg.trials()[0]) * 8 * 16
         assert math.isfinite(r["test_loss"]) and r["test_loss"] < math.log(256)
     assert {w: len(n) for w, n in by_width.items()} == {16: 1, 32: 1}, "one model size per width"
     assert by_width[16] != by_width[32]
@@ -184,8 +185,25 @@ def test_the_lm_width_recipe_is_valid(tmp_path):
     from conftest import ROOT
 
     raw = yaml.safe_load((ROOT / "configs" / "lm_width.yaml").read_text())
-    text_file(tmp_path / "corpus.txt", 64 * 65536 * 10 // 9 + 200)  # the largest n_train fits
+    # the largest n_train fits in the 80% of the file before validation and test (10% each)
+    text_file(tmp_path / "corpus.txt", 64 * 65536 * 10 // 8 + 200)
     raw["task"]["path"] = str(tmp_path / "corpus.txt")
     cfg = parse_config(raw)
     assert cfg.count() == 4 * 2 * 7 * 3 and cfg.engine == "single"
-    assert {t["model"]["name"] for t in cfg.trials()} == {"transformer"}
+    assert {t.model for t in cfg.trials()} == {"transformer"}
+
+
+def test_the_adamw_lm_recipe_is_valid(tmp_path):
+    import yaml
+
+    from conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "configs" / "adamw_lm.yaml").read_text())
+    text_file(tmp_path / "corpus.txt", 64 * 16384 * 10 // 8 + 200)  # the largest n_train fits
+    raw["task"]["path"] = str(tmp_path / "corpus.txt")
+    cfg = parse_config(raw)
+    trials = cfg.trials()
+    assert len(trials) == 3 * 5 * 4 and cfg.engine == "single"
+    assert {(t.optimizer, t.schedule, t.beta2, t.warmup_frac, t.final_lr_frac) for t in trials} == {
+        ("adamw", "cosine", 0.95, 0.05, 0.1)}
+    assert {t.momentum for t in trials} == {0.0}, "momentum does not apply to AdamW"

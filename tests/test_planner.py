@@ -22,11 +22,11 @@ def test_packs_share_batch_size_and_respect_limits():
     ts = trials()
     units = plan(ts, engine="packed", slots=2, memory_bytes=1 << 30, max_members=10, log=lambda *_: None)
     assert sorted(trial_id(t) for u in units for t in u.trials) == sorted(trial_id(t) for t in ts)
-    assert all(u.engine == "packed" and len({t["batch_size"] for t in u.trials}) == 1 for u in units)
+    assert all(u.engine == "packed" and len({t.batch_size for t in u.trials}) == 1 for u in units)
     assert max(len(u.trials) for u in units) <= 10
     per_batch = {}
     for u in units:
-        per_batch.setdefault(u.trials[0]["batch_size"], []).append(len(u.trials))
+        per_batch.setdefault(u.trials[0].batch_size, []).append(len(u.trials))
     assert all(len(v) >= 2 for v in per_batch.values()), "each group is split over the 2 slots"
 
 
@@ -39,7 +39,7 @@ def test_memory_budget_shrinks_packs_and_single_engine_packs_nothing():
 
 
 def test_half_done_pack_resumes_only_its_unfinished_members(tmp_path):
-    members = [t for t in trials() if t["batch_size"] == 8][:4]
+    members = [t for t in trials() if t.batch_size == 8][:4]
     store = Store(str(tmp_path))
     for t in members[:2]:  # stored by an earlier attempt that then died
         store.write_result("p", run_trial(t))

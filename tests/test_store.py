@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pyarrow.parquet as pq
 import pytest
 
-from scaling.config import config_columns
+from scaling.schema import as_trial
 from scaling.errors import StoreError, UserError
 from scaling.query import format_table, run_query
 from scaling.store import TRIALS_SCHEMA, Store, load_tables
@@ -18,6 +18,10 @@ from scaling.store import TRIALS_SCHEMA, Store, load_tables
 TRIAL = {"task": {"name": "digits"}, "model": {"name": "mlp", "width": 8, "depth": 1},
          "n_train": 100, "batch_size": 16, "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0,
          "seed": 0, "budget": {"epochs": 1.0}, "eval": {"points": 3}}
+
+def config_columns(trial) -> dict:
+    """The flat columns of a trial (a Trial or its canonical config dict)."""
+    return as_trial(trial).columns()
 
 
 def result(trial=TRIAL, acc=0.5, end=None, n_curve=3):
@@ -51,7 +55,7 @@ def test_rerun_of_a_trial_replaces_it(tmp_path):
     trials, curves = load_tables(str(tmp_path))
     assert trials.num_rows == 1 and trials.column("test_acc").to_pylist() == [0.9]
     assert curves.num_rows == 3 and set(curves.column("test_acc").to_pylist()) == {0.9}
-    assert store.finished("s") == {trials.column("trial_id")[0].as_py(): "ok"}
+    assert store.finished("s") == {trials.column("trial_id")[0].as_py(): ("ok", None, None)}  # no versions: a hand-made row
 
 
 def test_racing_writers_leave_one_row_and_its_own_curves(tmp_path):

@@ -133,3 +133,30 @@ def test_sigkill_of_the_driver_then_rerun_stores_every_trial_once(tmp_path, engi
     for tid, run_id in zip(curves.column("trial_id").to_pylist(), curves.column("run_id").to_pylist()):
         per_trial.setdefault(tid, set()).add(run_id)
     assert all(len(v) == 1 for v in per_trial.values())
+
+
+def test_retry_failed_reruns_failed_trials_under_the_packed_engine(ray_local, tmp_path):
+    """Failed rows (as the driver writes them) are kept by a plain resume and trained again,
+    inside packs, with --retry-failed; counted over raw rows of every part."""
+    from scaling.loop import failed_row
+
+    cfg, text = sweep(tmp_path)
+    results = str(tmp_path / "r")
+    store = Store(results)
+    trials = cfg.trials()
+    failed = [t for t in trials if t.batch_size == 16]  # 8 trials: two packs of 4 on the 2 slots
+    for t in failed:
+        store.write_result(cfg.name, {"trial": failed_row(t, "RuntimeError: worker lost", "packed"), "curves": []})
+    lines = []
+    first = run_sweep(cfg, text, results, progress=False, log=lines.append)
+    assert first.skipped == 8 and first.counts == {"ok": 8, "diverged": 0, "failed": 0}
+    assert any("packs" in line for line in lines), "the packed engine trained them"
+    again = run_sweep(cfg, text, results, retry_failed=True, progress=False, log=lines.append)
+    assert again.skipped == 8 and again.counts == {"ok": 8, "diverged": 0, "failed": 0}
+    raw = store.raw_table("trials").to_pylist()
+    ok = {r["trial_id"] for r in raw if r["status"] == "ok"}
+    assert {t.trial_id for t in trials} == ok, "every trial has an ok run"
+    trials_read, curves = load_tables(results)
+    assert set(trials_read.column("status").to_pylist()) == {"ok"} and trials_read.num_rows == 16
+    assert set(curves.column("trial_id").to_pylist()) == ok
+    assert {r["engine"] for r in raw if r["status"] == "ok"} == {"packed"}

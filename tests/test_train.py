@@ -84,3 +84,38 @@ def test_budget_in_steps():
     out = run_trial(trial(budget={"steps": 17}, batch_size=64, n_train=50))
     assert out["trial"]["steps"] == 17
     assert out["curves"][-1]["epoch"] == pytest.approx(17 * 64 / 50)
+
+
+@pytest.mark.parametrize("name, shape, classes", [("mlp", None, 10), ("cnn", (3, 8, 8), 10),
+                                                  ("resnet", (3, 8, 8), 10), ("transformer", None, 256)])
+def test_train_flops_agree_with_torch_flop_counter(name, shape, classes):
+    """count_flops (forward hooks) against torch.utils.flop_counter on each built-in model."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from scaling.tasks import Dataset
+    from scaling.train import count_flops, cross_entropy, make_model
+
+    rng = np.random.default_rng(0)
+    if name == "transformer":
+        x, y = rng.integers(0, 256, (3, 12)), rng.integers(0, 256, (3, 12))
+    else:
+        x, y = rng.random((3, int(np.prod(shape or (64,))))).astype(np.float32), np.array([1, 2, 3])
+    data = Dataset(x_train=x, y_train=y, x_test=x, y_test=y, n_classes=classes, input_shape=shape)
+    model = make_model({"name": name, "width": 2 if name == "resnet" else 16, "depth": 2}, data, 0)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    mine = count_flops(model, cross_entropy, xt, yt)
+    assert all(p.grad is None for p in model.parameters()), "count_flops leaves no gradients"
+    with FlopCounterMode(display=False) as counter:
+        cross_entropy(model(xt), yt).backward()
+    assert mine == counter.get_total_flops() / 3 > 0
+
+
+def test_trial_rows_count_compute_and_tokens():
+    out = run_trial(trial(budget={"steps": 10}))
+    row = out["trial"]
+    per_example = 2 * (64 * 32 + 32 * 10) * 2 + 2 * 32 * 10  # forward, weight grads, input grad of layer 2
+    assert row["train_flops"] == per_example * row["examples_seen"]
+    assert row["tokens_seen"] == row["examples_seen"] == 10 * 32
+    assert row["code_version"] == "1" and row["data_version"] == "2" and row["backend"] == "module"
+    assert 0 <= row["val_acc"] <= 1 and row["val_loss"] > 0
