@@ -95,8 +95,10 @@ class StackedBackend:
         self.flops_per_example = flops_per_example(trials[0])
         self.tokens_per_example, self.pool_size, self.data_version = 1, pool, data.data_version
         self.state = [[torch.zeros_like(p) for p in self.w + self.b] for _ in range(2 if self.adamw else 1)]
-        self.hyper = {key: self._hyper(key) for key in ("lr", "momentum", "weight_decay", "beta1", "beta2", "eps")}
+        self.hyper = {key: self._hyper(key)
+                      for key in ("lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps")}
         self.any_wd = bool((self.hyper["weight_decay"] != 0).any())
+        self.nesterov = [bool(t.nesterov) for t in trials]
         self.lr_now = self.hyper["lr"]
         self.t = 0
         width = max(self.n_trains)
@@ -126,7 +128,7 @@ class StackedBackend:
         self.subset, self.n_train = take(self.subset), take(self.n_train)
         if self.block is not None:
             self.block = self.block.index_select(1, idx).contiguous()
-        for name in ("trials", "subsets", "streams", "steps", "n_trains"):
+        for name in ("trials", "subsets", "streams", "steps", "n_trains", "nesterov"):
             setattr(self, name, [getattr(self, name)[p] for p in positions])
         self._scratch = {}
 
@@ -199,13 +201,20 @@ class StackedBackend:
         return gw + gb
 
     def _sgd(self, grads: list[torch.Tensor]) -> None:
-        """``torch.optim.SGD`` (dampening 0): buf = m buf + (g + wd p); p -= lr buf."""
+        """``torch.optim.SGD`` (dampening 0): g += wd p; buf = m buf + g; p -= lr buf, or with
+        Nesterov p -= lr (g + m buf)."""
         h = self.hyper
+        some, every = any(self.nesterov), all(self.nesterov)
         for p, grad, buf in zip(self.w + self.b, grads, self.state[0]):
             if self.any_wd:
                 grad.addcmul_(p, h["weight_decay"])
             torch.addcmul(grad, buf, h["momentum"], out=buf)
-            p.addcmul_(buf, self.lr_now, value=-1.0)
+            direction = buf
+            if some:
+                direction = grad.addcmul_(buf, h["momentum"])
+                if not every:
+                    direction = torch.where(h["nesterov"] > 0, direction, buf)
+            p.addcmul_(direction, self.lr_now, value=-1.0)
 
     def _adamw(self, grads: list[torch.Tensor]) -> None:
         """``torch.optim.AdamW``: p *= 1 - lr wd; m, v moving averages; p -= lr/bc1 m/(sqrt(v/bc2) + eps)."""

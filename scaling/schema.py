@@ -153,6 +153,8 @@ FIELDS: tuple[Field, ...] = (
     Field("momentum", float, AXIS, "m, SGD momentum (heavy ball, dampening 0)", default=0.0,
           check=_between(0, 1, open_hi=True), allowed="a number in [0, 1)", section="optimizer",
           legacy=True, applies=_sgd),
+    Field("nesterov", bool, AXIS, "Nesterov momentum (SGD with momentum > 0)", default=False,
+          section="optimizer", applies=lambda v: _sgd(v) and v.get("momentum", 0.0) > 0),
     Field("weight_decay", float, AXIS, "weight decay: added to the gradient (SGD) or decoupled (AdamW)",
           default=0.0, check=_between(0, _MAX_LR), allowed="a number >= 0", section="optimizer", legacy=True),
     Field("beta1", float, AXIS, "AdamW's first-moment decay β₁", default=0.9, check=_between(0, 1, open_hi=True),

@@ -76,7 +76,8 @@ def make_optimizer(params, trial) -> torch.optim.Optimizer:
     if trial.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=trial.lr, betas=(trial.beta1, trial.beta2), eps=trial.eps,
                                  weight_decay=trial.weight_decay)
-    return torch.optim.SGD(params, lr=trial.lr, momentum=trial.momentum, weight_decay=trial.weight_decay)
+    return torch.optim.SGD(params, lr=trial.lr, momentum=trial.momentum, weight_decay=trial.weight_decay,
+                           nesterov=trial.nesterov)
 
 
 def cross_entropy(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
