@@ -32,6 +32,7 @@ BASE = {"task": {"name": "digits"}, "model": {"name": "mlp", "width": 32, "depth
         "budget": {"steps": STEPS}, "eval": {"points": 3}}
 OPTIMIZERS = {
     "sgd": {},
+    "nesterov": {"nesterov": True},
     "adamw": {"optimizer": "adamw", "lr": 3e-3, "beta1": 0.8, "beta2": 0.99, "eps": 1e-7, "weight_decay": 0.05},
 }
 SCHEDULES = {
@@ -124,6 +125,8 @@ def test_stacked_backend_matches_plain_torch(optimizer, references, one_torch_th
     from scaling.packed import run_pack
 
     trials = [case(optimizer, s) for s in SCHEDULES] + [{**case(optimizer, "cosine"), "seed": 4, "lr": 0.01}]
+    if optimizer == "nesterov":  # and a member without it: the stacked update mixes both
+        trials.append(case("sgd", "wsd"))
     results = run_pack(trials, return_params=True)
     for schedule, result in zip(SCHEDULES, results):
         assert result["trial"]["status"] == "ok" and result["trial"]["backend"] == "stacked"
@@ -175,6 +178,14 @@ def test_the_schedules_reach_the_lr_they_promise(references):
             f = t["final_lr_frac"]
             expected = t["lr"] * (f + (1 - f) * 0.5 * (1 + np.cos(np.pi * (STEPS - 1 - w) / (STEPS - w))))
             assert lr_now[STEPS] == pytest.approx(expected)
+
+
+def test_nesterov_changes_the_weights_and_applies_only_with_momentum():
+    """The Nesterov cases above are not SGD's by accident: the references differ."""
+    plain, nesterov = reference(case("sgd", "constant")), reference(case("nesterov", "constant"))
+    gap = max(float(torch.linalg.norm(plain[k] - nesterov[k]) / torch.linalg.norm(plain[k])) for k in plain)
+    assert gap > 100 * TOL
+    assert trial_from_dict({**BASE, "momentum": 0.0, "nesterov": True}).nesterov is False
 
 
 def test_a_trial_id_does_not_change_for_keys_left_at_their_defaults():
