@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -191,11 +192,11 @@ def _route_ray_notices(log_fd: int):
 
 
 def _keep_log(path: Path, session_dir: str | None) -> None:
+    """Move a captured stderr into the session's logs (kept only if something was written)."""
     with contextlib.suppress(OSError):
-        if session_dir and os.path.isdir(os.path.join(session_dir, "logs")):
-            os.replace(path, os.path.join(session_dir, "logs", "scaling-driver.err"))
-        else:
-            path.unlink()
+        if session_dir and path.stat().st_size and os.path.isdir(os.path.join(session_dir, "logs")):
+            shutil.move(path, os.path.join(session_dir, "logs", "scaling-driver.err"))
+        path.unlink(missing_ok=True)
 
 
 # ---- processes ----------------------------------------------------------------------------
