@@ -374,9 +374,11 @@ def start(num_cpus: int | None, *, insecure: bool = False, **init_kw) -> None:
                         dashboard_host="127.0.0.1", **init_kw)
     except BaseException as e:
         stop()
-        if isinstance(e, (ValueError, OSError)):
-            raise UserError(f"cannot start a local Ray: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}"
-                            ) from None
+        if isinstance(e, (ValueError, OSError)):  # a bad setting or folder, not a bug
+            text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            hint = (" (Ray keeps its sessions and sockets under RAY_TMPDIR, else TMPDIR, else /tmp: "
+                    "it needs a writable folder with a short path)" if isinstance(e, OSError) else "")
+            raise UserError(f"cannot start a local Ray: {text}{hint}") from None
         raise
     rearm_signals()
     session_dir = info.address_info.get("session_dir")

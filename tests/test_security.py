@@ -334,3 +334,32 @@ def test_a_trial_that_crashes_in_its_worker_is_one_line_and_a_failed_row(tmp_pat
     rows = Store(str(tmp_path / "r")).raw_table("trials").to_pylist()
     assert len(rows) == 3 and {r["status"] for r in rows} == {"failed"}
     assert all("this model cannot be built" in r["error"] for r in rows)
+
+
+def test_a_ray_start_up_mistake_is_one_line(tmp_path):
+    config = write_config(tmp_path, SWEEP.format(name="tmpdir", n_train=[50], seeds=[0], epochs=1))
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    proc = subprocess.run(sweep_cmd(config, tmp_path / "r"), cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "RAY_TMPDIR": str(not_a_folder)})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: cannot start a local Ray: [Errno 20] Not a directory"), proc.stderr
+    assert "RAY_TMPDIR" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+# ---- the private network, where the kernel says no ------------------------------------------------
+
+def test_the_namespace_is_tried_in_a_child_and_a_refusal_leaves_this_process_on_the_host(monkeypatch):
+    from cluster import netns
+
+    here = os.readlink("/proc/self/ns/net")
+    if len(os.listdir("/proc/self/task")) == 1:  # the real probe forks, as `scaling sweep` does
+        reason = netns._in_child(netns._unshare)
+        assert os.readlink("/proc/self/ns/net") == here, "the try runs in a child, never here"
+        assert reason is None or reason.startswith(("the kernel refused", "cannot")), reason
+    monkeypatch.setenv(netns.ENV, "enter")
+    monkeypatch.setattr(netns, "_in_child", lambda step: "the kernel refused a user and network namespace (x)")
+    netns.enter()
+    assert os.environ[netns.ENV] == "unavailable: the kernel refused a user and network namespace (x)"
+    assert os.readlink("/proc/self/ns/net") == here
