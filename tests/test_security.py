@@ -353,11 +353,15 @@ def test_a_ray_start_up_mistake_is_one_line(tmp_path):
 def test_the_namespace_is_tried_in_a_child_and_a_refusal_leaves_this_process_on_the_host(monkeypatch):
     from cluster import netns
 
+    script = ("import json, os; from cluster import netns; here = os.readlink('/proc/self/ns/net'); "
+              "reason = netns._in_child(netns._unshare); "
+              "print(json.dumps([reason, here == os.readlink('/proc/self/ns/net')]))")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    reason, stayed = json.loads(proc.stdout)
+    assert stayed, "the try runs in a forked child, never in the process itself"
+    assert reason is None or reason.startswith(("the kernel refused", "cannot")), reason
+
     here = os.readlink("/proc/self/ns/net")
-    if len(os.listdir("/proc/self/task")) == 1:  # the real probe forks, as `scaling sweep` does
-        reason = netns._in_child(netns._unshare)
-        assert os.readlink("/proc/self/ns/net") == here, "the try runs in a child, never here"
-        assert reason is None or reason.startswith(("the kernel refused", "cannot")), reason
     monkeypatch.setenv(netns.ENV, "enter")
     monkeypatch.setattr(netns, "_in_child", lambda step: "the kernel refused a user and network namespace (x)")
     netns.enter()
