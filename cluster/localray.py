@@ -5,13 +5,9 @@
   opens refuses a client without it. ``RAY_AUTH_MODE=disabled`` needs ``--insecure-ray``.
 - **Stops.** SIGTERM (Kubernetes, ``timeout``) and SIGINT raise ``Stopped`` in the
   driver, which unwinds like Ctrl-C: finished trials are stored, Ray is shut down.
-- **No orphans.** Every process of the cluster inherits a marker
-  (``SCALING_RAY_CLUSTER=<id>``), and a record of the cluster (driver pid and start
-  time, session dir) sits in the user's state dir while it runs. ``stop`` kills what
-  ``ray.shutdown`` leaves; ``reap_orphans`` (the next sweep) kills the processes of a
-  cluster whose driver was SIGKILLed. A process is killed only if it carries that
-  cluster's marker or holds a file open in that cluster's session dir, so a recycled
-  pid or another user's Ray is never touched.
+- **No orphans.** Every process of the cluster inherits a marker and the cluster is
+  recorded while it runs (``cluster.reaper``). ``stop`` kills what ``ray.shutdown``
+  leaves; ``reap_orphans`` (the next sweep) kills what a SIGKILLed driver left.
 - **Quiet.** What Ray writes to the driver's stderr (C++ log lines, retry notices) goes
   to ``<session>/logs/scaling-driver.err`` instead of the terminal.
 """
@@ -19,20 +15,19 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
-import time
 from pathlib import Path
 
+from cluster import reaper
+from cluster.reaper import MARKER, reap_orphans  # noqa: F401  (the next sweep calls reap_orphans)
 from scaling.errors import UserError
 
-MARKER = "SCALING_RAY_CLUSTER"
 _session: dict | None = None  # the local Ray this process started
 _armed = 0  # how many stop_on_signals blocks are open
 
@@ -144,14 +139,13 @@ def ray_output_to_log():
     show. Yields a dict; put ``session_dir`` in it and the log is moved to that session's logs.
     """
     state = {"session_dir": None}
-    folder = state_dir()
+    path = (reaper.state_dir() or Path(tempfile.gettempdir())) / f"driver-{os.getpid()}-{secrets.token_hex(4)}.err"
     try:
+        log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         real = os.dup(2)
     except OSError:
-        yield state
+        yield state  # nowhere to write: Ray's lines stay on stderr
         return
-    path = (folder or Path("/tmp")) / f"driver-{os.getpid()}-{secrets.token_hex(4)}.err"
-    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     saved = sys.stderr
     with contextlib.suppress(Exception):
         saved.flush()
@@ -169,7 +163,7 @@ def ray_output_to_log():
         sys.stderr = saved
         os.close(real)
         os.close(log_fd)
-        _keep_log(path, state["session_dir"])
+        reaper.keep_log(path, state["session_dir"])
 
 
 def _route_ray_notices(log_fd: int):
@@ -191,165 +185,6 @@ def _route_ray_notices(log_fd: int):
     return lambda: setattr(ray_worker, "print_to_stdstream", original)
 
 
-def _keep_log(path: Path, session_dir: str | None) -> None:
-    """Move a captured stderr into the session's logs (kept only if something was written)."""
-    with contextlib.suppress(OSError):
-        if session_dir and path.stat().st_size and os.path.isdir(os.path.join(session_dir, "logs")):
-            shutil.move(path, os.path.join(session_dir, "logs", "scaling-driver.err"))
-        path.unlink(missing_ok=True)
-
-
-# ---- processes ----------------------------------------------------------------------------
-
-def _start_time(pid: int) -> int | None:
-    """The start time of a live process (clock ticks after boot), None if gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    fields = stat.rsplit(b")", 1)[1].split()
-    return None if fields[0] in (b"Z", b"X") else int(fields[19])
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def processes_of(cluster: str, session_dir: str | None = None) -> dict[int, int]:
-    """pid -> start time of every process but this one that belongs to ``cluster``: its
-    environment carries the marker, or it is a ``ray::`` process holding a file open in the
-    cluster's session dir (Ray's agents overwrite their environment area with their process
-    titles, but keep their logs open). Only this user's processes are readable, so only they match."""
-    needle = f"\0{MARKER}={cluster}\0".encode()
-    prefix = session_dir.rstrip("/") + "/" if session_dir else None
-    found = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            ours = needle in b"\0" + Path(f"/proc/{name}/environ").read_bytes()
-            if not ours and prefix and Path(f"/proc/{name}/cmdline").read_bytes().startswith(b"ray::"):
-                ours = any(os.readlink(f"/proc/{name}/fd/{fd}").startswith(prefix)
-                           for fd in os.listdir(f"/proc/{name}/fd"))
-        except OSError:
-            continue
-        start = _start_time(int(name)) if ours else None
-        if start is not None:
-            found[int(name)] = start
-    return found
-
-
-def _session_dirs_of(procs: dict[int, int]) -> set[str]:
-    """Session dirs named on the command lines of ``procs`` (the GCS and raylet carry one)."""
-    dirs = set()
-    for pid in procs:
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        for arg in args:
-            if arg.startswith((b"--session-dir=", b"--session_dir=")):
-                dirs.add(arg.split(b"=", 1)[1].decode(errors="replace"))
-    return dirs
-
-
-def kill(procs: dict[int, int], grace_s: float = 3.0) -> int:
-    """SIGTERM, then SIGKILL after ``grace_s``; a pid is signalled only while it has its start time."""
-    def alive() -> list[int]:
-        return [p for p, t in procs.items() if _start_time(p) == t]
-
-    def send(sig: int, pids: list[int]) -> None:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        left = alive()
-        send(sig, left)
-        deadline = time.monotonic() + wait_s
-        while left and time.monotonic() < deadline:
-            time.sleep(0.05)
-            left = alive()
-        if not left:
-            break
-    return len(procs)
-
-
-# ---- records ------------------------------------------------------------------------------
-
-def state_dir() -> Path | None:
-    """Where this user's running local Rays are recorded (created 0700), or None if nowhere."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    candidates = [Path(runtime) / "scaling-ray"] if runtime else []
-    candidates.append(Path(os.path.expanduser("~")) / ".cache" / "scaling" / "ray")
-    for folder in candidates:
-        try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            st = folder.lstat()
-            if st.st_uid == os.getuid() and not folder.is_symlink() and os.access(folder, os.W_OK):
-                return folder
-        except OSError:
-            continue
-    return None
-
-
-def _write_record(record: dict) -> Path | None:
-    folder = state_dir()
-    if folder is None:
-        return None
-    path = folder / f"{record['cluster']}.json"
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
-    except OSError:
-        return None
-    return path
-
-
-def reap_orphans(log=None) -> int:
-    """Kill the processes of local Rays whose driver died without stopping them (SIGKILL, OOM).
-
-    Only clusters this user recorded on this machine since its last boot are looked at, and
-    only while their driver is gone. Returns how many processes were killed.
-    """
-    folder = state_dir()
-    if folder is None:
-        return 0
-    killed, host, boot = 0, socket.gethostname(), _boot_id()
-    for path in folder.glob("*.json"):
-        try:
-            record = json.loads(path.read_text())
-            cluster, pid, start = record["cluster"], int(record["driver_pid"]), record["driver_start"]
-        except (OSError, ValueError, KeyError, TypeError):
-            path.unlink(missing_ok=True)
-            continue
-        if record.get("host") != host:
-            continue  # a home folder shared by several machines
-        if record.get("boot") == boot and _start_time(pid) == start:
-            continue  # its driver still runs
-        procs = processes_of(cluster) if record.get("boot") == boot else {}
-        sessions = _session_dirs_of(procs) | ({record["session_dir"]} if record.get("session_dir") else set())
-        for session in sessions:
-            procs.update(processes_of(cluster, session))
-        if procs:
-            killed += kill(procs, grace_s=1.0)
-            if log:
-                log(f"stopped {len(procs)} processes of a local Ray left by a killed sweep "
-                    f"(driver pid {pid}, {', '.join(sorted(sessions)) or 'session unknown'})")
-        for capture in folder.glob(f"driver-{pid}-*.err"):
-            _keep_log(capture, record.get("session_dir"))
-        path.unlink(missing_ok=True)
-    for capture in folder.glob("driver-*.err"):  # of drivers that joined a cluster, then were killed
-        with contextlib.suppress(ValueError, OSError):
-            if _start_time(int(capture.name.split("-")[1])) is None:
-                capture.unlink()
-    return killed
-
-
 # ---- the local Ray ------------------------------------------------------------------------
 
 def start(num_cpus: int | None, *, insecure: bool = False, **init_kw) -> None:
@@ -366,9 +201,9 @@ def start(num_cpus: int | None, *, insecure: bool = False, **init_kw) -> None:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     _reload_auth()
-    record = {"cluster": cluster, "driver_pid": os.getpid(), "driver_start": _start_time(os.getpid()),
-              "host": socket.gethostname(), "boot": _boot_id(), "session_dir": None}
-    _session = {"cluster": cluster, "saved_env": saved, "record": _write_record(record), "session_dir": None}
+    record = {"cluster": cluster, "driver_pid": os.getpid(), "driver_start": reaper.start_time(os.getpid()),
+              "host": socket.gethostname(), "boot": reaper.boot_id(), "session_dir": None}
+    _session = {"cluster": cluster, "saved_env": saved, "record": reaper.write_record(record), "session_dir": None}
     try:
         info = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                         dashboard_host="127.0.0.1", **init_kw)
@@ -384,7 +219,7 @@ def start(num_cpus: int | None, *, insecure: bool = False, **init_kw) -> None:
     session_dir = info.address_info.get("session_dir")
     _session["session_dir"] = session_dir
     if _session["record"] is not None:
-        _write_record({**record, "session_dir": session_dir})
+        reaper.write_record({**record, "session_dir": session_dir})
     with contextlib.suppress(OSError, TypeError):
         os.chmod(session_dir, 0o700)  # Ray makes it world-writable; its logs and sockets are ours
 
@@ -401,7 +236,7 @@ def stop() -> None:
         try:
             ray.shutdown()
         finally:
-            kill(processes_of(session["cluster"], session["session_dir"]))
+            reaper.kill(reaper.processes_of(session["cluster"], session["session_dir"]))
             for key, value in session["saved_env"].items():
                 if value is None:
                     os.environ.pop(key, None)

@@ -262,7 +262,7 @@ def test_a_signal_stops_the_sweep_in_one_line_keeps_finished_trials_and_reaps_ra
 
 
 def state_records() -> list[Path]:
-    from cluster.localray import state_dir
+    from cluster.reaper import state_dir
 
     folder = state_dir()
     return list(folder.glob("*.json")) if folder else []
