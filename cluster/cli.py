@@ -27,11 +27,11 @@ def cmd_sweep(args) -> int:
     from cluster.runner import run_sweep
     from scaling.config import load_config
 
-    cfg = load_config(args.config, overrides={"engine": args.engine} if args.engine else None)
-    text = Path(args.config).read_text(encoding="utf-8")
     localray.check_num_cpus(args.num_cpus, args.address)
     localray.check_auth_mode(args.insecure_ray)
-    _private_ray_network(args)
+    _private_ray_network(args)  # may re-run this command: before anything prints or warns
+    cfg = load_config(args.config, overrides={"engine": args.engine} if args.engine else None)
+    text = Path(args.config).read_text(encoding="utf-8")
     try:
         with localray.stop_on_signals():
             summary = run_sweep(cfg, text, args.results, address=args.address,

@@ -157,7 +157,8 @@ def test_every_port_of_a_local_sweep_refuses_a_client_without_the_token(tmp_path
         procs = trials_running(driver, n=2)
         sockets = listening_sockets(list(procs))
         by_process = {s["process"] for s in sockets}
-        assert {"gcs_server", "raylet", "python", "ray::scaling-trial", "ray::RuntimeEnvAgent"} <= by_process, sockets
+        assert {"gcs_server", "raylet", "ray::scaling-trial", "ray::RuntimeEnvAgent"} <= by_process, sockets
+        assert any(s["pid"] == driver.pid for s in sockets), "the driver's own port is probed too"
 
         # a fresh token for this cluster, not the per-user one Ray would reuse
         gcs = next(s["pid"] for s in sockets if s["process"] == "gcs_server")
