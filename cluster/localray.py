@@ -93,7 +93,9 @@ def stop_on_signals():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    global _armed
+    global _armed, _stopped_by
+    if not _armed:
+        _stopped_by = None
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     for s in before:
         signal.signal(s, _on_signal)
