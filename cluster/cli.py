@@ -8,6 +8,8 @@ commands that need them, so ``scaling query`` starts fast.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import warnings
 
@@ -21,20 +23,28 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None):
 def cmd_sweep(args) -> int:
     from pathlib import Path
 
+    from cluster import localray
     from cluster.runner import run_sweep
     from scaling.config import load_config
 
+    localray.check_num_cpus(args.num_cpus, args.address)
+    localray.check_auth_mode(args.insecure_ray)
+    _private_ray_network(args)  # may re-run this command: before anything prints or warns
     cfg = load_config(args.config, overrides={"engine": args.engine} if args.engine else None)
     text = Path(args.config).read_text(encoding="utf-8")
     try:
-        summary = run_sweep(cfg, text, args.results, address=args.address,
-                            retry_failed=args.retry_failed, allow_large=args.allow_large,
-                            num_cpus=args.num_cpus, progress=not args.quiet,
-                            rerun_stale=args.rerun_stale, accept_mixed=args.accept_mixed)
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished trials are stored; run the same command again to resume",
-              file=sys.stderr)
-        return 130
+        with localray.stop_on_signals():
+            summary = run_sweep(cfg, text, args.results, address=args.address,
+                                retry_failed=args.retry_failed, allow_large=args.allow_large,
+                                num_cpus=args.num_cpus, progress=not args.quiet,
+                                insecure_ray=args.insecure_ray, rerun_stale=args.rerun_stale,
+                                accept_mixed=args.accept_mixed)
+    except KeyboardInterrupt as e:  # SIGINT, or SIGTERM through localray.Stopped
+        signum = localray.stopped_by(e)
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"{chr(10) if sys.stderr.isatty() else ''}{what}: finished trials are stored; "
+              "run the same command again to resume", file=sys.stderr)
+        return 128 + signum
     ran = sum(summary.counts.values())
     print(f"ran {ran} trials in {summary.wall_s:.1f}s "
           f"({', '.join(f'{n} {s}' for s, n in summary.counts.items())}); "
@@ -43,6 +53,22 @@ def cmd_sweep(args) -> int:
     if not args.quiet:
         print_summary(args.results, summary.name)
     return 0
+
+
+def _private_ray_network(args) -> None:
+    """Run a local Ray in a network of its own (only loopback) when the sweep needs no network:
+    no cluster to join, results on a local disk. Re-runs the command in this process to get there."""
+    from cluster import netns
+
+    local_ray = not (args.address or os.environ.get("RAY_ADDRESS"))
+    local_results = "://" not in args.results or args.results.startswith("file://")
+    if args.ray_network != "private" or not local_ray or not local_results:
+        return
+    if netns.state() is None and args.argv is not None:
+        netns.reexec(args.argv)  # returns only if it cannot
+    if (netns.state() or "").startswith("unavailable"):
+        print(f"ray network: private network {netns.state()}; the local Ray listens on all "
+              "interfaces, behind its token")
 
 
 def print_summary(results: str, sweep: str) -> None:
@@ -125,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-large", action="store_true", help="allow sweeps over the trial limit")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--ray-network", choices=["private", "host"], default="private",
+                   help="where a local Ray listens: private (default: a network namespace with only "
+                        "loopback, where Linux allows it and results are on a local disk) or host")
+    p.add_argument("--insecure-ray", action="store_true",
+                   help="allow RAY_AUTH_MODE=disabled: a Ray whose ports accept anyone (trusted networks only)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("status", help="trial counts by status for each sweep in a store")
@@ -146,8 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cluster import netns
+
+    netns.enter()  # first, while single-threaded: only acts when `scaling sweep` re-ran itself for it
     warnings.showwarning = _warn_one_line
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:]) if argv is None else None  # to re-run this command, not a caller's
     try:
         return args.func(args)
     except UserError as e:

@@ -14,9 +14,10 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from cluster import localray
 from cluster.progress import Progress
 from scaling.config import MAX_TRIALS, SweepConfig
-from scaling.errors import UserError
+from scaling.errors import UserError, one_line
 from scaling.loop import failed_row
 from scaling.schema import CODE_VERSION, row_versions
 from scaling.store import Store
@@ -119,15 +120,17 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def connect(address: str | None, num_cpus: int | None = None) -> bool:
+def connect(address: str | None, num_cpus: int | None = None, insecure_ray: bool = False) -> bool:
     """Join a cluster at ``address`` (or RAY_ADDRESS), or start a local Ray. True if started here."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return False
+    localray.check_num_cpus(num_cpus, address)
     common = dict(log_to_driver=False, logging_level="ERROR", configure_logging=True)
     if address:
+        localray.check_auth_mode(insecure_ray)
         check_reachable(address)
         _use_token_if_available()
         try:
@@ -138,9 +141,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
                     "~/.ray/auth_token or RAY_AUTH_TOKEN") if "authtoken" in chain or "auth_token" in chain else ""
             raise UserError(f"cannot join the Ray cluster at {address!r}: "
                             f"{str(e).strip().splitlines()[0]}{hint}") from None
+        localray.rearm_signals()
         return False
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-             dashboard_host="127.0.0.1", **common)
+    localray.start(num_cpus, insecure=insecure_ray, **common)
     return True
 
 
@@ -170,8 +173,8 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None = None,
               retry_failed: bool = False, allow_large: bool = False, num_cpus: int | None = None,
-              engine: str | None = None, progress: bool = True, rerun_stale: bool = False,
-              accept_mixed: bool = False, log=print) -> SweepSummary:
+              engine: str | None = None, progress: bool = True, insecure_ray: bool = False,
+              rerun_stale: bool = False, accept_mixed: bool = False, log=print) -> SweepSummary:
     """Run every trial of ``cfg`` not yet in the store at ``results``.
 
     Stored trials made by another ``code_version`` or ``data_version`` than this code
@@ -179,6 +182,7 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
     ``rerun_stale`` (run them again; the new runs are read in their place) or
     ``accept_mixed`` (keep them) says what to do."""
     t0 = time.monotonic()
+    localray.reap_orphans(log)  # before listing the store: a killed run's workers may still write
     trials = cfg.trials(limit=None if allow_large else MAX_TRIALS)
     store = Store(results)
     keep = ("ok", "diverged") if retry_failed else ("ok", "diverged", "failed")
@@ -194,14 +198,8 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
         f"{len(pending)} to run" + (f" ({len(stale)} of them stale)" if stale else ""))
     counts = {"ok": 0, "diverged": 0, "failed": 0}
     if pending:
-        started = connect(address, num_cpus)
-        try:
+        with localray.session(lambda: connect(address, num_cpus, insecure_ray)):
             _drive(cfg, pending, store, counts, progress, engine or cfg.engine, settled, log)
-        finally:
-            if started:
-                import ray
-
-                ray.shutdown()
     return SweepSummary(name=cfg.name, results=store.uri, total=len(trials), skipped=skipped,
                         counts=counts, wall_s=time.monotonic() - t0)
 
@@ -302,9 +300,10 @@ def _drive(cfg: SweepConfig, pending: list, store: Store, counts: dict, progress
                         f"running its {len(left)} unfinished trials one by one")
                     queue.extend(Unit((t,), "single") for t in left)
                     continue
+                error = describe_error(e)
                 for trial in left:
-                    store.write_result(cfg.name, {"trial": failed_row(trial, describe_error(e), unit.engine),
-                                                  "curves": []})
+                    store.write_result(cfg.name, {"trial": failed_row(trial, error, unit.engine), "curves": []})
+                    log(one_line(f"trial {trial.trial_id} failed: {error}", 300))
                     finish("failed")
         submit()
         bar.update(running=min(len(inflight), capacity))
