@@ -413,8 +413,10 @@ def solve_m4(log_f, alpha, e_inf, e_0, iters: int = 64):
     With :math:`y = e_\infty + D\,\sigma(z)`, :math:`D = e_0 - e_\infty`, the
     equation reads :math:`z + (\alpha - 1)\,\mathrm{softplus}(z) = \log f -
     (1 - \alpha)\log D`, whose left side is strictly increasing in :math:`z`
-    for :math:`\alpha \ge 0`; bisection on :math:`z \in [-800, 800]` finds
-    the root to double precision. All arguments broadcast.
+    for :math:`\alpha > 0`; bisection on :math:`z \in [-800, 800]` finds
+    the root to double precision. At :math:`\alpha = 0` the form is M2,
+    :math:`y = e_\infty + f`, which may exceed :math:`e_0`. All arguments
+    broadcast.
     """
     alpha = np.broadcast_to(alpha, np.broadcast_shapes(np.shape(log_f), np.shape(alpha)))
     D = e_0 - e_inf
@@ -429,4 +431,5 @@ def solve_m4(log_f, alpha, e_inf, e_0, iters: int = 64):
             lo = np.where(up, z, lo)
             hi = np.where(up, hi, z)
         z = 0.5 * (lo + hi)
-        return e_inf + D / (1.0 + np.exp(-z))
+        y = e_inf + D / (1.0 + np.exp(-z))
+        return np.where(alpha > 0, y, e_inf + np.exp(log_f))  # alpha = 0: M2, y = e_inf + f

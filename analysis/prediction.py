@@ -12,7 +12,7 @@ live in log space, where the families were fitted:
   error :math:`\kappa\,\log(x/x_{max})\,z_b`, :math:`z_b \sim N(0, 1)`,
   for :math:`x > x_{max}`, whose scale :math:`\kappa` the rolling-origin
   backtests measured (:mod:`analysis.selection`); it takes the percentile
-  interval of the sum. Points of one learning curve are strongly
+  interval of the sum, widened where Monte Carlo noise left it inside the band. Points of one learning curve are strongly
   correlated, so the bootstrap and the residuals alone describe
   interpolation; on held-out larger scales they cover far less than their
   nominal level (see :mod:`analysis.bench_extrapolation`).
@@ -139,6 +139,7 @@ def _intervals(fit: FormFit, x_new, level, seed):
     qs = [tail, 1.0 - tail]
     band = np.quantile(L, qs, axis=0, method="nearest")
     pi = np.quantile(L + noise, qs, axis=0, method="nearest")
+    pi = np.array([np.minimum(pi[0], band[0]), np.maximum(pi[1], band[1])])  # never inside the band
     return np.exp(band), np.exp(pi), []
 
 
