@@ -175,7 +175,7 @@ def paper_wins(results) -> dict:
 
 
 def summarize(results, level: float = 0.95) -> dict:
-    """Mean RMSE-log per method, overall, per dataset and per shot, on curves every method scored."""
+    """Mean RMSE-log per method, overall, per dataset and per shot, on curves all methods scored."""
     full = [r for r in results if all(r.rmse.get(m) is not None for m in METHODS)]
     groups = {"all": full}
     order = sorted(full, key=lambda r: (list(DATASETS.values()).index(r.dataset)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from analysis.forms import Form, wls
+from analysis.formbase import Form, wls
 from analysis.robust import batched_lm, huber_objective, multistart_fit
 
 _DELTA = 50.0  # Huber threshold far above any log residual: plain least squares
@@ -29,7 +29,7 @@ _DELTA = 50.0  # Huber threshold far above any log residual: plain least squares
 
 @dataclass(frozen=True)
 class _Model:
-    r"""``theta = (la, lb, c0, c1, ld, lf)``: :math:`\log\hat y = \log s + \mathrm{logaddexp}(la, lb + g)`.
+    r"""``theta = (la, lb, c0, c1, ld, lf)``, :math:`\log\hat y = \log s + \log(e^{la} + e^{lb+g})`.
 
     :math:`g = -c_0 \ell - c_1 e^{lf}\,\mathrm{softplus}((\ell - ld)/e^{lf})`
     with :math:`\ell = \log x - m`, so :math:`a = s e^{la}` and
@@ -58,8 +58,9 @@ class _Model:
     def natural(self, theta):
         theta = np.atleast_2d(theta)
         s = np.exp(self.log_s)
-        return np.column_stack([s * np.exp(theta[:, 0]), s * np.exp(theta[:, 1] + theta[:, 2] * self.m),
-                                theta[:, 2], theta[:, 3], np.exp(self.m + theta[:, 4]),
+        return np.column_stack([s * np.exp(theta[:, 0]),
+                                s * np.exp(theta[:, 1] + theta[:, 2] * self.m), theta[:, 2],
+                                theta[:, 3], np.exp(self.m + theta[:, 4]),
                                 np.exp(np.clip(theta[:, 5], -30.0, 30.0))])
 
     def internal(self, params):
@@ -72,7 +73,7 @@ class _Model:
 
 
 class BNSL(Form):
-    r""":math:`y = a + b\,x^{-c_0}(1 + (x/d_1)^{1/f_1})^{-c_1 f_1}`, least squares on :math:`\log y`."""
+    r""":math:`y = a + b\,x^{-c_0}(1 + (x/d_1)^{1/f_1})^{-c_1 f_1}` by least squares on log y."""
 
     name = "BNSL"
     formula = "y = a + b*x^(-c0)*(1 + (x/d1)^(1/f1))^(-c1*f1)"
@@ -101,7 +102,7 @@ class BNSL(Form):
         return params, value * 2.0 * _DELTA, ok & np.all(np.isfinite(params), axis=1)
 
     def _starts(self, model, lx, ly, w, keep: int = 8):
-        """Best grid points of :math:`(c_0, c_1, d_1, f_1)`; :math:`a, b \\ge 0` by least squares."""
+        """Best points of a grid over :math:`(c_0, c_1, d_1, f_1)`; :math:`a, b \\ge 0` solved."""
         ell = lx - model.m
         c0 = np.array([0.0, 0.1, 0.25, 0.5, 1.0])
         c1 = np.array([-0.5, -0.2, 0.1, 0.3, 0.6, 1.0, 2.0, 4.0])

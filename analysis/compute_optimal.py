@@ -96,7 +96,7 @@ class ComputeOptimal:
 
 
 def budgets_of(flops) -> np.ndarray:
-    """Budget label per row: sorted log10 C split where neighbours differ by more than ``BUDGET_TOL``."""
+    """Budget label per row: sorted log10 C split where neighbours differ by > ``BUDGET_TOL``."""
     lc = np.log10(np.asarray(flops, float))
     order = np.argsort(lc)
     labels = np.empty(lc.size, int)
@@ -105,7 +105,7 @@ def budgets_of(flops) -> np.ndarray:
 
 
 def isoflop_minima(log_n, loss, labels, weights):
-    r"""Parabola minima :math:`\log N_{opt}` per budget and weighting: shape ``(R, K)``, NaN where none.
+    r"""Parabola minima :math:`\log N_{opt}` per budget and weighting, ``(R, K)``; NaN if none.
 
     Only budgets with at least 3 distinct N are fitted; ``weights`` has shape
     ``(R, n)`` (bootstrap counts).

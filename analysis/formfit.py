@@ -24,7 +24,8 @@ import numpy as np
 from analysis.brokenlaw import BNSL
 from analysis.errors import AnalysisError
 from analysis.fitresult import num
-from analysis.forms import M1, M2, M3, M4, Form
+from analysis.formbase import Form
+from analysis.forms import M1, M2, M3, M4
 from analysis.powerlaw import check_xy
 from analysis.robust import percentile_interval
 
@@ -86,7 +87,7 @@ class Bounds:
 
 def detect_bounds(name: str, y, *, given: tuple[float, float] | None = None,
                   maximize: bool | None = None) -> Bounds:
-    """Bounds of a metric: ``given`` (e.g. from ``--bounded``), else [0, 1] for a named error or accuracy.
+    """Bounds of a metric: ``given`` (``--bounded``), else [0, 1] for a named error or accuracy.
 
     The rule: every value lies in [0, 1] and the name contains ``err`` or
     ``acc``. ``maximize`` defaults to whether the name contains ``acc``.
@@ -116,7 +117,7 @@ class HoldoutCheck:
     form: str
     """Family used (for ``auto``, chosen on the remaining points only)."""
     rmse_log: float | None
-    r""":math:`\sqrt{\mathrm{mean}\,\log(\hat y/y)^2}` over held-out points; None when a prediction is undefined."""
+    r""":math:`\sqrt{\mathrm{mean}\,\log(\hat y/y)^2}` on held-out points; None if any undefined."""
     in_sample_rmse_log: float
     """RMSE-log of the same fit on the points it was fitted to."""
     n_undefined: int
@@ -200,7 +201,8 @@ class FormFit:
                 "holdout": None if self.holdout is None else self.holdout.to_dict(),
                 "holdout_note": self.holdout_note,
                 "selection": None if self.selection is None else self.selection.to_dict(),
-                "spread": num_or_none(self.spread), "warnings": list(self.warnings), "n_boot": self.n_boot,
+                "spread": num_or_none(self.spread), "warnings": list(self.warnings),
+                "n_boot": self.n_boot,
                 "n_boot_used": self.n_boot_used}
 
 
@@ -297,7 +299,8 @@ def fit_form(x, y, form: str = "auto", *, bounds: Bounds | None = None, n_boot: 
                                    candidates=(form,))
         except AnalysisError:
             pass
-    spread = None if backtest is None else backtest.spread.get(form)
+    spread = None if backtest is None else \
+        backtest.spread.get("auto" if selection is not None else form)
     model = FORMS[form]
     if np.unique(x).size < model.n_params + 1:
         raise AnalysisError(f"{form} has {model.n_params} parameters and needs at least "
@@ -331,7 +334,7 @@ def fit_form(x, y, form: str = "auto", *, bounds: Bounds | None = None, n_boot: 
 
 
 def holdout_check(x, e, form: str, bounds: Bounds, holdout: int | None):
-    """``(HoldoutCheck | None, note)``: refit without the ``holdout`` largest distinct x, score them."""
+    """``(HoldoutCheck | None, note)``: refit without the ``holdout`` largest x, score them."""
     from analysis.selection import select_form
 
     xs = np.unique(x)
@@ -369,7 +372,7 @@ def holdout_warnings(check: HoldoutCheck | None) -> list[str]:
 
 
 def shape_warnings(model: Form, params, x, bounds: Bounds, decades: float = 3.0) -> list[str]:
-    """Warnings when a falling curve's fit rises, or leaves the metric's range, in or beyond the data.
+    """Warnings when a falling curve's fit rises, or leaves the metric's range, near the data.
 
     The fitted quantity (a loss or an error) must fall with ``x``; the curve is
     checked on a log grid from the smallest ``x`` to ``decades`` decades past

@@ -1,4 +1,4 @@
-"""Plain-text presentation of curve-family fits, selections, predictions and compute-optimal results.
+"""Plain text for curve-family fits, selections, predictions and compute-optimal results.
 
 Nothing is computed here. Every printed number names its family, and a
 value that is undefined (a prediction <= 0 or outside the bounds, or an

@@ -27,7 +27,9 @@ is the least-squares slope of :math:`r^2` on :math:`\ell^2`, so that
 :math:`\kappa\,\log(x/x_{max})` is the standard deviation of the
 extrapolation error at :math:`x` (:mod:`analysis.prediction` adds it to the
 prediction interval). The origins fit fewer points than the final fit, so
-:math:`\kappa` errs on the wide side.
+:math:`\kappa` errs on the wide side. For the chosen family it is measured
+with the family each origin's *other* origins would choose, since the
+winner's own backtests are its best ones.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Selection:
     chosen: str
     """Name of the family with the lowest score."""
     scores: dict
-    """``{family: score}``: weighted mean RMSE-log over origins; None when it could not be scored."""
+    """``{family: score}``: weighted mean RMSE-log over origins; None when not scored."""
     per_origin: dict
     """``{family: (rmse_log or None, ...)}`` per origin, in the order of ``cuts``."""
     cuts: tuple[float, ...]
@@ -61,7 +63,8 @@ class Selection:
     horizon: float
     """Extrapolation ratio validated (furthest x / largest fitted x)."""
     spread: dict = None
-    """``{family: kappa}``: extrapolation error sd per unit of log x past the data (None: unscored)."""
+    """``{family: kappa}``: extrapolation error sd per unit of log x past the data (None:
+    unscored), and ``"auto"``: the same for the choice itself (leave one origin out)."""
     notes: tuple[str, ...] = ()
     """Why a family was not scored, or why the horizon was shortened."""
 
@@ -133,6 +136,7 @@ def select_form(x, y, *, bounds: Bounds | None = None, candidates=AUTO, x_target
         raise AnalysisError("no family extrapolates to a defined value at any origin; "
                             "fix one with --form")
     chosen = min(finite, key=finite.get)
+    spread["auto"] = _kappa_auto(errors, per_origin, usable, weights, spread)
     return Selection(chosen=chosen, scores=scores, per_origin=per_origin,
                      cuts=tuple(float(c) for c in cuts), weights=tuple(weights), horizon=H,
                      spread=spread, notes=tuple(notes))
@@ -171,7 +175,7 @@ def _origins(x, H, n_origins):
 
 
 def _errors(name, x, e, bounds, cut, window):
-    """``(log errors, log distances past the cut)`` on ``window`` of ``name`` fitted to ``x <= cut``.
+    """``(log errors, log distances past the cut)`` on ``window``, ``name`` fitted to ``x <= cut``.
 
     Undefined predictions (<= 0 or outside the bounds) give infinite errors.
     """
@@ -183,6 +187,27 @@ def _errors(name, x, e, bounds, cut, window):
     with np.errstate(all="ignore"):
         err = np.where(defined(pred, bounds), np.log(pred) - np.log(e[window]), np.inf)
     return err, np.log(x[window] / cut)
+
+
+def _kappa_auto(errors, per_origin, usable, weights, spread) -> float | None:
+    r""":math:`\kappa` of the choice itself, free of the winner's curse.
+
+    The chosen family is the one whose backtests erred least, so its own
+    :math:`\kappa` is biased low. At each origin the family chosen by the
+    *other* origins is scored instead (leave one origin out); with a single
+    origin, the median :math:`\kappa` over the families.
+    """
+    names = [n for n, po in per_origin.items() if po]
+    if len(usable) < 2:
+        ks = [spread[n] for n in names if spread.get(n) is not None]
+        return float(np.median(ks)) if ks else None
+    picked, wts = [], []
+    for j in usable:
+        rest = [i for i in usable if i != j]
+        score = {n: sum(weights[i] * per_origin[n][i] for i in rest) for n in names}
+        picked.append(errors[min(score, key=score.get)][j])
+        wts.append(weights[j])
+    return _kappa(picked, np.array(wts))
 
 
 def _rmse(err) -> float:

@@ -10,7 +10,8 @@ from analysis.brokenlaw import BNSL
 from analysis.errors import AnalysisError
 from analysis.formfit import Bounds, detect_bounds, fit_form, holdout_warnings, HoldoutCheck, \
     rmse_log
-from analysis.forms import M1, M2, M3, M4, solve_m4, wls
+from analysis.formbase import wls
+from analysis.forms import M1, M2, M3, M4, solve_m4
 from analysis.formtext import form_fit_lines, prediction_lines, value
 from analysis.prediction import predict
 from analysis.selection import select_form
@@ -34,7 +35,8 @@ def test_wls_matches_a_bounded_least_squares_solver():
         w = rng.uniform(0.2, 2.0, 15)
         beta, sse = wls(A, t, w, (0, -1, 1))
         sw = np.sqrt(w)
-        ref = lsq_linear(A * sw[:, None], t * sw, bounds=([-np.inf, -np.inf, 0], [np.inf, 0, np.inf]))
+        ref = lsq_linear(A * sw[:, None], t * sw,
+                         bounds=([-np.inf, -np.inf, 0], [np.inf, 0, np.inf]))
         np.testing.assert_allclose(beta, ref.x, atol=1e-6)
         assert sse == pytest.approx(np.sum(w * (t - A @ ref.x) ** 2), rel=1e-6)
 
