@@ -164,9 +164,17 @@ class Profiled(Form):
     def _start(self, ctx):
         return self.start
 
+    chunk: int = 20_000
+    """Rows x points solved at once; bigger batches are split to bound memory."""
+
     def refit(self, x, y, weights, *, low=0.0, high=None, start=None):
-        ctx = self._context(np.asarray(x, float), np.asarray(y, float), low, high)
         W = np.atleast_2d(np.asarray(weights, float))
+        rows = max(1, self.chunk // W.shape[1])
+        if W.shape[0] > rows:
+            parts = [self.refit(x, y, W[i:i + rows], low=low, high=high)
+                     for i in range(0, W.shape[0], rows)]
+            return tuple(np.concatenate(p) for p in zip(*parts))
+        ctx = self._context(np.asarray(x, float), np.asarray(y, float), low, high)
         R = W.shape[0]
         grid = np.stack(np.meshgrid(*[np.linspace(0, 1, self.coarse)] * self.q, indexing="ij"),
                         -1).reshape(-1, self.q) if self.q else np.zeros((1, 0))

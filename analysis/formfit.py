@@ -34,7 +34,9 @@ FORMS: dict[str, Form] = {f.name: f for f in (M1(), M2(), M3(), M4(), BNSL())}
 AUTO = ("M1", "M2", "M3", "M4", "BNSL")
 """Families ``"auto"`` chooses from."""
 HOLDOUT_RATIO = 3.0
-"""Warn when the held-out RMSE-log exceeds this multiple of the in-sample RMSE-log."""
+"""Warn when the held-out RMSE-log exceeds this multiple of the in-sample RMSE-log ..."""
+HOLDOUT_FLOOR = 1e-3
+"""... and exceeds this (0.1 %): below it both errors are at the level of rounding."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,26 +283,13 @@ def fit_form(x, y, form: str = "auto", *, bounds: Bounds | None = None, n_boot: 
     -------
     FormFit
     """
-    from analysis.selection import select_form
-
     if form != "auto" and form not in FORMS:
         raise AnalysisError(f"unknown form {form!r}; choose one of: auto, {', '.join(FORMS)}")
     if not 0.0 < level < 1.0:
         raise AnalysisError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
     x, e, bounds = prepare(x, y, bounds, 2)
-    selection = backtest = None
-    if form == "auto":
-        selection = backtest = select_form(x, bounds.from_error(e), bounds=bounds,
-                                           x_target=x_target)
-        form = selection.chosen
-    else:
-        try:
-            backtest = select_form(x, bounds.from_error(e), bounds=bounds, x_target=x_target,
-                                   candidates=(form,))
-        except AnalysisError:
-            pass
-    spread = None if backtest is None else \
-        backtest.spread.get("auto" if selection is not None else form)
+    auto = form == "auto"
+    form, selection, spread, warn = _family(form, x, e, bounds, x_target)
     model = FORMS[form]
     if np.unique(x).size < model.n_params + 1:
         raise AnalysisError(f"{form} has {model.n_params} parameters and needs at least "
@@ -310,8 +299,8 @@ def fit_form(x, y, form: str = "auto", *, bounds: Bounds | None = None, n_boot: 
     boot = model.bootstrap(x, e, fitted.params, low=lo, high=hi, n_boot=n_boot, seed=seed) \
         if n_boot > 0 else np.empty((0, model.n_params))
     ci_lo, ci_hi = percentile_interval(boot, level)
-    check, note = holdout_check(x, e, form if selection is None else "auto", bounds, holdout)
-    warn = shape_warnings(model, fitted.params, x, bounds)
+    check, note = holdout_check(x, e, "auto" if auto else form, bounds, holdout)
+    warn += shape_warnings(model, fitted.params, x, bounds)
     if in_rmse is None:
         warn.insert(0, "the fitted curve is undefined (<= 0 or outside the bounds) at some "
                        "fitted points")
@@ -320,23 +309,55 @@ def fit_form(x, y, form: str = "auto", *, bounds: Bounds | None = None, n_boot: 
     warn += holdout_warnings(check)
     if n_boot > 0 and boot.shape[0] < 10:
         warn.append("too few usable bootstrap resamples for intervals")
-    if spread is None:
-        warn.append("no rolling-origin backtest of this form (too few points): prediction "
-                    "intervals past the data leave out the extrapolation error")
     return FormFit(form=form, formula=model.formula, names=model.names,
                    params=tuple(float(v) for v in fitted.params),
                    ci_low=tuple(float(v) for v in ci_lo), ci_high=tuple(float(v) for v in ci_hi),
                    level=level, n_points=int(x.size), rmse_log=float(in_rmse or np.nan),
                    converged=fitted.converged, bounds=bounds, holdout=check, holdout_note=note,
                    selection=selection, spread=spread, warnings=tuple(warn),
-                   n_boot=int(n_boot),
-                   n_boot_used=int(boot.shape[0]), model=model, x=x, e=e, boot_params=boot)
+                   n_boot=int(n_boot), n_boot_used=int(boot.shape[0]), model=model, x=x, e=e,
+                   boot_params=boot)
+
+
+def _family(form, x, e, bounds, x_target):
+    """``(family, Selection | None, spread, warnings)``: the choice for auto, and its backtest."""
+    from analysis.selection import select_form
+
+    warn = []
+    if form == "auto":
+        form, selection, note = choose(x, e, bounds, x_target)
+        warn += [note] if note else []
+        spread = None if selection is None else selection.spread.get("auto")
+    else:
+        selection = None
+        try:
+            spread = select_form(x, bounds.from_error(e), bounds=bounds, x_target=x_target,
+                                 candidates=(form,)).spread.get(form)
+        except AnalysisError:
+            spread = None
+    if spread is None:
+        warn.append("no rolling-origin backtest of this form (too few points): prediction "
+                    "intervals past the data leave out the extrapolation error")
+    return form, selection, spread, warn
+
+
+def choose(x, e, bounds: Bounds, x_target=None):
+    """``(family, Selection | None, note)`` for auto; M4/M2/M1 when too short to choose."""
+    from analysis.selection import select_form
+
+    try:
+        sel = select_form(x, bounds.from_error(e), bounds=bounds, x_target=x_target)
+        return sel.chosen, sel, ""
+    except AnalysisError as err:
+        order = ("M4", "M2", "M1") if bounds.bounded else ("M2", "M1")
+        distinct = np.unique(x).size
+        form = next((f for f in order if distinct >= FORMS[f].n_params + 1), "M1")
+        return form, None, (f"auto could not choose ({err}); fell back to {form}, the richest "
+                            "of " + ", ".join(order) + " these points can fit")
 
 
 def holdout_check(x, e, form: str, bounds: Bounds, holdout: int | None):
     """``(HoldoutCheck | None, note)``: refit without the ``holdout`` largest x, score them."""
-    from analysis.selection import select_form
-
     xs = np.unique(x)
     k = max(1, int(round(0.2 * xs.size))) if holdout is None else int(holdout)
     if k <= 0:
@@ -347,8 +368,7 @@ def holdout_check(x, e, form: str, bounds: Bounds, holdout: int | None):
         return None, (f"too few distinct x values ({xs.size}) to hold out {k} and still fit "
                       f"{form}")
     if form == "auto":
-        form = select_form(x[train], bounds.from_error(e[train]), bounds=bounds,
-                           x_target=x[~train]).chosen
+        form = choose(x[train], e[train], bounds, x[~train])[0]
     fitted, in_rmse = fit_named(FORMS[form], x[train], e[train], bounds)
     pred = FORMS[form].predict(fitted.params, x[~train])
     ok = defined(pred, bounds)
@@ -364,7 +384,7 @@ def holdout_warnings(check: HoldoutCheck | None) -> list[str]:
     if check.rmse_log is None:
         return [f"{check.n_undefined} of {len(check.x)} held-out predictions are undefined "
                 "(<= 0 or outside the bounds), so the held-out error is undefined"]
-    if check.ratio is not None and check.ratio > HOLDOUT_RATIO:
+    if check.ratio is not None and check.ratio > HOLDOUT_RATIO and check.rmse_log > HOLDOUT_FLOOR:
         return [f"the held-out RMSE-log ({check.rmse_log:.3g}) is {check.ratio:.1f}x the "
                 f"in-sample one ({check.in_sample_rmse_log:.3g}): the fit describes the data "
                 "better than it extrapolates"]

@@ -229,3 +229,22 @@ def test_input_mistakes_are_one_line_errors():
         fit_form([1, 2, 3, 4, 5], [0.5, 0.4, 1.3, 0.2, 0.1], "M1", bounds=RATE)
     with pytest.raises(AnalysisError, match="log-transformed"):
         predict(fit_form(np.logspace(1, 3, 8), np.logspace(0, -1, 8), "M1", n_boot=20), [-1.0])
+
+
+def test_auto_on_a_short_curve_falls_back_and_says_so():
+    x = np.array([1e3, 2e3, 4e3, 8e3, 1.6e4])
+    fit = fit_form(x, 0.5 * x ** -0.2 + 0.05, "auto", bounds=RATE, n_boot=20)
+    assert fit.form == "M2" and fit.selection is None  # M4 needs 6 distinct x
+    assert any("fell back to M2" in w for w in fit.warnings)
+
+
+def test_refits_split_into_chunks_equal_one_batch():
+    rng = np.random.default_rng(7)
+    x = np.logspace(2, 4, 20)
+    y = 0.1 + 0.8 / (1 + (x / 300) ** 0.7)
+    W = rng.poisson(1.0, (12, x.size)).astype(float) + 0.1
+    small = M4()
+    small.chunk = 3 * x.size  # three rows at a time
+    a, b = M4().refit(x, y, W, high=1.0), small.refit(x, y, W, high=1.0)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
