@@ -213,7 +213,7 @@ def table_lines(s: dict) -> list[str]:
     lines.append("auto chose: " + ", ".join(f"{k} {v}" for k, v in
                                              sorted(s["chosen"].items(), key=lambda t: -t[1])))
     if s["auto_vs_m4"] is not None:
-        lines.append(f"auto vs M4: {s['auto_vs_m4']:+.1%} lower mean RMSE-log")
+        lines.append(f"auto vs M4: mean RMSE-log {s['auto_vs_m4']:.1%} lower")
     lines.append(f"held-out points inside the {s['level']:.0%} prediction intervals "
                  f"({s['n_test']} points): " + ", ".join(f"{m} {v:.1%}"
                                                         for m, v in s["coverage"].items()))

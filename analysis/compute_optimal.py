@@ -175,17 +175,9 @@ def compute_optimal(n, d, loss, *, flops=None, flops_source: str | None = None,
     joint = fit_joint(n, d, loss, n_boot=0, level=level, delta=delta, seed=seed)
     labels = budgets_of(flops)
     counts = resample_counts(n.size, n_boot, np.random.default_rng(seed), strata=labels)
-    W = np.vstack([np.ones((1, n.size)), counts])
     log_n = np.log(n)
-    nopt = isoflop_minima(log_n, loss, labels, W)
-    keys = [k for k in np.unique(labels) if np.unique(log_n[labels == k]).size >= 3]
-    log_c = np.array([np.log(flops[labels == k]).mean() for k in keys])
-    a2 = _slopes(log_c, nopt)
-    sol = batched_lm(joint.model, np.broadcast_to(joint.theta, (n_boot, joint.theta.size)),
-                     (log_n, np.log(d)), np.log(loss), counts, delta=joint.delta, max_iter=100)
-    nat = joint.model.natural(np.vstack([joint.theta, sol.theta]))
-    a3 = nat[:, 4] / (nat[:, 2] + nat[:, 4])
-    a3[1:][~np.isfinite(sol.value)] = np.nan
+    a2, nopt, keys = _approach2(log_n, loss, flops, labels, counts)
+    a3 = _approach3(joint, log_n, np.log(d), np.log(loss), counts)
     budgets, notes = _budgets(labels, flops, log_n, nopt[0], keys)
     boot2, boot3 = a2[1:], a3[1:]
     pair = np.isfinite(boot2) & np.isfinite(boot3)
@@ -203,6 +195,26 @@ def compute_optimal(n, d, loss, *, flops=None, flops_source: str | None = None,
         diff_ci=_ci((boot3 - boot2)[pair], level), level=level, budgets=tuple(budgets),
         flops_source=flops_source or "given", n_points=int(n.size), n_boot=int(n_boot),
         notes=tuple(notes), joint=joint)
+
+
+def _approach2(log_n, loss, flops, labels, counts):
+    """``(a per weighting, log N_opt per weighting and budget, budgets)``; row 0: the data."""
+    W = np.vstack([np.ones((1, log_n.size)), counts])
+    nopt = isoflop_minima(log_n, loss, labels, W)
+    keys = [k for k in np.unique(labels) if np.unique(log_n[labels == k]).size >= 3]
+    log_c = np.array([np.log(flops[labels == k]).mean() for k in keys])
+    return _slopes(log_c, nopt), nopt, keys
+
+
+def _approach3(joint, log_n, log_d, log_loss, counts):
+    """beta/(alpha+beta) of the joint fit (row 0) and of its refits on ``counts``, warm-started."""
+    R = counts.shape[0]
+    sol = batched_lm(joint.model, np.broadcast_to(joint.theta, (R, joint.theta.size)),
+                     (log_n, log_d), log_loss, counts, delta=joint.delta, max_iter=100)
+    nat = joint.model.natural(np.vstack([joint.theta, sol.theta]))
+    a3 = nat[:, 4] / (nat[:, 2] + nat[:, 4])
+    a3[1:][~np.isfinite(sol.value)] = np.nan
+    return a3
 
 
 def _ci(values, level) -> tuple[float, float]:

@@ -102,3 +102,12 @@ def test_bad_compute_is_a_one_line_error(tmp_path, capsys):
     assert err.startswith("error:") and "log-transformed" in err
     with pytest.raises(AnalysisError, match="no --n column"):
         compute_optimal_table(read_any(path), n="size", d="tokens", loss="loss")
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["compute-optimal", "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--n", "--d", "--loss", "--flops", "--boot", "--level", "--delta", "--json"):
+        assert flag in out
