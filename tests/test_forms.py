@@ -248,3 +248,13 @@ def test_refits_split_into_chunks_equal_one_batch():
     a, b = M4().refit(x, y, W, high=1.0), small.refit(x, y, W, high=1.0)
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
+
+
+def test_prediction_interval_widens_with_distance_past_the_data():
+    x, y = _curve(np.random.default_rng(8), n=30)
+    fit = fit_form(x, y, "auto", bounds=RATE, n_boot=100, holdout=0)
+    assert fit.spread is not None and fit.spread > 0
+    assert set(fit.selection.spread) >= {"auto", fit.form}
+    pred = predict(fit, [x[-5], 1.5 * x[-1], 6 * x[-1]])
+    width = np.log(np.array(pred.pi_high) / np.array(pred.pi_low))
+    assert width[0] < width[1] < width[2]
