@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python -m cluster.bench
 	$(BIN)/python -m cluster.bench_driver
 	$(BIN)/python -m analysis.bench
+	$(BIN)/python -m analysis.bench_extrapolation
 
 # Measure both laws on real data and write results/reproduce/report.html.
 # SCALE=full runs configs/full/ (MNIST IDX files in data/mnist, larger grids, for GPUs).

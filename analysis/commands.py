@@ -1,4 +1,4 @@
-"""Subcommands ``fit``, ``fit-joint``, ``bopt`` and ``report`` for the ``scaling`` console script.
+"""Subcommands ``fit``, ``fit-joint``, ``bopt``, ``compute-optimal`` and ``report`` for ``scaling``.
 
 :func:`register` adds them to an ``argparse`` subparsers object; each handler
 takes the parsed arguments and returns an exit code. Mistakes a user can fix
@@ -19,7 +19,7 @@ from analysis.errors import AnalysisError
 
 
 def register(subparsers) -> None:
-    """Add ``fit``, ``fit-joint``, ``bopt`` and ``report`` to ``subparsers``."""
+    """Add ``fit``, ``fit-joint``, ``bopt``, ``compute-optimal`` and ``report`` to ``subparsers``."""
     p = subparsers.add_parser("fit", help="fit a power-law learning curve y = a*x^b + c to a sweep",
                               description="Fit y = a*x^b + c (Hestness et al. 2017) to the best "
                               "mean-over-seeds metric at each x (or to one configuration with "
@@ -59,6 +59,27 @@ def register(subparsers) -> None:
     _where(p)
     _common(p, plot=True, delta=False)
     p.set_defaults(func=lambda a: _run(_cmd_bopt, a))
+
+    p = subparsers.add_parser("compute-optimal",
+                              help="N_opt ∝ C^a by IsoFLOP parabolas (Approach 2) and by the "
+                                   "joint fit (Approach 3), side by side",
+                              description="Hoffmann et al. (2022) Approaches 2 and 3 on any table "
+                              "of (N, D, loss) rows, with paired bootstrap intervals and their "
+                              "difference. C is --flops, else a stored train_flops column, "
+                              "else 6*N*D.")
+    p.add_argument("source", help="results directory, or a .csv / .parquet file")
+    p.add_argument("--n", required=True, metavar="COL", help="column used as N (e.g. n_params)")
+    p.add_argument("--d", required=True, metavar="COL", help="column used as D (e.g. tokens)")
+    p.add_argument("--loss", required=True, metavar="COL", help="loss column")
+    p.add_argument("--flops", default=None, metavar="COL",
+                   help="compute column (default: train_flops when stored, else 6*N*D)")
+    p.add_argument("--boot", type=int, default=400, help="bootstrap resamples (default 400)")
+    p.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
+    p.add_argument("--delta", type=float, default=1e-3,
+                   help="Huber threshold of the joint fit (default 1e-3, Hoffmann et al. 2022)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=lambda a: _run(_cmd_compute_optimal, a))
 
     p = subparsers.add_parser("report",
                               help="one self-contained HTML page of counts, fits and plots")
@@ -200,6 +221,17 @@ def _cmd_bopt(args) -> int:
         return plot_bopt(result)
 
     _emit(args, result.to_dict(), fmt.bopt_lines(result), fig)
+    return 0
+
+
+def _cmd_compute_optimal(args) -> int:
+    from analysis.compute_optimal import compute_optimal_table
+    from analysis.formtext import compute_optimal_lines
+
+    res = compute_optimal_table(tables.read_any(args.source), n=args.n, d=args.d, loss=args.loss,
+                                flops=args.flops, n_boot=args.boot, level=args.level,
+                                delta=args.delta, seed=args.seed)
+    _emit(args, res.to_dict(), compute_optimal_lines(res))
     return 0
 
 

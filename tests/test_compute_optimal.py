@@ -1,0 +1,113 @@
+"""Compute-optimal allocation: Approach 2 (IsoFLOP parabolas) beside Approach 3 (joint fit)."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pytest
+
+from analysis.compute_optimal import budgets_of, compute_optimal, compute_optimal_table
+from analysis.errors import AnalysisError
+from analysis.tables import read_any
+from cluster.cli import main
+
+
+def isoflop(alpha, beta, *, E=1.69, A=406.4, B=410.7, noise=0.01, seed=0, budgets=5,
+            per_budget=9, jitter=0.0):
+    """An IsoFLOP design: several budgets, several N per budget spanning the optimum, D = C/(6N)."""
+    rng = np.random.default_rng(seed)
+    G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
+    n, d = [], []
+    for C in np.logspace(18, 22, budgets):
+        n_opt = G * (C / 6) ** (beta / (alpha + beta))
+        for f in np.logspace(-1.2, 1.2, per_budget):
+            c = C * np.exp(jitter * rng.standard_normal())
+            n.append(n_opt * f)
+            d.append(c / (6 * n_opt * f))
+    n, d = np.array(n), np.array(d)
+    loss = (E + A / n ** alpha + B / d ** beta) * np.exp(noise * rng.standard_normal(n.size))
+    return n, d, loss
+
+
+@pytest.mark.parametrize("alpha, beta", [(0.34, 0.28), (0.5, 0.25)])
+def test_approach_3_recovers_the_exponent_and_approach_2_stands_beside_it(alpha, beta):
+    n, d, loss = isoflop(alpha, beta, noise=0.01, seed=1)
+    res = compute_optimal(n, d, loss, n_boot=200)
+    truth = beta / (alpha + beta)
+    assert abs(res.a3 - truth) < 0.03, (res.a3, truth)
+    assert res.a3_ci[0] < res.a3 < res.a3_ci[1]
+    assert res.a2 is not None and abs(res.a2 - truth) < 0.1
+    assert res.diff == pytest.approx(res.a3 - res.a2)
+    assert res.diff_ci[0] <= res.diff <= res.diff_ci[1]
+    assert len(res.budgets) == 5 and all(b.n_opt is not None for b in res.budgets)
+    assert res.flops_source.startswith("6*N*D")
+
+
+def test_budgets_group_jittered_compute_and_split_distinct_ones():
+    labels = budgets_of([1e18, 1.02e18, 0.99e18, 1e19, 1.01e19, 1e20])
+    assert list(labels) == [0, 0, 0, 1, 1, 2]
+    n, d, loss = isoflop(0.34, 0.28, jitter=0.01, seed=2)
+    assert np.unique(budgets_of(6 * n * d)).size == 5
+
+
+def test_a_profile_without_a_minimum_is_left_out_and_said_so():
+    n, d, loss = isoflop(0.34, 0.28, noise=0.0, seed=3)
+    first = slice(0, 9)
+    loss = loss.copy()
+    loss[first] = 3.0 - 0.01 * (np.log(n[first]) - np.log(n[first]).mean()) ** 2  # opens downwards
+    res = compute_optimal(n, d, loss, n_boot=50)
+    assert res.budgets[0].n_opt is None
+    assert any("no minimum" in note for note in res.notes)
+    assert res.a2 is not None  # the other four budgets still give a slope
+
+
+def _csv(tmp_path, **extra):
+    n, d, loss = isoflop(0.34, 0.28, seed=4)
+    cols = {"params": n, "tokens": d, "loss": loss, "run": [f"r{i}" for i in range(n.size)]}
+    cols.update({k: v(n, d) for k, v in extra.items()})
+    path = tmp_path / "runs.csv"
+    pcsv.write_csv(pa.table(cols), path)
+    return str(path)
+
+
+def test_cli_prints_both_approaches_and_says_where_compute_comes_from(tmp_path, capsys):
+    path = _csv(tmp_path)
+    assert main(["compute-optimal", path, "--n", "params", "--d", "tokens", "--loss", "loss",
+                 "--boot", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "Approach 2" in out and "Approach 3" in out and "difference" in out
+    assert "6*N*D (no FLOPs column given)" in out
+    assert main(["compute-optimal", path, "--n", "params", "--d", "tokens", "--loss", "loss",
+                 "--boot", "50", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert abs(data["a3"] - 0.28 / 0.62) < 0.03 and data["a2"] is not None
+
+
+def test_stored_train_flops_is_used_and_an_explicit_column_wins(tmp_path):
+    path = _csv(tmp_path, train_flops=lambda n, d: 6.0 * n * d, other=lambda n, d: 8.0 * n * d)
+    table = read_any(path)
+    res = compute_optimal_table(table, n="params", d="tokens", loss="loss", n_boot=50)
+    assert "train_flops" in res.flops_source
+    res = compute_optimal_table(table, n="params", d="tokens", loss="loss", flops="other",
+                                n_boot=50)
+    assert "'other'" in res.flops_source
+
+
+def test_bad_compute_is_a_one_line_error(tmp_path, capsys):
+    path = _csv(tmp_path, bad=lambda n, d: -np.ones_like(n))
+    assert main(["compute-optimal", path, "--n", "params", "--d", "tokens", "--loss", "loss",
+                 "--flops", "bad"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "log-transformed" in err
+    with pytest.raises(AnalysisError, match="no --n column"):
+        compute_optimal_table(read_any(path), n="size", d="tokens", loss="loss")
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["compute-optimal", "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--n", "--d", "--loss", "--flops", "--boot", "--level", "--delta", "--json"):
+        assert flag in out
