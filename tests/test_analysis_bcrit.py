@@ -1,0 +1,87 @@
+"""The critical batch size: steps to target, the McCandlish trade-off fit and its clustered intervals.
+
+The coverage test draws curves from McCandlish et al.'s model S(B) = S_min + E_min/B with a
+seed effect shared by every batch size of a seed and a trial effect on top, evaluated at
+log-spaced steps of a curve that is not linear in log step (so locating the crossing has
+interpolation error), and with an epochs budget under which the largest batch sizes never
+reach the target (censored). The estimator knows none of that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.bcrit import fit_tradeoff, steps_to_target, tradeoff
+
+B = 2.0 ** np.arange(2, 11)  # 4 ... 1024
+
+
+def curves_to_target(rng, b, s_min, e_min, n_seeds, seed_sd=0.2, noise_sd=0.1, examples=2.2e5, points=12):
+    """(nB, 1, nS) steps to reach loss 1.0 of curves loss(k) = (k/S)^-0.3 seen at log-spaced steps."""
+    u = rng.normal(0, seed_sd, n_seeds)
+    out = np.empty((len(b), 1, n_seeds))
+    for i, bb in enumerate(b):
+        budget = int(examples / bb)  # a fixed number of examples: large batches get few steps
+        evals = np.concatenate([[0], np.unique(np.round(np.geomspace(1, budget, points)).astype(int))])
+        for s in range(n_seeds):
+            S = (s_min + e_min / bb) * np.exp(u[s] + rng.normal(0, noise_sd))
+            loss = (np.maximum(evals, 1e-9) / S) ** -0.3
+            loss[0] = 50.0
+            out[i, 0, s] = steps_to_target(evals, loss, 1.0)
+    return out
+
+
+def test_steps_to_target_interpolates_log_step_between_eval_points():
+    steps = np.array([0, 10, 100, 1000])
+    loss = np.array([5.0, 3.0, 2.0, 1.0])
+    assert steps_to_target(steps, loss, 2.0) == pytest.approx(100)
+    assert steps_to_target(steps, loss, 1.5) == pytest.approx(np.sqrt(100 * 1000))  # halfway in log step
+    assert steps_to_target(steps, loss, 4.0) == pytest.approx(5.0)  # from step 0: linear in step
+    assert steps_to_target(steps, loss, 0.5) == np.inf
+    assert steps_to_target(steps, [0.2, 0.5, 0.8, 0.9], 0.7, maximize=True) == pytest.approx(10 ** (1 + 2 / 3))
+    assert steps_to_target(steps, [5.0, np.nan, np.nan, np.nan], 2.0) == np.inf, "diverged before reaching it"
+
+
+def test_the_fit_recovers_a_noiseless_tradeoff_exactly():
+    s = 300 + 300 * 40 / B
+    a, e = fit_tradeoff(B, s[None, :])
+    assert a[0] == pytest.approx(300, rel=1e-9) and e[0] / a[0] == pytest.approx(40, rel=1e-9)
+
+
+def test_intervals_cover_the_true_critical_batch_size():
+    """>= 400 replications, each with its own clustered bootstrap (200 resamples), all vectorised."""
+    rng = np.random.default_rng(7)
+    covered, censored = 0, 0
+    for r in range(400):
+        steps = curves_to_target(rng, B, 200.0, 200.0 * 64, n_seeds=5)
+        fit = tradeoff(B, steps, n_boot=200, seed=r)
+        covered += fit.b_crit.ci_low <= 64 <= fit.b_crit.ci_high
+        censored += fit.n_censored_trials
+    assert 0.92 <= covered / 400 <= 0.98, covered / 400
+    assert censored > 400, "the largest batch sizes ran out of budget in most replications"
+
+
+def test_too_few_batch_sizes_reaching_the_target_is_one_reason_not_a_fit():
+    rng = np.random.default_rng(0)
+    # budgets of 15,000 examples: only batch sizes 4 and 8 reach the target
+    steps = curves_to_target(rng, B, 200.0, 200.0 * 64, n_seeds=3, seed_sd=0.0, noise_sd=0.0, examples=1.5e4)
+    fit = tradeoff(B, steps, n_boot=50)
+    assert not fit.ok and fit.reason.startswith("only 2 of 9 batch sizes reach the target")
+    assert "\n" not in fit.reason
+    assert fit.n_censored_trials > 0 and np.isnan(fit.b_crit.value)
+    never = np.full((len(B), 1, 3), np.inf)
+    fit = tradeoff(B, never, n_boot=50)
+    assert fit.reason.startswith("only 0 of 9 batch sizes") and fit.n_censored_trials == 27
+
+
+def test_tuning_lr_per_batch_size_picks_the_fastest_on_the_selection_metric():
+    rng = np.random.default_rng(3)
+    fast = curves_to_target(rng, B, 200.0, 200.0 * 64, n_seeds=4)
+    slow = fast * 3
+    steps = np.concatenate([slow, fast], axis=1)  # lr 0.1 slow, lr 0.2 fast
+    select = np.concatenate([fast, slow], axis=1)  # ... but validation says the opposite
+    fit = tradeoff(B, steps, select=select, lrs=np.array([0.1, 0.2]), n_boot=50)
+    assert set(fit.lr) == {0.1}, "chosen on the selection metric"
+    assert np.allclose(np.array(fit.steps)[np.isfinite(fit.steps)],
+                       np.array(tradeoff(B, slow, n_boot=50).steps)[np.isfinite(fit.steps)])
