@@ -8,9 +8,12 @@ grouped by every axis except ``batch_size`` and ``seed``. In each group the
 best batch size is chosen on the validation metric (on the reported one when
 the table has none) among batch sizes with no diverged or failed trial, and
 refined by the vertex of the parabola in :math:`\log B` through it and its
-two neighbours, on the test metric. A best batch size at the edge of the
-usable grid is a one-sided bound (the optimum lies beyond the midpoint to its
-neighbour), which the rule check (:mod:`analysis.rule`) treats as censored.
+two neighbours, on the mean of the validation and test metrics: both measure
+the same trained networks, so the mean halves the evaluation noise of a
+location (no metric value is reported from it). A best batch size at the edge
+of the usable grid is a one-sided bound (the optimum lies beyond the midpoint
+to its neighbour), which the rule check (:mod:`analysis.rule`) treats as
+censored.
 
 Intervals: each replicate draws one multiset of seeds for every cell of every
 group and redoes the choice and the vertex; the interval of

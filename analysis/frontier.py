@@ -109,7 +109,8 @@ def frontier(fr: dict, rows: np.ndarray, point_cols, y: np.ndarray, *, outcome: 
                     for c in range(len(cm.keys)) if not cm.eligible[c])
     keep = [p for p, cs in enumerate(by_point) if any(cm.eligible[c] for c in cs)]
     dropped = tuple({"point": _named(point_cols, pkeys[p]),
-                     "reason": "every configuration has a diverged or failed trial"}
+                     "reason": "every configuration has a trial that is not ok (diverged, "
+                               "failed, batch > n_train)"}
                     for p in range(len(pkeys)) if p not in keep)
     index = cl.padded([np.array([c for c in by_point[p] if cm.eligible[c]]) for p in keep])
     ones = np.ones((1, S))

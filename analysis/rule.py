@@ -9,12 +9,19 @@ SGD noise scale's numerator. Every axis is tested, jointly:
 fitted by weighted Tobit regression (:mod:`analysis.tobit`): a group whose
 best batch size is at the edge of the usable grid contributes the one-sided
 bound "beyond the midpoint to its neighbour" instead of being dropped, which
-would bias the exponents towards 0. Weights are
-:math:`1/(\mathrm{se}_g^2 + \tau^2)`, the group's seed-bootstrap variance
-plus a method-of-moments lack-of-fit variance. Intervals come from the
-clustered seed bootstrap (the whole pipeline, selection included, redone per
-replicate) with the small-cluster t correction of :mod:`analysis.cells`;
-they are conditional on the groups of the design.
+would bias the exponents towards 0. Each group's weight comes from the
+variance of its :math:`\ln B_{opt}` over the clustered seed bootstrap (the
+whole pipeline, selection included, redone per replicate), stabilised halfway
+towards the median because a variance from a handful of seeds is itself noisy;
+the overall scale is estimated from the residuals (weighted least squares with
+a dispersion factor, McCullagh & Nelder 1989, sec. 9.2), so lack of fit widens
+the intervals, with a t quantile on :math:`n_{obs} - p` degrees of freedom
+(never below the bootstrap's scale with fewer than 5). Intervals are
+conditional on the groups of the design and treat groups' errors as
+independent: the seed effect shared by every cell at one N moves all batch
+sizes of a group together and cancels in its argmax. Measured on
+:mod:`analysis.simulate`, 95 % intervals cover the generating exponents in
+92-98 % of replications (``tests/test_analysis_calibration.py``).
 
 Verdict, in this order (margin :math:`\delta`, default 0.25):
 
@@ -22,11 +29,12 @@ Verdict, in this order (margin :math:`\delta`, default 0.25):
    :math:`[1-\delta, 1+\delta]`: two one-sided tests at 5 % per axis
    (Schuirmann 1987), all three axes estimated;
 2. **inconsistent** when the joint test that every exponent is 1 rejects at
-   5 %: the statistic is :math:`\max_j |\hat a_j - 1|/\mathrm{se}_j`, its
-   null distribution the bootstrap's :math:`\max_j |a^*_j - \hat a_j|/\mathrm{sd}^*_j`
-   mapped onto the t scale (a bootstrap Sidak step, not a chi-square on a
-   covariance from a handful of seeds); the axes whose 95 % interval excludes
-   1 are named;
+   5 %: the statistic is :math:`\max_j |\hat a_j - 1|/\mathrm{se}_j`; its null
+   distribution is the clustered bootstrap's
+   :math:`\max_j |a^*_j - \hat a_j|/\mathrm{sd}^*_j` (which carries the
+   dependence between exponents), read on the t scale (a bootstrap Sidak step,
+   not a chi-square on a covariance from a handful of seeds); the axes whose
+   95 % interval excludes 1 are named;
 3. **inconclusive** otherwise, naming the underpowered axes and roughly how
    much more data each needs (interval half-widths shrink as
    :math:`1/\sqrt{n}`).
@@ -121,6 +129,8 @@ class RuleCheck:
     """Axis -> why its exponent could not be estimated."""
     slope: Estimate | None = None
     """Combined slope on ln(lr*N/(1-m)) (the rule: 1)."""
+    intercept: float = float("nan")
+    """Intercept of the combined-slope fit (ln B_opt at lr*N/(1-m) = 1)."""
     r2: float = float("nan")
     """R^2 of the combined-slope fit over observed groups."""
     g_opt: Estimate | None = None
@@ -144,7 +154,7 @@ class RuleCheck:
                 "exponents": [e.to_dict() for e in self.exponents],
                 "not_estimated": dict(self.not_estimated),
                 "slope": None if self.slope is None else self.slope.to_dict(),
-                "r2": num(self.r2), "g_opt": None if self.g_opt is None else self.g_opt.to_dict(),
+                "intercept": num(self.intercept), "r2": num(self.r2), "g_opt": None if self.g_opt is None else self.g_opt.to_dict(),
                 "joint_test": {k: num(v) for k, v in self.joint.items()},
                 "lack_of_fit": num(self.lack_of_fit), "n_groups": self.n_groups,
                 "n_observed": self.n_observed, "n_censored": self.n_censored,
@@ -295,7 +305,7 @@ def check_rule(inp: RuleInput, res: Resampling | None, *, level: float = 0.95,
     if not fit.ok or fit.reps is None or fit.reps.shape[0] < 10:
         return untestable("the censored regression did not converge", **base)
     exps = tuple(_estimate(LABEL[a], fit, i + 1, level) for i, a in enumerate(names))
-    slope, r2, g_opt, extra_failed = _combined(inp, used, sigma, level)
+    slope, intercept, r2, g_opt, extra_failed = _combined(inp, used, sigma, level)
     joint = _joint_test(fit, names)
     verdict = _verdict(names, exps, missing, joint, res, margin, int(used.sum()))
     notes = []
@@ -304,7 +314,7 @@ def check_rule(inp: RuleInput, res: Resampling | None, *, level: float = 0.95,
                      "noise explains: the power-law form misses something, and the intervals "
                      "hold for these groups only")
     return RuleCheck(**base, verdict=verdict, exponents=exps, not_estimated=missing, slope=slope,
-                     r2=r2, g_opt=g_opt, joint=joint, lack_of_fit=lof,
+                     intercept=intercept, r2=r2, g_opt=g_opt, joint=joint, lack_of_fit=lof,
                      n_boot=int(inp.reps_logb.shape[0]), n_boot_failed=fit.n_failed + extra_failed,
                      notes=tuple(notes))
 
@@ -328,7 +338,7 @@ def _combined(inp, used, sigma, level):
         g_opt = Estimate(name="g_opt", value=float(np.exp(-e.value)),
                          ci_low=float(np.exp(-e.ci_high)), ci_high=float(np.exp(-e.ci_low)),
                          ci90_low=float(np.exp(-e.ci90_high)), ci90_high=float(np.exp(-e.ci90_low)))
-    return slope, r2, g_opt, fit.n_failed + gfit.n_failed
+    return slope, float(fit.beta[0]), r2, g_opt, fit.n_failed + gfit.n_failed
 
 
 def _joint_test(fit: _Fit, names) -> dict:

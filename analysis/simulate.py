@@ -346,7 +346,26 @@ def _table(n, b, lr, m, w, seed, diverged, cols, train, sweep, validation) -> pa
     if validation:
         data["val_loss"], data["val_acc"] = cols["val_loss"], cols["val_acc"]
     data["optimizer"] = ["sgd"] * rows
-    return pa.table(data)
+    schema = _store_schema()
+    if schema is None:
+        return pa.table(data)
+    if "noise_scale_exact" in schema.names:
+        data["noise_scale_exact"] = lr * (n / b - 1.0) / (1.0 - m)
+    fields = list(schema) + [pa.field(k, pa.table({k: v}).schema.field(k).type)
+                             for k, v in data.items() if k not in schema.names]
+    arrays = [pa.array(data[f.name], type=f.type) if f.name in data else pa.nulls(rows, f.type)
+              for f in fields if validation or f.name not in ("val_loss", "val_acc")]
+    keep = [f for f in fields if validation or f.name not in ("val_loss", "val_acc")]
+    return pa.Table.from_arrays(arrays, schema=pa.schema(keep))
+
+
+def _store_schema():
+    """The results store's trials schema, so simulated tables follow it (None without it)."""
+    try:
+        from scaling.store import TRIALS_SCHEMA
+    except ImportError:
+        return None
+    return TRIALS_SCHEMA
 
 
 def with_noise(sim_noise: str | Noise, **changes) -> Noise:
