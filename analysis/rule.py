@@ -75,11 +75,12 @@ class Estimate:
     ci_high: float
     ci90_low: float = float("nan")
     ci90_high: float = float("nan")
+    se: float = float("nan")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "value": num(self.value), "ci_low": num(self.ci_low),
                 "ci_high": num(self.ci_high), "ci90_low": num(self.ci90_low),
-                "ci90_high": num(self.ci90_high)}
+                "ci90_high": num(self.ci90_high), "se": num(self.se)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,7 +260,7 @@ def _estimate(name, fit: _Fit, i: int, level: float) -> Estimate:
     v = float(fit.beta[i])
     half = lambda lv: float(stats.t.ppf(0.5 + lv / 2.0, fit.df)) * se
     return Estimate(name=name, value=v, ci_low=v - half(level), ci_high=v + half(level),
-                    ci90_low=v - half(0.90), ci90_high=v + half(0.90))
+                    ci90_low=v - half(0.90), ci90_high=v + half(0.90), se=se)
 
 
 def check_rule(inp: RuleInput, res: Resampling | None, *, level: float = 0.95,
@@ -392,16 +393,17 @@ def _verdict(names, exps, missing, joint, res, margin, n_groups) -> Verdict:
 
 
 def _power(e: Estimate, res: Resampling, margin: float, n_groups: int) -> str:
-    """How much more data would settle one axis (interval half-widths go as 1/sqrt(n))."""
+    """How much more data would settle one axis: standard errors shrink as 1/sqrt(n), and
+    with plenty of data the t quantile becomes a normal one."""
     d = abs(e.value - 1.0)
     if d < margin:
-        f = ((e.ci90_high - e.ci90_low) / 2.0 / (margin - d)) ** 2
+        f = (stats.norm.isf(0.05) * e.se / (margin - d)) ** 2
         goal = f"fit within 1 ± {margin:g}"
     else:
-        f = ((e.ci_high - e.ci_low) / 2.0 / d) ** 2
+        f = (stats.norm.isf(0.025) * e.se / d) ** 2
         goal = "exclude 1"
     f = max(f, 1.0)
     return (f"{e.name} exponent {e.value:.2f}, 90% CI [{e.ci90_low:.2f}, {e.ci90_high:.2f}]: "
-            f"underpowered; to {goal} it needs about {f:.1f}x the data "
+            f"underpowered; to {goal} it needs roughly {f:.1f}x the data "
             f"(~{int(np.ceil(res.n_clusters * f))} seeds per cell or "
             f"~{int(np.ceil(n_groups * f))} groups)")
