@@ -230,8 +230,8 @@ def find_bopt(trials: pa.Table, *, metric: str = "test_acc", where: dict | None 
         res = cl.resampling(S, method)
     se = res.scale * np.std(reps[0], axis=0, ddof=1) if reps is not None else np.full(
         len(gkeys), np.nan)
-    groups = _groups(fr, cm, axes, gkeys, members, index, t, logb, side, bound, j, se, res, level,
-                     maximize, rows)
+    groups = _groups(fr, cm, axes, gkeys, members, index, logb, side, bound, j, se, res, level,
+                     rows)
     rule, notes = _rule(fr, groups, logb, side, bound, se, reps, res, level, margin)
     selection = (f"chosen on {prep.sel_name}, refined on the mean of {prep.sel_name} and {metric}"
                  if method == "validation" else
@@ -242,8 +242,8 @@ def find_bopt(trials: pa.Table, *, metric: str = "test_acc", where: dict | None 
                       n_boot=0 if reps is None else n_boot, rule_input=rule[1])
 
 
-def _groups(fr, cm, axes, gkeys, members, index, t, logb, side, bound, j, se, res, level,
-            maximize, rows):
+def _groups(fr, cm, axes, gkeys, members, index, logb, side, bound, j, se, res, level, rows):
+    """One :class:`BoptGroup` per group key, from the estimates of :func:`_optima`."""
     out = []
     for g, key in enumerate(gkeys):
         value = dict(zip(axes, key))
@@ -251,7 +251,7 @@ def _groups(fr, cm, axes, gkeys, members, index, t, logb, side, bound, j, se, re
         opt = str(value["optimizer"]) if "optimizer" in value else (
             str(fr["optimizer"][rows[0]]) if "optimizer" in fr else "sgd")
         elig = index[g][index[g] >= 0]
-        bs = np.exp(t[g][: elig.size])
+        bs = np.array([cm.keys[c][-1] for c in elig], float)
         means = np.nanmean(cm.y[elig], axis=1) if elig.size else np.array([])
         flagged = tuple({"batch_size": _plain(cm.keys[c][-1]), "reason": cm.reasons[c]}
                         for c in members[g] if not cm.eligible[c])
@@ -261,7 +261,7 @@ def _groups(fr, cm, axes, gkeys, members, index, t, logb, side, bound, j, se, re
             reason = (f"only {elig.size} batch size(s) without diverged or failed trials; need "
                       f"{MIN_BATCH_SIZES} to locate an optimum")
         elif side[g] == tobit.OBSERVED:
-            b_opt = float(np.exp(logb[g]))
+            b_opt = _snap(np.exp(logb[g]), bs)
             if res is not None and np.isfinite(se[g]):
                 half = res.half_width(se[g] / res.scale, level)
                 lo, hi = float(np.exp(logb[g] - half)), float(np.exp(logb[g] + half))
@@ -269,15 +269,13 @@ def _groups(fr, cm, axes, gkeys, members, index, t, logb, side, bound, j, se, re
             status, bnd = "edge", float(np.exp(bound[g]))
             sd = "low" if side[g] == tobit.BELOW else "high"
             word = "smallest" if sd == "low" else "largest"
-            lost = f" (batch sizes {', '.join(_fmt_b(f['batch_size']) for f in flagged)} were " \
-                   "left out)" if flagged else ""
-            reason = (f"best batch size {bs[j[g]]:g} is the {word} usable one{lost}: B_opt is "
+            reason = (f"best batch size {bs[j[g]]:g} is the {word} usable one: B_opt is "
                       f"{'below' if sd == 'low' else 'above'} about {bnd:.3g}")
         out.append(BoptGroup(
             key={a: _plain(v) for a, v in zip(axes, key)}, label=tables.label(axes, key),
             lr=lr, n_train=n, momentum=m,
             rule_x=float(lr * n / (1.0 - m)) if np.isfinite(lr * n * m) and m < 1 else float("nan"),
-            optimizer=opt, batch_sizes=tuple(float(b) for b in np.round(bs, 9)),
+            optimizer=opt, batch_sizes=tuple(float(b) for b in bs),
             means=tuple(float(v) for v in means),
             n_seeds=tuple(int(v) for v in np.isfinite(cm.y[elig]).sum(1)),
             b_best=float(bs[j[g]]) if j[g] >= 0 and elig.size else float("nan"), b_opt=b_opt,
@@ -321,14 +319,16 @@ def _rule(fr, groups, logb, side, bound, se, reps, res, level, margin):
     return (check_rule(inp, res, level=level, margin=margin), inp), notes
 
 
+def _snap(b: float, grid: np.ndarray) -> float:
+    """``b``, or the grid value it equals up to rounding (exp(log 8) is 7.999...)."""
+    close = np.isclose(grid, b, rtol=1e-9)
+    return float(grid[close][0]) if close.any() else float(b)
+
+
 def _plain(v):
     if isinstance(v, float) and v.is_integer():
         return int(v)
     return v
-
-
-def _fmt_b(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -48,9 +48,11 @@ def fit_lines(fit) -> list[str]:
     lines += ["  " + s for s in text_table(*param_rows(fit))]
     lines.append(f"  points {fit.n_points}, R^2 (log) {g(fit.r2_log)}, RMSE log {g(fit.rmse_log)}, "
                  f"converged {'yes' if fit.converged else 'NO'}")
-    how = ("t on the seed-bootstrap sd" if fit.interval == "cluster-t" else "percentile")
-    lines.append(f"  bootstrap: {fit.n_boot} resamples of {fit.resampling} ({how} intervals), "
-                 f"{fit.n_boot_converged} converged, {fit.n_boot_failed} left out")
+    what = ("clustered seed resamples (winners chosen again), t intervals on the rescaled sd"
+            if fit.interval == "cluster-t" else f"resamples of {fit.resampling}, percentile "
+            "intervals")
+    lines.append(f"  bootstrap: {fit.n_boot} {what}; {fit.n_boot_converged} converged, "
+                 f"{fit.n_boot_failed} left out")
     hold = getattr(fit, "holdout", None)
     if hold is not None:
         lines.append(f"  extrapolation: fit without x >= {g(min(hold.x))}, held-out RMSE of "
