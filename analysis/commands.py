@@ -50,6 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--d", required=True, metavar="COL", help="column used as D (e.g. n_train)")
     p.add_argument("--loss", required=True, metavar="COL", help="loss column (or error, gap)")
     _where(p)
+    _sweep(p)
     _common(p, plot=True)
     p.set_defaults(func=lambda a: _run(_cmd_fit_joint, a))
 
@@ -194,7 +195,8 @@ def _cmd_fit_joint(args) -> int:
 
     table = tables.read_any(args.source)
     fit, outcomes = fit_joint_table(table, n=args.n, d=args.d, loss=args.loss,
-                                    where=tables.parse_where(args.where), n_boot=args.boot,
+                                    where=tables.parse_where(args.where), sweep=args.sweep,
+                                    n_boot=args.boot,
                                     level=args.level, delta=args.delta, seed=args.seed)
 
     def fig():

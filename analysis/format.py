@@ -115,7 +115,8 @@ def group_rows(result) -> tuple[list[str], list[list[str]]]:
         if grp.flagged:
             why: dict = {}
             for f in grp.flagged:
-                why.setdefault(f["reason"].split(" on ")[0], []).append(tables._fmt(f["batch_size"]))
+                kind = f["reason"].split(" on ")[0]
+                why.setdefault(kind, []).append(tables._fmt(f["batch_size"]))
             status += "; left out: " + "; ".join(f"B={','.join(bs)} ({reason})"
                                                  for reason, bs in why.items())
         rows.append([grp.label, g(grp.rule_x), g(grp.b_best), g(grp.b_opt), g(grp.ci_low),

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis import cells as cl
-from analysis import tables
 
 
 @dataclass(frozen=True, kw_only=True)

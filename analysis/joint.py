@@ -165,8 +165,8 @@ def fit_joint(n, d, y, *, replicates=None, n_boot: int = 1000, level: float = 0.
 
 
 def fit_joint_table(table: pa.Table, *, n: str, d: str, loss: str, where: dict | None = None,
-                    n_boot: int = 1000, level: float = 0.95, delta: float | None = None,
-                    seed: int = 0) -> tuple[JointFit, dict]:
+                    sweep: str | None = None, n_boot: int = 1000, level: float = 0.95,
+                    delta: float | None = None, seed: int = 0) -> tuple[JointFit, dict]:
     """Joint fit from a table; returns ``(fit, outcomes)`` with trial counts by outcome.
 
     A table with a ``status`` column is treated as a sweep: failed and
@@ -176,7 +176,7 @@ def fit_joint_table(table: pa.Table, *, n: str, d: str, loss: str, where: dict |
     table is used row by row.
     """
     is_sweep = "status" in table.column_names
-    prep = cl.prepare(table, loss, where=where) if is_sweep else None
+    prep = cl.prepare(table, loss, where=where, sweep=sweep) if is_sweep else None
     fr = prep.fr if is_sweep else tables.frame(table)
     nv, dv = tables.numeric(fr, n, "--n column"), tables.numeric(fr, d, "--d column")
     if is_sweep:

@@ -155,7 +155,8 @@ class RuleCheck:
                 "exponents": [e.to_dict() for e in self.exponents],
                 "not_estimated": dict(self.not_estimated),
                 "slope": None if self.slope is None else self.slope.to_dict(),
-                "intercept": num(self.intercept), "r2": num(self.r2), "g_opt": None if self.g_opt is None else self.g_opt.to_dict(),
+                "intercept": num(self.intercept), "r2": num(self.r2),
+                "g_opt": None if self.g_opt is None else self.g_opt.to_dict(),
                 "joint_test": {k: num(v) for k, v in self.joint.items()},
                 "lack_of_fit": num(self.lack_of_fit), "n_groups": self.n_groups,
                 "n_observed": self.n_observed, "n_censored": self.n_censored,
@@ -296,9 +297,10 @@ def check_rule(inp: RuleInput, res: Resampling | None, *, level: float = 0.95,
     X, names, missing = _columns(inp, used)
     p = X.shape[1]
     if obs.sum() < p + 1:
-        return untestable(f"{int(obs.sum())} groups have an interior optimum ({counts['n_censored']}"
-                          f" at the grid edge, {counts['n_excluded']} left out); {p} coefficients "
-                          f"need at least {p + 1} (widen the batch-size grid or add groups)", **base)
+        return untestable(f"{int(obs.sum())} groups have an interior optimum "
+                          f"({counts['n_censored']} at the grid edge, {counts['n_excluded']} left "
+                          f"out); {p} coefficients need at least {p + 1} (widen the batch-size "
+                          "grid or add groups)", **base)
     if res is None or inp.reps_logb is None:
         return untestable("no intervals without at least 2 seeds per cell", **base)
     sigma, lof = _sigma(X, inp.logb[used], inp.side[used], inp.bound[used], inp.se[used])

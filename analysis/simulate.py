@@ -228,8 +228,9 @@ def expected_error(land: Landscape, n, b, lr, m, w):
     a, beta, g = land.curve
     u = np.log(b) - log_b_star(land, n, lr, m)
     with np.errstate(over="ignore"):
-        return (a * np.asarray(n, float) ** beta + g) * np.exp(
-            linex(u, land.kappa, land.asym) + land.width_cost * np.log(256.0 / np.asarray(w, float)))
+        width = land.width_cost * np.log(256.0 / np.asarray(w, float))
+        return (a * np.asarray(n, float) ** beta + g) * np.exp(linex(u, land.kappa, land.asym)
+                                                                + width)
 
 
 def p_diverge(land: Landscape, n, b, lr, m):
@@ -339,7 +340,8 @@ def _table(n, b, lr, m, w, seed, diverged, cols, train, sweep, validation) -> pa
         "depth": np.ones(rows, np.int64), "n_train": n.astype(np.int64),
         "batch_size": b.astype(np.int64), "lr": lr, "momentum": m,
         "weight_decay": np.zeros(rows), "seed": seed.astype(np.int64),
-        "epochs": np.full(rows, epochs), "steps": steps, "examples_seen": (steps * b).astype(np.int64),
+        "epochs": np.full(rows, epochs), "steps": steps,
+        "examples_seen": (steps * b).astype(np.int64),
         "noise_scale": lr * n / (b * (1.0 - m)), "n_params": np.full(rows, 10_000, np.int64),
         "train_loss": train, "test_loss": cols["test_loss"], "test_acc": cols["test_acc"],
     }
