@@ -13,7 +13,9 @@ With :math:`S` seeds the bootstrap variance of a mean is
 comes from :math:`S` clusters; intervals are therefore
 :math:`\hat\theta \pm t_{S-1,\,(1+\ell)/2}\,\sqrt{S/(S-1)}\;\mathrm{sd}^*(\theta^*)`,
 the rescaled bootstrap (Rao & Wu 1988) with a t quantile for few clusters
-(Cameron, Gelbach & Miller 2008; Bell & McCaffrey 2002).
+(Cameron, Gelbach & Miller 2008; Bell & McCaffrey 2002). Statistics whose
+replicates choose winners again (the frontier) keep the t quantile but not the
+rescaling, which measurement showed they do not need (:mod:`analysis.frontier`).
 
 Selection (which cell wins) uses a separate metric when the table has one:
 ``val_X`` for ``test_X``, ``1 - val_acc`` for ``error``. Without it the
@@ -352,13 +354,16 @@ class Resampling:
                 "scale": self.scale}
 
 
-def resampling(n_seeds: int, method: str) -> Resampling:
-    """Small-cluster correction for ``n_seeds`` seeds; cross-fitting resamples within halves."""
-    if method == "cross-fit":
-        return Resampling(n_clusters=n_seeds, df=max(n_seeds - 2, 1),
-                          scale=float(np.sqrt(n_seeds / max(n_seeds - 2, 1))), method=method)
-    return Resampling(n_clusters=n_seeds, df=max(n_seeds - 1, 1),
-                      scale=float(np.sqrt(n_seeds / max(n_seeds - 1, 1))), method=method)
+def resampling(n_seeds: int, method: str, rescale: bool = True) -> Resampling:
+    """Small-cluster correction for ``n_seeds`` seeds; cross-fitting resamples within halves.
+
+    ``rescale=False`` keeps the bootstrap sd as it is (the t quantile stays): for
+    statistics whose replicates choose winners again, the selection variance already
+    makes up the bootstrap's shortfall (measured in :mod:`analysis.frontier`).
+    """
+    df = max(n_seeds - (2 if method == "cross-fit" else 1), 1)
+    scale = float(np.sqrt(n_seeds / df)) if rescale else 1.0
+    return Resampling(n_clusters=n_seeds, df=df, scale=scale, method=method)
 
 
 def padded(groups_of_cells: list[np.ndarray]) -> np.ndarray:
