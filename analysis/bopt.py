@@ -162,9 +162,15 @@ def _optima(t, sel, rep, j_ok, maximize):
     logb = vertex_log_b(t, sign * rep, j)
     tt = np.broadcast_to(t, sel.shape)
     at = lambda k: np.take_along_axis(tt, np.clip(k, 0, tt.shape[-1] - 1)[..., None], -1)[..., 0]
-    side = np.where(j == 0, tobit.BELOW, np.where(j == n - 1, tobit.ABOVE, tobit.OBSERVED))
+    low = 0.5 * (at(np.zeros_like(j)) + at(np.ones_like(j)))      # halfway to the edge's
+    last = np.broadcast_to(n, j.shape)
+    high = 0.5 * (at(last - 2) + at(last - 1))                     # neighbour, in ln B
+    # one threshold decides: an estimate beyond it is censored, as in a Tobit model,
+    # whether the choice landed on the edge or next to it with the vertex leaning out
+    side = np.where((j == 0) | (logb < low), tobit.BELOW,
+                    np.where((j == n - 1) | (logb > high), tobit.ABOVE, tobit.OBSERVED))
     side = np.where(j_ok & (j >= 0), side, tobit.EXCLUDED)
-    bound = np.where(side == tobit.BELOW, 0.5 * (at(j) + at(j + 1)), 0.5 * (at(j) + at(j - 1)))
+    bound = np.where(side == tobit.BELOW, low, high)
     return logb, side, bound, j
 
 
