@@ -275,7 +275,10 @@ def _groups(fr, cm, axes, gkeys, members, index, logb, side, bound, j, se, res, 
             status, bnd = "edge", float(np.exp(bound[g]))
             sd = "low" if side[g] == tobit.BELOW else "high"
             word = "smallest" if sd == "low" else "largest"
-            reason = (f"best batch size {bs[j[g]]:g} is the {word} usable one: B_opt is "
+            at_edge = j[g] == (0 if sd == "low" else bs.size - 1)
+            where = f"the {word} usable one" if at_edge else \
+                f"next to the {word} usable one and the refined optimum lies past halfway to it"
+            reason = (f"best batch size {bs[j[g]]:g} is {where}: B_opt is "
                       f"{'below' if sd == 'low' else 'above'} about {bnd:.3g}")
         out.append(BoptGroup(
             key={a: _plain(v) for a, v in zip(axes, key)}, label=tables.label(axes, key),

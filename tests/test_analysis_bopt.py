@@ -95,9 +95,9 @@ def test_edge_groups_are_censored_not_dropped():
     result = find_bopt(table, n_boot=50)
     edge = [g for g in result.groups if g.status == "edge"]
     assert edge and all(np.isnan(g.b_opt) and g.side in ("low", "high") for g in edge)
-    for g in edge:  # the bound is halfway (in log B) to the neighbour inside the grid
-        nxt = g.batch_sizes[1] if g.side == "low" else g.batch_sizes[-2]
-        assert g.bound == pytest.approx(np.sqrt(g.b_best * nxt))
+    for g in edge:  # the bound is halfway (in log B) from the edge to its neighbour
+        pair = g.batch_sizes[:2] if g.side == "low" else g.batch_sizes[-2:]
+        assert g.bound == pytest.approx(np.sqrt(pair[0] * pair[1]))
         assert "usable one" in g.reason and ("below" in g.reason if g.side == "low"
                                              else "above" in g.reason)
     assert result.rule.n_censored == len(edge)
