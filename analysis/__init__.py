@@ -7,7 +7,16 @@ Computing (each returns a frozen dataclass with ``to_dict()``):
 - :func:`analysis.joint.fit_joint` / :func:`analysis.joint.fit_joint_table` --
   ``L(N, D) = E + A/N^alpha + B/D^beta``
 - :func:`analysis.bopt.find_bopt` -- optimal batch size per group and the check of
-  ``B_opt ∝ lr*N/(1-m)`` (:mod:`analysis.rule`); :func:`analysis.bopt.collapse`
+  ``B_opt ∝ lr*N/(1-m)`` (:mod:`analysis.rule`, censored fits in :mod:`analysis.tobit`);
+  :func:`analysis.bopt.collapse`
+
+Shared machinery: :mod:`analysis.cells` (trials as cells x seeds, selection on
+validation or cross-fitted, the clustered seed bootstrap and its small-cluster
+correction), :mod:`analysis.frontier` (the tuning frontier).
+
+Testing: :mod:`analysis.simulate` (realistic sweeps with a known answer, noise
+calibrated on the digits sweeps) for anything statistical; :mod:`analysis.synthetic`
+(an exact parabola with independent noise) for smoke tests.
 
 Presenting: :mod:`analysis.format` (text), :mod:`analysis.plots` (figures),
 :mod:`analysis.report` (one HTML page), :mod:`analysis.commands` (the

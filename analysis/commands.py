@@ -29,8 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--metric", default="test_loss",
                    help="metric column, or error (1-test_acc) or gap (test_loss-train_loss)")
     p.add_argument("--by", default="", metavar="COLS",
-                   help="comma-separated columns: one curve each")
+                   help="comma-separated columns: one curve each (--by sweep: one per sweep)")
     _where(p)
+    _sweep(p)
     p.add_argument("--no-offset", action="store_true", help="fit y = a*x^b without the offset c")
     p.add_argument("--resample", choices=["auto", "seeds", "points"], default="auto",
                    help="bootstrap unit: seeds within each x (auto: when every x has 2+), "
@@ -49,6 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--d", required=True, metavar="COL", help="column used as D (e.g. n_train)")
     p.add_argument("--loss", required=True, metavar="COL", help="loss column (or error, gap)")
     _where(p)
+    _sweep(p)
     _common(p, plot=True)
     p.set_defaults(func=lambda a: _run(_cmd_fit_joint, a))
 
@@ -56,7 +58,13 @@ def register(subparsers) -> None:
                               help="optimal batch size per group and the B ∝ lr*N/(1-m) check")
     p.add_argument("results", help="results directory, one sweep folder, or a trials CSV/Parquet")
     p.add_argument("--metric", default="test_acc", help="metric that defines the optimum")
+    p.add_argument("--by", default="", metavar="COLS",
+                   help="extra grouping columns (--by sweep: groups of each sweep apart)")
     _where(p)
+    _sweep(p)
+    p.add_argument("--margin", type=float, default=0.25,
+                   help="the rule is 'consistent' when every exponent's 90%% CI lies within "
+                        "1 +- this (default 0.25)")
     _common(p, plot=True, delta=False)
     p.set_defaults(func=lambda a: _run(_cmd_bopt, a))
 
@@ -87,7 +95,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", default="report.html", help="HTML file to write")
     p.add_argument("--x", default="n_train", help="learning-curve x column")
     p.add_argument("--metric", default="test_loss", help="learning-curve metric")
-    p.add_argument("--by", default="", metavar="COLS", help="one learning curve per group")
+    p.add_argument("--by", default="", metavar="COLS",
+                   help="one learning curve per group (--by sweep: every sweep apart)")
+    _sweep(p)
     p.add_argument("--bopt-metric", default="test_acc", help="metric for B_opt and the collapse")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.set_defaults(func=lambda a: _run(_cmd_report, a))
@@ -97,6 +107,11 @@ def _where(p) -> None:
     p.add_argument("--where", default="", metavar="COL=V,...",
                    help='keep only matching trials, e.g. "lr=0.1,batch_size=32"; '
                         "fix every other axis to fit one configuration")
+
+
+def _sweep(p) -> None:
+    p.add_argument("--sweep", default=None, metavar="NAME",
+                   help="analyse one sweep of a results root that holds several")
 
 
 def _common(p, *, plot: bool, delta: bool = True) -> None:
@@ -149,6 +164,9 @@ def _emit(args, data: dict, lines: list[str], fig=None) -> None:
         except (OSError, ValueError) as e:
             raise AnalysisError(f"cannot write the plot to {args.plot!r}: {e}") from None
     if args.json:
+        for note in data.get("notes", ()) or ():
+            if str(note).startswith("warning: "):
+                print(note, file=sys.stderr)
         print(json.dumps(_plain(data), indent=2, allow_nan=False))
     else:
         print("\n".join(lines))
@@ -174,7 +192,7 @@ def _cmd_fit(args) -> int:
 
     trials = tables.read_any(args.results)
     curves = fit_learning_curves(trials, x=args.x, metric=args.metric,
-                                 by=tables.parse_cols(args.by),
+                                 by=tables.parse_cols(args.by), sweep=args.sweep,
                                  where=tables.parse_where(args.where),
                                  offset=not args.no_offset, n_boot=args.boot, level=args.level,
                                  delta=args.delta, holdout=args.holdout, seed=args.seed,
@@ -187,7 +205,8 @@ def _cmd_fit(args) -> int:
         from analysis.plots import plot_curves
         return plot_curves(curves)
 
-    data = {"x": args.x, "metric": args.metric, "curves": [c.to_dict() for c in curves]}
+    data = {"x": args.x, "metric": args.metric, "notes": list(curves[0].notes),
+            "curves": [c.to_dict() for c in curves]}
     _emit(args, data, fmt.curve_lines(curves), fig)
     return 0
 
@@ -197,7 +216,8 @@ def _cmd_fit_joint(args) -> int:
 
     table = tables.read_any(args.source)
     fit, outcomes = fit_joint_table(table, n=args.n, d=args.d, loss=args.loss,
-                                    where=tables.parse_where(args.where), n_boot=args.boot,
+                                    where=tables.parse_where(args.where), sweep=args.sweep,
+                                    n_boot=args.boot,
                                     level=args.level, delta=args.delta, seed=args.seed)
 
     def fig():
@@ -214,7 +234,8 @@ def _cmd_bopt(args) -> int:
 
     trials = tables.read_any(args.results)
     result = find_bopt(trials, metric=args.metric, where=tables.parse_where(args.where),
-                       n_boot=args.boot, level=args.level, seed=args.seed)
+                       sweep=args.sweep, by=tables.parse_cols(args.by), n_boot=args.boot,
+                       level=args.level, margin=args.margin, seed=args.seed)
 
     def fig():
         from analysis.plots import plot_bopt
@@ -242,7 +263,7 @@ def _cmd_report(args) -> int:
         raise AnalysisError(f"--boot must be >= 0, got {args.boot}")
     out = write_report(args.results, args.output, x=args.x, metric=args.metric,
                        by=tables.parse_cols(args.by), bopt_metric=args.bopt_metric,
-                       n_boot=args.boot)
+                       n_boot=args.boot, sweep=args.sweep)
     print(f"wrote {out}")
     return 0
 

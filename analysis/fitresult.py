@@ -48,6 +48,11 @@ class ScalingFit:
     """Bootstrap resamples drawn."""
     n_boot_converged: int
     """Resamples whose refit met the tolerance."""
+    n_boot_failed: int = 0
+    """Resamples left out of the intervals (not fittable in log space, or no finite refit)."""
+    interval: str = "percentile"
+    """How intervals were built: ``"percentile"``, or ``"cluster-t"`` (seed bootstrap sd
+    rescaled, t quantile with few seeds; :class:`analysis.cells.Resampling`)."""
     notes: tuple[str, ...] = ()
     """Caveats worth reading before trusting the numbers."""
     model: object = field(repr=False, compare=False, default=None)
@@ -79,8 +84,9 @@ class ScalingFit:
                 "n_points": self.n_points, "converged": self.converged,
                 "huber_loss": num(self.huber_loss), "delta": self.delta,
                 "r2_log": num(self.r2_log), "rmse_log": num(self.rmse_log),
-                "resampling": self.resampling, "n_boot": self.n_boot,
-                "n_boot_converged": self.n_boot_converged, "notes": list(self.notes)}
+                "resampling": self.resampling, "interval": self.interval, "n_boot": self.n_boot,
+                "n_boot_converged": self.n_boot_converged, "n_boot_failed": self.n_boot_failed,
+                "notes": list(self.notes)}
 
 
 def num(v) -> float | None:
@@ -90,9 +96,20 @@ def num(v) -> float | None:
 
 
 def summarise(model, sol: Solution, boot: Bootstrap, X, logy, *, level: float,
-              delta: float) -> dict:
-    """Common fields of a :class:`ScalingFit` from a full fit and its bootstrap."""
-    lo, hi = percentile_interval(model.natural(boot.theta), level)
+              delta: float, resampling=None) -> dict:
+    """Common fields of a :class:`ScalingFit` from a full fit and its bootstrap.
+
+    With ``resampling`` (:class:`analysis.cells.Resampling`, for replicates from
+    the clustered seed bootstrap) each interval is the estimate +- a t quantile
+    times the rescaled bootstrap sd; otherwise percentile intervals.
+    """
+    natural = model.natural(boot.theta)
+    if resampling is not None and natural.shape[0] >= 10:
+        lo, hi = resampling.interval(model.natural(sol.theta)[0], natural, level)
+        interval = "cluster-t"
+    else:
+        lo, hi = percentile_interval(natural, level)
+        interval = "percentile"
     with np.errstate(all="ignore"):
         f, _ = model.log_pred(sol.theta[None, :], X, jac=False)
     res = f[0] - logy
@@ -105,6 +122,9 @@ def summarise(model, sol: Solution, boot: Bootstrap, X, logy, *, level: float,
         notes.append(f"{failed} of {boot.n_boot} resamples did not converge; they are kept at "
                      "the point reached, so wide intervals mean the data do not pin the "
                      "parameters down")
+    if boot.n_failed:
+        notes.append(f"{boot.n_failed} of {boot.n_boot} resamples could not be fitted (a value "
+                     "<= 0 or not finite, e.g. a zero error) and are left out of the intervals")
     if boot.theta.shape[0] < 10:
         notes.append("too few usable resamples for intervals")
     return dict(params=tuple(float(v) for v in model.natural(sol.theta)[0]),
@@ -113,5 +133,6 @@ def summarise(model, sol: Solution, boot: Bootstrap, X, logy, *, level: float,
                 huber_loss=float(sol.value) * delta, delta=delta,
                 r2_log=float(1.0 - (res ** 2).sum() / ((logy - logy.mean()) ** 2).sum()),
                 rmse_log=float(np.sqrt(np.mean(res ** 2))), resampling=boot.resampling,
-                n_boot=boot.n_boot, n_boot_converged=boot.n_converged, notes=tuple(notes),
+                n_boot=boot.n_boot, n_boot_converged=boot.n_converged,
+                n_boot_failed=boot.n_failed, interval=interval, notes=tuple(notes),
                 model=model, theta=sol.theta, boot_theta=boot.theta)

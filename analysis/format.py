@@ -48,8 +48,11 @@ def fit_lines(fit) -> list[str]:
     lines += ["  " + s for s in text_table(*param_rows(fit))]
     lines.append(f"  points {fit.n_points}, R^2 (log) {g(fit.r2_log)}, RMSE log {g(fit.rmse_log)}, "
                  f"converged {'yes' if fit.converged else 'NO'}")
-    lines.append(f"  bootstrap: {fit.n_boot} resamples of {fit.resampling}, "
-                 f"{fit.n_boot_converged} converged")
+    what = ("clustered seed resamples (winners chosen again), t intervals on the rescaled sd"
+            if fit.interval == "cluster-t" else f"resamples of {fit.resampling}, percentile "
+            "intervals")
+    lines.append(f"  bootstrap: {fit.n_boot} {what}; {fit.n_boot_converged} converged, "
+                 f"{fit.n_boot_failed} left out")
     hold = getattr(fit, "holdout", None)
     if hold is not None:
         lines.append(f"  extrapolation: fit without x >= {g(min(hold.x))}, held-out RMSE of "
@@ -60,17 +63,38 @@ def fit_lines(fit) -> list[str]:
     return lines
 
 
+def flagged_lines(flagged, limit: int = 5) -> list[str]:
+    """Configurations left out of selection, a few listed and the rest counted."""
+    if not flagged:
+        return []
+    lines = [f"  left out of selection: {len(flagged)} configuration(s) with a trial that is "
+             "not ok (listed in --json)"]
+    for f in flagged[:limit]:
+        where = ", ".join(f"{k}={tables._fmt(v)}" for k, v in {**f.get("point", {}),
+                                                             **f.get("config", {})}.items())
+        lines.append(f"    {where}: {f['reason']}")
+    if len(flagged) > limit:
+        lines.append(f"    ... and {len(flagged) - limit} more")
+    return lines
+
+
 def curve_lines(curves) -> list[str]:
     """Every learning curve: header, frontier points, fit or the reason there is none."""
-    lines = []
+    lines = [f"warning: {n[len('warning: '):]}" if n.startswith("warning: ") else f"note: {n}"
+             for n in (curves[0].notes if curves else ())]
     for c in curves:
         over = f"best over {', '.join(c.over)}" if c.over else "fixed configuration"
         lines.append(f"== {c.metric} vs {c.x_name} [{c.label}] ({over}); "
                      f"trials: {outcomes_text(c.outcomes)}")
+        if c.selection and c.over:
+            lines.append(f"  selection: {c.selection}")
         rows = [[g(x), g(y), n, _config(cfg)]
                 for x, y, n, cfg in zip(c.x, c.y, c.n_seeds, c.chosen)]
         if rows:
             lines += ["  " + s for s in text_table([c.x_name, c.metric, "seeds", "config"], rows)]
+        lines += flagged_lines(c.flagged)
+        for d in c.dropped:
+            lines.append(f"  dropped {_config(d['point'])}: {d['reason']}")
         lines += fit_lines(c.fit) if c.fit is not None else [f"  no fit: {c.message}"]
         lines.append("")
     return lines
@@ -88,32 +112,58 @@ def group_rows(result) -> tuple[list[str], list[list[str]]]:
     for grp in result.groups:
         seeds = f"{min(grp.n_seeds)}-{max(grp.n_seeds)}" if grp.n_seeds else "0"
         status = grp.status if not grp.reason else f"{grp.status}: {grp.reason}"
+        if grp.flagged:
+            why: dict = {}
+            for f in grp.flagged:
+                kind = f["reason"].split(" on ")[0]
+                why.setdefault(kind, []).append(tables._fmt(f["batch_size"]))
+            status += "; left out: " + "; ".join(f"B={','.join(bs)} ({reason})"
+                                                 for reason, bs in why.items())
         rows.append([grp.label, g(grp.rule_x), g(grp.b_best), g(grp.b_opt), g(grp.ci_low),
                      g(grp.ci_high), g(grp.g_opt), seeds, outcomes_text(grp.outcomes), status])
     return head, rows
 
 
+def _estimate(e) -> str:
+    return (f"{g(e.value, 3)} (95% CI {g(e.ci_low, 3)} to {g(e.ci_high, 3)}; "
+            f"90% CI {g(e.ci90_low, 3)} to {g(e.ci90_high, 3)})")
+
+
 def rule_lines(rule) -> list[str]:
-    """Verdict, slope, R^2, g_opt and per-axis exponents."""
-    lines = [f"verdict: {rule.verdict}"]
-    if rule.slope is not None:
-        s, go = rule.slope, rule.g_opt
-        lines.append(f"slope {g(s.value)} [{g(s.ci_low)}, {g(s.ci_high)}], R^2 {g(rule.r2)}, "
-                     f"g_opt {g(go.value)} [{g(go.ci_low)}, {g(go.ci_high)}]")
+    """Verdict with its reason, exponents, combined slope, g_opt and group counts."""
+    v = rule.verdict
+    lines = [f"verdict: {v.label}" + (f" ({', '.join(v.axes)})" if v.axes else "")
+             + f": {v.reason}"]
     for e in rule.exponents:
-        lines.append(f"exponent of {e.name}: {g(e.value)} [{g(e.ci_low)}, {g(e.ci_high)}]")
+        lines.append(f"exponent of {e.name}: {_estimate(e)}; the rule says 1 ± {g(rule.margin)}")
     for axis, why in rule.not_estimated.items():
         lines.append(f"exponent of {axis}: not estimated ({why})")
-    lines.append(f"groups: {rule.n_groups} total, {rule.n_used} used, {rule.n_edge} best at the "
-                 f"grid edge, {rule.n_too_few} with too few batch sizes")
+    if rule.slope is not None:
+        lines.append(f"slope of log B_opt on log(lr*N/(1-m)): {_estimate(rule.slope)}, "
+                     f"R^2 {g(rule.r2, 3)}")
+    if rule.g_opt is not None:
+        go = rule.g_opt
+        lines.append(f"g_opt = lr*N/(B_opt(1-m)): {g(go.value, 3)} (95% CI {g(go.ci_low, 3)} "
+                     f"to {g(go.ci_high, 3)})")
+    if rule.joint:
+        lines.append(f"joint test that every exponent is 1: max |t| {g(rule.joint['statistic'], 3)}"
+                     f", critical {g(rule.joint['critical'], 3)}, p = "
+                     f"{g(rule.joint['p_value'], 3)}")
+    lines.append(f"groups: {rule.n_groups} total, {rule.n_observed} with an interior optimum, "
+                 f"{rule.n_censored} at the grid edge (censored), {rule.n_excluded} left out; "
+                 f"bootstrap {rule.n_boot} resamples, {rule.n_boot_failed} failed fits")
+    lines += [f"note: {n}" for n in rule.notes]
     return lines
 
 
 def bopt_lines(result) -> list[str]:
-    """The rule check followed by the per-group table."""
-    lines = [f"B_opt by {', '.join(result.axes) or 'nothing (one group)'}; metric "
-             f"{result.metric} ({'max' if result.maximize else 'min'}imised); trials: "
-             f"{outcomes_text(result.outcomes)}"]
+    """Notes, the rule check, then the per-group table."""
+    lines = [f"warning: {n[len('warning: '):]}" if n.startswith("warning: ") else f"note: {n}"
+             for n in result.notes]
+    lines.append(f"B_opt by {', '.join(result.axes) or 'nothing (one group)'}; metric "
+                 f"{result.metric} ({'max' if result.maximize else 'min'}imised); trials: "
+                 f"{outcomes_text(result.outcomes)}")
+    lines.append(f"selection: {result.selection}")
     lines += rule_lines(result.rule) + [""]
     return lines + text_table(*group_rows(result))
 

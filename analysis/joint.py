@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from analysis import cells as cl
 from analysis import tables
 from analysis.errors import AnalysisError
 from analysis.fitresult import ScalingFit, summarise
@@ -119,7 +120,7 @@ def check_joint(n, d, y, n_name="N", d_name="D"):
 
 def fit_joint(n, d, y, *, replicates=None, n_boot: int = 1000, level: float = 0.95,
               delta: float | None = None, seed: int = 0, n_name: str = "N",
-              d_name: str = "D") -> JointFit:
+              d_name: str = "D", resampling=None) -> JointFit:
     r"""Fit :math:`L(N, D) = E + A/N^\alpha + B/D^\beta` robustly with bootstrap intervals.
 
     Parameters
@@ -133,6 +134,8 @@ def fit_joint(n, d, y, *, replicates=None, n_boot: int = 1000, level: float = 0.
         As in :func:`analysis.powerlaw.fit_power_law`.
     n_name, d_name : str
         Names for messages and output.
+    resampling : analysis.cells.Resampling, optional
+        For replicates from the clustered seed bootstrap: t intervals on the rescaled sd.
 
     Returns
     -------
@@ -156,37 +159,49 @@ def fit_joint(n, d, y, *, replicates=None, n_boot: int = 1000, level: float = 0.
     boot = bootstrap(model, sol.theta, X, ly, delta=delta, replicates=replicates,
                      n_boot=n_boot, seed=seed, well_posed=well_posed)
     return JointFit(form="E + A/N^alpha + B/D^beta", names=("E", "A", "alpha", "B", "beta"),
-                    **summarise(model, sol, boot, X, ly, level=level, delta=delta),
+                    **summarise(model, sol, boot, X, ly, level=level, delta=delta,
+                                resampling=resampling if replicates is not None else None),
                     n_name=n_name, d_name=d_name, n=n, d=d, y=y)
 
 
 def fit_joint_table(table: pa.Table, *, n: str, d: str, loss: str, where: dict | None = None,
-                    n_boot: int = 1000, level: float = 0.95, delta: float | None = None,
-                    seed: int = 0) -> tuple[JointFit, dict]:
+                    sweep: str | None = None, n_boot: int = 1000, level: float = 0.95,
+                    delta: float | None = None, seed: int = 0) -> tuple[JointFit, dict]:
     """Joint fit from a table; returns ``(fit, outcomes)`` with trial counts by outcome.
 
     A table with a ``status`` column is treated as a sweep: failed and
-    diverged trials are counted and left out, and each ``(N, D)`` point is
-    the best mean-over-seeds configuration of the other axes. Any other table
-    is used row by row.
+    diverged trials are counted, their configurations left out of selection, and
+    each ``(N, D)`` point is the best configuration of the other axes
+    (:mod:`analysis.frontier`: chosen on validation, or cross-fitted). Any other
+    table is used row by row.
     """
-    fr = tables.frame(table)
+    is_sweep = "status" in table.column_names
+    prep = cl.prepare(table, loss, where=where, sweep=sweep) if is_sweep else None
+    fr = prep.fr if is_sweep else tables.frame(table)
     nv, dv = tables.numeric(fr, n, "--n column"), tables.numeric(fr, d, "--d column")
-    y = tables.metric(fr, loss)
-    mask = tables.where_mask(fr, where) if where else np.ones(tables.n_rows(fr), bool)
-    ok, outcome = tables.usable(fr, y)
-    ok &= np.isfinite(nv) & np.isfinite(dv)
+    if is_sweep:
+        y, mask, ok, outcome = prep.y, prep.mask, prep.ok, prep.outcome
+    else:
+        y = tables.metric(fr, loss)
+        mask = tables.where_mask(fr, where) if where else np.ones(tables.n_rows(fr), bool)
+        ok, outcome = tables.usable(fr, y)
+    finite = np.isfinite(nv) & np.isfinite(dv)
+    outcome = np.where(ok & ~finite, "nonfinite", outcome)
+    ok &= finite
     outcomes = tables.count_by(outcome[mask])
     rows = np.flatnonzero(ok & mask)
     if rows.size == 0:
         raise AnalysisError(f"no usable rows for {loss!r}: outcomes {outcomes}")
     rng = np.random.default_rng(seed)
-    if "status" in fr:
-        front = frontier(fr, rows, (n, d), y, maximize=tables.maximize(loss),
-                         n_boot=n_boot, rng=rng)
+    res = None
+    if is_sweep:
+        front = frontier(fr, np.flatnonzero(mask & finite), (n, d), y, outcome=outcome,
+                         maximize=tables.maximize(loss), n_boot=n_boot, rng=rng, sel=prep.sel,
+                         sel_name=prep.sel_name)
         nn, dd, yy, reps = front.points[:, 0], front.points[:, 1], front.y, front.replicates
+        res = front.resampling
     else:
         nn, dd, yy, reps = nv[rows], dv[rows], y[rows], None
     fit = fit_joint(nn, dd, yy, replicates=reps, n_boot=n_boot, level=level, delta=delta,
-                    seed=int(rng.integers(2**31)), n_name=n, d_name=d)
+                    seed=int(rng.integers(2**31)), n_name=n, d_name=d, resampling=res)
     return fit, outcomes

@@ -98,8 +98,9 @@ def plot_joint(fit) -> Figure:
 def plot_bopt(result) -> Figure:
     r""":math:`B_{opt}` against :math:`\varepsilon N/(1-m)`: fitted line and the slope-1 rule.
 
-    Groups used in the fit are filled with their seed-bootstrap intervals;
-    flagged groups are hollow triangles at their best grid batch size.
+    Groups with an interior optimum are filled, with their seed-bootstrap intervals;
+    edge groups are hollow triangles at their one-sided bound (pointing the way the
+    optimum lies); groups with too few batch sizes are crosses.
     """
     fig, ax = _fig()
     used = [g for g in result.groups if g.status == "ok" and g.b_opt > 0]
@@ -113,12 +114,18 @@ def plot_bopt(result) -> Figure:
                          np.where(np.isfinite(hi), hi - b, 0)])
         ax.errorbar(x, b, yerr=np.maximum(err, 0), fmt="o", color="C0", ms=4, lw=0.8,
                     label=f"B_opt ({len(used)} groups)")
-    if flagged:
-        ax.plot([g.rule_x for g in flagged], [g.b_best for g in flagged], "^", mfc="none",
-                color="C3", label=f"flagged ({len(flagged)}): edge of grid or too few B")
+    for side, mark, word in (("high", "^", "above"), ("low", "v", "below")):
+        edge = [g for g in flagged if g.side == side]
+        if edge:
+            ax.plot([g.rule_x for g in edge], [g.bound for g in edge], mark, mfc="none",
+                    color="C3", label=f"edge ({len(edge)}): B_opt {word} this bound")
+    few = [g for g in flagged if g.status == "too_few"]
+    if few:
+        ax.plot([g.rule_x for g in few], [g.b_best for g in few], "x", color="C7",
+                label=f"too few batch sizes ({len(few)})")
     rule = result.rule
     xs = [g.rule_x for g in result.groups if g.rule_x > 0]
-    if rule.slope is not None and xs:
+    if rule.slope is not None and rule.g_opt is not None and xs:
         grid = np.geomspace(min(xs), max(xs), 50)
         ax.plot(grid, np.exp(rule.intercept) * grid ** rule.slope.value, "-", color="C0",
                 label=f"fit: slope {rule.slope.value:.3g} "
@@ -129,7 +136,7 @@ def plot_bopt(result) -> Figure:
     ax.set_yscale("log")
     ax.set_xlabel("lr * n_train / (1 - momentum)")
     ax.set_ylabel(f"B_opt (best {result.metric})")
-    ax.set_title(_wrap(rule.verdict), fontsize=8)
+    ax.set_title(_wrap(f"{rule.verdict.label}: {rule.verdict.reason}"), fontsize=8)
     if used or flagged:
         ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)

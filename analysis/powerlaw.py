@@ -224,7 +224,7 @@ def _holdout(x, y, offset, delta, n_params, holdout):
 
 def fit_power_law(x, y, *, offset: bool = True, replicates=None, n_boot: int = 1000,
                   level: float = 0.95, delta: float | None = None, holdout: int | None = None,
-                  seed: int = 0) -> PowerLawFit:
+                  seed: int = 0, resampling=None) -> PowerLawFit:
     """Fit :math:`y = a x^b + c` (or :math:`a x^b`) robustly, with bootstrap intervals.
 
     Parameters
@@ -251,6 +251,10 @@ def fit_power_law(x, y, *, offset: bool = True, replicates=None, n_boot: int = 1
         default 20 % of them (at least 1); 0 turns it off.
     seed : int
         Seed of the resampling generator.
+    resampling : analysis.cells.Resampling, optional
+        For ``replicates`` from the clustered seed bootstrap: intervals are the
+        estimate +- a t quantile times the rescaled bootstrap sd instead of
+        percentiles.
 
     Returns
     -------
@@ -279,6 +283,7 @@ def fit_power_law(x, y, *, offset: bool = True, replicates=None, n_boot: int = 1
                      n_boot=n_boot, seed=seed, well_posed=well_posed)
     hold, note = _holdout(x, y, offset, delta, p, holdout)
     return PowerLawFit(form="a*x^b + c" if offset else "a*x^b", names=("a", "b", "c")[:p],
-                       **summarise(model, sol, boot, X, ly, level=level, delta=delta),
+                       **summarise(model, sol, boot, X, ly, level=level, delta=delta,
+                                   resampling=resampling if replicates is not None else None),
                        n_distinct_x=int(onehot.shape[1]), holdout=hold, holdout_note=note,
                        x=x, y=y)

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from analysis import format as fmt
+from analysis import cells as cl
 from analysis import plots, tables
 from analysis.bopt import collapse, find_bopt
 from analysis.curves import fit_learning_curves
@@ -72,10 +73,16 @@ def _summary(trials) -> str:
 def _curves(trials, x, metric, by, n_boot, offset=True) -> tuple[str, list]:
     curves = fit_learning_curves(trials, x=x, metric=metric, by=by, n_boot=n_boot, offset=offset)
     parts = [_img(plots.plot_curves(curves), f"{metric} vs {x}")]
+    parts += [_p(n, "msg") for n in (curves[0].notes if curves else ())]
     for c in curves:
         over = f"best over {', '.join(c.over)}" if c.over else "fixed configuration"
         parts.append(f"<h3>{html.escape(c.label)}</h3>")
         parts.append(_p(f"{over}; trials: {fmt.outcomes_text(c.outcomes)}", "note"))
+        if c.selection and c.over:
+            parts.append(_p(f"selection: {c.selection}", "note"))
+        if c.flagged:
+            parts.append("<pre>" + html.escape("\n".join(fmt.flagged_lines(c.flagged, 20)))
+                         + "</pre>")
         if c.fit is None:
             parts.append(_p(f"no fit: {c.message}", "msg"))
             continue
@@ -95,12 +102,14 @@ def _fitted_values(curves) -> str:
     return _table(["curve", "param", "value", "CI low", "CI high", "status"], rows)
 
 
-def _bopt(trials, metric, n_boot) -> str:
-    result = find_bopt(trials, metric=metric, n_boot=n_boot)
-    parts = [_p(result.rule.verdict, "" if result.rule.consistent is not None else "msg"),
-             _img(plots.plot_bopt(result), "B_opt against lr*N/(1-m)"),
-             "<pre>" + html.escape("\n".join(fmt.rule_lines(result.rule))) + "</pre>",
-             _table(*fmt.group_rows(result))]
+def _bopt(trials, metric, n_boot, by=()) -> str:
+    result = find_bopt(trials, metric=metric, n_boot=n_boot, by=by)
+    v = result.rule.verdict
+    parts = [_p(f"verdict: {v.label}: {v.reason}", "" if v.label != "inconclusive" else "msg"),
+             _p(f"selection: {result.selection}", "note")] + [_p(n, "msg") for n in result.notes]
+    parts += [_img(plots.plot_bopt(result), "B_opt against lr*N/(1-m)"),
+              "<pre>" + html.escape("\n".join(fmt.rule_lines(result.rule))) + "</pre>",
+              _table(*fmt.group_rows(result))]
     return "".join(parts)
 
 
@@ -137,8 +146,12 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
     extra : str
         HTML put right under the heading (e.g. a table of headline figures).
     """
+    import pyarrow.compute as pc
+
     curve_trials = trials if curve_trials is None else curve_trials
     bopt_trials = trials if bopt_trials is None else bopt_trials
+    names = sorted(set(bopt_trials.column("sweep").to_pylist())) \
+        if "sweep" in bopt_trials.column_names else []
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     holder: dict = {}
 
@@ -147,14 +160,22 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
         return body
 
     def collapse_section():
-        col = collapse(bopt_trials, metric=bopt_metric)
-        return _img(plots.plot_collapse(col), "noise-scale collapse")
+        parts = []
+        for name in names if len(names) > 1 else [None]:
+            part = bopt_trials if name is None else bopt_trials.filter(
+                pc.equal(bopt_trials.column("sweep"), name))
+            if name is not None:
+                parts.append(f"<h3>sweep={html.escape(name)}</h3>")
+            parts.append(_img(plots.plot_collapse(collapse(part, metric=bopt_metric)),
+                              "noise-scale collapse"))
+        return "".join(parts)
 
     sections = [
         _section("Sweep summary", lambda: _summary(trials)),
         _section(f"Learning curves: {metric} vs {x}", curves_section),
         _section(f"Optimal batch size ({bopt_metric}) against lr*N/(1-m)",
-                 lambda: _bopt(bopt_trials, bopt_metric, n_boot)),
+                 lambda: _bopt(bopt_trials, bopt_metric, n_boot,
+                               ("sweep",) if "sweep" in tuple(by) else ())),
         _section(f"Noise-scale collapse ({bopt_metric})", collapse_section),
         _section("Fitted values", lambda: _fitted_values(holder.get("curves", []))),
     ]
@@ -164,12 +185,25 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
             f"{_p(f'generated {stamp}', 'note')}{extra}{''.join(sections)}</body></html>")
 
 
-def write_report(root: str, out: str, **options) -> str:
-    """Load the store at ``root``, build the page and write it to ``out``; return ``out``."""
+def write_report(root: str, out: str, *, sweep: str | None = None, **options) -> str:
+    """Load the store at ``root``, build the page and write it to ``out``; return ``out``.
+
+    A root with several sweeps needs ``sweep`` (one of them) or ``by`` with ``sweep``
+    in it (every section split by sweep); otherwise :class:`AnalysisError` names them.
+    """
+    import pyarrow.compute as pc
+
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise AnalysisError(f"cannot write the report to {out!r}: folder {folder!r} does not exist")
     trials = tables.read_any(root)
+    fr = {"sweep": np.array(trials.column("sweep").to_pylist(), dtype=object)} \
+        if "sweep" in trials.column_names else {}
+    if sweep is not None:
+        cl.sweep_where(fr, None, sweep)  # an unknown name lists the sweeps there are
+        trials = trials.filter(pc.equal(trials.column("sweep"), sweep))
+    else:
+        cl.check_one_sweep(fr, np.ones(trials.num_rows, bool), options.get("by", ()))
     return write_page(out, build_report(trials, source=str(root), **options))
 
 

@@ -42,7 +42,8 @@ def _estimate(value, low, high) -> dict:
 
 
 def measure(root: str, *, metric: str = "error", n_boot: int = 1000) -> dict:
-    """The figures, as plain values: exponents with 95% CIs, rule slope, g_opt, verdict."""
+    """The figures, as plain values: exponents with 95% CIs, the rule's exponents, slope,
+    g_opt and verdict (``{"label", "axes", "reason"}``), and how winners were chosen."""
     trials = tables.load_sweep(root)[0]
     curve_trials, bopt_trials = _sweep(trials, CURVE_SWEEP), _sweep(trials, BOPT_SWEEP)
     out: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
@@ -51,6 +52,7 @@ def measure(root: str, *, metric: str = "error", n_boot: int = 1000) -> dict:
         curve = fit_learning_curves(curve_trials, x="n_train", metric=metric, offset=offset,
                                     n_boot=n_boot)[0]
         fit = curve.fit
+        out["curve_selection"], out["curve_flagged"] = curve.selection, len(curve.flagged)
         if fit is None:
             out[key] = {"message": curve.message}
             continue
@@ -59,11 +61,11 @@ def measure(root: str, *, metric: str = "error", n_boot: int = 1000) -> dict:
                         holdout_rmse_log=None if fit.holdout is None else float(fit.holdout.rmse_log))
     result = find_bopt(bopt_trials, metric="test_acc", n_boot=n_boot)
     rule = result.rule.to_dict()
-    out["bopt"] = {k: rule[k] for k in ("verdict", "consistent", "slope", "slope_ci", "r2", "g_opt",
-                                       "g_opt_ci", "exponents", "not_estimated")}
-    out["bopt"].update(groups=rule["n_groups"], used=rule["n_used"], edge=rule["n_edge"],
-                       too_few=rule["n_too_few"],
-                       interior_fraction=rule["n_used"] / rule["n_groups"] if rule["n_groups"] else 0.0)
+    out["bopt"] = {k: rule[k] for k in ("verdict", "exponents", "not_estimated", "slope", "r2",
+                                       "g_opt", "joint_test", "margin")}
+    out["bopt"].update(groups=rule["n_groups"], interior=rule["n_observed"],
+                       edge=rule["n_censored"], left_out=rule["n_excluded"],
+                       selection=result.selection, notes=list(result.notes) + rule["notes"])
     out["_tables"] = (curve_trials, bopt_trials, trials)
     return out
 
@@ -79,24 +81,29 @@ def figure_lines(fig: dict) -> list[str]:
         lines.append(f"learning curve, {label}: " + (f"b = {ci(f['b'])}" if "b" in f else f["message"])
                      + ("" if "c" not in f else f", c = {ci(f['c'])}"))
     b = fig["bopt"]
-    lines.append(f"B_opt groups: {b['groups']}, interior {b['used']} "
-                 f"({100 * b['interior_fraction']:.0f}%), at the grid edge {b['edge']}")
-    if b["slope"] is not None:
-        lines.append(f"slope of log B_opt on log(lr*N/(1-m)): {b['slope']:.3f} "
-                     f"(95% CI {b['slope_ci'][0]:.3f} to {b['slope_ci'][1]:.3f}), R^2 {b['r2']:.3f}")
-        lines.append(f"g_opt = lr*N/(B_opt(1-m)): {b['g_opt']:.3g} "
-                     f"(95% CI {b['g_opt_ci'][0]:.3g} to {b['g_opt_ci'][1]:.3g})")
+    if fig.get("curve_selection"):
+        lines.append(f"learning-curve winners: {fig['curve_selection']}; "
+                     f"{fig.get('curve_flagged', 0)} configurations left out of selection (a trial "
+                     "diverged, failed or had batch > n_train)")
+    lines.append(f"B_opt groups: {b['groups']}, interior {b['interior']}, at the grid edge "
+                 f"{b['edge']} (censored), left out {b['left_out']}; {b['selection']}")
     for e in b["exponents"]:
-        lines.append(f"exponent of {e['name']}: {e['value']:.3f} "
-                     f"(95% CI {e['ci_low']:.3f} to {e['ci_high']:.3f}); the rule says 1")
-    lines.append(f"verdict: {b['verdict']}")
-    broken = [e for e in b["exponents"] if not e["ci_low"] <= 1.0 <= e["ci_high"]]
-    if broken:
-        lines.append("but the separate exponents say where the rule breaks: " + "; ".join(
-            f"B_opt grows as {e['name']}^{e['value']:.2f}, and the CI "
-            f"[{e['ci_low']:.2f}, {e['ci_high']:.2f}] excludes 1" for e in broken))
-    else:
-        lines.append("each separate exponent's CI contains 1")
+        lines.append(f"exponent of {e['name']}: {e['value']:.3f} (95% CI {e['ci_low']:.3f} to "
+                     f"{e['ci_high']:.3f}; 90% CI {e['ci90_low']:.3f} to {e['ci90_high']:.3f}); "
+                     "the rule says 1")
+    for axis, why in b["not_estimated"].items():
+        lines.append(f"exponent of {axis}: not estimated ({why})")
+    if b["slope"] is not None:
+        s = b["slope"]
+        lines.append(f"slope of log B_opt on log(lr*N/(1-m)): {s['value']:.3f} "
+                     f"(95% CI {s['ci_low']:.3f} to {s['ci_high']:.3f}), R^2 {b['r2']:.3f}")
+    if b["g_opt"] is not None:
+        go = b["g_opt"]
+        lines.append(f"g_opt = lr*N/(B_opt(1-m)): {go['value']:.3g} "
+                     f"(95% CI {go['ci_low']:.3g} to {go['ci_high']:.3g})")
+    v = b["verdict"]
+    lines.append(f"verdict: {v['label']}" + (f" ({', '.join(v['axes'])})" if v["axes"] else "")
+                 + f": {v['reason']}")
     return lines
 
 

@@ -248,6 +248,9 @@ class Bootstrap:
     """Resamples whose fit met the tolerance."""
     resampling: str
     """``"points"`` or ``"replicates"``."""
+    n_failed: int = 0
+    """Resamples left out: a replicate with a non-positive or non-finite value, or a refit
+    that did not end at finite parameters."""
 
 
 def bootstrap(model, theta, X, logy, *, delta: float, replicates=None, n_boot: int = 1000,
@@ -255,8 +258,9 @@ def bootstrap(model, theta, X, logy, *, delta: float, replicates=None, n_boot: i
     """Refit resamples with :func:`batched_lm`, warm-started at ``theta``.
 
     With ``replicates`` (shape ``(R, n)``, e.g. means over resampled seeds)
-    each row replaces ``y``; otherwise points are drawn with replacement
-    (pairs bootstrap). ``well_posed(counts) -> bool mask`` drops resamples
+    each row replaces ``y`` (a row with a non-positive or non-finite value cannot be
+    fitted in log space and is counted in ``n_failed``); otherwise points are drawn
+    with replacement (pairs bootstrap). ``well_posed(counts) -> bool mask`` drops resamples
     whose design cannot identify the parameters (e.g. too few distinct x).
     Resamples that hit the iteration limit are kept at the point reached:
     they usually run off along a direction the data do not pin down (an
@@ -278,7 +282,8 @@ def bootstrap(model, theta, X, logy, *, delta: float, replicates=None, n_boot: i
     sol = batched_lm(model, start, X, logy_b, weights, delta=delta, max_iter=100)
     ok &= np.all(np.isfinite(sol.theta), axis=1) & np.isfinite(sol.value)
     return Bootstrap(theta=sol.theta[ok], n_boot=int(weights.shape[0]),
-                     n_converged=int((ok & sol.converged).sum()), resampling=kind)
+                     n_converged=int((ok & sol.converged).sum()), resampling=kind,
+                     n_failed=int((~ok).sum()))
 
 
 def resample_counts(n: int, n_boot: int, rng: np.random.Generator,

@@ -1,4 +1,7 @@
-r"""Synthetic sweep tables with a known answer, for tests, the benchmark and demos.
+r"""Synthetic sweep tables with a known answer, for smoke tests, the benchmark and demos.
+
+Its noise is independent per trial and its optimum an exact parabola in log B, the
+estimators' own model: statistical tests use :mod:`analysis.simulate` instead.
 
 :func:`sweep_table` builds a trials table in the results-store schema where
 every configuration has a known learning curve and a known optimal batch

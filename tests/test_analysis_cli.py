@@ -43,6 +43,8 @@ def test_fit_json_has_params_with_intervals(store, capsys):
         assert p["ci_low"] <= p["value"] <= p["ci_high"]
     assert fit["n_points"] == 6 and fit["converged"] is True
     assert curve["outcomes"]["diverged"] > 0 and curve["over"] == ["batch_size", "lr", "momentum"]
+    assert curve["selection"].startswith("chosen and measured on the same seeds")
+    assert fit["interval"] == "cluster-t" and fit["n_boot_failed"] == 0
 
 
 def test_fit_text_by_group_with_where_and_plot(store, capsys, tmp_path):
@@ -59,12 +61,21 @@ def test_bopt_json_says_consistent(store, capsys, tmp_path):
     png = tmp_path / "bopt.png"
     assert run("bopt", store, "--json", "--boot", "200", "--plot", png) == 0
     out = json.loads(capsys.readouterr().out)
-    for key in ("slope", "slope_ci", "g_opt", "g_opt_ci", "verdict", "groups", "exponents"):
+    for key in ("slope", "g_opt", "verdict", "groups", "exponents", "selection", "margin"):
         assert key in out
-    assert out["consistent"] is True and out["verdict"].startswith("consistent")
-    assert out["slope_ci"][0] <= 1.0 <= out["slope_ci"][1]
+    assert out["verdict"]["label"] == "consistent" and out["verdict"]["axes"] == []
+    assert out["slope"]["ci_low"] <= 1.0 <= out["slope"]["ci_high"]
+    for e in out["exponents"]:
+        assert {"value", "ci_low", "ci_high"} <= set(e) and e["ci_low"] <= 1.0 <= e["ci_high"]
     assert len(out["groups"]) == 36 and out["outcomes"]["diverged"] > 0
     assert png.stat().st_size > 1000
+
+
+def test_bopt_margin_changes_what_counts_as_consistent(store, capsys):
+    assert run("bopt", store, "--json", "--boot", "200", "--margin", "0.001") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["margin"] == 0.001 and out["verdict"]["label"] == "inconclusive"
+    assert "underpowered" in out["verdict"]["reason"]
 
 
 def test_bopt_text_names_flagged_groups(tmp_path, capsys):
@@ -72,7 +83,7 @@ def test_bopt_text_names_flagged_groups(tmp_path, capsys):
     write_store(sweep_table(batch_sizes=(1, 2, 4), n_trains=(1000,), lrs=(0.1,), seed=0), str(root))
     assert run("bopt", root, "--boot", "20") == 0
     text = capsys.readouterr().out
-    assert "cannot test the rule" in text and "edge: best batch size" in text
+    assert "verdict: inconclusive" in text and "edge: best batch size" in text
 
 
 def test_fit_joint_on_a_csv(tmp_path, capsys):
@@ -99,7 +110,7 @@ def test_report_is_one_page_with_every_plot(store, tmp_path, capsys):
     for img in images:
         assert base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n"
     assert "not available" not in page
-    assert "diverged" in page and "consistent with the rule" in page
+    assert "diverged" in page and "verdict: consistent" in page and "selection:" in page
     assert "<script" not in page and "http" not in page  # self-contained
 
 
@@ -165,7 +176,9 @@ def test_commands_accept_a_trials_file_outside_a_store(tmp_path, capsys):
     path = tmp_path / "trials.parquet"
     pq.write_table(sweep_table(n_trains=(1000, 4000), seed=3), path)
     assert run("bopt", path, "--json", "--boot", "50") == 0
-    assert json.loads(capsys.readouterr().out)["consistent"] is not None
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdict"]["label"] in ("consistent", "inconsistent", "inconclusive")
+    assert "no val_acc column" in out["selection"]
     rows = pa.table({"n_train": [100.0, 200, 400, 800, 1600],
                      "test_loss": [1.0, 0.72, 0.52, 0.39, 0.3]})
     csv = tmp_path / "curve.csv"
@@ -173,3 +186,16 @@ def test_commands_accept_a_trials_file_outside_a_store(tmp_path, capsys):
     assert run("fit", csv, "--boot", "50", "--json") == 0
     fit = json.loads(capsys.readouterr().out)["curves"][0]["fit"]
     assert fit["n_points"] == 5 and fit["resampling"] == "points"
+
+
+def test_duplicate_rows_in_a_file_are_collapsed_with_a_warning(tmp_path, capsys):
+    table = sweep_table(n_trains=(1000, 2000, 4000, 8000), lrs=(0.1,), momenta=(0.0,), seed=5)
+    path = tmp_path / "dups.csv"
+    pcsv.write_csv(pa.concat_tables([table, table.slice(0, 7)]).drop_columns(
+        ["start_time", "end_time"]), path)
+    assert run("fit", path, "--metric", "test_loss", "--json", "--boot", "50") == 0
+    captured = capsys.readouterr()
+    assert "warning: collapsed 7 exact duplicate row(s)" in captured.err
+    assert "collapsed 7" in json.loads(captured.out)["notes"][0]
+    assert run("bopt", path, "--boot", "20") == 0
+    assert "warning: collapsed 7 exact duplicate row(s)" in capsys.readouterr().out

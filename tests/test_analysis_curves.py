@@ -45,12 +45,13 @@ def test_frontier_picks_the_best_configuration_and_recovers_the_curve():
         assert value == pytest.approx(true, rel=0.1)
 
 
-def test_seed_resampling_is_the_default_with_seeds_and_warns_below_five():
+def test_seed_resampling_is_the_default_with_seeds_and_uses_a_t_interval():
     [few] = fit_learning_curves(_table(), n_boot=100)
-    assert few.fit.resampling == "replicates"
-    assert any("seeds per point" in n for n in few.fit.notes)
+    assert few.fit.resampling == "replicates" and few.fit.interval == "cluster-t"
+    assert few.selection.startswith("chosen and measured on the same seeds")  # 3 seeds, no val
     [many] = fit_learning_curves(_table(seeds=range(6)), n_boot=100)
-    assert many.fit.resampling == "replicates" and not many.fit.notes
+    assert many.fit.resampling == "replicates" and many.selection.startswith("cross-fit")
+    assert not many.fit.notes
     with pytest.raises(AnalysisError, match="resample"):
         fit_learning_curves(_table(), resample="trials")
 
@@ -75,10 +76,14 @@ def test_by_width_gives_one_curve_per_width():
     assert curves[1].label == "width=128"
 
 
-def test_diverged_trials_are_counted_not_fitted():
+def test_diverged_trials_are_counted_and_their_cell_left_out():
     curves = fit_learning_curves(_table(diverged={(250, 0.1, 0), (500, 0.01, 1)}), n_boot=100)
     assert curves[0].outcomes == {"ok": 46, "diverged": 2}
-    assert curves[0].n_seeds[0] == 2  # the frontier cell at n=250 lost one seed
+    # the better cell at n=250 lost a seed: it is not scored by its survivors
+    assert curves[0].chosen[0] == {"lr": 0.01} and curves[0].n_seeds[0] == 3
+    assert curves[0].chosen[1] == {"lr": 0.1}
+    assert [f["point"] for f in curves[0].flagged] == [{"n_train": 250}, {"n_train": 500}]
+    assert "diverged on 1 of 3 trials" in curves[0].flagged[0]["reason"]
 
 
 def test_single_seed_falls_back_to_resampling_points():

@@ -15,11 +15,14 @@ def test_reproduce_reports_known_exponents_and_where_the_rule_breaks(tmp_path):
     fig = reproduce.measure(str(tmp_path), metric="test_loss", n_boot=200)
     b = fig["power_law_offset"]["b"]
     assert b["ci_low"] <= -0.5 <= b["ci_high"]
-    assert fig["bopt"]["consistent"] is False
-    lo, hi = fig["bopt"]["slope_ci"]
-    assert lo <= 0.5 <= hi
+    verdict = fig["bopt"]["verdict"]
+    assert verdict["label"] == "inconsistent"
+    assert set(verdict["axes"]) == {"lr", "n_train", "momentum"}
+    slope = fig["bopt"]["slope"]
+    assert slope["ci_low"] <= 0.5 <= slope["ci_high"]
     lines = reproduce.figure_lines(fig)
-    assert any(line.startswith("but the separate exponents say where the rule breaks") for line in lines)
+    assert any(line.startswith("verdict: inconsistent (lr, n_train, momentum)") for line in lines)
+    assert any("n_train exponent" in line and "excludes 1" in line for line in lines)
     out = reproduce.write(str(tmp_path), str(tmp_path / "report.html"), fig, n_boot=200)
     page = open(out).read()
     assert page.count("data:image/png;base64,") >= 3 and "Headline figures" in page
