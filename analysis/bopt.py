@@ -254,8 +254,9 @@ def _groups(fr, cm, axes, gkeys, members, index, logb, side, bound, j, se, res, 
     for g, key in enumerate(gkeys):
         value = dict(zip(axes, key))
         lr, n, m = (_value(fr, name, value, rows) for name in RULE_COLUMNS)
-        opt = str(value["optimizer"]) if "optimizer" in value else (
-            str(fr["optimizer"][rows[0]]) if "optimizer" in fr else "sgd")
+        opt = value["optimizer"] if "optimizer" in value else (
+            fr["optimizer"][rows[0]] if "optimizer" in fr else None)
+        opt = "sgd" if opt is None or opt != opt else str(opt)  # null: a first-release row, SGD
         elig = index[g][index[g] >= 0]
         bs = np.array([cm.keys[c][-1] for c in elig], float)
         means = np.nanmean(cm.y[elig], axis=1) if elig.size else np.array([])

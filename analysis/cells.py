@@ -221,9 +221,13 @@ def cell_matrix(fr: dict, rows: np.ndarray, cols, y: np.ndarray, sel: np.ndarray
         at = order[np.searchsorted(rows[order], idx)]
         cell_of[at] = c
         pos[at] = np.arange(idx.size)
-    if "seed" in fr and fr["seed"].dtype != object:
-        seed_of = np.where(np.isnan(fr["seed"][rows]), -1.0, fr["seed"][rows])
-    else:  # no seed column: the k-th row of each cell is seed k
+    tables.check_replicates(fr, rows, cell_of, cols)
+    rep = getattr(fr, "replicate", "seed") or "seed"
+    if rep in fr and fr[rep].dtype != object:
+        seed_of = np.where(np.isnan(fr[rep][rows]), -1.0, fr[rep][rows])
+    elif rep in fr:
+        seed_of = np.unique(np.array([str(v) for v in fr[rep][rows]]), return_inverse=True)[1].astype(float)
+    else:  # no seed column (then every cell has one row): the k-th row of each cell is seed k
         seed_of = pos.astype(float)
     seeds, s_of = np.unique(seed_of, return_inverse=True)
     S = seeds.size

@@ -85,7 +85,8 @@ def register(subparsers) -> None:
     p.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
     p.add_argument("--delta", type=float, default=1e-3,
                    help="Huber threshold of the joint fit (default 1e-3, Hoffmann et al. 2022)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap's random draws")
+    _declare(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=lambda a: _run(_cmd_compute_optimal, a))
 
@@ -100,6 +101,7 @@ def register(subparsers) -> None:
     _sweep(p)
     p.add_argument("--bopt-metric", default="test_acc", help="metric for B_opt and the collapse")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    _declare(p)
     p.set_defaults(func=lambda a: _run(_cmd_report, a))
 
 
@@ -107,6 +109,21 @@ def _where(p) -> None:
     p.add_argument("--where", default="", metavar="COL=V,...",
                    help='keep only matching trials, e.g. "lr=0.1,batch_size=32"; '
                         "fix every other axis to fit one configuration")
+
+
+def _declare(p) -> None:
+    p.add_argument("--axes", default="", metavar="COLS",
+                   help="for a CSV/Parquet table: the columns that define a configuration, tuned "
+                        "over (a results store declares its own; columns named by --x, --metric, "
+                        "... never are)")
+    p.add_argument("--seed", default=None, metavar="COL",
+                   help="for a CSV/Parquet table: the column of replicate seeds (default: seed)")
+
+
+def _read(args, path: str, *named: str):
+    """The table at ``path`` with the user's --axes/--seed declared (see analysis.tables)."""
+    return tables.declare(tables.read_any(path), axes=tables.parse_cols(args.axes), seed=args.seed,
+                          named=named)
 
 
 def _sweep(p) -> None:
@@ -121,7 +138,8 @@ def _common(p, *, plot: bool, delta: bool = True) -> None:
         p.add_argument("--delta", type=float, default=None,
                        help="Huber threshold on log residuals (default: from the residual "
                             "scale, at least 1e-3; 1e-3 reproduces Hoffmann et al. 2022)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap's random draws")
+    _declare(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     if plot:
         p.add_argument("--plot", default=None, metavar="FILE", help="save a figure (png/pdf/svg)")
@@ -190,12 +208,12 @@ def _plain(obj):
 def _cmd_fit(args) -> int:
     from analysis.curves import fit_learning_curves
 
-    trials = tables.read_any(args.results)
+    trials = _read(args, args.results, args.x, args.metric)
     curves = fit_learning_curves(trials, x=args.x, metric=args.metric,
                                  by=tables.parse_cols(args.by), sweep=args.sweep,
                                  where=tables.parse_where(args.where),
                                  offset=not args.no_offset, n_boot=args.boot, level=args.level,
-                                 delta=args.delta, holdout=args.holdout, seed=args.seed,
+                                 delta=args.delta, holdout=args.holdout, seed=args.boot_seed,
                                  resample=args.resample)
     if all(c.fit is None for c in curves):
         return _fail(curves[0].message if len(curves) == 1 else
@@ -214,11 +232,11 @@ def _cmd_fit(args) -> int:
 def _cmd_fit_joint(args) -> int:
     from analysis.joint import fit_joint_table
 
-    table = tables.read_any(args.source)
+    table = _read(args, args.source, args.n, args.d, args.loss)
     fit, outcomes = fit_joint_table(table, n=args.n, d=args.d, loss=args.loss,
                                     where=tables.parse_where(args.where), sweep=args.sweep,
                                     n_boot=args.boot,
-                                    level=args.level, delta=args.delta, seed=args.seed)
+                                    level=args.level, delta=args.delta, seed=args.boot_seed)
 
     def fig():
         from analysis.plots import plot_joint
@@ -232,10 +250,10 @@ def _cmd_fit_joint(args) -> int:
 def _cmd_bopt(args) -> int:
     from analysis.bopt import find_bopt
 
-    trials = tables.read_any(args.results)
+    trials = _read(args, args.results, args.metric, "batch_size")
     result = find_bopt(trials, metric=args.metric, where=tables.parse_where(args.where),
                        sweep=args.sweep, by=tables.parse_cols(args.by), n_boot=args.boot,
-                       level=args.level, margin=args.margin, seed=args.seed)
+                       level=args.level, margin=args.margin, seed=args.boot_seed)
 
     def fig():
         from analysis.plots import plot_bopt
@@ -249,9 +267,9 @@ def _cmd_compute_optimal(args) -> int:
     from analysis.compute_optimal import compute_optimal_table
     from analysis.formtext import compute_optimal_lines
 
-    res = compute_optimal_table(tables.read_any(args.source), n=args.n, d=args.d, loss=args.loss,
-                                flops=args.flops, n_boot=args.boot, level=args.level,
-                                delta=args.delta, seed=args.seed)
+    res = compute_optimal_table(_read(args, args.source, args.n, args.d, args.loss, args.flops),
+                                n=args.n, d=args.d, loss=args.loss, flops=args.flops, n_boot=args.boot,
+                                level=args.level, delta=args.delta, seed=args.boot_seed)
     _emit(args, res.to_dict(), compute_optimal_lines(res))
     return 0
 
@@ -263,7 +281,8 @@ def _cmd_report(args) -> int:
         raise AnalysisError(f"--boot must be >= 0, got {args.boot}")
     out = write_report(args.results, args.output, x=args.x, metric=args.metric,
                        by=tables.parse_cols(args.by), bopt_metric=args.bopt_metric,
-                       n_boot=args.boot, sweep=args.sweep)
+                       n_boot=args.boot, sweep=args.sweep, axes=tables.parse_cols(args.axes),
+                       seed=args.seed)
     print(f"wrote {out}")
     return 0
 

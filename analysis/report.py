@@ -185,18 +185,22 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
             f"{_p(f'generated {stamp}', 'note')}{extra}{''.join(sections)}</body></html>")
 
 
-def write_report(root: str, out: str, *, sweep: str | None = None, **options) -> str:
+def write_report(root: str, out: str, *, sweep: str | None = None, axes=(), seed: str | None = None,
+                 **options) -> str:
     """Load the store at ``root``, build the page and write it to ``out``; return ``out``.
 
     A root with several sweeps needs ``sweep`` (one of them) or ``by`` with ``sweep``
     in it (every section split by sweep); otherwise :class:`AnalysisError` names them.
+    ``axes``/``seed`` declare a CSV or Parquet table's configuration and replicate columns
+    (:func:`analysis.tables.declare`).
     """
     import pyarrow.compute as pc
 
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise AnalysisError(f"cannot write the report to {out!r}: folder {folder!r} does not exist")
-    trials = tables.read_any(root)
+    trials = tables.declare(tables.read_any(root), axes=axes, seed=seed,
+                            named=(options.get("x"), options.get("metric"), options.get("bopt_metric")))
     fr = {"sweep": np.array(trials.column("sweep").to_pylist(), dtype=object)} \
         if "sweep" in trials.column_names else {}
     if sweep is not None:

@@ -166,12 +166,9 @@ def design_from_config(path: str) -> Design:
     from scaling.config import load_config
 
     configs, seeds = set(), set()
-    for t in load_config(path).trials(limit=None):
-        if t["batch_size"] > t["n_train"]:
-            continue
-        configs.add((float(t["n_train"]), float(t["batch_size"]), float(t["lr"]),
-                     float(t.get("momentum", 0.0)), float(t["model"]["width"])))
-        seeds.add(int(t["seed"]))
+    for t in load_config(path).trials(limit=None):  # batch_size > n_train is never generated
+        configs.add((float(t.n_train), float(t.batch_size), float(t.lr), float(t.momentum), float(t.width)))
+        seeds.add(int(t.seed))
     return Design(configs=tuple(sorted(configs)), seeds=tuple(sorted(seeds)))
 
 
@@ -361,7 +358,9 @@ def _table(n, b, lr, m, w, seed, diverged, cols, train, sweep, validation) -> pa
     arrays = [pa.array(data[f.name], type=f.type) if f.name in data else pa.nulls(rows, f.type)
               for f in fields if validation or f.name not in ("val_loss", "val_acc")]
     keep = [f for f in fields if validation or f.name not in ("val_loss", "val_acc")]
-    return pa.Table.from_arrays(arrays, schema=pa.schema(keep))
+    from analysis.tables import from_store
+
+    return from_store(pa.Table.from_arrays(arrays, schema=pa.schema(keep)))  # a store's: the schema's axes
 
 
 def _store_schema():

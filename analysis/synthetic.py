@@ -71,7 +71,9 @@ def sweep_table(*, n_trains=(1000, 2000, 4000, 8000), batch_sizes=tuple(2 ** i f
             "start_time": t0, "end_time": t0, "version": "0", "engine": "synthetic",
             "config": json.dumps({"n_train": n, "batch_size": bs, "lr": lr, "momentum": m,
                                   "seed": s}, sort_keys=True)})
-    return pa.Table.from_pylist(rows, schema=_schema())
+    from analysis.tables import from_store
+
+    return from_store(pa.Table.from_pylist(rows, schema=_schema()))  # its axes are the store's
 
 
 def _schema() -> pa.Schema:

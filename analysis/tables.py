@@ -1,27 +1,34 @@
 """Arrow tables to numpy columns: loading, metrics, axes, filters and groups.
 
-A *frame* here is a plain ``dict[str, numpy.ndarray]`` of equal-length
-columns taken from a ``pyarrow.Table``; nulls become NaN (numbers) or None
-(strings). Nothing here fits anything.
+A *frame* here is a :class:`Frame`, a ``dict[str, numpy.ndarray]`` of
+equal-length columns taken from a ``pyarrow.Table`` (nulls become NaN for
+numbers, None for strings) that also knows its *axes*: the columns that define
+a configuration, which the analysis groups and tunes over. Nothing here fits
+anything, and nothing guesses which columns are axes:
+
+- a table read from a results store declares them: the axis columns of
+  :data:`scaling.schema.FIELDS` (``seed`` being the replicate);
+- any other table (a CSV or Parquet file a researcher brings) has exactly the
+  axes the user names (``--axes COLS``), plus its replicate column (``seed``, or
+  the one ``--seed COL`` names). Columns named on the command line (``--x``,
+  ``--metric``, ...) are never axes. :func:`check_cells` stops a command whose
+  rows still differ in configuration inside one cell.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pyarrow as pa
 
 from analysis.errors import AnalysisError
+from scaling import schema
 
-AXES = ("task", "model", "width", "depth", "n_train", "batch_size", "lr", "momentum",
-        "weight_decay", "seed")
-"""Hyperparameter columns of a trials table, in display order."""
-NOT_AXES = frozenset({
-    "sweep", "trial_id", "run_id", "status", "error", "steps", "examples_seen", "noise_scale",
-    "n_params", "train_loss", "test_loss", "test_acc", "wall_s", "host", "start_time",
-    "end_time", "version", "engine", "config", "epochs", "step", "epoch"})
-"""Columns that are results or bookkeeping, never grouping axes."""
+SOURCE_KEY, AXES_KEY, SEED_KEY, NAMED_KEY = b"scaling.source", b"scaling.axes", b"scaling.seed", b"scaling.named"
+"""Arrow schema metadata: where a table came from ('store'), the axes/replicate a user declared
+and the columns the command line names."""
 DERIVED = {"error": "1 - test_acc", "gap": "test_loss - train_loss"}
 """Metrics computed from stored columns; ``error`` shadows the stored error-message column."""
 
@@ -43,7 +50,38 @@ def load_sweep(root: str) -> tuple[pa.Table, pa.Table]:
     if trials.num_rows == 0:
         raise AnalysisError(f"the store at {root!r} holds no trials yet "
                             "(expected <sweep>/trials/*.parquet under it)")
-    return trials, curves
+    return from_store(trials), curves
+
+
+def from_store(table: pa.Table) -> pa.Table:
+    """``table`` marked as a results store's trials table: its axes are the schema's."""
+    return _tag(table, {SOURCE_KEY: b"store"})
+
+
+def _tag(table: pa.Table, items: dict) -> pa.Table:
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **items})
+
+
+def declare(table: pa.Table, *, axes=(), seed: str | None = None, named=()) -> pa.Table:
+    """``table`` with the user's declarations attached (for tables not from a store): the
+    columns tuned over (``--axes``) and the replicate column (``--seed``; default ``seed``).
+    ``named`` are the columns the command line names (``--x``, ``--metric``, ...): never axes."""
+    meta = table.schema.metadata or {}
+    if meta.get(SOURCE_KEY) == b"store":
+        if axes or seed:
+            raise AnalysisError("--axes and --seed are for tables from elsewhere; a results store "
+                                "declares its axes (scaling/schema.py)")
+        return table
+    for col in list(axes) + ([seed] if seed else []):
+        if col not in table.column_names:
+            raise AnalysisError(f"--axes/--seed name column {col!r}, which the table does not have; "
+                                f"it has: {', '.join(table.column_names)}")
+    clash = sorted(set(axes) & set(named))
+    if clash:
+        raise AnalysisError(f"--axes names {', '.join(clash)}, which the command already uses "
+                            "(--x, --metric, ...); a column is either an axis or what is measured")
+    return _tag(table, {AXES_KEY: json.dumps(list(axes)).encode(), SEED_KEY: (seed or "").encode(),
+                        NAMED_KEY: json.dumps([c for c in named if c]).encode()})
 
 
 def read_any(path: str) -> pa.Table:
@@ -64,9 +102,36 @@ def read_any(path: str) -> pa.Table:
                             f"{str(e).splitlines()[0]}") from None
 
 
-def frame(table: pa.Table) -> dict[str, np.ndarray]:
+class Frame(dict):
+    """Columns by name (numpy arrays) and the declared ``axes`` of the table they came from."""
+
+    axes: tuple = ()
+    """Configuration columns, the replicate column included (see the module docstring)."""
+    replicate: str | None = None
+    """The column whose values are replicates (seeds), or None."""
+    declared: bool = False
+    """Whether the axes come from the store's schema (True) or from the user (False)."""
+    named: tuple = ()
+    """Columns the command line names (never axes)."""
+
+
+def table_axes(table: pa.Table) -> tuple[tuple, str | None, bool]:
+    """(axes, replicate column, from the store?) of a table (see the module docstring)."""
+    meta = table.schema.metadata or {}
+    names = table.column_names
+    if meta.get(SOURCE_KEY) == b"store":
+        axes = tuple(a for a in schema.AXIS_COLUMNS if a in names)
+        return axes, (schema.REPLICATE if schema.REPLICATE in names else None), True
+    user = tuple(json.loads(meta.get(AXES_KEY, b"[]")))
+    seed = meta.get(SEED_KEY, b"").decode() or ("seed" if "seed" in names else None)
+    return user + ((seed,) if seed and seed not in user else ()), seed, False
+
+
+def frame(table: pa.Table) -> Frame:
     """Columns of ``table`` as numpy arrays (NaN for null numbers, None for null strings)."""
-    out = {}
+    out = Frame()
+    out.axes, out.replicate, out.declared = table_axes(table)
+    out.named = tuple(json.loads((table.schema.metadata or {}).get(NAMED_KEY, b"[]")))
     for name in table.column_names:
         col = table.column(name)
         if pa.types.is_null(col.type):
@@ -101,8 +166,9 @@ def metric(fr: dict[str, np.ndarray], name: str) -> np.ndarray:
         return numeric(fr, "test_loss", "column (needed by metric 'gap')") \
             - numeric(fr, "train_loss", "column (needed by metric 'gap')")
     if name not in fr:
-        known = sorted(k for k, v in fr.items() if v.dtype != object and k not in AXES
-                       and ("loss" in k or "acc" in k or k not in NOT_AXES))
+        axes = set(candidate_axes(fr))
+        outcomes = set(schema.OUTCOMES) if getattr(fr, "declared", False) else set(fr)
+        known = sorted(k for k, v in fr.items() if v.dtype != object and k not in axes and k in outcomes)
         raise AnalysisError(f"unknown metric {name!r}; try one of: "
                             f"{', '.join(known + sorted(DERIVED))}")
     return numeric(fr, name, "metric")
@@ -140,19 +206,47 @@ def usable(fr: dict[str, np.ndarray], y: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def candidate_axes(fr: dict[str, np.ndarray]) -> list[str]:
-    """Columns that may be grouping axes: the known ones and unknown non-metric extras."""
-    names = [a for a in AXES if a in fr]
-    if "epochs" in fr and fr["epochs"].dtype != object and np.isfinite(fr["epochs"]).any():
-        names.append("epochs")
-    elif "steps" in fr and "epochs" in fr:
-        names.append("steps")  # budget in steps: steps is an axis, not an outcome
-    for name in fr:
-        low = name.lower()
-        if name in names or name in NOT_AXES or "loss" in low or "acc" in low \
-                or low.endswith(("_s", "_time", "_at")):
-            continue
-        names.append(name)
-    return names
+    """The frame's declared axes that it holds (see the module docstring); none are guessed."""
+    return [a for a in getattr(fr, "axes", ()) if a in fr]
+
+
+def check_replicates(fr: dict[str, np.ndarray], rows: np.ndarray, cell_of: np.ndarray, cols) -> None:
+    """Refuse to pool different configurations as seeds (tables from elsewhere only).
+
+    Rows of one cell (``cell_of``, over the columns ``cols``) are replicates only if they
+    differ in the replicate column; two rows of a cell with the same seed, or any two rows
+    of a cell when there is no seed column, are different configurations: raise
+    :class:`AnalysisError` naming the columns they differ in and what to pass."""
+    if getattr(fr, "declared", True) or rows.size == 0:
+        return
+    rep = getattr(fr, "replicate", None)
+    key = cell_of.astype(float)
+    if rep is not None and rep in fr:
+        col = fr[rep][rows]
+        codes = np.unique(np.array([str(v) for v in col]) if col.dtype == object else col,
+                          return_inverse=True)[1].ravel()
+        key = cell_of * (codes.max() + 1) + codes
+    _, first, counts = np.unique(key, return_index=True, return_counts=True)
+    if counts.max() < 2:
+        return
+    clash = rows[key == key[first[np.argmax(counts)]]]
+    skip = set(cols) | {rep} | set(getattr(fr, "named", ())) | {"sweep", "trial_id", "run_id"}
+    # likely configuration columns first: names the schema uses for axes (a hint for the
+    # message only: nothing here is made an axis), then few values among the rows and overall
+    differ = sorted((c not in schema.AXIS_COLUMNS, len(set(_hashable(fr[c][clash]))), len(set(_hashable(fr[c]))), c)
+                    for c in fr if c not in skip and len(set(_hashable(fr[c][clash]))) > 1)
+    names = [c for *_, c in differ][:4]
+    where = label([c for c in cols if c in fr], [fr[c][clash[0]] for c in cols if c in fr])
+    seed = f"share {rep} {_fmt(fr[rep][clash[0]])}" if rep is not None and rep in fr else \
+        "have no seed column to tell replicates apart"
+    if not names:
+        raise AnalysisError(f"{clash.size} rows at {where} {seed} and are otherwise identical; "
+                            "remove the duplicates or name the replicate column with --seed COL")
+    first_name = names[0]
+    raise AnalysisError(f"{clash.size} rows at {where} {seed} but differ in {', '.join(names)}: they are "
+                        "different configurations, not seeds; pass --axes "
+                        f"{first_name} to tune over it, --by {first_name} for one curve each, or "
+                        f"--where {first_name}=VALUE")
 
 
 def varying(fr: dict[str, np.ndarray], rows: np.ndarray, exclude=()) -> list[str]:

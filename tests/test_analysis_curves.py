@@ -6,7 +6,7 @@ import pytest
 
 from analysis.curves import fit_learning_curves
 from analysis.errors import AnalysisError
-from analysis.tables import parse_where
+from analysis.tables import from_store, parse_where
 
 A, B, C = 4.0, -0.5, 0.05
 SIZES = (250, 500, 1000, 2000, 4000, 8000, 16000, 32000)
@@ -29,7 +29,7 @@ def _table(widths=(64,), lrs=(0.1, 0.01), seeds=(0, 1, 2), sizes=SIZES, diverged
                                  "seed": s, "test_loss": np.nan if bad else loss,
                                  "train_loss": np.nan if bad else 0.5 * loss,
                                  "test_acc": np.nan if bad else 1 - loss / 3})
-    return pa.Table.from_pylist(rows)
+    return from_store(pa.Table.from_pylist(rows))  # a sweep's table: width, n_train, ... are its axes
 
 
 def test_frontier_picks_the_best_configuration_and_recovers_the_curve():

@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pyarrow as pa
+
+from analysis.tables import declare
 import pyarrow.csv as pcsv
 import pytest
 
@@ -64,8 +66,8 @@ def test_sweep_table_uses_the_frontier_and_counts_infeasible():
                          "test_loss": yi * factor})
     rows.append({"status": "diverged", "n_params": 1e6, "n_train": 1e8, "lr": 1.0, "seed": 0,
                  "test_loss": None})
-    fit, outcomes = fit_joint_table(pa.Table.from_pylist(rows), n="n_params", d="n_train",
-                                    loss="test_loss", n_boot=100)
+    table = declare(pa.Table.from_pylist(rows), axes=["lr"], named=("n_params", "n_train", "test_loss"))
+    fit, outcomes = fit_joint_table(table, n="n_params", d="n_train", loss="test_loss", n_boot=100)
     assert outcomes == {"ok": 72, "diverged": 1}
     assert fit.n_points == 36
     np.testing.assert_allclose(np.sort(fit.y), np.sort(y))

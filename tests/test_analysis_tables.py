@@ -35,15 +35,32 @@ def test_table_without_status_counts_as_ok():
     assert tables.status(fr).tolist() == ["ok", "ok"]
 
 
-def test_candidate_axes_budget_and_extra_columns():
-    fr = _frame(lr=[0.1, 0.2], epochs=[None, None], steps=[100, 200], test_loss=[1.0, 2.0],
-                optimizer=["sgd", "adam"], my_time_s=[1.0, 2.0], label_smoothing=[0.0, 0.0])
-    axes = tables.candidate_axes(fr)
-    assert "steps" in axes and "optimizer" in axes and "label_smoothing" in axes
-    assert "my_time_s" not in axes and "test_loss" not in axes
-    assert tables.varying(fr, np.arange(2)) == ["lr", "steps", "optimizer"]
-    fr = _frame(lr=[0.1, 0.2], epochs=[10.0, 10.0], steps=[100, 200])
-    assert "steps" not in tables.candidate_axes(fr) and "epochs" in tables.candidate_axes(fr)
+def test_axes_are_declared_never_guessed():
+    cols = dict(lr=[0.1, 0.2], epochs=[None, None], steps=[100, 200], test_loss=[1.0, 2.0],
+                optimizer=["sgd", "adam"], my_time_s=[1.0, 2.0], label_smoothing=[0.0, 0.0], seed=[0, 1])
+    # a table from elsewhere has the axes its user names, and its replicate column
+    assert tables.candidate_axes(_frame(**cols)) == ["seed"]
+    fr = tables.frame(tables.declare(pa.table(cols), axes=["lr", "label_smoothing"], named=("test_loss",)))
+    assert tables.candidate_axes(fr) == ["lr", "label_smoothing", "seed"] and fr.replicate == "seed"
+    assert tables.varying(fr, np.arange(2)) == ["lr", "seed"]
+    with pytest.raises(AnalysisError, match="either an axis or what is measured"):
+        tables.declare(pa.table(cols), axes=["test_loss"], named=("test_loss",))
+    # a store's table has the schema's: steps taken, times and metrics never are axes
+    fr = tables.frame(tables.from_store(pa.table(cols)))
+    assert tables.candidate_axes(fr) == ["lr", "optimizer", "seed", "epochs"]
+    assert fr.declared and "steps" not in tables.candidate_axes(fr)
+
+
+def test_rows_of_one_cell_that_are_not_seeds_stop_the_command():
+    rows = np.arange(4)
+    fr = tables.frame(pa.table({"n": [1, 1, 2, 2], "lr": [0.1, 0.2, 0.1, 0.2], "y": [1.0, 2, 3, 4],
+                                "seed": [0, 0, 0, 0]}))
+    with pytest.raises(AnalysisError, match=r"2 rows at n=1 share seed 0 but differ in lr.*--axes lr"):
+        tables.check_replicates(fr, rows, np.array([0, 0, 1, 1]), ["n"])
+    tables.check_replicates(fr, rows, np.array([0, 1, 2, 3]), ["n", "lr"])  # one row per cell: fine
+    no_seed = tables.frame(pa.table({"n": [1, 1], "lr": [0.1, 0.2]}))
+    with pytest.raises(AnalysisError, match="have no seed column"):
+        tables.check_replicates(no_seed, np.arange(2), np.array([0, 0]), ["n"])
 
 
 def test_groups_are_sorted_and_cover_every_row():
