@@ -136,6 +136,8 @@ def _definitions(tree: ast.Module, func_name: str) -> list[str]:
             for alias in node.names:
                 if alias.name == "task_factory" and (node.module or "").endswith("tasks"):
                     marks.add(alias.asname or alias.name)
+                if alias.name == "tasks":  # from scaling import tasks [as T]: @T.task_factory
+                    factory_modules.add(alias.asname or alias.name)
                 if (alias.asname or alias.name) == func_name:
                     found.append(f"from {source}")
         elif isinstance(node, ast.Import):
