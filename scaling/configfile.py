@@ -44,35 +44,44 @@ def read_text(path: str | Path, max_bytes: int = MAX_CONFIG_BYTES) -> str:
     shown = repr(str(path))
     try:
         before = os.stat(path)
-        if not stat.S_ISREG(before.st_mode):
-            raise _not_regular(shown, before.st_mode)
-        _check_size(shown, before.st_size, max_bytes)
+    except (OSError, ValueError) as e:
+        raise _cannot_read(shown, e) from None
+    if not stat.S_ISREG(before.st_mode):
+        raise _not_regular(shown, before.st_mode)
+    _check_size(shown, before.st_size, max_bytes)
+    try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise ConfigError("file", f"no config file at {shown}") from None
     except OSError as e:
-        raise ConfigError("file", f"cannot read {shown}: {e.strerror or e}") from None
+        raise _cannot_read(shown, e) from None
     try:
         now = os.fstat(fd)  # the path may have been swapped since the stat above
         if not stat.S_ISREG(now.st_mode):
             raise _not_regular(shown, now.st_mode)
         chunks, size = [], 0
-        while size <= max_bytes:
+        while size <= max_bytes:  # a file that grows is read one byte past the limit, no further
             chunk = os.read(fd, max_bytes + 1 - size)
             if not chunk:
                 break
             chunks.append(chunk)
             size += len(chunk)
-        _check_size(shown, size, max_bytes)
     except OSError as e:
-        raise ConfigError("file", f"cannot read {shown}: {e.strerror or e}") from None
+        raise _cannot_read(shown, e) from None
     finally:
         os.close(fd)
+    _check_size(shown, size, max_bytes)
     data = b"".join(chunks)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError("file", f"{shown} is not UTF-8 text (byte {e.start})") from None
+
+
+def _cannot_read(shown: str, e: Exception) -> ConfigError:
+    if isinstance(e, FileNotFoundError):
+        return ConfigError("file", f"no config file at {shown}")
+    if isinstance(e, ValueError):  # os.stat refuses a NUL byte in the name
+        return ConfigError("file", f"{shown} is not a file name (it holds a NUL byte)")
+    return ConfigError("file", f"cannot read {shown}: {e.strerror or e}")
 
 
 def _not_regular(shown: str, mode: int) -> ConfigError:
