@@ -29,7 +29,6 @@ again runs nothing.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import os
 import sys
 

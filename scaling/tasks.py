@@ -238,7 +238,6 @@ def _image_spec(name: str, prepare, size, what: str) -> TaskSpec:
     )
 
 
-_positive = (lambda v: v >= 1, "an integer >= 1")
 MAX_TEACHER_VALUES = 1 << 28
 """The most values in one array the teacher task builds (2 GiB as float64): each worker holds
 its pool, test and validation sets and the teacher's weights in memory."""

@@ -31,7 +31,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from scaling.config import MAX_TRIALS, load_config, parse_config, trial_id
+from scaling.config import MAX_TRIALS, count_trials, load_config, parse_config, trial_id
 from scaling.schema import BY_NAME
 from scaling.errors import ConfigError
 from scaling.store import TRIALS_SCHEMA
@@ -315,16 +315,36 @@ def extreme_axes(draw):
 
 # ---- the fuzz tests --------------------------------------------------------------------------------
 
+def counted_as_data(raw) -> None:
+    """``scaling status`` counts a stored config as data: one line or a count, which agrees with
+    the parsed config's whenever that parses."""
+    try:
+        n = count_trials(raw)
+    except ConfigError as e:
+        assert_one_line(e)
+        return
+    assert isinstance(n, int) and n >= 0
+    try:
+        cfg = parse_config(raw)
+    except ConfigError:
+        return
+    assert n == cfg.count() - (cfg.skipped() or 0)
+
+
 @settings(FUZZ, max_examples=EXAMPLES["mutated"])
 @given(mutated_configs())
 def test_mutated_configs_are_refused_in_one_line_or_valid(raw):
-    refused_or_valid(lambda: parse_config(build(raw)))
+    raw = build(raw)
+    refused_or_valid(lambda: parse_config(raw))
+    counted_as_data(raw)
 
 
 @settings(FUZZ, max_examples=EXAMPLES["extreme axes"])
 @given(extreme_axes())
 def test_extreme_axes_are_refused_in_one_line_or_valid(raw):
-    refused_or_valid(lambda: parse_config(build(raw)))
+    raw = build(raw)
+    refused_or_valid(lambda: parse_config(raw))
+    counted_as_data(raw)
 
 
 @settings(FUZZ, max_examples=EXAMPLES["valid"])
