@@ -7,7 +7,7 @@ refused from its ``stat`` alone, without opening it; a file over ``max_bytes``
 (default :data:`MAX_CONFIG_BYTES`, ``--max-config-bytes`` raises it) is refused
 from its size, and reading stops one byte past the limit in case it grows.
 
-:func:`parse_yaml` parses with libyaml (``yaml.CSafeLoader``, about 7 times
+:func:`parse_yaml` parses with libyaml (``yaml.CSafeLoader``, about 5 times
 faster than the pure-Python loader; the pure-Python ``SafeLoader`` where
 PyYAML was built without it). Both build only plain data: no Python tags. A
 mapping that gives the same key twice is refused, naming the key and both
