@@ -21,17 +21,18 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None):
 
 
 def cmd_sweep(args) -> int:
-    from pathlib import Path
-
     from cluster import localray
     from cluster.runner import run_sweep
-    from scaling.config import load_config
+    from scaling.config import config_from_text
+    from scaling.configfile import read_text
 
     localray.check_num_cpus(args.num_cpus, args.address)
+    if args.max_config_bytes < 1:
+        raise UserError(f"--max-config-bytes {args.max_config_bytes} is not a size; give a number of bytes >= 1")
     localray.check_auth_mode(args.insecure_ray)
     _private_ray_network(args)  # may re-run this command: before anything prints or warns
-    cfg = load_config(args.config, overrides={"engine": args.engine} if args.engine else None)
-    text = Path(args.config).read_text(encoding="utf-8")
+    text = read_text(args.config, args.max_config_bytes)  # read once: the text stored is the text checked
+    cfg = config_from_text(text, repr(args.config), overrides={"engine": args.engine} if args.engine else None)
     try:
         with localray.stop_on_signals():
             summary = run_sweep(cfg, text, args.results, address=args.address,
@@ -133,6 +134,8 @@ def cmd_query(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from scaling.configfile import MAX_CONFIG_BYTES
+
     parser = argparse.ArgumentParser(prog="scaling", description="Measure scaling laws with sweeps.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -149,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     stale.add_argument("--accept-mixed", action="store_true",
                        help="keep stored trials of another code_version or data_version beside new ones")
     p.add_argument("--allow-large", action="store_true", help="allow sweeps over the trial limit")
+    p.add_argument("--max-config-bytes", type=int, default=MAX_CONFIG_BYTES, metavar="N",
+                   help=f"refuse a config file over N bytes before parsing it (default: {MAX_CONFIG_BYTES:,})")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--ray-network", choices=["private", "host"], default="private",

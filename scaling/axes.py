@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -208,13 +209,7 @@ def _pair(key: str, form: str, raw: Any) -> tuple:
 
 def _number(key: str, v: Any, is_int: bool):
     if isinstance(v, str):
-        hint = ""
-        try:
-            float(v)
-            hint = " (YAML reads 1e-3 as text; write 1.0e-3)"
-        except ValueError:
-            pass
-        raise ConfigError(key, f"expected a number, got the string {v!r}{hint}")
+        raise ConfigError(key, f"expected a number, got the string {v!r}{number_hint(v, is_int)}")
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ConfigError(key, f"expected a number, got {v!r}")
     if not math.isfinite(v):
@@ -224,6 +219,28 @@ def _number(key: str, v: Any, is_int: bool):
             raise ConfigError(key, f"expected an integer, got {v!r}")
         return int(v)
     return canon(v)
+
+
+_EXPONENT = re.compile(r"\s*([+-]?)(\d*)\.?(\d*)[eE]([+-]?)(\d+)\s*")
+
+
+def number_hint(text: str, integer: bool = False) -> str:
+    """Why a number came out as text, and how to write it so YAML reads a number (for an
+    ``integer`` key: the digits). YAML 1.1 (PyYAML) reads a float only with a dot in the
+    mantissa and a sign in the exponent: 1e-3 and 1.0e5 are text, 1.0e-3 and 1.0e+5 are numbers."""
+    m = _EXPONENT.fullmatch(text)
+    if m and (m[2] or m[3]):
+        sign, whole, frac, exp_sign, exp = m.groups()
+        fixed = f"{sign}{whole or '0'}.{frac or '0'}e{exp_sign or '+'}{exp}"
+        if integer and len(exp) <= 2 and float(fixed).is_integer() and abs(float(fixed)) < 2**63:
+            fixed = str(int(float(fixed)))
+        if fixed != text.strip():
+            return f" (YAML reads {text.strip()} as text: a number needs a dot and a signed exponent; write {fixed})"
+    try:  # a number YAML would read, quoted
+        ok = math.isfinite(float(text))
+    except ValueError:
+        ok = False
+    return " (a number in quotes is text; drop the quotes)" if ok else ""
 
 
 def count(axes: dict, search) -> int:

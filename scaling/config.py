@@ -22,6 +22,7 @@ allowed.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import re
@@ -29,10 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
 from scaling import axes as axes_mod
 from scaling import schema
+from scaling.configfile import MAX_CONFIG_BYTES, parse_yaml, read_text
 from scaling.errors import ConfigError
 from scaling.schema import MODEL_DEFAULTS, MODELS, Trial, make_trial, total_steps, trial_id  # noqa: F401
 from scaling.tasks import own_model, packable, task_kind, task_train_size, validate_task
@@ -42,6 +42,9 @@ MODEL_INPUTS = {"mlp": ("vectors", "images"), "cnn": ("images",), "resnet": ("im
 """The task inputs (scaling.tasks.Dataset.kind) each built-in model takes."""
 ENGINES = {"packed", "single"}
 MAX_TRIALS = 100_000
+"""Trials a sweep may expand to without --allow-large."""
+MAX_TRIALS_HELD = 1_000_000
+"""Trials one driver holds in memory, even with --allow-large (about 1 KB and 0.3 ms each)."""
 MAX_DEPTH = 32
 MAX_VALUES = 1_000_000
 INT64 = 2**63
@@ -167,7 +170,8 @@ class PackingConfig:
     def __post_init__(self):
         _check_int("packing.max_members", self.max_members, 1, 1 << 16)
         if self.memory_mb is not None:
-            _check_number("packing.memory_mb", self.memory_mb, "a number > 0", lambda v: v > 0)
+            _check_number("packing.memory_mb", self.memory_mb, "a number of MiB in (0, 16777216] (16 TiB; "
+                          "no node has more)", lambda v: 0 < v <= 1 << 24)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,13 +231,7 @@ class SweepConfig:
     def skipped(self) -> int | None:
         """Grid combinations left out because batch_size > n_train (None: random, known only
         after drawing)."""
-        n, b = self.axes.get("n_train"), self.axes.get("batch_size")
-        if any(isinstance(a, axes_mod.RandomAxis) for a in (n, b)):
-            return None
-        pairs = itertools.product(self.possible("n_train"), self.possible("batch_size"))
-        bad = sum(bs > nt for nt, bs in pairs)
-        others = self.count() // max(1, len(self.possible("n_train")) * len(self.possible("batch_size")))
-        return bad * others
+        return _skipped(self.axes, self.search)
 
     def points(self) -> Iterator[dict]:
         """Axis points {name: value} with the sections' values filled in, B <= N only."""
@@ -248,6 +246,10 @@ class SweepConfig:
         if limit is not None and n > limit:
             raise ConfigError("axes", f"the sweep expands to {n:,} trials, over the limit of {limit:,}; "
                               "shrink the axes or pass --allow-large if you mean it")
+        if n > MAX_TRIALS_HELD:
+            raise ConfigError("axes", f"the sweep expands to {n:,} trials, over the {MAX_TRIALS_HELD:,} one "
+                              "driver can hold in memory (even with --allow-large); split it into sweeps "
+                              "over parts of an axis")
         unique: dict[str, Trial] = {}
         for values in self.points():
             trial = self.make(values)
@@ -266,38 +268,45 @@ class SweepConfig:
                           metrics=self.metrics.to_trial() if self.metrics.enabled else None)
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> SweepConfig:
-    """Read and validate a sweep config file (YAML, loaded with safe_load).
+def load_config(path: str | Path, overrides: dict | None = None, *,
+                max_bytes: int = MAX_CONFIG_BYTES) -> SweepConfig:
+    """Read and validate a sweep config file (see scaling.configfile: a regular file of at
+    most ``max_bytes`` bytes, YAML without Python tags or duplicate keys).
 
     ``overrides`` replaces top-level keys (command-line flags) before validation."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError("file", f"no config file at {str(path)!r}") from None
-    except OSError as e:
-        raise ConfigError("file", f"cannot read {str(path)!r}: {e.strerror}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError("file", f"{str(path)!r} is not UTF-8 text (byte {e.start})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        problem = getattr(e, "problem", None) or type(e).__name__
-        raise ConfigError("file", f"{str(path)!r} is not valid YAML{at}: {problem}") from None
-    except RecursionError:
-        raise ConfigError("file", f"{str(path)!r} is nested too deeply") from None
-    except (ValueError, TypeError, AttributeError, LookupError, ArithmeticError) as e:
-        # PyYAML's constructors raise these for values like 2020-13-45, !!int abc, !!bool maybe,
-        # !!timestamp x or an integer of over 4300 digits
-        raise ConfigError("file", f"{str(path)!r} has a value YAML cannot convert ({type(e).__name__}: "
-                          f"{e}); quote it if it is text") from None
+    return config_from_text(read_text(path, max_bytes), repr(str(path)), overrides)
+
+
+def config_from_text(text: str, where: str = "the config", overrides: dict | None = None) -> SweepConfig:
+    """Parse and validate the YAML text of a sweep config (``where`` names it in messages)."""
+    raw = parse_yaml(text, where)
     if overrides and isinstance(raw, dict):
         raw = {**raw, **overrides}
     return parse_config(raw)
+
+
+def count_trials(raw: Any) -> int:
+    """Trials a config mapping expands to (combinations with batch_size > n_train left out),
+    reading it as data: only its shape, ``search`` and ``axes`` are checked. The task is
+    neither validated nor loaded, so no plug-in module is imported, no factory called and no
+    data file read: what a read-only command (``scaling status``) may do with a stored config."""
+    if not isinstance(raw, dict):
+        raise ConfigError("(top level)", f"a sweep config must be a mapping, got {type(raw).__name__}")
+    _check_shape(raw)
+    search = _section(SearchConfig, "search", raw.get("search", {}))
+    axes = axes_mod.parse_axes(raw.get("axes"), search.kind == "random")
+    return axes_mod.count(axes, search) - (_skipped(axes, search) or 0)
+
+
+def _skipped(axes: dict, search: SearchConfig) -> int | None:
+    """Grid combinations with batch_size > n_train (None: random, known only after drawing),
+    counted without forming the pairs (two axes of 100,000 values are 10^10 of them)."""
+    n, b = axes["n_train"], axes["batch_size"]
+    if any(isinstance(a, axes_mod.RandomAxis) for a in (n, b)):
+        return None
+    sizes = sorted(b.values)
+    bad = sum(len(sizes) - bisect.bisect_right(sizes, nt) for nt in n.values)
+    return bad * (axes_mod.count(axes, search) // (len(n.values) * len(b.values)))
 
 
 def parse_config(raw: Any) -> SweepConfig:
@@ -440,11 +449,50 @@ def _check_applicable(possible: dict, axes: dict) -> None:
             continue
         if all(v == f.default_for({k: p[0] for k, p in possible.items()}) for v in possible[f.name]):
             continue
-        if not any(f.applies(dict(zip(possible, combo))) for combo in itertools.product(*possible.values())):
+        if not _applies_to_some(f.applies, possible):
             where = f"axes.{f.name}" if f.name in axes else f"{f.section or 'axes'}.{f.config_key}"
             raise ConfigError(where, f"{f.name} ({f.doc}) does not apply to any trial of this sweep "
                               f"(optimizer {list(possible['optimizer'])}, schedule "
                               f"{list(possible['schedule'])}); drop it or change those")
+
+
+class _Reads(dict):
+    """A mapping that records the keys read from it (with ``get``, ``[]`` or ``in``)."""
+
+    def __init__(self, values: dict):
+        super().__init__(values)
+        self.read: set = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self.read.add(key)
+        return super().__contains__(key)
+
+
+def _applies_to_some(applies, possible: dict) -> bool:
+    """Whether ``applies`` holds for some combination of the possible values. Only the fields it
+    reads are combined (the product of every axis can be 10^15 combinations): once no
+    combination of those reads another field, their combinations decide it."""
+    first = {k: v[0] for k, v in possible.items()}
+    keys: list = []
+    while True:
+        for combo in itertools.product(*(possible[k] for k in keys)):
+            values = _Reads({**first, **dict(zip(keys, combo))})
+            if applies(values):
+                return True
+            new = sorted(k for k in values.read if k in possible and k not in keys)
+            if new:
+                keys += new
+                break
+        else:
+            return False
 
 
 def _check_steps(budget: BudgetConfig, possible: dict) -> None:
@@ -488,12 +536,6 @@ def _key_text(key: Any) -> str:
     return key if isinstance(key, str) else repr(key)
 
 
-def _key_text(key: Any) -> str:
-    if isinstance(key, int) and not isinstance(key, bool) and not -INT64 <= key < INT64:
-        return "<huge integer>"
-    return key if isinstance(key, str) else repr(key)
-
-
 def _section(cls, key: str, raw: Any):
     if not isinstance(raw, dict):
         raise ConfigError(key, f"expected a mapping, got {raw!r}")
@@ -512,13 +554,17 @@ def _typed(key: str, value: Any, kind: type):
 
 def _check_int(key: str, value: Any, minimum: int, maximum: int = INT64 - 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, f"expected an integer >= {minimum}, got {value!r}")
+        raise ConfigError(key, f"expected an integer >= {minimum}, got {value!r}{_hint(value, True)}")
     if not minimum <= value <= maximum:
         raise ConfigError(key, f"value {value!r} is out of range; expected an integer in [{minimum}, {maximum:,}]")
 
 
 def _check_number(key: str, value: Any, allowed: str, ok) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(key, f"expected {allowed}, got {value!r}")
+        raise ConfigError(key, f"expected {allowed}, got {value!r}{_hint(value)}")
     if not ok(value):
         raise ConfigError(key, f"value {value!r} is out of range; expected {allowed}")
+
+
+def _hint(value: Any, integer: bool = False) -> str:
+    return axes_mod.number_hint(value, integer) if isinstance(value, str) else ""

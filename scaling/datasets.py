@@ -311,7 +311,8 @@ def prepare_cifar(options: dict) -> dict:
 def prepare_text(options: dict) -> dict:
     """Resolve and size-check ``path`` of the text task."""
     path = resolve_path("task.path", options["path"])
-    check_text("task.path", path, options["context"], options["test_fraction"])
+    size = check_text("task.path", path, options["context"], options["test_fraction"])
+    _check_n_test(options, (text_split(size, options["test_fraction"])[1] - 1) // options["context"])
     return {**options, "path": path}
 
 

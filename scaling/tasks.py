@@ -24,7 +24,9 @@ Plug-in tasks
 ``task: {name: "mypackage.module:make_task", **options}`` imports
 ``mypackage.module`` with importlib and calls ``make_task(**options)``. Only
 functions marked with the :func:`task_factory` decorator can be named, so a
-config cannot call an arbitrary function (``subprocess:run``). The
+config cannot call an arbitrary function (``subprocess:run``); a module not yet
+imported is imported only after its source shows the decorator on that function
+(:mod:`scaling.plugins`), so naming anything else runs none of its code. The
 module must be importable on the driver *and* on every Ray worker: install it
 in the workers' environment or put its folder on their PYTHONPATH (a local Ray
 inherits the driver's environment). Options must be plain YAML values (numbers,
@@ -67,12 +69,14 @@ import importlib
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from scaling import datasets
+from scaling import datasets, plugins
+from scaling.axes import number_hint
 from scaling.errors import ConfigError, UserError
 
 
@@ -234,7 +238,32 @@ def _image_spec(name: str, prepare, size, what: str) -> TaskSpec:
     )
 
 
-_positive = (lambda v: v >= 1, "an integer >= 1")
+MAX_TEACHER_VALUES = 1 << 28
+"""The most values in one array the teacher task builds (2 GiB as float64): each worker holds
+its pool, test and validation sets and the teacher's weights in memory."""
+MAX_CONTEXT = 1 << 14
+"""The longest text window: the transformer holds a context x context mask and attention
+scores (16384² is 268M values per sequence and head)."""
+
+
+def _upto(limit: int, what: str):
+    return (lambda v: 1 <= v <= limit, f"an integer in [1, {limit:,}] ({what})")
+
+
+def _prepare_teacher(options: dict) -> dict:
+    """Refuse a teacher whose arrays cannot fit in memory: x (rows x input_dim), its hidden
+    layer (rows x teacher_width) and the weights, for the pool and for n_test rows."""
+    d, h, k = options["input_dim"], options["teacher_width"], options["n_classes"]
+    rows = max(options["pool"], options["n_test"])
+    sizes = {"pool or n_test x input_dim": rows * d, "pool or n_test x teacher_width": rows * h,
+             "input_dim x teacher_width": d * h, "teacher_width x n_classes": h * k}
+    for what, n in sizes.items():
+        if n > MAX_TEACHER_VALUES:
+            raise ConfigError("task", f"the teacher task would build an array of {what} = {n:,} values, over "
+                              f"the {MAX_TEACHER_VALUES:,} a worker can hold (2 GiB as float64); shrink "
+                              "pool, n_test, input_dim or teacher_width")
+    return options
+
 
 TASKS: dict[str, TaskSpec] = {
     "digits": TaskSpec(defaults={}, train_size=_digits_size, load=_load_digits, checks={}, data_version="2"),
@@ -251,14 +280,15 @@ TASKS: dict[str, TaskSpec] = {
         train_size=_teacher_size,
         load=_load_teacher,
         checks={
-            "input_dim": _positive,
-            "n_classes": (lambda v: v >= 2, "an integer >= 2"),
-            "teacher_width": _positive,
-            "pool": _positive,
-            "n_test": _positive,
+            "input_dim": _upto(1 << 16, "features per example"),
+            "n_classes": (lambda v: 2 <= v <= 1 << 16, "an integer in [2, 65,536]"),
+            "teacher_width": _upto(1 << 16, "the teacher's hidden units"),
+            "pool": _upto(10**9, "examples, held in memory"),
+            "n_test": _upto(10**9, "examples, held in memory"),
             "label_noise": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
             "data_seed": (lambda v: v >= 0, "an integer >= 0"),
         },
+        prepare=_prepare_teacher,
     ),
     "mnist": _image_spec("mnist", datasets.prepare_idx, datasets.idx_train_size, "the MNIST IDX files"),
     "fashion_mnist": _image_spec("fashion_mnist", datasets.prepare_idx, datasets.idx_train_size,
@@ -270,7 +300,7 @@ TASKS: dict[str, TaskSpec] = {
         train_size=datasets.text_train_size,
         load=_loader("text"),
         checks={"path": (lambda v: True, "a text file"),  # checked by prepare
-                "context": _positive,
+                "context": _upto(MAX_CONTEXT, "the transformer holds context² attention scores"),
                 "test_fraction": (lambda v: 0.0 < v < 0.5, "a number in (0, 0.5): the test part, and "
                                   "as much again for validation"),
                 "n_test": (lambda v: v >= 0, "an integer >= 0 (0: every test window)")},
@@ -319,19 +349,21 @@ def task_factory(func: Callable) -> Callable:
 
 
 def _factory(name: str) -> Callable:
+    """The factory a plug-in reference names. A module not imported yet is imported only once its
+    source shows ``func_name`` marked @task_factory (scaling.plugins), so naming any other
+    function runs none of the module's code."""
     module_name, func_name = name.split(":")
+    if module_name not in sys.modules:
+        plugins.check_declared(module_name, func_name)
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ConfigError("task.name", f"cannot import the plug-in module {module_name!r} ({e}); it must be "
-                          "importable on the driver and every worker: install it or add its folder to "
-                          "PYTHONPATH") from None
+        raise plugins.not_importable(module_name, str(e)) from None
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ConfigError("task.name", f"module {module_name!r} has no function {func_name!r}")
     if getattr(func, "__scaling_task__", False) is not True:
-        raise ConfigError("task.name", f"{name} is not a task factory; mark it with the decorator "
-                          "@scaling.tasks.task_factory (configs may call only functions made for them)")
+        raise ConfigError("task.name", f"{name} {plugins.NOT_A_FACTORY}")
     return func
 
 
@@ -453,7 +485,8 @@ def _coerce_like(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(key, f"expected a string (a path), got {_show(value)}")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(key, f"expected a number, got {_show(value)}")
+        hint = number_hint(value[:100], isinstance(default, int)) if isinstance(value, str) else ""
+        raise ConfigError(key, f"expected a number, got {_show(value)}{hint}")
     if isinstance(default, int):
         if isinstance(value, float) and not value.is_integer():
             raise ConfigError(key, f"expected an integer, got {_show(value)}")

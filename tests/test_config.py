@@ -182,3 +182,92 @@ def test_cli_refuses_bad_configs_with_exit_2_and_one_line(tmp_path, line, key):
     assert len(lines) == 1 and lines[0].startswith("error: ") and f"'{key}'" in lines[0]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists(), "nothing is written for a refused config"
+
+
+# ---- hostile files and values through the real command line (issue 16) ------------------------
+
+GOOD = "name: t\ntask: {name: digits}\naxes: {n_train: [100, 200], batch_size: 16, lr: 0.1}\nbudget: {epochs: 1}\n"
+
+
+def refused(tmp_path, config, *extra) -> str:
+    """Run `scaling sweep CONFIG`; check it exits 2 with one line, no traceback and no results."""
+    results = tmp_path / "results"
+    proc = run_cli("sweep", str(config), "--results", str(results), *extra, timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not proc.stdout
+    assert not results.exists(), "nothing is written for a refused config"
+    return lines[0]
+
+
+def test_cli_refuses_a_config_over_the_size_limit_before_parsing_it(tmp_path):
+    path = write_config(tmp_path, GOOD + "retries: 101\ndescription: " + "x" * 1_000_000 + "\n")
+    line = refused(tmp_path, path)
+    assert "over the limit of 1,000,000 bytes" in line and "--max-config-bytes" in line
+    # the flag raises the limit: the same file is then parsed, and stops at a later check
+    assert "'retries'" in refused(tmp_path, path, "--max-config-bytes", "2000000")
+    assert "--max-config-bytes" in refused(tmp_path, write_config(tmp_path, GOOD), "--max-config-bytes", "0")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "directory"])
+def test_cli_refuses_a_path_that_is_not_a_regular_file_without_reading_it(tmp_path, kind):
+    import os
+
+    path = {"fifo": tmp_path / "sweep.yaml", "/dev/zero": "/dev/zero", "directory": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it for reading would block until a writer came
+    line = refused(tmp_path, path)
+    assert {"fifo": "a FIFO", "/dev/zero": "a character device", "directory": "a directory"}[kind] in line
+
+
+@pytest.mark.parametrize("text, key, where", [
+    (GOOD + "name: other\n", "'name'", "at lines 1 and 5"),
+    (GOOD.replace("lr: 0.1}", "lr: 0.1, n_train: 5}"), "'axes.n_train'", "on line 3 (columns 8 and"),
+    (GOOD + "model: {width: 8}\nmodel: {depth: 2}\n", "'model'", "at lines 5 and 6"),
+    (GOOD + "description: {1: a, 0x1: b}\n", "'description.0x1'", "on line 5"),  # one key by value
+])
+def test_cli_refuses_duplicate_keys_naming_the_key_and_both_lines(tmp_path, text, key, where):
+    line = refused(tmp_path, write_config(tmp_path, text))
+    assert f"config key {key}: is given twice" in line and where in line
+
+
+def test_a_key_next_to_a_merge_overrides_it_and_is_not_a_duplicate(tmp_path):
+    path = write_config(tmp_path, GOOD + "model: {<<: {width: 8, depth: 2}, width: 16}\n")
+    assert {(t.width, t.depth) for t in load_config(path).trials()} == {(16, 2)}
+
+
+def test_duplicate_keys_are_refused_by_the_c_and_the_python_loader(tmp_path, monkeypatch):
+    from scaling import configfile
+
+    path = write_config(tmp_path, GOOD + "name: other\n")
+    assert configfile.Loader is yaml.CSafeLoader, "libyaml's loader where PyYAML has it"
+    for loader in (yaml.CSafeLoader, yaml.SafeLoader):
+        monkeypatch.setattr(configfile, "Loader", loader)
+        with pytest.raises(ConfigError, match="'name': is given twice .* at lines 1 and 5"):
+            load_config(path)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("task: {name: teacher, pool: 9223372036854775807}", "'task.pool': value 9223372036854775807 is out of range"),
+    ("task: {name: teacher, input_dim: 65536, pool: 100000}", "would build an array of"),
+    ("model: {width: 9223372036854775807}", "'model.width': value 9223372036854775807 is out of range"),
+    ("eval: {points: 9223372036854775807}", "'eval.points': value 9223372036854775807 is out of range"),
+    ("budget: {epochs: 1.0e+300}", "'budget.epochs': value 1e+300 is out of range"),
+    ("budget: {steps: 9223372036854775807}", "'budget.steps': value 9223372036854775807 is out of range"),
+    ("axes: {n_train: 100, batch_size: 1000000, lr: 0.1}", "every batch_size (from 1000000) is larger"),
+    ("retries: 9223372036854775807", "'retries': value 9223372036854775807 is out of range"),
+    ("packing: {memory_mb: 1.0e+300}", "'packing.memory_mb': value 1e+300 is out of range"),
+    ("search: {samples: 9223372036854775807}", "'search.samples': value 9223372036854775807 is out of range"),
+    ("axes: {n_train: 100, batch_size: 16, lr: 1.0e5}", "write 1.0e+5"),
+    ("budget: {steps: 1e5}", "write 100000"),
+])
+def test_cli_refuses_values_that_validate_but_cannot_work(tmp_path, line, message):
+    key = line.split(":")[0]
+    body = {k: v for k, v in yaml.safe_load(GOOD).items()}
+    text = "".join(f"{k}: {json.dumps(v)}\n" for k, v in body.items() if k != key) + line + "\n"
+    assert message in refused(tmp_path, write_config(tmp_path, text))
+
+
+def test_cli_refuses_a_negative_num_cpus_in_one_line(tmp_path):
+    assert "--num-cpus" in refused(tmp_path, write_config(tmp_path, GOOD), "--num-cpus", "-1")

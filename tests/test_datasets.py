@@ -240,6 +240,7 @@ def test_text_file_becomes_next_byte_windows(tmp_path):
     np.testing.assert_array_equal(ds.x_test[0], data[1800:1816])  # the last 10% of the file
     assert ds.x_test.shape == (12, 16)
     assert len(load_task({**task, "n_test": 5}).y_test) == 5
+    assert "more than the 12 test examples" in refused({**task, "n_test": 13})
 
 
 def test_bad_text_files_are_refused(tmp_path):

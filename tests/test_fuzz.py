@@ -1,17 +1,22 @@
 """Fuzzing sweep configs: every malformed config is refused before any work starts with
 one line (a ConfigError), or accepted only when it is valid. No other exception escapes.
 
-Over 2,000 generated configs: mutations of valid configs (wrong types, missing and
+Over 3,000 generated configs: mutations of valid configs (wrong types, missing and
 unknown keys, odd values), axis specs with extreme bounds and sizes, sweeps of
-billions of trials, and file bytes through ``load_config`` (non-UTF-8, YAML that is
-not a mapping, YAML tags, aliases, deep nesting). A few cases run through the real
-command line. Below them, one minimal case per bug the fuzzing found.
+billions of trials, file bytes through ``load_config`` (non-UTF-8, YAML that is
+not a mapping, YAML tags, aliases, deep nesting), files around the size limit,
+paths that are no regular file, keys given twice at any depth, a huge value for
+every numeric key (each has an upper bound, seeds aside), and sweep names and
+plug-in references (a module is never imported unless the function named is
+marked @task_factory in its source). A few cases run through the real command
+line. Below them, one minimal case per bug the fuzzing found.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import math
 import os
 import re
@@ -26,7 +31,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from scaling.config import MAX_TRIALS, load_config, parse_config, trial_id
+from scaling.config import MAX_TRIALS, count_trials, load_config, parse_config, trial_id
 from scaling.schema import BY_NAME
 from scaling.errors import ConfigError
 from scaling.store import TRIALS_SCHEMA
@@ -40,7 +45,8 @@ MAX_MESSAGE = 1000
 # so a failing run stays as quick as a passing one.
 FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True,
                 phases=[Phase.explicit, Phase.reuse, Phase.generate])
-EXAMPLES = {"mutated": 1400, "extreme axes": 400, "valid": 150, "billions": 50, "files": 400}
+EXAMPLES = {"mutated": 1400, "extreme axes": 400, "valid": 150, "billions": 50, "files": 400, "sizes": 150,
+            "duplicate keys": 250, "numeric bounds": 300, "names": 200}
 
 
 # ---- the property ----------------------------------------------------------------------
@@ -309,16 +315,36 @@ def extreme_axes(draw):
 
 # ---- the fuzz tests --------------------------------------------------------------------------------
 
+def counted_as_data(raw) -> None:
+    """``scaling status`` counts a stored config as data: one line or a count, which agrees with
+    the parsed config's whenever that parses."""
+    try:
+        n = count_trials(raw)
+    except ConfigError as e:
+        assert_one_line(e)
+        return
+    assert isinstance(n, int) and n >= 0
+    try:
+        cfg = parse_config(raw)
+    except ConfigError:
+        return
+    assert n == cfg.count() - (cfg.skipped() or 0)
+
+
 @settings(FUZZ, max_examples=EXAMPLES["mutated"])
 @given(mutated_configs())
 def test_mutated_configs_are_refused_in_one_line_or_valid(raw):
-    refused_or_valid(lambda: parse_config(build(raw)))
+    raw = build(raw)
+    refused_or_valid(lambda: parse_config(raw))
+    counted_as_data(raw)
 
 
 @settings(FUZZ, max_examples=EXAMPLES["extreme axes"])
 @given(extreme_axes())
 def test_extreme_axes_are_refused_in_one_line_or_valid(raw):
-    refused_or_valid(lambda: parse_config(build(raw)))
+    raw = build(raw)
+    refused_or_valid(lambda: parse_config(raw))
+    counted_as_data(raw)
 
 
 @settings(FUZZ, max_examples=EXAMPLES["valid"])
@@ -409,6 +435,244 @@ def test_the_fuzzing_adds_up_to_over_2000_configs():
     assert sum(EXAMPLES.values()) >= 2000
 
 
+# ---- sizes, kinds of file, duplicate keys -------------------------------------------------------------
+
+@st.composite
+def sized_files(draw):
+    """A config's bytes padded to a drawn size, and a limit drawn around that size."""
+    text = draw(st.sampled_from([VALID_TEXT, VALID_TEXT + "retries: 101\n", "- 1\n", "name: [\n"]))
+    pad = draw(st.sampled_from(["description: {}\n", "# {}\n", "{}"]))
+    data = (text + pad.format("x" * draw(st.integers(0, 5000)))).encode()
+    return data, max(1, len(data) + draw(st.integers(-64, 64)))
+
+
+@settings(FUZZ, max_examples=EXAMPLES["sizes"])
+@given(sized_files())
+def test_a_file_over_the_size_limit_is_refused_before_parsing_and_one_under_is_parsed(case):
+    data, limit = case
+    path = _FILES / "sized.yaml"
+    path.write_bytes(data)
+    try:
+        load_config(path, max_bytes=limit)
+    except ConfigError as e:
+        assert_one_line(e)
+        assert ("over the limit" in str(e)) == (len(data) > limit), (len(data), limit, str(e)[:200])
+    else:
+        assert len(data) <= limit
+
+
+def path_kinds():
+    """Paths that are no regular file: each refused by its stat, before it is opened."""
+    base = Path(tempfile.mkdtemp(prefix="fuzz-kinds-"))
+    os.mkfifo(base / "fifo")
+    for name, target in {"to_zero": "/dev/zero", "to_fifo": base / "fifo", "dangling": base / "nowhere",
+                         "loop": base / "loop", "to_dir": base}.items():
+        os.symlink(target, base / name)
+    return {"fifo": base / "fifo", "/dev/zero": "/dev/zero", "/dev/null": "/dev/null", "/dev/stdin": "/dev/stdin",
+            "symlink to /dev/zero": base / "to_zero", "symlink to a fifo": base / "to_fifo",
+            "dangling symlink": base / "dangling", "symlink loop": base / "loop", "directory": base,
+            "symlink to a directory": base / "to_dir", "empty name": "", "NUL in the name": "a\0b",
+            "name too long": "x" * 5000, "below a file": Path(__file__) / "sweep.yaml", "/proc/self/mem": "/proc/self/mem"}
+
+
+@pytest.mark.parametrize("kind", sorted(path_kinds()))
+def test_paths_that_are_no_regular_file_are_refused_in_one_line(kind):
+    with pytest.raises(ConfigError) as err:
+        load_config(path_kinds()[kind])
+    assert_one_line(err.value)
+
+
+def flow(value, dup_at: int, rng) -> str:
+    """``value`` as one line of YAML flow text, in which the ``dup_at``-th non-empty mapping met
+    (depth first) gives one of its keys twice; ``rng`` picks the key, the place and the value."""
+    seen = [0]
+
+    def emit(v):
+        if isinstance(v, dict):
+            items = [(emit(k), emit(x)) for k, x in v.items()]
+            if items and seen[0] == dup_at:
+                key, _ = items[rng.randrange(len(items))]
+                items.insert(rng.randrange(len(items) + 1), (key, emit(rng.choice([0, "x", [1], {"k": 1}]))))
+            seen[0] += bool(items)
+            return "{" + ", ".join(f"{k}: {x}" for k, x in items) + "}"
+        if isinstance(v, list):
+            return "[" + ", ".join(emit(x) for x in v) + "]"
+        if isinstance(v, float):
+            return repr(v) if "e" not in repr(v) else f"{v:.17f}"
+        return json.dumps(v, ensure_ascii=False)
+
+    return emit(value)
+
+
+def mappings(value) -> int:
+    """Non-empty mappings in ``value``, itself included."""
+    if isinstance(value, dict):
+        return bool(value) + sum(mappings(v) for v in value.values())
+    return sum(mappings(v) for v in value) if isinstance(value, list) else 0
+
+
+@st.composite
+def duplicate_key_files(draw):
+    """A valid config written with one key given twice somewhere: at the top level (the copy on its
+    own line, anywhere) or inside a nested mapping (both on one line). Returns (text, top-level key)."""
+    raw = draw(valid_configs())
+    raw.pop("description", None)
+    rng = draw(st.randoms(use_true_random=False))
+    lines = [f"{json.dumps(k)}: {flow(v, -1, rng)}" for k, v in raw.items()]
+    nested = [k for k, v in raw.items() if mappings(v)]
+    if draw(st.booleans()) or not nested:
+        key = json.dumps(draw(st.sampled_from(list(raw))))
+        lines.insert(draw(st.integers(0, len(lines))), f"{key}: {draw(st.sampled_from(['1', 'x', '[1]', '{}']))}")
+        return "\n".join(lines) + "\n", json.loads(key)
+    key = draw(st.sampled_from(nested))
+    lines[list(raw).index(key)] = f"{json.dumps(key)}: {flow(raw[key], draw(st.integers(0, mappings(raw[key]) - 1)), rng)}"
+    return "\n".join(lines) + "\n", None
+
+
+@settings(FUZZ, max_examples=EXAMPLES["duplicate keys"])
+@given(duplicate_key_files())
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines(case):
+    text, top_key = case
+    path = _FILES / "duplicate.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert_one_line(err.value)
+    message = str(err.value)
+    assert re.search(r"is given twice in .*, (at lines \d+ and \d+|on line \d+ \(columns \d+ and \d+\))",
+                     message), message[:300]
+    if top_key is not None:
+        assert message.startswith(f"config key {top_key!r}: is given twice"), message[:300]
+
+
+# ---- numeric bounds: every numeric key has an upper bound, except seeds -----------------------------
+
+SEEDS = {"axes.seed", "search.seed", "task.data_seed"}
+"""Keys any 64-bit integer suits: a seed is a label, not a size."""
+
+
+def numeric_keys() -> list[str]:
+    """Every numeric key a config has, read from the declarations (sections, schema, tasks)."""
+    import dataclasses
+
+    from scaling import config as cfg_mod
+    from scaling.schema import AXES
+    from scaling.tasks import TASKS as TASK_SPECS
+
+    keys = ["retries", "workers_per_trial"]
+    for cls, section in [(cfg_mod.SearchConfig, "search"), (cfg_mod.BudgetConfig, "budget"),
+                         (cfg_mod.EvalConfig, "eval"), (cfg_mod.ResourcesConfig, "resources"),
+                         (cfg_mod.PackingConfig, "packing"), (cfg_mod.MetricsConfig, "metrics")]:
+        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)
+                 if re.search(r"\b(int|float)\b", str(f.type))]
+    for f in AXES:
+        if f.kind in (int, float) and f.section:
+            keys.append(f"{f.section}.{f.config_key}")
+        if f.kind in (int, float) and f.sweepable:
+            keys.append(f"axes.{f.name}")
+    for name, section in (("teacher", "task"), ("text", "task(text)")):
+        keys += [f"{section}.{k}" for k, v in TASK_SPECS[name].defaults.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return sorted(set(keys))
+
+
+NUMERIC_KEYS = numeric_keys()
+HUGE = [2**63 - 1, 2**62, 10**18, 10**12, 2**53 + 1, 1e300, 1.7976931348623157e308, 1e19, 1e12]
+_TEXT_FILE = _FILES / "corpus.txt"
+_TEXT_FILE.write_bytes(bytes(range(256)) * 40)
+
+
+def with_value(raw: dict, key: str, value) -> dict:
+    section, name = key.split(".", 1) if "." in key else (None, key)
+    raw = copy.deepcopy(raw)
+    if section is None:
+        raw[name] = value
+    elif section.startswith("task"):
+        task = "text" if section == "task(text)" else "teacher"
+        raw["task"] = {"name": task, name: value, **({"path": str(_TEXT_FILE)} if task == "text" else {})}
+        if task == "text":
+            raw.update(model={"name": "transformer", "width": 32, "depth": 1}, engine="single")
+            raw["axes"] = {"n_train": 2, "batch_size": 1, "lr": 0.1}
+    elif section in ("budget", "eval"):
+        raw[section] = {name: value}
+    else:
+        body = raw.get(section)
+        raw[section] = {**(body if isinstance(body, dict) else {}), name: value}
+    return raw
+
+
+@settings(FUZZ, max_examples=EXAMPLES["numeric bounds"])
+@given(valid_configs(), st.sampled_from(NUMERIC_KEYS), st.sampled_from(HUGE))
+def test_a_huge_value_of_any_numeric_key_is_refused_in_one_line(raw, key, value):
+    raw = with_value(raw, key, value)
+    if key in SEEDS:
+        refused_or_valid(lambda: parse_config(raw))
+        return
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert_one_line(err.value)
+
+
+@pytest.mark.parametrize("key", NUMERIC_KEYS)
+def test_every_numeric_key_has_an_upper_bound(key):
+    base = {"name": "t", "task": "digits", "budget": {"steps": 10},
+            "axes": {"n_train": 100, "batch_size": 16, "lr": 0.1}}
+    for value in (2**63 - 1, 1e300):
+        try:
+            parse_config(with_value(base, key, value))
+        except ConfigError as e:
+            assert_one_line(e)
+            assert str(e).startswith(f"config key '{key.replace('task(text)', 'task')}'"), str(e)
+        else:
+            assert key in SEEDS, f"{key}: {value!r} accepted"
+
+
+# ---- names: sweep names and plug-in references --------------------------------------------------------
+
+_PLUGINS = Path(tempfile.mkdtemp(prefix="fuzz-plugins-"))
+(_PLUGINS / "fuzz_side_effect.py").write_text(
+    f"open({str(_PLUGINS / 'imported')!r}, 'a').write('x')\n"
+    "from scaling.tasks import task_factory\n\n\ndef plain(**o):\n    return {}\n\n\n"
+    "class Klass:\n    pass\n\n\n@task_factory\ndef marked(**o):\n    raise ValueError('no')\n")
+sys.path.append(str(_PLUGINS))
+NOT_IMPORTED = ["fuzz_side_effect", "this", "antigravity", "tabnanny", "turtledemo", "idlelib.idle"]
+IDENTIFIERS = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True)
+RESERVED = ["trials", "curves", "quarantine", "sweep.yaml", ".", "..", "-", "_", "a" * 101, "CON", "nul",
+            ".hidden", "t/", "t\\u", "s3:", "x" * 100]
+
+
+@st.composite
+def named_configs(draw):
+    raw = draw(valid_configs())
+    if draw(st.booleans()):
+        raw["name"] = draw(st.one_of(st.sampled_from(RESERVED), NAMES, st.text(max_size=12)))
+        return raw, None
+    module = draw(st.one_of(st.sampled_from(NOT_IMPORTED), st.lists(IDENTIFIERS, min_size=1, max_size=3).map(".".join)))
+    func = draw(st.one_of(st.sampled_from(["plain", "Klass", "marked", "task_factory", "open", "run"]), IDENTIFIERS))
+    raw["task"] = {"name": f"{module}:{func}", **draw(st.dictionaries(IDENTIFIERS, st.integers(), max_size=2))}
+    return raw, (module, func)
+
+
+@settings(FUZZ, max_examples=EXAMPLES["names"])
+@given(named_configs())
+def test_names_are_refused_in_one_line_and_no_unmarked_plugin_is_imported(case):
+    raw, plugin = case
+    if plugin is None:
+        refused_or_valid(lambda: parse_config(raw))
+        return
+    module, func = plugin
+    before = set(sys.modules)
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert_one_line(err.value)
+    if (module, func) != ("fuzz_side_effect", "marked"):
+        new = {m for m in set(sys.modules) - before if m == module or m.startswith(module + ".")}
+        assert not new, f"{module}:{func} imported {sorted(new)}"
+        assert not (_PLUGINS / "imported").exists(), f"{module}:{func} ran fuzz_side_effect"
+    sys.modules.pop("fuzz_side_effect", None)
+    (_PLUGINS / "imported").unlink(missing_ok=True)
+
+
 # ---- the 100,000 boundary ------------------------------------------------------------------------------
 
 def test_a_sweep_at_the_limit_expands_and_one_over_asks_for_allow_large():
@@ -430,6 +694,8 @@ CLI_CASES = {
     "not utf-8": VALID_TEXT + "description: caf\xe9\n",
     "unhashable model name": VALID_TEXT + "model: {name: [mlp]}\n",
     "impossible date": VALID_TEXT.replace("name: t", "name: 2020-13-45"),
+    "duplicate name": VALID_TEXT + "name: other\n",
+    "retries of 2^63-1": VALID_TEXT + "retries: 9223372036854775807\n",
 }
 
 
@@ -450,6 +716,8 @@ def test_cli_refuses_with_exit_2_one_line_and_no_results(tmp_path, case):
     assert not (tmp_path / "PWNED").exists()
     if case == "billions":
         assert "--allow-large" in lines[0]
+    if case == "duplicate name":
+        assert "'name': is given twice" in lines[0] and "at lines 1 and 5" in lines[0]
 
 
 # ---- one minimal case per bug found (each failed before the fix) ---------------------------------------
@@ -483,6 +751,9 @@ BUGS = {
     "deeply nested axis -> RecursionError": with_({"lr": nest(5000)}),
     "alias bomb in a message -> 20 MB error line": with_({"lr": {"log": laughs(6)}}),
     "log2 below 1 on an int axis gives seed 0.5": with_({"seed": {"log2": [0.25, 2]}}),
+    "beta2 under SGD beside axes of 10^12 combinations -> hang": with_({
+        "n_train": {"linear": [1, 1200], "num": 1200}, "batch_size": {"linear": [1, 1000], "num": 1000},
+        "lr": {"log": [0.001, 1], "num": 1000}, "seed": {"linear": [0, 999], "num": 1000}, "beta2": [0.9, 0.95]}),
 }
 
 

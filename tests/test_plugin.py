@@ -117,3 +117,104 @@ def test_plugin_task_runs_in_a_sweep_on_ray(tmp_path):
     assert sizes == {4: 6 * 4 + 4 + 4 + 1, 16: 6 * 16 + 16 + 16 + 1}
     assert all(math.isfinite(r["test_acc"]) for r in rows) and max(r["test_acc"] for r in rows) > 0.8
     assert curves.num_rows == 4 * 3
+
+
+# ---- a module is imported only once its source shows @task_factory (issue 16, item 3) ----------
+
+SIDE_EFFECTS = '''
+import json
+from json import dumps
+from scaling.tasks import task_factory
+from scaling import tasks as T
+from scaling.tasks import task_factory as marked
+
+open(MARKER, "a").write("imported ")
+
+
+def plain(**options):
+    return {}
+
+
+class Klass:
+    pass
+
+
+@task_factory
+def make(**options):
+    raise ValueError("made")
+
+
+@T.task_factory
+def make_attr(**options):
+    raise ValueError("made")
+
+
+@marked
+def make_alias(**options):
+    raise ValueError("made")
+
+
+assigned = task_factory(lambda **options: {})
+'''
+
+
+@pytest.fixture
+def side_effects(tmp_path, monkeypatch):
+    """A package ``sidefx`` whose __init__ and module ``mod`` write a marker file when imported."""
+    marker = tmp_path / "imported"
+    pkg = tmp_path / "sidefx"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'a').write('package ')\n")
+    (pkg / "mod.py").write_text(f"MARKER = {str(marker)!r}\n" + SIDE_EFFECTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("sidefx", "sidefx.mod"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    yield marker
+    for name in ("sidefx", "sidefx.mod"):
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("func, message", [
+    ("plain", "sidefx.mod:plain is not a task factory"),
+    ("Klass", "is not a task factory"),
+    ("json", "is not a task factory"),
+    ("missing", "module 'sidefx.mod' has no function 'missing'"),
+    ("dumps", "is imported into 'sidefx.mod' from 'json'; name the module that defines it, 'json:dumps'"),
+])
+def test_a_function_not_marked_in_the_source_never_imports_its_module(side_effects, func, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        validate_task({"name": f"sidefx.mod:{func}"})
+    assert "\n" not in str(err.value)
+    assert not side_effects.exists(), "neither the module nor its package was imported"
+    assert "sidefx" not in sys.modules and "sidefx.mod" not in sys.modules
+
+
+@pytest.mark.parametrize("func", ["make", "make_attr", "make_alias", "assigned"])
+def test_a_function_marked_in_the_source_is_imported_and_called(side_effects, func):
+    with pytest.raises(ConfigError, match="ValueError: made|returned a mapping"):
+        validate_task({"name": f"sidefx.mod:{func}"})
+    assert side_effects.read_text() == "package imported "
+
+
+def test_a_module_without_source_cannot_be_checked_and_is_refused(tmp_path, monkeypatch):
+    import py_compile
+
+    (tmp_path / "compiled_only.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w')\n")
+    py_compile.compile(str(tmp_path / "compiled_only.py"), cfile=str(tmp_path / "compiled_only.pyc"))
+    (tmp_path / "compiled_only.py").unlink()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match="has no Python source to check"):
+        validate_task({"name": "compiled_only:make"})
+    assert not (tmp_path / "ran").exists() and "compiled_only" not in sys.modules
+
+
+def test_cli_refuses_an_unmarked_plugin_without_importing_it(tmp_path, side_effects):
+    path = write_config(tmp_path, PLUGIN_SWEEP.replace("toy_tasks.regression:make_task", "sidefx.mod:plain"))
+    results = tmp_path / "results"
+    proc = run_cli("sweep", str(path), "--results", str(results), env={"PYTHONPATH": os.pathsep.join(
+        [str(tmp_path), os.environ.get("PYTHONPATH", "")])}, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "error: config key 'task.name': sidefx.mod:plain is not a task factory; mark it with the decorator "
+        "@scaling.tasks.task_factory (configs may call only functions made for them)"]
+    assert not side_effects.exists() and not results.exists()
