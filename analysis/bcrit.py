@@ -44,7 +44,7 @@ the interval is open on that side.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
@@ -168,6 +168,8 @@ class Tradeoff:
     reason: str = ""
     """Why there is no fit, or empty."""
     notes: tuple = ()
+    replicates: np.ndarray = field(default=None, repr=False, compare=False)
+    """B_crit of each bootstrap replicate (inf: beyond every batch size; NaN: no fit)."""
 
     @property
     def ok(self) -> bool:
@@ -222,7 +224,7 @@ def tradeoff(b: np.ndarray, steps: np.ndarray, *, select: np.ndarray | None = No
         if np.any(point_steps == 0):
             why = "the target is reached at step 0 (it is above the starting value); choose a lower target"
         return Tradeoff(**common, s_min=NAN, e_min=NAN, b_crit=NAN, n_fitted=int(fitted.sum()),
-                        bad_replicates=0, reason=why)
+                        bad_replicates=0, reason=why, replicates=np.full(len(draws), np.nan))
     a, e = fit_tradeoff(b, np.where(fitted, point_steps, np.nan)[None, :])
     a, e = float(a[0]), float(e[0])
     rep_steps, _ = _median_steps(steps, select, draws)
@@ -247,7 +249,7 @@ def tradeoff(b: np.ndarray, steps: np.ndarray, *, select: np.ndarray | None = No
     return Tradeoff(**common, s_min=Estimate(value=a, **_ci(a, ra, n_seeds, level)),
                     e_min=Estimate(value=e, **_ci(e, re, n_seeds, level)),
                     b_crit=Estimate(value=b_crit, **_ci(b_crit, rb, n_seeds, level)),
-                    n_fitted=int(fitted.sum()), bad_replicates=bad, notes=tuple(notes))
+                    n_fitted=int(fitted.sum()), bad_replicates=bad, notes=tuple(notes), replicates=rb)
 
 
 def _ci(point: float, reps: np.ndarray, n_seeds: int, level: float) -> dict:

@@ -19,7 +19,7 @@ from analysis.errors import AnalysisError
 
 
 def register(subparsers) -> None:
-    """Add ``fit``, ``fit-joint``, ``bopt``, ``compute-optimal`` and ``report`` to ``subparsers``."""
+    """Add ``fit``, ``fit-joint``, ``bopt``, ``bcrit``, ``compute-optimal`` and ``report`` to ``subparsers``."""
     p = subparsers.add_parser("fit", help="fit a power-law learning curve y = a*x^b + c to a sweep",
                               description="Fit y = a*x^b + c (Hestness et al. 2017) to the best "
                               "mean-over-seeds metric at each x (or to one configuration with "
@@ -67,6 +67,26 @@ def register(subparsers) -> None:
                         "1 +- this (default 0.25)")
     _common(p, plot=True, delta=False)
     p.set_defaults(func=lambda a: _run(_cmd_bopt, a))
+
+    p = subparsers.add_parser("bcrit", help="critical batch size from the stored curves, beside "
+                                           "B_simple and B_opt",
+                              description="Steps S(B) to first reach each target, fitted with "
+                              "S = S_min + E_min/B (McCandlish et al. 2018); B_crit = E_min/S_min per "
+                              "group with clustered bootstrap intervals, and its scaling with n_train.")
+    p.add_argument("results", help="results directory or one sweep folder (curves are needed)")
+    p.add_argument("--target", required=True, metavar="T[,T...]",
+                   help="target value(s) of the metric, e.g. 0.3 or 0.4,0.3,0.25")
+    p.add_argument("--metric", default="test_loss", help="curve column (default test_loss)")
+    p.add_argument("--tune", choices=["lr"], default=None,
+                   help="--tune lr: choose the lr of each batch size (fewest steps on validation)")
+    _where(p)
+    _sweep(p)
+    p.add_argument("--boot", type=int, default=400, help="bootstrap resamples (default 400)")
+    p.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
+    p.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap's random draws")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--plot", default=None, metavar="FILE", help="save the S-E figure (png/pdf/svg)")
+    p.set_defaults(func=lambda a: _run(_cmd_bcrit, a))
 
     p = subparsers.add_parser("compute-optimal",
                               help="N_opt ∝ C^a by IsoFLOP parabolas (Approach 2) and by the "
@@ -260,6 +280,27 @@ def _cmd_bopt(args) -> int:
         return plot_bopt(result)
 
     _emit(args, result.to_dict(), fmt.bopt_lines(result), fig)
+    return 0
+
+
+def _cmd_bcrit(args) -> int:
+    from analysis.critical import critical_batch
+    from analysis.critical_text import critical_lines
+
+    try:
+        targets = [float(t) for t in tables.parse_cols(args.target)]
+    except ValueError:
+        raise AnalysisError(f"--target wants numbers separated by commas, got {args.target!r}") from None
+    trials, curves = tables.load_sweep(args.results)
+    res = critical_batch(trials, curves, targets=targets, metric=args.metric, tune_lr=args.tune == "lr",
+                         where=tables.parse_where(args.where), sweep=args.sweep, n_boot=args.boot,
+                         level=args.level, seed=args.boot_seed)
+
+    def fig():
+        from analysis.plots import plot_tradeoff
+        return plot_tradeoff(res)
+
+    _emit(args, res.to_dict(), critical_lines(res), fig)
     return 0
 
 

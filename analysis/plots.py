@@ -173,3 +173,33 @@ def _wrap(text: str, width: int = 90) -> str:
         else:
             line = f"{line} {w}".strip()
     return "\n".join(lines + [line])
+
+
+def plot_tradeoff(result) -> Figure:
+    """Steps against examples to reach each target, one line per group, with the fitted
+    hyperbola (S/S_min - 1)(E/E_min - 1) = 1 (McCandlish et al. 2018, their Fig. 3)."""
+    fig, ax = _fig()
+    drawn = 0
+    for i, g in enumerate(result.groups):
+        f = g.fit
+        b, s = np.array(f.batch_sizes), np.array(f.steps, float)
+        ok = np.isfinite(s) & (s > 0)
+        if not ok.any():
+            continue
+        color = f"C{drawn % 10}"
+        label = f"{g.label}, target {g.target:g}"
+        if f.ok and f.s_min.value > 0 and f.e_min.value > 0:
+            label += f": B_crit {f.b_crit.value:.3g}"
+            grid = np.geomspace(b.min() / 2, b.max() * 2, 200)
+            steps = f.s_min.value + f.e_min.value / grid
+            ax.plot(grid * steps, steps, "-", color=color, alpha=0.6)
+        ax.plot(b[ok] * s[ok], s[ok], "o", color=color, label=label)
+        drawn += 1
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("examples to target E = B*S")
+    ax.set_ylabel("steps to target S")
+    ax.set_title(_wrap(f"steps vs examples to reach {result.metric} targets"))
+    if drawn:
+        ax.legend(fontsize=7)
+    return fig

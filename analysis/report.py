@@ -113,6 +113,24 @@ def _bopt(trials, metric, n_boot, by=()) -> str:
     return "".join(parts)
 
 
+def _critical(trials, curves, metric, n_boot, targets=None) -> str:
+    from analysis.critical import auto_target, critical_batch
+    from analysis.critical_text import critical_lines
+
+    if curves is None or curves.num_rows == 0:
+        raise AnalysisError("needs the learning curves of a results store")
+    fr = tables.frame(trials)
+    tune = "lr" in fr and len(set(tables._hashable(fr["lr"]))) > 1
+    chosen = list(targets) if targets else [auto_target(trials, metric)]
+    res = critical_batch(trials, curves, targets=chosen, metric=metric, tune_lr=tune, n_boot=n_boot)
+    note = ("target chosen automatically: the 70th percentile of the batch sizes' median final "
+            f"{metric} (scaling bcrit --target T for others)") if not targets else ""
+    parts = [_p(note, "note")] if note else []
+    parts += [_img(plots.plot_tradeoff(res), "steps against examples to target"),
+              "<pre>" + html.escape("\n".join(critical_lines(res))) + "</pre>"]
+    return "".join(parts)
+
+
 def _section(title: str, build) -> str:
     try:
         body = build()
@@ -123,7 +141,8 @@ def _section(title: str, build) -> str:
 
 def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = "test_loss",
                  by=(), bopt_metric: str = "test_acc", n_boot: int = 1000, offset: bool = True,
-                 curve_trials=None, bopt_trials=None, extra: str = "") -> str:
+                 curve_trials=None, bopt_trials=None, extra: str = "", curves=None,
+                 bcrit_trials=None, bcrit_targets=None) -> str:
     """The HTML page for a trials table.
 
     Parameters
@@ -145,6 +164,9 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
         sweep each); default ``trials``.
     extra : str
         HTML put right under the heading (e.g. a table of headline figures).
+    curves, bcrit_trials, bcrit_targets : optional
+        The store's curves, the trials of the critical-batch section (default ``trials``)
+        and its targets (default: :func:`analysis.critical.auto_target`); no curves, no section.
     """
     import pyarrow.compute as pc
 
@@ -179,6 +201,10 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
         _section(f"Noise-scale collapse ({bopt_metric})", collapse_section),
         _section("Fitted values", lambda: _fitted_values(holder.get("curves", []))),
     ]
+    if curves is not None:
+        part = trials if bcrit_trials is None else bcrit_trials
+        sections.insert(4, _section(f"Critical batch size ({metric}): steps vs examples to target",
+                                    lambda: _critical(part, curves, metric, min(n_boot, 400), bcrit_targets)))
     title = f"Scaling report: {source}" if source else "Scaling report"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
@@ -199,16 +225,23 @@ def write_report(root: str, out: str, *, sweep: str | None = None, axes=(), seed
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise AnalysisError(f"cannot write the report to {out!r}: folder {folder!r} does not exist")
-    trials = tables.declare(tables.read_any(root), axes=axes, seed=seed,
+    curves = None
+    if tables.is_table_file(root):
+        trials = tables.read_any(root)
+    else:
+        trials, curves = tables.load_sweep(root)
+    trials = tables.declare(trials, axes=axes, seed=seed,
                             named=(options.get("x"), options.get("metric"), options.get("bopt_metric")))
     fr = {"sweep": np.array(trials.column("sweep").to_pylist(), dtype=object)} \
         if "sweep" in trials.column_names else {}
     if sweep is not None:
         cl.sweep_where(fr, None, sweep)  # an unknown name lists the sweeps there are
         trials = trials.filter(pc.equal(trials.column("sweep"), sweep))
+        if curves is not None and "sweep" in curves.column_names:
+            curves = curves.filter(pc.equal(curves.column("sweep"), sweep))
     else:
         cl.check_one_sweep(fr, np.ones(trials.num_rows, bool), options.get("by", ()))
-    return write_page(out, build_report(trials, source=str(root), **options))
+    return write_page(out, build_report(trials, source=str(root), curves=curves, **options))
 
 
 def write_page(out: str, page: str) -> str:

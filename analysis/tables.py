@@ -84,10 +84,14 @@ def declare(table: pa.Table, *, axes=(), seed: str | None = None, named=()) -> p
                         NAMED_KEY: json.dumps([c for c in named if c]).encode()})
 
 
+def is_table_file(path: str) -> bool:
+    """Whether ``path`` names a CSV or Parquet file (not a results directory or store URI)."""
+    return str(path).lower().endswith((".csv", ".parquet", ".pq")) and not os.path.isdir(path)
+
+
 def read_any(path: str) -> pa.Table:
     """A trials table from a results directory (or store URI), or any CSV or Parquet file."""
-    is_file = str(path).lower().endswith((".csv", ".parquet", ".pq"))
-    if not is_file or os.path.isdir(path):
+    if not is_table_file(path):
         return load_sweep(path)[0]
     if not os.path.exists(path):
         raise AnalysisError(f"no such file: {path!r}")

@@ -85,3 +85,77 @@ def test_tuning_lr_per_batch_size_picks_the_fastest_on_the_selection_metric():
     assert set(fit.lr) == {0.1}, "chosen on the selection metric"
     assert np.allclose(np.array(fit.steps)[np.isfinite(fit.steps)],
                        np.array(tradeoff(B, slow, n_boot=50).steps)[np.isfinite(fit.steps)])
+
+
+# ---- a sweep's store, through the CLI ------------------------------------------------------------
+
+def write_store(root, *, n_trains=(300, 1200), b=(4, 8, 16, 32, 64, 128, 256), seeds=range(4), schedule="constant",
+                b_crit=None, seed=0):
+    """A results store (trials and curves parts, the store's schema) of curves drawn from
+    S(B) = S_min + E_min/B with B_crit = 0.05 * n_train (grows with the data), seed effects shared."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from scaling.schema import CURVES_SCHEMA, TRIALS_SCHEMA
+
+    rng = np.random.default_rng(seed)
+    u = {s: rng.normal(0, 0.15) for s in seeds}
+    trials, curves = [], []
+    for n in n_trains:
+        crit = b_crit or 0.05 * n
+        for bb in b:
+            for s in seeds:
+                tid = f"n{n}b{bb}s{s}"
+                budget = int(40 * n / bb)
+                evals = np.concatenate([[0], np.unique(np.round(np.geomspace(1, budget, 25)).astype(int))])
+                S = (100 + 100 * crit / bb) * np.exp(u[s] + rng.normal(0, 0.05))
+                loss = 0.1 * (np.maximum(evals, 0.5) / S) ** -0.4  # reaches 0.1 at step S
+                trials.append({"sweep": "bc", "trial_id": tid, "run_id": "r" + tid, "status": "ok", "task": "digits",
+                               "model": "mlp", "n_train": n, "batch_size": bb, "lr": 0.1, "seed": s,
+                               "optimizer": "sgd", "schedule": schedule, "momentum": 0.0, "test_loss": loss[-1],
+                               "val_loss": loss[-1], "test_acc": 0.9, "val_acc": 0.9, "train_loss": loss[-1]})
+                curves += [{"sweep": "bc", "trial_id": tid, "run_id": "r" + tid, "step": int(k), "test_loss": v,
+                            "val_loss": v, "b_simple": crit * 1.2} for k, v in zip(evals, loss)]
+    for table, schema, rows in (("trials", TRIALS_SCHEMA, trials), ("curves", CURVES_SCHEMA, curves)):
+        folder = root / "bc" / table
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "part-0.parquet")
+    return root
+
+
+def test_bcrit_through_the_cli_gives_every_group_and_target_with_intervals(tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    write_store(tmp_path)
+    proc = run_cli("bcrit", str(tmp_path), "--target", "0.1,0.08,0.06", "--json", "--boot", "200",
+                   "--plot", str(tmp_path / "se.png"))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [g["label"] for g in out["groups"]] == ["n_train=300"] * 3 + ["n_train=1200"] * 3
+    for g in out["groups"]:
+        for key in ("b_crit", "s_min", "e_min"):
+            assert set(g[key]) == {"value", "ci_low", "ci_high"}
+        truth = 0.05 * g["group"]["n_train"]
+        assert g["b_crit"]["ci_low"] <= truth * 1.5 and g["b_crit"]["ci_high"] >= truth / 1.5, g["b_crit"]
+        assert g["b_simple"] == pytest.approx(1.2 * truth)
+    assert 0.5 < out["scaling"]["n_train"]["value"] < 1.5, "B_crit grows with the data, as generated"
+    assert (tmp_path / "se.png").stat().st_size > 10_000
+    text = run_cli("bcrit", str(tmp_path), "--target", "0.08", "--boot", "100")
+    assert text.returncode == 0 and "B_crit" in text.stdout and "n_train=1200" in text.stdout
+
+
+def test_bcrit_refuses_a_decaying_schedule_and_explains_groups_it_cannot_fit(tmp_path):
+    from conftest import run_cli
+
+    write_store(tmp_path / "cos", schedule="cosine")
+    proc = run_cli("bcrit", str(tmp_path / "cos"), "--target", "0.1")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "schedule: constant" in proc.stderr and "Traceback" not in proc.stderr
+    write_store(tmp_path / "low")
+    proc = run_cli("bcrit", str(tmp_path / "low"), "--target", "0.0001,0.1", "--boot", "50")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.split()[:2][-1:] == ["0.0001"]]
+    assert len(lines) == 2 and all("no fit: only 0 of 7 batch sizes reach the target" in line for line in lines)
+    assert "Traceback" not in proc.stderr
