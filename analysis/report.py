@@ -29,7 +29,7 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; m
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 td, th { border: 1px solid #ddd; padding: 2px 6px; text-align: left; }
 th { background: #f3f3f3; } .msg { color: #a33; } .note { color: #555; font-size: 0.9em; }
-img { max-width: 100%; border: 1px solid #eee; }
+img { max-width: 100%; border: 1px solid #eee; } pre { white-space: pre-wrap; font-size: 0.85em; }
 """
 
 
