@@ -201,7 +201,7 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
         _section(f"Noise-scale collapse ({bopt_metric})", collapse_section),
         _section("Fitted values", lambda: _fitted_values(holder.get("curves", []))),
     ]
-    if curves is not None:
+    if curves is not None and curves.num_rows > 0:  # a store with learning curves
         part = trials if bcrit_trials is None else bcrit_trials
         sections.insert(4, _section(f"Critical batch size ({metric}): steps vs examples to target",
                                     lambda: _critical(part, curves, metric, min(n_boot, 400), bcrit_targets)))
