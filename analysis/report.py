@@ -104,12 +104,15 @@ def _fitted_values(curves) -> str:
 
 def _bopt(trials, metric, n_boot, by=()) -> str:
     result = find_bopt(trials, metric=metric, n_boot=n_boot, by=by)
-    v = result.rule.verdict
-    parts = [_p(f"verdict: {v.label}: {v.reason}", "" if v.label != "inconclusive" else "msg"),
-             _p(f"selection: {result.selection}", "note")] + [_p(n, "msg") for n in result.notes]
-    parts += [_img(plots.plot_bopt(result), "B_opt against lr*N/(1-m)"),
-              "<pre>" + html.escape("\n".join(fmt.rule_lines(result.rule))) + "</pre>",
-              _table(*fmt.group_rows(result))]
+    if result.rule is not None:
+        v = result.rule.verdict
+        parts = [_p(f"verdict: {v.label}: {v.reason}", "" if v.label != "inconclusive" else "msg")]
+        rule = ["<pre>" + html.escape("\n".join(fmt.rule_lines(result.rule))) + "</pre>"]
+    else:
+        parts, rule = [_p(f"rule check: none ({result.rule_note})", "msg")], []
+    parts += [_p(f"selection: {result.selection}", "note")] + [_p(n, "msg") for n in result.notes]
+    parts += [_img(plots.plot_bopt(result), "B_opt against lr*N/(1-m)")] + rule + [
+        _table(*fmt.group_rows(result))]
     return "".join(parts)
 
 
@@ -186,14 +189,17 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
 
 
 def write_report(root: str, out: str, *, sweep: str | None = None, axes=(), seed: str | None = None,
-                 **options) -> str:
+                 filter: str | None = None, **options) -> str:
     """Load the store at ``root``, build the page and write it to ``out``; return ``out``.
 
     A root with several sweeps needs ``sweep`` (one of them) or ``by`` with ``sweep``
     in it (every section split by sweep); otherwise :class:`AnalysisError` names them.
     ``axes``/``seed`` declare a CSV or Parquet table's configuration and replicate columns
-    (:func:`analysis.tables.declare`).
+    (:func:`analysis.tables.declare`); ``filter`` is an SQL expression rows must satisfy
+    (:mod:`analysis.sqlfilter`).
     """
+    from analysis.sqlfilter import apply_filter
+
     import pyarrow.compute as pc
 
     folder = os.path.dirname(os.path.abspath(out))
@@ -201,6 +207,7 @@ def write_report(root: str, out: str, *, sweep: str | None = None, axes=(), seed
         raise AnalysisError(f"cannot write the report to {out!r}: folder {folder!r} does not exist")
     trials = tables.declare(tables.read_any(root), axes=axes, seed=seed,
                             named=(options.get("x"), options.get("metric"), options.get("bopt_metric")))
+    trials = apply_filter(trials, filter)
     fr = {"sweep": np.array(trials.column("sweep").to_pylist(), dtype=object)} \
         if "sweep" in trials.column_names else {}
     if sweep is not None:
