@@ -71,7 +71,11 @@ def _summary(trials) -> str:
 
 
 def _curves(trials, x, metric, by, n_boot, offset=True) -> tuple[str, list]:
+    from analysis.curveforms import add_forms
+    from analysis.formtext import curve_family_lines
+
     curves = fit_learning_curves(trials, x=x, metric=metric, by=by, n_boot=n_boot, offset=offset)
+    curves = add_forms(curves, n_boot=n_boot)  # auto's choice and every family's score
     parts = [_img(plots.plot_curves(curves), f"{metric} vs {x}")]
     parts += [_p(n, "msg") for n in (curves[0].notes if curves else ())]
     for c in curves:
@@ -86,7 +90,14 @@ def _curves(trials, x, metric, by, n_boot, offset=True) -> tuple[str, list]:
         if c.fit is None:
             parts.append(_p(f"no fit: {c.message}", "msg"))
             continue
-        parts.append("<pre>" + html.escape("\n".join(fmt.fit_lines(c.fit))) + "</pre>")
+        lines = fmt.fit_lines(c.fit) + [f"  warning: {w}" for w in c.warnings]
+        parts.append("<pre>" + html.escape("\n".join(lines)) + "</pre>")
+        family = curve_family_lines(c, params=False)
+        if family:
+            parts.append(_p("Curve families: the extrapolation check of auto, which chooses by "
+                            "rolling-origin validation on the fitted points (every family's "
+                            "score below; the exponent above stays the power law's)", "note"))
+            parts.append("<pre>" + html.escape("\n".join(family)) + "</pre>")
     return "".join(parts), curves
 
 
