@@ -202,3 +202,20 @@ def test_over_lr_needs_scale_columns_and_scale_needs_over(grid_csv, capsys):
     assert "--scale" in capsys.readouterr().err
     assert run("bopt", grid_csv, "--scale", "N,D", "--batch", "bs", "--metric", "eval_loss") == 2
     assert "--over lr" in capsys.readouterr().err
+
+
+def test_a_replicate_column_named_by_seed_is_never_tuned_over(tmp_path, capsys):
+    """--seed run_seed: the replicate column is not an axis to choose a winner over (before,
+    every seed became its own configuration and the frontier came out empty)."""
+    rng = np.random.default_rng(0)
+    rows = [{"n": n, "lr": lr, "run_seed": s, "host": f"h{s}",
+             "loss": (2 * n ** -0.4 + 0.1) * (1.1 if lr == 0.2 else 1.0)
+             * np.exp(0.01 * rng.standard_normal())}
+            for n in (100, 200, 400, 800, 1600, 3200) for lr in (0.1, 0.2) for s in range(4)]
+    path = tmp_path / "seeds.csv"
+    pcsv.write_csv(pa.Table.from_pylist(rows), path)
+    assert run("fit", path, "--x", "n", "--metric", "loss", "--axes", "lr", "--seed", "run_seed",
+               "--boot", "50", "--json") == 0
+    curve = json.loads(capsys.readouterr().out)["curves"][0]
+    assert curve["over"] == ["lr"] and all(p["n_seeds"] == 4 for p in curve["points"])
+    assert all(p["config"] == {"lr": 0.1} for p in curve["points"])

@@ -269,3 +269,40 @@ def test_readme_has_every_new_flag_with_an_example():
         for flag in flags:
             assert any(line.startswith(f"scaling {command} ") and flag in line
                        for line in examples), (command, flag)
+
+
+# --- the report and the plots ---------------------------------------------------------------
+
+
+def test_report_shows_autos_choice_and_every_score_escaped(tmp_path):
+    from analysis.report import write_report
+
+    x = np.logspace(2, 4.5, 12)
+    rows = {"n": np.tile(x, 2), "grp": ["<b>a</b>"] * 12 + ["b & c"] * 12,
+            "test_loss": np.concatenate([2 * x ** -0.4 + 0.1, 3 * x ** -0.3 + 0.2])}
+    path = _csv(tmp_path, "curves.csv", **rows)
+    out = write_report(str(path), str(tmp_path / "r.html"), x="n", metric="test_loss",
+                       by=("grp",), n_boot=50)
+    page = Path(out).read_text()
+    assert page.count("form auto: chose") == 2
+    for form in ("M1", "M2", "M3", "M4", "BNSL"):
+        assert f"\n  {form}  " in page or f"\n  {form} " in page
+    assert "<b>a</b>" not in page and "&lt;b&gt;a&lt;/b&gt;" in page and "b &amp; c" in page
+    assert "a*x^b + c" in page  # the exponent shown stays the power law's
+
+
+def test_plots_of_a_family_fit_and_of_the_joint_optimum(store, tmp_path, capsys):
+    png = tmp_path / "form.png"
+    assert run("fit", store, "--metric", "error", "--form", "M2", "--boot", "20", "--plot",
+               png) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    import lrgrid
+    grid = tmp_path / "grid.csv"
+    pcsv.write_csv(lrgrid.lr_batch_grid(seeds=(0,)), grid)
+    png = tmp_path / "over.png"
+    assert run("bopt", grid, "--over", "lr", "--batch", "bs", "--lr", "lr", "--scale", "N,D",
+               "--metric", "eval_loss", "--plot", png) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "residuals and treat cells as independent" in capsys.readouterr().out
