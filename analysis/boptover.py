@@ -176,7 +176,7 @@ def find_joint_optimum(trials: pa.Table, *, metric: str, batch: str, lr: str, sc
     axes = tuple(dict.fromkeys(tuple(by) + tuple(
         cl.varying(fr, rows, exclude=(batch, lr, "seed")))))
     cm = cl.cell_matrix(fr, rows, axes + (lr, batch), prep.y, prep.sel, prep.outcome)
-    grid = grid_optima(cm, maximize, validation=prep.sel is not None)
+    grid = grid_optima(cm, maximize, validation=prep.sel is not None, fr=fr)
     S = cm.seeds.size
     est = grid.estimate(np.ones((1, S)))
     reps, res = None, None
@@ -239,12 +239,9 @@ def _law(target, which, grid, est, reps, res, scale, axes, level, notes) -> Scal
     G = len(grid.keys)
     cols, names, missing = [np.ones(G)], ["k"], {}
     for col in scale:
-        if col not in axes:
-            missing[col] = "it takes one value here"
-            continue
-        v = np.array([k[axes.index(col)] for k in grid.keys], float)
-        if not np.all(v > 0):
-            missing[col] = "it has values <= 0"
+        v, why = _scale_values(grid, col, axes)
+        if why:
+            missing[col] = why
             continue
         cols.append(np.log(v))
         names.append(f"exponent of {col}")
@@ -289,6 +286,26 @@ def _law(target, which, grid, est, reps, res, scale, axes, level, notes) -> Scal
                     params=tuple(float(v) for v in k), ci_low=tuple(float(v) for v in lo),
                     ci_high=tuple(float(v) for v in hi), level=level, interval=interval,
                     n_boot_failed=failed, not_estimated=missing, **counts)
+
+
+def _scale_values(grid, col, axes):
+    """``(value per cell, "")``, or ``(None, why not)``: from the cell's key when ``col`` is an
+    axis, else the one value its rows share (e.g. ``n_params``, fixed by the width)."""
+    if col in axes:
+        v = np.array([k[axes.index(col)] for k in grid.keys], float)
+    else:
+        cm, fr = grid.cm, grid.fr
+        v = np.full(len(grid.keys), np.nan)
+        for g, members in enumerate(grid.members):
+            vals = np.unique(fr[col][cm.rows[np.isin(cm.cell_of, members)]])
+            if vals.size != 1:
+                return None, "it is not one value per cell; make it an axis with --axes"
+            v[g] = vals[0]
+    if not np.all(np.isfinite(v) & (v > 0)):
+        return None, "it has values <= 0 or missing"
+    if np.unique(v).size < 2:
+        return None, "it takes one value here"
+    return v, ""
 
 
 def _sigma(X, y, obs) -> float:

@@ -11,6 +11,11 @@ a t quantile with (seeds - 1) degrees of freedom on the rescaled bootstrap sd
 (:mod:`analysis.cells`). With a single seed the points are resampled instead
 (pairs bootstrap, percentile intervals).
 
+The fit is held to honest standards (:func:`analysis.curveforms.power_law_warnings`):
+a falling metric fitted by a curve that rises, is unbounded below or leaves its
+range, and a held-out error more than 3x the in-sample one, are warnings. The
+metric's range comes from ``bounded`` or :func:`analysis.formfit.detect_bounds`.
+
 Measured on :mod:`analysis.simulate` (``tests/test_analysis_calibration.py``):
 95 % intervals of the exponent cover the generating one in 92-98 % of
 replications with the learning_curve.yaml design at the digits noise level.

@@ -50,6 +50,8 @@ class Grid:
     """``(G, K)`` batch sizes (NaN padding)."""
     maximize: bool
     validation: bool
+    fr: dict = None
+    """The trials frame the cell matrix came from."""
 
     def estimate(self, weights: np.ndarray) -> Estimates:
         """Optima under seed ``weights`` ``(R, S)`` (module docstring)."""
@@ -78,7 +80,7 @@ class Grid:
                          bound={w: out[w][2] for w in out}, best_lr=jl, best_b=jk)
 
 
-def grid_optima(cm, maximize: bool, validation: bool) -> Grid:
+def grid_optima(cm, maximize: bool, validation: bool, fr: dict | None = None) -> Grid:
     """:class:`Grid` of a cell matrix whose last two key columns are (lr, batch)."""
     gkeys = list(dict.fromkeys(k[:-2] for k in cm.keys))
     gpos = {k: i for i, k in enumerate(gkeys)}
@@ -98,7 +100,7 @@ def grid_optima(cm, maximize: bool, validation: bool) -> Grid:
         for c in m:
             if cm.eligible[c]:
                 index[g, lr_vals[g].index(cm.keys[c][-2]), b_vals[g].index(cm.keys[c][-1])] = c
-    return Grid(cm, gkeys, members, index, lrs, bs, maximize, validation)
+    return Grid(cm, gkeys, members, index, lrs, bs, maximize, validation, fr)
 
 
 def _take(a, j):

@@ -219,3 +219,16 @@ def test_a_replicate_column_named_by_seed_is_never_tuned_over(tmp_path, capsys):
     curve = json.loads(capsys.readouterr().out)["curves"][0]
     assert curve["over"] == ["lr"] and all(p["n_seeds"] == 4 for p in curve["points"])
     assert all(p["config"] == {"lr": 0.1} for p in curve["points"])
+
+
+def test_a_scale_column_fixed_by_the_cell_need_not_be_an_axis():
+    table = lrgrid.lr_batch_grid(seeds=(0, 1))
+    table = table.append_column("n_params", pa.array([1.1 * n for n in
+                                                      table.column("N").to_pylist()]))
+    table = table.append_column("step_time", pa.array(np.arange(table.num_rows) + 1.0))
+    res = find_joint_optimum(tables.declare(table, axes=["N", "D", "lr", "bs"]),
+                             metric="eval_loss", batch="bs", lr="lr",
+                             scale=("n_params", "D", "step_time"), n_boot=50)
+    laws = {law.target: law for law in res.laws}
+    assert abs(laws["lr_opt"].param("exponent of n_params")[0] - lrgrid.LR_N) < 0.05
+    assert "not one value per cell" in laws["B_opt"].not_estimated["step_time"]
