@@ -111,7 +111,8 @@ def cmd_fit(args) -> int:
     warnings = [f"[{c.label}] {w}" for c in curves for w in c.warnings + (
         c.family.warnings if c.family is not None else ()) + (
         c.prediction.warnings if c.prediction is not None else ())]
-    data = {"x": args.x, "metric": args.metric, "form": args.form or "power law (auto checks)",
+    data = {"x": args.x, "metric": args.metric, "form": args.form or "power law",
+            "check_form": args.form or "auto",
             "notes": list(curves[0].notes), "warnings": warnings,
             "curves": [c.to_dict() for c in curves]}
     emit(args, data, fmt.curve_lines(curves), fig)
