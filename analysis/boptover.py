@@ -189,8 +189,8 @@ def find_joint_optimum(trials: pa.Table, *, metric: str, batch: str, lr: str, sc
     for target, which in (("B_opt", "b"), ("lr_opt", "lr")):
         laws.append(_law(target, which, grid, est, reps, res, scale, axes, level, notes))
     if reps is None:
-        notes.append("no seed bootstrap (one seed, or --boot 0): the laws' intervals come from the regression's "
-                     "residuals and treat cells as independent")
+        notes.append("no seed bootstrap (one seed, or --boot 0): the laws' intervals come from "
+                     "the regression's residuals and treat cells as independent")
     selection = (f"chosen on {prep.sel_name}, refined on the mean of {prep.sel_name} and {metric}"
                  if prep.sel is not None else f"chosen and refined on {metric} ({prep.sel_name})")
     return JointOptimum(metric=metric, maximize=maximize, batch=batch, lr=lr, scale=scale,

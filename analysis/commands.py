@@ -18,7 +18,8 @@ FORMS = ("M1", "M2", "M3", "M4", "BNSL")
 
 
 def register(subparsers) -> None:
-    """Add ``fit``, ``fit-joint``, ``bopt``, ``compute-optimal`` and ``report`` to ``subparsers``."""
+    """Add ``fit``, ``fit-joint``, ``bopt``, ``compute-optimal`` and ``report`` to a subparsers
+    object."""
     _fit(subparsers)
     _fit_joint(subparsers)
     _bopt(subparsers)

@@ -22,7 +22,7 @@ ROW = "__scaling_row__"
 LOCKED = {"enable_external_access": False, "autoload_known_extensions": False,
           "autoinstall_known_extensions": False, "allow_community_extensions": False,
           "allow_unsigned_extensions": False, "threads": 1, "lock_configuration": True}
-"""DuckDB settings of the connection; ``lock_configuration`` comes last, so nothing can undo them."""
+"""DuckDB settings of the connection; ``lock_configuration`` comes last: nothing can undo them."""
 _SUBQUERY = re.compile(r"\bselect\b|(?<!\bdistinct )\bfrom\b|\bvalues\b|\btable\b", re.I)
 
 

@@ -59,8 +59,9 @@ def lr_batch_grid(seeds=(0, 1, 2), noise: float = 1e-4, seed: int = 0) -> pa.Tab
                                 + noise * rng.standard_normal())
                         bad = diverges(lr, b)
                         i = len(rows)
-                        rows.append({"run_id": f"wandb-{i:05d}", "created": f"2024-03-{1 + i % 28:02d}"
-                                     f"T{i % 24:02d}:00:00", "host": f"node{i % 7}",
+                        stamp = f"2024-03-{1 + i % 28:02d}T{i % 24:02d}:00:00"
+                        rows.append({"run_id": f"wandb-{i:05d}", "created": stamp,
+                                     "host": f"node{i % 7}",
                                      "N": n, "D": d, "lr": lr, "bs": b, "seed": s,
                                      "state": "crashed" if bad else "finished",
                                      "eval_loss": float("nan") if bad else float(loss)})
