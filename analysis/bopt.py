@@ -35,7 +35,7 @@ from analysis import cells as cl
 from analysis import tables, tobit
 from analysis.errors import AnalysisError
 from analysis.fitresult import num
-from analysis.rule import RuleCheck, RuleInput, check_rule, untestable
+from analysis.rule import RuleCheck, RuleInput, check_rule
 
 MIN_BATCH_SIZES = 3
 RULE_COLUMNS = ("lr", "n_train", "momentum")
@@ -108,17 +108,25 @@ class BoptResult:
     """All trials considered, by outcome."""
     selection: str
     """How the best batch size was chosen."""
-    rule: RuleCheck
+    rule: RuleCheck | None
+    """The check of the SGD rule; None when it does not apply (see ``rule_note``)."""
     notes: tuple[str, ...] = ()
     n_boot: int = 0
+    rule_note: str = ""
+    """Why the SGD rule was not checked (no verdict then): a missing lr, n_train or momentum
+    column, or no SGD groups."""
+    batch: str = "batch_size"
+    """The batch-size column."""
     rule_input: RuleInput | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        """Plain Python values; the rule check's fields are at the top level."""
+        """Plain Python values; the rule check's fields are at the top level (``verdict`` None
+        when the rule was not checked, with ``rule_note`` saying why)."""
+        rule = self.rule.to_dict() if self.rule is not None else {"verdict": None}
         return {"metric": self.metric, "maximize": self.maximize, "axes": list(self.axes),
-                "selection": self.selection, "outcomes": self.outcomes, "notes": list(self.notes),
-                "n_boot": self.n_boot, **self.rule.to_dict(),
-                "groups": [g.to_dict() for g in self.groups]}
+                "batch": self.batch, "selection": self.selection, "outcomes": self.outcomes,
+                "notes": list(self.notes), "n_boot": self.n_boot, **rule,
+                "rule_note": self.rule_note, "groups": [g.to_dict() for g in self.groups]}
 
 
 def vertex_log_b(t: np.ndarray, scores: np.ndarray, j: np.ndarray | None = None) -> np.ndarray:
@@ -176,7 +184,8 @@ def _optima(t, sel, rep, j_ok, maximize):
 
 def find_bopt(trials: pa.Table, *, metric: str = "test_acc", where: dict | None = None,
               sweep: str | None = None, by=(), n_boot: int = 1000, level: float = 0.95,
-              margin: float = 0.25, seed: int = 0) -> BoptResult:
+              margin: float = 0.25, seed: int = 0, batch: str = "batch_size", lr: str = "lr",
+              maximize: bool | None = None) -> BoptResult:
     """:math:`B_{opt}` per group and the rule check.
 
     Parameters
@@ -193,6 +202,10 @@ def find_bopt(trials: pa.Table, *, metric: str = "test_acc", where: dict | None 
         Clustered bootstrap replicates, interval level and generator seed.
     margin : float
         Equivalence margin of the rule's exponents around 1.
+    batch, lr : str
+        The batch-size and learning-rate columns (any names; nothing is renamed).
+    maximize : bool, optional
+        Whether larger is better; by default guessed from the name (``*acc*``).
 
     Returns
     -------
@@ -200,14 +213,14 @@ def find_bopt(trials: pa.Table, *, metric: str = "test_acc", where: dict | None 
     """
     if not margin > 0:
         raise AnalysisError(f"--margin must be > 0 (e.g. 0.25), got {margin}")
-    prep = cl.prepare(trials, metric, where=where, sweep=sweep, by=by)
+    prep = cl.prepare(trials, metric, where=where, sweep=sweep, by=by, batch=batch)
     fr = prep.fr
-    tables.numeric(fr, "batch_size", "column (bopt needs batch_size)")
-    maximize = tables.maximize(metric)
+    tables.numeric(fr, batch, f"batch column {batch!r} (bopt needs one; name it with --batch)")
+    maximize = tables.maximize(metric) if maximize is None else bool(maximize)
     axes = tuple(dict.fromkeys(tuple(by) + tuple(
-        cl.varying(fr, np.flatnonzero(prep.mask), exclude=("batch_size", "seed")))))
+        cl.varying(fr, np.flatnonzero(prep.mask), exclude=(batch, "seed")))))
     rows = np.flatnonzero(prep.mask)
-    cm = cl.cell_matrix(fr, rows, axes + ("batch_size",), prep.y, prep.sel, prep.outcome)
+    cm = cl.cell_matrix(fr, rows, axes + (batch,), prep.y, prep.sel, prep.outcome)
     gkeys = list(dict.fromkeys(k[:-1] for k in cm.keys))
     gpos = {k: i for i, k in enumerate(gkeys)}
     members = [[] for _ in gkeys]
@@ -236,31 +249,34 @@ def find_bopt(trials: pa.Table, *, metric: str = "test_acc", where: dict | None 
         res = cl.resampling(S, method)
     se = res.scale * np.std(reps[0], axis=0, ddof=1) if reps is not None else np.full(
         len(gkeys), np.nan)
+    cols = (lr, "n_train", "momentum")
     groups = _groups(fr, cm, axes, gkeys, members, index, logb, side, bound, j, se, res, level,
-                     rows)
-    rule, notes = _rule(fr, groups, logb, side, bound, se, reps, res, level, margin)
+                     rows, cols, batch)
+    rule, notes, rule_note = _rule(fr, groups, logb, side, bound, se, reps, res, level, margin,
+                                   cols)
     selection = (f"chosen on {prep.sel_name}, refined on the mean of {prep.sel_name} and {metric}"
                  if method == "validation" else
                  f"chosen and refined on {metric} ({prep.sel_name})")
     return BoptResult(metric=metric, maximize=maximize, axes=axes, groups=tuple(groups),
                       outcomes=tables.count_by(prep.outcome[prep.mask]), selection=selection,
-                      rule=rule[0], notes=prep.notes + tuple(notes),
-                      n_boot=0 if reps is None else n_boot, rule_input=rule[1])
+                      rule=rule[0], notes=prep.notes + tuple(notes), rule_note=rule_note,
+                      batch=batch, n_boot=0 if reps is None else n_boot, rule_input=rule[1])
 
 
-def _groups(fr, cm, axes, gkeys, members, index, logb, side, bound, j, se, res, level, rows):
+def _groups(fr, cm, axes, gkeys, members, index, logb, side, bound, j, se, res, level, rows,
+            cols=RULE_COLUMNS, batch="batch_size"):
     """One :class:`BoptGroup` per group key, from the estimates of :func:`_optima`."""
     out = []
     for g, key in enumerate(gkeys):
         value = dict(zip(axes, key))
-        lr, n, m = (_value(fr, name, value, rows) for name in RULE_COLUMNS)
+        lr, n, m = (_value(fr, name, value, rows) for name in cols)
         opt = value["optimizer"] if "optimizer" in value else (
             fr["optimizer"][rows[0]] if "optimizer" in fr else None)
         opt = "sgd" if opt is None or opt != opt else str(opt)  # null: a first-release row, SGD
         elig = index[g][index[g] >= 0]
         bs = np.array([cm.keys[c][-1] for c in elig], float)
         means = np.nanmean(cm.y[elig], axis=1) if elig.size else np.array([])
-        flagged = tuple({"batch_size": _plain(cm.keys[c][-1]), "reason": cm.reasons[c]}
+        flagged = tuple({batch: _plain(cm.keys[c][-1]), "reason": cm.reasons[c]}
                         for c in members[g] if not cm.eligible[c])
         status, reason, b_opt, lo, hi, bnd, sd = "ok", "", np.nan, np.nan, np.nan, np.nan, ""
         if side[g] == tobit.EXCLUDED:
@@ -302,13 +318,16 @@ def _value(fr, name, key: dict, rows) -> float:
     return float(col[rows[0]]) if col is not None and col.dtype != object else float("nan")
 
 
-def _rule(fr, groups, logb, side, bound, se, reps, res, level, margin):
-    """The rule check over SGD groups, or why there is none."""
-    missing = [c for c in RULE_COLUMNS if c not in fr or fr[c].dtype == object]
-    counts = dict(n_groups=len(groups))
+def _rule(fr, groups, logb, side, bound, se, reps, res, level, margin, cols=RULE_COLUMNS):
+    """``((RuleCheck | None, RuleInput | None), notes, why not checked)`` over SGD groups.
+
+    The SGD rule is checked only when the lr, n_train and momentum columns are all there and
+    some groups are SGD; otherwise there is no verdict, only the reason.
+    """
+    missing = [c for c in cols if c not in fr or fr[c].dtype == object]
     if missing:
-        return (untestable(f"the SGD rule needs lr, n_train and momentum columns; missing: "
-                           f"{', '.join(missing)}", level=level, margin=margin, **counts), None), []
+        return (None, None), [], (f"the SGD rule B_opt ∝ lr*N/(1-m) was not checked: it needs "
+                                  f"{', '.join(cols)} columns; missing: {', '.join(missing)}")
     sgd = np.array([g.optimizer.lower() == "sgd" for g in groups])
     notes = []
     if not sgd.all():
@@ -316,8 +335,8 @@ def _rule(fr, groups, logb, side, bound, se, reps, res, level, margin):
         notes.append(f"the SGD rule does not apply to {', '.join(other)} "
                      f"({int((~sgd).sum())} groups): their B_opt is reported per group only")
     if not sgd.any():
-        return (untestable("no SGD groups: the rule B_opt ∝ lr*N/(1-m) is about SGD",
-                           level=level, margin=margin, **counts), None), notes
+        return (None, None), notes, ("the SGD rule B_opt ∝ lr*N/(1-m) was not checked: no "
+                                     "group is SGD (an optimizer column says otherwise)")
     keep = np.flatnonzero(sgd)
     arr = lambda name: np.array([getattr(groups[i], name) for i in keep], float)
     inp = RuleInput(lr=arr("lr"), n_train=arr("n_train"), momentum=arr("momentum"),
@@ -326,7 +345,7 @@ def _rule(fr, groups, logb, side, bound, se, reps, res, level, margin):
                     reps_logb=None if reps is None else reps[0][:, keep],
                     reps_side=None if reps is None else reps[1][:, keep],
                     reps_bound=None if reps is None else reps[2][:, keep])
-    return (check_rule(inp, res, level=level, margin=margin), inp), notes
+    return (check_rule(inp, res, level=level, margin=margin), inp), notes, ""
 
 
 def _snap(b: float, grid: np.ndarray) -> float:

@@ -62,8 +62,10 @@ class Prepared:
 
 
 def prepare(trials: pa.Table, metric: str, *, where: dict | None = None,
-            sweep: str | None = None, by=()) -> Prepared:
+            sweep: str | None = None, by=(), batch: str = "batch_size") -> Prepared:
     """Collapse duplicates, filter, refuse pooled sweeps, label outcomes, find the selection metric.
+
+    ``batch`` names the batch-size column (rows with a batch above ``n_train`` are flagged).
 
     Raises
     ------
@@ -78,10 +80,10 @@ def prepare(trials: pa.Table, metric: str, *, where: dict | None = None,
     check_one_sweep(fr, mask, by)
     ok, outcome = tables.usable(fr, y)
     big = np.zeros(ok.size, bool)
-    if "batch_size" in fr and "n_train" in fr and fr["batch_size"].dtype != object \
+    if batch in fr and "n_train" in fr and fr[batch].dtype != object \
             and fr["n_train"].dtype != object:
         with np.errstate(invalid="ignore"):
-            big = fr["batch_size"] > fr["n_train"]
+            big = fr[batch] > fr["n_train"]
     outcome = np.where(big, BIG_BATCH, outcome)
     ok &= ~big
     notes = []
@@ -90,7 +92,7 @@ def prepare(trials: pa.Table, metric: str, *, where: dict | None = None,
                      "count as another seed and shrink every interval")
     n_big = int((big & mask).sum())
     if n_big:
-        notes.append(f"{n_big} trial(s) with batch_size > n_train are left out and their cells "
+        notes.append(f"{n_big} trial(s) with {batch} > n_train are left out and their cells "
                      "flagged: a batch cannot hold more examples than the training set")
     if not (ok & mask).any():
         raise AnalysisError(f"no usable trials for {metric!r}: outcomes "
@@ -259,6 +261,7 @@ def varying(fr: dict, rows: np.ndarray, exclude=()) -> list[str]:
     same, at the cost of a few dozen rows instead of thousands.
     """
     rows = np.asarray(rows)
+    exclude = tuple(exclude) + ((fr.replicate,) if getattr(fr, "replicate", None) else ())
     keep = [rows[:1]]
     for name in tables.candidate_axes(fr):
         col = fr[name][rows]

@@ -1,73 +1,129 @@
 """Subcommands ``fit``, ``fit-joint``, ``bopt``, ``compute-optimal`` and ``report`` for ``scaling``.
 
 :func:`register` adds them to an ``argparse`` subparsers object; each handler
-takes the parsed arguments and returns an exit code. Mistakes a user can fix
-(missing directory, empty store, unknown column, degenerate data) print one
-line ``error: ...`` to stderr and return 2.
+(:mod:`analysis.handlers`) takes the parsed arguments and returns an exit code.
+Mistakes a user can fix (missing directory, empty store, unknown column,
+degenerate data) print one line ``error: ...`` to stderr and return 2.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-
-import numpy as np
-
+from analysis import cliargs
 from analysis import format as fmt
+from analysis import handlers as h
 from analysis import tables
-from analysis.errors import AnalysisError
+
+FORMS = ("M1", "M2", "M3", "M4", "BNSL")
+"""Curve families ``--form`` names (:mod:`analysis.forms`, :mod:`analysis.brokenlaw`)."""
 
 
 def register(subparsers) -> None:
-    """Add ``fit``, ``fit-joint``, ``bopt``, ``bcrit``, ``compute-optimal`` and ``report`` to ``subparsers``."""
-    p = subparsers.add_parser("fit", help="fit a power-law learning curve y = a*x^b + c to a sweep",
+    """Add ``fit``, ``fit-joint``, ``bopt``, ``bcrit``, ``compute-optimal`` and ``report`` to a
+    subparsers object."""
+    _fit(subparsers)
+    _fit_joint(subparsers)
+    _bopt(subparsers)
+    _bcrit(subparsers)
+    _compute_optimal(subparsers)
+    _report(subparsers)
+
+
+def _fit(subparsers) -> None:
+    p = subparsers.add_parser("fit", help="fit a learning curve: the power law y = a*x^b + c, or "
+                                          "a curve family (--form), with predictions",
                               description="Fit y = a*x^b + c (Hestness et al. 2017) to the best "
                               "mean-over-seeds metric at each x (or to one configuration with "
-                              "--where), with bootstrap intervals and an extrapolation check.")
+                              "--where), with bootstrap intervals, and check extrapolation with "
+                              "the curve family that rolling-origin validation on the fitted "
+                              "points chooses (auto); --form fits a family instead of the power "
+                              "law, --predict predicts.")
     p.add_argument("results", help="results directory, one sweep folder, or a trials CSV/Parquet")
     p.add_argument("--x", default="n_train", help="column on the x axis (default n_train)")
     p.add_argument("--metric", default="test_loss",
                    help="metric column, or error (1-test_acc) or gap (test_loss-train_loss)")
     p.add_argument("--by", default="", metavar="COLS",
                    help="comma-separated columns: one curve each (--by sweep: one per sweep)")
-    _where(p)
-    _sweep(p)
+    cliargs.where(p)
+    cliargs.sweep(p)
+    cliargs.direction(p)
     p.add_argument("--no-offset", action="store_true", help="fit y = a*x^b without the offset c")
+    p.add_argument("--form", default=None, choices=("auto",) + FORMS,
+                   help="fit this curve family instead of the power law and use it for the "
+                        "extrapolation check and --predict (auto: the family rolling-origin "
+                        "validation on the fitted points chooses; default: the power law, with "
+                        "auto for the check and the predictions)")
+    p.add_argument("--predict", default=None, metavar="X1,X2,...",
+                   help="predict at these x: a bootstrap band for the curve and a prediction "
+                        "interval for a new observation (by --form; default auto)")
+    p.add_argument("--bounded", default=None, metavar="LOW,HIGH",
+                   help="the metric's range, e.g. 0,1 for an error rate (default: [0, 1] when "
+                        "every value lies in it and the name says err/acc)")
     p.add_argument("--resample", choices=["auto", "seeds", "points"], default="auto",
-                   help="bootstrap unit: seeds within each x (auto: when every x has 2+), "
-                        "or the x points themselves")
+                   help="bootstrap unit of the power law: seeds within each x (auto: when every "
+                        "x has 2+), or the x points themselves")
     p.add_argument("--holdout", type=int, default=None, metavar="K",
-                   help="largest distinct x values held out to test extrapolation "
-                        "(default 20%%, at least 1; 0 turns it off)")
-    _common(p, plot=True)
-    p.set_defaults(func=lambda a: _run(_cmd_fit, a))
+                   help="largest distinct x values held out to test extrapolation (default 20%%, "
+                        "at least 1; 0 turns it off); the Huber delta and the family are chosen "
+                        "on the remaining points only")
+    cliargs.common(p, plot=True)
+    p.set_defaults(func=lambda a: h.run(h.cmd_fit, a))
 
+
+def _fit_joint(subparsers) -> None:
     p = subparsers.add_parser("fit-joint", help="fit L(N, D) = E + A/N^alpha + B/D^beta",
                               description="Chinchilla Approach 3 (Hoffmann et al. 2022) on any "
-                              "two columns of a results directory, CSV or Parquet file.")
+                              "two columns of a results directory, CSV or Parquet file, with an "
+                              "extrapolation check (the largest N*D held out) and predictions.")
     p.add_argument("source", help="results directory, or a .csv / .parquet file")
     p.add_argument("--n", required=True, metavar="COL", help="column used as N (e.g. n_params)")
     p.add_argument("--d", required=True, metavar="COL", help="column used as D (e.g. n_train)")
     p.add_argument("--loss", required=True, metavar="COL", help="loss column (or error, gap)")
-    _where(p)
-    _sweep(p)
-    _common(p, plot=True)
-    p.set_defaults(func=lambda a: _run(_cmd_fit_joint, a))
+    cliargs.where(p)
+    cliargs.sweep(p)
+    p.add_argument("--predict", action="append", default=[], metavar="N=...,D=...",
+                   help="predict at this (N, D): a bootstrap band and a prediction interval; "
+                        "repeat for more, e.g. --predict N=1e9,D=2e10 --predict N=7e9,D=1.4e11")
+    p.add_argument("--holdout", type=int, default=None, metavar="K",
+                   help="largest distinct N*D values held out to test extrapolation (default "
+                        "20%%, at least 1; 0 turns it off)")
+    cliargs.common(p, plot=True, delta="1e-3")
+    p.set_defaults(func=lambda a: h.run(h.cmd_fit_joint, a))
 
+
+def _bopt(subparsers) -> None:
     p = subparsers.add_parser("bopt",
-                              help="optimal batch size per group and the B ∝ lr*N/(1-m) check")
+                              help="optimal batch size per group and the B ∝ lr*N/(1-m) check; "
+                                   "--over lr: the joint (lr, B) optimum and its scale laws",
+                              description="The best batch size of each group (every axis but "
+                              "the batch and the seed), and the SGD rule B_opt ∝ lr*N/(1-m) when "
+                              "lr, n_train and momentum columns are all there. --over lr: the "
+                              "joint (lr, B) optimum of each cell and power laws of B_opt and "
+                              "lr_opt in the --scale columns. Columns are named, never renamed.")
     p.add_argument("results", help="results directory, one sweep folder, or a trials CSV/Parquet")
     p.add_argument("--metric", default="test_acc", help="metric that defines the optimum")
     p.add_argument("--by", default="", metavar="COLS",
                    help="extra grouping columns (--by sweep: groups of each sweep apart)")
-    _where(p)
-    _sweep(p)
+    p.add_argument("--batch", default="batch_size", metavar="COL",
+                   help="batch-size column (default batch_size)")
+    p.add_argument("--lr", default="lr", metavar="COL", help="learning-rate column (default lr)")
+    p.add_argument("--scale", default="", metavar="COL[,COL]",
+                   help="scale columns of --over lr, e.g. N,D: B_opt and lr_opt are fitted as "
+                        "power laws of them")
+    p.add_argument("--over", default=None, choices=("lr",),
+                   help="lr: the joint (lr, B) optimum of each cell (grid argmin, refined by a "
+                        "quadratic bowl in log lr and log B), and B_opt = k*D^b, "
+                        "lr_opt = k*N^a*D^c fitted over --scale")
+    cliargs.where(p)
+    cliargs.sweep(p)
+    cliargs.direction(p)
     p.add_argument("--margin", type=float, default=0.25,
                    help="the rule is 'consistent' when every exponent's 90%% CI lies within "
                         "1 +- this (default 0.25)")
-    _common(p, plot=True, delta=False)
-    p.set_defaults(func=lambda a: _run(_cmd_bopt, a))
+    cliargs.common(p, plot=True, delta=None)
+    p.set_defaults(func=lambda a: h.run(h.cmd_bopt, a))
 
+
+def _bcrit(subparsers) -> None:
     p = subparsers.add_parser("bcrit", help="critical batch size from the stored curves, beside "
                                            "B_simple and B_opt",
                               description="Steps S(B) to first reach each target, fitted with "
@@ -79,15 +135,17 @@ def register(subparsers) -> None:
     p.add_argument("--metric", default="test_loss", help="curve column (default test_loss)")
     p.add_argument("--tune", choices=["lr"], default=None,
                    help="--tune lr: choose the lr of each batch size (fewest steps on validation)")
-    _where(p)
-    _sweep(p)
+    cliargs.where(p)
+    cliargs.sweep(p)
     p.add_argument("--boot", type=int, default=400, help="bootstrap resamples (default 400)")
     p.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
     p.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap's random draws")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--plot", default=None, metavar="FILE", help="save the S-E figure (png/pdf/svg)")
-    p.set_defaults(func=lambda a: _run(_cmd_bcrit, a))
+    p.set_defaults(func=lambda a: h.run(h.cmd_bcrit, a))
 
+
+def _compute_optimal(subparsers) -> None:
     p = subparsers.add_parser("compute-optimal",
                               help="N_opt ∝ C^a by IsoFLOP parabolas (Approach 2) and by the "
                                    "joint fit (Approach 3), side by side",
@@ -101,15 +159,18 @@ def register(subparsers) -> None:
     p.add_argument("--loss", required=True, metavar="COL", help="loss column")
     p.add_argument("--flops", default=None, metavar="COL",
                    help="compute column (default: train_flops when stored, else 6*N*D)")
+    cliargs.where(p)
     p.add_argument("--boot", type=int, default=400, help="bootstrap resamples (default 400)")
     p.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
     p.add_argument("--delta", type=float, default=1e-3,
                    help="Huber threshold of the joint fit (default 1e-3, Hoffmann et al. 2022)")
     p.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap's random draws")
-    _declare(p)
+    cliargs.declare(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(func=lambda a: _run(_cmd_compute_optimal, a))
+    p.set_defaults(func=lambda a: h.run(h.cmd_compute_optimal, a))
 
+
+def _report(subparsers) -> None:
     p = subparsers.add_parser("report",
                               help="one self-contained HTML page of counts, fits and plots")
     p.add_argument("results", help="results directory, one sweep folder, or a trials CSV/Parquet")
@@ -118,214 +179,13 @@ def register(subparsers) -> None:
     p.add_argument("--metric", default="test_loss", help="learning-curve metric")
     p.add_argument("--by", default="", metavar="COLS",
                    help="one learning curve per group (--by sweep: every sweep apart)")
-    _sweep(p)
+    cliargs.sweep(p)
+    p.add_argument("--filter", default=None, metavar="SQL",
+                   help='keep only rows where an SQL expression holds, e.g. --filter "lr <= 0.1"')
     p.add_argument("--bopt-metric", default="test_acc", help="metric for B_opt and the collapse")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    _declare(p)
-    p.set_defaults(func=lambda a: _run(_cmd_report, a))
-
-
-def _where(p) -> None:
-    p.add_argument("--where", default="", metavar="COL=V,...",
-                   help='keep only matching trials, e.g. "lr=0.1,batch_size=32"; '
-                        "fix every other axis to fit one configuration")
-
-
-def _declare(p) -> None:
-    p.add_argument("--axes", default="", metavar="COLS",
-                   help="for a CSV/Parquet table: the columns that define a configuration, tuned "
-                        "over (a results store declares its own; columns named by --x, --metric, "
-                        "... never are)")
-    p.add_argument("--seed", default=None, metavar="COL",
-                   help="for a CSV/Parquet table: the column of replicate seeds (default: seed)")
-
-
-def _read(args, path: str, *named: str):
-    """The table at ``path`` with the user's --axes/--seed declared (see analysis.tables)."""
-    return tables.declare(tables.read_any(path), axes=tables.parse_cols(args.axes), seed=args.seed,
-                          named=named)
-
-
-def _sweep(p) -> None:
-    p.add_argument("--sweep", default=None, metavar="NAME",
-                   help="analyse one sweep of a results root that holds several")
-
-
-def _common(p, *, plot: bool, delta: bool = True) -> None:
-    p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
-    if delta:
-        p.add_argument("--delta", type=float, default=None,
-                       help="Huber threshold on log residuals (default: from the residual "
-                            "scale, at least 1e-3; 1e-3 reproduces Hoffmann et al. 2022)")
-    p.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap's random draws")
-    _declare(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    if plot:
-        p.add_argument("--plot", default=None, metavar="FILE", help="save a figure (png/pdf/svg)")
-
-
-def _run(cmd, args) -> int:
-    try:
-        _check(args)
-        return cmd(args)
-    except AnalysisError as e:
-        return _fail(str(e))
-    except Exception as e:  # a store or config mistake reported by the core library
-        from scaling.errors import UserError
-        if isinstance(e, UserError):
-            return _fail(str(e))
-        raise
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr)
-    return 2
-
-
-def _check(args) -> None:
-    if getattr(args, "boot", 0) < 0:
-        raise AnalysisError(f"--boot must be >= 0, got {args.boot}")
-    level = getattr(args, "level", 0.95)
-    if not 0.0 < level < 1.0:
-        raise AnalysisError(f"--level must be between 0 and 1 (e.g. 0.95), got {level}")
-    delta = getattr(args, "delta", None)
-    if delta is not None and not delta > 0:
-        raise AnalysisError(f"--delta must be > 0 (e.g. 1e-3), got {delta}")
-
-
-def _emit(args, data: dict, lines: list[str], fig=None) -> None:
-    if fig is not None and getattr(args, "plot", None):
-        from analysis import plots
-        try:
-            plots.save(fig(), args.plot)
-        except (OSError, ValueError) as e:
-            raise AnalysisError(f"cannot write the plot to {args.plot!r}: {e}") from None
-    if args.json:
-        for note in data.get("notes", ()) or ():
-            if str(note).startswith("warning: "):
-                print(note, file=sys.stderr)
-        print(json.dumps(_plain(data), indent=2, allow_nan=False))
-    else:
-        print("\n".join(lines))
-
-
-def _plain(obj):
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def _cmd_fit(args) -> int:
-    from analysis.curves import fit_learning_curves
-
-    trials = _read(args, args.results, args.x, args.metric)
-    curves = fit_learning_curves(trials, x=args.x, metric=args.metric,
-                                 by=tables.parse_cols(args.by), sweep=args.sweep,
-                                 where=tables.parse_where(args.where),
-                                 offset=not args.no_offset, n_boot=args.boot, level=args.level,
-                                 delta=args.delta, holdout=args.holdout, seed=args.boot_seed,
-                                 resample=args.resample)
-    if all(c.fit is None for c in curves):
-        return _fail(curves[0].message if len(curves) == 1 else
-                     f"no group could be fitted; first reason: {curves[0].message}")
-
-    def fig():
-        from analysis.plots import plot_curves
-        return plot_curves(curves)
-
-    data = {"x": args.x, "metric": args.metric, "notes": list(curves[0].notes),
-            "curves": [c.to_dict() for c in curves]}
-    _emit(args, data, fmt.curve_lines(curves), fig)
-    return 0
-
-
-def _cmd_fit_joint(args) -> int:
-    from analysis.joint import fit_joint_table
-
-    table = _read(args, args.source, args.n, args.d, args.loss)
-    fit, outcomes = fit_joint_table(table, n=args.n, d=args.d, loss=args.loss,
-                                    where=tables.parse_where(args.where), sweep=args.sweep,
-                                    n_boot=args.boot,
-                                    level=args.level, delta=args.delta, seed=args.boot_seed)
-
-    def fig():
-        from analysis.plots import plot_joint
-        return plot_joint(fit)
-
-    lines = [f"L({args.n}, {args.d}) for {args.loss}; rows: {fmt.outcomes_text(outcomes)}"]
-    _emit(args, {**fit.to_dict(), "outcomes": outcomes}, lines + fmt.fit_lines(fit), fig)
-    return 0
-
-
-def _cmd_bopt(args) -> int:
-    from analysis.bopt import find_bopt
-
-    trials = _read(args, args.results, args.metric, "batch_size")
-    result = find_bopt(trials, metric=args.metric, where=tables.parse_where(args.where),
-                       sweep=args.sweep, by=tables.parse_cols(args.by), n_boot=args.boot,
-                       level=args.level, margin=args.margin, seed=args.boot_seed)
-
-    def fig():
-        from analysis.plots import plot_bopt
-        return plot_bopt(result)
-
-    _emit(args, result.to_dict(), fmt.bopt_lines(result), fig)
-    return 0
-
-
-def _cmd_bcrit(args) -> int:
-    from analysis.critical import critical_batch
-    from analysis.critical_text import critical_lines
-
-    try:
-        targets = [float(t) for t in tables.parse_cols(args.target)]
-    except ValueError:
-        raise AnalysisError(f"--target wants numbers separated by commas, got {args.target!r}") from None
-    trials, curves = tables.load_sweep(args.results)
-    res = critical_batch(trials, curves, targets=targets, metric=args.metric, tune_lr=args.tune == "lr",
-                         where=tables.parse_where(args.where), sweep=args.sweep, n_boot=args.boot,
-                         level=args.level, seed=args.boot_seed)
-
-    def fig():
-        from analysis.plots import plot_tradeoff
-        return plot_tradeoff(res)
-
-    _emit(args, res.to_dict(), critical_lines(res), fig)
-    return 0
-
-
-def _cmd_compute_optimal(args) -> int:
-    from analysis.compute_optimal import compute_optimal_table
-    from analysis.formtext import compute_optimal_lines
-
-    res = compute_optimal_table(_read(args, args.source, args.n, args.d, args.loss, args.flops),
-                                n=args.n, d=args.d, loss=args.loss, flops=args.flops, n_boot=args.boot,
-                                level=args.level, delta=args.delta, seed=args.boot_seed)
-    _emit(args, res.to_dict(), compute_optimal_lines(res))
-    return 0
-
-
-def _cmd_report(args) -> int:
-    from analysis.report import write_report
-
-    if args.boot < 0:
-        raise AnalysisError(f"--boot must be >= 0, got {args.boot}")
-    out = write_report(args.results, args.output, x=args.x, metric=args.metric,
-                       by=tables.parse_cols(args.by), bopt_metric=args.bopt_metric,
-                       n_boot=args.boot, sweep=args.sweep, axes=tables.parse_cols(args.axes),
-                       seed=args.seed)
-    print(f"wrote {out}")
-    return 0
+    cliargs.declare(p)
+    p.set_defaults(func=lambda a: h.run(h.cmd_report, a))
 
 
 def summary_lines(root: str) -> list[str]:

@@ -23,6 +23,7 @@ else :math:`6 N D` (Kaplan et al. 2020), and the result says which.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -251,28 +252,61 @@ def compute_optimal_table(table, *, n: str, d: str, loss: str, flops: str | None
                           seed: int = 0) -> ComputeOptimal:
     """:func:`compute_optimal` from a table; C from ``flops``, else ``train_flops``, else 6*N*D.
 
-    A table with a ``status`` column (a sweep) keeps only finished trials with
-    a finite loss.
+    A table with a ``status`` column is a sweep: its failed and diverged trials are
+    counted and left out, and each (N, D) point is the best configuration of the other
+    axes, chosen on validation or cross-fitted over seeds (:mod:`analysis.frontier`),
+    with C the mean over that point's usable rows. Any other table is used row by row.
     """
     from analysis import tables
 
     fr = tables.frame(table)
     nv, dv = tables.numeric(fr, n, "--n column"), tables.numeric(fr, d, "--d column")
     y = tables.metric(fr, loss)
-    ok, _ = tables.usable(fr, y)
-    ok &= np.isfinite(nv) & np.isfinite(dv)
-    source = None
-    cv = None
+    source, cv = None, None
     if flops is not None:
         cv, source = tables.numeric(fr, flops, "--flops column"), f"column {flops!r}"
-    elif "train_flops" in fr and fr["train_flops"].dtype != object:
+    elif "train_flops" in fr and fr["train_flops"].dtype != object \
+            and np.isfinite(fr["train_flops"]).any():
         cv, source = fr["train_flops"], "column 'train_flops' (stored by the sweep)"
+    notes = []
+    if "status" in table.column_names:
+        nv, dv, y, cv, note = _sweep_points(table, n, d, loss, cv)
+        notes.append(note)
+    else:
+        ok, _ = tables.usable(fr, y)
+        ok &= np.isfinite(nv) & np.isfinite(dv) & (np.isfinite(cv) if cv is not None else True)
+        rows = np.flatnonzero(ok)
+        nv, dv, y, cv = nv[rows], dv[rows], y[rows], None if cv is None else cv[rows]
+    if y.size < 6:
+        raise AnalysisError(f"need at least 6 usable rows with {n}, {d} and {loss}, "
+                            f"got {y.size}")
+    res = compute_optimal(nv, dv, y, flops=cv, flops_source=source, n_boot=n_boot, level=level,
+                          delta=delta, seed=seed)
+    return dataclasses.replace(res, notes=tuple(notes) + res.notes)
+
+
+def _sweep_points(table, n, d, loss, cv):
+    """``(N, D, loss, C, note)`` of a sweep's frontier at each (N, D)."""
+    from analysis import cells as cl
+    from analysis import tables
+    from analysis.frontier import frontier
+
+    prep = cl.prepare(table, loss)
+    fr = prep.fr
+    nv, dv = fr[n], fr[d]
+    ok = prep.ok & prep.mask & np.isfinite(nv) & np.isfinite(dv)
     if cv is not None:
         ok &= np.isfinite(cv)
-    rows = np.flatnonzero(ok)
-    if rows.size < 6:
-        raise AnalysisError(f"need at least 6 usable rows with {n}, {d} and {loss}, "
-                            f"got {rows.size}")
-    return compute_optimal(nv[rows], dv[rows], y[rows],
-                           flops=None if cv is None else cv[rows], flops_source=source,
-                           n_boot=n_boot, level=level, delta=delta, seed=seed)
+    outcome = np.where(prep.ok & ~ok & prep.mask, "nonfinite", prep.outcome)
+    front = frontier(fr, np.flatnonzero(prep.mask & np.isfinite(nv) & np.isfinite(dv)), (n, d),
+                     prep.y, outcome=outcome, maximize=tables.maximize(loss), n_boot=0,
+                     rng=np.random.default_rng(0), sel=prep.sel, sel_name=prep.sel_name)
+    pn, pd = front.points[:, 0], front.points[:, 1]
+    c = None
+    if cv is not None:
+        c = np.array([np.mean(cv[ok & (nv == a) & (dv == b)]) for a, b in zip(pn, pd)])
+    over = f"best over {', '.join(front.over)}: {front.selection}" if front.over else \
+        "one configuration per point"
+    note = (f"sweep: {pn.size} (N, D) points, each the mean over seeds of its {over}; trials: "
+            + ", ".join(f"{k} {v}" for k, v in tables.count_by(outcome[prep.mask]).items()))
+    return pn, pd, front.y, c, note

@@ -11,6 +11,11 @@ a t quantile with (seeds - 1) degrees of freedom on the rescaled bootstrap sd
 (:mod:`analysis.cells`). With a single seed the points are resampled instead
 (pairs bootstrap, percentile intervals).
 
+The fit is held to honest standards (:func:`analysis.curveforms.power_law_warnings`):
+a falling metric fitted by a curve that rises, is unbounded below or leaves its
+range, and a held-out error more than 3x the in-sample one, are warnings. The
+metric's range comes from ``bounded`` or :func:`analysis.formfit.detect_bounds`.
+
 Measured on :mod:`analysis.simulate` (``tests/test_analysis_calibration.py``):
 95 % intervals of the exponent cover the generating one in 92-98 % of
 replications with the learning_curve.yaml design at the digits noise level.
@@ -18,13 +23,14 @@ replications with the learning_curve.yaml design at the digits noise level.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
 from analysis import cells as cl
 from analysis import tables
+from analysis.curveforms import power_law_warnings
 from analysis.errors import AnalysisError
 from analysis.frontier import Frontier, frontier
 from analysis.powerlaw import PowerLawFit, fit_power_law
@@ -68,6 +74,24 @@ class CurveFit:
     """Warnings about the input (duplicates, batches above n_train)."""
     message: str = ""
     """Why there is no fit."""
+    bounds: object = None
+    """The metric's range (:class:`analysis.formfit.Bounds`), or None (see ``bounds_note``)."""
+    bounds_note: str = ""
+    """Why the range is unknown."""
+    warnings: tuple[str, ...] = ()
+    """About the power-law fit: it rises, is unbounded below or leaves the metric's range; its
+    held-out error is more than 3x its in-sample error, or undefined."""
+    seeded: bool = False
+    """Whether the frontier has clustered seed replicates (the power law's intervals use them)."""
+    replicates: np.ndarray = field(default=None, repr=False, compare=False)
+    """Clustered seed-bootstrap replicates of ``y`` (winners chosen again), ``(R, len(x))``."""
+    family: object = None
+    """A curve family fitted to the frontier (:class:`analysis.formfit.FormFit`): the one named
+    by ``--form``, or auto's choice, which makes the default extrapolation check."""
+    family_note: str = ""
+    """Why there is no family fit."""
+    prediction: object = None
+    """Predictions of ``family`` (:class:`analysis.prediction.Prediction`), when asked for."""
 
     def to_dict(self) -> dict:
         """Plain Python values."""
@@ -79,14 +103,21 @@ class CurveFit:
                 "outcomes": self.outcomes, "flagged": list(self.flagged),
                 "dropped": list(self.dropped), "notes": list(self.notes),
                 "fit": None if self.fit is None else self.fit.to_dict(),
-                "message": self.message}
+                "message": self.message, "warnings": list(self.warnings),
+                "bounds": None if self.bounds is None else self.bounds.to_dict(),
+                "bounds_note": self.bounds_note,
+                "family": None if self.family is None else self.family.to_dict(),
+                "family_note": self.family_note,
+                "prediction": None if self.prediction is None else self.prediction.to_dict()}
 
 
 def fit_learning_curves(trials: pa.Table, *, x: str = "n_train", metric: str = "test_loss",
                         by=(), where: dict | None = None, sweep: str | None = None,
                         offset: bool = True, n_boot: int = 1000, level: float = 0.95,
                         delta: float | None = None, holdout: int | None = None, seed: int = 0,
-                        resample: str = "auto") -> list[CurveFit]:
+                        resample: str = "auto", maximize: bool | None = None,
+                        bounded: tuple[float, float] | None = None,
+                        power_law: bool = True) -> list[CurveFit]:
     """Fit :math:`y = a x^b + c` to the frontier of each group of a sweep.
 
     Parameters
@@ -111,6 +142,13 @@ def fit_learning_curves(trials: pa.Table, *, x: str = "n_train", metric: str = "
     resample : {"auto", "seeds", "points"}
         Bootstrap unit: seeds (clustered across every x and configuration;
         ``auto`` when there are two or more), or the points themselves.
+    maximize : bool, optional
+        Whether larger is better; by default guessed from the name (``*acc*``).
+    bounded : (low, high), optional
+        The metric's range; by default [0, 1] when every frontier value lies in
+        it and the name says err/acc (:func:`analysis.formfit.detect_bounds`).
+    power_law : bool
+        Fit the power law (False when a curve family replaces it, ``--form``).
 
     Returns
     -------
@@ -139,7 +177,8 @@ def fit_learning_curves(trials: pa.Table, *, x: str = "n_train", metric: str = "
     out = []
     for key, idx in tables.groups(fr, prep.mask & np.isfinite(xs), tuple(by)):
         head = dict(group=dict(zip(by, key)), label=tables.label(by, key), x_name=x,
-                    metric=metric, maximize=tables.maximize(metric),
+                    metric=metric,
+                    maximize=tables.maximize(metric) if maximize is None else bool(maximize),
                     outcomes=tables.count_by(outcome[idx]), notes=prep.notes)
         if not ok[idx].any():
             out.append(CurveFit(**head, over=(), x=(), y=(), n_seeds=(), chosen=(), fit=None,
@@ -148,13 +187,32 @@ def fit_learning_curves(trials: pa.Table, *, x: str = "n_train", metric: str = "
         front = frontier(fr, idx, (x,), y, outcome=outcome, maximize=head["maximize"],
                          n_boot=n_boot if resample != "points" else 0, rng=rng, sel=prep.sel,
                          sel_name=prep.sel_name)
-        fit, message = _fit(front, resample, rng, fit_options)
+        bounds, bounds_note = _bounds(metric, front.y, bounded, head["maximize"])
+        rng_range = None if bounds is None else (bounds.low, bounds.high)
+        fit, message, warn = None, "", ()
+        if power_law:
+            fit, message = _fit(front, resample, rng, {**fit_options, "bounds": rng_range})
+            warn = () if fit is None else tuple(power_law_warnings(fit, bounds, head["maximize"]))
         out.append(CurveFit(**head, over=front.over, x=tuple(front.points[:, 0].tolist()),
                             y=tuple(front.y.tolist()), n_seeds=tuple(front.n_seeds.tolist()),
                             chosen=front.chosen, selection=front.selection,
                             flagged=front.flagged, dropped=front.dropped, fit=fit,
-                            message=message))
+                            message=message, bounds=bounds, bounds_note=bounds_note,
+                            warnings=warn, seeded=front.replicates is not None,
+                            replicates=None if resample == "points" else front.replicates))
     return out
+
+
+def _bounds(metric, y, bounded, maximize):
+    """``(Bounds | None, why not)`` of the metric from its frontier values."""
+    from analysis.formfit import detect_bounds
+
+    if y.size == 0:
+        return None, "no points"
+    try:
+        return detect_bounds(metric, y, given=bounded, maximize=maximize), ""
+    except AnalysisError as e:
+        return None, str(e)
 
 
 def _check_columns(trials, x, by):

@@ -55,10 +55,12 @@ def fit_lines(fit) -> list[str]:
                  f"{fit.n_boot_failed} left out")
     hold = getattr(fit, "holdout", None)
     if hold is not None:
-        lines.append(f"  extrapolation: fit without x >= {g(min(hold.x))}, held-out RMSE of "
-                     f"log(pred/true) {g(hold.rmse_log)}")
+        rmse = "undefined" if hold.rmse_log is None else g(hold.rmse_log)
+        lines.append(f"  extrapolation ({fit.form}): fit without x >= {g(min(hold.x))}, on the "
+                     f"rest alone (Huber delta {g(hold.delta, 3)}), held-out RMSE of "
+                     f"log(pred/true) {rmse}, in-sample {g(hold.in_sample_rmse_log)}")
     elif getattr(fit, "holdout_note", ""):
-        lines.append(f"  extrapolation: none ({fit.holdout_note})")
+        lines.append(f"  extrapolation ({fit.form}): none ({fit.holdout_note})")
     lines += [f"  note: {n}" for n in fit.notes]
     return lines
 
@@ -95,7 +97,13 @@ def curve_lines(curves) -> list[str]:
         lines += flagged_lines(c.flagged)
         for d in c.dropped:
             lines.append(f"  dropped {_config(d['point'])}: {d['reason']}")
-        lines += fit_lines(c.fit) if c.fit is not None else [f"  no fit: {c.message}"]
+        if c.fit is not None:
+            lines += fit_lines(c.fit) + [f"  warning: {w}" for w in c.warnings]
+        elif c.message or c.family is None:
+            lines.append(f"  no fit: {c.message or c.family_note}")
+        if c.family is not None or c.family_note:
+            from analysis.formtext import curve_family_lines
+            lines += curve_family_lines(c, params=c.fit is None)
         lines.append("")
     return lines
 
@@ -106,8 +114,10 @@ def _config(cfg: dict) -> str:
 
 def group_rows(result) -> tuple[list[str], list[list[str]]]:
     """One row per B_opt group."""
-    head = ["group", "lr*N/(1-m)", "B_best", "B_opt", "CI low", "CI high", "g_opt", "seeds",
-            "trials", "status"]
+    rule = result.rule is not None
+    head = ["group"] + (["lr*N/(1-m)"] if rule else []) + [
+        f"{result.batch} best", f"{result.batch} opt", "CI low", "CI high"] + (
+        ["g_opt"] if rule else []) + ["seeds", "trials", "status"]
     rows = []
     for grp in result.groups:
         seeds = f"{min(grp.n_seeds)}-{max(grp.n_seeds)}" if grp.n_seeds else "0"
@@ -116,11 +126,12 @@ def group_rows(result) -> tuple[list[str], list[list[str]]]:
             why: dict = {}
             for f in grp.flagged:
                 kind = f["reason"].split(" on ")[0]
-                why.setdefault(kind, []).append(tables._fmt(f["batch_size"]))
-            status += "; left out: " + "; ".join(f"B={','.join(bs)} ({reason})"
+                why.setdefault(kind, []).append(tables._fmt(f[result.batch]))
+            status += "; left out: " + "; ".join(f"{result.batch}={','.join(bs)} ({reason})"
                                                  for reason, bs in why.items())
-        rows.append([grp.label, g(grp.rule_x), g(grp.b_best), g(grp.b_opt), g(grp.ci_low),
-                     g(grp.ci_high), g(grp.g_opt), seeds, outcomes_text(grp.outcomes), status])
+        rows.append([grp.label] + ([g(grp.rule_x)] if rule else []) + [
+            g(grp.b_best), g(grp.b_opt), g(grp.ci_low), g(grp.ci_high)] + (
+            [g(grp.g_opt)] if rule else []) + [seeds, outcomes_text(grp.outcomes), status])
     return head, rows
 
 
@@ -164,8 +175,11 @@ def bopt_lines(result) -> list[str]:
                  f"{result.metric} ({'max' if result.maximize else 'min'}imised); trials: "
                  f"{outcomes_text(result.outcomes)}")
     lines.append(f"selection: {result.selection}")
-    lines += rule_lines(result.rule) + [""]
-    return lines + text_table(*group_rows(result))
+    if result.rule is not None:
+        lines += rule_lines(result.rule)
+    else:
+        lines.append(f"rule check: none ({result.rule_note})")
+    return lines + [""] + text_table(*group_rows(result))
 
 
 def summary_rows(trials) -> tuple[list[str], list[list[str]]]:

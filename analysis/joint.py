@@ -118,8 +118,18 @@ def check_joint(n, d, y, n_name="N", d_name="D"):
     return n, d, y
 
 
+def solve_joint(n, d, y, delta: float | None):
+    """``(model, solution, delta)`` of the full fit, without intervals; ``delta=None`` chooses
+    the Huber threshold from these points (:func:`analysis.robust.fit_auto`)."""
+    X, ly = (np.log(n), np.log(d)), np.log(y)
+    with np.errstate(all="ignore"):
+        model, starts = _starts(X[0], X[1], ly, 1.0)
+    sol, delta = fit_auto(model, starts, X, ly, delta)
+    return model, sol, delta
+
+
 def fit_joint(n, d, y, *, replicates=None, n_boot: int = 1000, level: float = 0.95,
-              delta: float | None = None, seed: int = 0, n_name: str = "N",
+              delta: float | None = 1e-3, seed: int = 0, n_name: str = "N",
               d_name: str = "D", resampling=None) -> JointFit:
     r"""Fit :math:`L(N, D) = E + A/N^\alpha + B/D^\beta` robustly with bootstrap intervals.
 
@@ -130,8 +140,12 @@ def fit_joint(n, d, y, *, replicates=None, n_boot: int = 1000, level: float = 0.
     replicates : array_like, shape (R, n), optional
         Bootstrap replicates of ``y`` (e.g. resampled seeds); otherwise the
         pairs bootstrap draws ``n_boot`` resamples of the points.
-    n_boot, level, delta, seed
+    n_boot, level, seed
         As in :func:`analysis.powerlaw.fit_power_law`.
+    delta : float or None
+        Huber threshold on log residuals: 1e-3 by default, the published recipe
+        (Hoffmann et al. 2022; Besiroglu et al. 2024); None chooses it from the
+        residual scale (:func:`analysis.robust.auto_delta`).
     n_name, d_name : str
         Names for messages and output.
     resampling : analysis.cells.Resampling, optional
@@ -147,9 +161,7 @@ def fit_joint(n, d, y, *, replicates=None, n_boot: int = 1000, level: float = 0.
         raise AnalysisError(f"replicates must have shape (R, {y.size}), "
                             f"got {np.shape(replicates)}")
     X, ly = (np.log(n), np.log(d)), np.log(y)
-    with np.errstate(all="ignore"):
-        model, starts = _starts(X[0], X[1], ly, 1.0)
-    sol, delta = fit_auto(model, starts, X, ly, delta)
+    model, sol, delta = solve_joint(n, d, y, delta)
     onehots = [np.unique(v, return_inverse=True)[1] for v in (n, d)]
     onehots = [inv[:, None] == np.arange(inv.max() + 1) for inv in onehots]
 
@@ -166,7 +178,7 @@ def fit_joint(n, d, y, *, replicates=None, n_boot: int = 1000, level: float = 0.
 
 def fit_joint_table(table: pa.Table, *, n: str, d: str, loss: str, where: dict | None = None,
                     sweep: str | None = None, n_boot: int = 1000, level: float = 0.95,
-                    delta: float | None = None, seed: int = 0) -> tuple[JointFit, dict]:
+                    delta: float | None = 1e-3, seed: int = 0) -> tuple[JointFit, dict]:
     """Joint fit from a table; returns ``(fit, outcomes)`` with trial counts by outcome.
 
     A table with a ``status`` column is treated as a sweep: failed and

@@ -48,18 +48,23 @@ def plot_curves(curves) -> Figure:
         if x.size == 0:
             continue
         positive &= bool(np.all(y > 0))
-        fit = curve.fit
+        fit, fam = curve.fit, getattr(curve, "family", None)
         label = curve.label if fit is None else f"{curve.label}: {_ci(fit, 'b')}"
+        if fit is None and fam is not None:
+            label = f"{curve.label}: {fam.form}"
         held = np.zeros(x.size, bool)
-        if fit is not None and fit.holdout is not None:
-            held = np.isin(x, fit.holdout.x)
+        hold = fit.holdout if fit is not None else (fam.holdout if fam is not None else None)
+        if hold is not None:
+            held = np.isin(x, hold.x)
         ax.plot(x[~held], y[~held], "o", color=color, label=label)
         ax.plot(x[held], y[held], "o", mfc="none", color=color)
+        grid = np.geomspace(x.min(), x.max() * 1.5, 200)
         if fit is not None:
-            grid = np.geomspace(x.min(), x.max() * 1.5, 200)
             lo, hi = fit.band(grid)
             ax.plot(grid, fit.predict(grid), "-", color=color, lw=1.5)
             ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0)
+        elif fam is not None:  # undefined values are NaN: gaps, never numbers
+            ax.plot(grid, fam.predict(grid), "-", color=color, lw=1.5)
     ax.set_xscale("log")
     ax.set_yscale("log" if positive else "linear")
     if curves:
@@ -102,6 +107,8 @@ def plot_bopt(result) -> Figure:
     edge groups are hollow triangles at their one-sided bound (pointing the way the
     optimum lies); groups with too few batch sizes are crosses.
     """
+    if result.rule is None or not any(g.rule_x > 0 for g in result.groups):
+        return _plot_bopt_groups(result)
     fig, ax = _fig()
     used = [g for g in result.groups if g.status == "ok" and g.b_opt > 0]
     flagged = [g for g in result.groups if g.status != "ok" and g.b_best > 0]
@@ -140,6 +147,59 @@ def plot_bopt(result) -> Figure:
     if used or flagged:
         ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def _plot_bopt_groups(result) -> Figure:
+    """B_opt of each group (one point each, edge groups hollow), when the rule is not checked."""
+    fig, ax = _fig()
+    pos = np.arange(len(result.groups))
+    for i, g in zip(pos, result.groups):
+        value = g.b_opt if g.status == "ok" else (g.bound if g.status == "edge" else g.b_best)
+        if not value > 0:
+            continue
+        mark = "o" if g.status == "ok" else ("^" if g.side == "high" else "v" if g.side else "x")
+        ax.plot([i], [value], mark, color="C0" if g.status == "ok" else "C3",
+                mfc=None if g.status == "ok" else "none")
+        if g.status == "ok" and np.isfinite(g.ci_low) and np.isfinite(g.ci_high):
+            ax.plot([i, i], [g.ci_low, g.ci_high], "-", color="C0", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(pos)
+    ax.set_xticklabels([g.label for g in result.groups], rotation=60, ha="right", fontsize=6)
+    ax.set_ylabel(f"{result.batch} opt (best {result.metric})")
+    ax.set_title(_wrap(f"B_opt per group; {result.rule_note or 'no noise scale to plot against'}"),
+                 fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def plot_over(result) -> Figure:
+    """B_opt and lr_opt of each cell against the last and first scale column, with the laws.
+
+    Interior optima are filled; edge ones hollow triangles at their one-sided bound.
+    """
+    fig = Figure(figsize=(9.6, 4.2), dpi=110, layout="constrained")
+    for k, (target, attr, side_attr) in enumerate((("B_opt", "b_opt", "b_side"),
+                                                    ("lr_opt", "lr_opt", "lr_side"))):
+        ax = fig.add_subplot(1, 2, k + 1)
+        col = result.scale[-1] if target == "B_opt" else result.scale[0]
+        if col in result.axes:
+            for c in result.cells:
+                side = getattr(c, side_attr)
+                mark = {"": "o", "low": "v", "high": "^"}.get(side)
+                if mark and getattr(c, attr) > 0:
+                    ax.plot([c.key[col]], [getattr(c, attr)], mark, color="C0" if not side
+                            else "C3", mfc=None if not side else "none")
+        law = next(l for l in result.laws if l.target == target)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(col)
+        ax.set_ylabel(f"{target} ({result.batch if target == 'B_opt' else result.lr})")
+        name = f"exponent of {col}"
+        if name in law.names:
+            v, lo, hi = law.param(name)
+            ax.set_title(f"{target}: exponent of {col} {v:.3g} [{lo:.3g}, {hi:.3g}]", fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
     return fig
 
 

@@ -101,12 +101,26 @@ class Holdout:
 
     x: tuple[float, ...]
     """Held-out ``x`` values (the largest distinct ones)."""
-    rmse_log: float
-    r""":math:`\sqrt{\mathrm{mean}\,\log(\hat y/y)^2}` over held-out points."""
+    rmse_log: float | None
+    r""":math:`\sqrt{\mathrm{mean}\,\log(\hat y/y)^2}` over held-out points; None when a
+    held-out prediction is undefined (<= 0, or outside the metric's bounds)."""
     params: tuple[float, ...]
     """Parameters of the fit without the held-out points."""
     converged: bool
     """Whether that fit converged."""
+    in_sample_rmse_log: float = float("nan")
+    """RMSE of log(pred/true) of that fit on the points it was fitted to."""
+    delta: float = float("nan")
+    """Huber threshold of that fit (given, or chosen on the remaining points only)."""
+    n_undefined: int = 0
+    """Held-out predictions that are undefined."""
+
+    @property
+    def ratio(self) -> float | None:
+        """Held-out over in-sample RMSE-log; None when either is undefined."""
+        if self.rmse_log is None or not self.in_sample_rmse_log > 0:
+            return None
+        return self.rmse_log / self.in_sample_rmse_log
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,9 +145,14 @@ class PowerLawFit(ScalingFit):
         return self._band((np.log(np.asarray(x, float)),), level)
 
     def to_dict(self) -> dict:
-        hold = None if self.holdout is None else {
-            "x": [float(v) for v in self.holdout.x], "rmse_log": num(self.holdout.rmse_log),
-            "params": [num(v) for v in self.holdout.params], "converged": self.holdout.converged}
+        h = self.holdout
+        hold = None if h is None else {
+            "form": self.form, "x": [float(v) for v in h.x],
+            "rmse_log": None if h.rmse_log is None else num(h.rmse_log),
+            "in_sample_rmse_log": num(h.in_sample_rmse_log),
+            "ratio": None if h.ratio is None else num(h.ratio), "n_undefined": h.n_undefined,
+            "delta": num(h.delta), "params": [num(v) for v in h.params],
+            "converged": h.converged}
         return {**super().to_dict(), "n_distinct_x": self.n_distinct_x, "holdout": hold,
                 "holdout_note": self.holdout_note}
 
@@ -203,7 +222,16 @@ def _full_fit(x, y, offset: bool, delta: float | None):
     return model, sol, delta
 
 
-def _holdout(x, y, offset, delta, n_params, holdout):
+def natural_curve(params, x, offset: bool) -> np.ndarray:
+    """:math:`a x^b (+ c)` at ``x`` from natural parameters, unclamped (may be <= 0)."""
+    x = np.asarray(x, float)
+    with np.errstate(all="ignore"):
+        return params[0] * x ** params[1] + (params[2] if offset else 0.0)
+
+
+def _holdout(x, y, offset, delta, n_params, holdout, bounds=None):
+    """Refit without the ``holdout`` largest distinct x (Huber delta: the caller's, or chosen on
+    the remaining points only) and score them; undefined predictions make the RMSE None."""
     xs = np.unique(x)
     k = max(1, int(round(0.2 * xs.size))) if holdout is None else int(holdout)
     if k <= 0:
@@ -213,18 +241,27 @@ def _holdout(x, y, offset, delta, n_params, holdout):
                       f"{n_params} parameters")
     cut = xs[-k]
     train = x < cut
-    model, sol, _ = _full_fit(x[train], y[train], offset, delta)
-    with np.errstate(all="ignore"):
-        f, _ = model.log_pred(sol.theta[None, :], (np.log(x[~train]),), jac=False)
-    rmse = float(np.sqrt(np.mean((f[0] - np.log(y[~train])) ** 2)))
+    model, sol, used = _full_fit(x[train], y[train], offset, delta)
     params = tuple(float(v) for v in model.natural(sol.theta)[0])
+    pred = natural_curve(params, x[~train], offset)
+    low, high = bounds if bounds is not None else (0.0, None)
+    ok = np.isfinite(pred) & (pred > 0) & (pred >= low)
+    if high is not None:
+        ok &= pred <= high
+    with np.errstate(all="ignore"):
+        rmse = float(np.sqrt(np.mean((np.log(pred) - np.log(y[~train])) ** 2))) if ok.all() \
+            else None
+        inside = natural_curve(params, x[train], offset)
+        in_rmse = float(np.sqrt(np.mean((np.log(inside) - np.log(y[train])) ** 2))) \
+            if np.all(inside > 0) else float("nan")
     return Holdout(x=tuple(float(v) for v in xs[-k:]), rmse_log=rmse, params=params,
-                   converged=bool(sol.converged)), ""
+                   converged=bool(sol.converged), in_sample_rmse_log=in_rmse, delta=used,
+                   n_undefined=int((~ok).sum())), ""
 
 
 def fit_power_law(x, y, *, offset: bool = True, replicates=None, n_boot: int = 1000,
                   level: float = 0.95, delta: float | None = None, holdout: int | None = None,
-                  seed: int = 0, resampling=None) -> PowerLawFit:
+                  seed: int = 0, resampling=None, bounds=None) -> PowerLawFit:
     """Fit :math:`y = a x^b + c` (or :math:`a x^b`) robustly, with bootstrap intervals.
 
     Parameters
@@ -248,13 +285,18 @@ def fit_power_law(x, y, *, offset: bool = True, replicates=None, n_boot: int = 1
         1e-3) and reported.
     holdout : int, optional
         Largest distinct ``x`` values to hold out for the extrapolation check;
-        default 20 % of them (at least 1); 0 turns it off.
+        default 20 % of them (at least 1); 0 turns it off. The check's Huber
+        threshold is ``delta`` when given, else chosen on the remaining points
+        only, like its parameters.
     seed : int
         Seed of the resampling generator.
     resampling : analysis.cells.Resampling, optional
         For ``replicates`` from the clustered seed bootstrap: intervals are the
         estimate +- a t quantile times the rescaled bootstrap sd instead of
         percentiles.
+    bounds : (low, high), optional
+        The metric's range (``high`` None when unbounded above): a held-out
+        prediction outside it, or <= 0, is undefined and so is the check's RMSE.
 
     Returns
     -------
@@ -271,6 +313,7 @@ def fit_power_law(x, y, *, offset: bool = True, replicates=None, n_boot: int = 1
                                    or np.shape(replicates)[1] != x.size):
         raise AnalysisError(f"replicates must have shape (R, {x.size}), "
                             f"got {np.shape(replicates)}")
+    given = delta
     model, sol, delta = _full_fit(x, y, offset, delta)
     X, ly = (np.log(x),), np.log(y)
     inverse = np.unique(x, return_inverse=True)[1]
@@ -281,7 +324,7 @@ def fit_power_law(x, y, *, offset: bool = True, replicates=None, n_boot: int = 1
 
     boot = bootstrap(model, sol.theta, X, ly, delta=delta, replicates=replicates,
                      n_boot=n_boot, seed=seed, well_posed=well_posed)
-    hold, note = _holdout(x, y, offset, delta, p, holdout)
+    hold, note = _holdout(x, y, offset, given, p, holdout, bounds)
     return PowerLawFit(form="a*x^b + c" if offset else "a*x^b", names=("a", "b", "c")[:p],
                        **summarise(model, sol, boot, X, ly, level=level, delta=delta,
                                    resampling=resampling if replicates is not None else None),

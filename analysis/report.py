@@ -71,7 +71,11 @@ def _summary(trials) -> str:
 
 
 def _curves(trials, x, metric, by, n_boot, offset=True) -> tuple[str, list]:
+    from analysis.curveforms import add_forms
+    from analysis.formtext import curve_family_lines
+
     curves = fit_learning_curves(trials, x=x, metric=metric, by=by, n_boot=n_boot, offset=offset)
+    curves = add_forms(curves, n_boot=n_boot)  # auto's choice and every family's score
     parts = [_img(plots.plot_curves(curves), f"{metric} vs {x}")]
     parts += [_p(n, "msg") for n in (curves[0].notes if curves else ())]
     for c in curves:
@@ -86,7 +90,14 @@ def _curves(trials, x, metric, by, n_boot, offset=True) -> tuple[str, list]:
         if c.fit is None:
             parts.append(_p(f"no fit: {c.message}", "msg"))
             continue
-        parts.append("<pre>" + html.escape("\n".join(fmt.fit_lines(c.fit))) + "</pre>")
+        lines = fmt.fit_lines(c.fit) + [f"  warning: {w}" for w in c.warnings]
+        parts.append("<pre>" + html.escape("\n".join(lines)) + "</pre>")
+        family = curve_family_lines(c, params=False)
+        if family:
+            parts.append(_p("Curve families: the extrapolation check of auto, which chooses by "
+                            "rolling-origin validation on the fitted points (every family's "
+                            "score below; the exponent above stays the power law's)", "note"))
+            parts.append("<pre>" + html.escape("\n".join(family)) + "</pre>")
     return "".join(parts), curves
 
 
@@ -104,12 +115,15 @@ def _fitted_values(curves) -> str:
 
 def _bopt(trials, metric, n_boot, by=()) -> str:
     result = find_bopt(trials, metric=metric, n_boot=n_boot, by=by)
-    v = result.rule.verdict
-    parts = [_p(f"verdict: {v.label}: {v.reason}", "" if v.label != "inconclusive" else "msg"),
-             _p(f"selection: {result.selection}", "note")] + [_p(n, "msg") for n in result.notes]
-    parts += [_img(plots.plot_bopt(result), "B_opt against lr*N/(1-m)"),
-              "<pre>" + html.escape("\n".join(fmt.rule_lines(result.rule))) + "</pre>",
-              _table(*fmt.group_rows(result))]
+    if result.rule is not None:
+        v = result.rule.verdict
+        parts = [_p(f"verdict: {v.label}: {v.reason}", "" if v.label != "inconclusive" else "msg")]
+        rule = ["<pre>" + html.escape("\n".join(fmt.rule_lines(result.rule))) + "</pre>"]
+    else:
+        parts, rule = [_p(f"rule check: none ({result.rule_note})", "msg")], []
+    parts += [_p(f"selection: {result.selection}", "note")] + [_p(n, "msg") for n in result.notes]
+    parts += [_img(plots.plot_bopt(result), "B_opt against lr*N/(1-m)")] + rule + [
+        _table(*fmt.group_rows(result))]
     return "".join(parts)
 
 
@@ -212,14 +226,17 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
 
 
 def write_report(root: str, out: str, *, sweep: str | None = None, axes=(), seed: str | None = None,
-                 **options) -> str:
+                 filter: str | None = None, **options) -> str:
     """Load the store at ``root``, build the page and write it to ``out``; return ``out``.
 
     A root with several sweeps needs ``sweep`` (one of them) or ``by`` with ``sweep``
     in it (every section split by sweep); otherwise :class:`AnalysisError` names them.
     ``axes``/``seed`` declare a CSV or Parquet table's configuration and replicate columns
-    (:func:`analysis.tables.declare`).
+    (:func:`analysis.tables.declare`); ``filter`` is an SQL expression rows must satisfy
+    (:mod:`analysis.sqlfilter`).
     """
+    from analysis.sqlfilter import apply_filter
+
     import pyarrow.compute as pc
 
     folder = os.path.dirname(os.path.abspath(out))
@@ -232,6 +249,7 @@ def write_report(root: str, out: str, *, sweep: str | None = None, axes=(), seed
         trials, curves = tables.load_sweep(root)
     trials = tables.declare(trials, axes=axes, seed=seed,
                             named=(options.get("x"), options.get("metric"), options.get("bopt_metric")))
+    trials = apply_filter(trials, filter)
     fr = {"sweep": np.array(trials.column("sweep").to_pylist(), dtype=object)} \
         if "sweep" in trials.column_names else {}
     if sweep is not None:

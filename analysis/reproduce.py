@@ -58,8 +58,10 @@ def measure(root: str, *, metric: str = "error", n_boot: int = 1000) -> dict:
             continue
         out[key] = {name: _estimate(*fit.param(name)) for name in fit.names}
         out[key].update(converged=bool(fit.converged), n_points=int(fit.n_points),
-                        holdout_rmse_log=None if fit.holdout is None else float(fit.holdout.rmse_log))
+                        holdout_rmse_log=None if fit.holdout is None else fit.holdout.rmse_log)
     result = find_bopt(bopt_trials, metric="test_acc", n_boot=n_boot)
+    if result.rule is None:
+        raise AnalysisError(f"the bopt_rule sweep cannot test the rule: {result.rule_note}")
     rule = result.rule.to_dict()
     out["bopt"] = {k: rule[k] for k in ("verdict", "exponents", "not_estimated", "slope", "r2",
                                        "g_opt", "joint_test", "margin")}

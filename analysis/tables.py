@@ -288,14 +288,34 @@ def parse_cols(text: str | None) -> list[str]:
     return [c.strip() for c in (text or "").split(",") if c.strip()]
 
 
-def parse_where(text: str | None) -> dict[str, str]:
-    """``"lr=0.1,batch_size=32"`` -> ``{"lr": "0.1", "batch_size": "32"}``."""
-    out = {}
-    for part in parse_cols(text):
-        if "=" not in part:
-            raise AnalysisError(f"--where wants COL=VALUE pairs separated by commas, got {part!r}")
-        key, value = (s.strip() for s in part.split("=", 1))
-        out[key] = value
+def parse_where(text, columns=()) -> dict[str, str]:
+    """``--where`` flags to ``{column: value}``.
+
+    ``text`` is one string or a list of them (the flag repeated). Within one string,
+    ``COL=VALUE`` pairs are separated by commas, but only a comma followed by
+    ``NAME=`` with ``NAME`` a column of the table (any identifier when ``columns`` is
+    empty) starts a new pair, so values may contain commas:
+    ``"Model=28 Enc, 6 Dec"`` is one pair, ``"lr=0.1,batch_size=32"`` two.
+    """
+    import re
+
+    items = [text] if isinstance(text, str) or text is None else list(text)
+    names = sorted((str(c) for c in columns), key=len, reverse=True)
+    key = "|".join(re.escape(c) for c in names) if names else r"[A-Za-z_][\w.]*"
+    split = re.compile(rf",(?=\s*(?:{key})\s*=)")
+    out: dict[str, str] = {}
+    for item in items:
+        for part in split.split(item or ""):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise AnalysisError(f"--where wants COL=VALUE (repeat the flag, or separate pairs "
+                                    f"with commas), got {part.strip()!r}")
+            k, value = (s.strip() for s in part.split("=", 1))
+            if k in out and out[k] != value:
+                raise AnalysisError(f"--where names {k!r} twice ({out[k]!r} and {value!r}); a "
+                                    f"row has one value: use --filter \"{k} IN (...)\" for either")
+            out[k] = value
     return out
 
 

@@ -111,3 +111,48 @@ def test_help_lists_every_flag(capsys):
     out = capsys.readouterr().out
     for flag in ("--n", "--d", "--loss", "--flops", "--boot", "--level", "--delta", "--json"):
         assert flag in out
+
+
+def _store_sweep(tmp_path, alpha=0.34, beta=0.28):
+    """A results store (its schema, written as a sweep) with an IsoFLOP design, two learning
+    rates (the worse one 5 % above), two seeds, stored train_flops = 8*N*D and a diverged trial."""
+    from analysis.synthetic import write_store
+    from analysis.tables import from_store
+    from scaling.store import TRIALS_SCHEMA
+
+    n, d, loss = isoflop(alpha, beta, noise=0.005, seed=7, per_budget=7)
+    rng = np.random.default_rng(8)
+    rows = []
+    for i, (nn, dd, ll) in enumerate(zip(n, d, loss)):
+        for lr, worse in ((0.1, 1.0), (0.3, 1.05)):
+            for s in (0, 1):
+                value = ll * worse * np.exp(0.003 * rng.standard_normal())
+                bad = i == 3 and lr == 0.3 and s == 1
+                rows.append({"sweep": "isoflop", "trial_id": f"t{len(rows)}",
+                             "run_id": f"r{len(rows)}", "status": "diverged" if bad else "ok",
+                             "task": "lm", "model": "transformer", "width": i, "depth": 2,
+                             "n_train": int(dd), "batch_size": 32, "lr": lr, "seed": s,
+                             "examples_seen": int(dd), "n_params": int(nn),
+                             "train_flops": 8.0 * int(nn) * int(dd),
+                             "test_loss": float("nan") if bad else float(value),
+                             "val_loss": float("nan") if bad else float(value * (1 + 1e-3 * s))})
+    root = tmp_path / "store"
+    write_store(from_store(pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA)), str(root))
+    return root
+
+
+def test_on_the_projects_own_sweep_it_uses_the_stored_train_flops(tmp_path, capsys):
+    root = _store_sweep(tmp_path)
+    assert main(["compute-optimal", str(root), "--n", "n_params", "--d", "examples_seen",
+                 "--loss", "test_loss", "--boot", "100", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "train_flops" in data["flops_source"]
+    assert abs(data["a3"] - 0.28 / 0.62) < 0.03 and data["a2"] is not None
+    assert len(data["budgets"]) == 5
+    for b, c in zip(data["budgets"], np.logspace(18, 22, 5)):
+        assert b["flops"] == pytest.approx(8 / 6 * c, rel=0.02)  # the stored C, not 6*N*D
+    note = data["notes"][0]
+    assert "lr: chosen on val_loss" in note and "diverged 1" in note  # frontier over the others
+    assert main(["compute-optimal", str(root), "--n", "n_params", "--d", "examples_seen",
+                 "--loss", "test_loss", "--boot", "50", "--where", "lr=0.3"]) == 0
+    assert "Approach 2" in capsys.readouterr().out
