@@ -109,7 +109,7 @@ def critical_batch(trials: pa.Table, curves: pa.Table, *, targets, metric: str =
                      "counterpart in the curves, so the steps are slightly optimistic")
     notes.append("steps to target: log step interpolated linearly in the metric between the eval "
                  "points around the first crossing (log-spaced eval points keep this precise)")
-    bopt = _bopt(trials, metric, where, sweep, n_boot, level, seed, axes) if with_bopt and not tune_lr else {}
+    bopt = _bopt(trials, metric, where, sweep, n_boot, level, seed, axes, tune_lr) if with_bopt else {}
     out = []
     for key, idx in cl.groups(fr, rows, axes):
         label = tables.label(axes, key)
@@ -215,19 +215,24 @@ def _b_simple(per_trial, idx, k) -> tuple[float, int]:
     return (float(np.mean(vals)), len(vals)) if vals else (np.nan, 0)
 
 
-def _bopt(trials, metric, where, sweep, n_boot, level, seed, axes) -> dict:
-    """{group key: Estimate of B_opt} from analysis.bopt (same groups: every axis but B and seed)."""
-    from analysis.bopt import find_bopt
-
+def _bopt(trials, metric, where, sweep, n_boot, level, seed, axes, tune_lr) -> dict:
+    """{group key: Estimate of B_opt} of the same groups: analysis.bopt with a fixed lr; the joint
+    (lr, B) optimum of analysis.boptover when lr is tuned."""
     try:
+        if tune_lr:
+            from analysis.boptover import find_joint_optimum
+
+            res = find_joint_optimum(trials, metric=metric, batch="batch_size", lr="lr", scale=axes[:1] or ("n_train",),
+                                     where=where, sweep=sweep, n_boot=n_boot, level=level, seed=seed)
+            return {tuple(_key(c.key.get(a)) for a in axes): Estimate(value=c.b_opt, ci_low=c.b_ci[0], ci_high=c.b_ci[1])
+                    for c in res.cells}
+        from analysis.bopt import find_bopt
+
         res = find_bopt(trials, metric=metric, where=where, sweep=sweep, n_boot=n_boot, level=level, seed=seed)
     except AnalysisError:
         return {}
-    out = {}
-    for g in res.groups:
-        key = tuple(_key(g.key.get(a)) for a in axes)
-        out[key] = Estimate(value=g.b_opt, ci_low=g.ci_low, ci_high=g.ci_high)
-    return out
+    return {tuple(_key(g.key.get(a)) for a in axes): Estimate(value=g.b_opt, ci_low=g.ci_low, ci_high=g.ci_high)
+            for g in res.groups}
 
 
 def _key(v):
