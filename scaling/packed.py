@@ -42,7 +42,7 @@ import torch
 
 from scaling.loop import run_members
 from scaling.packing import (EVAL_BLOCK_BYTES, INDEX_BLOCK_BYTES, PACKABLE_MODELS,  # noqa: F401
-                             _layer_dims, can_pack, estimate_pack_bytes, pack_key)
+                             _layer_dims, can_pack, choose_backend, estimate_pack_bytes, pack_key)
 from scaling.schema import as_trial
 from scaling.tasks import load_task
 from scaling.train import BatchStream, build_model, flops_per_example, subset_indices
@@ -60,6 +60,8 @@ class StackedBackend:
 
     def __init__(self, trials, device: str = "cpu"):
         ok, why = can_pack(trials)
+        if ok and choose_backend(trials)[0] != "stacked":
+            ok, why = False, f"the stacked backend cannot train {choose_backend(trials)[1]}; use the vmap backend"
         if not ok:
             raise ValueError(f"cannot run these trials as one pack: {why}")
         data = load_task(trials[0].task)
@@ -317,18 +319,26 @@ def _cross_entropy(logits: torch.Tensor, y: torch.Tensor, probs: bool = True):
     return losses, e.div_(total) if probs else None
 
 
-def run_pack(trials, *, device: str = "cpu", on_result=None, return_params: bool = False) -> list[dict]:
-    """Train trials together as one vectorised model; one result per trial, in input order.
+def run_pack(trials, *, device: str = "cpu", on_result=None, return_params: bool = False,
+             backend: str | None = None) -> list[dict]:
+    """Train trials together as one pack; one result per trial, in input order.
 
     Each result is what ``run_trial`` returns for that trial alone, ``{"trial": row,
-    "curves": [...]}``, with ``engine`` ``"packed"``, ``backend`` ``"stacked"`` and ``wall_s``
-    the pack's elapsed time when the member finished. ``on_result(result)`` is called as
-    each member finishes or diverges, so a caller can store it before the pack ends. With
-    ``return_params`` each result also holds ``"params"``, the member's final weights named
-    as in ``build_model(...).state_dict()`` (for tests).
+    "curves": [...]}``, with ``engine`` ``"packed"``, ``backend`` the one that trained it and
+    ``wall_s`` the pack's elapsed time when the member finished. ``backend`` is
+    ``choose_backend(trials)``'s unless given: ``"stacked"`` (this module) for the MLP on
+    features, ``"vmap"`` (scaling.vmapped) for any other model, loss or metrics.
+    ``on_result(result)`` is called as each member finishes or diverges, so a caller can store
+    it before the pack ends. With ``return_params`` each result also holds ``"params"``, the
+    member's final weights named as in its model's ``state_dict()`` (for tests).
     Raises ``ValueError`` if ``can_pack(trials)`` says no. Uses the caller's torch
     threads; on CPU one thread per pack (and one pack per core) is fastest.
     """
     trials = [as_trial(t) for t in trials]
-    return run_members(trials, lambda ts: StackedBackend(ts, device), engine="packed",
-                       on_result=on_result, return_params=return_params)
+    if (backend or choose_backend(trials)[0]) == "vmap":
+        from scaling.vmapped import VmapBackend
+
+        factory = lambda ts: VmapBackend(ts, device)  # noqa: E731
+    else:
+        factory = lambda ts: StackedBackend(ts, device)  # noqa: E731
+    return run_members(trials, factory, engine="packed", on_result=on_result, return_params=return_params)
