@@ -21,6 +21,7 @@ import torch
 
 import scaling.packed as packed
 from scaling.packed import can_pack, estimate_pack_bytes, pack_key, run_pack
+from scaling.schema import as_trial
 from scaling.store import Store, load_tables
 from scaling.train import eval_steps, run_trial, total_steps
 
@@ -152,10 +153,10 @@ def test_can_pack_names_what_differs():
     assert not ok and "model width (32, 64)" in why
     ok, why = can_pack([BASE, {**BASE, "task": {"name": "teacher"}}])
     assert not ok and "task" in why
-    ok, why = can_pack([{**BASE, "model": {"name": "cnn", "width": 8, "depth": 1}}])
-    assert not ok and "'cnn' cannot be packed" in why
-    ok, why = can_pack([{**BASE, "metrics": {"noise_scale": True}}])
-    assert not ok and "single engine" in why
+    ok, why = can_pack([BASE, {**BASE, "metrics": {"noise_scale": True}}])
+    assert not ok and "metrics" in why
+    with pytest.raises(ValueError, match="stacked backend cannot train model 'cnn'"):
+        packed.StackedBackend([as_trial({**BASE, "model": {"name": "cnn", "width": 8, "depth": 1}})])
     assert can_pack([]) == (False, "no trials to pack")
     assert pack_key(BASE) == pack_key(MIXED[2]) != pack_key({**BASE, "batch_size": 32})
     with pytest.raises(ValueError, match="batch_size"):
