@@ -29,7 +29,8 @@ class Unit:
 
 
 def plan(trials: list[dict], *, engine: str, slots: int, memory_bytes: int,
-         max_members: int = 128, footprints: dict | None = None, log=print) -> list[Unit]:
+         max_members: int = 128, footprints: dict | None = None, problems: dict | None = None,
+         log=print) -> list[Unit]:
     """Group ``trials`` into units.
 
     Parameters
@@ -41,6 +42,8 @@ def plan(trials: list[dict], *, engine: str, slots: int, memory_bytes: int,
     max_members : the most trials in one pack
     footprints : model footprints measured on the workers, keyed by (task JSON, model JSON)
         (scaling.vmapped.footprint); a vmap group without one is measured here
+    problems : what the workers found when they tried vmap on plug-in models, keyed the same
+        way (None: they did not report, so the models are tried here)
     """
     if engine == "single":
         return [Unit((t,), "single") for t in trials]
@@ -50,7 +53,12 @@ def plan(trials: list[dict], *, engine: str, slots: int, memory_bytes: int,
     units: list[Unit] = []
     packed: dict[str, list] = {}  # backend -> [trials, packs, why]
     for key, members in groups.items():
-        ok, why = can_pack(members)
+        if len(members) == 1:  # a pack of one trains alone
+            units.append(Unit(tuple(members), "single"))
+            continue
+        ok, why = can_pack(members, check_vmap=problems is None)
+        if ok and problems and problems.get(key[:2]):
+            ok, why = False, f"task {members[0].task['name']!r}: {problems[key[:2]]}"
         if not ok:
             log(f"engine: {len(members)} trials run single, not packed: {why}")
             units += [Unit((t,), "single") for t in members]

@@ -224,10 +224,11 @@ def _warm_up(cfg: SweepConfig, pending: list, capacity: int, device: str, thread
     import json
 
     from cluster.warmup import warm_up
-    from scaling.packing import choose_backend
+    from scaling.packing import choose_backend, needs_vmap_check
 
     specs = {json.dumps(t.model_spec, sort_keys=True): t for t in pending}
-    models = [t.model_spec for t in specs.values() if choose_backend([t])[0] == "vmap"]
+    models = [(t.model_spec, t.batch_size, needs_vmap_check(t)) for t in specs.values()
+              if choose_backend([t])[0] == "vmap"]
     return warm_up(cfg.task, models, workers=min(capacity, len(pending)), device=device, threads=threads,
                    options={"num_cpus": cfg.resources.cpu, "num_gpus": cfg.resources.gpu})
 
@@ -286,7 +287,8 @@ def _drive(cfg: SweepConfig, pending: list, store: Store, counts: dict, progress
     else:
         probe = _warm_up(cfg, pending, capacity, device, threads) if engine == "packed" else None
         units = plan(pending, engine=engine, slots=capacity, memory_bytes=_memory_budget(cfg, capacity, probe),
-                     max_members=cfg.packing.max_members, footprints=probe and probe.footprints, log=log)
+                     max_members=cfg.packing.max_members, footprints=probe and probe.footprints,
+                     problems=probe and probe.problems, log=log)
     bar = Progress(len(pending), enabled=progress)
     # DDP tasks hold no CPU themselves and would start controllers that wait for workers
     window = capacity if k > 1 else 2 * capacity + 4

@@ -13,7 +13,8 @@ and reports what only the node that runs a pack can measure:
 - the footprint of each model the vmap backend will pack (parameters, and the
   bytes autograd saves per example, from a real forward pass), which
   ``scaling.packing.estimate_pack_bytes`` needs and the driver could only get by
-  importing torch itself.
+  importing torch itself; and for a plug-in's own model or loss, whether vmap
+  can batch it at all (``scaling.vmapped.vmap_problem``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ class Probe:
     reports: list = field(default_factory=list)
     wall_s: float = 0.0
     """Seconds from submitting the warm-up tasks to the last report."""
+
+    @property
+    def problems(self) -> dict | None:
+        """(task JSON, model JSON) -> why vmap cannot pack it (None: it can), as the workers
+        found; None when no worker reported (the planner then checks in the driver)."""
+        if not self.reports:
+            return None
+        out: dict = {}
+        for r in self.reports:
+            for key, value in r["problems"]:
+                out[tuple(key)] = value
+        return out
 
     @property
     def footprints(self) -> dict:
@@ -63,7 +76,11 @@ def _available_bytes() -> int | None:
 
 
 def warm_worker(task: dict, device: str, threads: int, models: list) -> dict:
-    """Body of a warm-up Ray task: import, load the task, and measure memory and footprints."""
+    """Body of a warm-up Ray task: import, load the task, and measure memory and footprints.
+
+    ``models``: (model spec, batch size, whether to try vmap on it) of each model the vmap
+    backend is to pack; a plug-in's model is built and tried here, on the worker, not in the
+    driver (a model that cannot be built, or is too big, fails here as it would in a unit)."""
     t0 = time.perf_counter()
     import torch
 
@@ -73,12 +90,15 @@ def warm_worker(task: dict, device: str, threads: int, models: list) -> dict:
 
     torch.set_num_threads(threads)
     load_task(task)
-    footprints = []
-    if models:
-        from scaling.vmapped import footprint
+    footprints, problems = [], []
+    for model, batch_size, check in models:
+        from scaling.vmapped import footprint, model_problem
 
-        footprints = [((json.dumps(task, sort_keys=True), json.dumps(m, sort_keys=True)), footprint(task, m))
-                      for m in models]
+        key = (json.dumps(task, sort_keys=True), json.dumps(model, sort_keys=True))
+        problem = model_problem(task, model, batch_size) if check else None
+        problems.append((key, problem))
+        if problem is None:
+            footprints.append((key, footprint(task, model)))
     gpu_free = None
     if device.startswith("cuda") and torch.cuda.is_available():
         gpu_free = int(torch.cuda.mem_get_info()[0])
@@ -90,7 +110,7 @@ def warm_worker(task: dict, device: str, threads: int, models: list) -> dict:
     except Exception:  # noqa: BLE001  (outside Ray: the tests call this directly)
         pass
     return {"node": node, "pid": os.getpid(), "available_bytes": _available_bytes(), "gpu_free_bytes": gpu_free,
-            "footprints": footprints, "warm_s": time.perf_counter() - t0}
+            "footprints": footprints, "problems": problems, "warm_s": time.perf_counter() - t0}
 
 
 def warm_up(task: dict, models: list, *, workers: int, device: str, threads: int, options: dict) -> Probe:

@@ -28,8 +28,12 @@ def pack_key(trial) -> tuple:
             trial.optimizer, int(trial.batch_size), json.dumps(trial.metrics, sort_keys=True))
 
 
-def can_pack(trials) -> tuple[bool, str]:
-    """Whether these trials can train as one pack, and if not, why not (one line)."""
+def can_pack(trials, check_vmap: bool = True) -> tuple[bool, str]:
+    """Whether these trials can train as one pack, and if not, why not (one line).
+
+    A plug-in's own model or loss is tried under vmap (``scaling.vmapped.vmap_problem``: it
+    builds the model, so torch is imported) unless ``check_vmap`` is False: the sweep driver
+    has the workers try it (cluster.warmup) and passes what they found to the planner."""
     if not trials:
         return False, "no trials to pack"
     trials = [as_trial(t) for t in trials]
@@ -47,13 +51,19 @@ def can_pack(trials) -> tuple[bool, str]:
     model, task = trials[0].model, trials[0].task
     if model not in PACKABLE_MODELS:
         return False, f"model {model!r} cannot be packed; the packed engine trains {sorted(PACKABLE_MODELS)}"
-    if is_plugin(task) and (model == "task" or not packable(task)):
+    if check_vmap and needs_vmap_check(trials[0]):
         from scaling.vmapped import vmap_problem  # torch: only for a plug-in's own model or loss
 
         problem = vmap_problem(trials[0])
         if problem is not None:
             return False, f"task {task['name']!r}: {problem}"
     return True, ""
+
+
+def needs_vmap_check(trial) -> bool:
+    """Whether vmap must be tried on this trial's model and loss before it packs: a plug-in's own."""
+    trial = as_trial(trial)
+    return is_plugin(trial.task) and (trial.model == "task" or not packable(trial.task))
 
 
 def choose_backend(trials) -> tuple[str, str]:
@@ -88,7 +98,7 @@ def estimate_pack_bytes(trials, footprint: dict | None = None) -> int:
     ``footprint`` (scaling.vmapped.footprint: parameters, and the bytes autograd saves
     per example, measured on the worker that will run it), measured here if not given.
     """
-    ok, why = can_pack(trials)
+    ok, why = can_pack(trials, check_vmap=False)
     if not ok:
         raise ValueError(f"cannot estimate a pack that cannot be packed: {why}")
     trials = [as_trial(t) for t in trials]
@@ -109,6 +119,9 @@ def estimate_pack_bytes(trials, footprint: dict | None = None) -> int:
     return int(4 * (state + acts + evals) + data_bytes + indices)
 
 
+ACT_FACTOR = 1.75
+"""Peak activation memory of a vmap step over what autograd saves: gradients of activations live
+during the backward pass (calibrated on measured peaks; tests/test_vmapped.py checks it)."""
 VMAP_EVAL_BYTES = 64 << 20
 """Activation memory of one eval chunk of a vmap pack (scaling.vmapped.EVAL_BYTES)."""
 
@@ -124,7 +137,8 @@ def _vmap_bytes(trials, footprint: dict | None, input_dim: int, n_examples: int)
     noise = bool(t.metrics and t.metrics.get("noise_scale"))
     copies = 4 + (2 if t.optimizer == "adamw" else 1) + (2 if noise else 0)
     state = 4 * copies * members * footprint["n_params"] + 2 * members * footprint["buffer_bytes"]
-    acts = 2 * members * batch * footprint["activation_bytes"]
+    live = batch // 2 if noise and batch > 1 else batch  # the noise scale back-propagates half batches
+    acts = ACT_FACTOR * members * live * footprint["activation_bytes"]
     per_example = 16 * input_dim if task_kind(t.task) == "tokens" else 4 * input_dim + 8  # x and y
     data_bytes = per_example * n_examples
-    return int(state + acts + VMAP_EVAL_BYTES + data_bytes)
+    return int(state + acts + 3 * VMAP_EVAL_BYTES // 2 + data_bytes)

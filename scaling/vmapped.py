@@ -435,26 +435,35 @@ def _sq_norms(grads: dict) -> torch.Tensor:
 def _footprint(task_json: str, model_json: str) -> tuple[int, int, int]:
     task, spec = json.loads(task_json), json.loads(model_json)
     data = load_task(task)
-    model = make_model(spec, data, 0)
-    x, y = torch.from_numpy(data.x_train[:2]), torch.from_numpy(data.y_train[:2])
+    models = [make_model(spec, data, s) for s in (0, 1)]
+    params, buffers = stack_module_state(models)
+    leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+    n = min(4, len(data.y_train))
+    x = torch.from_numpy(np.stack([data.x_train[:n]] * 2))
+    y = torch.from_numpy(np.stack([data.y_train[:n]] * 2))
+    loss_fn = data.loss or cross_entropy
     saved: dict[int, int] = {}
 
     def pack(t):
-        if isinstance(t, torch.Tensor) and not isinstance(t, torch.nn.Parameter):
-            saved[id(t)] = t.numel() * t.element_size()
+        if t.data_ptr() not in {v.data_ptr() for v in leaves.values()}:
+            saved[t.data_ptr()] = max(saved.get(t.data_ptr(), 0), t.numel() * t.element_size())
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        (data.loss or cross_entropy)(model(x), y)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    return n_params, max(1, sum(saved.values()) // len(x)), n_buffers
+    def loss(p, b, xx, yy):
+        return loss_fn(functional_call(models[0], (p, b), (xx,)), yy)
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        vmap(loss)(leaves, buffers, x, y)
+    n_params = sum(p.numel() for p in models[0].parameters())
+    n_buffers = sum(b.numel() * b.element_size() for b in models[0].buffers())
+    return n_params, max(1, sum(saved.values()) // (2 * n)), n_buffers
 
 
 def footprint(task: dict, model_spec: dict) -> dict:
     """``{"n_params", "activation_bytes", "buffer_bytes"}`` of a model on a task: parameters,
-    the bytes autograd saves for backward per example (measured on a real forward pass), and
-    the bytes of its buffers. Cached per process."""
+    the bytes autograd saves for backward per member and example (measured on a real vmapped
+    forward pass of two members, so vmap's own copies count), and the bytes of its buffers.
+    Cached per process."""
     n_params, act, buffers = _footprint(json.dumps(task, sort_keys=True), json.dumps(model_spec, sort_keys=True))
     return {"n_params": n_params, "activation_bytes": act, "buffer_bytes": buffers}
 
@@ -467,7 +476,11 @@ def activation_bytes(task: dict, model_spec: dict) -> int:
 def _problem(task_json: str, model_json: str, batch: int) -> str | None:
     task, spec = json.loads(task_json), json.loads(model_json)
     data = load_task(task)
-    models = [make_model(spec, data, s) for s in (0, 1)]
+    try:
+        models = [make_model(spec, data, s) for s in (0, 1)]
+    except Exception as e:  # noqa: BLE001  (the trials alone will fail, with this error, as rows)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"its model cannot be built ({type(e).__name__}: {first[:160]})"
     for module in models[0].modules():
         if isinstance(module, torch.nn.modules.batchnorm._NormBase) and module.track_running_stats:
             return (f"its model has {type(module).__name__}, whose running statistics mix the examples of a "
@@ -503,6 +516,11 @@ def vmap_problem(trial) -> str | None:
     trial = as_trial(trial)
     return _problem(json.dumps(trial.task, sort_keys=True), json.dumps(trial.model_spec, sort_keys=True),
                     int(trial.batch_size))
+
+
+def model_problem(task: dict, model_spec: dict, batch_size: int) -> str | None:
+    """``vmap_problem`` by parts: a task, a model spec and a batch size."""
+    return _problem(json.dumps(task, sort_keys=True), json.dumps(model_spec, sort_keys=True), int(batch_size))
 
 
 def run_vmap(trials, *, device: str = "cpu", on_result=None, return_params: bool = False) -> list[dict]:
