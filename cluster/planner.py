@@ -79,8 +79,9 @@ def _split(members: list[dict], slots: int, memory_bytes: int, max_members: int,
     """Cut one packable group into packs of similar size within the memory budget: at most
     ``max_members``, few enough members per pack that every slot gets one, and the most
     whose ``estimate_pack_bytes`` fits in ``memory_bytes`` (at least one)."""
-    # sort by step count so members of a pack finish together (less idle vectorised work)
-    ordered = sorted(members, key=lambda t: (t.n_train, t.seed, t.lr))
+    # sorted by step count, so members of a pack finish together (less idle vectorised work),
+    # then by momentum (the stacked SGD update takes each run of equal momentum in one call)
+    ordered = sorted(members, key=lambda t: (t.n_train, t.momentum, t.seed, t.lr))
     size = max(1, min(max_members, -(-len(members) // max(1, slots))))
     if estimate_pack_bytes(ordered[:size], footprint) > memory_bytes:
         lo, hi = 1, size  # the estimate grows with the members: the largest size that fits

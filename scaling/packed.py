@@ -41,6 +41,11 @@ import numpy as np
 import torch
 
 from scaling.loop import run_members
+
+MOMENTUM_RUNS = 4
+"""Up to this many runs of members with equal momentum (the planner sorts packs by it), the SGD
+fast path updates each run's momentum buffers in one ``baddbmm_`` with m as its beta; beyond, it
+scales the buffers first (one more pass over them)."""
 from scaling.packing import (EVAL_BLOCK_BYTES, INDEX_BLOCK_BYTES, PACKABLE_MODELS,  # noqa: F401
                              _layer_dims, can_pack, choose_backend, estimate_pack_bytes, pack_key)
 from scaling.schema import as_trial
@@ -101,6 +106,7 @@ class StackedBackend:
                       for key in ("lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps")}
         self.any_wd = bool((self.hyper["weight_decay"] != 0).any())
         self.any_momentum = bool((self.hyper["momentum"] != 0).any())
+        self.momentum_runs = _runs([t.momentum for t in self.trials])
         self.nesterov = [bool(t.nesterov) for t in trials]
         self.lr_now = self.hyper["lr"]
         self.t = 0
@@ -133,6 +139,7 @@ class StackedBackend:
             self.block = self.block.index_select(1, idx).contiguous()
         for name in ("trials", "subsets", "streams", "steps", "n_trains", "nesterov"):
             setattr(self, name, [getattr(self, name)[p] for p in positions])
+        self.momentum_runs = _runs([t.momentum for t in self.trials])
         self._scratch = {}
 
     def params_of(self, position: int) -> dict[str, torch.Tensor]:
@@ -203,10 +210,12 @@ class StackedBackend:
         def weight(i: int, a: torch.Tensor, b: torch.Tensor) -> None:
             if into is None:
                 gw[i] = torch.bmm(a, b, out=self.scratch(f"gw{i}", *self.w[i].shape))
-            elif self.any_momentum:
-                gw[i] = into[i].mul_(self.hyper["momentum"]).baddbmm_(a, b)
+            elif len(self.momentum_runs) <= MOMENTUM_RUNS:  # m as baddbmm's beta: no extra pass
+                for start, end, m in self.momentum_runs:
+                    into[i][start:end].baddbmm_(a[start:end], b[start:end], beta=m)
+                gw[i] = into[i]
             else:
-                gw[i] = into[i].baddbmm_(a, b, beta=0.0)
+                gw[i] = into[i].mul_(self.hyper["momentum"]).baddbmm_(a, b)
 
         def bias(i: int, grad: torch.Tensor) -> None:
             if into is None:
@@ -316,6 +325,17 @@ class StackedBackend:
             columns[f"{name}_loss"], columns[f"{name}_acc"] = loss.tolist(), acc.tolist()
         by_position = {p: {k: v[i] for k, v in columns.items()} for i, p in enumerate(order)}
         return [by_position[p] for p in positions]
+
+
+def _runs(values: list[float]) -> list[tuple[int, int, float]]:
+    """(start, end, value) of each run of equal consecutive values."""
+    runs: list[tuple[int, int, float]] = []
+    for i, v in enumerate(values):
+        if runs and runs[-1][2] == v:
+            runs[-1] = (runs[-1][0], i + 1, v)
+        else:
+            runs.append((i, i + 1, float(v)))
+    return runs
 
 
 def _eval_set(w, b, x_all: torch.Tensor, y_all: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
