@@ -175,12 +175,28 @@ def test_estimate_pack_bytes_grows_with_members_and_width():
 
 @pytest.mark.slow
 def test_bench_quick_runs():
-    proc = subprocess.run([sys.executable, "-m", "cluster.bench", "--quick"], capture_output=True,
-                          text=True, timeout=180, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "cluster.bench", "--quick", "--no-tune"], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "packed" in proc.stdout and "single" in proc.stdout and "x faster" in proc.stdout
     lines = proc.stdout.splitlines()
-    # both reference sweeps, SGD and AdamW + cosine, each timed on both engines
-    assert [line.split()[0] for line in lines if line.endswith("8 ok")] == ["packed", "single"] * 2
-    assert "side by side: SGD" in proc.stdout and "AdamW + cosine" in proc.stdout
-    assert "of 8 trials" in proc.stdout, "the cross-check compared every trial"
+    # both reference sweeps, SGD and AdamW + cosine, and the CNN and transformer sweeps (vmap),
+    # each timed on both engines
+    assert [line.split()[0] for line in lines if line.endswith("8 ok")] == ["packed", "single"] * 4
+    assert "side by side: MLP SGD" in proc.stdout and "AdamW + cosine" in proc.stdout
+    assert "CNN (vmap)" in proc.stdout and "transformer LM (vmap)" in proc.stdout
+    assert "8-wide cnn (2 deep)" in proc.stdout and "32-wide transformer (2 deep)" in proc.stdout
+    assert proc.stdout.count("of 8 trials") == 4, "the cross-check compared every trial"
+
+
+@pytest.mark.slow
+def test_roofline_quick_runs():
+    proc = subprocess.run([sys.executable, "-m", "cluster.roofline", "--quick", "--members", "8"],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in rows] == [1, 4, 16, 64, 256]
+    for r in rows:
+        us, flop_us, bound_cache, share_cache = float(r[1]), float(r[6]), float(r[8]), float(r[9].rstrip("%"))
+        assert us > 0 and bound_cache >= flop_us and 0 < share_cache <= 100 * 1.5
+    assert "fp32 matmul peak" in proc.stderr and "triad" in proc.stderr
