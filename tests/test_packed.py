@@ -189,6 +189,29 @@ def test_bench_quick_runs():
     assert proc.stdout.count("of 8 trials") == 4, "the cross-check compared every trial"
 
 
+def without_ray(folder: Path) -> dict:
+    """An environment whose Python finds no Ray (a package ``ray`` that refuses to import, first
+    on PYTHONPATH), as on a GPU machine that has torch and not Ray."""
+    import os
+
+    (folder / "ray").mkdir()
+    (folder / "ray" / "__init__.py").write_text("raise ImportError('Ray is not installed here')\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), str(ROOT),
+                                                                       os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.slow
+def test_the_bench_runs_without_ray(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cluster.bench", "--quick", "--no-tune", "--sweeps", "sgd"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=without_ray(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "side by side" not in proc.stdout and "x faster" in proc.stdout
+    (tmp_path / "again").mkdir()
+    check = subprocess.run([sys.executable, "-c", "import ray"], capture_output=True, text=True,
+                           env=without_ray(tmp_path / "again"))
+    assert check.returncode != 0 and "not installed" in check.stderr, "the check itself hides Ray"
+
+
 @pytest.mark.slow
 def test_roofline_quick_runs():
     proc = subprocess.run([sys.executable, "-m", "cluster.roofline", "--quick", "--members", "8"],
