@@ -128,6 +128,8 @@ class BenchReport:
     timings: list
     load_avg: float
     """1-minute load average when the bench started (other work skews the figures)."""
+    tf32_peak_gflops: float = math.nan
+    """On CUDA: the TF32 matmul peak (measured in the driver process; not used by the engines)."""
 
     def best(self, engine: str) -> Timing | None:
         runs = [t for t in self.timings if t.engine == engine]
@@ -374,7 +376,13 @@ def run_bench(*, quick: bool = False, device: str = "cpu", cpus: int = 2, tune_t
         grid = {k: raw["axes"][k] for k in GRID_AXES[optimizer]}
         timings.append(time_tune(trials, grid, cpus, device, log))
     train, evals, executed = sweep_flops(trials)
-    return BenchReport(quick=quick, optimizer=optimizer, trial=trials[0], n_trials=len(trials), device=device, cpus=cpus,
+    tf32 = math.nan
+    if device.startswith("cuda"):
+        from cluster.roofline import matmul_peak as roofline_peak
+
+        tf32 = roofline_peak(device, 0.6 if quick else 1.5, tf32=True) / 1e9
+    return BenchReport(tf32_peak_gflops=tf32, quick=quick, optimizer=optimizer, trial=trials[0],
+                       n_trials=len(trials), device=device, cpus=cpus,
                        model_flops=train + evals, train_flops=train, executed_flops=executed + evals,
                        timings=timings, load_avg=load)
 
@@ -408,6 +416,10 @@ def format_report(r: BenchReport) -> str:
     if packed:
         pct = 100 * r.model_flops / packed.wall_s / 1e9 / packed.peak_gflops
         lines.append(f"packed ({packed.layout}): {pct:.0f}% of the measured fp32 matmul peak (target >= 50%)")
+        if r.tf32_peak_gflops == r.tf32_peak_gflops:
+            tf32 = 100 * r.model_flops / packed.wall_s / 1e9 / r.tf32_peak_gflops
+            lines.append(f"packed ({packed.layout}): {tf32:.0f}% of the measured TF32 matmul peak "
+                         f"({r.tf32_peak_gflops:.0f} GFLOP/s; the engines run fp32)")
     if packed and single:
         target = {"sgd": " (target >= 8x)", "adamw": " (target >= 4x)"}.get(r.optimizer, "")
         lines.append(f"packed ({packed.layout}) vs single ({single.layout}): "
