@@ -4,6 +4,9 @@ Every engine runs this loop; a *backend* supplies the math:
 
 - ``stacked`` (:mod:`scaling.packed`): many MLPs as one batched model, a
   hand-written backward and the optimizer update on stacked tensors;
+- ``vmap`` (:mod:`scaling.vmapped`): many copies of any model through
+  ``torch.func`` (``vmap`` of ``functional_call``), one backward pass, the
+  optimizer update on stacked tensors, and the metrics per member;
 - ``module`` (:mod:`scaling.train`): one ``nn.Module`` with autograd and
   ``torch.optim`` (and the metrics hooks: noise scale, sharpness, gradient norms);
 - ``ddp`` (:mod:`cluster.ddp`): ``module`` plus the all-reduce across workers.

@@ -18,8 +18,14 @@ in step count too. Everything else stays per member, exactly as
 - the loop (:mod:`scaling.loop`) checks the losses, evaluates each member at its
   own eval steps and drops members as they finish or diverge.
 
-Only the MLP on float features with cross-entropy packs (no per-trial
-``metrics``); ``can_pack`` says why not, in words.
+This backend trains the MLP on float features with cross-entropy and no
+``metrics``; every other packable trial goes to the vmap backend
+(scaling.vmapped), and ``run_pack`` picks the one ``choose_backend`` names.
+
+SGD without Nesterov takes a fast path: each weight's gradient matmul adds
+straight into its momentum buffer (``baddbmm_``, the momentum as its beta for
+each run of members that share it), so no gradient is written out and read
+back; ``python -m cluster.roofline`` times the step against its roofline.
 
 Speed: a step is a handful of batched matmuls whatever M is, so on a CPU a pack
 with one torch thread runs at a good share of the core's matmul peak; run one

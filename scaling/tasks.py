@@ -56,8 +56,9 @@ returns a :class:`Dataset` (or a mapping of its fields):
 The driver calls the factory once while checking the config (to learn the pool
 size), and each worker once per process, so it must be deterministic: the same
 options give the same data everywhere. Raise ``ValueError`` for bad options; the
-message is shown as one line. A task with its own ``loss`` or ``metric`` runs on
-``engine: single`` (the packed engine knows only cross-entropy).
+message is shown as one line. A task with its own model, ``loss`` or ``metric``
+packs through the vmap backend (scaling.vmapped) when ``torch.func.vmap`` can
+batch them (no batch statistics, no dropout); otherwise its trials run one by one.
 """
 
 from __future__ import annotations
@@ -527,7 +528,8 @@ def own_model(task: dict) -> bool:
 
 
 def packable(task: dict) -> bool:
-    """Whether the packed engine (an MLP with cross-entropy on float features) fits the task."""
+    """Whether the stacked backend (an MLP with cross-entropy on float features) fits the task;
+    other tasks pack through the vmap backend (scaling.packing.choose_backend)."""
     if not is_plugin(task):
         return TASKS[task["name"]].kind != "tokens"
     data = load_task(task)
