@@ -176,10 +176,10 @@ class VmapBackend:
         data = self.data = load_task(trials[0].task)
         self.trials, self.device, self.batch = list(trials), device, trials[0].batch_size
         models = [make_model(t.model_spec, data, t.seed) for t in trials]
-        self.model = models[0].to(device)  # the template functional_call runs; its own tensors are unused
-        params, buffers = stack_module_state(models)
+        params, buffers = stack_module_state(models)  # before models[0] moves (Module.to is in place)
         self.params = {k: v.detach().to(device).contiguous() for k, v in params.items()}
         self.buffers = {k: v.to(device).contiguous() for k, v in buffers.items()}
+        self.model = models[0].to(device)  # the template functional_call runs; its own tensors are unused
         self.state_keys = list(self.model.state_dict())
         self.loss_fn, self.metric_fn = data.loss or cross_entropy, data.metric or accuracy
         self.optimizer = StackedOptimizer(trials, self.params)
