@@ -64,7 +64,7 @@ CNN_SWEEP = {
     "name": "bench-cnn",
     "task": {"name": "mnist", "data_dir": "{data}"},
     "model": {"name": "cnn", "width": 8, "depth": 2},
-    "axes": {"n_train": [1000], "batch_size": [32], "lr": [0.01, 0.02, 0.05, 0.1], "momentum": [0.9],
+    "axes": {"n_train": [1000], "batch_size": [32], "lr": [0.003, 0.006, 0.01, 0.02], "momentum": [0.9],
              "seed": [0, 1, 2, 3]},
     "budget": {"steps": 150},
     "eval": {"points": 3},
@@ -84,7 +84,7 @@ LM_SWEEP = {
 SWEEPS = {"sgd": REFERENCE_SWEEP, "adamw": ADAMW_SWEEP, "cnn": CNN_SWEEP, "lm": LM_SWEEP}
 QUICK_AXES = {"sgd": {"lr": [0.03, 0.1], "momentum": [0.0, 0.9], "seed": [0, 1]},
               "adamw": {"lr": [3e-4, 1e-3], "beta2": [0.95, 0.999], "seed": [0, 1]},
-              "cnn": {"lr": [0.02, 0.05], "seed": [0, 1, 2, 3]},
+              "cnn": {"lr": [0.006, 0.01], "seed": [0, 1, 2, 3]},
               "lm": {"lr": [1e-3, 3e-3], "beta2": [0.95], "seed": [0, 1, 2, 3]}}
 QUICK_STEPS = 100
 GRID_AXES = {"sgd": ("lr", "momentum", "seed"), "adamw": ("lr", "beta2", "seed"), "cnn": ("lr", "seed"),
