@@ -22,6 +22,7 @@ test: $(STAMP)
 
 # Speed is measured side by side in one run; absolute times on shared machines are noise.
 bench: $(STAMP)
+	$(BIN)/python -m cluster.roofline
 	$(BIN)/python -m cluster.bench
 	$(BIN)/python -m cluster.bench_driver
 	$(BIN)/python -m analysis.bench

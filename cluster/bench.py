@@ -1,9 +1,13 @@
 """Time the reference sweeps three ways on the same CPUs (or one GPU): ``python -m cluster.bench``.
 
-Two reference sweeps: SGD (lr x momentum x seed) and AdamW with warmup and a cosine
-schedule (lr x beta2 x seed); ``--optimizer`` picks them (default both). Each is timed:
+Two reference sweeps of the MLP: SGD (lr x momentum x seed) and AdamW with warmup and a
+cosine schedule (lr x beta2 x seed); and two of other models, which pack through the vmap
+backend: a CNN on 16x16 images (SGD, lr x seed) and a byte-level transformer LM (AdamW,
+lr x beta2 x seed), 16 trials each, on synthetic data written to a temporary folder.
+``--sweeps`` picks them (default all four). Each is timed:
 
-1. packed: ``scaling.packed.run_pack``, the trials split into one pack per worker process;
+1. packed: ``scaling.packed.run_pack`` (the stacked backend for the MLP, vmap for the
+   others), the trials split into one pack per worker process;
 2. single: ``scaling.train.run_trial``, one trial at a time per worker process;
 3. tune: a plain Ray Tune run (``tune.Tuner`` over a grid, a function trainable that
    calls ``run_trial``, Tune's default scheduler and searcher, 1 CPU per trial) on a
@@ -56,11 +60,35 @@ ADAMW_SWEEP = {
 }
 """The same MLP and budget with AdamW (decoupled weight decay 0.01), 5% warmup and a cosine
 schedule, over lr x beta2 x seed (64 trials)."""
-SWEEPS = {"sgd": REFERENCE_SWEEP, "adamw": ADAMW_SWEEP}
+CNN_SWEEP = {
+    "name": "bench-cnn",
+    "task": {"name": "mnist", "data_dir": "{data}"},
+    "model": {"name": "cnn", "width": 8, "depth": 2},
+    "axes": {"n_train": [1000], "batch_size": [32], "lr": [0.003, 0.006, 0.01, 0.02], "momentum": [0.9],
+             "seed": [0, 1, 2, 3]},
+    "budget": {"steps": 150},
+    "eval": {"points": 3},
+}
+"""A CNN (8 and 16 channels, 3x3, on 16x16 synthetic images) over lr x seed: 16 trials."""
+LM_SWEEP = {
+    "name": "bench-lm",
+    "task": {"name": "text", "path": "{data}/corpus.txt", "context": 32},
+    "model": {"name": "transformer", "width": 32, "depth": 2},
+    "optimizer": {"name": "adamw", "weight_decay": 0.01},
+    "axes": {"n_train": [800], "batch_size": [16], "lr": [1e-3, 3e-3], "beta2": [0.95, 0.99],
+             "seed": [0, 1, 2, 3]},
+    "budget": {"steps": 150},
+    "eval": {"points": 3},
+}
+"""A byte-level transformer LM (width 32, 2 blocks, context 32) with AdamW over lr x beta2 x seed."""
+SWEEPS = {"sgd": REFERENCE_SWEEP, "adamw": ADAMW_SWEEP, "cnn": CNN_SWEEP, "lm": LM_SWEEP}
 QUICK_AXES = {"sgd": {"lr": [0.03, 0.1], "momentum": [0.0, 0.9], "seed": [0, 1]},
-              "adamw": {"lr": [3e-4, 1e-3], "beta2": [0.95, 0.999], "seed": [0, 1]}}
+              "adamw": {"lr": [3e-4, 1e-3], "beta2": [0.95, 0.999], "seed": [0, 1]},
+              "cnn": {"lr": [0.006, 0.01], "seed": [0, 1, 2, 3]},
+              "lm": {"lr": [1e-3, 3e-3], "beta2": [0.95], "seed": [0, 1, 2, 3]}}
 QUICK_STEPS = 100
-GRID_AXES = {"sgd": ("lr", "momentum", "seed"), "adamw": ("lr", "beta2", "seed")}
+GRID_AXES = {"sgd": ("lr", "momentum", "seed"), "adamw": ("lr", "beta2", "seed"), "cnn": ("lr", "seed"),
+             "lm": ("lr", "beta2", "seed")}
 """The axes each sweep varies (and Ray Tune searches; the others are fixed in the reference trial)."""
 
 
@@ -85,7 +113,7 @@ class BenchReport:
     quick: bool
     """A smoke run (fewer, shorter trials), not the reference sweep."""
     optimizer: str
-    """Which reference sweep: 'sgd' or 'adamw' (SWEEPS)."""
+    """Which sweep: 'sgd', 'adamw', 'cnn' or 'lm' (SWEEPS)."""
     trial: object
     """The first trial of the sweep (the others differ in GRID_AXES)."""
     n_trials: int
@@ -100,15 +128,44 @@ class BenchReport:
     timings: list
     load_avg: float
     """1-minute load average when the bench started (other work skews the figures)."""
+    tf32_peak_gflops: float = math.nan
+    """On CUDA: the TF32 matmul peak (measured in the driver process; not used by the engines)."""
 
     def best(self, engine: str) -> Timing | None:
         runs = [t for t in self.timings if t.engine == engine]
         return min(runs, key=lambda t: t.wall_s) if runs else None
 
 
-def reference_sweep(quick: bool = False, optimizer: str = "sgd") -> dict:
-    """A reference sweep config; with ``quick`` 8 trials of QUICK_STEPS steps."""
+def synthetic_data(folder: str) -> str:
+    """Write the CNN's and the LM's data into ``folder``: MNIST-format 16x16 images whose
+    pattern follows the label (2,000 training, 500 test) and a 40 kB text of repeating words."""
+    import gzip  # noqa: F401  (the IDX reader's formats)
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 2000), ("t10k", 500)):
+        y = rng.integers(0, 10, n)
+        x = np.clip(rng.integers(0, 80, (n, 16, 16)) + 16 * y[:, None, None] * (np.arange(16) % 3 == 0), 0, 255)
+        for name, array in ((f"{split}-images-idx3-ubyte", x), (f"{split}-labels-idx1-ubyte", y)):
+            header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(header + array.astype(np.uint8).tobytes())
+    words = [bytes(rng.integers(97, 123, rng.integers(2, 8)).astype(np.uint8)) for _ in range(300)]
+    text = b" ".join(words[int(i)] for i in rng.zipf(1.3, 12000) % len(words))[:40000]
+    with open(os.path.join(folder, "corpus.txt"), "wb") as f:
+        f.write(text)
+    return folder
+
+
+def reference_sweep(quick: bool = False, optimizer: str = "sgd", data: str | None = None) -> dict:
+    """A benchmark sweep config; with ``quick`` 8 trials of QUICK_STEPS steps. The CNN and LM
+    sweeps read ``data`` (a folder written by ``synthetic_data``)."""
     raw = copy.deepcopy(SWEEPS[optimizer])
+    for key in ("data_dir", "path"):
+        if key in raw["task"]:
+            raw["task"][key] = raw["task"][key].replace("{data}", data or ".")
     if quick:
         raw["axes"].update(QUICK_AXES[optimizer])
         raw["budget"] = {"steps": QUICK_STEPS}
@@ -116,12 +173,21 @@ def reference_sweep(quick: bool = False, optimizer: str = "sgd") -> dict:
 
 
 def sweep_flops(trials: list) -> tuple[float, float, float]:
-    """(training model FLOPs, eval FLOPs, executed training matmul FLOPs) of a list of trials."""
+    """(training model FLOPs, eval FLOPs, executed training matmul FLOPs) of a list of trials.
+    Models other than the MLP: scaling.train.flops_per_example (counted from their layers)."""
     from scaling.loop import eval_steps
     from scaling.tasks import task_shape
 
     train = evals = executed = 0.0
     for t in trials:
+        if t.model != "mlp":
+            from scaling.train import flops_per_example
+
+            per, (_, _, _, n_eval) = flops_per_example(t), task_shape(t.task)
+            train += per * t.total_steps * t.batch_size
+            executed += per * t.total_steps * t.batch_size
+            evals += per / 3 * (t.n_train + n_eval) * len(eval_steps(t, t.total_steps))
+            continue
         input_dim, n_classes, _, n_eval = task_shape(t.task)
         dims = [input_dim] + [t.width] * t.depth + [n_classes]
         forward = sum(2 * a * b for a, b in zip(dims, dims[1:]))  # per example
@@ -139,9 +205,11 @@ def _init_worker(threads: int, task: dict) -> None:
     import torch
 
     import scaling.packed  # noqa: F401  (imports outside the timings)
+    import scaling.vmapped  # noqa: F401
     from scaling.tasks import load_task
 
     torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # as the training loop does; the peak is timed in the same state
     load_task(task)
 
 
@@ -289,15 +357,15 @@ def time_tune(trials: list, grid: dict, cpus: int, device: str, log) -> Timing:
 
 def run_bench(*, quick: bool = False, device: str = "cpu", cpus: int = 2, tune_too: bool | None = None,
               layouts: list[tuple[int, int]] | None = None, repeat: int = 1, optimizer: str = "sgd",
-              log=print) -> BenchReport:
-    """Time a reference sweep (the quick one with ``quick``) and return the figures."""
+              data: str | None = None, log=print) -> BenchReport:
+    """Time a benchmark sweep (the quick one with ``quick``) and return the figures."""
     from scaling.config import parse_config
 
-    raw = reference_sweep(quick, optimizer)
+    raw = reference_sweep(quick, optimizer, data)
     trials = parse_config(raw).trials()
     if layouts is None:
         layouts = [(1, cpus)] if device.startswith("cuda") else [(cpus, 1), (1, cpus)]
-        layouts = layouts[:1] if quick else layouts
+        layouts = layouts[:1] if quick or optimizer in ("cnn", "lm") else layouts
     load = os.getloadavg()[0]
     log(f"timing {len(trials)} {optimizer} trials on {device} ({cpus} CPUs; load average {load:.2f})")
     timings = []
@@ -308,7 +376,13 @@ def run_bench(*, quick: bool = False, device: str = "cpu", cpus: int = 2, tune_t
         grid = {k: raw["axes"][k] for k in GRID_AXES[optimizer]}
         timings.append(time_tune(trials, grid, cpus, device, log))
     train, evals, executed = sweep_flops(trials)
-    return BenchReport(quick=quick, optimizer=optimizer, trial=trials[0], n_trials=len(trials), device=device, cpus=cpus,
+    tf32 = math.nan
+    if device.startswith("cuda"):
+        from cluster.roofline import matmul_peak as roofline_peak
+
+        tf32 = roofline_peak(device, 0.6 if quick else 1.5, tf32=True) / 1e9
+    return BenchReport(tf32_peak_gflops=tf32, quick=quick, optimizer=optimizer, trial=trials[0],
+                       n_trials=len(trials), device=device, cpus=cpus,
                        model_flops=train + evals, train_flops=train, executed_flops=executed + evals,
                        timings=timings, load_avg=load)
 
@@ -317,9 +391,11 @@ def format_report(r: BenchReport) -> str:
     """The report as text: a table, the ratios, and a cross-check of the engines' results."""
     t = r.trial
     how = "SGD" if t.optimizer == "sgd" else f"AdamW, {t.schedule} schedule"
+    what = "reference sweep" if t.model == "mlp" else f"{t.model} sweep, packed by the vmap backend"
     lines = ["quick smoke run: too short to time well; run without --quick for the reference figures"
-             if r.quick else f"reference sweep ({how}):",
-             f"{r.n_trials} trials of a {t.width}-wide MLP on {t.task['name']}, batch {t.batch_size}, "
+             if r.quick else f"{what} ({how}):",
+             f"{r.n_trials} trials of a {t.width}-wide {t.model} ({t.depth} deep) on {t.task['name']}, "
+             f"batch {t.batch_size}, "
              f"{t.total_steps} steps, n_train {t.n_train}, {t.eval['points']} eval points, "
              f"over {' x '.join(GRID_AXES[r.optimizer])}; {r.device}, {r.cpus} CPUs",
              f"counted: {r.model_flops / 1e9:.1f} GFLOP = training {r.train_flops / 1e9:.1f} "
@@ -340,9 +416,14 @@ def format_report(r: BenchReport) -> str:
     if packed:
         pct = 100 * r.model_flops / packed.wall_s / 1e9 / packed.peak_gflops
         lines.append(f"packed ({packed.layout}): {pct:.0f}% of the measured fp32 matmul peak (target >= 50%)")
+        if r.tf32_peak_gflops == r.tf32_peak_gflops:
+            tf32 = 100 * r.model_flops / packed.wall_s / 1e9 / r.tf32_peak_gflops
+            lines.append(f"packed ({packed.layout}): {tf32:.0f}% of the measured TF32 matmul peak "
+                         f"({r.tf32_peak_gflops:.0f} GFLOP/s; the engines run fp32)")
     if packed and single:
+        target = {"sgd": " (target >= 8x)", "adamw": " (target >= 4x)"}.get(r.optimizer, "")
         lines.append(f"packed ({packed.layout}) vs single ({single.layout}): "
-                     f"{single.wall_s / packed.wall_s:.1f}x faster (target >= {8 if r.optimizer == 'sgd' else 4}x)")
+                     f"{single.wall_s / packed.wall_s:.1f}x faster{target}")
         diffs = [abs(packed.test_acc[k] - v) for k, v in single.test_acc.items() if k in packed.test_acc]
         lines.append(f"cross-check: final test_acc of packed and single equal in "
                      f"{sum(d == 0 for d in diffs)} of {len(diffs)} trials, max |diff| "
@@ -369,13 +450,14 @@ def main(argv: list[str] | None = None) -> int:
                              "both of those on cpu, 2x1 only with --quick, 1x2 on cuda)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of packed and single per layout, the fastest kept (default 1)")
-    parser.add_argument("--optimizer", default="sgd,adamw", metavar="NAMES",
-                        help="reference sweeps to time: sgd (lr x momentum), adamw (AdamW + cosine, "
-                             "lr x beta2), or both (default sgd,adamw); Ray Tune runs with sgd only")
+    parser.add_argument("--sweeps", "--optimizer", dest="sweeps", default="sgd,adamw,cnn,lm", metavar="NAMES",
+                        help="sweeps to time: sgd and adamw (the reference MLP with SGD, or AdamW + cosine), "
+                             "cnn, lm (a CNN and a transformer, packed by the vmap backend); default all "
+                             "four; Ray Tune runs with sgd only")
     args = parser.parse_args(argv)
-    optimizers = [o.strip() for o in args.optimizer.split(",") if o.strip()]
+    optimizers = [o.strip() for o in args.sweeps.split(",") if o.strip()]
     if not optimizers or set(optimizers) - set(SWEEPS):
-        print(f"error: --optimizer {args.optimizer!r}: choose from {sorted(SWEEPS)}, comma-separated",
+        print(f"error: --sweeps {args.sweeps!r}: choose from {sorted(SWEEPS)}, comma-separated",
               file=sys.stderr)
         return 2
     layouts = _parse_layouts(args.layouts) if args.layouts else None
@@ -400,15 +482,19 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     reports = []
-    for optimizer in optimizers:
-        tune_too = args.tune if optimizer == "sgd" else False
-        reports.append(run_bench(quick=args.quick, device=args.device, cpus=args.cpus, tune_too=tune_too,
-                                 layouts=layouts, repeat=args.repeat, optimizer=optimizer,
-                                 log=lambda s: print(s, file=sys.stderr, flush=True)))
-        print(format_report(reports[-1]) + "\n", flush=True)
+    names = {"sgd": "MLP SGD", "adamw": "MLP AdamW + cosine", "cnn": "CNN (vmap)", "lm": "transformer LM (vmap)"}
+    with tempfile.TemporaryDirectory(prefix="bench-data-") as data:
+        if {"cnn", "lm"} & set(optimizers):
+            synthetic_data(data)
+        for optimizer in optimizers:
+            tune_too = args.tune if optimizer == "sgd" else False
+            reports.append(run_bench(quick=args.quick, device=args.device, cpus=args.cpus, tune_too=tune_too,
+                                     layouts=layouts, repeat=args.repeat, optimizer=optimizer, data=data,
+                                     log=lambda s: print(s, file=sys.stderr, flush=True)))
+            print(format_report(reports[-1]) + "\n", flush=True)
     if len(reports) > 1:
         print("packed vs single engine, side by side: " + "; ".join(
-            f"{'SGD' if r.optimizer == 'sgd' else 'AdamW + cosine'} {_ratio(r):.1f}x" for r in reports))
+            f"{names[r.optimizer]} {_ratio(r):.1f}x" for r in reports))
     return 0
 
 

@@ -1,10 +1,16 @@
-"""Driver overhead: how much of a sweep's wall time the driver process spends scheduling.
+"""Driver overhead and a sweep's fixed cost: ``python -m cluster.bench_driver``.
 
-Runs a sweep of 10,000 tiny trials (a few SGD steps each) on a local Ray and
-reports the driver's CPU time (``time.process_time``: planning, submitting,
-waiting, progress, listing the store once) as a share of the sweep's wall time.
+1. Driver overhead: a sweep of 10,000 tiny trials (a few SGD steps each) on a local
+   Ray; the driver's CPU time (``time.process_time``: planning, submitting, waiting,
+   progress, listing the store once) as a share of the sweep's wall time.
+2. Fixed cost: the 64-trial reference sweep (cluster.bench) through ``run_sweep``, as
+   ``scaling sweep`` runs it, split into: before Ray (config, store), ``ray.init``, from
+   Ray up to the first pack training (workers importing torch, the task loaded, planning,
+   scheduling), training (the first pack's step 0 to the last member's end), and after
+   training (results, shutdown, reaping). The fixed cost after Ray is up is the third
+   part plus the last.
 
-    python -m cluster.bench_driver [--trials 10000] [--engine packed|single]
+    python -m cluster.bench_driver [--trials 10000] [--engine packed|single] [--no-fixed]
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import time
 
 import yaml
 
+from cluster import localray
 from cluster.runner import connect, run_sweep
 from scaling.config import parse_config
 
@@ -37,19 +44,68 @@ def tiny_sweep(trials: int, engine: str) -> dict:
 def measure(trials: int, engine: str, results: str) -> dict:
     raw = tiny_sweep(trials, engine)
     cfg = parse_config(raw)
-    connect(None)  # start Ray before timing: its start-up is not scheduling work
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    summary = run_sweep(cfg, yaml.safe_dump(raw), results, progress=False, log=lambda *_: None)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    with localray.session(lambda: connect(None)):  # Ray up before timing (its start-up is not
+        wall0, cpu0 = time.perf_counter(), time.process_time()  # scheduling work), and stopped after
+        summary = run_sweep(cfg, yaml.safe_dump(raw), results, progress=False, log=lambda *_: None)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return {"trials": summary.total, "ran": sum(summary.counts.values()), "engine": engine,
             "wall_s": wall, "driver_cpu_s": cpu, "driver_share": cpu / wall}
+
+
+def fixed_cost(results: str) -> dict:
+    """Seconds of each part of the 64-trial reference sweep through ``run_sweep`` (module doc)."""
+    from cluster import runner
+    from cluster.bench import reference_sweep
+    from scaling.store import load_tables
+
+    raw = {**reference_sweep(), "name": "fixed-cost"}
+    marks: dict[str, float] = {}
+    real = runner.connect
+
+    def timed_connect(*args, **kwargs):
+        marks["ray0"] = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            marks["ray1"] = time.perf_counter()
+
+    runner.connect = timed_connect
+    try:
+        t0 = time.perf_counter()
+        offset = time.time() - t0
+        run_sweep(parse_config(raw), yaml.safe_dump(raw), results, progress=False, log=lambda *_: None)
+        t_end = time.perf_counter()
+    finally:
+        runner.connect = real
+    trials, curves = load_tables(results)
+    step0 = {c["trial_id"]: c["wall_s"] for c in curves.to_pylist() if c["step"] == 0}
+    rows = trials.to_pylist()
+    start = min(r["start_time"].timestamp() + step0[r["trial_id"]] for r in rows) - offset
+    end = max(r["end_time"].timestamp() for r in rows) - offset
+    return {"trials": len(rows), "before_ray": marks["ray0"] - t0, "ray_init": marks["ray1"] - marks["ray0"],
+            "until_training": start - marks["ray1"], "training": end - start, "after_training": t_end - end,
+            "total": t_end - t0}
+
+
+def format_fixed(r: dict) -> str:
+    after = r["until_training"] + r["after_training"]
+    return (f"fixed cost of the {r['trials']}-trial reference sweep through run_sweep: {r['total']:.2f} s = "
+            f"before Ray {r['before_ray']:.2f} + ray.init {r['ray_init']:.2f} + until the packs train "
+            f"{r['until_training']:.2f} (workers import torch, load the task; planning, scheduling) + "
+            f"training {r['training']:.2f} + after training {r['after_training']:.2f} (results, shutdown); "
+            f"fixed cost after Ray is up: {after:.2f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument("--engine", choices=["packed", "single"], default="packed")
+    parser.add_argument("--fixed", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the reference sweep's fixed cost (default: yes)")
     args = parser.parse_args(argv)
+    if args.fixed:
+        with tempfile.TemporaryDirectory() as results:
+            print(format_fixed(fixed_cost(results)), flush=True)
     with tempfile.TemporaryDirectory() as results:
         r = measure(args.trials, args.engine, results)
     print(f"driver overhead: {r['ran']} tiny trials ({r['engine']} engine) in {r['wall_s']:.1f} s wall; "

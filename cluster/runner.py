@@ -219,10 +219,35 @@ def _stale(cfg: SweepConfig, stored: dict, rerun_stale: bool, accept_mixed: bool
                     "to train them again, or --accept-mixed to keep them beside new ones")
 
 
-def _memory_budget(cfg: SweepConfig, slots: int) -> int:
-    """Per-pack memory: from the config, else a share of this node's available memory."""
+def _warm_up(cfg: SweepConfig, pending: list, capacity: int, device: str, threads: int):
+    """Warm one worker per slot (imports, the task loaded) and measure their nodes (cluster.warmup)."""
+    import json
+
+    from cluster.warmup import warm_up
+    from scaling.packing import choose_backend, needs_vmap_check
+
+    specs = {json.dumps(t.model_spec, sort_keys=True): t for t in pending}
+    models = [(t.model_spec, t.batch_size, needs_vmap_check(t)) for t in specs.values()
+              if choose_backend([t])[0] == "vmap"]
+    return warm_up(cfg.task, models, workers=min(capacity, len(pending)), device=device, threads=threads,
+                   options={"num_cpus": cfg.resources.cpu, "num_gpus": cfg.resources.gpu})
+
+
+def _memory_budget(cfg: SweepConfig, slots: int, probe=None) -> int:
+    """Per-pack memory: from the config, else what the warm-up measured on the workers' nodes
+    (cluster.warmup.memory_budget), else a share of this node's available memory."""
     if cfg.packing.memory_mb is not None:
         return int(cfg.packing.memory_mb * 2**20)
+    if probe is not None and probe.reports:
+        import ray
+
+        from cluster.warmup import memory_budget
+
+        nodes = {n["NodeID"]: n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")}
+        measured = memory_budget(probe, cpus_per_pack=cfg.resources.cpu, gpus_per_pack=cfg.resources.gpu,
+                                 node_cpus=nodes)
+        if measured is not None:
+            return max(64 << 20, measured)
     if cfg.resources.gpu > 0:
         return 8 << 30  # not measurable from the driver; set packing.memory_mb for your GPUs
     try:
@@ -260,8 +285,10 @@ def _drive(cfg: SweepConfig, pending: list, store: Store, counts: dict, progress
         log(f"engine: ddp, each trial data-parallel over {k} workers (Ray Train TorchTrainer)")
         units = [Unit((t,), "ddp") for t in pending]
     else:
-        units = plan(pending, engine=engine, slots=capacity, memory_bytes=_memory_budget(cfg, capacity),
-                     max_members=cfg.packing.max_members, log=log)
+        probe = _warm_up(cfg, pending, capacity, device, threads) if engine == "packed" else None
+        units = plan(pending, engine=engine, slots=capacity, memory_bytes=_memory_budget(cfg, capacity, probe),
+                     max_members=cfg.packing.max_members, footprints=probe and probe.footprints,
+                     problems=probe and probe.problems, log=log)
     bar = Progress(len(pending), enabled=progress)
     # DDP tasks hold no CPU themselves and would start controllers that wait for workers
     window = capacity if k > 1 else 2 * capacity + 4

@@ -341,12 +341,9 @@ def parse_config(raw: Any) -> SweepConfig:
         raise ConfigError("workers_per_trial", f"data-parallel trials (workers_per_trial: {workers}) "
                           "train the MLP on built-in vector and image tasks only; got model "
                           f"{model!r} on task {task['name']!r}")
-    single_only = metrics.enabled or not packable(task)
-    engine = raw.get("engine", "single" if single_only else "packed")
-    if engine == "packed" and single_only and model == "mlp":
-        why = "metrics are measured" if metrics.enabled else "this task is trained"
-        raise ConfigError("engine", f"'packed' cannot train this sweep: {why} by the single engine only; "
-                          "use engine: single (the default here)")
+    # packs measure metrics and train any model vmap batches (scaling.vmapped); the planner
+    # runs single what cannot pack, and says why
+    engine = raw.get("engine", "packed")
     sweep = SweepConfig(
         name=raw["name"],
         description=_typed("description", raw.get("description", ""), str),

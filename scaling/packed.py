@@ -18,8 +18,14 @@ in step count too. Everything else stays per member, exactly as
 - the loop (:mod:`scaling.loop`) checks the losses, evaluates each member at its
   own eval steps and drops members as they finish or diverge.
 
-Only the MLP on float features with cross-entropy packs (no per-trial
-``metrics``); ``can_pack`` says why not, in words.
+This backend trains the MLP on float features with cross-entropy and no
+``metrics``; every other packable trial goes to the vmap backend
+(scaling.vmapped), and ``run_pack`` picks the one ``choose_backend`` names.
+
+SGD without Nesterov takes a fast path: each weight's gradient matmul adds
+straight into its momentum buffer (``baddbmm_``, the momentum as its beta for
+each run of members that share it), so no gradient is written out and read
+back; ``python -m cluster.roofline`` times the step against its roofline.
 
 Speed: a step is a handful of batched matmuls whatever M is, so on a CPU a pack
 with one torch thread runs at a good share of the core's matmul peak; run one
@@ -41,8 +47,13 @@ import numpy as np
 import torch
 
 from scaling.loop import run_members
+
+MOMENTUM_RUNS = 4
+"""Up to this many runs of members with equal momentum (the planner sorts packs by it), the SGD
+fast path updates each run's momentum buffers in one ``baddbmm_`` with m as its beta; beyond, it
+scales the buffers first (one more pass over them)."""
 from scaling.packing import (EVAL_BLOCK_BYTES, INDEX_BLOCK_BYTES, PACKABLE_MODELS,  # noqa: F401
-                             _layer_dims, can_pack, estimate_pack_bytes, pack_key)
+                             _layer_dims, can_pack, choose_backend, estimate_pack_bytes, pack_key)
 from scaling.schema import as_trial
 from scaling.tasks import load_task
 from scaling.train import BatchStream, build_model, flops_per_example, subset_indices
@@ -60,6 +71,8 @@ class StackedBackend:
 
     def __init__(self, trials, device: str = "cpu"):
         ok, why = can_pack(trials)
+        if ok and choose_backend(trials)[0] != "stacked":
+            ok, why = False, f"the stacked backend cannot train {choose_backend(trials)[1]}; use the vmap backend"
         if not ok:
             raise ValueError(f"cannot run these trials as one pack: {why}")
         data = load_task(trials[0].task)
@@ -98,6 +111,8 @@ class StackedBackend:
         self.hyper = {key: self._hyper(key)
                       for key in ("lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps")}
         self.any_wd = bool((self.hyper["weight_decay"] != 0).any())
+        self.any_momentum = bool((self.hyper["momentum"] != 0).any())
+        self.momentum_runs = _runs([t.momentum for t in self.trials])
         self.nesterov = [bool(t.nesterov) for t in trials]
         self.lr_now = self.hyper["lr"]
         self.t = 0
@@ -130,6 +145,7 @@ class StackedBackend:
             self.block = self.block.index_select(1, idx).contiguous()
         for name in ("trials", "subsets", "streams", "steps", "n_trains", "nesterov"):
             setattr(self, name, [getattr(self, name)[p] for p in positions])
+        self.momentum_runs = _runs([t.momentum for t in self.trials])
         self._scratch = {}
 
     def params_of(self, position: int) -> dict[str, torch.Tensor]:
@@ -179,26 +195,61 @@ class StackedBackend:
         """Gradients of the mean minibatch loss, then one optimizer step of every member."""
         if lr is not None:
             self.lr_now = torch.from_numpy(np.asarray(lr, dtype=np.float32)).view(-1, 1, 1).to(self.device)
-        grads = self._gradients(*self._saved)
         self.t += 1
+        if not self.adamw and not any(self.nesterov):
+            self._sgd_fused(self._saved)
+            return
+        grads = self._gradients(*self._saved)
         (self._adamw if self.adamw else self._sgd)(grads)
 
-    def _gradients(self, inputs, probs, y) -> list[torch.Tensor]:
+    def _gradients(self, inputs, probs, y, into: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Gradients of every weight and bias (weights first), in scratch buffers; or, with
+        ``into`` (the momentum buffers, in the same order), ``into = m · into + gradient``
+        in place: each weight's gradient is a matmul that then adds straight into its buffer
+        (``baddbmm_``), so it is never written out and read back."""
         m, last = len(self.trials), len(self.w) - 1
         if "minus_one" not in self._scratch:
             self.scratch("minus_one", m, 1, self.batch).fill_(-1.0)
         g = probs.scatter_add_(1, y, self._scratch["minus_one"]).mul_(1.0 / self.batch)
         gw, gb = [None] * (last + 1), [None] * (last + 1)
-        gw[last] = torch.bmm(g, inputs[last], out=self.scratch(f"gw{last}", *self.w[last].shape))
-        gb[last] = g.sum(2, keepdim=True)
+
+        def weight(i: int, a: torch.Tensor, b: torch.Tensor) -> None:
+            if into is None:
+                gw[i] = torch.bmm(a, b, out=self.scratch(f"gw{i}", *self.w[i].shape))
+            elif len(self.momentum_runs) <= MOMENTUM_RUNS:  # m as baddbmm's beta: no extra pass
+                for start, end, m in self.momentum_runs:
+                    into[i][start:end].baddbmm_(a[start:end], b[start:end], beta=m)
+                gw[i] = into[i]
+            else:
+                gw[i] = into[i].mul_(self.hyper["momentum"]).baddbmm_(a, b)
+
+        def bias(i: int, grad: torch.Tensor) -> None:
+            if into is None:
+                gb[i] = grad
+            else:
+                buf = into[last + 1 + i]
+                gb[i] = buf.mul_(self.hyper["momentum"]).add_(grad) if self.any_momentum else buf.copy_(grad)
+
+        weight(last, g, inputs[last])
+        bias(last, g.sum(2, keepdim=True))
         for i in range(last - 1, -1, -1):
             w_next = self.w[i + 1] if i + 1 == last else self.w[i + 1].transpose(1, 2)
             g = torch.bmm(g.transpose(1, 2) if i + 1 == last else g, w_next,
                           out=self.scratch(f"gh{i}", *inputs[i + 1].shape))
             g = torch.ops.aten.threshold_backward.grad_input(g, inputs[i + 1], 0, grad_input=g)
-            gw[i] = torch.bmm(inputs[i].transpose(1, 2), g, out=self.scratch(f"gw{i}", *self.w[i].shape))
-            gb[i] = g.sum(1, keepdim=True)
+            weight(i, inputs[i].transpose(1, 2), g)
+            bias(i, g.sum(1, keepdim=True))
         return gw + gb
+
+    def _sgd_fused(self, saved) -> None:
+        """``torch.optim.SGD`` without Nesterov, in fewer passes over the parameters:
+        buf = m buf + g (the gradient matmul adds into buf), buf += wd p, p -= lr buf.
+        The same update as ``_sgd``, summed in another order (float rounding apart)."""
+        bufs = self._gradients(*saved, into=self.state[0])
+        for p, buf in zip(self.w + self.b, bufs):
+            if self.any_wd:
+                buf.addcmul_(p, self.hyper["weight_decay"])
+            p.addcmul_(buf, self.lr_now, value=-1.0)
 
     def _sgd(self, grads: list[torch.Tensor]) -> None:
         """``torch.optim.SGD`` (dampening 0): g += wd p; buf = m buf + g; p -= lr buf, or with
@@ -282,6 +333,17 @@ class StackedBackend:
         return [by_position[p] for p in positions]
 
 
+def _runs(values: list[float]) -> list[tuple[int, int, float]]:
+    """(start, end, value) of each run of equal consecutive values."""
+    runs: list[tuple[int, int, float]] = []
+    for i, v in enumerate(values):
+        if runs and runs[-1][2] == v:
+            runs[-1] = (runs[-1][0], i + 1, v)
+        else:
+            runs.append((i, i + 1, float(v)))
+    return runs
+
+
 def _eval_set(w, b, x_all: torch.Tensor, y_all: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss and accuracy of every member on one fixed set, in blocks of ``rows``."""
     members = w[0].shape[0]
@@ -317,18 +379,26 @@ def _cross_entropy(logits: torch.Tensor, y: torch.Tensor, probs: bool = True):
     return losses, e.div_(total) if probs else None
 
 
-def run_pack(trials, *, device: str = "cpu", on_result=None, return_params: bool = False) -> list[dict]:
-    """Train trials together as one vectorised model; one result per trial, in input order.
+def run_pack(trials, *, device: str = "cpu", on_result=None, return_params: bool = False,
+             backend: str | None = None) -> list[dict]:
+    """Train trials together as one pack; one result per trial, in input order.
 
     Each result is what ``run_trial`` returns for that trial alone, ``{"trial": row,
-    "curves": [...]}``, with ``engine`` ``"packed"``, ``backend`` ``"stacked"`` and ``wall_s``
-    the pack's elapsed time when the member finished. ``on_result(result)`` is called as
-    each member finishes or diverges, so a caller can store it before the pack ends. With
-    ``return_params`` each result also holds ``"params"``, the member's final weights named
-    as in ``build_model(...).state_dict()`` (for tests).
+    "curves": [...]}``, with ``engine`` ``"packed"``, ``backend`` the one that trained it and
+    ``wall_s`` the pack's elapsed time when the member finished. ``backend`` is
+    ``choose_backend(trials)``'s unless given: ``"stacked"`` (this module) for the MLP on
+    features, ``"vmap"`` (scaling.vmapped) for any other model, loss or metrics.
+    ``on_result(result)`` is called as each member finishes or diverges, so a caller can store
+    it before the pack ends. With ``return_params`` each result also holds ``"params"``, the
+    member's final weights named as in its model's ``state_dict()`` (for tests).
     Raises ``ValueError`` if ``can_pack(trials)`` says no. Uses the caller's torch
     threads; on CPU one thread per pack (and one pack per core) is fastest.
     """
     trials = [as_trial(t) for t in trials]
-    return run_members(trials, lambda ts: StackedBackend(ts, device), engine="packed",
-                       on_result=on_result, return_params=return_params)
+    if (backend or choose_backend(trials)[0]) == "vmap":
+        from scaling.vmapped import VmapBackend
+
+        factory = lambda ts: VmapBackend(ts, device)  # noqa: E731
+    else:
+        factory = lambda ts: StackedBackend(ts, device)  # noqa: E731
+    return run_members(trials, factory, engine="packed", on_result=on_result, return_params=return_params)

@@ -231,7 +231,7 @@ FIELDS: tuple[Field, ...] = (
     Field("code_version", str, BOOKKEEPING, "version of the training arithmetic (schema.CODE_VERSION)"),
     Field("data_version", str, BOOKKEEPING, "version of the task's data split and preprocessing"),
     Field("engine", str, BOOKKEEPING, "packed, single or ddp: how the sweep scheduled it"),
-    Field("backend", str, BOOKKEEPING, "stacked, module or ddp: the math that trained it"),
+    Field("backend", str, BOOKKEEPING, "stacked, vmap, module or ddp: the math that trained it"),
     Field("config", str, BOOKKEEPING, "the trial's canonical config as JSON"),
 )
 BY_NAME = {f.name: f for f in FIELDS}

@@ -58,8 +58,9 @@ returns a :class:`Dataset` (or a mapping of its fields):
 The driver calls the factory once while checking the config (to learn the pool
 size), and each worker once per process, so it must be deterministic: the same
 options give the same data everywhere. Raise ``ValueError`` for bad options; the
-message is shown as one line. A task with its own ``loss`` or ``metric`` runs on
-``engine: single`` (the packed engine knows only cross-entropy).
+message is shown as one line. A task with its own model, ``loss`` or ``metric``
+packs through the vmap backend (scaling.vmapped) when ``torch.func.vmap`` can
+batch them (no batch statistics, no dropout); otherwise its trials run one by one.
 """
 
 from __future__ import annotations
@@ -160,15 +161,36 @@ def _digits_size(options: dict) -> int:
     return 1797 - DIGITS_TEST_SIZE - DIGITS_VAL_SIZE
 
 
-@functools.lru_cache(maxsize=4)
-def _load_digits_cached() -> Dataset:
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits as scikit-learn's ``load_digits`` returns them: (pixels 0-16, labels).
+
+    Read straight from the file that ships inside scikit-learn (``digits.csv.gz``, what
+    ``load_digits`` parses), found without importing scikit-learn: importing it takes about
+    a second, once in every worker process."""
+    import gzip
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
+        if os.path.isfile(path):
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                data = np.loadtxt(f, delimiter=",")
+            return data[:, :-1], data[:, -1].astype(int)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
+    return bunch.data, bunch.target
+
+
+@functools.lru_cache(maxsize=4)
+def _load_digits_cached() -> Dataset:
+    pixels, labels = _digits_arrays()
     # pixels scaled to [0, 1], as Smith & Le (2018) fed MNIST; standardising each pixel
     # instead blows up rare edge pixels and makes small-batch SGD diverge at moderate lr
-    x = (bunch.data / 16.0).astype(np.float32)
-    y = bunch.target.astype(np.int64)
+    x = (pixels / 16.0).astype(np.float32)
+    y = labels.astype(np.int64)
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(y))
     cut = DIGITS_TEST_SIZE + DIGITS_VAL_SIZE
     test, val, train = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:cut], order[cut:]
@@ -539,7 +561,8 @@ def own_model(task: dict) -> bool:
 
 
 def packable(task: dict) -> bool:
-    """Whether the packed engine (an MLP with cross-entropy on float features) fits the task."""
+    """Whether the stacked backend (an MLP with cross-entropy on float features) fits the task;
+    other tasks pack through the vmap backend (scaling.packing.choose_backend)."""
     if not is_plugin(task):
         return TASKS[task["name"]].kind != "tokens"
     data = load_task(task)

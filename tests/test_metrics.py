@@ -145,15 +145,13 @@ def test_metrics_config_is_checked_and_only_enters_trials_when_enabled():
     trial = on.trials()[0].to_dict()
     assert trial["metrics"]["noise_scale"] and trial["metrics"]["sharpness_examples"] == 64
     assert trial["metrics"]["noise_ema"] == 0.95 and trial_id(trial) != trial_id(plain.trials()[0])
-    assert on.engine == "single", "the packed engine cannot measure per-trial gradients"
+    assert on.engine == "packed", "packs measure metrics (the vmap backend)"
     for metrics, key in (({"noise_scale": 1}, "metrics.noise_scale"), ({"hessian": True}, "metrics.hessian"),
                          ({"sharpness": True, "noise_ema": 1.0}, "metrics.noise_ema"),
                          ({"grad_norms": True, "grad_norm_examples": 0}, "metrics.grad_norm_examples"),
                          ("yes", "metrics")):
         with pytest.raises(ConfigError, match=f"'{key}'"):
             parse_config({**BASE, "metrics": metrics})
-    with pytest.raises(ConfigError, match="'engine'.*single"):
-        parse_config({**BASE, "metrics": METRICS, "engine": "packed"})
     with pytest.raises(ConfigError, match="'metrics'.*workers_per_trial: 2"):
         parse_config({**BASE, "metrics": METRICS, "workers_per_trial": 2})
     assert yaml.safe_load("metrics: {noise_scale: true, sharpness: true}")["metrics"]["sharpness"] is True
@@ -183,3 +181,51 @@ def test_a_diverged_trial_has_no_final_sharpness():
     out = run_trial(parse_config({**BASE, "axes": {**BASE["axes"], "lr": 1000.0}, "metrics": METRICS}).trials()[0])
     assert out["trial"]["status"] == "diverged"
     assert math.isfinite(out["trial"]["sharpness_init"]) and math.isnan(out["trial"]["sharpness_final"])
+
+
+def test_a_noise_scale_sweep_packs_and_measures_what_the_single_engine_measures(monkeypatch):
+    """|G_small|² and |G_big|² of every step, per member, within 1e-4 of the trial alone; and the
+    curves' moving averages, per-example gradient norms and sharpness with them."""
+    from cluster.planner import plan
+    from scaling.packed import run_pack
+    from scaling.metrics import NoiseScaleEMA
+    from scaling.vmapped import NoiseScaleState
+
+    raw = {**BASE, "axes": {"n_train": [150, 200], "batch_size": 16, "lr": [0.05, 0.1], "momentum": 0.9,
+                            "seed": [0, 1]}, "metrics": METRICS}
+    cfg = parse_config(raw)
+    trials = cfg.trials()
+    assert cfg.engine == "packed"
+    units = plan(trials, engine=cfg.engine, slots=1, memory_bytes=1 << 30, log=lambda *_: None)
+    assert [(u.engine, u.backend, len(u.trials)) for u in units] == [("packed", "vmap", len(trials))]
+
+    seen = {"alone": [], "packed": []}
+    single_update, packed_update = NoiseScaleEMA.update, NoiseScaleState.update
+
+    def record_single(self, g_small_sq, b_small, g_big_sq, b_big):
+        seen["alone"][-1].append((g_small_sq, g_big_sq))
+        return single_update(self, g_small_sq, b_small, g_big_sq, b_big)
+
+    def record_packed(self, g_small_sq, b_small, g_big_sq, b_big):
+        seen["packed"].append((g_small_sq.tolist(), g_big_sq.tolist()))
+        return packed_update(self, g_small_sq, b_small, g_big_sq, b_big)
+
+    monkeypatch.setattr(NoiseScaleEMA, "update", record_single)
+    monkeypatch.setattr(NoiseScaleState, "update", record_packed)
+    packed = run_pack(trials)
+    for i, (trial, mine) in enumerate(zip(trials, packed)):
+        seen["alone"].append([])
+        alone = run_trial(trial)
+        assert mine["trial"]["backend"] == "vmap" and mine["trial"]["engine"] == "packed"
+        steps = [(small[i], big[i]) for small, big in seen["packed"]]
+        assert len(steps) == len(seen["alone"][-1]) == trial.total_steps
+        for (a_small, a_big), (b_small, b_big) in zip(steps, seen["alone"][-1]):
+            assert a_small == pytest.approx(b_small, rel=1e-4) and a_big == pytest.approx(b_big, rel=1e-4)
+        for c, d in zip(mine["curves"], alone["curves"]):
+            for key in ("b_simple", "grad_sq_norm", "grad_cov_trace", "example_grad_norm_mean",
+                        "example_grad_norm_std"):
+                assert (c[key] is None) == (d[key] is None), key
+                if d[key] is not None:
+                    assert c[key] == pytest.approx(d[key], rel=1e-4), (c["step"], key)
+        for key in ("sharpness_init", "sharpness_final"):
+            assert mine["trial"][key] == pytest.approx(alone["trial"][key], rel=1e-4), key

@@ -100,7 +100,7 @@ def test_model_defaults_and_heads_in_the_trial(tmp_path):
     text = {"name": "text", "path": str(tmp_path / "t.txt"), "context": 8}
     lm = parse_config(config(tmp_path, text, {"name": "transformer"}))
     assert lm.trials()[0].to_dict()["model"] == {"name": "transformer", "width": 64, "depth": 2}
-    assert lm.engine == "single", "nothing to pack"
+    assert lm.engine == "packed", "transformers pack too (the vmap backend)"
     heads = parse_config(config(tmp_path, text, {"name": "transformer", "width": 32, "heads": 4}))
     assert heads.trials()[0].to_dict()["model"] == {"name": "transformer", "width": 32, "depth": 2, "heads": 4}
     mlp = parse_config(config(tmp_path, {"name": "digits"}, {"name": "mlp"}))
@@ -147,7 +147,7 @@ task: {{name: text, path: {path}, context: 16}}
 model: {{name: transformer, depth: 1}}
 axes:
   width: [16, 32]
-  n_train: [32, 96]
+  n_train: [32, 48, 64, 96]
   batch_size: 8
   lr: 0.3
   momentum: 0.9
@@ -164,19 +164,19 @@ def test_lm_sweep_over_width_and_n_train_runs_through_ray(ray_local, tmp_path):
     path = write_config(tmp_path, LM_SWEEP.format(path=tmp_path / "corpus.txt"))
     cfg = load_config(path)
     summary = run_sweep(cfg, path.read_text(), str(tmp_path / "results"), progress=False, log=lambda *_: None)
-    assert summary.counts == {"ok": 4, "diverged": 0, "failed": 0}
+    assert summary.counts == {"ok": 8, "diverged": 0, "failed": 0}
     trials, curves = load_tables(str(tmp_path / "results"))
     rows = trials.to_pylist()
     by_width = {}
     for r in rows:
         by_width.setdefault(r["width"], set()).add(r["n_params"])
-        assert r["model"] == "transformer" and r["engine"] == "single"
+        assert r["model"] == "transformer" and (r["engine"], r["backend"]) == ("packed", "vmap")
         assert r["tokens_seen"] == total_steps(cfg.trials()[0]) * 8 * 16
         assert math.isfinite(r["test_loss"]) and r["test_loss"] < math.log(256)
     assert {w: len(n) for w, n in by_width.items()} == {16: 1, 32: 1}, "one model size per width"
     assert by_width[16] != by_width[32]
-    assert sorted({r["n_train"] for r in rows}) == [32, 96]
-    assert curves.num_rows == 4 * 3
+    assert sorted({r["n_train"] for r in rows}) == [32, 48, 64, 96]
+    assert curves.num_rows == 8 * 3
 
 
 def test_the_lm_width_recipe_is_valid(tmp_path):
@@ -189,7 +189,7 @@ def test_the_lm_width_recipe_is_valid(tmp_path):
     text_file(tmp_path / "corpus.txt", 64 * 65536 * 10 // 8 + 200)
     raw["task"]["path"] = str(tmp_path / "corpus.txt")
     cfg = parse_config(raw)
-    assert cfg.count() == 4 * 2 * 7 * 3 and cfg.engine == "single"
+    assert cfg.count() == 4 * 2 * 7 * 3 and cfg.engine == "packed"
     assert {t.model for t in cfg.trials()} == {"transformer"}
 
 
@@ -203,7 +203,7 @@ def test_the_adamw_lm_recipe_is_valid(tmp_path):
     raw["task"]["path"] = str(tmp_path / "corpus.txt")
     cfg = parse_config(raw)
     trials = cfg.trials()
-    assert len(trials) == 3 * 5 * 4 and cfg.engine == "single"
+    assert len(trials) == 3 * 5 * 4 and cfg.engine == "packed"
     assert {(t.optimizer, t.schedule, t.beta2, t.warmup_frac, t.final_lr_frac) for t in trials} == {
         ("adamw", "cosine", 0.95, 0.05, 0.1)}
     assert {t.momentum for t in trials} == {0.0}, "momentum does not apply to AdamW"

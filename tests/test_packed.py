@@ -21,6 +21,7 @@ import torch
 
 import scaling.packed as packed
 from scaling.packed import can_pack, estimate_pack_bytes, pack_key, run_pack
+from scaling.schema import as_trial
 from scaling.store import Store, load_tables
 from scaling.train import eval_steps, run_trial, total_steps
 
@@ -152,10 +153,10 @@ def test_can_pack_names_what_differs():
     assert not ok and "model width (32, 64)" in why
     ok, why = can_pack([BASE, {**BASE, "task": {"name": "teacher"}}])
     assert not ok and "task" in why
-    ok, why = can_pack([{**BASE, "model": {"name": "cnn", "width": 8, "depth": 1}}])
-    assert not ok and "'cnn' cannot be packed" in why
-    ok, why = can_pack([{**BASE, "metrics": {"noise_scale": True}}])
-    assert not ok and "single engine" in why
+    ok, why = can_pack([BASE, {**BASE, "metrics": {"noise_scale": True}}])
+    assert not ok and "metrics" in why
+    with pytest.raises(ValueError, match="stacked backend cannot train model 'cnn'"):
+        packed.StackedBackend([as_trial({**BASE, "model": {"name": "cnn", "width": 8, "depth": 1}})])
     assert can_pack([]) == (False, "no trials to pack")
     assert pack_key(BASE) == pack_key(MIXED[2]) != pack_key({**BASE, "batch_size": 32})
     with pytest.raises(ValueError, match="batch_size"):
@@ -174,12 +175,51 @@ def test_estimate_pack_bytes_grows_with_members_and_width():
 
 @pytest.mark.slow
 def test_bench_quick_runs():
-    proc = subprocess.run([sys.executable, "-m", "cluster.bench", "--quick"], capture_output=True,
-                          text=True, timeout=180, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "cluster.bench", "--quick", "--no-tune"], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "packed" in proc.stdout and "single" in proc.stdout and "x faster" in proc.stdout
     lines = proc.stdout.splitlines()
-    # both reference sweeps, SGD and AdamW + cosine, each timed on both engines
-    assert [line.split()[0] for line in lines if line.endswith("8 ok")] == ["packed", "single"] * 2
-    assert "side by side: SGD" in proc.stdout and "AdamW + cosine" in proc.stdout
-    assert "of 8 trials" in proc.stdout, "the cross-check compared every trial"
+    # both reference sweeps, SGD and AdamW + cosine, and the CNN and transformer sweeps (vmap),
+    # each timed on both engines
+    assert [line.split()[0] for line in lines if line.endswith("8 ok")] == ["packed", "single"] * 4
+    assert "side by side: MLP SGD" in proc.stdout and "AdamW + cosine" in proc.stdout
+    assert "CNN (vmap)" in proc.stdout and "transformer LM (vmap)" in proc.stdout
+    assert "8-wide cnn (2 deep)" in proc.stdout and "32-wide transformer (2 deep)" in proc.stdout
+    assert proc.stdout.count("of 8 trials") == 4, "the cross-check compared every trial"
+
+
+def without_ray(folder: Path) -> dict:
+    """An environment whose Python finds no Ray (a package ``ray`` that refuses to import, first
+    on PYTHONPATH), as on a GPU machine that has torch and not Ray."""
+    import os
+
+    (folder / "ray").mkdir()
+    (folder / "ray" / "__init__.py").write_text("raise ImportError('Ray is not installed here')\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), str(ROOT),
+                                                                       os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.slow
+def test_the_bench_runs_without_ray(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cluster.bench", "--quick", "--no-tune", "--sweeps", "sgd"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=without_ray(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "side by side" not in proc.stdout and "x faster" in proc.stdout
+    (tmp_path / "again").mkdir()
+    check = subprocess.run([sys.executable, "-c", "import ray"], capture_output=True, text=True,
+                           env=without_ray(tmp_path / "again"))
+    assert check.returncode != 0 and "not installed" in check.stderr, "the check itself hides Ray"
+
+
+@pytest.mark.slow
+def test_roofline_quick_runs():
+    proc = subprocess.run([sys.executable, "-m", "cluster.roofline", "--quick", "--members", "8"],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in rows] == [1, 4, 16, 64, 256]
+    for r in rows:
+        us, flop_us, bound_cache, share_cache = float(r[1]), float(r[6]), float(r[8]), float(r[9].rstrip("%"))
+        assert us > 0 and bound_cache >= flop_us and 0 < share_cache <= 100 * 1.5
+    assert "fp32 matmul peak" in proc.stderr and "triad" in proc.stderr

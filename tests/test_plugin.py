@@ -38,13 +38,44 @@ def config(task, model=None, **extra) -> dict:
 def test_plugin_task_trains_with_its_own_model_loss_and_metric():
     cfg = parse_config(config({"name": REGRESSION, "dim": 6, "noise": 0.1}))
     assert cfg.task == {"name": REGRESSION, "dim": 6, "noise": 0.1}, "options as given: part of the trial id"
-    assert cfg.engine == "single", "its own loss: the packed engine cannot train it"
+    assert cfg.engine == "packed", "its own model and loss pack with the vmap backend"
     out = run_trial(cfg.trials()[0])
     row, curves = out["trial"], out["curves"]
     assert row["status"] == "ok", row["error"]
     assert row["n_params"] == 6 * 16 + 16 + 16 + 1, "the plug-in's model, sized by the trial's width"
     assert curves[0]["test_acc"] < 0.5 < 0.9 < row["test_acc"] <= 1.0, "test_acc holds the plug-in's R^2"
     assert row["test_loss"] < 0.05 and row["examples_seen"] == 60 * 32
+
+
+def test_plugin_model_and_loss_pack_and_match_the_trial_alone():
+    import torch
+
+    from scaling.packed import run_pack
+
+    cfg = parse_config({**config({"name": REGRESSION, "dim": 6}), "axes": {
+        "n_train": [128, 256], "batch_size": 32, "lr": [0.02, 0.05], "momentum": 0.9}})
+    trials = cfg.trials()
+    for mine, trial in zip(run_pack(trials, return_params=True), trials):
+        alone = run_trial(trial, return_params=True)
+        assert mine["trial"]["backend"] == "vmap" and mine["trial"]["test_acc"] > 0.5
+        assert mine["trial"]["test_acc"] == pytest.approx(alone["trial"]["test_acc"], rel=1e-4)
+        for k, v in alone["params"].items():
+            torch.testing.assert_close(mine["params"][k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_a_plugin_model_that_vmap_cannot_batch_runs_single_and_says_why():
+    from cluster.planner import plan
+    from scaling.packing import can_pack
+
+    cfg = parse_config(config({"name": "toy_tasks.regression:batchnorm_blobs"}))
+    trials = cfg.trials() * 1
+    trials = [trials[0], trials[0].replace(seed=1)]
+    ok, why = can_pack(trials)
+    assert not ok and "BatchNorm1d" in why and "\n" not in why
+    lines = []
+    units = plan(trials, engine="packed", slots=1, memory_bytes=1 << 30, log=lines.append)
+    assert [u.engine for u in units] == ["single", "single"] and "BatchNorm1d" in lines[0]
+    assert run_trial(trials[0])["trial"]["status"] == "ok"
 
 
 def test_plugin_may_return_a_mapping_and_use_the_built_in_models():

@@ -61,6 +61,19 @@ def make_blobs(dim: int = 4, classes: int = 3, pool: int = 600, n_test: int = 30
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, "n_classes": classes}
 
 
+@task_factory
+def batchnorm_blobs(dim: int = 4, classes: int = 3) -> Dataset:
+    """Blobs with a model that has BatchNorm, which mixes the examples of a batch: it trains
+    alone but does not pack."""
+    data = make_blobs(dim=dim, classes=classes)
+
+    def make_model(model: dict) -> nn.Module:
+        return nn.Sequential(nn.Linear(dim, model["width"]), nn.BatchNorm1d(model["width"]), nn.ReLU(),
+                             nn.Linear(model["width"], classes))
+
+    return Dataset(**data, make_model=make_model)
+
+
 def not_a_factory(**options):
     """Not marked with @task_factory: configs cannot call it."""
     raise AssertionError("must never be called from a config")
