@@ -106,9 +106,12 @@ def run_members(trials, backend_factory, *, engine: str, on_result=None, return_
     # An x86 CPU is up to 100x slower on denormal floats, and training makes them: the momentum
     # buffers of dead ReLU units decay as m^t past 1e-38. Flushed to zero, a small-batch step ran
     # 3-7x faster (python -m cluster.roofline); values that small change no result.
-    torch.set_flush_denormal(True)
-    run = _Run([as_trial(t) for t in trials], backend_factory, engine, on_result, return_params, report)
-    run.train()
+    torch.set_flush_denormal(True)  # see above; switched off again after, for the caller's numbers
+    try:
+        run = _Run([as_trial(t) for t in trials], backend_factory, engine, on_result, return_params, report)
+        run.train()
+    finally:
+        torch.set_flush_denormal(False)
     return run.results
 
 

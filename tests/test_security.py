@@ -244,7 +244,7 @@ def test_disabled_token_auth_needs_insecure_ray(tmp_path):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_the_sweep_in_one_line_keeps_finished_trials_and_reaps_ray(tmp_path, sig, code):
-    config = write_config(tmp_path, SWEEP.format(name="stop", n_train=[50, 800], seeds=[0, 1], epochs=60))
+    config = write_config(tmp_path, SWEEP.format(name="stop", n_train=[50, 1200], seeds=[0, 1], epochs=400))
     results = tmp_path / "r"
     driver = start(config, results)
     wait_for(lambda: stored_ids(results, "stop"), 180, "a finished trial", driver)
