@@ -28,13 +28,14 @@ bench: $(STAMP)
 	$(BIN)/python -m analysis.bench
 	$(BIN)/python -m analysis.bench_extrapolation
 
-# Measure both laws on real data and write results/reproduce/report.html.
+# Measure both laws and the critical batch size on real data; write results/reproduce/report.html.
 # SCALE=full runs configs/full/ (MNIST IDX files in data/mnist, larger grids, for GPUs).
 SCALE ?= small
 REPRO_CONFIGS := $(if $(filter full,$(SCALE)),configs/full,configs)
 reproduce: $(STAMP)
 	$(BIN)/scaling sweep $(REPRO_CONFIGS)/learning_curve.yaml --results results/reproduce --engine packed --quiet
 	$(BIN)/scaling sweep $(REPRO_CONFIGS)/bopt_rule.yaml --results results/reproduce --engine packed --quiet
+	$(BIN)/scaling sweep $(REPRO_CONFIGS)/bcrit.yaml --results results/reproduce --engine packed --quiet
 	$(BIN)/python -m analysis.reproduce results/reproduce -o results/reproduce/report.html
 
 clean:

@@ -127,7 +127,7 @@ def critical_batch(trials: pa.Table, curves: pa.Table, *, targets, metric: str =
                           groups=tuple(out), scaling=scaling, n_seeds=int(seeds.size), notes=tuple(notes))
 
 
-def auto_target(trials: pa.Table, metric: str) -> float:
+def auto_target(trials: pa.Table, metric: str, quantile: float = 0.7) -> float:
     """A target most batch sizes reach: the 70th percentile (the 30th for a rising metric) of the
     median final value per batch size, over the sweep's ok trials, to two significant digits."""
     fr = tables.frame(trials)
@@ -136,7 +136,7 @@ def auto_target(trials: pa.Table, metric: str) -> float:
     if not ok.any() or "batch_size" not in fr:
         raise AnalysisError(f"no usable trials with {metric!r} and batch_size to choose a target from")
     meds = [np.median(y[idx]) for _, idx in cl.groups(fr, np.flatnonzero(ok), ["batch_size"])]
-    value = float(np.quantile(meds, 0.3 if tables.maximize(metric) else 0.7))
+    value = float(np.quantile(meds, 1 - quantile if tables.maximize(metric) else quantile))
     return float(f"{value:.2g}")
 
 

@@ -217,8 +217,9 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
     ]
     if curves is not None and curves.num_rows > 0:  # a store with learning curves
         part = trials if bcrit_trials is None else bcrit_trials
-        sections.insert(4, _section(f"Critical batch size ({metric}): steps vs examples to target",
-                                    lambda: _critical(part, curves, metric, min(n_boot, 400), bcrit_targets)))
+        crit = metric if metric in curves.column_names else "test_loss"  # a curves column
+        sections.insert(4, _section(f"Critical batch size ({crit}): steps vs examples to target",
+                                    lambda: _critical(part, curves, crit, min(n_boot, 400), bcrit_targets)))
     title = f"Scaling report: {source}" if source else "Scaling report"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"

@@ -1,9 +1,11 @@
-"""The headline figures of ``make reproduce``: the learning-curve exponent and the B_opt rule.
+"""The headline figures of ``make reproduce``: the learning-curve exponent, the B_opt rule
+and the critical batch size.
 
-Reads the two sweeps that ``make reproduce`` runs into one store,
+Reads the sweeps that ``make reproduce`` runs into one store,
 ``learning_curve`` (Hestness et al. 2017: error against n_train, tuned at every
-size) and ``bopt_rule`` (Smith & Le 2018: B_opt against εN/(1−m)), prints the
-figures and writes one HTML report with every plot.
+size), ``bopt_rule`` (Smith & Le 2018: B_opt against εN/(1−m)) and ``bcrit``
+(McCandlish et al. 2018: steps to target against B, B_crit beside B_simple and
+B_opt, lr tuned per B), prints the figures and writes one HTML report with every plot.
 
     python -m analysis.reproduce results/reproduce [-o report.html] [--json]
 """
@@ -27,7 +29,9 @@ from analysis.curves import fit_learning_curves
 from analysis.errors import AnalysisError
 from analysis.report import build_report, write_page
 
-CURVE_SWEEP, BOPT_SWEEP = "learning_curve", "bopt_rule"
+CURVE_SWEEP, BOPT_SWEEP, BCRIT_SWEEP = "learning_curve", "bopt_rule", "bcrit"
+BCRIT_QUANTILES = (0.5, 0.7, 0.85)
+"""Targets of the bcrit part: these quantiles of the batch sizes' median final test loss."""
 
 
 def _sweep(trials, name: str):
@@ -44,7 +48,7 @@ def _estimate(value, low, high) -> dict:
 def measure(root: str, *, metric: str = "error", n_boot: int = 1000) -> dict:
     """The figures, as plain values: exponents with 95% CIs, the rule's exponents, slope,
     g_opt and verdict (``{"label", "axes", "reason"}``), and how winners were chosen."""
-    trials = tables.load_sweep(root)[0]
+    trials, curves = tables.load_sweep(root)
     curve_trials, bopt_trials = _sweep(trials, CURVE_SWEEP), _sweep(trials, BOPT_SWEEP)
     out: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
                  "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "metric": metric}
@@ -69,7 +73,20 @@ def measure(root: str, *, metric: str = "error", n_boot: int = 1000) -> dict:
                        edge=rule["n_censored"], left_out=rule["n_excluded"],
                        selection=result.selection, notes=list(result.notes) + rule["notes"])
     out["_tables"] = (curve_trials, bopt_trials, trials)
+    out["bcrit"] = None
+    if BCRIT_SWEEP in set(trials.column("sweep").to_pylist()):
+        out["bcrit"] = _bcrit(_sweep(trials, BCRIT_SWEEP), curves, n_boot)
+    out["_curves"] = curves
     return out
+
+
+def _bcrit(trials, curves, n_boot: int):
+    from analysis.critical import auto_target, critical_batch
+
+    curves = curves.filter(pc.equal(curves.column("sweep"), BCRIT_SWEEP))
+    targets = sorted({auto_target(trials, "test_loss", q) for q in BCRIT_QUANTILES}, reverse=True)
+    return critical_batch(trials, curves, targets=targets, metric="test_loss", tune_lr=True,
+                          n_boot=min(n_boot, 400))
 
 
 def figure_lines(fig: dict) -> list[str]:
@@ -106,6 +123,10 @@ def figure_lines(fig: dict) -> list[str]:
     v = b["verdict"]
     lines.append(f"verdict: {v['label']}" + (f" ({', '.join(v['axes'])})" if v["axes"] else "")
                  + f": {v['reason']}")
+    if fig.get("bcrit") is not None:
+        from analysis.critical_text import critical_lines
+
+        lines += [""] + critical_lines(fig["bcrit"])
     return lines
 
 
@@ -113,8 +134,12 @@ def write(root: str, out: str, fig: dict, n_boot: int = 1000) -> str:
     curve_trials, bopt_trials, trials = fig["_tables"]
     head = ("<h2>Headline figures</h2><pre style='white-space: pre-wrap'>"
             + html.escape("\n".join(figure_lines(fig))) + "</pre>")
+    bcrit = fig.get("bcrit")
     page = build_report(trials, source=str(root), metric=fig["metric"], offset=False,
-                        curve_trials=curve_trials, bopt_trials=bopt_trials, n_boot=n_boot, extra=head)
+                        curve_trials=curve_trials, bopt_trials=bopt_trials, n_boot=n_boot, extra=head,
+                        curves=fig["_curves"] if bcrit is not None else None,
+                        bcrit_trials=_sweep(trials, BCRIT_SWEEP) if bcrit is not None else None,
+                        bcrit_targets=bcrit.targets if bcrit is not None else None)
     return write_page(out, page)
 
 
@@ -132,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:
+        fig = {**fig, "bcrit": None if fig.get("bcrit") is None else fig["bcrit"].to_dict()}
         print(json.dumps({k: v for k, v in fig.items() if not k.startswith("_")}, indent=2,
                          default=lambda v: float(v) if isinstance(v, np.floating) else str(v)))
     else:
