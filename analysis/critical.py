@@ -37,7 +37,8 @@ class CriticalGroup:
     target: float
     fit: Tradeoff
     b_simple: float
-    """Mean B_simple at the target over the group's trials that reached it (NaN: not measured)."""
+    """Median B_simple at the target over the group's trials that reached it (NaN: not measured);
+    the median, because one trial's estimate (a ratio of two moving averages) is heavy-tailed."""
     n_b_simple: int
     b_opt: Estimate | None
     """B_opt of the same group (fixed lr), or None."""
@@ -212,7 +213,7 @@ def _arrays(fr, idx, per_trial, targets, rep, seeds, tune_lr) -> dict:
 
 def _b_simple(per_trial, idx, k) -> tuple[float, int]:
     vals = [per_trial[r][2][k] for r in idx if r in per_trial and np.isfinite(per_trial[r][2][k])]
-    return (float(np.mean(vals)), len(vals)) if vals else (np.nan, 0)
+    return (float(np.median(vals)), len(vals)) if vals else (np.nan, 0)  # single estimates are heavy-tailed
 
 
 def _bopt(trials, metric, where, sweep, n_boot, level, seed, axes, tune_lr) -> dict:
