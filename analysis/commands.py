@@ -98,9 +98,12 @@ def _run(cmd, args) -> int:
     except AnalysisError as e:
         return _fail(str(e))
     except Exception as e:  # a store or config mistake reported by the core library
-        from scaling.errors import UserError
+        from scaling.errors import StorageError, UserError
         if isinstance(e, UserError):
             return _fail(str(e))
+        if isinstance(e, StorageError):
+            _fail(str(e))
+            return 3
         raise
 
 

@@ -33,8 +33,10 @@ def run_query(root, sql: str, tables: tuple[pa.Table, pa.Table] | None = None, *
     the result as an Arrow table. ``tables`` (trials, curves) in memory are queried instead when given."""
     if tables is not None:
         return _query_tables(tables, sql, timeout_s, memory_limit or default_memory_limit())
-    view = root if isinstance(root, StoreView) else open_store(root, memory_limit=memory_limit or default_memory_limit())
-    return view.query(sql, timeout_s=timeout_s)
+    if isinstance(root, StoreView):
+        return root.query(sql, timeout_s=timeout_s)
+    with open_store(root, memory_limit=memory_limit or default_memory_limit()) as view:
+        return view.query(sql, timeout_s=timeout_s)
 
 
 def _query_tables(tables, sql: str, timeout_s, memory_limit) -> pa.Table:

@@ -26,7 +26,9 @@ def status_table(root, view=None) -> pa.Table:
     """One row per sweep: ok, diverged, failed, stored, in the config, pending."""
     from scaling.views import open_store
 
-    view = view or open_store(root)
+    if view is None:
+        with open_store(root) as view:
+            return status_table(root, view)
     counts = {r["sweep"]: r for r in view.sql(
         "SELECT sweep, count(*) FILTER (WHERE status = 'ok') AS ok, "
         "count(*) FILTER (WHERE status = 'diverged') AS diverged, "

@@ -119,6 +119,12 @@ class StoreView:
             self._con.close()
             self._con = None
 
+    def __enter__(self) -> "StoreView":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _scan(self) -> Sources | None:
         store = self.store
         self.sweeps = list(self._sweeps) if self._sweeps is not None else store.sweeps()
@@ -345,6 +351,7 @@ def _with_timeout(con, rel, timeout_s, memory_limit):
     finally:
         if timer is not None:
             timer.cancel()
+            timer.join()  # so the connection is never released from the timer's thread
 
 
 def create_source(con, store, name: str, schema: pa.Schema, files: list, local: bool, part: bool = False) -> None:
