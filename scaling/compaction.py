@@ -84,9 +84,11 @@ class CompactReport:
 
 
 def compact(store, sweep: str | None = None, *, target_rows: int = TARGET_ROWS, max_parts: int = MAX_PARTS,
-            orphan_s: float = ORPHAN_S, everything: bool = True) -> CompactReport:
+            stale_s: float = ORPHAN_S, everything: bool = True) -> CompactReport:
     """Merge the small parts of each sweep (or of ``sweep``) as the module docstring says.
-    ``everything=False`` (during a sweep) merges only the small parts, leaving the tiers alone."""
+    ``everything=False`` (during a sweep) merges only the small parts, leaving the tiers alone.
+    Intents and orphan curves of other compactions and writers are finished or removed once
+    older than ``stale_s`` (they might still be at work until then)."""
     from scaling.integrity import Finding
 
     if isinstance(target_rows, bool) or not isinstance(target_rows, int) or target_rows < 2:
@@ -98,11 +100,17 @@ def compact(store, sweep: str | None = None, *, target_rows: int = TARGET_ROWS, 
         names = [sweep]
     merges, finished, skipped, removed = [], [], [], []
     for name in names:
-        finished += finish_intents(store, name)
+        finished += finish_intents(store, name, stale_s)
         sp = parts_mod.readable_parts(store, name)
         skipped += [Finding(path, "unreadable", f"{why}; left alone") for path, why in sp.skipped]
-        removed += _remove_orphans(store, sp, orphan_s)
-        for batch in plan_batches(sp, target_rows, max_parts, everything):
+        removed += _remove_orphans(store, sp, stale_s)
+        for i, batch in enumerate(plan_batches(sp, target_rows, max_parts, everything)):
+            if i:  # the earlier merges replaced parts: read the listing again
+                sp = parts_mod.readable_parts(store, name)
+                present = {e.path for e, _ in sp.trials}
+                batch = [(e, f) for e, f in batch if e.path in present]
+                if len(batch) < 2 and all(parts_mod.paired(e.stem) for e, _ in batch):
+                    continue
             merge = _merge(store, name, sp, batch)
             if merge is not None:
                 merges.append(merge)
@@ -121,10 +129,10 @@ def plan_batches(sp, target_rows: int, max_parts: int, everything: bool) -> list
     paired = [p for p in parts if parts_mod.paired(p[0].stem)]
     total = sum(f.rows for _, f in parts)
     target = max(target_rows, -(-total // max(1, max_parts // 2)))
-    batches = [legacy] if legacy else []
+    batches = []
     small = [p for p in paired if p[1].rows < target]
     big = [p for p in paired if p[1].rows >= target]
-    current, rows = [], 0
+    current, rows = list(legacy), sum(f.rows for _, f in legacy)  # every legacy part in the first batch
     for p in small:
         if current and rows + p[1].rows > target:
             batches.append(current)
@@ -172,8 +180,9 @@ def _merge(store, sweep: str, sp, batch: list) -> Merge | None:
         intent = {"layout": 2, "merged": name if rows_out else None,
                   "trials": [e.name for e, _ in batch],
                   "curves": [e.name for e, _ in batch if parts_mod.paired(e.stem)] + [e.name for e in legacy_curves],
-                  "legacy": {e.name: [e.size, e.mtime_ns] for e in [e for e, _ in batch] + legacy_curves
-                             if not parts_mod.paired(e.stem)}}
+                  "legacy": {**{f"trials/{e.name}": [e.size, e.mtime_ns] for e, _ in batch
+                                if not parts_mod.paired(e.stem)},
+                             **{f"curves/{e.name}": [e.size, e.mtime_ns] for e in legacy_curves}}}
         path = f"{store.table_dir(sweep, 'trials')}/{parts_mod.INTENT_PREFIX}{ident}.json"
         store.write_bytes(path, json.dumps(intent, indent=1).encode())
         if rows_out:
@@ -184,8 +193,8 @@ def _merge(store, sweep: str, sp, batch: list) -> Merge | None:
     finally:
         con.close()
     _finish(store, sweep, path, intent, own=True)
-    return Merge(sweep, "trials", name if rows_out else "", tuple(e.path for e, _ in batch),
-                 sum(f.rows for _, f in batch), rows_out)
+    merged = f"{store.table_dir(sweep, 'trials')}/{name}.parquet" if rows_out else ""
+    return Merge(sweep, "trials", merged, tuple(e.path for e, _ in batch), sum(f.rows for _, f in batch), rows_out)
 
 
 def _curves_sql(con, store, sp, batch, local: bool) -> str:
@@ -215,14 +224,15 @@ def _curves_sql(con, store, sp, batch, local: bool) -> str:
 
 # ---- finishing ----------------------------------------------------------------------------------
 
-def finish_intents(store, sweep: str) -> list[str]:
+def finish_intents(store, sweep: str, stale_s: float = ORPHAN_S) -> list[str]:
     """Finish (or drop) the intents of interrupted compactions in a sweep; returns their paths."""
     done = []
     for table in ("trials", "curves"):
         for e in parts_mod.list_dir(store, store.table_dir(sweep, table)):
             if e.name.startswith(parts_mod.INTENT_PREFIX) and e.name.endswith(".json"):
                 intent = read_intent(store, e.path)
-                if intent is not None and _finish(store, sweep, e.path, intent, mtime_ns=e.mtime_ns):
+                if intent is not None and _finish(store, sweep, e.path, intent, mtime_ns=e.mtime_ns,
+                                                  stale_s=stale_s):
                     done.append(e.path)
     return done
 
@@ -253,7 +263,8 @@ def _finish(store, sweep: str, path: str, intent: dict, *, own: bool = False,
     for folder, key in ((tdir, "trials"), (cdir, "curves")):
         for name in _names(intent.get(key)):
             target = f"{folder}/{name}"
-            if name in legacy and not _unchanged(store, target, legacy[name]):
+            stamp = legacy.get(f"{key}/{name}")
+            if stamp is not None and not _unchanged(store, target, stamp):
                 continue
             _delete(store, target)
     _delete(store, path)
@@ -321,15 +332,15 @@ def read_intent(store, path: str) -> dict | None:
         return None
 
 
-def _remove_orphans(store, sp, orphan_s: float) -> list[str]:
+def _remove_orphans(store, sp, stale_s: float) -> list[str]:
     """Curves parts of commit events whose trials part never came (a writer killed between the
-    two), once older than ``orphan_s``: nothing can commit them any more."""
+    two), and merged curves parts without their trials part, once older than ``stale_s``."""
     trials = sp.listing.parts["trials"]
     now = time.time_ns()
     removed = []
     for stem, e in sp.listing.parts["curves"].items():
-        if parts_mod.COMMIT.fullmatch(stem) and stem not in trials and e.mtime_ns is not None \
-                and (now - e.mtime_ns) / 1e9 > orphan_s:
+        if parts_mod.paired(stem) and stem not in trials and e.mtime_ns is not None \
+                and (now - e.mtime_ns) / 1e9 > stale_s:
             try:
                 store.fs.delete_file(e.path)
                 removed.append(e.path)

@@ -324,7 +324,8 @@ def held_elsewhere(held: dict, key) -> bool:
 
 
 def _legacy_runs(sw: _Sweep, losing: set):
-    """(run keys readers keep that live in legacy curves, {legacy curves path: its run keys})."""
+    """(runs readers keep whose curves they take from legacy curves parts, i.e. whose kept trial row
+    is in a legacy part; {legacy curves path: its run keys})."""
     if not sw.sp.legacy_curves:
         return set(), {}
     con = duckdb.connect(":memory:")
@@ -334,8 +335,10 @@ def _legacy_runs(sw: _Sweep, losing: set):
                       local, part=True)
         create_source(con, sw.store, "_c_legacy", CURVES_SCHEMA,
                       [(e.path, f.schema.names) for e, f in sw.sp.legacy_curves], local, part=True)
-        kept = con.sql(f"SELECT sweep, trial_id, run_id FROM _t_src QUALIFY row_number() OVER (PARTITION BY sweep, "
-                       f"trial_id ORDER BY {WINNER_ORDER}) = 1").fetchall()
+        kept = [(s, tid, run) for s, tid, run, part in con.sql(
+            f"SELECT sweep, trial_id, run_id, _part FROM _t_src QUALIFY row_number() OVER (PARTITION BY sweep, "
+            f"trial_id ORDER BY {WINNER_ORDER}) = 1").fetchall()
+            if not parts_mod.paired(part.rsplit("/", 1)[1][:-len(".parquet")])]
         held: dict = {}
         for part, s, tid, run in con.sql("SELECT DISTINCT _part, sweep, trial_id, run_id FROM _c_legacy").fetchall():
             held.setdefault(part, []).append((s, tid, run))

@@ -161,7 +161,16 @@ class StoreView:
                        tuple(skipped))
 
     def _build(self, src: Sources) -> duckdb.DuckDBPyConnection:
+        self._files = [p for p, _ in src.trial_files] + list(self._pairs.values()) + list(src.legacy)
         con = duckdb.connect(":memory:")
+        try:
+            self._fill(con, src)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _fill(self, con, src: Sources) -> None:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
@@ -211,9 +220,7 @@ class StoreView:
         if not unions:
             unions = [f"SELECT {_nulls(CURVES_SCHEMA)} WHERE false"]
         con.execute("CREATE VIEW curves AS " + " UNION ALL ".join(unions))
-        self._files = files + list(whole) + [self._pairs[p] for p in partial] + list(src.legacy)
         self._lock(con, local)
-        return con
 
     def _native(self) -> bool:
         import pyarrow.fs as pafs
@@ -241,9 +248,8 @@ class StoreView:
 
     def _retrying(self, run):
         for _ in range(20):
-            con = self.connection()
             try:
-                return run(con)
+                return run(self.connection())
             except (duckdb.IOException, duckdb.InvalidInputException) as e:
                 if not self._recover(str(e)):
                     raise
@@ -374,14 +380,36 @@ def create_source(con, store, name: str, schema: pa.Schema, files: list, local: 
                     f"{', filename = true' if part else ''})")
         return
     import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
 
-    fmt = ds.ParquetFileFormat()
     full = schema.append(pa.field("_part", pa.string())) if part else schema
-    frags = [fmt.make_fragment(p, filesystem=store.fs,
-                               partition_expression=(ds.field("_part") == p) if part else None)
-             for p, _ in files]
-    con.register(f"{name}_ds", ds.FileSystemDataset(frags, schema=full, format=fmt, filesystem=store.fs))
+    if isinstance(store.fs, pafs.PyFileSystem):  # a filesystem written in Python (tests' fault injection)
+        source = _read_in_thread(store.fs, [p for p, _ in files], full, part)
+    else:
+        fmt = ds.ParquetFileFormat()
+        frags = [fmt.make_fragment(p, filesystem=store.fs,
+                                   partition_expression=(ds.field("_part") == p) if part else None)
+                 for p, _ in files]
+        source = ds.FileSystemDataset(frags, schema=full, format=fmt, filesystem=store.fs)
+    con.register(f"{name}_ds", source)
     con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_ds")
+
+
+def _read_in_thread(fs, paths: list[str], schema: pa.Schema, part: bool) -> pa.Table:
+    """Parts on a filesystem implemented in Python (the tests' fault injection), read whole in this
+    thread: a pyarrow dataset would read them from its I/O threads, which then wait for the GIL that
+    DuckDB's caller holds."""
+    import pyarrow.parquet as pq
+
+    tables = []
+    for path in paths:
+        t = pq.read_table(path, filesystem=fs, use_threads=False, pre_buffer=False)
+        cols = [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(len(t), f.type)
+                for f in schema if f.name != "_part"]
+        if part:
+            cols.append(pa.array([path] * len(t), pa.string()))
+        tables.append(pa.Table.from_arrays(cols, schema=schema))
+    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def _nulls(schema: pa.Schema) -> str:
