@@ -23,9 +23,9 @@ version "1"); then the smallest ``run_id``, then the smallest part name (copies 
 run). The curve rows readers show are those of that run, each once. The rule is in
 :data:`scaling.views.WINNER_ORDER`; verify, repair, compaction and the sweep driver use it.
 
-A sweep folder is one that holds ``_sweep.json`` (or, written by an earlier release, a
-``trials/`` folder, and ``sweep.yaml`` when it is the root itself), never one picked by
-a subfolder's name; sweep names the layout uses (``trials``, ``curves``, ...) are refused.
+A sweep folder is one that holds ``_sweep.json`` (or, written by an earlier release, its
+``sweep.yaml``), never one picked by a subfolder's name; sweep names the layout uses
+(``trials``, ``curves``, ...) are refused.
 
 Readers go through :mod:`scaling.views` (DuckDB over the parts, lazily).
 No torch and no ray here: analysis imports this module.
@@ -221,20 +221,17 @@ class Store:
                        and not e.base_name.startswith((".", "_")))
         if not names:
             return []
-        probes = [f"{self._join(n)}/{p}" for n in names for p in (MARKER, "trials")]
+        probes = [f"{self._join(n)}/{p}" for n in names for p in (MARKER, CONFIG)]
         infos = self._infos(probes)
         return [n for i, n in enumerate(names)
-                if infos[2 * i].type == pafs.FileType.File or infos[2 * i + 1].type == pafs.FileType.Directory]
+                if infos[2 * i].type == pafs.FileType.File or infos[2 * i + 1].type == pafs.FileType.File]
 
     def is_sweep(self, sweep: str) -> bool:
-        """A sweep folder: it holds the marker; or, written by an earlier release, a trials
-        folder (and, for the root itself, a sweep.yaml beside it)."""
+        """A sweep folder holds the marker this product writes, or (written by an earlier release,
+        which had no marker) the sweep's config ``sweep.yaml``; never decided by a folder's name."""
         base = self.sweep_dir(sweep)
-        marker, config, trials = self._infos([f"{base}/{MARKER}", f"{base}/{CONFIG}", f"{base}/trials"])
-        if marker.type == pafs.FileType.File:
-            return True
-        legacy = trials.type == pafs.FileType.Directory
-        return legacy and (bool(sweep) or config.type == pafs.FileType.File)
+        marker, config = self._infos([f"{base}/{MARKER}", f"{base}/{CONFIG}"])
+        return marker.type == pafs.FileType.File or config.type == pafs.FileType.File
 
     def _info(self, path: str):
         return self._infos([path])[0]
