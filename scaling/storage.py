@@ -5,8 +5,8 @@ with one of :data:`SCHEMES`. Anything else that looks like a URI (``s3a://``,
 ``S3://``, ``s3:/bucket``, ``weird://x``) is refused with the list of known
 schemes, so a typo never becomes a local folder that only one machine writes to.
 
-Object stores get bounded timeouts (S3: connect 3 s, two attempts; GCS: a 5 s
-retry limit), so an unreachable endpoint is an error within seconds, not a hang.
+Object stores get bounded timeouts (S3: connect 3 s, two attempts; GCS: a 2 s
+retry limit of 2 s), so an unreachable endpoint is an error within seconds, not a hang.
 Longer outages are ridden out by :func:`retrying`, which the sweep uses with a
 bound it is given (``--storage-timeout``, default 60 s); past it, the caller gets
 :class:`~scaling.errors.StorageError` (exit 3), never a trial's ``failed`` row.
@@ -58,7 +58,7 @@ def open_filesystem(root: str) -> tuple[pafs.FileSystem, str, bool]:
         else:
             uri = root
             if scheme in ("gs", "gcs") and "retry_limit_seconds=" not in root:
-                uri += ("&" if "?" in root else "?") + "retry_limit_seconds=5"
+                uri += ("&" if "?" in root else "?") + "retry_limit_seconds=2"
             fs, path = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, ValueError, TypeError) as e:
         raise StoreError(f"results store {root!r} is not a valid {scheme}:// URI: {_first_line(e)}") from None
@@ -75,12 +75,13 @@ def open_filesystem(root: str) -> tuple[pafs.FileSystem, str, bool]:
 def _bad_scheme(root: str, scheme: str, rest: str) -> str:
     known = ", ".join(f"{s}://" for s in SCHEMES)
     hint = ""
+    if scheme in SCHEMES:
+        return one_line(f"results store {root!r} is a mistyped URI: a URI needs two slashes after the scheme, "
+                        f"as in {scheme}://{rest.lstrip('/')}")
     if scheme.lower() in SCHEMES and scheme != scheme.lower():
         hint = f"; did you mean {scheme.lower()}://?"
     elif scheme.lower() in ("s3a", "s3n"):
         hint = "; did you mean s3://?"
-    elif scheme in SCHEMES:
-        hint = f"; a URI needs two slashes: {scheme}://{rest.lstrip('/')}"
     local = "" if hint else f"; for a local folder of that name, write ./{root}"
     return one_line(f"results store {root!r}: unknown storage scheme {scheme + ':'!r}; known schemes are "
                     f"{known} (a local folder needs none){hint}{local}")

@@ -43,7 +43,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from scaling import parts as parts_mod
-from scaling.errors import StorageError, StoreError
+from scaling.errors import StorageError, StoreError, one_line
 from scaling.schema import CURVES_SCHEMA, TABLES, TRIALS_SCHEMA  # noqa: F401 (re-exported)
 from scaling.storage import open_filesystem, retrying
 
@@ -216,7 +216,8 @@ class Store:
         try:
             entries = self.fs.get_file_info(pafs.FileSelector(self.root))
         except OSError as e:
-            raise StorageError(f"cannot list the results store {self.uri!r}: {parts_mod.first_line(e)}") from None
+            raise StorageError(one_line(f"cannot list the results store {self.uri!r}: {parts_mod.first_line(e)}",
+                                        400)) from None
         names = sorted(e.base_name for e in entries if e.type == pafs.FileType.Directory
                        and not e.base_name.startswith((".", "_")))
         if not names:
@@ -240,7 +241,8 @@ class Store:
         try:
             return self.fs.get_file_info(paths)
         except OSError as e:
-            raise StorageError(f"cannot reach the results store {self.uri!r}: {parts_mod.first_line(e)}") from None
+            raise StorageError(one_line(f"cannot reach the results store {self.uri!r}: {parts_mod.first_line(e)}",
+                                        400)) from None
 
     # ---- plain reads (tests, verify) -------------------------------------------
 
