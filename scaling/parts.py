@@ -119,7 +119,12 @@ def list_dir(store, folder: str) -> list[Entry]:
                 return sorted(out, key=lambda x: x.name)
         except (FileNotFoundError, NotADirectoryError):
             return []
-    infos = store.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    try:
+        infos = store.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    except (OSError, pa.ArrowException) as e:
+        from scaling.errors import StorageError, one_line
+
+        raise StorageError(one_line(f"cannot list {folder!r}: {first_line(e)}", 400)) from None
     return sorted((Entry(i.path, i.base_name, i.size, i.mtime_ns) for i in infos
                    if i.type == pafs.FileType.File), key=lambda x: x.name)
 
@@ -205,7 +210,13 @@ def read_footer(store, path: str, table: str) -> Footer:
     except FileNotFoundError:
         return Footer(problem="vanished", kind="vanished")
     except (OSError, pa.ArrowException) as e:
-        if store.fs.get_file_info(path).type == pafs.FileType.NotFound:
+        try:
+            gone = store.fs.get_file_info(path).type == pafs.FileType.NotFound
+        except (OSError, pa.ArrowException) as e2:
+            from scaling.errors import StorageError, one_line
+
+            raise StorageError(one_line(f"cannot read {path!r}: {first_line(e2)}", 400)) from None
+        if gone:
             return Footer(problem="vanished", kind="vanished")
         return Footer(problem=f"unreadable ({first_line(e)}); readers skip it", kind="unreadable")
     problem, note, extra = check_schema(schema, table)

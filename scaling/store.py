@@ -215,7 +215,7 @@ class Store:
             return [""]
         try:
             entries = self.fs.get_file_info(pafs.FileSelector(self.root))
-        except OSError as e:
+        except (OSError, pa.ArrowException) as e:
             raise StorageError(one_line(f"cannot list the results store {self.uri!r}: {parts_mod.first_line(e)}",
                                         400)) from None
         names = sorted(e.base_name for e in entries if e.type == pafs.FileType.Directory
@@ -240,7 +240,7 @@ class Store:
     def _infos(self, paths: list[str]):
         try:
             return self.fs.get_file_info(paths)
-        except OSError as e:
+        except (OSError, pa.ArrowException) as e:
             raise StorageError(one_line(f"cannot reach the results store {self.uri!r}: {parts_mod.first_line(e)}",
                                         400)) from None
 
