@@ -220,5 +220,5 @@ def _cmd_report(args) -> int:
 
 def summary_lines(root: str) -> list[str]:
     """Trial counts by status for each sweep under ``root`` (infeasible trials included)."""
-    trials, _ = tables.load_sweep(root)
+    trials = tables.load_trials(root)
     return fmt.summary_lines(trials)

@@ -43,7 +43,7 @@ def _estimate(value, low, high) -> dict:
 
 def measure(root: str, *, metric: str = "error", n_boot: int = 1000) -> dict:
     """The figures, as plain values: exponents with 95% CIs, rule slope, g_opt, verdict."""
-    trials = tables.load_sweep(root)[0]
+    trials = tables.load_trials(root)
     curve_trials, bopt_trials = _sweep(trials, CURVE_SWEEP), _sweep(trials, BOPT_SWEEP)
     out: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
                  "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "metric": metric}
