@@ -21,12 +21,19 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 # Speed is measured side by side in one run; absolute times on shared machines are noise.
+# BENCH=store runs only the results-store benchmark (100k and 1M trials; about 10 minutes, 1 GB of disk).
+BENCH ?=
 bench: $(STAMP)
+ifeq ($(BENCH),store)
+	$(BIN)/python -m cluster.bench_store
+else
 	$(BIN)/python -m cluster.roofline
 	$(BIN)/python -m cluster.bench
 	$(BIN)/python -m cluster.bench_driver
 	$(BIN)/python -m analysis.bench
 	$(BIN)/python -m analysis.bench_extrapolation
+	$(BIN)/python -m cluster.bench_store
+endif
 
 # Measure both laws and the critical batch size on real data; write results/reproduce/report.html.
 # SCALE=full runs configs/full/ (MNIST IDX files in data/mnist, larger grids, for GPUs).

@@ -190,5 +190,5 @@ def _report(subparsers) -> None:
 
 def summary_lines(root: str) -> list[str]:
     """Trial counts by status for each sweep under ``root`` (infeasible trials included)."""
-    trials, _ = tables.load_sweep(root)
+    trials = tables.load_trials(root)
     return fmt.summary_lines(trials)

@@ -26,9 +26,12 @@ def run(cmd, args) -> int:
     except AnalysisError as e:
         return fail(str(e))
     except Exception as e:  # a store or config mistake reported by the core library
-        from scaling.errors import UserError
+        from scaling.errors import StorageError, UserError
         if isinstance(e, UserError):
             return fail(str(e))
+        if isinstance(e, StorageError):  # the store failed, not the user: exit 3
+            fail(str(e))
+            return 3
         raise
 
 

@@ -85,12 +85,16 @@ def _schema() -> pa.Schema:
 
 
 def write_store(table: pa.Table, root: str) -> str:
-    """Write ``table`` as one sweep (``root/<sweep>/trials/part-0.parquet``); return the folder."""
+    """Write ``table`` as one sweep (``root/<sweep>/trials/part-0.parquet``, marked as a sweep the
+    way the store marks one); return the folder."""
     import os
 
     import pyarrow.parquet as pq
 
+    from scaling.store import Store
+
     sweep = table.column("sweep")[0].as_py() if table.num_rows else "empty"
+    Store(root).ensure_sweep(sweep)
     folder = os.path.join(root, sweep, "trials")
     os.makedirs(folder, exist_ok=True)
     pq.write_table(table, os.path.join(folder, "part-0.parquet"))

@@ -33,8 +33,39 @@ DERIVED = {"error": "1 - test_acc", "gap": "test_loss - train_loss"}
 """Metrics computed from stored columns; ``error`` shadows the stored error-message column."""
 
 
+SKIPPED = ("config", "run_id", "trial_id", "host", "start_time", "end_time", "version")
+"""Bookkeeping columns no analysis reads (all in NOT_AXES): :func:`load_trials` leaves them out."""
+
+
+def load_trials(root: str) -> pa.Table:
+    """The trials of every sweep under ``root`` (one row per trial, the run the store's rule keeps),
+    read through SQL (:mod:`scaling.views`) without the curves and without :data:`SKIPPED`.
+
+    For summaries only, :mod:`scaling.aggregate` computes them in SQL instead.
+
+    Raises
+    ------
+    AnalysisError
+        If ``root`` does not exist or holds no trials.
+    """
+    from scaling.schema import TRIALS_SCHEMA
+    from scaling.views import open_store
+
+    if "://" not in str(root) and not os.path.exists(root):
+        raise AnalysisError(f"no results directory at {root!r}; "
+                            "pass the --results folder of a sweep")
+    columns = ", ".join(f'"{f.name}"' for f in TRIALS_SCHEMA if f.name not in SKIPPED)
+    with open_store(str(root)) as view:
+        trials = view.sql(f"SELECT {columns} FROM trials ORDER BY sweep, trial_id")
+    if trials.num_rows == 0:
+        raise AnalysisError(f"the store at {root!r} holds no trials yet "
+                            "(expected <sweep>/trials/*.parquet under it)")
+    return from_store(trials)
+
+
 def load_sweep(root: str) -> tuple[pa.Table, pa.Table]:
-    """(trials, curves) of every sweep under ``root`` via :func:`scaling.store.load_tables`.
+    """(trials, curves) of every sweep under ``root`` via :func:`scaling.store.load_tables`, all in
+    memory (kept for callers that need curves too; :func:`load_trials` reads only the trials).
 
     Raises
     ------
@@ -92,7 +123,7 @@ def is_table_file(path: str) -> bool:
 def read_any(path: str) -> pa.Table:
     """A trials table from a results directory (or store URI), or any CSV or Parquet file."""
     if not is_table_file(path):
-        return load_sweep(path)[0]
+        return load_trials(path)
     if not os.path.exists(path):
         raise AnalysisError(f"no such file: {path!r}")
     try:

@@ -1,7 +1,8 @@
 """The ``scaling`` command: the one place that wires scaling, cluster and analysis together.
 
 A user mistake (bad config, missing store, bad SQL) prints one line
-``error: ...`` and exits with code 2. Ray and torch are imported only by the
+``error: ...`` and exits with code 2; a storage outage that outlasts the retry
+bound prints one line and exits 3. Ray and torch are imported only by the
 commands that need them, so ``scaling query`` starts fast.
 """
 
@@ -13,7 +14,7 @@ import signal
 import sys
 import warnings
 
-from scaling.errors import UserError
+from scaling.errors import StorageError, UserError
 
 
 def _warn_one_line(message, category, filename, lineno, file=None, line=None):
@@ -26,10 +27,13 @@ def cmd_sweep(args) -> int:
     from scaling.config import config_from_text
     from scaling.configfile import read_text
 
+    from scaling.storage import open_filesystem
+
     localray.check_num_cpus(args.num_cpus, args.address)
     if args.max_config_bytes < 1:
         raise UserError(f"--max-config-bytes {args.max_config_bytes} is not a size; give a number of bytes >= 1")
     localray.check_auth_mode(args.insecure_ray)
+    open_filesystem(args.results)  # an unknown or mistyped URI scheme is refused before anything runs
     _private_ray_network(args)  # may re-run this command: before anything prints or warns
     text = read_text(args.config, args.max_config_bytes)  # read once: the text stored is the text checked
     cfg = config_from_text(text, repr(args.config), overrides={"engine": args.engine} if args.engine else None)
@@ -39,7 +43,8 @@ def cmd_sweep(args) -> int:
                                 retry_failed=args.retry_failed, allow_large=args.allow_large,
                                 num_cpus=args.num_cpus, progress=not args.quiet,
                                 insecure_ray=args.insecure_ray, rerun_stale=args.rerun_stale,
-                                accept_mixed=args.accept_mixed)
+                                accept_mixed=args.accept_mixed, storage_timeout=args.storage_timeout,
+                                compact=not args.no_compact)
     except KeyboardInterrupt as e:  # SIGINT, or SIGTERM through localray.Stopped
         signum = localray.stopped_by(e)
         what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
@@ -75,14 +80,20 @@ def _private_ray_network(args) -> None:
 def print_summary(results: str, sweep: str) -> None:
     """Short summary of a stored sweep: statuses and the best test accuracy per n_train."""
     from scaling.query import format_table, run_query
-    from scaling.store import load_tables
+    from scaling.views import open_store
 
-    tables = load_tables(results)  # read the store once for every part of the summary
+    with open_store(results, [sweep]) as view:  # one view of the sweep for every part of the summary
+        _print_summary(view, results, sweep)
+
+
+def _print_summary(view, results: str, sweep: str) -> None:
+    from scaling.query import format_table, run_query
+
     name = sweep.replace("'", "''")
     print()
-    print(format_table(run_query(results, (
+    print(format_table(run_query(view, (
         "SELECT status, count(*) AS trials FROM trials "
-        f"WHERE sweep = '{name}' GROUP BY status ORDER BY status"), tables)))
+        f"WHERE sweep = '{name}' GROUP BY status ORDER BY status"))))
     print()
     print("best test accuracy at each training-set size (mean over seeds, tuned over the other axes):")
     print(format_table(run_query(results, (
@@ -91,19 +102,17 @@ def print_summary(results: str, sweep: str) -> None:
         f"WHERE sweep = '{name}' AND status = 'ok' GROUP BY ALL) "
         "SELECT n_train, arg_max(batch_size, acc) AS batch_size, arg_max(lr, acc) AS lr, "
         "arg_max(momentum, acc) AS momentum, round(max(acc), 4) AS test_acc, "
-        "round(1 - max(acc), 4) AS error FROM g GROUP BY n_train ORDER BY n_train"), tables)))
-    print_exponent(results, tables[0], sweep)
+        "round(1 - max(acc), 4) AS error FROM g GROUP BY n_train ORDER BY n_train"))))
+    print_exponent(results, view, sweep)
 
 
-def print_exponent(results: str, trials, sweep: str) -> None:
+def print_exponent(results: str, view, sweep: str) -> None:
     """One line: the learning-curve exponent of test error on the tuned frontier, with its CI."""
-    import pyarrow.compute as pc
-
     from analysis.curves import fit_learning_curves
 
-    trials = trials.filter(pc.equal(trials.column("sweep"), sweep))
-    if len(set(trials.column("n_train").to_pylist())) < 4:
+    if view.sql("SELECT count(DISTINCT n_train) AS n FROM trials").column("n")[0].as_py() < 4:
         return
+    trials = view.sql("SELECT * FROM trials ORDER BY trial_id")
     try:
         fit = fit_learning_curves(trials, x="n_train", metric="error", n_boot=300)[0].fit
     except UserError:
@@ -127,10 +136,25 @@ def cmd_status(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from scaling.query import format_table, run_query
+    from scaling.query import format_table, parse_memory, run_query
+    from scaling.views import default_memory_limit
 
-    print(format_table(run_query(args.results, args.sql), args.format))
+    if not args.timeout > 0:
+        raise UserError(f"--timeout must be a number of seconds > 0, got {args.timeout:g}")
+    memory = parse_memory(args.memory) if args.memory else default_memory_limit()
+    print(format_table(run_query(args.results, args.sql, timeout_s=args.timeout, memory_limit=memory),
+                       args.format))
     return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds in [0, 604800], got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "loopback, where Linux allows it and results are on a local disk) or host")
     p.add_argument("--insecure-ray", action="store_true",
                    help="allow RAY_AUTH_MODE=disabled: a Ray whose ports accept anyone (trusted networks only)")
+    p.add_argument("--storage-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="retry a failing results store this long before stopping the sweep with exit 3 "
+                        "(default: 60)")
+    p.add_argument("--no-compact", action="store_true",
+                   help="leave the parts as written (default: compact every ~10,000 parts and at the end)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("status", help="trial counts by status for each sweep in a store")
@@ -171,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", help="results store (path or URI)")
     p.add_argument("sql", help="a SELECT over trials and curves")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="stop a query that runs longer (default: 300)")
+    p.add_argument("--memory", default=None, metavar="SIZE",
+                   help="most memory a query may use, e.g. 8GB (default: half of this machine's)")
     p.set_defaults(func=cmd_query)
 
     from analysis.commands import register as register_analysis
@@ -193,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except StorageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except BrokenPipeError:
         return 0
 

@@ -1,10 +1,15 @@
-"""Run a sweep on Ray: one Ray task per pending trial, results written by the worker.
+"""Run a sweep on Ray: one Ray task per unit of pending trials, results committed by the worker.
 
-The driver expands the config, asks the store which trials are already done,
-and submits the rest with a bounded number in flight, so it never holds all
-results (only a small summary per trial). A task whose worker process dies is
-retried by Ray; a trial whose code raises is retried too, and after
-``retries`` attempts the driver records it as ``failed`` with the error text.
+The driver reads which trials are done in one scan of the store, hashes the sweep's
+points without building them (:mod:`scaling.expand`), and streams the pending trials to
+Ray with a bounded number in flight (:mod:`cluster.drive`), so it holds neither every
+trial nor every result. Workers commit each finished trial, or each batch of a pack's
+members that finished together, as one commit event (:meth:`scaling.store.Store.commit`).
+A task whose worker process dies is retried by Ray; a trial whose code raises is retried
+too, and after ``retries`` attempts the driver records it as ``failed`` with the error
+text. Storage errors are retried for ``--storage-timeout`` seconds and then stop the
+sweep (exit 3); they never become ``failed`` rows. The sweep is compacted as it goes and
+at the end (:mod:`scaling.compaction`).
 """
 
 from __future__ import annotations
@@ -15,13 +20,17 @@ import time
 from dataclasses import dataclass, field
 
 from cluster import localray
-from cluster.progress import Progress
+from scaling import parts as parts_mod
+from scaling.compaction import COMPACT_EVERY
 from scaling.config import MAX_TRIALS, SweepConfig
-from scaling.errors import UserError, one_line
-from scaling.loop import failed_row
+from scaling.errors import ConfigError, StorageError, UserError
 from scaling.schema import CODE_VERSION, row_versions
+from scaling.storage import STORAGE_TIMEOUT_S, retrying
 from scaling.store import Store
 from scaling.tasks import task_data_version
+
+LARGE_LIMIT = 10_000_000
+"""The most trials a sweep may have, even with --allow-large."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,48 +68,64 @@ def execute_trial(trial, sweep: str, root: str, threads: int, device: str) -> di
 
 
 def execute_unit(trials: tuple, engine: str, sweep: str, root: str, threads: int,
-                 device: str, settled: Settled | None = None) -> list[dict]:
-    """Body of a Ray task: train a unit's trials, storing each as soon as it finishes.
+                 device: str, settled: Settled | None = None, retry_s: float | None = None) -> list[dict]:
+    """Body of a Ray task: train a unit's trials, committing each as soon as it finishes.
 
-    Members already stored and ``settled`` (by an earlier attempt of this task) are
-    skipped, so a retried pack resumes where it stopped; a failed or stale one (when
-    ``settled`` says so) is trained again. Returns one small summary per trial.
+    Members of a pack already committed and ``settled`` (by an earlier attempt of this task,
+    even if compacted since) are skipped, so a retried pack resumes where it stopped; a failed
+    or stale one (when ``settled`` says so) is trained again. Returns one small summary per
+    trial; a storage error past ``retry_s`` seconds ends the list with ``{"storage_error": ...}``
+    instead of raising (a retry would train again, and it is no trial's failure).
     """
     import torch
 
+    from scaling.resume import Committer, unit_runs
+
     torch.set_num_threads(threads)
-    store = Store(root)
+    store = Store(root, retry_s=retry_s)
     settled = settled or Settled()
-    stored = store.statuses(sweep, [t.trial_id for t in trials]) if len(trials) > 1 else {}
-    done = {tid: v[0] for tid, v in stored.items() if settled(v)}
-    todo = [t for t in trials if t.trial_id not in done]
-    summaries = [{"trial_id": tid, "status": status} for tid, status in done.items()]
+    unit = parts_mod.unit_id([t.trial_id for t in trials])
+    summaries: list[dict] = []
+    try:
+        stored = unit_runs(store, sweep, [t.trial_id for t in trials]) if len(trials) > 1 else {}
+        done = {tid: v[0] for tid, v in stored.items() if settled(v)}
+        todo = [t for t in trials if t.trial_id not in done]
+        summaries += [{"trial_id": tid, "status": status} for tid, status in done.items()]
+        if engine == "packed" and len(todo) > 1:
+            from scaling.packed import run_pack
 
-    def keep(result: dict) -> None:
-        store.write_result(sweep, result)
-        row = result["trial"]
-        summaries.append({"trial_id": row["trial_id"], "status": row["status"]})
+            committer = Committer(store, sweep, unit)
+            try:
+                run_pack(todo, device=device, on_result=committer.put)
+            finally:
+                try:
+                    committer.close()
+                finally:
+                    summaries += committer.summaries
+        else:
+            from scaling.train import run_trial
 
-    if engine == "packed" and len(todo) > 1:
-        from scaling.packed import run_pack
-
-        run_pack(todo, device=device, on_result=keep)
-    else:
-        from scaling.train import run_trial
-
-        for trial in todo:
-            keep(run_trial(trial, device=device))
+            for trial in todo:
+                result = run_trial(trial, device=device)
+                name = store.commit(sweep, parts_mod.unit_id([trial.trial_id]), [result])
+                summaries.append({"trial_id": trial.trial_id, "status": result["trial"]["status"], "part": name})
+    except StorageError as e:
+        summaries.append({"storage_error": str(e)})
     return summaries
 
 
 def execute_ddp(trial, sweep: str, root: str, workers: int, cpus_per_worker: float,
-                use_gpu: bool) -> list[dict]:
+                use_gpu: bool, retry_s: float | None = None) -> list[dict]:
     """Body of a Ray task (num_cpus=0): one trial data-parallel over ``workers`` Ray Train workers."""
     from cluster.ddp import run_trial_ddp
 
     result = run_trial_ddp(trial, workers=workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker)
-    Store(root).write_result(sweep, result)
-    return [{"trial_id": result["trial"]["trial_id"], "status": result["trial"]["status"]}]
+    row = result["trial"]
+    try:
+        name = Store(root, retry_s=retry_s).commit(sweep, parts_mod.unit_id([row["trial_id"]]), [result])
+    except StorageError as e:
+        return [{"storage_error": str(e)}]
+    return [{"trial_id": row["trial_id"], "status": row["status"], "part": name}]
 
 
 def describe_error(exc: BaseException) -> str:
@@ -174,49 +199,58 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None = None,
               retry_failed: bool = False, allow_large: bool = False, num_cpus: int | None = None,
               engine: str | None = None, progress: bool = True, insecure_ray: bool = False,
-              rerun_stale: bool = False, accept_mixed: bool = False, log=print) -> SweepSummary:
+              rerun_stale: bool = False, accept_mixed: bool = False,
+              storage_timeout: float = STORAGE_TIMEOUT_S, compact: bool = True, log=print) -> SweepSummary:
     """Run every trial of ``cfg`` not yet in the store at ``results``.
 
     Stored trials made by another ``code_version`` or ``data_version`` than this code
     and task would make (see scaling.schema) stop the run with one line, unless
     ``rerun_stale`` (run them again; the new runs are read in their place) or
-    ``accept_mixed`` (keep them) says what to do."""
+    ``accept_mixed`` (keep them) says what to do. ``storage_timeout``: seconds a failing
+    storage call is retried before the sweep stops (StorageError). ``compact``: compact the
+    sweep every ~10,000 new parts and at the end."""
+    from scaling.compaction import compact as compact_store
+    from scaling.expand import scan
+    from scaling.resume import resume_state
+
     t0 = time.monotonic()
     localray.reap_orphans(log)  # before listing the store: a killed run's workers may still write
-    trials = cfg.trials(limit=None if allow_large else MAX_TRIALS)
-    store = Store(results)
+    check_size(cfg, allow_large)
+    store = Store(results, retry_s=storage_timeout)
     keep = ("ok", "diverged") if retry_failed else ("ok", "diverged", "failed")
-    stored = store.finished(cfg.name, keep)
-    stale = _stale(cfg, stored, rerun_stale, accept_mixed)
-    settled = Settled(keep, None if accept_mixed else (CODE_VERSION, task_data_version(cfg.task)))
+    now = (CODE_VERSION, task_data_version(cfg.task))
+    resume = resume_state(store, cfg.name, keep, now, rerun_stale=rerun_stale, accept_mixed=accept_mixed,
+                          retry_s=storage_timeout)
+    settled = Settled(keep, None if accept_mixed else now)
     store.save_config(cfg.name, text)
-    pending = [t for t in trials if t.trial_id not in stored or t.trial_id in stale]
-    skipped = len(trials) - len(pending)
+    expansion = scan(cfg, resume.done_ids)
     cut = cfg.skipped()
     cut_text = f" ({cut} combinations with batch_size > n_train left out)" if cut else ""
-    log(f"sweep {cfg.name!r}: {len(trials)} trials{cut_text}, {skipped} already stored, "
-        f"{len(pending)} to run" + (f" ({len(stale)} of them stale)" if stale else ""))
+    stale = f" ({resume.stale} of them stale)" if resume.stale else ""
+    log(f"sweep {cfg.name!r}: {expansion.total} trials{cut_text}, {expansion.done} already stored, "
+        f"{expansion.pending} to run{stale}")
     counts = {"ok": 0, "diverged": 0, "failed": 0}
-    if pending:
+    if expansion.pending:
         with localray.session(lambda: connect(address, num_cpus, insecure_ray)):
-            _drive(cfg, pending, store, counts, progress, engine or cfg.engine, settled, log)
-    return SweepSummary(name=cfg.name, results=store.uri, total=len(trials), skipped=skipped,
+            _drive(cfg, expansion, store, counts, progress, engine or cfg.engine, settled, log,
+                   COMPACT_EVERY if compact else 0)
+    if compact:
+        retrying(lambda: compact_store(store, cfg.name), f"compact sweep {cfg.name!r}", storage_timeout,
+                 retry_on=(OSError, StorageError))
+    return SweepSummary(name=cfg.name, results=store.uri, total=expansion.total, skipped=expansion.done,
                         counts=counts, wall_s=time.monotonic() - t0)
 
 
-def _stale(cfg: SweepConfig, stored: dict, rerun_stale: bool, accept_mixed: bool) -> set:
-    """Trial ids to run again because another code or data version made them (see run_sweep)."""
-    now = (CODE_VERSION, task_data_version(cfg.task))
-    old = {tid: row_versions(cv, dv) for tid, (_, cv, dv) in stored.items()}
-    stale = {tid for tid, v in old.items() if v != now}
-    if not stale or accept_mixed:
-        return set()
-    if rerun_stale:
-        return stale
-    versions = ", ".join(f"code {c}/data {d}" for c, d in sorted({old[t] for t in stale}))
-    raise UserError(f"sweep {cfg.name!r}: {len(stale)} of {len(stored)} stored trials were made by "
-                    f"{versions}, this code and task make code {now[0]}/data {now[1]}; pass --rerun-stale "
-                    "to train them again, or --accept-mixed to keep them beside new ones")
+def check_size(cfg: SweepConfig, allow_large: bool) -> None:
+    """Refuse a sweep over MAX_TRIALS trials without --allow-large, and over LARGE_LIMIT with it
+    (counted, never expanded)."""
+    n = cfg.count()
+    if n > LARGE_LIMIT:
+        raise ConfigError("axes", f"the sweep expands to {n:,} trials, over the most a sweep may have "
+                          f"({LARGE_LIMIT:,}, even with --allow-large); split it into several sweeps")
+    if n > MAX_TRIALS and not allow_large:
+        raise ConfigError("axes", f"the sweep expands to {n:,} trials, over the limit of {MAX_TRIALS:,}; "
+                          "shrink the axes or pass --allow-large if you mean it")
 
 
 def _warm_up(cfg: SweepConfig, pending: list, capacity: int, device: str, threads: int):
@@ -233,7 +267,7 @@ def _warm_up(cfg: SweepConfig, pending: list, capacity: int, device: str, thread
                    options={"num_cpus": cfg.resources.cpu, "num_gpus": cfg.resources.gpu})
 
 
-def _memory_budget(cfg: SweepConfig, slots: int, probe=None) -> int:
+def memory_budget(cfg: SweepConfig, slots: int, probe=None) -> int:
     """Per-pack memory: from the config, else what the warm-up measured on the workers' nodes
     (cluster.warmup.memory_budget), else a share of this node's available memory."""
     if cfg.packing.memory_mb is not None:
@@ -257,15 +291,17 @@ def _memory_budget(cfg: SweepConfig, slots: int, probe=None) -> int:
     return max(256 << 20, available // (4 * max(1, slots)))
 
 
-def _drive(cfg: SweepConfig, pending: list, store: Store, counts: dict, progress: bool,
-           engine: str, settled: Settled, log) -> None:
+_memory_budget = memory_budget
+
+
+def _drive(cfg: SweepConfig, expansion, store: Store, counts: dict, progress: bool,
+           engine: str, settled: Settled, log, compact_every: int) -> None:
     import ray
 
-    from cluster.planner import Unit, plan
+    from cluster.drive import drive
 
     res = cfg.resources
     device = "cuda" if res.gpu > 0 else "cpu"
-    threads = max(1, int(res.cpu))
     total = ray.cluster_resources()
     k = cfg.workers_per_trial
     capacity = int(total.get("CPU", 1) // (res.cpu * k))
@@ -280,58 +316,6 @@ def _drive(cfg: SweepConfig, pending: list, store: Store, counts: dict, progress
         name="scaling-trial")
     ddp = ray.remote(execute_ddp).options(num_cpus=0, max_retries=cfg.retries, retry_exceptions=True,
                                           name="scaling-ddp-trial")
-    root = store.uri if not store.local else store.root
-    if k > 1:
-        log(f"engine: ddp, each trial data-parallel over {k} workers (Ray Train TorchTrainer)")
-        units = [Unit((t,), "ddp") for t in pending]
-    else:
-        probe = _warm_up(cfg, pending, capacity, device, threads) if engine == "packed" else None
-        units = plan(pending, engine=engine, slots=capacity, memory_bytes=_memory_budget(cfg, capacity, probe),
-                     max_members=cfg.packing.max_members, footprints=probe and probe.footprints,
-                     problems=probe and probe.problems, log=log)
-    bar = Progress(len(pending), enabled=progress)
-    # DDP tasks hold no CPU themselves and would start controllers that wait for workers
-    window = capacity if k > 1 else 2 * capacity + 4
-    queue = list(reversed(units))
-    inflight: dict = {}
-
-    def submit() -> None:
-        while len(inflight) < window and queue:
-            unit = queue.pop()
-            if unit.engine == "ddp":
-                ref = ddp.remote(unit.trials[0], cfg.name, root, k, res.cpu, res.gpu > 0)
-            else:
-                ref = task.remote(unit.trials, unit.engine, cfg.name, root, threads, device, settled)
-            inflight[ref] = unit
-
-    def finish(status: str) -> None:
-        counts[status] += 1
-        bar.update(status)
-
-    submit()
-    while inflight:
-        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-        for ref in ready:
-            unit = inflight.pop(ref)
-            try:
-                for summary in ray.get(ref):
-                    finish(summary["status"])
-            except ray.exceptions.RayError as e:
-                ids = [t.trial_id for t in unit.trials]
-                stored = {tid: v[0] for tid, v in store.statuses(cfg.name, ids).items() if settled(v)}
-                left = [t for t, tid in zip(unit.trials, ids) if tid not in stored]
-                for status in stored.values():  # stored by the attempts before the failure
-                    finish(status)
-                if unit.engine == "packed" and len(left) > 1:
-                    log(f"a pack of {len(unit.trials)} failed ({describe_error(e)}); "
-                        f"running its {len(left)} unfinished trials one by one")
-                    queue.extend(Unit((t,), "single") for t in left)
-                    continue
-                error = describe_error(e)
-                for trial in left:
-                    store.write_result(cfg.name, {"trial": failed_row(trial, error, unit.engine), "curves": []})
-                    log(one_line(f"trial {trial.trial_id} failed: {error}", 300))
-                    finish("failed")
-        submit()
-        bar.update(running=min(len(inflight), capacity))
-    bar.close()
+    drive(cfg, expansion, store, counts, progress=progress, engine=engine, settled=settled, log=log,
+          capacity=capacity, task=task, ddp=ddp, threads=max(1, int(res.cpu)), device=device,
+          compact_every=compact_every)

@@ -204,6 +204,10 @@ class SweepConfig:
         if not isinstance(self.name, str) or not NAME_RE.fullmatch(self.name):
             raise ConfigError("name", f"value {self.name!r} is not a valid sweep name; use letters, "
                               "digits, '_', '-', '.' (it becomes a folder name, so no '/' or '..')")
+        from scaling.store import reserved_name  # the store's layout says which names it uses
+
+        if reserved_name(self.name):
+            raise ConfigError("name", f"value {self.name!r} is not allowed: {reserved_name(self.name)}")
         if not isinstance(self.engine, str) or self.engine not in ENGINES:
             raise ConfigError("engine", f"value {self.engine!r} is not allowed; choose one of {sorted(ENGINES)}")
         _check_int("retries", self.retries, 0, 100)

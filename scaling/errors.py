@@ -30,3 +30,8 @@ def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
     if not text.isprintable():
         text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: 4 * limit])
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class StorageError(Exception):
+    """The results store could not be reached or written within the retry bound (an outage, not a
+    mistake in what the user asked). The command line prints ``error: <message>`` and exits 3."""

@@ -1,38 +1,25 @@
-"""Check, repair and compact a results store (the layout is in :mod:`scaling.store`).
+"""Check and repair a results store (the layout is in :mod:`scaling.store` and :mod:`scaling.parts`).
 
-``verify(root)`` reads every part of every sweep and reports each problem on one
-line naming the file: a part that cannot be read (readers skip it); a part whose
-columns clash with ``TRIALS_SCHEMA``/``CURVES_SCHEMA`` or that lacks a key column
-(parts of an older version with fewer columns are fine and only noted); a trial
-stored more than once in a sweep; and, once older than ``stale_s``, curve rows
-with no trial row, temporary files (``.tmp-*``) and an interrupted compaction.
+``verify(root)`` lists every part of every sweep and reports each problem on one line
+naming the file:
 
-``repair(root)`` moves files into ``ROOT/<sweep>/quarantine/<table>/`` and never
-deletes one: unreadable or clashing parts, stale temporary files, stale parts of
-orphan curves, the parts an interrupted compaction had merged (when the merged
-part is sound), and the parts that hold only rows readers ignore. For a trial
-stored twice, readers keep the row with the latest ``end_time`` (then the smallest
-``run_id``), as :func:`scaling.store.load_tables` does; a part that also holds a
-row readers keep stays, and ``compact`` later rewrites it without the duplicate.
-A file is moved only if its bytes are still those that were checked, so a writer
-that replaced a part in the meantime keeps its result.
+- a part that cannot be read, or whose columns clash with the declared schema, or a part
+  that is a symbolic link (readers skip all three);
+- a commit event whose trials part has no readable curves part (its trials count as not run);
+- a committed run (``ok`` or ``diverged``) with no curve rows of its ``run_id``;
+- a trial with more than one committed run (readers keep one by the rule; compaction drops
+  the others);
+- rows that name another sweep than their folder;
+- a sweep whose kept runs were made by more than one ``code_version``;
+- once older than ``stale_s``: curves with no trial row, temporary files, interrupted
+  compactions.
 
-``compact(root)`` merges parts of fewer than ``target_rows`` rows into
-``compact-<id>.parquet`` parts holding exactly the rows readers keep of them (one
-trial row per trial; every curve row once, of every run, since a run whose trial
-row is not written yet still needs its curves). Per batch of parts it
-
-1. writes an intent ``.compact-<id>.json`` naming the parts and their SHA-256;
-2. writes the merged part (atomically, like every part);
-3. deletes each named part whose bytes are unchanged, then the intent.
-
-Killed anywhere, the store reads the same rows: before step 2 only the old parts
-exist; after it old and new parts hold the same rows, which readers de-duplicate
-(trials by (sweep, trial_id), curves by (sweep, trial_id, run_id, step); the
-latter, and re-listing when a part vanishes mid-read, need the reader changes to
-scaling/store.py described with tests/test_integrity.py).
-The next ``compact`` (or ``repair``) finishes an intent whose merged part exists
-and drops one whose merged part was never written.
+``repair(root)`` moves files into ``ROOT/<sweep>/quarantine/<table>/`` and never deletes one:
+broken parts, stale temporary files and orphan curves, parts whose every run lost to another
+(with their curves when nothing else needs them), and it finishes interrupted compactions. It
+never touches a folder that resolves outside the store (a symlinked sweep folder), and moves a
+part of an earlier release only if its bytes are still those it checked (commit events are
+never rewritten, so theirs cannot change).
 
 No torch and no ray here: ``scaling verify`` runs wherever pyarrow does.
 """
@@ -40,28 +27,27 @@ No torch and no ray here: ``scaling verify`` runs wherever pyarrow does.
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import time
 import uuid
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import pyarrow as pa
-import pyarrow.compute as pc
+import duckdb
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
+from scaling import parts as parts_mod
+from scaling.compaction import (CompactReport, Merge, TARGET_ROWS, compact as _compact,  # noqa: F401
+                                finish_intents, read_intent)
 from scaling.errors import StoreError
-from scaling.store import TABLES, Store
+from scaling.store import QUARANTINE, Store
+from scaling.schema import CURVES_SCHEMA, TRIALS_SCHEMA
+from scaling.views import WINNER_ORDER, create_source
 
 STALE_S = 600.0
-"""Age (seconds) after which a temporary file or a curves part with no trial row is stale."""
-TARGET_ROWS = 100_000
-"""Parts with fewer rows are merged by ``compact``, into parts of at most this many rows."""
-QUARANTINE = "quarantine"
-KEYS = {"trials": ("sweep", "trial_id", "run_id"), "curves": ("sweep", "trial_id", "run_id", "step")}
-PROBLEMS = {"unreadable", "schema", "duplicate", "orphan-curves", "wrong-sweep", "stale-tmp", "compaction"}
-_INTENT = ".compact-"
+"""Age (seconds) after which a temporary file, orphan curves or an intent is stale."""
+KEYS = parts_mod.KEYS
+PROBLEMS = {"unreadable", "schema", "symlink", "uncommitted", "no-curves", "duplicate", "orphan-curves",
+            "wrong-sweep", "mixed-versions", "stale-tmp", "compaction"}
 
 
 @dataclass(frozen=True)
@@ -71,7 +57,7 @@ class Finding:
     path: str
     kind: str
     """A problem: one of PROBLEMS. A note: old-schema, new-columns, fresh-tmp, fresh-orphan,
-    fresh-compaction, other-file."""
+    fresh-compaction, other-file, symlinked-sweep."""
     message: str
 
     def __str__(self) -> str:
@@ -95,344 +81,284 @@ class VerifyReport:
         return not self.problems
 
 
-@dataclass(frozen=True)
-class Merge:
-    """One batch of parts that :func:`compact` replaced by one part."""
+# ---- verify -----------------------------------------------------------------------------
 
-    sweep: str
-    table: str
-    part: str
-    replaced: tuple[str, ...]
-    rows_in: int
-    rows_out: int
-
-
-@dataclass(frozen=True)
-class CompactReport:
-    merges: tuple[Merge, ...]
-    finished: tuple[str, ...]
-    """Intents of interrupted compactions that this run finished or dropped."""
-    skipped: tuple[Finding, ...]
-    """Small parts left alone: unreadable, clashing, or with columns this version does not know."""
-
-
-@dataclass
-class _Part:
-    path: str
-    table: str
-    mtime_ns: int | None = None
-    digest: str = ""
-    data: pa.Table | None = None  # its rows (only the key columns unless read in full)
-    problem: str = ""
-    kind: str = ""
-    note: str = ""
-    extra: tuple[str, ...] = ()
-
-    @property
-    def name(self) -> str:
-        return self.path.rsplit("/", 1)[1]
-
-
-@dataclass
-class _Sweep:
-    name: str
-    base: str
-    parts: dict = field(default_factory=dict)  # table -> [_Part]
-    tmp: list = field(default_factory=list)  # (path, mtime_ns)
-    other: list = field(default_factory=list)
-    intents: list = field(default_factory=list)  # (table, path, intent dict or None, mtime_ns)
-
-
-# ---- verify -----------------------------------------------------------------
-
-def verify(root: str | Store, *, stale_s: float = STALE_S) -> VerifyReport:
+def verify(root, *, stale_s: float = STALE_S) -> VerifyReport:
     """Check every part of every sweep under ``root``; see the module docstring."""
     store = _store(root)
     sweeps, problems, info, n = store.sweeps(), [], [], 0
     for name in sweeps:
-        sw = _scan(store, name)
-        n += sum(len(parts) for parts in sw.parts.values())
-        for f in _findings(sw, stale_s):
+        sw = _Sweep(store, name)
+        n += sum(len(p) for p in sw.listing.parts.values()) + len(sw.listing.links)
+        for f in sw.findings(stale_s):
             (problems if f.kind in PROBLEMS else info).append(f)
-    return VerifyReport(root=store.uri, sweeps=tuple(sweeps), parts=n, problems=tuple(problems),
-                        info=tuple(info))
+    return VerifyReport(root=store.uri, sweeps=tuple(sweeps), parts=n, problems=tuple(problems), info=tuple(info))
 
 
-def _findings(sw: _Sweep, stale_s: float):
-    now = time.time_ns()
-    for part in (p for parts in sw.parts.values() for p in parts):
-        if part.problem:
-            yield Finding(part.path, part.kind, part.problem)
-        elif part.note:
-            yield Finding(part.path, "new-columns" if part.extra else "old-schema", part.note)
-        if part.data is not None and sw.name:
-            others = set(part.data.column("sweep").to_pylist()) - {sw.name}
-            if others:
-                yield Finding(part.path, "wrong-sweep", f"rows name the sweep(s) {sorted(others, key=str)} "
-                              f"but the part is in the folder of {sw.name!r}; readers file them there")
-    for path, mtime in sw.tmp:
-        stale = _age(now, mtime) > stale_s
-        yield Finding(path, "stale-tmp" if stale else "fresh-tmp",
-                      "temporary file left by a killed writer" if stale else "temporary file of a write in progress")
-    for path in sw.other:
-        yield Finding(path, "other-file", "not a Parquet part; readers ignore it")
-    for table, path, intent, mtime in sw.intents:
-        merged, n = intent and intent.get("merged"), len(_replaced(intent))
-        if _age(now, mtime) > stale_s:
-            yield Finding(path, "compaction", f"interrupted compaction into {merged!r} ({n} part(s) named); "
-                          "run `scaling compact` or `scaling verify --repair` to finish it")
-        else:
-            yield Finding(path, "fresh-compaction", f"a compaction into {merged!r} in progress")
-    winners, losers = _duplicates(sw)
-    for part, tid, best, same in losers:
-        yield Finding(part.path, "duplicate", f"trial {tid} is stored again in {best.name}" + (
-            ", identically; readers keep one copy" if same else
-            " with a later run; readers keep that one and ignore the row here"))
-    bad = {p.name for p in sw.parts["trials"] if p.problem}
-    for part, ids, _ in _orphans(sw, winners):
-        stale = _age(now, part.mtime_ns) > stale_s
-        why = ("its trial part is unreadable or clashing" if part.name in bad else
-               "a trial that crashed before committing" if stale else "a trial being written")
-        yield Finding(part.path, "orphan-curves" if stale else "fresh-orphan",
-                      f"curves of {len(ids)} trial(s) with no trial row (e.g. {sorted(ids, key=str)[0]}): "
-                      f"{why}; readers ignore them")
+class _Sweep:
+    """One sweep's listing, footers and the facts verify and repair need (from SQL over its parts)."""
+
+    def __init__(self, store: Store, name: str):
+        self.store, self.name = store, name
+        self.sp = parts_mod.readable_parts(store, name)
+        self.listing = self.sp.listing
+        self.heads = {t: parts_mod.footers(store, list(self.listing.parts[t].values()), t) for t in ("trials", "curves")}
+        self._facts = None
+
+    @property
+    def facts(self) -> dict:
+        if self._facts is None:
+            self._facts = _facts(self.store, self.name, self.sp)
+        return self._facts
+
+    def findings(self, stale_s: float):
+        now = time.time_ns()
+        for table, entries in self.listing.parts.items():
+            for e in entries.values():
+                f = self.heads[table][e.path]
+                if f.problem and f.kind != "vanished":
+                    yield Finding(e.path, f.kind, f.problem)
+                elif f.note:
+                    yield Finding(e.path, "new-columns" if f.extra else "old-schema", f.note)
+        for e in self.listing.links:
+            yield Finding(e.path, "symlink", "a symbolic link; readers never follow one out of the store")
+        trials = self.listing.parts["trials"]
+        for stem, e in trials.items():
+            if parts_mod.paired(stem) and not self.heads["trials"][e.path].problem and stem not in self.sp.curves:
+                yield Finding(e.path, "uncommitted", "its curves part is missing or unreadable, so its trials "
+                              "count as not run (a resume runs them again)")
+        for e in self.listing.tmp:
+            stale = _age(now, e.mtime_ns) > stale_s
+            yield Finding(e.path, "stale-tmp" if stale else "fresh-tmp",
+                          "temporary file left by a killed writer" if stale else "temporary file of a write in progress")
+        for e in self.listing.other:
+            yield Finding(e.path, "other-file", "not a Parquet part; readers ignore it")
+        for table, e in self.listing.intents:
+            intent = read_intent(self.store, e.path) or {}
+            merged = intent.get("merged")
+            if _age(now, e.mtime_ns) > stale_s:
+                yield Finding(e.path, "compaction", f"interrupted compaction into {merged!r}; run `scaling compact` "
+                              "or `scaling verify --repair` to finish it")
+            else:
+                yield Finding(e.path, "fresh-compaction", f"a compaction into {merged!r} in progress")
+        for stem, e in self.listing.parts["curves"].items():
+            if parts_mod.paired(stem) and stem not in trials and not self.heads["curves"][e.path].problem:
+                stale = _age(now, e.mtime_ns) > stale_s
+                yield Finding(e.path, "orphan-curves" if stale else "fresh-orphan",
+                              "curves of a commit event whose trials part was never written: "
+                              + ("a writer killed halfway; readers ignore them" if stale else "a commit in progress"))
+        if not self.sp.trials and not self.sp.legacy_curves:
+            return
+        facts = self.facts
+        for part, n, best, same in facts["losers"]:
+            yield Finding(part, "duplicate", f"{n} trial(s) stored again in {best.rsplit('/', 1)[1]}" + (
+                ", identically; readers keep one copy" if same else
+                " with a run the rule prefers; readers keep that one and ignore the rows here"))
+        for part, others in facts["wrong_sweep"]:
+            yield Finding(part, "wrong-sweep", f"rows name the sweep(s) {sorted(others, key=str)} but the part is in "
+                          f"the folder of {self.name!r}; readers file them there")
+        for part, n, example in facts["no_curves"]:
+            yield Finding(part, "no-curves", f"{n} committed run(s) have no curve rows (e.g. trial {example}); "
+                          "its curves were lost after it committed")
+        if len(facts["versions"]) > 1:
+            yield Finding(self.listing.base, "mixed-versions",
+                          f"the sweep's trials were made by code versions {sorted(facts['versions'])}; results of "
+                          "different training arithmetic are mixed (rerun with --rerun-stale to redo the old ones)")
+        for part, ids, all_orphans, mtime in facts["legacy_orphans"]:
+            stale = _age(now, mtime) > stale_s
+            yield Finding(part, "orphan-curves" if stale else "fresh-orphan",
+                          f"curves of {len(ids)} trial(s) with no trial row (e.g. {sorted(ids, key=str)[0]}): "
+                          + ("a trial that crashed before committing" if stale else "a trial being written")
+                          + "; readers ignore them")
 
 
 def _age(now_ns: int, mtime_ns: int | None) -> float:
     return float("inf") if mtime_ns is None else (now_ns - mtime_ns) / 1e9
 
 
-# ---- reading a sweep ----------------------------------------------------------
-
-def _scan(store: Store, name: str) -> _Sweep:
-    base = store._join(name) if name else store.root
-    sw = _Sweep(name, base)
-    for info in _listing(store, base):
-        if info.type == pafs.FileType.File and info.base_name.startswith(".tmp-"):
-            sw.tmp.append((info.path, info.mtime_ns))
-    for table in TABLES:
-        sw.parts[table] = []
-        for info in _listing(store, f"{base}/{table}"):
-            fname = info.base_name
-            if info.type != pafs.FileType.File:
-                continue
-            if fname.startswith(".tmp-"):
-                sw.tmp.append((info.path, info.mtime_ns))
-            elif fname.startswith(_INTENT) and fname.endswith(".json"):
-                sw.intents.append((table, info.path, _read_intent(store, info.path), info.mtime_ns))
-            elif fname.endswith(".parquet") and not fname.startswith("."):
-                sw.parts[table].append(_read_part(store, info.path, table, False, info.mtime_ns))
-            elif not fname.startswith("."):
-                sw.other.append(info.path)
-    return sw
-
-
-def _listing(store: Store, folder: str) -> list:
+def _facts(store: Store, name: str, sp) -> dict:
+    """Duplicates, wrong-sweep rows, runs without curves, code versions and orphan legacy curves of
+    one sweep, computed by DuckDB over its committed parts."""
+    local = isinstance(store.fs, pafs.LocalFileSystem)
+    con = duckdb.connect(":memory:")
     try:
-        infos = store.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-    except OSError as e:
-        raise StoreError(f"cannot list {folder!r}: {e}") from None
-    return sorted(infos, key=lambda i: i.path)
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        create_source(con, store, "_t_src", TRIALS_SCHEMA, [(e.path, f.schema.names) for e, f in sp.trials],
+                      local, part=True)
+        pairs = {e.path: sp.curves[e.stem][0].path for e, _ in sp.trials if parts_mod.paired(e.stem)}
+        create_source(con, store, "_c_pairs", CURVES_SCHEMA,
+                      [(c, sp.curves[c.rsplit("/", 1)[1][:-8]][1].schema.names) for c in pairs.values()],
+                      local, part=True)
+        create_source(con, store, "_c_legacy", CURVES_SCHEMA,
+                      [(e.path, f.schema.names) for e, f in sp.legacy_curves], local, part=True)
+        con.execute("CREATE TEMP TABLE _pairmap AS SELECT unnest($1::VARCHAR[]) AS _part, "
+                    "unnest($2::VARCHAR[]) AS _cpart", [list(pairs), list(pairs.values())])
+        con.execute(f"CREATE TEMP TABLE _ranked AS SELECT sweep, trial_id, run_id, status, code_version, _part, "
+                    f"row_number() OVER w AS rn, first_value(_part) OVER w AS best, first_value(run_id) OVER w "
+                    f"AS best_run FROM _t_src WINDOW w AS (PARTITION BY sweep, trial_id ORDER BY {WINNER_ORDER})")
+        losers = con.sql("SELECT _part, count(*), min(best), bool_and(run_id IS NOT DISTINCT FROM best_run) "
+                         "FROM _ranked WHERE rn > 1 GROUP BY _part ORDER BY _part").fetchall()
+        wrong = con.sql("SELECT _part, list(DISTINCT sweep) FROM _t_src WHERE sweep IS DISTINCT FROM $1 "
+                        "GROUP BY _part ORDER BY _part", params=[name]).fetchall() if name else []
+        no_curves = con.sql(
+            "WITH c AS (SELECT DISTINCT run_id, _part AS _cpart FROM _c_pairs), "
+            "l AS (SELECT DISTINCT sweep, trial_id, run_id FROM _c_legacy) "
+            "SELECT t._part, count(*), min(t.trial_id) FROM _ranked t LEFT JOIN _pairmap m USING (_part) "
+            "WHERE t.status IN ('ok', 'diverged') AND CASE WHEN m._cpart IS NOT NULL THEN NOT EXISTS "
+            "(SELECT 1 FROM c WHERE c.run_id = t.run_id AND c._cpart = m._cpart) ELSE NOT EXISTS "
+            "(SELECT 1 FROM l WHERE l.sweep = t.sweep AND l.trial_id = t.trial_id AND l.run_id = t.run_id) END "
+            "GROUP BY t._part ORDER BY t._part").fetchall()
+        versions = {v for (v,) in con.sql("SELECT DISTINCT coalesce(code_version, '1') FROM _ranked "
+                                          "WHERE rn = 1").fetchall()}
+        orphans = con.sql("SELECT c._part, list(DISTINCT c.trial_id) FILTER (WHERE t.trial_id IS NULL), "
+                          "bool_and(t.trial_id IS NULL) FROM _c_legacy c LEFT JOIN (SELECT DISTINCT sweep, "
+                          "trial_id FROM _t_src) t USING (sweep, trial_id) GROUP BY c._part "
+                          "HAVING bool_or(t.trial_id IS NULL) ORDER BY 1").fetchall()
+    finally:
+        con.close()
+    mtimes = {e.path: e.mtime_ns for e in sp.listing.parts["curves"].values()}
+    return {"losers": losers, "wrong_sweep": wrong, "no_curves": no_curves, "versions": versions,
+            "legacy_orphans": [(p, ids, all_o, mtimes.get(p)) for p, ids, all_o in orphans]}
 
 
-def _read_part(store: Store, path: str, table: str, full: bool, mtime_ns: int | None = None) -> _Part:
-    part = _Part(path, table, mtime_ns)
-    try:
-        with store.fs.open_input_stream(path) as f:
-            raw = f.read()
-        part.digest = hashlib.sha256(raw).hexdigest()
-        data = pq.read_table(pa.BufferReader(raw))
-    except (OSError, pa.ArrowException) as e:
-        part.kind, part.problem = "unreadable", f"unreadable ({_first_line(e)}); readers skip it"
-        return part
-    part.problem, part.note, part.extra = _check_schema(data.schema, table)
-    if not part.problem:
-        try:
-            part.data = data if full else _keys(data, table)
-        except pa.ArrowException as e:
-            part.problem = f"wrong schema ({_first_line(e)}); readers cannot merge it"
-    part.kind = "schema" if part.problem else ""
-    return part
+# ---- repair --------------------------------------------------------------------------------
 
-
-def _check_schema(schema: pa.Schema, table: str) -> tuple[str, str, tuple]:
-    """(problem, note, unknown columns) of a part's schema against the current one."""
-    expected, names = TABLES[table], schema.names
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        return f"has the column(s) {twice} twice", "", ()
-    no_key = [k for k in KEYS[table] if k not in names]
-    if no_key:
-        return f"has no {', '.join(no_key)} column, so readers cannot tell whose rows these are", "", ()
-    clashes = [f"{f.name} is {schema.field(f.name).type}, expected {f.type}" for f in expected
-               if f.name in names and not _compatible(f.type, schema.field(f.name).type)]
-    if clashes:
-        return "wrong schema (" + "; ".join(clashes) + "); readers cannot merge it", "", ()
-    missing = [f.name for f in expected if f.name not in names]
-    extra = tuple(n for n in names if n not in expected.names)
-    notes = ([f"an older version's part without {missing}; readers fill them with nulls"] if missing else []) + (
-        [f"has columns this version does not know: {list(extra)}"] if extra else [])
-    return "", "; ".join(notes), extra
-
-
-def _compatible(expected: pa.DataType, actual: pa.DataType) -> bool:
-    """True when readers can merge ``actual`` into ``expected`` without changing its kind."""
-    try:
-        unified = pa.unify_schemas([pa.schema([("c", expected)]), pa.schema([("c", actual)])],
-                                   promote_options="permissive").field("c").type
-    except pa.ArrowException:
-        return False
-    return _kind(unified) == _kind(expected)
-
-
-def _kind(t: pa.DataType) -> str:
-    for kind, test in (("int", pa.types.is_integer), ("float", pa.types.is_floating),
-                       ("str", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
-                       ("time", pa.types.is_timestamp)):
-        if test(t):
-            return kind
-    return str(t)
-
-
-def _keys(data: pa.Table, table: str) -> pa.Table:
-    """The columns verify and repair need, with the current types (nulls where missing)."""
-    names = list(KEYS[table]) + (["end_time"] if table == "trials" else [])
-    return _conform(data, pa.schema([TABLES[table].field(n) for n in names]))
-
-
-def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
-    cols = [data.column(f.name).cast(f.type) if f.name in data.column_names else pa.nulls(len(data), f.type)
-            for f in schema]
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
-# ---- which rows readers keep ------------------------------------------------------
-
-def _duplicates(sw: _Sweep, skip: frozenset = frozenset()):
-    """({(sweep, trial_id): (part, row)} of the rows readers keep, [(part, trial_id, best part)] of the others).
-
-    Readers order by end_time DESC NULLS LAST, run_id; between identical rows this
-    prefers the bigger part, then the one named after the trial, so that
-    quarantine can take the small copies."""
-    best: dict = {}
-    rows = []
-    for part in sw.parts["trials"]:
-        if part.data is None or part.path in skip:
-            continue
-        d = part.data
-        end = pc.cast(d.column("end_time"), pa.int64()).to_pylist()
-        for i, (s, tid, run) in enumerate(_rows(part)):
-            rank = (end[i] is None, -(end[i] or 0), run is None, run or "", -d.num_rows,
-                    part.name != f"{tid}.parquet", part.path)
-            rows.append(((s, tid), rank, part, i))
-            if (s, tid) not in best or rank < best[(s, tid)][0]:
-                best[(s, tid)] = (rank, part, i)
-    winners = {key: (part, i) for key, (_, part, i) in best.items()}
-    losers = [(part, key[1], winners[key][0], rank[:4] == best[key][0][:4])
-              for key, rank, part, i in rows if winners[key] != (part, i)]
-    return winners, losers
-
-
-def _orphans(sw: _Sweep, winners: dict):
-    """[(curves part, {trial_id}, all rows orphans)] of curve rows whose trial has no readable trial row."""
-    for part in sw.parts["curves"]:
-        if part.data is not None:
-            keys = list(zip(part.data.column("sweep").to_pylist(), part.data.column("trial_id").to_pylist()))
-            ids = {tid for s, tid in keys if (s, tid) not in winners}
-            if ids:
-                yield part, ids, all(key not in winners for key in keys)
-
-
-def _dedupe(data: pa.Table, table: str) -> pa.Table:
-    """The rows of ``data`` readers keep: one trial row per (sweep, trial_id), each curve row once."""
-    cols = [data.column(c).to_pylist() for c in KEYS[table]]
-    keep: dict = {}
-    if table == "trials":
-        end = pc.cast(data.column("end_time"), pa.int64()).to_pylist()
-        for i, (s, tid, run) in enumerate(zip(*cols)):
-            rank = (end[i] is None, -(end[i] or 0), run is None, run or "")
-            if (s, tid) not in keep or rank < keep[(s, tid)][0]:
-                keep[(s, tid)] = (rank, i)
-        order = [i for _, i in keep.values()]
-    else:
-        for i, key in enumerate(zip(*cols)):
-            keep.setdefault(key, i)
-        order = list(keep.values())
-    order.sort(key=lambda i: tuple((c[i] is None, c[i] if c[i] is not None else 0) for c in cols))
-    return data.take(order)
-
-
-# ---- repair -------------------------------------------------------------------------
-
-def repair(root: str | Store, *, stale_s: float = STALE_S) -> list[tuple[str, str]]:
+def repair(root, *, stale_s: float = STALE_S) -> list[tuple[str, str]]:
     """Move bad parts and leftovers to ``<sweep>/quarantine/``; return the (from, to) of each move."""
     store = _store(root)
     moved = []
     for name in store.sweeps():
-        sw = _scan(store, name)
+        if not _inside(store, store.sweep_dir(name)):
+            continue
+        sw = _Sweep(store, name)
         for path, folder, digest in _repair_plan(sw, stale_s):
-            dst = _quarantine(store, sw.base, folder, path, digest)
+            dst = _quarantine(store, sw.listing.base, folder, path, digest)
             if dst:
                 moved.append((path, dst))
     return moved
 
 
+def outside(root) -> list[str]:
+    """Sweep folders that resolve outside the store (symlinks): repair leaves them alone."""
+    store = _store(root)
+    return [store.sweep_dir(n) for n in store.sweeps() if not _inside(store, store.sweep_dir(n))]
+
+
+def _inside(store: Store, folder: str) -> bool:
+    """Whether ``folder`` (and the folders repair writes in) resolve inside the store's root."""
+    if not store.local:
+        return True
+    root = os.path.realpath(store.root)
+    for path in (folder, f"{folder}/{QUARANTINE}", f"{folder}/trials", f"{folder}/curves"):
+        real = os.path.realpath(path)
+        if real != root and not real.startswith(root.rstrip("/") + "/"):
+            return False
+    return True
+
+
 def _repair_plan(sw: _Sweep, stale_s: float) -> list[tuple[str, str, str]]:
     """(path, quarantine folder, sha256 or '' for no check) of each file to move, in order."""
-    now, plan = time.time_ns(), []
-    parts = {p.path: p for ps in sw.parts.values() for p in ps}
-    busy = set()  # parts of a compaction in progress: left to it
-    for table, path, intent, mtime in sw.intents:  # finish interrupted compactions first
-        folder = path.rsplit("/", 1)[0]
-        if _age(now, mtime) <= stale_s:
-            busy |= {f"{folder}/{name}" for name in _replaced(intent)}
-            continue
-        merged = parts.get(f"{folder}/{intent.get('merged')}") if intent else None
-        if merged is not None and merged.data is not None and merged.data.num_rows == intent.get("rows"):
-            plan += [(f"{folder}/{name}", table, digest) for name, digest in _replaced(intent).items()]
-        plan.append((path, table, ""))
-    gone = {p for p, _, _ in plan}
-    plan += [(p.path, p.table, p.digest) for p in parts.values() if p.problem and p.path not in gone]
-    plan += [(path, "tmp", "") for path, mtime in sw.tmp if _age(now, mtime) > stale_s]
-    winners, losers = _duplicates(sw, frozenset(gone))
-    plan += _redundant_parts(sw, winners, losers, gone)
-    for part, _, only_orphans in _orphans(sw, winners):
-        if only_orphans and _age(now, part.mtime_ns) > stale_s:
-            plan.append((part.path, "curves", part.digest))
-    seen = set(busy)
+    now, plan, store = time.time_ns(), [], sw.store
+    for table, e in sw.listing.intents:  # finish interrupted compactions first (deletes only their leftovers)
+        if _age(now, e.mtime_ns) > stale_s:
+            intent = read_intent(store, e.path)
+            from scaling.compaction import _finish
+
+            if intent is None or not _finish(store, sw.name, e.path, intent, mtime_ns=e.mtime_ns, stale_s=stale_s):
+                plan.append((e.path, table, ""))
+    if any(_age(now, e.mtime_ns) > stale_s for _, e in sw.listing.intents):
+        sw = _Sweep(store, sw.name)
+    for table, entries in sw.listing.parts.items():
+        for e in entries.values():
+            f = sw.heads[table][e.path]
+            if f.problem and f.kind != "vanished":
+                plan.append((e.path, table, _legacy_digest(store, e)))
+    plan += [(e.path, "trials" if "/trials/" in e.path else "curves", "") for e in sw.listing.links]
+    trials = sw.listing.parts["trials"]
+    for stem, e in trials.items():
+        if parts_mod.paired(stem) and not sw.heads["trials"][e.path].problem and stem not in sw.sp.curves:
+            plan.append((e.path, "trials", ""))
+    plan += [(e.path, "tmp", "") for e in sw.listing.tmp if _age(now, e.mtime_ns) > stale_s]
+    for stem, e in sw.listing.parts["curves"].items():
+        if parts_mod.paired(stem) and stem not in trials and _age(now, e.mtime_ns) > stale_s:
+            plan.append((e.path, "curves", ""))
+    if sw.sp.trials or sw.sp.legacy_curves:
+        plan += _redundant(sw)
+        for part, _, all_orphans, mtime in sw.facts["legacy_orphans"]:
+            if all_orphans and _age(now, mtime) > stale_s:
+                plan.append((part, "curves", _legacy_digest(store, _entry(sw, part))))
+    seen: set = set()
     return [step for step in plan if not (step[0] in seen or seen.add(step[0]))]
 
 
-def _redundant_parts(sw: _Sweep, winners: dict, losers: list, gone: set) -> list[tuple[str, str, str]]:
-    """Trials parts whose every row readers ignore, each with its same-named curves part when
-    readers never need a row of it either: a row of a committed run they ignore, or one that
-    another curves part (that stays) also holds."""
-    keeps = {part.path for part, _ in winners.values()}
-    committed = {k for p in sw.parts["trials"] if p.data is not None for k in _rows(p)}
-    kept_run = {key: part.data.column("run_id")[i].as_py() for key, (part, i) in winners.items()}
-    curves = {p.name: p for p in sw.parts["curves"] if p.data is not None and p.path not in gone}
-    held = Counter(k for p in curves.values() for k in _rows(p))
-    plan = []
-    for trials in {part.path: part for part, *_ in losers if part.path not in keeps}.values():
-        plan.append((trials.path, "trials", trials.digest))
-        c = curves.get(trials.name)
-        if c is None:
+def _redundant(sw: _Sweep) -> list[tuple[str, str, str]]:
+    """Trials parts whose every row lost to a run readers keep, each with its curves when nothing
+    else needs them: the pair's own curves part, or a legacy curves part of the same name whose
+    rows are all of runs readers ignore or held by another curves part that stays."""
+    facts, store, plan = sw.facts, sw.store, []
+    rows = {e.path: f.rows for e, f in sw.sp.trials}
+    losing = {part for part, n, _, _ in facts["losers"] if n == rows.get(part)}
+    if not losing:
+        return []
+    legacy = {e.stem: (e, f) for e, f in sw.sp.legacy_curves}
+    keep_runs, held = _legacy_runs(sw, losing)
+    for e, _ in sw.sp.trials:
+        if e.path not in losing:
             continue
-        rows = _rows(c)
-        held.subtract(rows)
-        if all(held[k] > 0 or (k[:3] in committed and kept_run.get(k[:2]) != k[2]) for k in rows):
-            plan.append((c.path, "curves", c.digest))
-        else:
-            held.update(rows)
+        plan.append((e.path, "trials", _legacy_digest(store, e)))
+        if parts_mod.paired(e.stem):
+            plan.append((sw.sp.curves[e.stem][0].path, "curves", ""))
+        elif e.stem in legacy:
+            c = legacy[e.stem][0]
+            rows_c = held.pop(c.path, [])
+            if all(r not in keep_runs or held_elsewhere(held, r) for r in rows_c):
+                plan.append((c.path, "curves", _legacy_digest(store, c)))
+            else:
+                held[c.path] = rows_c
     return plan
 
 
-def _rows(part: _Part) -> list[tuple]:
-    return list(zip(*(part.data.column(c).to_pylist() for c in KEYS[part.table])))
+def held_elsewhere(held: dict, key) -> bool:
+    return any(key in rows for rows in held.values())
+
+
+def _legacy_runs(sw: _Sweep, losing: set):
+    """(runs readers keep whose curves they take from legacy curves parts, i.e. whose kept trial row
+    is in a legacy part; {legacy curves path: its run keys})."""
+    if not sw.sp.legacy_curves:
+        return set(), {}
+    con = duckdb.connect(":memory:")
+    try:
+        local = isinstance(sw.store.fs, pafs.LocalFileSystem)
+        create_source(con, sw.store, "_t_src", TRIALS_SCHEMA, [(e.path, f.schema.names) for e, f in sw.sp.trials],
+                      local, part=True)
+        create_source(con, sw.store, "_c_legacy", CURVES_SCHEMA,
+                      [(e.path, f.schema.names) for e, f in sw.sp.legacy_curves], local, part=True)
+        kept = [(s, tid, run) for s, tid, run, part in con.sql(
+            f"SELECT sweep, trial_id, run_id, _part FROM _t_src QUALIFY row_number() OVER (PARTITION BY sweep, "
+            f"trial_id ORDER BY {WINNER_ORDER}) = 1").fetchall()
+            if not parts_mod.paired(part.rsplit("/", 1)[1][:-len(".parquet")])]
+        held: dict = {}
+        for part, s, tid, run in con.sql("SELECT DISTINCT _part, sweep, trial_id, run_id FROM _c_legacy").fetchall():
+            held.setdefault(part, []).append((s, tid, run))
+    finally:
+        con.close()
+    return set(kept), held
+
+
+def _entry(sw: _Sweep, path: str):
+    for entries in sw.listing.parts.values():
+        for e in entries.values():
+            if e.path == path:
+                return e
+    return parts_mod.Entry(path, path.rsplit("/", 1)[1], None, None)
+
+
+def _legacy_digest(store: Store, e) -> str:
+    """SHA-256 of a part whose name a writer may reuse (an earlier release's); '' for commit events
+    and merged parts, which are never rewritten."""
+    return "" if parts_mod.paired(e.stem) else (_digest(store, e.path) or "")
 
 
 def _quarantine(store: Store, base: str, folder: str, path: str, digest: str) -> str | None:
@@ -446,7 +372,12 @@ def _quarantine(store: Store, base: str, folder: str, path: str, digest: str) ->
         store.fs.create_dir(target_dir, recursive=True)
         while store.fs.get_file_info(target).type != pafs.FileType.NotFound:
             target = f"{target_dir}/{uuid.uuid4().hex[:8]}-{name}"
-        store.fs.move(path, target)
+        if store.local and isinstance(store.fs, pafs.LocalFileSystem) and os.path.islink(path):
+            os.rename(path, target)  # the link itself, never what it points to
+        else:
+            store.fs.move(path, target)
+    except FileNotFoundError:
+        return None
     except OSError as e:
         raise StoreError(f"cannot move {path!r} to quarantine: {e}") from None
     return target
@@ -460,132 +391,18 @@ def _digest(store: Store, path: str) -> str | None:
         return None
 
 
-# ---- compact --------------------------------------------------------------------------
+# ---- compact -------------------------------------------------------------------------------
 
-def compact(root: str | Store, sweep: str | None = None, *, target_rows: int = TARGET_ROWS) -> CompactReport:
-    """Merge small parts into larger ones, safely for readers and for a kill at any point."""
-    if isinstance(target_rows, bool) or not isinstance(target_rows, int) or target_rows < 2:
-        raise StoreError(f"target_rows must be an integer >= 2, got {target_rows!r}")
-    store = _store(root)
-    names = store.sweeps()
-    if sweep is not None:
-        if sweep not in names:
-            raise StoreError(f"no sweep {sweep!r} in {store.uri!r}; it has {names}")
-        names = [sweep]
-    merges, finished, skipped = [], [], []
-    for name in names:
-        base = store._join(name) if name else store.root
-        for table in TABLES:
-            finished += _finish_intents(store, f"{base}/{table}")
-            rows = _row_counts(store, store.parts(name, table), skipped)
-            small = [p for p in sorted(rows) if rows[p] < target_rows]
-            for batch in _batches(small, rows, target_rows):
-                merge = _merge(store, name, table, batch, skipped)
-                if merge:
-                    merges.append(merge)
-    return CompactReport(tuple(merges), tuple(finished), tuple(skipped))
+def compact(root, sweep: str | None = None, *, target_rows: int = TARGET_ROWS, **kw) -> CompactReport:
+    """Merge a store's small parts (see :mod:`scaling.compaction`)."""
+    return _compact(_store(root), sweep, target_rows=target_rows, **kw)
 
 
-def _row_counts(store: Store, paths: list[str], skipped: list) -> dict[str, int]:
-    rows = {}
-    for path in paths:
-        try:
-            rows[path] = pq.read_metadata(path, filesystem=store.fs).num_rows
-        except (OSError, pa.ArrowException) as e:
-            skipped.append(Finding(path, "unreadable", f"unreadable ({_first_line(e)}); left alone"))
-    return rows
-
-
-def _batches(paths: list[str], rows: dict, target_rows: int) -> list[list[str]]:
-    batches, current, total = [], [], 0
-    for path in paths:
-        if current and total + rows[path] > target_rows:
-            batches.append(current)
-            current, total = [], 0
-        current.append(path)
-        total += rows[path]
-    return [b for b in batches + [current] if len(b) > 1]
-
-
-def _merge(store: Store, sweep: str, table: str, batch: list[str], skipped: list) -> Merge | None:
-    good = []
-    for path in batch:
-        part = _read_part(store, path, table, full=True)
-        if part.data is None or part.extra:
-            why = part.problem or f"has columns this version does not know: {list(part.extra)}"
-            skipped.append(Finding(path, part.kind or "new-columns", f"{why}; left alone"))
-            continue
-        try:
-            good.append((part, _conform(part.data, TABLES[table])))
-        except pa.ArrowException as e:
-            skipped.append(Finding(path, "schema", f"cannot be cast to the current schema ({_first_line(e)})"))
-    if len(good) < 2:
-        return None
-    merged = _dedupe(pa.concat_tables([data for _, data in good]), table)
-    folder, ident = good[0][0].path.rsplit("/", 1)[0], uuid.uuid4().hex[:12]
-    intent = {"merged": f"compact-{ident}.parquet", "rows": merged.num_rows,
-              "replaces": {part.name: part.digest for part, _ in good}}
-    intent_path = f"{folder}/{_INTENT}{ident}.json"
-    store.write_bytes(intent_path, json.dumps(intent, indent=1).encode())
-    sink = pa.BufferOutputStream()
-    pq.write_table(merged, sink, compression="zstd")
-    store.write_bytes(f"{folder}/{intent['merged']}", sink.getvalue().to_pybytes())
-    _finish_intent(store, intent_path, intent)
-    return Merge(sweep, table, f"{folder}/{intent['merged']}", tuple(p.path for p, _ in good),
-                 sum(d.num_rows for _, d in good), merged.num_rows)
-
-
-def _finish_intents(store: Store, folder: str) -> list[str]:
-    done = []
-    for info in _listing(store, folder):
-        if info.base_name.startswith(_INTENT) and info.base_name.endswith(".json"):
-            intent = _read_intent(store, info.path)
-            if intent is not None and _finish_intent(store, info.path, intent):
-                done.append(info.path)
-    return done
-
-
-def _finish_intent(store: Store, path: str, intent: dict) -> bool:
-    """Delete the parts an intent names, once its merged part is sound; drop an intent
-    whose merged part was never written. False when the merged part is unsound."""
-    folder = path.rsplit("/", 1)[0]
-    merged = f"{folder}/{intent.get('merged')}"
-    try:
-        if store.fs.get_file_info(merged).type == pafs.FileType.File:
-            if pq.read_metadata(merged, filesystem=store.fs).num_rows != intent.get("rows"):
-                return False
-            for name, digest in _replaced(intent).items():
-                if _digest(store, f"{folder}/{name}") == digest:  # not replaced by a newer write
-                    store.fs.delete_file(f"{folder}/{name}")
-        store.fs.delete_file(path)
-    except (OSError, pa.ArrowException):
-        return False
-    return True
-
-
-def _read_intent(store: Store, path: str) -> dict | None:
-    try:
-        with store.fs.open_input_stream(path) as f:
-            intent = json.loads(f.read())
-        return intent if isinstance(intent, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def _replaced(intent: dict | None) -> dict[str, str]:
-    """{part name: sha256} an intent names (only plain names, never paths)."""
-    replaces = (intent or {}).get("replaces")
-    if not isinstance(replaces, dict):
-        return {}
-    return {n: d for n, d in replaces.items() if isinstance(n, str) and isinstance(d, str)
-            and n.endswith(".parquet") and "/" not in n and not n.startswith(".")}
-
-
-def _store(root: str | Store) -> Store:
+def _store(root) -> Store:
     return root if isinstance(root, Store) else Store(str(root))
 
 
-# ---- command line -------------------------------------------------------------------
+# ---- command line ---------------------------------------------------------------------------
 
 def cmd_verify(args) -> int:
     """``scaling verify DIR [--repair]``: 0 when the store is sound, 1 when problems remain."""
@@ -593,6 +410,8 @@ def cmd_verify(args) -> int:
     for f in report.problems:
         print(f)
     if getattr(args, "repair", False) and not report.ok:
+        for folder in outside(args.results):
+            print(f"not repaired: {folder} resolves outside the store (a symbolic link); repair leaves it alone")
         moved = repair(args.results)
         for src, dst in moved:
             print(f"moved {src} -> {dst}")
@@ -615,8 +434,8 @@ def cmd_compact(args) -> int:
     for path in report.finished:
         print(f"finished an interrupted compaction: {path}")
     for m in report.merges:
-        print(f"{m.sweep or '.'}/{m.table}: {len(m.replaced)} parts ({m.rows_in} rows) -> "
-              f"{m.part.rsplit('/', 1)[1]} ({m.rows_out} rows)")
+        print(f"{m.sweep or '.'}: {len(m.replaced)} parts ({m.rows_in} trial rows) -> "
+              f"{m.part.rsplit('/', 1)[-1] or 'nothing (every run was superseded)'} ({m.rows_out} trial rows)")
     for f in report.skipped:
         print(f"skipped {f}")
     print(f"compacted {sum(len(m.replaced) for m in report.merges)} parts into {len(report.merges)}")
@@ -635,9 +454,9 @@ def register(subparsers) -> None:
     p.add_argument("results", help="results store (path or URI)")
     p.add_argument("--sweep", default=None, help="only this sweep (default: every sweep)")
     p.add_argument("--target-rows", type=int, default=TARGET_ROWS,
-                   help=f"rows per merged part (default: {TARGET_ROWS:,})")
+                   help=f"trial rows per merged part (default: {TARGET_ROWS:,})")
     p.set_defaults(func=cmd_compact)
 
 
 __all__ = ["verify", "repair", "compact", "VerifyReport", "CompactReport", "Finding", "Merge",
-           "cmd_verify", "cmd_compact", "register"]
+           "cmd_verify", "cmd_compact", "register", "finish_intents"]

@@ -258,9 +258,19 @@ TABLES = {"trials": TRIALS_SCHEMA, "curves": CURVES_SCHEMA}
 
 # ---- values ---------------------------------------------------------------------------------
 
+_canon_memo: dict = {}
+
+
 def canon(x: Any) -> float:
     """A float rounded to 12 significant digits, so ids are stable across machines (-0.0 is 0.0)."""
-    return float(f"{float(x):.12g}") + 0.0
+    try:
+        return _canon_memo[x]
+    except (KeyError, TypeError):
+        pass
+    value = float(f"{float(x):.12g}") + 0.0
+    if len(_canon_memo) < 1 << 16 and isinstance(x, (int, float)) and x == x:
+        _canon_memo[x] = value
+    return value
 
 
 def coerce(f: Field, value: Any) -> Any:
@@ -281,10 +291,11 @@ class _TrialMethods:
 
     @property
     def trial_id(self) -> str:
-        """Stable id: a hash of the canonical JSON, the same on any machine and run."""
+        """Stable id: a hash of the canonical JSON, the same on any machine and run (computed from a
+        template of that JSON per shape of trial, see :func:`_template_id`)."""
         cached = self.__dict__.get("_id")
         if cached is None:
-            cached = trial_id(self.to_dict())
+            cached = _template_id(self)
             object.__setattr__(self, "_id", cached)
         return cached
 
@@ -292,23 +303,24 @@ class _TrialMethods:
         """The canonical, JSON-able config: what ``trial_id`` hashes (see the module docstring)."""
         out: dict = {"task": dict(self.task), "eval": dict(self.eval)}
         values = self.values()
-        for f in AXES:
-            if f.name == "task":
-                continue
-            value = values[f.name]
-            if value is None or (not f.legacy and value == f.default_for(values)):
+        for name, legacy, dynamic, default, path in _CANON:
+            value = values[name]
+            if value is None or (not legacy and value == (default(values) if dynamic else default)):
                 continue
             node = out
-            for part in f.trial_path[:-1]:
+            for part in path[:-1]:
                 node = node.setdefault(part, {})
-            node[f.trial_path[-1]] = value
+            node[path[-1]] = value
         if self.metrics:
             out["metrics"] = dict(self.metrics)
         return out
 
     def values(self) -> dict:
         """{axis name: value} (the task as its name)."""
-        return {f.name: (self.task["name"] if f.name == "task" else getattr(self, f.name)) for f in AXES}
+        out = {"task": self.task["name"]}
+        for name in _AXIS_NAMES:
+            out[name] = getattr(self, name)
+        return out
 
     @property
     def total_steps(self) -> int:
@@ -352,13 +364,16 @@ def make_trial(task: dict, values: dict, *, eval: dict, metrics: dict | None = N
     """A :class:`Trial` from checked axis values: defaults filled in, values canonical, and
     fields that do not apply to this trial (``applies``) reset to their defaults."""
     resolved: dict = {"task": task["name"]}
-    for f in AXES:
-        if f.name == "task":
-            continue
-        value = values.get(f.name)
-        resolved[f.name] = coerce(f, f.default_for(resolved) if value is None else value)
-    for f in AXES:
-        if f.applies is not None and not f.applies(resolved):
+    get = values.get
+    for name, kind, dynamic, default, f in _RESOLVE:
+        value = get(name)
+        if value is None:
+            value = f.default(resolved) if dynamic else default
+        if value is not None:
+            value = canon(value) if kind is float else int(value) if kind is int else value
+        resolved[name] = value
+    for f in _APPLIES:
+        if not f.applies(resolved):
             resolved[f.name] = coerce(f, f.default_for(resolved))
     del resolved["task"]
     return Trial(task=dict(task), eval=dict(eval), metrics=dict(metrics) if metrics else None, **resolved)
@@ -377,6 +392,106 @@ def trial_from_dict(d: dict) -> "Trial":
 
 
 Trial.from_dict = staticmethod(trial_from_dict)
+
+_NOT_TASK = tuple(f for f in AXES if f.name != "task")
+_AXIS_NAMES = tuple(f.name for f in _NOT_TASK)
+_RESOLVE = tuple((f.name, f.kind, callable(f.default), f.default, f) for f in _NOT_TASK)
+_APPLIES = tuple(f for f in AXES if f.applies is not None)
+_CANON = tuple((f.name, f.legacy, callable(f.default), f.default, f.trial_path) for f in _NOT_TASK)
+
+
+# ---- ids from templates ----------------------------------------------------------------------
+#
+# ``trial_id`` hashes the canonical JSON (``to_dict`` dumped with sorted keys). Building that
+# dict and dumping it costs ~40 us a trial, too much for sweeps of millions. The JSON of every
+# trial with the same context (task, eval, metrics) and the same set of present keys differs
+# only in the values, so it is a template: literal text with a slot per value. A template is
+# made from the first such trial by dumping its dict with placeholders in the slots, and checked
+# by filling it with that trial's values and comparing with the plain dump; a template that
+# does not reproduce it is not used. Filling one costs a few microseconds, and gives the same
+# bytes, hence the same id.
+
+_templates: dict = {}
+_PLACE = "@@slot{}@@"
+
+
+def _encode(value) -> str:
+    """One JSON value as ``json.dumps`` writes it."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is float:
+        return float.__repr__(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    return json.dumps(value)
+
+
+def _frozen(d) -> Any:
+    if d is None:
+        return None
+    try:
+        key = tuple(sorted(d.items()))
+        hash(key)
+        return key
+    except TypeError:
+        return json.dumps(d, sort_keys=True, default=str)
+
+
+def _template_id(trial) -> str:
+    values = trial.values()
+    present = tuple(name for name, legacy, dynamic, default, _ in _CANON
+                    if (v := values[name]) is not None
+                    and (legacy or v != (default(values) if dynamic else default)))
+    key = (_frozen(trial.task), _frozen(trial.eval), _frozen(trial.metrics), present)
+    template = _templates.get(key)
+    if template is None:
+        template = _make_template(trial, present)
+        if template is None:
+            return trial_id(trial.to_dict())
+        if len(_templates) > 50_000:
+            _templates.clear()
+        _templates[key] = template
+    return _fill(template, values)
+
+
+def _fill(template, values) -> str:
+    literals, names = template
+    out = [literals[0]]
+    for name, literal in zip(names, literals[1:]):
+        out.append(_encode(values[name]))
+        out.append(literal)
+    return hashlib.sha256("".join(out).encode()).hexdigest()[:16]
+
+
+def _make_template(trial, present: tuple):
+    """(literal pieces, slot names) of the canonical JSON of trials shaped like ``trial``, or None."""
+    canonical = trial.to_dict()
+    paths = {name: path for name, _, _, _, path in _CANON}
+    marked = json.loads(json.dumps(canonical))
+    for i, name in enumerate(present):
+        node = marked
+        for part in paths[name][:-1]:
+            node = node[part]
+        node[paths[name][-1]] = _PLACE.format(i)
+    text = json.dumps(marked, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    found = []
+    for i, name in enumerate(present):
+        marker = json.dumps(_PLACE.format(i))
+        if text.count(marker) != 1:
+            return None
+        found.append((text.index(marker), len(marker), name))
+    literals, names, at = [], [], 0
+    for start, length, name in sorted(found):
+        literals.append(text[at:start])
+        names.append(name)
+        at = start + length
+    literals.append(text[at:])
+    template = (tuple(literals), tuple(names))
+    expected = hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":"),
+                                         allow_nan=False).encode()).hexdigest()[:16]
+    return template if _fill(template, trial.values()) == expected else None
 
 
 def as_trial(trial) -> "Trial":
@@ -401,3 +516,88 @@ def total_steps(trial) -> int:
 def row_versions(code_version: Any, data_version: Any) -> tuple[str, str]:
     """(code, data) versions of a stored row; null (a first-release row) reads as LEGACY_VERSION."""
     return (code_version or LEGACY_VERSION, data_version or LEGACY_VERSION)
+
+
+class PointIds:
+    """Trial ids of one sweep's axis points without building Trials (the driver hashes millions).
+
+    ``make(point)`` builds the Trial of a point (``SweepConfig.make``) and ``varying`` names the
+    point's keys. Points alike in every text and boolean value, and in whether each number is
+    positive and equal to its default, have canonical JSONs that differ only in those numbers:
+    which keys are present, and which values a field that does not apply resets, follow from
+    exactly that (:data:`FIELDS`: ``applies`` tests the optimizer, the schedule and whether the
+    momentum is positive; only legacy fields, always written, have computed defaults). So each
+    such *shape* gets a template from its first point, checked against the Trial's own id for
+    its first few points and then for one point in 256; a mismatch raises rather than give a
+    wrong id.
+    """
+
+    CHECKS = 4
+    SAMPLE = 256
+
+    def __init__(self, make, varying):
+        self.make = make
+        self.fields = tuple((name, BY_NAME[name].kind, BY_NAME[name].default, callable(BY_NAME[name].default))
+                            for name in varying)
+        self._shapes: dict = {}
+        self._n = 0
+
+    def __call__(self, point: dict) -> str:
+        """The 16-hex-digit id of ``point``: ``make(point).trial_id``."""
+        shape = []
+        for name, kind, default, dynamic in self.fields:
+            v = point[name]
+            shape.append(v if kind is str or kind is bool else (v > 0, dynamic or v == default))
+        shape = tuple(shape)
+        entry = self._shapes.get(shape)
+        self._n += 1
+        if entry is None or entry[1] > 0 or self._n % self.SAMPLE == 0:
+            return self._checked(point, shape, entry)
+        return _fill(entry[0], point)
+
+    def _checked(self, point: dict, shape: tuple, entry) -> str:
+        trial = self.make(point)
+        expected = trial.trial_id
+        if entry is None:
+            template = self._template(trial, point)
+            if template is None:
+                return expected
+            entry = self._shapes[shape] = [template, self.CHECKS]
+        got = _fill(entry[0], point)
+        if got != expected:
+            raise RuntimeError(f"trial id template of shape {shape} gives {got}, the trial's own id is "
+                               f"{expected}: a field's rules changed and PointIds needs them (scaling.schema)")
+        entry[1] -= 1
+        return expected
+
+    def _template(self, trial, point: dict):
+        """(literal pieces, slot names) with a slot for each number of the point that the canonical
+        JSON holds as given; everything else literal."""
+        canonical = trial.to_dict()
+        marked = json.loads(json.dumps(canonical))
+        slots = []
+        for name, kind, _, _ in self.fields:
+            if kind is str or kind is bool:
+                continue
+            path = BY_NAME[name].trial_path
+            node = marked
+            for part in path[:-1]:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict) and path[-1] in node and node[path[-1]] == point[name] \
+                    and type(node[path[-1]]) is type(point[name]):
+                node[path[-1]] = _PLACE.format(len(slots))
+                slots.append(name)
+        text = json.dumps(marked, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        found = []
+        for i, name in enumerate(slots):
+            marker = json.dumps(_PLACE.format(i))
+            if text.count(marker) != 1:
+                return None
+            found.append((text.index(marker), len(marker), name))
+        literals, names, at = [], [], 0
+        for start, length, name in sorted(found):
+            literals.append(text[at:start])
+            names.append(name)
+            at = start + length
+        literals.append(text[at:])
+        return tuple(literals), tuple(names)

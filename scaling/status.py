@@ -1,4 +1,4 @@
-"""``scaling status``: trial counts by status for each sweep in a store."""
+"""``scaling status``: trial counts by status for each sweep in a store, counted in SQL."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pyarrow.fs as pafs
 from scaling.config import count_trials
 from scaling.configfile import MAX_CONFIG_BYTES, parse_yaml
 from scaling.errors import UserError, one_line
-from scaling.store import Store, load_tables
+from scaling.store import Store
 
 
 def expected_trials(store: Store, sweep: str) -> int | None:
@@ -40,21 +40,29 @@ def expected_trials(store: Store, sweep: str) -> int | None:
         return None
 
 
-def status_table(root: str) -> pa.Table:
+def status_table(root, view=None) -> pa.Table:
     """One row per sweep: ok, diverged, failed, stored, in the config, pending."""
-    store = Store(root)
-    trials, _ = load_tables(root)
+    from scaling.views import open_store
+
+    if view is None:
+        with open_store(root) as view:
+            return status_table(root, view)
+    counts = {r["sweep"]: r for r in view.sql(
+        "SELECT sweep, count(*) FILTER (WHERE status = 'ok') AS ok, "
+        "count(*) FILTER (WHERE status = 'diverged') AS diverged, "
+        "count(*) FILTER (WHERE status = 'failed') AS failed, count(*) AS stored "
+        "FROM trials GROUP BY sweep").to_pylist()}
     rows = []
-    for sweep in store.sweeps():
-        statuses = [s for s, w in zip(trials.column("status").to_pylist(),
-                                      trials.column("sweep").to_pylist()) if w == (sweep or w)]
-        counts = {k: statuses.count(k) for k in ("ok", "diverged", "failed")}
-        expected = expected_trials(store, sweep)
-        stored = len(statuses)
-        rows.append({"sweep": sweep or "(this folder)", **counts, "stored": stored,
-                     "in_config": expected,
-                     "pending": None if expected is None else max(expected - counts["ok"]
-                                                                  - counts["diverged"], 0)})
+    for sweep in view.sweeps:
+        if sweep:
+            c = counts.get(sweep, {})
+        else:  # the root is one sweep folder: every row is its
+            c = {k: sum(r[k] for r in counts.values()) for k in ("ok", "diverged", "failed", "stored")}
+        ok, diverged, failed, stored = (c.get(k, 0) for k in ("ok", "diverged", "failed", "stored"))
+        expected = expected_trials(view.store, sweep)
+        rows.append({"sweep": sweep or "(this folder)", "ok": ok, "diverged": diverged, "failed": failed,
+                     "stored": stored, "in_config": expected,
+                     "pending": None if expected is None else max(expected - ok - diverged, 0)})
     if not rows:
-        raise UserError(f"no sweeps in {root!r} (expected folders with trials/ inside)")
+        raise UserError(f"no sweeps in {view.store.uri!r} (expected sweep folders written by `scaling sweep`)")
     return pa.Table.from_pylist(rows)

@@ -11,6 +11,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_CLOUD = {
+    # AWS SDK (pyarrow's S3): no instance-metadata lookups, no credential or config files
+    "AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+    # Google Cloud C++ (pyarrow's GCS) and google-auth: the metadata server is a closed loopback port
+    "GCE_METADATA_ROOT": "127.0.0.1:9", "GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9",
+    "NO_GCE_CHECK": "True", "GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/gcp.json",
+    "CLOUDSDK_CONFIG": "/nonexistent/gcloud",
+}
+"""Environment for tests that touch cloud URIs: nothing the SDKs look up leaves loopback."""
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401
 import pytest
 
-from conftest import ROOT, SMALL_SWEEP, write_config
+from conftest import NO_CLOUD, ROOT, SMALL_SWEEP, write_config
 from scaling.config import load_config, trial_id
 from scaling.store import Store, load_tables
 
@@ -136,8 +136,7 @@ def s3_server():
     bindir = os.path.dirname(sys.executable)
     server = subprocess.Popen([os.path.join(bindir, "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = dict(NO_CLOUD)
     try:
         import boto3
 
@@ -158,24 +157,48 @@ def s3_server():
         server.wait(timeout=10)
 
 
-def test_sweep_writes_to_and_resumes_from_s3(tmp_path, s3_server):
+def test_sweep_resume_compaction_and_query_against_s3(tmp_path, s3_server):
+    """Against a real S3-compatible server: a sweep (parts left as written), a resume, `scaling
+    compact`, then a sweep that compacts by itself; queries, status and verify read the bucket
+    through pyarrow datasets. Raw rows: every trial exactly once."""
     uri, env = s3_server
+    env = {**os.environ, **env}
     config = write_config(tmp_path, SMALL_SWEEP.replace("seed: [0, 1]", "seed: [0]"))
-    first = subprocess.run(cli(config, uri), cwd=ROOT, capture_output=True, text=True, timeout=300,
-                           env={**os.environ, **env})
+    first = subprocess.run(cli(config, uri) + ["--no-compact"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300, env=env)
     assert first.returncode == 0, first.stderr
     assert "ran 8 trials" in first.stdout
-    again = subprocess.run(cli(config, uri), cwd=ROOT, capture_output=True, text=True, timeout=300,
-                           env={**os.environ, **env})
-    assert again.returncode == 0 and "8 were already stored" in again.stdout
+    again = subprocess.run(cli(config, uri) + ["--no-compact"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert again.returncode == 0 and "8 were already stored" in again.stdout, again.stderr
     os.environ.update(env)
     store = Store(uri)
     assert not store.local
-    names = [p.rsplit("/", 1)[1] for p in store.parts("small", "trials")]
-    assert sorted(names) == sorted(f"{trial_id(t)}.parquet" for t in load_config(config).trials())
-    trials, curves = load_tables(uri)
-    assert trials.num_rows == 8 and set(trials.column("status").to_pylist()) == {"ok"}
-    assert curves.num_rows > 8
+    before = load_tables(uri)
+    assert len(store.parts("small", "trials")) > 1, "commit events, not yet compacted"
+    for argv in (["compact", uri], ["verify", uri]):
+        proc = subprocess.run([sys.executable, "-m", "cluster.cli", *argv], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [len(store.parts("small", t)) for t in ("trials", "curves")] == [1, 1]
+    after = load_tables(uri)
+    assert [t.num_rows for t in after] == [t.num_rows for t in before] and after[0].num_rows == 8
+    grown = write_config(tmp_path, SMALL_SWEEP.replace("seed: [0, 1]", "seed: [0, 1]"), "grown.yaml")
+    third = subprocess.run(cli(grown, uri), cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert third.returncode == 0 and "8 were already stored" in third.stdout, third.stderr
+    raw = store.raw_table("trials").column("trial_id").to_pylist()
+    assert sorted(raw) == sorted(trial_id(t) for t in load_config(grown).trials()), "every trial exactly once"
+    assert len(store.parts("small", "trials")) <= 2
+    query = subprocess.run([sys.executable, "-m", "cluster.cli", "query", uri,
+                            "SELECT count(*) AS n, count(DISTINCT c.run_id) AS runs FROM curves c JOIN trials t "
+                            "USING (trial_id, run_id)", "--format", "csv"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120, env=env)
+    assert query.returncode == 0, query.stderr
+    n, runs = query.stdout.splitlines()[1].split(",")
+    assert int(runs) == 16 and int(n) > 16
+    status = subprocess.run([sys.executable, "-m", "cluster.cli", "status", uri], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env=env)
+    assert status.returncode == 0 and status.stdout.splitlines()[2].split()[:5] == ["small", "16", "0", "0", "16"]
 
 
 def test_sweep_joins_an_existing_cluster_by_address_client_and_env(tmp_path):

@@ -1,9 +1,10 @@
 """Store integrity: verify, repair (quarantine, never delete), compact, and readers that skip bad parts.
 
-Stores are built with real results through ``Store.write_result`` and corrupted for
-real. A compaction is "killed" by a filesystem that stops working before its k-th
-change (every call after that fails too, so no cleanup runs, as after SIGKILL);
-two kill points are also checked with a real ``os._exit`` in a subprocess.
+Stores are built with real results through ``Store.write_result`` (one commit event per
+trial: ``<trial_id>-<run_id>.parquet`` in curves/ and trials/) and corrupted for real. A
+compaction is "killed" by a filesystem that stops working before its k-th change (every
+call after that fails too, so no cleanup runs, as after SIGKILL); two kill points are also
+checked with a real ``os._exit`` in a subprocess.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pytest
 from scaling import integrity
 from scaling.schema import as_trial
 from scaling.errors import StoreError
-from scaling.integrity import compact, register, repair, verify
+from scaling.integrity import register, repair, verify
 from scaling.store import Store, load_tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,10 +45,10 @@ def config_columns(trial) -> dict:
     return as_trial(trial).columns()
 
 
-def result(seed=0, acc=0.5, end=T0, n_curve=3):
+def result(seed=0, acc=0.5, end=T0, n_curve=3, run_id=None):
     """One trial's rows in the format the runner stores (see tests/test_store.py)."""
     trial = {**TRIAL, "seed": seed}
-    row = {**config_columns(trial), "run_id": uuid.uuid4().hex, "status": "ok", "error": None, "steps": 7,
+    row = {**config_columns(trial), "run_id": run_id or uuid.uuid4().hex, "status": "ok", "error": None, "steps": 7,
            "examples_seen": 112, "n_params": 610, "train_loss": 0.1, "test_loss": 0.2, "test_acc": acc,
            "wall_s": 1.0, "host": "h", "start_time": end, "end_time": end, "version": "t", "engine": "single"}
     curves = [{"step": s, "epoch": s / 7, "examples_seen": 16 * s, "train_loss": 1.0 / (s + 1),
@@ -62,16 +63,31 @@ def build(root: Path, n: int = 5, sweep: str = "s") -> Store:
     return store
 
 
+RACER_RUN = "0" * 32
+"""The smallest run id: of runs alike in status and versions, the rule keeps the smallest run_id."""
+
+
+def tid_of(seed: int) -> str:
+    return config_columns({**TRIAL, "seed": seed})["trial_id"]
+
+
+def part_of(root, seed: int, table: str = "trials", sweep: str = "s") -> str:
+    """The file name of the commit event that stored a trial (its first, if several)."""
+    found = sorted(p.name for p in (Path(root) / sweep / table).glob(f"{tid_of(seed)}-*.parquet"))
+    assert found, f"no part of seed {seed} in {table}"
+    return found[0]
+
+
 def add_reruns(store: Store, sweep: str = "s", copy: bool = True) -> None:
-    """Two drivers raced on seed 0 (different part names, later run wins), and seed 1 was copied
-    under another part name."""
-    store.write_result(sweep, result(0, acc=0.9, end=T0 + timedelta(hours=1), n_curve=2), part="racer")
+    """Two drivers raced on seed 0 (the racer's run wins by the rule: its run_id is the smallest),
+    and seed 1 was copied under another part name (an identical run: the copy sorts last)."""
+    store.write_result(sweep, result(0, acc=0.9, end=T0 + timedelta(hours=1), n_curve=2, run_id=RACER_RUN),
+                       part="racer")
     if not copy:
         return
     trials, curves = (Path(store.root) / sweep / t for t in ("trials", "curves"))
-    tid = config_columns({**TRIAL, "seed": 1})["trial_id"]
-    shutil.copy(trials / f"{tid}.parquet", trials / "copy.parquet")
-    shutil.copy(curves / f"{tid}.parquet", curves / "copy.parquet")
+    shutil.copy(trials / part_of(store.root, 1, sweep=sweep), trials / "zcopy.parquet")
+    shutil.copy(curves / part_of(store.root, 1, "curves", sweep=sweep), curves / "zcopy.parquet")
 
 
 def add_old_part(store: Store, sweep: str = "s") -> None:
@@ -90,6 +106,12 @@ def rows(root) -> tuple[list, list]:
 
 def parts(root, sweep="s", table="trials") -> list[str]:
     return sorted(p.name for p in (Path(root) / sweep / table).glob("*.parquet") if not p.name.startswith("."))
+
+
+def compact(root, *args, **kw):
+    """A compaction that may finish the intents of the killed ones at once (in real use they wait
+    until they are older than ten minutes, since their compaction might still be running)."""
+    return integrity.compact(root, *args, **{"stale_s": 0.0, **kw})
 
 
 def contents(root) -> set[str]:
@@ -196,9 +218,45 @@ def _raise():
 
 
 def count_changes(root) -> int:
+    return len(changes(root))
+
+
+def changes(root) -> list[tuple[str, str]]:
+    """(op, path) of every change a compaction of ``root`` makes, in order."""
     seen = []
     compact(hooked_store(root, lambda n, op, path: seen.append((op, path))))
-    return len(seen)
+    return seen
+
+
+def events(seen: list[tuple[str, str]]) -> list[tuple]:
+    """Each change as ("change", i) (the i-th that is not a write of bytes) or ("write", f, j) (the
+    j-th write into the f-th file written): how many writes a file takes may vary between runs."""
+    out, files, writes, other = [], {}, {}, 0
+    for op, path in seen:
+        if op == "write":
+            f = files.setdefault(path, len(files))
+            writes[f] = writes.get(f, 0) + 1
+            out.append(("write", f, writes[f]))
+        else:
+            other += 1
+            out.append(("change", other))
+    return out
+
+
+def kill_points(root) -> list[tuple]:
+    """Every change but the writes of bytes, and the first and second write into each file."""
+    return [e for e in events(changes(root)) if e[0] == "change" or e[2] <= 2]
+
+
+def kill_on(event, action=None):
+    """A hook that kills the process before ``event`` (see :func:`events`)."""
+    seen = []
+
+    def hook(n, op, path):
+        seen.append((op, path))
+        if events(seen)[-1] == event:
+            (action or _raise)()
+    return hook
 
 
 # ---- verify ------------------------------------------------------------------------------
@@ -218,10 +276,11 @@ def corrupt(tmp_path) -> dict[str, str]:
     store = build(tmp_path, n=6)
     add_reruns(store)
     trials, curves = tmp_path / "s" / "trials", tmp_path / "s" / "curves"
-    tid = [config_columns({**TRIAL, "seed": s})["trial_id"] for s in range(6)]
-    (trials / f"{tid[2]}.parquet").write_bytes((trials / f"{tid[2]}.parquet").read_bytes()[:50])
-    (curves / f"{tid[3]}.parquet").write_bytes(os.urandom(300))
-    bad = pq.read_table(trials / f"{tid[4]}.parquet")
+    names = {"truncated": part_of(tmp_path, 2), "garbage": part_of(tmp_path, 3, "curves"),
+             "uncommitted": part_of(tmp_path, 3), "seed0": part_of(tmp_path, 0)}
+    (trials / names["truncated"]).write_bytes((trials / names["truncated"]).read_bytes()[:50])
+    (curves / names["garbage"]).write_bytes(os.urandom(300))
+    bad = pq.read_table(trials / part_of(tmp_path, 4))
     bad = bad.set_column(bad.column_names.index("steps"), "steps", pa.array(["seven"]))
     pq.write_table(bad, trials / "wrongtype.parquet")
     pq.write_table(bad.drop_columns(["trial_id"]), trials / "nokey.parquet")
@@ -231,9 +290,8 @@ def corrupt(tmp_path) -> dict[str, str]:
     age(trials / ".tmp-dead-x.parquet", 3600)
     (curves / ".tmp-live-y.parquet").write_bytes(b"half")
     (trials / "README").write_text("notes")
-    return {"truncated": f"{tid[2]}.parquet", "garbage": f"{tid[3]}.parquet", "wrongtype": "wrongtype.parquet",
-            "nokey": "nokey.parquet", "orphan": "orphan.parquet", "stale": ".tmp-dead-x.parquet",
-            "fresh": ".tmp-live-y.parquet", "copy": "copy.parquet", "seed0": f"{tid[0]}.parquet"}
+    return {**names, "wrongtype": "wrongtype.parquet", "nokey": "nokey.parquet", "orphan": "orphan.parquet",
+            "stale": ".tmp-dead-x.parquet", "fresh": ".tmp-live-y.parquet", "copy": "zcopy.parquet"}
 
 
 def test_verify_names_every_problem_on_one_line(tmp_path):
@@ -242,8 +300,9 @@ def test_verify_names_every_problem_on_one_line(tmp_path):
     assert not report.ok
     found = kinds(report)
     assert found["unreadable"] == {names["truncated"], names["garbage"]}
+    assert found["uncommitted"] == {names["uncommitted"]}, "a commit event whose curves are broken"
     assert found["schema"] == {names["wrongtype"], names["nokey"]}
-    # seed 0: the racer's later run wins; seed 1: of two identical rows, the one named after the trial
+    # seed 0: the racer's run wins by the rule; seed 1: of two copies of one run, the first by path
     assert found["duplicate"] == {names["seed0"], names["copy"]}
     assert found["orphan-curves"] == {names["orphan"]}
     assert found["stale-tmp"] == {names["stale"]} and found["fresh-tmp"] == {names["fresh"]}
@@ -266,83 +325,78 @@ def test_repair_quarantines_without_deleting_and_readers_keep_their_rows(tmp_pat
     before = contents(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        expected = _rows_without(tmp_path, names)
+        expected = rows(tmp_path)
     moved = repair(str(tmp_path))
     assert contents(tmp_path) >= before, "repair deleted something"
-    moved_names = {Path(src).name for src, _ in moved}
-    assert moved_names == {names[k] for k in ("truncated", "garbage", "wrongtype", "nokey", "stale", "orphan",
-                                              "seed0", "copy")}
-    assert names["fresh"] not in moved_names, "a write in progress is left alone"
+    moved_names = {Path(src).relative_to(tmp_path / "s").as_posix() for src, _ in moved}
+    assert moved_names == {f"trials/{names[k]}" for k in ("truncated", "uncommitted", "wrongtype", "nokey",
+                                                          "stale", "seed0", "copy")} | {
+        f"curves/{names['garbage']}", f"curves/{names['orphan']}", f"curves/{names['seed0']}",
+        "curves/zcopy.parquet"}, "the losers' curves go with them; the racer and the copied run's pair stay"
+    assert names["fresh"] not in {Path(p).name for p in moved_names}, "a write in progress is left alone"
     for src, dst in moved:
         assert Path(dst).is_relative_to(tmp_path / "s" / "quarantine") and Path(dst).exists()
         assert not Path(src).exists()
     report = verify(str(tmp_path))
     assert report.ok, [str(f) for f in report.problems]
+    assert "fresh-orphan" in kinds(report), "the truncated part's curves: left until stale"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing left for readers to skip
         assert rows(tmp_path) == expected
     assert repair(str(tmp_path)) == [], "a second repair has nothing to do"
 
 
-def _rows_without(root: Path, names: dict) -> tuple[list, list]:
-    """What readers see once the broken parts are out of the way (read from a copy)."""
-    copy = root.parent / "expected"
-    shutil.copytree(root, copy)
-    for key in ("wrongtype", "nokey", "copy"):
-        (copy / "s" / "trials" / names[key]).unlink()
-    (copy / "s" / "curves" / names["copy"]).unlink()
-    return rows(copy)
-
-
 def test_repair_keeps_the_row_readers_keep_and_mixed_parts(tmp_path):
     store = build(tmp_path, n=3)
     add_reruns(store, copy=False)
-    ids = [config_columns({**TRIAL, "seed": s})["trial_id"] for s in range(3)]
-    # a part with the latest run of seed 2 (readers keep it) and an old run of seed 0 (they don't)
-    old0 = result(0, end=T0 - timedelta(days=1))["trial"]
-    store.write_table("s", "trials", "mixed", [result(2, end=T0 + timedelta(days=1))["trial"], old0])
+    # a part with the kept run of seed 2 (the smallest run id) and a run of seed 0 the rule ranks last
+    store.write_table("s", "trials", "mixed", [result(2, run_id=RACER_RUN)["trial"],
+                                               result(0, run_id="f" * 32)["trial"]])
+    store.write_table("s", "curves", "mixed", [{**c, "trial_id": tid, "run_id": run} for tid, run in
+                                               ((tid_of(2), RACER_RUN), (tid_of(0), "f" * 32))
+                                               for c in result(2)["curves"]])
+    lost = {part_of(tmp_path, 0), part_of(tmp_path, 2)}
     before = rows(tmp_path)
     moved = {Path(src).relative_to(tmp_path / "s").as_posix() for src, _ in repair(str(tmp_path))}
-    lost = {ids[0], ids[2]}  # seed 0 lost the race to racer.parquet, seed 2 to mixed.parquet
-    assert moved == {f"{table}/{tid}.parquet" for tid in lost for table in ("trials", "curves")}, \
-        "racer and mixed stay"
+    assert moved == {f"{table}/{name}" for name in lost for table in ("trials", "curves")}, "racer and mixed stay"
     assert rows(tmp_path) == before
     left = verify(str(tmp_path))
-    assert {f.kind for f in left.problems} == {"duplicate"}, "the mixed part's stale row is left for compact"
+    assert {f.kind for f in left.problems} == {"duplicate"}, "the mixed part's losing row is left for compact"
     compact(str(tmp_path))
     assert verify(str(tmp_path)).ok and rows(tmp_path) == before
 
 
 def test_repair_keeps_one_copy_of_the_curves_readers_need(tmp_path):
-    """Two identical copies of a trial whose own curves part is corrupt: the copies' trial parts go,
-    and one of their curves parts stays, since readers need those rows."""
-    store = build(tmp_path, n=2)
-    tid = config_columns(TRIAL)["trial_id"]
+    """Two identical copies of a trial whose own curves part is corrupt: the commit event no longer
+    counts, one copy's trial part goes, and one copy's curves stay, since readers need those rows."""
+    build(tmp_path, n=2)
     trials, curves = tmp_path / "s" / "trials", tmp_path / "s" / "curves"
+    own_t, own_c = part_of(tmp_path, 0), part_of(tmp_path, 0, "curves")
     for copy in ("c1", "c2"):
-        shutil.copy(trials / f"{tid}.parquet", trials / f"{copy}.parquet")
-        shutil.copy(curves / f"{tid}.parquet", curves / f"{copy}.parquet")
-    (curves / f"{tid}.parquet").write_bytes(b"corrupt")
+        shutil.copy(trials / own_t, trials / f"{copy}.parquet")
+        shutil.copy(curves / own_c, curves / f"{copy}.parquet")
+    (curves / own_c).write_bytes(b"corrupt")
     moved = {Path(src).relative_to(tmp_path / "s").as_posix() for src, _ in repair(str(tmp_path))}
-    assert {"trials/c1.parquet", "trials/c2.parquet", f"curves/{tid}.parquet"} <= moved
-    assert len({"curves/c1.parquet", "curves/c2.parquet"} & moved) == 1
+    assert moved == {f"trials/{own_t}", f"curves/{own_c}", "trials/c2.parquet", "curves/c2.parquet"}
     trials_t, curves_t = load_tables(str(tmp_path))
     assert trials_t.num_rows == 2 and curves_t.num_rows == 6, "seed 0 keeps its 3 curve rows"
     assert verify(str(tmp_path)).ok
 
 
 def test_repair_leaves_a_part_that_a_writer_replaced_meanwhile(tmp_path, monkeypatch):
-    store = build(tmp_path, n=2)
-    path = tmp_path / "s" / "trials" / f"{config_columns(TRIAL)['trial_id']}.parquet"
+    """An earlier release names a trial's part after the trial and rewrites it on a rerun: repair
+    moves such a part only if its bytes are still those it found broken."""
+    build(tmp_path, n=2)
+    path = tmp_path / "s" / "trials" / f"{tid_of(5)}.parquet"
     path.write_bytes(b"garbage")
-    scan = integrity._scan
+    plan = integrity._repair_plan
 
-    def scan_then_rerun(*args, **kwargs):
-        sw = scan(*args, **kwargs)
-        store.write_result("s", result(0, end=T0 + timedelta(days=1)))  # replaces the garbage
-        return sw
+    def plan_then_rerun(*args, **kwargs):
+        steps = plan(*args, **kwargs)
+        Store(str(tmp_path)).write_result("s", result(5), part=tid_of(5))  # the old writer replaces it
+        return steps
 
-    monkeypatch.setattr(integrity, "_scan", scan_then_rerun)
+    monkeypatch.setattr(integrity, "_repair_plan", plan_then_rerun)
     assert repair(str(tmp_path)) == []
     assert pq.read_table(path).num_rows == 1, "the rerun's result stays where readers find it"
 
@@ -352,39 +406,41 @@ def test_repair_leaves_a_part_that_a_writer_replaced_meanwhile(tmp_path, monkeyp
 @pytest.mark.parametrize("table", ["trials", "curves"])
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_readers_skip_a_corrupt_part_with_one_warning(tmp_path, table, damage):
+    """A broken trials part is skipped; a broken curves part makes its trial pending again (its
+    trials part no longer counts), so a resume runs it again rather than keep it without curves."""
     build(tmp_path, n=3)
-    path = tmp_path / "s" / table / parts(tmp_path, table=table)[1]
+    path = tmp_path / "s" / table / part_of(tmp_path, 1, table)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2] if damage == "truncated" else os.urandom(len(data)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trials, curves = load_tables(str(tmp_path))
     named = [w for w in caught if path.name in str(w.message)]
-    assert len(named) == 1 and len(caught) == 1 and "\n" not in str(named[0].message)
-    assert trials.num_rows == (2 if table == "trials" else 3)
-    assert curves.num_rows == 6, "curves of the lost trial, or the lost curves, are gone; the rest stay"
-    assert path.stem not in (trials if table == "trials" else curves).column("trial_id").to_pylist()
+    assert len(named) == len(caught) == (1 if table == "trials" else 2), [str(w.message) for w in caught]
+    assert all("\n" not in str(w.message) for w in caught)
+    assert trials.num_rows == 2 and curves.num_rows == 6
+    assert tid_of(1) not in trials.column("trial_id").to_pylist() + curves.column("trial_id").to_pylist()
 
 
 @pytest.mark.parametrize("table", ["trials", "curves"])
 def test_readers_skip_a_part_with_a_clashing_schema(tmp_path, table):
-    """Needs the store.py patch: today one such part makes every read raise ArrowTypeError."""
     build(tmp_path, n=3)
-    path = tmp_path / "s" / table / parts(tmp_path, table=table)[1]
+    path = tmp_path / "s" / table / part_of(tmp_path, 1, table)
     bad = pq.read_table(path)
     pq.write_table(bad.set_column(bad.column_names.index("trial_id"), "trial_id",
                                   pa.array([7] * bad.num_rows)), path)
     with pytest.warns(UserWarning, match=path.name):
         trials, curves = load_tables(str(tmp_path))
-    assert trials.num_rows == (2 if table == "trials" else 3)
+    assert trials.num_rows == 2 and curves.num_rows == 6
 
 
 def test_a_copied_part_counts_once(tmp_path):
-    """A part copied under another name holds the same trial and curve rows: readers count
-    them once. Needs the store.py patch (today the curves come back twice)."""
+    """A pair copied under another name holds the same trial and curve rows: readers count them once."""
     add_reruns(build(tmp_path, n=3))
     trials, curves = load_tables(str(tmp_path))
     assert trials.num_rows == 3 and curves.num_rows == 2 + 3 + 3
+    assert dict(zip(trials.column("trial_id").to_pylist(), trials.column("run_id").to_pylist()))[tid_of(0)] \
+        == RACER_RUN
 
 
 # ---- compact ------------------------------------------------------------------------------
@@ -395,10 +451,12 @@ def test_compact_merges_small_parts_and_reads_the_same(tmp_path):
     add_old_part(store)
     before = rows(tmp_path)
     report = compact(str(tmp_path))
-    assert parts(tmp_path) == [Path(report.merges[0].part).name] and len(parts(tmp_path, table="curves")) == 1
+    merged = [Path(m.part).name for m in report.merges if m.part]
+    assert parts(tmp_path) == merged and parts(tmp_path, table="curves") == merged and len(merged) == 1
     assert rows(tmp_path) == before
-    trials_merge = next(m for m in report.merges if m.table == "trials")
-    assert (trials_merge.rows_in, trials_merge.rows_out) == (14, 13), "one row per trial"
+    assert [(m.rows_in, m.rows_out) for m in report.merges] == [(14, 13)], "one row per trial: its winner"
+    raw = Store(str(tmp_path)).raw_table("curves")
+    assert raw.num_rows == sum(len(r) for r in [before[1]]), "only the winners' curves are kept"
     assert verify(str(tmp_path)).ok
     assert compact(str(tmp_path)).merges == (), "nothing left to merge"
     assert not [p for p in (tmp_path / "s" / "trials").iterdir() if p.name.startswith(".")]
@@ -417,35 +475,34 @@ def test_compact_respects_target_rows_and_one_sweep(tmp_path):
 
 
 def test_both_visible_reads_the_same_rows(tmp_path):
-    """The state between writing the merged part and deleting the old ones: readers must
-    not count a row twice. Needs the store.py patch (curves are de-duplicated there)."""
+    """The state between writing the merged pair and deleting the old parts: readers must
+    not count a row twice."""
     add_reruns(build(tmp_path, n=4), copy=False)
     before = rows(tmp_path)
 
     def hook(n, op, path):
-        if op == "delete_file" and "/curves/" in path:
+        if op == "delete_file" and "/trials/" in path and "/.compact-" not in path:
             raise Killed(path)
 
     with pytest.raises(Killed):
         compact(hooked_store(tmp_path, hook))
-    curves = parts(tmp_path, table="curves")
-    assert any(p.startswith("compact-") for p in curves) and len(curves) == 6, "both visible"
+    trials = parts(tmp_path)
+    assert any(p.startswith("merged-") for p in trials) and len(trials) == 6, "both visible"
     assert rows(tmp_path) == before
 
 
 def test_killing_compact_at_any_point_leaves_the_same_rows(tmp_path):
-    """Needs the store.py patch for the kill points after a merged curves part is written."""
     template = tmp_path / "template"
     store = build(template, n=4)
     add_reruns(store, copy=False)
     add_old_part(store)
     before = rows(template)
-    n_changes = count_changes(shutil.copytree(template, tmp_path / "count"))
-    assert n_changes >= 20
-    for k in range(1, n_changes + 1):
-        root = shutil.copytree(template, tmp_path / f"k{k}")
+    points = kill_points(shutil.copytree(template, tmp_path / "count"))
+    assert len(points) >= 20
+    for i, k in enumerate(points):
+        root = shutil.copytree(template, tmp_path / f"k{i}")
         with pytest.raises(Killed):
-            compact(hooked_store(root, kill_at(k)))
+            compact(hooked_store(root, kill_on(k)))
         assert rows(root) == before, f"killed before change {k}"
         compact(str(root))
         assert rows(root) == before, f"compact after a kill before change {k}"
@@ -463,7 +520,7 @@ def test_compact_killed_for_real_in_a_subprocess(tmp_path, where):
     seen = []
     compact(hooked_store(shutil.copytree(root, tmp_path / "count"), lambda n, op, path: seen.append((op, path))))
     if where.startswith("merged"):
-        k = next(n for n, (op, path) in enumerate(seen, 1) if op == "write" and "compact-" in path)
+        k = next(n for n, (op, path) in enumerate(seen, 1) if op == "write" and "merged-" in path)
     else:
         k = next(n for n, (op, path) in enumerate(seen, 1) if op == "delete_file" and "/curves/" in path)
     code = ("import os, sys; sys.path.insert(0, 'tests'); import test_integrity as t;"
@@ -476,68 +533,80 @@ def test_compact_killed_for_real_in_a_subprocess(tmp_path, where):
 
 
 def test_a_reader_during_compaction_sees_old_or_new_parts(tmp_path, monkeypatch):
-    """A compaction that runs between a reader's listing and its reads: the reader must
-    see every row once. Needs the store.py patch (a vanished part makes the reader list again)."""
+    """A compaction that runs between a reader's listing and its reads: the reader lists again and
+    sees every row once."""
+    from scaling import views
+
     add_reruns(build(tmp_path, n=4), copy=False)
     before = rows(tmp_path)
-    real, ran = pq.read_table, []
+    real, ran = views.StoreView._build, []
 
-    def read_after_a_compaction(*args, **kwargs):
+    def build_after_a_compaction(self, sources):
         if not ran:
-            ran.append("started")
             ran.append(compact(str(tmp_path)))
-        return real(*args, **kwargs)
+        return real(self, sources)
 
-    monkeypatch.setattr(pq, "read_table", read_after_a_compaction)
+    monkeypatch.setattr(views.StoreView, "_build", build_after_a_compaction)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert rows(tmp_path) == before
-    assert ran[1].merges
+    assert ran[0].merges
 
 
-def test_compact_keeps_a_part_a_writer_replaced_meanwhile_and_unfinished_curves(tmp_path):
+def test_compact_keeps_a_part_a_writer_committed_meanwhile_and_unfinished_curves(tmp_path):
     store = build(tmp_path, n=3)
-    target = config_columns({**TRIAL, "seed": 1})["trial_id"]
-    # curves of a trial whose trial row is not written yet (a run in flight)
+    # curves of a trial whose trial row is not written yet (a run in flight, an earlier release's writer)
     store.write_table("s", "curves", "inflight", [{**c, "trial_id": "e" * 16, "run_id": "r"}
                                                   for c in result(5)["curves"]])
-    rerun = result(1, acc=0.99, end=T0 + timedelta(days=2))
+    rerun = result(1, acc=0.99, run_id=RACER_RUN)
 
     def hook(n, op, path):
-        if op == "move" and "/trials/compact-" in path:  # the merged part lands: a driver reruns seed 1
+        if op == "move" and "/trials/merged-" in path:  # the merged pair lands: a driver reruns seed 1
             Store(str(tmp_path)).write_result("s", rerun)
 
     compact(hooked_store(tmp_path, hook))
-    assert f"{target}.parquet" in parts(tmp_path), "the rerun's part was not deleted"
+    assert f"{tid_of(1)}-{RACER_RUN}.parquet" in parts(tmp_path), "the rerun's commit was not deleted"
     trials, _ = load_tables(str(tmp_path))
     acc = dict(zip(trials.column("trial_id").to_pylist(), trials.column("test_acc").to_pylist()))
-    assert acc[target] == 0.99 and len(acc) == 3
+    assert acc[tid_of(1)] == 0.99 and len(acc) == 3
     raw = Store(str(tmp_path)).raw_table("curves")
     assert raw.filter(pc.equal(raw.column("run_id"), "r")).num_rows == 3, "in-flight curves kept"
 
 
-def test_an_interrupted_compaction_is_reported_and_repair_finishes_it(tmp_path):
-    store = build(tmp_path, n=4)
+@pytest.mark.parametrize("killed", ["before the merged trials part", "at the second delete"])
+def test_an_interrupted_compaction_is_reported_and_finished(tmp_path, killed):
+    """Killed before its merged pair is whole, a compaction's intent is left alone while it may still
+    be running, then dropped with what it wrote; killed after, anyone may finish it at once (the
+    merged pair holds every row it replaces)."""
+    build(tmp_path, n=4)
     before = rows(tmp_path)
     n = {"deletes": 0}
 
     def hook(k, op, path):
+        if killed.startswith("before") and op == "move" and "/trials/merged-" in path:
+            raise Killed(path)
         if op == "delete_file":
             n["deletes"] += 1
-            if n["deletes"] == 2:
+            if killed.startswith("at") and n["deletes"] == 2:
                 raise Killed(path)
 
     with pytest.raises(Killed):
-        compact(hooked_store(tmp_path, hook))
+        integrity.compact(hooked_store(tmp_path, hook))
     intent = next((tmp_path / "s" / "trials").glob(".compact-*.json"))
     assert kinds(verify(str(tmp_path))).get("fresh-compaction") == {intent.name}, "maybe still running"
-    assert repair(str(tmp_path)) == []
+    old = contents(tmp_path)
+    if killed.startswith("at"):
+        assert integrity.compact(str(tmp_path)).finished == (str(intent),)
+        assert verify(str(tmp_path)).ok and len(parts(tmp_path)) == 1 and rows(tmp_path) == before
+        return
+    assert integrity.finish_intents(Store(str(tmp_path)), "s") == [], "a fresh intent is left to its compaction"
+    assert repair(str(tmp_path)) == [] and contents(tmp_path) == old
     age(intent, 3600)
     assert kinds(verify(str(tmp_path)))["compaction"] == {intent.name}
-    old = contents(tmp_path)
     repair(str(tmp_path))
-    assert contents(tmp_path) >= old
-    assert verify(str(tmp_path)).ok and len(parts(tmp_path)) == 1 and rows(tmp_path) == before
+    assert verify(str(tmp_path)).ok and rows(tmp_path) == before
+    assert not list((tmp_path / "s" / "curves").glob("merged-*")), "the half-made pair is gone"
+    assert len(parts(tmp_path)) == 4, "the parts it would have replaced stay"
 
 
 # ---- command line -------------------------------------------------------------------------
@@ -554,7 +623,7 @@ def test_cli_verify_repair_and_compact(tmp_path, capsys):
     assert cli("verify", str(tmp_path)) == 1
     out = capsys.readouterr().out.splitlines()
     assert any(names["truncated"] in line and "unreadable" in line for line in out)
-    assert out[-1].endswith(f": {len(out) - 1} problem(s), 3 note(s) (-v lists them)")
+    assert out[-1].endswith(f": {len(out) - 1} problem(s), 2 note(s) (-v lists them)")
     assert cli("verify", str(tmp_path), "--repair") == 0
     out = capsys.readouterr().out
     assert f"/s/quarantine/trials/{names['truncated']}" in out and "nothing was deleted" in out

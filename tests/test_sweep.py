@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -160,3 +161,169 @@ def test_retry_failed_reruns_failed_trials_under_the_packed_engine(ray_local, tm
     assert set(trials_read.column("status").to_pylist()) == {"ok"} and trials_read.num_rows == 16
     assert set(curves.column("trial_id").to_pylist()) == ok
     assert {r["engine"] for r in raw if r["status"] == "ok"} == {"packed"}
+
+
+def test_retry_failed_reruns_failed_trials_under_the_single_engine(ray_local, tmp_path):
+    from scaling.loop import failed_row
+
+    cfg, text = sweep(tmp_path, SMALL_SWEEP.replace("seed: [0, 1]", "seed: [0]"))
+    results = str(tmp_path / "r")
+    store = Store(results)
+    trials = cfg.trials()
+    for t in trials[:3]:
+        store.write_result(cfg.name, {"trial": failed_row(t, "RuntimeError: worker lost", "single"), "curves": []})
+    first = run_sweep(cfg, text, results, engine="single", compact=False, progress=False, log=lambda *_: None)
+    assert first.skipped == 3 and first.counts["ok"] == 5
+    again = run_sweep(cfg, text, results, engine="single", retry_failed=True, compact=False, progress=False,
+                      log=lambda *_: None)
+    assert again.skipped == 5 and again.counts == {"ok": 3, "diverged": 0, "failed": 0}
+    raw = store.raw_table("trials").to_pylist()
+    assert sorted((r["trial_id"], r["status"]) for r in raw) == sorted(
+        [(t.trial_id, "ok") for t in trials] + [(t.trial_id, "failed") for t in trials[:3]]), \
+        "the failed runs stay, each trial has one ok run (raw rows, no compaction)"
+    assert {r["engine"] for r in raw if r["status"] == "ok"} == {"single"}
+    kept, _ = load_tables(results)
+    assert set(kept.column("status").to_pylist()) == {"ok"}
+
+
+def test_a_trial_whose_curves_part_broke_is_run_again_by_a_plain_resume(ray_local, tmp_path):
+    cfg, text = sweep(tmp_path, SMALL_SWEEP.replace("seed: [0, 1]", "seed: [0]"))
+    results = tmp_path / "r"
+    run_sweep(cfg, text, str(results), engine="single", compact=False, progress=False, log=lambda *_: None)
+    victim = sorted((results / "small" / "curves").glob("*.parquet"))[0]
+    victim_id = victim.name.split("-")[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    lines = []
+    with pytest.warns(UserWarning, match=victim.name):
+        again = run_sweep(cfg, text, str(results), progress=False, log=lines.append)
+    assert "7 already stored, 1 to run" in lines[0] and again.counts["ok"] == 1
+    trials, curves = load_tables(str(results))
+    assert trials.num_rows == 8 and victim_id in curves.column("trial_id").to_pylist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["five thousand", "demo"])
+def test_a_finished_sweep_has_at_most_20_files_per_table(tmp_path, config):
+    """Compaction at the end of a sweep (and during it): the demo and a 5,000-trial sweep end with a
+    few files per table, and every trial once in them (raw rows)."""
+    path = write_config(tmp_path, FIVE_THOUSAND) if config == "five thousand" else ROOT / "configs" / "demo.yaml"
+    results = tmp_path / "r"
+    proc = run_cli("sweep", str(path), "--results", str(results), "--quiet", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    cfg = load_config(path)
+    for table in ("trials", "curves"):
+        files = list((results / cfg.name / table).glob("*.parquet"))
+        assert 1 <= len(files) <= 20, (table, len(files))
+    raw = Store(str(results)).raw_table("trials").column("trial_id").to_pylist()
+    assert sorted(raw) == sorted(t.trial_id for t in cfg.trials()), "every trial exactly once"
+
+
+FIVE_THOUSAND = """
+name: five_thousand
+task: {name: digits}
+model: {name: mlp, width: 8, depth: 1}
+axes:
+  n_train: {log: [20, 1000], num: 10}
+  batch_size: [8]
+  lr: {log: [0.01, 0.5], num: 10}
+  momentum: [0.0, 0.9]
+  seed: {linear: [0, 24], num: 25}
+budget: {steps: 2}
+eval: {points: 2}
+"""
+
+
+KILL_SWEEP = """
+name: killed
+task: {name: digits}
+model: {name: mlp, width: 32, depth: 1}
+axes:
+  n_train: [100, 400, 1000]
+  batch_size: [8, 16]
+  lr: [0.05, 0.1]
+  seed: [0, 1, 2]
+budget: {epochs: 150}
+eval: {points: 5}
+resources: {cpu: 1}
+retries: 30
+packing: {max_members: 3}
+"""
+
+
+def _busy_workers() -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::scaling-trial"):
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.mark.slow
+def test_sigkills_of_the_driver_and_workers_at_random_points_lose_and_double_nothing(tmp_path):
+    """Ten or more SIGKILLs, of the driver or of a busy worker, at random times (a fixed seed);
+    the driver is started again after each of its deaths. No other writer is alive, and nothing is
+    compacted, so the raw rows show every run ever committed: each trial exactly one, with every
+    one of its curve rows."""
+    import random
+
+    from scaling.loop import eval_steps
+
+    rng = random.Random(1313)
+    path = write_config(tmp_path, KILL_SWEEP)
+    results = tmp_path / "r"
+    cmd = [sys.executable, "-m", "cluster.cli", "sweep", str(path), "--results", str(results), "--quiet",
+           "--no-compact"]
+    kills = []
+    while True:
+        driver = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if len(kills) >= 10:
+            out, err = driver.communicate(timeout=600)
+            assert driver.returncode == 0, err[-3000:]
+            break
+        while driver.poll() is None and len(kills) < 10:
+            want_worker = rng.random() < 0.6
+            deadline = time.monotonic() + rng.uniform(2.0, 7.0)
+            while driver.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+                workers = _busy_workers() if want_worker else []
+                if workers and time.monotonic() > deadline - rng.uniform(0, 4):
+                    break
+            if driver.poll() is not None:
+                break
+            workers = _busy_workers()
+            if want_worker and workers:
+                victim = rng.choice(workers)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim, signal.SIGKILL)
+                kills.append(("worker", victim))
+                continue
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait()
+            kills.append(("driver", driver.pid))
+            time.sleep(0.5)
+            reap_orphaned_ray_processes()
+        out, err = driver.communicate(timeout=600)  # killed, or (kills done) left to finish
+        assert driver.returncode in (0, -signal.SIGKILL), err[-3000:]
+        if driver.returncode == 0:
+            assert len(kills) >= 10, f"the sweep finished after {len(kills)} kills; make it longer"
+            break
+    assert len(kills) >= 10 and {k for k, _ in kills} == {"driver", "worker"}, kills
+    cfg = load_config(path)
+    store = Store(str(results))
+    raw = store.raw_table("trials").to_pylist()
+    assert sorted(r["trial_id"] for r in raw) == sorted(t.trial_id for t in cfg.trials()), \
+        "each trial_id has exactly one committed run"
+    assert {r["status"] for r in raw} == {"ok"}
+    curves = store.raw_table("curves")
+    per_run = {}
+    for run in curves.column("run_id").to_pylist():
+        per_run[run] = per_run.get(run, 0) + 1
+    by_id = {t.trial_id: t for t in cfg.trials()}
+    for r in raw:
+        assert per_run.get(r["run_id"]) == len(eval_steps(by_id[r["trial_id"]], r["steps"])), r["trial_id"]
+    assert "compacted" in run_cli("compact", str(results)).stdout
+    assert sorted(store.raw_table("trials").column("run_id").to_pylist()) == sorted(r["run_id"] for r in raw)

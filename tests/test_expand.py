@@ -1,0 +1,104 @@
+"""Streaming expansion: ids hashed from templates equal the Trials' own, the pending trials come out
+once each in the sweep's order, and the size limits are checked without expanding anything."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from conftest import run_cli, write_config
+from scaling.config import parse_config
+from scaling.errors import ConfigError
+from scaling.expand import pending_trials, scan
+from scaling.schema import PointIds
+from test_fuzz import FUZZ, build, valid_configs
+
+SHAPES = {
+    "name": "shapes", "task": {"name": "teacher", "input_dim": 4, "pool": 500},
+    "model": {"name": "mlp", "depth": 1},
+    "axes": {"n_train": [50, 200], "batch_size": [8, 16], "lr": [0.01, 0.1],
+             "optimizer": ["sgd", "adamw"], "momentum": [0.0, 0.9], "nesterov": [False, True],
+             "beta2": [0.95, 0.999], "weight_decay": [0.0, 0.1], "width": [32, 256],
+             "schedule": ["constant", "cosine", "wsd"], "decay_frac": [0.2, 0.5], "warmup_steps": [0, 10],
+             "seed": [0, 1]},
+    "budget": {"steps": 20}, "metrics": {"noise_scale": True}, "engine": "single",
+}
+"""Every rule that shapes a canonical config at once: fields that apply to one optimizer or schedule
+only, a field that applies only when the momentum is positive, values equal to their defaults
+(left out) and legacy keys (always written), a computed default (width), metrics."""
+
+
+def ids_of(trials) -> list[str]:
+    return [t.trial_id for t in trials]
+
+
+def test_template_ids_equal_the_trials_own_for_every_shape():
+    cfg = parse_config(SHAPES)
+    ids = PointIds(cfg.make, tuple(cfg.axes))
+    points = list(cfg.points())
+    assert len(points) > 5000
+    assert [ids(p) for p in points] == [_slow_id(cfg.make(p)) for p in points]
+    expected = ids_of(cfg.trials())
+    assert len(set(expected)) < len(points), "fields that do not apply make some points the same trial"
+    expansion = scan(cfg)
+    assert expansion.total == len(expected) and expansion.pending == len(expected)
+    assert ids_of(pending_trials(cfg, expansion)) == expected, "each once, in the sweep's order"
+
+
+def _slow_id(trial) -> str:
+    from scaling.schema import trial_id
+
+    return trial_id(trial.to_dict())
+
+
+def test_done_trials_are_skipped_and_the_rest_come_out_in_order():
+    cfg = parse_config(SHAPES)
+    expected = ids_of(cfg.trials())
+    done = np.sort(np.array([int(i, 16) for i in expected[::3]], dtype=np.uint64))
+    expansion = scan(cfg, done)
+    assert expansion.done == len(done) and expansion.pending == len(expected) - len(done)
+    assert ids_of(pending_trials(cfg, expansion)) == [i for n, i in enumerate(expected) if n % 3]
+
+
+@settings(FUZZ, max_examples=150)
+@given(valid_configs())
+def test_streaming_expansion_matches_the_trials_of_any_valid_config(raw):
+    try:
+        cfg = parse_config(build(raw))
+    except ConfigError:
+        return
+    if cfg.count() > 3000:
+        return
+    try:
+        expected = ids_of(cfg.trials())
+    except ConfigError:
+        with pytest.raises(ConfigError):
+            scan(cfg)
+        return
+    expansion = scan(cfg)
+    assert expansion.total == len(expected)
+    assert ids_of(pending_trials(cfg, expansion)) == expected
+
+
+def test_size_limits_are_counted_not_expanded(tmp_path):
+    from cluster.runner import LARGE_LIMIT, check_size
+
+    def sweep(n_lr: int, n_seeds: int):
+        return parse_config({"name": "big", "task": {"name": "digits"}, "budget": {"steps": 1},
+                             "axes": {"n_train": [100], "batch_size": [8], "lr": {"log": [0.001, 1.0], "num": n_lr},
+                                      "seed": {"linear": [0, n_seeds - 1], "num": n_seeds}}})
+
+    with pytest.raises(ConfigError, match="--allow-large"):
+        check_size(sweep(2, 50_001), allow_large=False)
+    check_size(sweep(2, 50_001), allow_large=True)
+    assert sweep(100, 100_000).count() == LARGE_LIMIT
+    check_size(sweep(100, 100_000), allow_large=True)
+    with pytest.raises(ConfigError, match="even with --allow-large"):
+        check_size(sweep(101, 99_010), allow_large=True)
+    path = write_config(tmp_path, "name: huge\ntask: {name: digits}\nbudget: {steps: 1}\naxes:\n"
+                                  "  n_train: [100]\n  batch_size: [8]\n  lr: {log: [0.001, 1.0], num: 100000}\n"
+                                  "  seed: {linear: [0, 99999], num: 100000}\n")
+    proc = run_cli("sweep", str(path), "--results", str(tmp_path / "r"), "--allow-large", timeout=120)
+    assert proc.returncode == 2 and "10,000,000,000 trials" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
