@@ -105,8 +105,8 @@ def prepare(trials: pa.Table, metric: str, *, where: dict | None = None,
 def collapse_duplicates(trials: pa.Table) -> tuple[pa.Table, int]:
     """``(table without exact duplicate rows, rows removed)``; a duplicate is a fake seed."""
     n = trials.num_rows
-    if n < 2 or (trials.schema.metadata or {}).get(tables.SOURCE_KEY) == b"store":
-        return trials, 0  # a store keeps one run per trial: nothing to collapse
+    if n < 2:
+        return trials, 0
     import pyarrow.compute as pc
     for name in ("trial_id", "run_id"):  # a column of distinct values rules duplicates out
         if name in trials.column_names and trials.column(name).null_count == 0 \

@@ -33,7 +33,7 @@ DERIVED = {"error": "1 - test_acc", "gap": "test_loss - train_loss"}
 """Metrics computed from stored columns; ``error`` shadows the stored error-message column."""
 
 
-SKIPPED = ("config", "run_id", "trial_id", "host", "start_time", "end_time", "version")
+SKIPPED = ("config", "run_id", "host", "start_time", "end_time", "version")
 """Bookkeeping columns no analysis reads (all in NOT_AXES): :func:`load_trials` leaves them out."""
 
 

@@ -78,7 +78,7 @@ def _private_ray_network(args) -> None:
 
 
 def print_summary(results: str, sweep: str) -> None:
-    """Short summary of a stored sweep: statuses and the best test accuracy per n_train."""
+    """Short summary of a stored sweep: statuses and the best configuration per n_train."""
     from scaling.query import format_table, run_query
     from scaling.views import open_store
 
@@ -95,14 +95,15 @@ def _print_summary(view, results: str, sweep: str) -> None:
         "SELECT status, count(*) AS trials FROM trials "
         f"WHERE sweep = '{name}' GROUP BY status ORDER BY status"))))
     print()
-    print("best test accuracy at each training-set size (mean over seeds, tuned over the other axes):")
-    print(format_table(run_query(results, (
-        "WITH g AS (SELECT n_train, batch_size, lr, momentum, width, depth, avg(test_acc) AS acc, "
-        "count(*) AS seeds FROM trials "
-        f"WHERE sweep = '{name}' AND status = 'ok' GROUP BY ALL) "
-        "SELECT n_train, arg_max(batch_size, acc) AS batch_size, arg_max(lr, acc) AS lr, "
-        "arg_max(momentum, acc) AS momentum, round(max(acc), 4) AS test_acc, "
-        "round(1 - max(acc), 4) AS error FROM g GROUP BY n_train ORDER BY n_train"))))
+    print("best configuration at each training-set size (chosen on validation accuracy, mean over seeds; "
+          "configurations with a diverged or failed seed left out; test accuracy reported):")
+    print(format_table(run_query(view, (
+        "WITH g AS (SELECT n_train, batch_size, lr, momentum, width, depth, "
+        "avg(coalesce(val_acc, test_acc)) AS sel, avg(test_acc) AS acc, count(*) AS seeds FROM trials "
+        f"WHERE sweep = '{name}' GROUP BY ALL HAVING bool_and(status = 'ok')) "
+        "SELECT n_train, arg_max(batch_size, sel) AS batch_size, arg_max(lr, sel) AS lr, "
+        "arg_max(momentum, sel) AS momentum, round(arg_max(acc, sel), 4) AS test_acc, "
+        "round(1 - arg_max(acc, sel), 4) AS error FROM g GROUP BY n_train ORDER BY n_train"))))
     print_exponent(results, view, sweep)
 
 
@@ -112,7 +113,9 @@ def print_exponent(results: str, view, sweep: str) -> None:
 
     if view.sql("SELECT count(DISTINCT n_train) AS n FROM trials").column("n")[0].as_py() < 4:
         return
-    trials = view.sql("SELECT * FROM trials ORDER BY trial_id")
+    from analysis.tables import from_store
+
+    trials = from_store(view.sql("SELECT * FROM trials ORDER BY trial_id"))  # the schema's axes
     try:
         fit = fit_learning_curves(trials, x="n_train", metric="error", n_boot=300)[0].fit
     except UserError:

@@ -135,6 +135,13 @@ def _first_line(e: BaseException) -> str:
 
 # ---- riding out outages -----------------------------------------------------------------------
 
+def _permanent(e: BaseException) -> bool:
+    """A storage error no waiting can fix: a file where a folder must be (ENOTDIR)."""
+    import errno
+
+    return getattr(e, "errno", None) == errno.ENOTDIR or "not a directory" in str(e).lower()
+
+
 def retrying(call, what: str, timeout_s: float | None, *, retry_on=(OSError,)):
     """``call()``, retried with exponential backoff (0.1 s doubling to 5 s) while it raises one of
     ``retry_on``, for at most ``timeout_s`` seconds after the first failure (None or 0: no retry).
@@ -144,6 +151,9 @@ def retrying(call, what: str, timeout_s: float | None, *, retry_on=(OSError,)):
         try:
             return call()
         except retry_on as e:
+            if _permanent(e):  # no outage passes this: the path itself is wrong
+                raise StoreError(one_line(f"cannot {what}: {_first_line(e)} (a file stands where the "
+                                          "results need a folder; choose another --results)", 600)) from None
             now = time.monotonic()
             deadline = deadline if deadline is not None else now + (timeout_s or 0.0)
             if now + delay > deadline:

@@ -116,6 +116,9 @@ def write_store(root, *, n_trains=(300, 1200), b=(4, 8, 16, 32, 64, 128, 256), s
                                "val_loss": loss[-1], "test_acc": 0.9, "val_acc": 0.9, "train_loss": loss[-1]})
                 curves += [{"sweep": "bc", "trial_id": tid, "run_id": "r" + tid, "step": int(k), "test_loss": v,
                             "val_loss": v, "b_simple": crit * 1.2} for k, v in zip(evals, loss)]
+    from scaling.store import Store
+
+    Store(str(root)).ensure_sweep("bc")  # marked as a sweep, as the product writes one
     for table, schema, rows in (("trials", TRIALS_SCHEMA, trials), ("curves", CURVES_SCHEMA, curves)):
         folder = root / "bc" / table
         folder.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,7 @@ def test_cli_sweep_status_and_query(tmp_path):
     results = str(tmp_path / "results")
     proc = run_cli("sweep", str(path), "--results", results)
     assert proc.returncode == 0, proc.stderr
-    assert "results:" in proc.stdout and "best test accuracy" in proc.stdout
+    assert "results:" in proc.stdout and "chosen on validation accuracy" in proc.stdout
     assert "8/8 done" in proc.stderr, "the progress bar reports done/total"
     status = run_cli("status", results)
     assert status.returncode == 0 and status.stdout.splitlines()[2].split()[:5] == ["small", "8", "0", "0", "8"]
