@@ -242,7 +242,7 @@ axes:
   batch_size: [8, 16]
   lr: [0.05, 0.1]
   seed: [0, 1, 2]
-budget: {epochs: 150}
+budget: {epochs: 600}  # long enough for ten kills at 2-7 s apart, even with fast packs
 eval: {points: 5}
 resources: {cpu: 1}
 retries: 30
