@@ -56,7 +56,7 @@ from scaling.packing import (EVAL_BLOCK_BYTES, INDEX_BLOCK_BYTES, PACKABLE_MODEL
                              _layer_dims, can_pack, choose_backend, estimate_pack_bytes, pack_key)
 from scaling.schema import as_trial
 from scaling.tasks import load_task
-from scaling.train import BatchStream, build_model, flops_per_example, subset_indices
+from scaling.train import BatchStream, batch_block, build_model, flops_per_example, same_start, subset_indices
 
 
 class StackedBackend:
@@ -165,11 +165,8 @@ class StackedBackend:
     def batch_indices(self, step: int) -> torch.Tensor:
         """Pool indices of every member's minibatch at ``step``, shape (M, B)."""
         if self.block is None or step - self.block_start >= len(self.block):
-            left = max(self.steps) - step + 1
-            n = max(1, min(left, INDEX_BLOCK_BYTES // (8 * len(self.trials) * self.batch)))
-            blocks = [sub[stream.take(n * self.batch)].reshape(n, self.batch)
-                      for sub, stream in zip(self.subsets, self.streams)]
-            self.block = torch.from_numpy(np.stack(blocks, axis=1)).to(self.device)
+            self.block = batch_block(self.subsets, self.streams, self.batch, max(self.steps) - step + 1,
+                                     INDEX_BLOCK_BYTES, self.device)
             self.block_start = step
         return self.block[step - self.block_start]
 
@@ -289,12 +286,10 @@ class StackedBackend:
         n_train have the same weights and subset, so one of them is evaluated for all."""
         if step > 0:
             return self._evaluate(positions)
-        key = lambda p: (self.trials[p].seed, self.n_trains[p])  # noqa: E731
-        first: dict[tuple, int] = {}
-        for p in positions:
-            first.setdefault(key(p), p)
-        metrics = dict(zip(first.values(), self._evaluate(list(first.values()))))
-        return [dict(metrics[first[key(p)]]) for p in positions]
+        first = same_start(self.trials, self.n_trains, positions)
+        unique = list(dict.fromkeys(first.values()))
+        metrics = dict(zip(unique, self._evaluate(unique)))
+        return [dict(metrics[first[p]]) for p in positions]
 
     def _evaluate(self, positions: list[int]) -> list[dict]:
         """{train_loss on the member's subset, val_loss, val_acc, test_loss, test_acc} of the

@@ -112,6 +112,24 @@ class BatchStream:
         return out
 
 
+def batch_block(subsets, streams, batch: int, steps_left: int, block_bytes: int, device) -> torch.Tensor:
+    """Pool indices of every member's minibatches for the next steps, shape (n, M, B): as many
+    steps as fit in ``block_bytes`` (at least one, at most ``steps_left``), each member's from
+    its own subset and stream, as run_trial draws them one step at a time (packed backends)."""
+    n = max(1, min(steps_left, block_bytes // (8 * len(subsets) * batch)))
+    blocks = [sub[stream.take(n * batch)].reshape(n, batch) for sub, stream in zip(subsets, streams)]
+    return torch.from_numpy(np.stack(blocks, axis=1)).to(device)
+
+
+def same_start(trials, n_trains, positions: list[int]) -> dict[int, int]:
+    """{position: the first position with the same seed and n_train}: members that share them
+    have the same initial weights and subset, so at step 0 one is evaluated for all."""
+    first: dict[tuple, int] = {}
+    for p in positions:
+        first.setdefault((trials[p].seed, n_trains[p]), p)
+    return {p: first[(trials[p].seed, n_trains[p])] for p in positions}
+
+
 def eval_sets(data: Dataset, device) -> dict:
     """{'val': (x, y) or None, 'test': (x, y)} as tensors on ``device``."""
     def pair(x, y):

@@ -52,7 +52,8 @@ from scaling.metrics import MetricsSpec, hessian_top_eigenvalue
 from scaling.packing import INDEX_BLOCK_BYTES, VMAP_EVAL_BYTES, can_pack, choose_backend  # noqa: F401
 from scaling.schema import as_trial
 from scaling.tasks import load_task
-from scaling.train import BatchStream, accuracy, cross_entropy, flops_per_example, make_model, subset_indices
+from scaling.train import (BatchStream, accuracy, batch_block, cross_entropy, flops_per_example, make_model,
+                           same_start, subset_indices)
 
 HYPER = ("lr", "momentum", "weight_decay", "beta1", "beta2", "eps")
 
@@ -246,11 +247,8 @@ class VmapBackend:
     def batch_indices(self, step: int) -> torch.Tensor:
         """Pool indices of every member's minibatch at ``step``, shape (M, B)."""
         if self.block is None or step - self.block_start >= len(self.block):
-            left = max(self.steps) - step + 1
-            n = max(1, min(left, INDEX_BLOCK_BYTES // (8 * len(self.trials) * self.batch)))
-            blocks = [sub[stream.take(n * self.batch)].reshape(n, self.batch)
-                      for sub, stream in zip(self.subsets, self.streams)]
-            self.block = torch.from_numpy(np.stack(blocks, axis=1)).to(self.device)
+            self.block = batch_block(self.subsets, self.streams, self.batch, max(self.steps) - step + 1,
+                                     INDEX_BLOCK_BYTES, self.device)
             self.block_start = step
         return self.block[step - self.block_start]
 
@@ -285,13 +283,11 @@ class VmapBackend:
         n_train have the same weights and subset, so one of them is evaluated for all."""
         if step > 0:
             return self._evaluate(positions)
-        key = lambda p: (self.trials[p].seed, self.n_trains[p])  # noqa: E731
-        first: dict[tuple, int] = {}
-        for p in positions:
-            first.setdefault(key(p), p)
-        metrics = dict(zip(first.values(), self._evaluate(list(first.values()))))
+        first = same_start(self.trials, self.n_trains, positions)
+        unique = list(dict.fromkeys(first.values()))
+        metrics = dict(zip(unique, self._evaluate(unique)))
         noise = self.noise.values(positions) if self.noise is not None else [{}] * len(positions)
-        return [{**metrics[first[key(p)]], **n} for p, n in zip(positions, noise)]
+        return [{**metrics[first[p]], **n} for p, n in zip(positions, noise)]
 
     @torch.no_grad()
     def _evaluate(self, positions: list[int]) -> list[dict]:
