@@ -465,6 +465,25 @@ def _fill(template, values) -> str:
     return hashlib.sha256("".join(out).encode()).hexdigest()[:16]
 
 
+def _pieces(marked: dict, names) -> tuple | None:
+    """(literal pieces, slot names) of the canonical JSON of ``marked``, whose slot i holds the
+    placeholder ``_PLACE.format(i)`` for ``names[i]``; None if a placeholder is not found once."""
+    text = json.dumps(marked, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    found = []
+    for i, name in enumerate(names):
+        marker = json.dumps(_PLACE.format(i))
+        if text.count(marker) != 1:
+            return None
+        found.append((text.index(marker), len(marker), name))
+    literals, order, at = [], [], 0
+    for start, length, name in sorted(found):
+        literals.append(text[at:start])
+        order.append(name)
+        at = start + length
+    literals.append(text[at:])
+    return tuple(literals), tuple(order)
+
+
 def _make_template(trial, present: tuple):
     """(literal pieces, slot names) of the canonical JSON of trials shaped like ``trial``, or None."""
     canonical = trial.to_dict()
@@ -475,20 +494,9 @@ def _make_template(trial, present: tuple):
         for part in paths[name][:-1]:
             node = node[part]
         node[paths[name][-1]] = _PLACE.format(i)
-    text = json.dumps(marked, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    found = []
-    for i, name in enumerate(present):
-        marker = json.dumps(_PLACE.format(i))
-        if text.count(marker) != 1:
-            return None
-        found.append((text.index(marker), len(marker), name))
-    literals, names, at = [], [], 0
-    for start, length, name in sorted(found):
-        literals.append(text[at:start])
-        names.append(name)
-        at = start + length
-    literals.append(text[at:])
-    template = (tuple(literals), tuple(names))
+    template = _pieces(marked, present)
+    if template is None:
+        return None
     expected = hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":"),
                                          allow_nan=False).encode()).hexdigest()[:16]
     return template if _fill(template, trial.values()) == expected else None
@@ -587,17 +595,4 @@ class PointIds:
                     and type(node[path[-1]]) is type(point[name]):
                 node[path[-1]] = _PLACE.format(len(slots))
                 slots.append(name)
-        text = json.dumps(marked, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        found = []
-        for i, name in enumerate(slots):
-            marker = json.dumps(_PLACE.format(i))
-            if text.count(marker) != 1:
-                return None
-            found.append((text.index(marker), len(marker), name))
-        literals, names, at = [], [], 0
-        for start, length, name in sorted(found):
-            literals.append(text[at:start])
-            names.append(name)
-            at = start + length
-        literals.append(text[at:])
-        return tuple(literals), tuple(names)
+        return _pieces(marked, slots)
