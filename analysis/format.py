@@ -158,8 +158,8 @@ def rule_lines(rule) -> list[str]:
                      f"to {g(go.ci_high, 3)})")
     if rule.joint:
         lines.append(f"joint test that every exponent is 1: max |t| {g(rule.joint['statistic'], 3)}"
-                     f", critical {g(rule.joint['critical'], 3)}, p = "
-                     f"{g(rule.joint['p_value'], 3)}")
+                     f", critical {g(rule.joint['critical'], 3)}, p "
+                     f"{'< ' if rule.joint.get('p_floor') else '= '}{g(rule.joint['p_value'], 3)}")
     lines.append(f"groups: {rule.n_groups} total, {rule.n_observed} with an interior optimum, "
                  f"{rule.n_censored} at the grid edge (censored), {rule.n_excluded} left out; "
                  f"bootstrap {rule.n_boot} resamples, {rule.n_boot_failed} failed fits")

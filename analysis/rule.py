@@ -366,7 +366,8 @@ def _joint_test(fit: _Fit, names) -> dict:
     crit = max(float(stats.t.isf(alpha / 2.0, df)), float(stats.t.isf(0.025, df)))
     z = stats.norm.isf(stats.t.sf(stat, df))
     p_value = (np.sum(boot >= z) + 1.0) / (boot.size + 1.0)  # never 0 (Davison & Hinkley 1997)
-    return {"statistic": stat, "critical": crit, "p_value": float(p_value), "df": df}
+    return {"statistic": stat, "critical": crit, "p_value": float(p_value), "df": df,
+            "p_floor": bool(np.sum(boot >= z) == 0), "n_boot": int(boot.size)}
 
 
 def _verdict(names, exps, missing, joint, res, margin, n_groups) -> Verdict:
@@ -381,8 +382,14 @@ def _verdict(names, exps, missing, joint, res, margin, n_groups) -> Verdict:
         bad = tuple(a for a, e in by.items() if not e.ci_low <= 1.0 <= e.ci_high)
         text = "; ".join(f"{by[a].name} exponent {by[a].value:.2f} (95% CI {by[a].ci_low:.2f} to "
                          f"{by[a].ci_high:.2f}) excludes 1" for a in bad)
+        p = joint["p_value"]
+        p_text = (f"p < {p:.2g} (no resample of {joint['n_boot']} reached the statistic)"
+                  if joint.get("p_floor") else f"p = {p:.3g}")
+        small = [by[a].name for a in bad if within[a]]
+        aside = (f"; {' and '.join(small)} {'lies' if len(small) == 1 else 'lie'} within 1 ± {margin:g} "
+                 f"by the 90% CI (a departure smaller than the margin)") if small else ""
         return Verdict(label="inconsistent", axes=bad, reason=(
-            f"{text}; joint test that every exponent is 1: p = {joint['p_value']:.3g}"))
+            f"{text}; joint test that every exponent is 1: {p_text}{aside}"))
     parts, weak = [], []
     for a, why in missing.items():
         parts.append(f"{LABEL[a]}: {why}, so its exponent is untested")

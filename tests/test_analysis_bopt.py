@@ -77,6 +77,28 @@ def test_a_rule_broken_on_one_axis_names_that_axis():
     assert n.ci_low <= 0.0 <= n.ci_high
 
 
+def test_inconsistent_verdict_says_which_departures_are_within_the_margin():
+    """An axis whose 95% CI just excludes 1 but whose 90% CI lies inside 1 ± margin is named
+    (the issue's rule) and also said to be a departure smaller than the margin; a bootstrap
+    p-value at its floor is printed as a bound, not as a value."""
+    from analysis.rule import Estimate, _verdict
+
+    def est(name, v, se):
+        return Estimate(name=name, value=v, ci_low=v - 1.96 * se, ci_high=v + 1.96 * se,
+                        ci90_low=v - 1.645 * se, ci90_high=v + 1.645 * se, se=se)
+
+    exps = [est("lr", 1.31, 0.06), est("n_train", 0.02, 0.05), est("1/(1-momentum)", 1.06, 0.028)]
+    joint = {"statistic": 20.0, "critical": 3.6, "p_value": 1 / 1001, "df": 4, "p_floor": True, "n_boot": 1000}
+    v = _verdict(["lr", "n_train", "momentum"], exps, {}, joint, None, 0.25, 24)
+    assert v.label == "inconsistent" and v.axes == ("lr", "n_train", "momentum")
+    assert "p < 0.001 (no resample of 1000 reached the statistic)" in v.reason
+    assert v.reason.endswith("1/(1-momentum) lies within 1 ± 0.25 by the 90% CI (a departure smaller than the margin)")
+    joint.update(p_floor=False, p_value=0.012)
+    exps[2] = est("1/(1-momentum)", 1.5, 0.05)
+    v = _verdict(["lr", "n_train", "momentum"], exps, {}, joint, None, 0.25, 24)
+    assert "p = 0.012" in v.reason and "margin)" not in v.reason
+
+
 def test_groups_use_validation_and_cover_the_simulated_optimum():
     sim = simulate(Design.grid(n_trains=(400, 800), batch_sizes=2 ** np.arange(10),
                                lrs=(0.25, 1.0), momenta=(0.0, 0.9)), seed=4)
