@@ -109,7 +109,7 @@ def figure_lines(fig: dict) -> list[str]:
     for e in b["exponents"]:
         lines.append(f"exponent of {e['name']}: {e['value']:.3f} (95% CI {e['ci_low']:.3f} to "
                      f"{e['ci_high']:.3f}; 90% CI {e['ci90_low']:.3f} to {e['ci90_high']:.3f}); "
-                     "the rule says 1")
+                     f"the rule says 1 ± {b.get('margin', 0.25):g}")
     for axis, why in b["not_estimated"].items():
         lines.append(f"exponent of {axis}: not estimated ({why})")
     if b["slope"] is not None:
