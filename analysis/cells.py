@@ -219,8 +219,9 @@ def cell_matrix(fr: dict, rows: np.ndarray, cols, y: np.ndarray, sel: np.ndarray
     cell_of = np.empty(rows.size, np.int64)
     pos = np.empty(rows.size, np.int64)           # position of each row within its cell
     order = np.argsort(rows)
+    sorted_rows = rows[order]
     for c, (_, idx) in enumerate(cells):
-        at = order[np.searchsorted(rows[order], idx)]
+        at = order[np.searchsorted(sorted_rows, idx)]
         cell_of[at] = c
         pos[at] = np.arange(idx.size)
     tables.check_replicates(fr, rows, cell_of, cols)
@@ -265,10 +266,27 @@ def varying(fr: dict, rows: np.ndarray, exclude=()) -> list[str]:
     keep = [rows[:1]]
     for name in tables.candidate_axes(fr):
         col = fr[name][rows]
+        if _constant(col):  # most columns are: no sort needed (rows[:1] stands for them)
+            continue
         if col.dtype == object:
             col = np.array(["\0none" if v is None else str(v) for v in col])
         keep.append(rows[np.unique(col, return_index=True)[1]])
     return tables.varying(fr, np.unique(np.concatenate(keep)), exclude=exclude)
+
+
+def _constant(col: np.ndarray) -> bool:
+    """Whether every value of ``col`` is the first one (NaN equal to NaN, None to None)."""
+    if col.size < 2:
+        return True
+    first = col[0]
+    if col.dtype == object:
+        if isinstance(first, str):  # == on str is exact (1 and 1.0 never equal "1")
+            return bool((col == first).all())
+        return all(v is None for v in col) if first is None else \
+            all(v == first and type(v) is type(first) for v in col)
+    if np.isnan(first):
+        return bool(np.isnan(col).all())
+    return bool((col == first).all())
 
 
 def groups(fr: dict, rows: np.ndarray, cols) -> list[tuple[tuple, np.ndarray]]:
@@ -291,7 +309,21 @@ def groups(fr: dict, rows: np.ndarray, cols) -> list[tuple[tuple, np.ndarray]]:
             uniq, code = np.unique(col, return_inverse=True)
             values.append([None if np.isnan(v) else float(v) for v in uniq])
             codes.append(code.ravel())
-    keys, inv = np.unique(np.column_stack(codes), axis=0, return_inverse=True)
+    sizes = [len(v) + 1 for v in values]
+    if float(np.prod(np.asarray(sizes, float))) < 2.0 ** 62:
+        # one int64 per row, mixed radix with the first column most significant: its sorted
+        # distinct values are the rows of np.unique(..., axis=0) in the same order, 10x faster
+        flat = np.zeros(rows.size, np.int64)
+        for code, size in zip(codes, sizes):
+            flat = flat * size + code
+        uniq, inv = np.unique(flat, return_inverse=True)
+        keys = np.empty((uniq.size, len(codes)), np.int64)
+        rest = uniq.copy()
+        for j in range(len(codes) - 1, -1, -1):
+            keys[:, j] = rest % sizes[j]
+            rest //= sizes[j]
+    else:
+        keys, inv = np.unique(np.column_stack(codes), axis=0, return_inverse=True)
     inv = inv.ravel()
     order = np.argsort(inv, kind="stable")
     bounds = np.searchsorted(inv[order], np.arange(keys.shape[0] + 1))

@@ -174,6 +174,8 @@ def frame(table: pa.Table) -> Frame:
         elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type) \
                 or pa.types.is_boolean(col.type):
             out[name] = col.to_numpy(zero_copy_only=False).astype(float)
+        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            out[name] = col.to_numpy(zero_copy_only=False)  # object array of str and None, 2x faster
         else:
             out[name] = np.array(col.to_pylist(), dtype=object)
     return out

@@ -189,7 +189,9 @@ def resume_start(root: str, config: str) -> None:
     drive_mod.drive = patched
     from cluster.cli import main
 
-    main(["sweep", config, "--results", root, "--quiet", "--ray-network", "host", "--num-cpus", "2"])
+    rc = main(["sweep", config, "--results", root, "--quiet", "--ray-network", "host", "--num-cpus", "2",
+               "--allow-large"])
+    sys.exit(rc or 1)  # reaching here means no trial was submitted: the measurement failed
 
 
 def expansion(config: str) -> None:

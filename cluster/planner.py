@@ -56,7 +56,8 @@ def plan(trials: list[dict], *, engine: str, slots: int, memory_bytes: int,
         if len(members) == 1:  # a pack of one trains alone
             units.append(Unit(tuple(members), "single"))
             continue
-        ok, why = can_pack(members, check_vmap=problems is None)
+        # members share the pack key, which holds every field can_pack compares: one stands for all
+        ok, why = can_pack(members[:1], check_vmap=problems is None)
         if ok and problems and problems.get(key[:2]):
             ok, why = False, f"task {members[0].task['name']!r}: {problems[key[:2]]}"
         if not ok:

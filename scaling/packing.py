@@ -24,8 +24,27 @@ EVAL_BLOCK_BYTES = 4 << 20
 def pack_key(trial) -> tuple:
     """Trials with equal keys may train in one pack: (task, model, optimizer, batch_size, metrics)."""
     trial = as_trial(trial)
-    return (json.dumps(trial.task, sort_keys=True), json.dumps(trial.model_spec, sort_keys=True),
-            trial.optimizer, int(trial.batch_size), json.dumps(trial.metrics, sort_keys=True))
+    return (_json(trial.task), _json(trial.model_spec), trial.optimizer, int(trial.batch_size),
+            _json(trial.metrics))
+
+
+_JSON: dict = {}
+
+
+def _json(d) -> str:
+    """``json.dumps(d, sort_keys=True)``, remembered for flat dicts (a sweep has a handful of
+    distinct ones and the planner keys a million trials by them)."""
+    try:
+        key = None if d is None else tuple(sorted((k, type(v), v) for k, v in d.items()))  # 1, 1.0, True differ
+        hash(key)
+    except TypeError:  # a nested value: dump it every time
+        return json.dumps(d, sort_keys=True)
+    text = _JSON.get(key)
+    if text is None:
+        if len(_JSON) > 10_000:
+            _JSON.clear()
+        text = _JSON[key] = json.dumps(d, sort_keys=True)
+    return text
 
 
 def can_pack(trials, check_vmap: bool = True) -> tuple[bool, str]:

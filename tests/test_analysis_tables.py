@@ -83,3 +83,31 @@ def test_read_any_rejects_a_non_table_file(tmp_path):
     bad.write_bytes(b"not parquet")
     with pytest.raises(AnalysisError, match="cannot read"):
         tables.read_any(str(bad))
+
+
+def test_vectorised_groups_and_varying_match_the_reference_helpers():
+    """analysis.cells.groups (one int64 key per row) and cells.varying (constant columns skipped
+    without sorting) give what tables.groups and tables.varying give, on columns with NaN,
+    None, text, constants and numbers that print alike (1 and 1.0)."""
+    from analysis import cells
+
+    rng = np.random.default_rng(0)
+    n = 600
+    cols = dict(lr=rng.choice([0.1, 0.3, np.nan], n), width=rng.choice([64, 256], n).astype(float),
+                optimizer=rng.choice(np.array(["sgd", "adamw", None], dtype=object), n),
+                depth=np.full(n, 2.0), task=np.array(["digits"] * n, dtype=object),
+                momentum=np.full(n, np.nan), seed=rng.integers(0, 5, n).astype(float),
+                test_loss=rng.random(n))
+    fr = tables.frame(tables.declare(pa.table(cols), axes=["lr", "width", "optimizer", "depth", "task",
+                                                           "momentum"], named=("test_loss",)))
+    rows = np.flatnonzero(rng.random(n) < 0.8)
+    for by in (("lr",), ("optimizer", "width"), ("width", "lr", "optimizer", "depth")):
+        fast, ref = cells.groups(fr, rows, by), tables.groups(fr, rows, by)
+        assert [k for k, _ in fast] == [k for k, _ in ref]
+        for (_, a), (_, b) in zip(fast, ref):
+            assert sorted(a.tolist()) == sorted(b.tolist())
+    assert cells.varying(fr, rows) == tables.varying(fr, rows, exclude=("seed",)) == ["lr", "width", "optimizer"]
+    assert cells._constant(np.array(["a", "a"], dtype=object))
+    assert not cells._constant(np.array(["a", None], dtype=object))
+    assert not cells._constant(np.array([1, 1.0], dtype=object))  # they print differently
+    assert cells._constant(np.array([np.nan, np.nan])) and not cells._constant(np.array([np.nan, 1.0]))
