@@ -34,7 +34,7 @@ DERIVED = {"error": "1 - test_acc", "gap": "test_loss - train_loss"}
 
 
 SKIPPED = ("config", "run_id", "host", "start_time", "end_time", "version")
-"""Bookkeeping columns no analysis reads (all in NOT_AXES): :func:`load_trials` leaves them out."""
+"""Bookkeeping columns no analysis reads (role bookkeeping in scaling.schema): :func:`load_trials` leaves them out."""
 
 
 def load_trials(root: str) -> pa.Table:
