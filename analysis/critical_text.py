@@ -37,7 +37,8 @@ def critical_lines(res) -> list[str]:
     for name, est in res.scaling:
         lines.append(f"B_crit grows as {name}^{est.value:.2f} (95% CI {est.ci_low:.2f} to {est.ci_high:.2f})")
     lines.append("columns: 'never' counts trials that never reached the target (censored, not dropped); "
-                 "B_simple is the median gradient noise scale at the target, B_opt the best batch size of the group")
+                 "B_simple is the median gradient noise scale at the target, B_opt the best batch size of the group"
+                 + (" (jointly with lr, refined between grid points)" if res.tune_lr else " (refined between grid points)"))
     for g in res.groups:
         lines += [f"{g.label}, target {g.target:g}: {n}" for n in g.fit.notes]
     lines += list(res.notes)
