@@ -223,22 +223,72 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
                           retry_s=storage_timeout)
     settled = Settled(keep, None if accept_mixed else now)
     store.save_config(cfg.name, text)
-    expansion = scan(cfg, resume.done_ids)
-    cut = cfg.skipped()
-    cut_text = f" ({cut} combinations with batch_size > n_train left out)" if cut else ""
-    stale = f" ({resume.stale} of them stale)" if resume.stale else ""
-    log(f"sweep {cfg.name!r}: {expansion.total} trials{cut_text}, {expansion.done} already stored, "
-        f"{expansion.pending} to run{stale}")
     counts = {"ok": 0, "diverged": 0, "failed": 0}
-    if expansion.pending:
-        with localray.session(lambda: connect(address, num_cpus, insecure_ray)):
-            _drive(cfg, expansion, store, counts, progress, engine or cfg.engine, settled, log,
-                   COMPACT_EVERY if compact else 0)
+
+    def announce(expansion):
+        cut = cfg.skipped()
+        cut_text = f" ({cut} combinations with batch_size > n_train left out)" if cut else ""
+        stale = f" ({resume.stale} of them stale)" if resume.stale else ""
+        log(f"sweep {cfg.name!r}: {expansion.total} trials{cut_text}, {expansion.done} already stored, "
+            f"{expansion.pending} to run{stale}")
+
+    def drive(expansion):
+        _drive(cfg, expansion, store, counts, progress, engine or cfg.engine, settled, log,
+               COMPACT_EVERY if compact else 0)
+
+    n = cfg.count()
+    if n >= OVERLAP_TRIALS and resume.stored < n:
+        # A large sweep with work left: hash its ids (seconds of Python per million trials) while
+        # Ray starts, which mostly waits for its processes; ray.init stays on the main thread.
+        expansion = _scan_while(lambda: scan(cfg, resume.done_ids),
+                                localray.session(lambda: connect(address, num_cpus, insecure_ray)),
+                                announce, drive)
+    else:
+        expansion = scan(cfg, resume.done_ids)
+        announce(expansion)
+        if expansion.pending:
+            with localray.session(lambda: connect(address, num_cpus, insecure_ray)):
+                drive(expansion)
     if compact:
         retrying(lambda: compact_store(store, cfg.name), f"compact sweep {cfg.name!r}", storage_timeout,
                  retry_on=(OSError, StorageError))
     return SweepSummary(name=cfg.name, results=store.uri, total=expansion.total, skipped=expansion.done,
                         counts=counts, wall_s=time.monotonic() - t0)
+
+
+OVERLAP_TRIALS = 50_000
+"""Sweeps of at least this many trials hash their ids while Ray starts (run_sweep)."""
+
+
+def _scan_while(scan_fn, session, announce, drive):
+    """Run ``scan_fn`` in a thread while ``session`` (Ray) starts on this one; then announce the
+    expansion and drive it if anything is pending. Returns the expansion."""
+    import threading
+
+    box: dict = {}
+
+    def work():
+        try:
+            box["expansion"] = scan_fn()
+        except BaseException as e:  # raised again on this thread, below
+            box["error"] = e
+
+    thread = threading.Thread(target=work, name="scan-trial-ids", daemon=True)
+    thread.start()
+    try:
+        with session:
+            thread.join()
+            if "error" in box:
+                raise box["error"]
+            expansion = box["expansion"]
+            announce(expansion)
+            if expansion.pending:
+                drive(expansion)
+    finally:
+        thread.join()  # a failed Ray start: let the scan finish before the error surfaces
+    if "error" in box:
+        raise box["error"]
+    return expansion
 
 
 def check_size(cfg: SweepConfig, allow_large: bool) -> None:

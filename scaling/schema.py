@@ -467,10 +467,28 @@ def _template_id(trial) -> str:
 def _fill(template, values) -> str:
     literals, names = template
     out = [literals[0]]
+    add = out.append
     for name, literal in zip(names, literals[1:]):
-        out.append(_encode(values[name]))
-        out.append(literal)
+        v = values[name]
+        t = type(v)
+        cache = _FLOATS if t is float else _INTS if t is int else None  # exact types: never bool
+        if cache is None:
+            add(_encode(v))
+        else:
+            text = cache.get(v)
+            if text is None:
+                text = _encode(v)
+                if len(cache) < 1 << 16:
+                    cache[v] = text
+            add(text)
+        add(literal)
     return hashlib.sha256("".join(out).encode()).hexdigest()[:16]
+
+
+_FLOATS: dict = {}
+_INTS: dict = {}
+"""JSON text of the numbers ids are made of, by exact type (1 and 1.0 are equal keys, so one dict
+each; a sweep has few distinct values per axis and a million points)."""
 
 
 def _pieces(marked: dict, names) -> tuple | None:

@@ -102,3 +102,73 @@ def test_size_limits_are_counted_not_expanded(tmp_path):
     proc = run_cli("sweep", str(path), "--results", str(tmp_path / "r"), "--allow-large", timeout=120)
     assert proc.returncode == 2 and "10,000,000,000 trials" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_filled_ids_keep_1_1p0_and_true_apart():
+    """The number cache is split by exact type: 1, 1.0 and True are equal dict keys but
+    different JSON, so different ids."""
+    import hashlib
+
+    from scaling.schema import _fill
+
+    template = (('{"v":', '}'), ("v",))
+    got = [_fill(template, {"v": v}) for v in (1, 1.0, True, 1, 1.0)]
+    want = [hashlib.sha256(t.encode()).hexdigest()[:16] for t in ('{"v":1}', '{"v":1.0}', '{"v":true}')]
+    assert got == want + want[:2]
+
+
+def test_a_large_sweep_hashes_its_ids_while_ray_starts():
+    """cluster.runner._scan_while: the scan runs while the session starts; the sweep is announced
+    and driven only after both; a scan error surfaces (after the session is left), as does a
+    failed start (after the scan is done)."""
+    import contextlib
+    import threading
+
+    from cluster.runner import _scan_while
+
+    events, scanning = [], threading.Event()
+
+    def scan_fn(result="expansion", fail=False):
+        def run():
+            scanning.set()
+            events.append("scan")
+            if fail:
+                raise ValueError("bad axes")
+            return result
+        return run
+
+    @contextlib.contextmanager
+    def session(fail=False):
+        assert scanning.wait(5), "the scan started before Ray"
+        events.append("ray up")
+        if fail:
+            raise RuntimeError("ray would not start")
+        try:
+            yield
+        finally:
+            events.append("ray down")
+
+    class Exp:
+        pending = 3
+
+    out = _scan_while(scan_fn(Exp), session(), lambda e: events.append("announce"),
+                      lambda e: events.append(("drive", e.pending)))
+    assert out is Exp and events[-3:] == ["announce", ("drive", 3), "ray down"]
+    assert set(events[:2]) == {"scan", "ray up"}
+
+    class Done:
+        pending = 0
+
+    events.clear(), scanning.clear()
+    _scan_while(scan_fn(Done), session(), lambda e: events.append("announce"), lambda e: events.append("drive"))
+    assert "drive" not in events and events[-1] == "ray down"
+
+    events.clear(), scanning.clear()
+    with pytest.raises(ValueError, match="bad axes"):
+        _scan_while(scan_fn(fail=True), session(), lambda e: events.append("announce"), lambda e: None)
+    assert "announce" not in events and events[-1] == "ray down"
+
+    events.clear(), scanning.clear()
+    with pytest.raises(RuntimeError, match="would not start"):
+        _scan_while(scan_fn(Exp), session(fail=True), lambda e: events.append("announce"), lambda e: None)
+    assert "scan" in events and "announce" not in events

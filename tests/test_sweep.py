@@ -52,6 +52,28 @@ def test_sweep_end_to_end_and_resume(ray_local, tmp_path):
     assert trials.num_rows == 24 and len(set(trials.column("trial_id").to_pylist())) == 24
 
 
+def test_a_large_sweeps_path_hashes_while_ray_starts_and_stores_each_trial_once(ray_local, tmp_path, monkeypatch):
+    """Sweeps of OVERLAP_TRIALS or more scan their ids on a thread while Ray starts (here joined):
+    lowered to 0, a small sweep takes that path, first and on resume, with the same results."""
+    import cluster.runner as runner
+
+    monkeypatch.setattr(runner, "OVERLAP_TRIALS", 0)
+    cfg, text = sweep(tmp_path)
+    results = str(tmp_path / "results")
+    lines = []
+    summary = run_sweep(cfg, text, results, progress=False, log=lines.append)
+    assert summary.total == 16 and summary.counts["ok"] == 16
+    assert lines[0] == "sweep 'small': 16 trials, 0 already stored, 16 to run"
+    raw = Store(results).raw_table("trials").column("trial_id").to_pylist()
+    assert sorted(raw) == sorted(trial_id(t) for t in cfg.trials())
+    grown, grown_text = sweep(tmp_path, SMALL_SWEEP.replace("lr: [0.1, 0.2]", "lr: [0.1, 0.2, 0.15]"))
+    third = run_sweep(grown, grown_text, results, progress=False, log=lambda *_: None)
+    assert third.skipped == 16 and third.counts["ok"] == 8
+    again = run_sweep(grown, grown_text, results, progress=False, log=lambda *_: None)
+    assert again.skipped == 24 and sum(again.counts.values()) == 0
+    assert len(Store(results).raw_table("trials")) == 24
+
+
 def test_diverging_trial_is_recorded_and_the_sweep_goes_on(ray_local, tmp_path):
     text = SMALL_SWEEP.replace("lr: [0.1, 0.2]", "lr: [0.1, 1000.0]").replace("seed: [0, 1]", "seed: [0]")
     cfg, text = sweep(tmp_path, text)
