@@ -175,10 +175,24 @@ def frame(table: pa.Table) -> Frame:
                 or pa.types.is_boolean(col.type):
             out[name] = col.to_numpy(zero_copy_only=False).astype(float)
         elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            out[name] = col.to_numpy(zero_copy_only=False)  # object array of str and None, 2x faster
+            out[name] = _text(col)
         else:
             out[name] = np.array(col.to_pylist(), dtype=object)
     return out
+
+
+def _text(col) -> np.ndarray:
+    """A string column as an object array of str and None. A column of few distinct values (most
+    are: task, status, optimizer, ...) shares one str per value: a million rows cost 8 MB, not
+    the 60 MB of a str each, and are built 4x faster."""
+    import pyarrow.compute as pc
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    enc = pc.dictionary_encode(arr)
+    if len(enc.dictionary) * 2 > len(arr):  # mostly distinct (ids): one str each anyway
+        return arr.to_numpy(zero_copy_only=False)
+    values = np.array(enc.dictionary.to_pylist() + [None], dtype=object)
+    return values[enc.indices.fill_null(len(enc.dictionary)).to_numpy()]
 
 
 def n_rows(fr: dict[str, np.ndarray]) -> int:

@@ -111,3 +111,16 @@ def test_vectorised_groups_and_varying_match_the_reference_helpers():
     assert not cells._constant(np.array(["a", None], dtype=object))
     assert not cells._constant(np.array([1, 1.0], dtype=object))  # they print differently
     assert cells._constant(np.array([np.nan, np.nan])) and not cells._constant(np.array([np.nan, 1.0]))
+
+
+def test_text_columns_read_the_same_by_either_path():
+    """Few distinct values share one str per value (dictionary path); mostly distinct values
+    (ids) take the plain path; both give str and None in row order."""
+    few = pa.chunked_array([pa.array(["ok", None, "failed"]), pa.array(["ok"] * 5)])
+    ids = pa.chunked_array([pa.array(["a1", "b2", None, "c3"])])
+    for col in (few, ids, pa.chunked_array([], pa.string()), pa.chunked_array([pa.array([None, None], pa.string())])):
+        got = tables._text(col)
+        assert got.dtype == object and got.tolist() == col.to_pylist()
+    got = tables._text(few)
+    assert got[0] is got[3], "one str object per distinct value"
+    assert tables.frame(pa.table({"s": few})).get("s").tolist() == few.to_pylist()
