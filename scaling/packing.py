@@ -35,7 +35,9 @@ def _json(d) -> str:
     """``json.dumps(d, sort_keys=True)``, remembered for flat dicts (a sweep has a handful of
     distinct ones and the planner keys a million trials by them)."""
     try:
-        key = None if d is None else tuple(sorted((k, type(v), v) for k, v in d.items()))  # 1, 1.0, True differ
+        # keys in order, values and their types (1, 1.0 and True are equal but dump differently);
+        # another key order only misses the cache, the JSON is sorted either way
+        key = None if d is None else (tuple(d), tuple(d.values()), tuple(map(type, d.values())))
         hash(key)
     except TypeError:  # a nested value: dump it every time
         return json.dumps(d, sort_keys=True)

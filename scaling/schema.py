@@ -372,9 +372,9 @@ def make_trial(task: dict, values: dict, *, eval: dict, metrics: dict | None = N
         if value is not None:
             value = canon(value) if kind is float else int(value) if kind is int else value
         resolved[name] = value
-    for f in _APPLIES:
-        if not f.applies(resolved):
-            resolved[f.name] = coerce(f, f.default_for(resolved))
+    for name, applies, reset, f in _APPLIES_RESET:
+        if not applies(resolved):
+            resolved[name] = coerce(f, f.default_for(resolved)) if reset is _DYNAMIC else reset
     del resolved["task"]
     # what Trial(**fields) does (a frozen dataclass without __post_init__ sets each field with
     # object.__setattr__), at a third of the cost: the driver builds a million of these
@@ -405,6 +405,11 @@ _NOT_TASK = tuple(f for f in AXES if f.name != "task")
 _AXIS_NAMES = tuple(f.name for f in _NOT_TASK)
 _RESOLVE = tuple((f.name, f.kind, callable(f.default), f.default, f) for f in _NOT_TASK)
 _APPLIES = tuple(f for f in AXES if f.applies is not None)
+_DYNAMIC = object()
+_APPLIES_RESET = tuple((f.name, f.applies, _DYNAMIC if callable(f.default) else coerce(f, f.default), f)
+                       for f in _APPLIES)
+"""(name, applies, the coerced default a field that does not apply is reset to, field): computed
+once for static defaults (make_trial runs a million times in a large sweep)."""
 _CANON = tuple((f.name, f.legacy, callable(f.default), f.default, f.trial_path) for f in _NOT_TASK)
 
 
