@@ -365,9 +365,10 @@ def _joint_test(fit: _Fit, names) -> dict:
     alpha = 2.0 * stats.norm.sf(q)
     crit = max(float(stats.t.isf(alpha / 2.0, df)), float(stats.t.isf(0.025, df)))
     z = stats.norm.isf(stats.t.sf(stat, df))
-    p_value = (np.sum(boot >= z) + 1.0) / (boot.size + 1.0)  # never 0 (Davison & Hinkley 1997)
+    reached = int(np.sum(boot >= z))
+    p_value = (reached + 1.0) / (boot.size + 1.0)  # never 0 (Davison & Hinkley 1997)
     return {"statistic": stat, "critical": crit, "p_value": float(p_value), "df": df,
-            "p_floor": bool(np.sum(boot >= z) == 0), "n_boot": int(boot.size)}
+            "p_floor": reached == 0, "n_boot": int(boot.size)}
 
 
 def _verdict(names, exps, missing, joint, res, margin, n_groups) -> Verdict:

@@ -404,10 +404,9 @@ assert {f.name for f in dataclasses.fields(Trial)} == {"task", "eval", "metrics"
 _NOT_TASK = tuple(f for f in AXES if f.name != "task")
 _AXIS_NAMES = tuple(f.name for f in _NOT_TASK)
 _RESOLVE = tuple((f.name, f.kind, callable(f.default), f.default, f) for f in _NOT_TASK)
-_APPLIES = tuple(f for f in AXES if f.applies is not None)
 _DYNAMIC = object()
 _APPLIES_RESET = tuple((f.name, f.applies, _DYNAMIC if callable(f.default) else coerce(f, f.default), f)
-                       for f in _APPLIES)
+                       for f in AXES if f.applies is not None)
 """(name, applies, the coerced default a field that does not apply is reset to, field): computed
 once for static defaults (make_trial runs a million times in a large sweep)."""
 _CANON = tuple((f.name, f.legacy, callable(f.default), f.default, f.trial_path) for f in _NOT_TASK)
@@ -476,7 +475,8 @@ def _fill(template, values) -> str:
     for name, literal in zip(names, literals[1:]):
         v = values[name]
         t = type(v)
-        cache = _FLOATS if t is float else _INTS if t is int else None  # exact types: never bool
+        # exact types (never bool); no float zero: 0.0 and -0.0 are one key but two texts
+        cache = (_FLOATS if v else None) if t is float else _INTS if t is int else None
         if cache is None:
             add(_encode(v))
         else:

@@ -106,15 +106,16 @@ def test_size_limits_are_counted_not_expanded(tmp_path):
 
 def test_filled_ids_keep_1_1p0_and_true_apart():
     """The number cache is split by exact type: 1, 1.0 and True are equal dict keys but
-    different JSON, so different ids."""
+    different JSON, so different ids; 0.0 and -0.0 likewise, so zeros are not cached."""
     import hashlib
 
     from scaling.schema import _fill
 
     template = (('{"v":', '}'), ("v",))
-    got = [_fill(template, {"v": v}) for v in (1, 1.0, True, 1, 1.0)]
-    want = [hashlib.sha256(t.encode()).hexdigest()[:16] for t in ('{"v":1}', '{"v":1.0}', '{"v":true}')]
-    assert got == want + want[:2]
+    got = [_fill(template, {"v": v}) for v in (1, 1.0, True, 1, 1.0, -0.0, 0.0)]
+    want = [hashlib.sha256(t.encode()).hexdigest()[:16]
+            for t in ('{"v":1}', '{"v":1.0}', '{"v":true}', '{"v":-0.0}', '{"v":0.0}')]
+    assert got == want[:3] + want[:2] + want[3:]
 
 
 def test_a_large_sweep_hashes_its_ids_while_ray_starts():
