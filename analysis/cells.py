@@ -33,6 +33,7 @@ from scipy.special import stdtrit  # the t quantile, without scipy.stats' import
 
 from analysis import tables
 from analysis.errors import AnalysisError
+from analysis.robust import resample_counts
 
 BIG_BATCH = "batch > n_train"
 """Outcome label of a trial whose batch is larger than its training set."""
@@ -338,15 +339,9 @@ def halves(n_seeds: int) -> np.ndarray:
 
 def seed_counts(n_seeds: int, n_boot: int, rng: np.random.Generator,
                 strata: np.ndarray | None = None) -> np.ndarray:
-    """``(n_boot, S)`` draw counts: seed indices with replacement (within ``strata``)."""
-    counts = np.zeros((n_boot, n_seeds))
-    rows = np.arange(n_boot)[:, None]
-    groups = [np.arange(n_seeds)] if strata is None else \
-        [np.flatnonzero(strata == s) for s in np.unique(strata)]
-    for members in groups:
-        pick = members[rng.integers(0, members.size, (n_boot, members.size))]
-        np.add.at(counts, (np.broadcast_to(rows, pick.shape), pick), 1.0)
-    return counts
+    """``(n_boot, S)`` draw counts: seed indices with replacement (within ``strata``); the
+    clusters of :func:`analysis.robust.resample_counts`."""
+    return resample_counts(n_seeds, n_boot, rng, strata)
 
 
 def weighted_means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -51,16 +51,11 @@ def load_trials(root: str) -> pa.Table:
     from scaling.schema import TRIALS_SCHEMA
     from scaling.views import open_store
 
-    if "://" not in str(root) and not os.path.exists(root):
-        raise AnalysisError(f"no results directory at {root!r}; "
-                            "pass the --results folder of a sweep")
+    _check_root(root)
     columns = ", ".join(f'"{f.name}"' for f in TRIALS_SCHEMA if f.name not in SKIPPED)
     with open_store(str(root)) as view:
         trials = view.sql(f"SELECT {columns} FROM trials ORDER BY sweep, trial_id")
-    if trials.num_rows == 0:
-        raise AnalysisError(f"the store at {root!r} holds no trials yet "
-                            "(expected <sweep>/trials/*.parquet under it)")
-    return from_store(trials)
+    return from_store(_some_trials(trials, root))
 
 
 def load_sweep(root: str) -> tuple[pa.Table, pa.Table]:
@@ -74,14 +69,22 @@ def load_sweep(root: str) -> tuple[pa.Table, pa.Table]:
     """
     from scaling.store import load_tables
 
+    _check_root(root)
+    trials, curves = load_tables(str(root))
+    return from_store(_some_trials(trials, root)), curves
+
+
+def _check_root(root: str) -> None:
     if "://" not in str(root) and not os.path.exists(root):
         raise AnalysisError(f"no results directory at {root!r}; "
                             "pass the --results folder of a sweep")
-    trials, curves = load_tables(str(root))
+
+
+def _some_trials(trials: pa.Table, root: str) -> pa.Table:
     if trials.num_rows == 0:
         raise AnalysisError(f"the store at {root!r} holds no trials yet "
                             "(expected <sweep>/trials/*.parquet under it)")
-    return from_store(trials), curves
+    return trials
 
 
 def from_store(table: pa.Table) -> pa.Table:

@@ -74,6 +74,19 @@ resources: {cpu: 1}
 """
 
 
+def ray_trial_pids() -> list[int]:
+    """Pids of the Ray workers busy training (their process title is ray::scaling-trial...)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::scaling-trial"):
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
 def reap_orphaned_ray_processes() -> int:
     """Kill Ray helper processes orphaned by a SIGKILLed driver (re-parented to init).
 

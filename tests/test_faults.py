@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401
 import pytest
 
-from conftest import NO_CLOUD, ROOT, SMALL_SWEEP, write_config
+from conftest import NO_CLOUD, ROOT, SMALL_SWEEP, ray_trial_pids, write_config
 from scaling.config import load_config, trial_id
 from scaling.store import Store, load_tables
 
@@ -54,18 +54,6 @@ def assert_exactly_once(results, config, statuses=("ok",)):
     curves = curves.filter(pa.compute.equal(curves.column("sweep"), cfg.name))
     assert set(curves.column("trial_id").to_pylist()) <= expected
     return trials
-
-
-def ray_trial_pids() -> list[int]:
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().startswith(b"ray::scaling-trial"):
-                    pids.append(int(pid))
-        except OSError:
-            pass
-    return pids
 
 
 def test_killed_worker_is_retried(tmp_path):

@@ -12,7 +12,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, SMALL_SWEEP, reap_orphaned_ray_processes, run_cli, write_config
+from conftest import ROOT, SMALL_SWEEP, ray_trial_pids, reap_orphaned_ray_processes, run_cli, write_config
 from cluster.runner import run_sweep
 from scaling.config import load_config, trial_id
 from scaling.store import Store, load_tables
@@ -272,18 +272,6 @@ packing: {max_members: 3}
 """
 
 
-def _busy_workers() -> list[int]:
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().startswith(b"ray::scaling-trial"):
-                    pids.append(int(pid))
-        except OSError:
-            pass
-    return pids
-
-
 @pytest.mark.slow
 def test_sigkills_of_the_driver_and_workers_at_random_points_lose_and_double_nothing(tmp_path):
     """Ten or more SIGKILLs, of the driver or of a busy worker, at random times (a fixed seed);
@@ -311,12 +299,12 @@ def test_sigkills_of_the_driver_and_workers_at_random_points_lose_and_double_not
             deadline = time.monotonic() + rng.uniform(2.0, 7.0)
             while driver.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.2)
-                workers = _busy_workers() if want_worker else []
+                workers = ray_trial_pids() if want_worker else []
                 if workers and time.monotonic() > deadline - rng.uniform(0, 4):
                     break
             if driver.poll() is not None:
                 break
-            workers = _busy_workers()
+            workers = ray_trial_pids()
             if want_worker and workers:
                 victim = rng.choice(workers)
                 with contextlib.suppress(ProcessLookupError):
