@@ -25,14 +25,14 @@ test: $(STAMP)
 BENCH ?=
 bench: $(STAMP)
 ifeq ($(BENCH),store)
-	$(BIN)/python -m cluster.bench_store
+	$(BIN)/python -m cluster.bench.store
 else
-	$(BIN)/python -m cluster.roofline
+	$(BIN)/python -m cluster.bench.roofline
 	$(BIN)/python -m cluster.bench
-	$(BIN)/python -m cluster.bench_driver
+	$(BIN)/python -m cluster.bench.driver
 	$(BIN)/python -m analysis.bench
-	$(BIN)/python -m analysis.bench_extrapolation
-	$(BIN)/python -m cluster.bench_store
+	$(BIN)/python -m analysis.bench.extrapolation
+	$(BIN)/python -m cluster.bench.store
 endif
 
 # Measure both laws and the critical batch size on real data; write results/reproduce/report.html.
@@ -43,7 +43,7 @@ reproduce: $(STAMP)
 	$(BIN)/scaling sweep $(REPRO_CONFIGS)/learning_curve.yaml --results results/reproduce --engine packed --quiet
 	$(BIN)/scaling sweep $(REPRO_CONFIGS)/bopt_rule.yaml --results results/reproduce --engine packed --quiet
 	$(BIN)/scaling sweep $(REPRO_CONFIGS)/bcrit.yaml --results results/reproduce --engine packed --quiet
-	$(BIN)/python -m analysis.reproduce results/reproduce -o results/reproduce/report.html
+	$(BIN)/python -m analysis.report.reproduce results/reproduce -o results/reproduce/report.html
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

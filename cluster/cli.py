@@ -22,12 +22,12 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None):
 
 
 def cmd_sweep(args) -> int:
-    from cluster import localray
-    from cluster.runner import run_sweep
-    from scaling.config import config_from_text
-    from scaling.configfile import read_text
+    import cluster.launch.localray as localray
+    from cluster.driver.sweep import run_sweep
+    from scaling.config.sweep import config_from_text
+    from scaling.config.file import read_text
 
-    from scaling.storage import open_filesystem
+    from scaling.store.uri import open_filesystem
 
     localray.check_num_cpus(args.num_cpus, args.address)
     if args.max_config_bytes < 1:
@@ -64,7 +64,7 @@ def cmd_sweep(args) -> int:
 def _private_ray_network(args) -> None:
     """Run a local Ray in a network of its own (only loopback) when the sweep needs no network:
     no cluster to join, results on a local disk. Re-runs the command in this process to get there."""
-    from cluster import netns
+    import cluster.launch.netns as netns
 
     local_ray = not (args.address or os.environ.get("RAY_ADDRESS"))
     local_results = "://" not in args.results or args.results.startswith("file://")
@@ -79,15 +79,15 @@ def _private_ray_network(args) -> None:
 
 def print_summary(results: str, sweep: str) -> None:
     """Short summary of a stored sweep: statuses and the best configuration per n_train."""
-    from scaling.query import format_table, run_query
-    from scaling.views import open_store
+    from scaling.store.query import format_table, run_query
+    from scaling.store.views import open_store
 
     with open_store(results, [sweep]) as view:  # one view of the sweep for every part of the summary
         _print_summary(view, results, sweep)
 
 
 def _print_summary(view, results: str, sweep: str) -> None:
-    from scaling.query import format_table, run_query
+    from scaling.store.query import format_table, run_query
 
     name = sweep.replace("'", "''")
     print()
@@ -109,11 +109,11 @@ def _print_summary(view, results: str, sweep: str) -> None:
 
 def print_exponent(results: str, view, sweep: str) -> None:
     """One line: the learning-curve exponent of test error on the tuned frontier, with its CI."""
-    from analysis.curves import fit_learning_curves
+    from analysis.fit.curves import fit_learning_curves
 
     if view.sql("SELECT count(DISTINCT n_train) AS n FROM trials").column("n")[0].as_py() < 4:
         return
-    from analysis.tables import from_store
+    from analysis.tables.load import from_store
 
     trials = from_store(view.sql("SELECT * FROM trials ORDER BY trial_id"))  # the schema's axes
     try:
@@ -132,15 +132,15 @@ def print_exponent(results: str, view, sweep: str) -> None:
 
 def cmd_status(args) -> int:
     from scaling.status import status_table
-    from scaling.query import format_table
+    from scaling.store.query import format_table
 
     print(format_table(status_table(args.results)))
     return 0
 
 
 def cmd_query(args) -> int:
-    from scaling.query import format_table, parse_memory, run_query
-    from scaling.views import default_memory_limit
+    from scaling.store.query import format_table, parse_memory, run_query
+    from scaling.store.views import default_memory_limit
 
     if not args.timeout > 0:
         raise UserError(f"--timeout must be a number of seconds > 0, got {args.timeout:g}")
@@ -161,7 +161,7 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from scaling.configfile import MAX_CONFIG_BYTES
+    from scaling.config.file import MAX_CONFIG_BYTES
 
     parser = argparse.ArgumentParser(prog="scaling", description="Measure scaling laws with sweeps.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most memory a query may use, e.g. 8GB (default: half of this machine's)")
     p.set_defaults(func=cmd_query)
 
-    from analysis.commands import register as register_analysis
-    from scaling.integrity import register as register_integrity
+    from analysis.cli.parsers import register as register_analysis
+    from scaling.cli import register as register_integrity
 
     register_integrity(sub)
     register_analysis(sub)
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cluster import netns
+    import cluster.launch.netns as netns
 
     netns.enter()  # first, while single-threaded: only acts when `scaling sweep` re-ran itself for it
     warnings.showwarning = _warn_one_line

@@ -7,10 +7,10 @@ import warnings
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from scaling.config import count_trials
-from scaling.configfile import MAX_CONFIG_BYTES, parse_yaml
+from scaling.config.sweep import count_trials
+from scaling.config.file import MAX_CONFIG_BYTES, parse_yaml
 from scaling.errors import UserError, one_line
-from scaling.store import Store
+from scaling.store.writer import Store
 
 
 def expected_trials(store: Store, sweep: str) -> int | None:
@@ -42,7 +42,7 @@ def expected_trials(store: Store, sweep: str) -> int | None:
 
 def status_table(root, view=None) -> pa.Table:
     """One row per sweep: ok, diverged, failed, stored, in the config, pending."""
-    from scaling.views import open_store
+    from scaling.store.views import open_store
 
     if view is None:
         with open_store(root) as view:

@@ -1,4 +1,4 @@
-"""SQL-side aggregates over a store (scaling.aggregate) against the same sums done by hand."""
+"""SQL-side aggregates over a store (scaling.store.aggregate) against the same sums done by hand."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import statistics
 
 import pytest
 
-from scaling.aggregate import curve_summary, frontier_points, group_stats
+from scaling.store.aggregate import curve_summary, frontier_points, group_stats
 from scaling.errors import UserError
-from scaling.store import Store
-from scaling.views import open_store
+from scaling.store.writer import Store
+from scaling.store.views import open_store
 from test_store import TRIAL, result
 
 

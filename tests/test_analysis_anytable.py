@@ -11,10 +11,10 @@ import pyarrow.csv as pcsv
 import pytest
 
 from analysis import tables
-from analysis.boptover import find_joint_optimum
-from analysis.commands import register
+from analysis.rules.joint_optimum import find_joint_optimum
+from analysis.cli.parsers import register
 from analysis.errors import AnalysisError
-from analysis.sqlfilter import apply_filter, filter_rows
+from analysis.tables.sqlfilter import apply_filter, filter_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
 import lrgrid  # noqa: E402

@@ -1,6 +1,6 @@
 """Axes are declared, never guessed: the three bugs of guessing, each through the real CLI.
 
-Before the declared schema, analysis/tables.py took every column not on an exclusion
+Before the declared schema, analysis/tables/frame.py took every column not on an exclusion
 list as an axis. Each test below failed that way:
 
 1. a metric named on the command line (``--metric test_cross_entropy``) of a CSV
@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from analysis.synthetic import sweep_table, write_store
+from analysis.testing.synthetic import sweep_table, write_store
 from conftest import run_cli
 
 

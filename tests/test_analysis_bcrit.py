@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.bcrit import fit_tradeoff, steps_to_target, tradeoff
+from analysis.rules.tradeoff import fit_tradeoff, steps_to_target, tradeoff
 
 B = 2.0 ** np.arange(2, 11)  # 4 ... 1024
 
@@ -96,7 +96,7 @@ def write_store(root, *, n_trains=(300, 1200), b=(4, 8, 16, 32, 64, 128, 256), s
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from scaling.schema import CURVES_SCHEMA, TRIALS_SCHEMA
+    from scaling.spec.schema import CURVES_SCHEMA, TRIALS_SCHEMA
 
     rng = np.random.default_rng(seed)
     u = {s: rng.normal(0, 0.15) for s in seeds}
@@ -116,7 +116,7 @@ def write_store(root, *, n_trains=(300, 1200), b=(4, 8, 16, 32, 64, 128, 256), s
                                "val_loss": loss[-1], "test_acc": 0.9, "val_acc": 0.9, "train_loss": loss[-1]})
                 curves += [{"sweep": "bc", "trial_id": tid, "run_id": "r" + tid, "step": int(k), "test_loss": v,
                             "val_loss": v, "b_simple": crit * 1.2} for k, v in zip(evals, loss)]
-    from scaling.store import Store
+    from scaling.store.writer import Store
 
     Store(str(root)).ensure_sweep("bc")  # marked as a sweep, as the product writes one
     for table, schema, rows in (("trials", TRIALS_SCHEMA, trials), ("curves", CURVES_SCHEMA, curves)):

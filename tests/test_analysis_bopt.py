@@ -1,7 +1,7 @@
 """B_opt per group, the censored rule check and its verdicts.
 
-Smoke tests use :mod:`analysis.synthetic` (an exact parabola, independent noise);
-anything statistical uses :mod:`analysis.simulate` (see also test_analysis_calibration.py).
+Smoke tests use :mod:`analysis.testing.synthetic` (an exact parabola, independent noise);
+anything statistical uses :mod:`analysis.testing.simulate` (see also test_analysis_calibration.py).
 """
 
 import json
@@ -11,13 +11,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from analysis import tobit
-from analysis.bopt import collapse, find_bopt, vertex_log_b
+import analysis.stats.tobit as tobit
+from analysis.rules.bopt import collapse, find_bopt
+from analysis.rules.optima import vertex_log_b
 from analysis.errors import AnalysisError
-from analysis.format import bopt_lines
-from analysis.rule import RuleInput, check_rule
-from analysis.simulate import LANDSCAPES, Design, simulate
-from analysis.synthetic import sweep_table
+from analysis.report.rule_text import bopt_lines
+from analysis.rules.sgd_rule import RuleInput, check_rule
+from analysis.testing.simulate import LANDSCAPES, Design, simulate
+from analysis.testing.synthetic import sweep_table
 
 
 def test_vertex_of_exact_parabola_is_recovered():
@@ -81,7 +82,7 @@ def test_inconsistent_verdict_says_which_departures_are_within_the_margin():
     """An axis whose 95% CI just excludes 1 but whose 90% CI lies inside 1 ± margin is named
     (the issue's rule) and also said to be a departure smaller than the margin; a bootstrap
     p-value at its floor is printed as a bound, not as a value."""
-    from analysis.rule import Estimate, _verdict
+    from analysis.rules.sgd_rule import Estimate, _verdict
 
     def est(name, v, se):
         return Estimate(name=name, value=v, ci_low=v - 1.96 * se, ci_high=v + 1.96 * se,

@@ -1,6 +1,6 @@
 """Calibration on the realistic simulator: interval coverage, verdict rates, the winner's curse.
 
-Every sweep here comes from :mod:`analysis.simulate` (shared seed effects, asymmetric
+Every sweep here comes from :mod:`analysis.testing.simulate` (shared seed effects, asymmetric
 optima, divergence, accuracy quantised to 1/297, optima near the grid edges), with the
 designs of ``configs/learning_curve.yaml`` and ``configs/bopt_rule.yaml`` and the noise
 presets measured on the digits sweeps of ``make reproduce``. Each run uses fixed seeds,
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.bopt import find_bopt
-from analysis.curves import fit_learning_curves
-from analysis.simulate import LANDSCAPES, PRESETS, Design, design_from_config, simulate
+from analysis.rules.bopt import find_bopt
+from analysis.fit.curves import fit_learning_curves
+from analysis.testing.simulate import LANDSCAPES, PRESETS, Design, design_from_config, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 REPS = 400

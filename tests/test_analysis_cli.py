@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
 
-from analysis.commands import register, summary_lines
-from analysis.synthetic import sweep_table, write_store
+from analysis.cli.parsers import register, summary_lines
+from analysis.testing.synthetic import sweep_table, write_store
 
 
 def run(*argv):
@@ -162,8 +162,8 @@ def test_summary_lines_count_every_status(store):
 
 
 def test_analysis_never_imports_torch_or_ray():
-    code = ("import sys, analysis.commands, analysis.report, analysis.bench, analysis.plots, "
-            "analysis.joint, analysis.bopt, analysis.curves, analysis.synthetic, scaling.store; "
+    code = ("import sys, analysis.cli.parsers, analysis.report, analysis.bench, analysis.report.plots, "
+            "analysis.fit.joint, analysis.rules.bopt, analysis.fit.curves, analysis.testing.synthetic, scaling.store; "
             "bad = [m for m in ('torch', 'ray') if m in sys.modules]; "
             "sys.exit(f'imported {bad}' if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from analysis.tables import declare
+from analysis.tables.load import declare
 import pyarrow.csv as pcsv
 import pytest
 
 from analysis.errors import AnalysisError
-from analysis.joint import fit_joint, fit_joint_table
-from analysis.tables import read_any
+from analysis.fit.joint import fit_joint, fit_joint_table
+from analysis.tables.load import read_any
 
 TRUE = {"E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28}  # Hoffmann et al. 2022
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysis.errors import AnalysisError
-from analysis.powerlaw import fit_power_law
+from analysis.fit.powerlaw import fit_power_law
 
 A, B, C = 5.0, -0.5, 0.2
 

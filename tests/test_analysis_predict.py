@@ -11,12 +11,13 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
 
-from analysis.commands import register
-from analysis.curveforms import power_law_warnings
-from analysis.formfit import Bounds, fit_form
-from analysis.powerlaw import fit_power_law
-from analysis.selection import select_form
-from analysis.synthetic import sweep_table, write_store
+from analysis.cli.parsers import register
+from analysis.fit.forms.on_curves import power_law_warnings
+from analysis.fit.forms.bounds import Bounds
+from analysis.fit.forms.fit import fit_form
+from analysis.fit.powerlaw import fit_power_law
+from analysis.fit.forms.selection import select_form
+from analysis.testing.synthetic import sweep_table, write_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,15 +114,15 @@ def test_fit_predicts_with_a_band_and_a_prediction_interval_in_text_and_json(sto
 
 
 def test_prediction_intervals_hold_the_oracle_frontier_of_simulated_sweeps():
-    """On :mod:`analysis.simulate` (seed effects shared across cells, quantised accuracy,
+    """On :mod:`analysis.testing.simulate` (seed effects shared across cells, quantised accuracy,
     divergence, winners chosen again in every seed replicate): fit the sizes below the
     largest three, predict those; the oracle frontier (the best cell's expected error)
     lies inside the 95% prediction intervals in nearly every case."""
     import pyarrow.compute as pc
 
-    from analysis.curveforms import add_forms
-    from analysis.curves import fit_learning_curves
-    from analysis.simulate import LANDSCAPES, Design, simulate
+    from analysis.fit.forms.on_curves import add_forms
+    from analysis.fit.curves import fit_learning_curves
+    from analysis.testing.simulate import LANDSCAPES, Design, simulate
 
     ns = np.unique(np.round(np.logspace(np.log10(50), np.log10(1500), 12)).astype(int))
     design = Design.grid(n_trains=ns, batch_sizes=(4, 8, 16, 32, 64), lrs=(0.05, 0.1, 0.2),
@@ -257,8 +258,8 @@ def test_joint_prediction_intervals_hold_another_laws_truth():
     """Data from Kaplan et al.'s law, fitted with the additive one: the confidence band misses
     the truth far past the data's compute, the prediction interval (with the extrapolation
     error the check measured) holds it."""
-    from analysis.joint import fit_joint
-    from analysis.jointcheck import joint_holdout, joint_predict
+    from analysis.fit.joint import fit_joint
+    from analysis.fit.joint_check import joint_holdout, joint_predict
 
     points = [(1e10, 1e12), (3e9, 3e11), (1e8, 1e10)]
     hits = total = band_hits = 0
@@ -319,9 +320,9 @@ def test_help_shows_every_new_flag(command, capsys):
         assert flag in out, (command, flag)
 
 
-def test_readme_has_every_new_flag_with_an_example():
-    readme = (ROOT / "README.md").read_text()
-    examples = [line for line in readme.splitlines() if line.startswith("scaling ")]
+def test_readme_and_docs_have_every_new_flag_with_an_example():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    examples = [line for page in pages for line in page.read_text().splitlines() if line.startswith("scaling ")]
     for command, flags in NEW_FLAGS.items():
         for flag in flags:
             assert any(line.startswith(f"scaling {command} ") and flag in line
@@ -332,7 +333,7 @@ def test_readme_has_every_new_flag_with_an_example():
 
 
 def test_report_shows_autos_choice_and_every_score_escaped(tmp_path):
-    from analysis.report import write_report
+    from analysis.report.html import write_report
 
     x = np.logspace(2, 4.5, 12)
     rows = {"n": np.tile(x, 2), "grp": ["<b>a</b>"] * 12 + ["b & c"] * 12,

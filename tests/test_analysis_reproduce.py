@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from analysis import reproduce
-from analysis.synthetic import sweep_table, write_store
+import analysis.report.reproduce as reproduce
+from analysis.testing.synthetic import sweep_table, write_store
 
 
 def test_reproduce_reports_known_exponents_and_where_the_rule_breaks(tmp_path):

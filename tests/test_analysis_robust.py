@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from analysis.powerlaw import OffsetModel, PureModel
-from analysis.robust import (auto_delta, batched_lm, huber_objective, multistart_fit,
-                             percentile_interval, resample_counts)
+from analysis.fit.powerlaw import OffsetModel, PureModel
+from analysis.stats.robust import auto_delta, batched_lm, huber_objective, multistart_fit, percentile_interval, resample_counts
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Selection on validation, failed cells, cross-fitting, the clustered bootstrap, input hygiene.
 
-Tables come from :mod:`analysis.simulate` and are then edited to plant the case
+Tables come from :mod:`analysis.testing.simulate` and are then edited to plant the case
 each test is about.
 """
 
@@ -14,13 +14,13 @@ import pyarrow as pa
 import pytest
 from scipy import stats
 
-from analysis import cells as cl
-from analysis.bopt import find_bopt
-from analysis.commands import register
-from analysis.curves import fit_learning_curves
+import analysis.tables.cells as cl
+from analysis.rules.bopt import find_bopt
+from analysis.cli.parsers import register
+from analysis.fit.curves import fit_learning_curves
 from analysis.errors import AnalysisError
-from analysis.simulate import LANDSCAPES, Design, simulate
-from analysis.synthetic import write_store
+from analysis.testing.simulate import LANDSCAPES, Design, simulate
+from analysis.testing.synthetic import write_store
 
 SIZES = (100, 200, 400, 800, 1600)
 

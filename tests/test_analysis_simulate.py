@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analysis import tables
-from analysis.simulate import LANDSCAPES, Design, design_from_config, linex, simulate
+from analysis.testing.simulate import LANDSCAPES, Design, design_from_config, linex, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ def sim():
 
 
 def test_columns_match_the_store_plus_validation(sim):
-    from scaling.store import TRIALS_SCHEMA
+    from scaling.spec.schema import TRIALS_SCHEMA
 
     names = set(sim.table.column_names)
     assert {"val_loss", "val_acc", "optimizer"} <= names

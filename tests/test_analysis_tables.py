@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 
 from analysis import tables
+import analysis.tables.frame as frame_mod
 from analysis.errors import AnalysisError
 
 
@@ -86,10 +87,10 @@ def test_read_any_rejects_a_non_table_file(tmp_path):
 
 
 def test_vectorised_groups_and_varying_match_the_reference_helpers():
-    """analysis.cells.groups (one int64 key per row) and cells.varying (constant columns skipped
+    """analysis.tables.cells.groups (one int64 key per row) and cells.varying (constant columns skipped
     without sorting) give what tables.groups and tables.varying give, on columns with NaN,
     None, text, constants and numbers that print alike (1 and 1.0)."""
-    from analysis import cells
+    import analysis.tables.cells as cells
 
     rng = np.random.default_rng(0)
     n = 600
@@ -119,8 +120,8 @@ def test_text_columns_read_the_same_by_either_path():
     few = pa.chunked_array([pa.array(["ok", None, "failed"]), pa.array(["ok"] * 5)])
     ids = pa.chunked_array([pa.array(["a1", "b2", None, "c3"])])
     for col in (few, ids, pa.chunked_array([], pa.string()), pa.chunked_array([pa.array([None, None], pa.string())])):
-        got = tables._text(col)
+        got = frame_mod._text(col)
         assert got.dtype == object and got.tolist() == col.to_pylist()
-    got = tables._text(few)
+    got = frame_mod._text(few)
     assert got[0] is got[3], "one str object per distinct value"
     assert tables.frame(pa.table({"s": few})).get("s").tolist() == few.to_pylist()

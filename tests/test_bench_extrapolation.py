@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from analysis import bench_extrapolation as bench
+import analysis.bench.extrapolation as bench
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from scaling import parts as parts_mod
-from scaling.integrity import compact, verify
-from scaling.store import Store, load_tables
+import scaling.store.parts as parts_mod
+from scaling.store.verify import compact, verify
+from scaling.store.writer import Store
+from scaling.store.views import load_tables
 from test_integrity import Hooked, kinds, result, rows, tid_of
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v1"
@@ -109,7 +110,7 @@ def test_verify_reports_a_sweep_that_mixes_code_versions(tmp_path):
 
 
 def test_a_corrupt_curves_part_makes_its_trial_pending(tmp_path):
-    from scaling.resume import resume_state
+    from scaling.store.resume import resume_state
 
     store = Store(str(tmp_path))
     for seed in range(3):
@@ -134,10 +135,10 @@ def test_a_unit_that_fails_after_a_compaction_never_turns_ok_into_failed(tmp_pat
     """The driver settles a failed unit from the store: members committed (and compacted since) are
     counted as they are; only the others are written as failed, and even a stray failed run would
     lose to the ok one."""
-    from cluster.drive import _settle_failed
-    from cluster.runner import Settled
-    from scaling.config import parse_config
-    from scaling.views import open_store
+    from cluster.driver.drive import _settle_failed
+    from scaling.store.resume import Settled
+    from scaling.config.sweep import parse_config
+    from scaling.store.views import open_store
 
     cfg = parse_config({"name": "s", "task": {"name": "digits"}, "model": {"name": "mlp", "width": 8},
                         "axes": {"n_train": [100], "batch_size": [16], "lr": [0.1], "seed": [0, 1, 2, 3, 4]},

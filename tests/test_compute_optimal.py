@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
 
-from analysis.compute_optimal import budgets_of, compute_optimal, compute_optimal_table
+from analysis.fit.compute_optimal import budgets_of, compute_optimal, compute_optimal_table
 from analysis.errors import AnalysisError
-from analysis.tables import read_any
+from analysis.tables.load import read_any
 from cluster.cli import main
 
 
@@ -116,9 +116,9 @@ def test_help_lists_every_flag(capsys):
 def _store_sweep(tmp_path, alpha=0.34, beta=0.28):
     """A results store (its schema, written as a sweep) with an IsoFLOP design, two learning
     rates (the worse one 5 % above), two seeds, stored train_flops = 8*N*D and a diverged trial."""
-    from analysis.synthetic import write_store
-    from analysis.tables import from_store
-    from scaling.store import TRIALS_SCHEMA
+    from analysis.testing.synthetic import write_store
+    from analysis.tables.load import from_store
+    from scaling.spec.schema import TRIALS_SCHEMA
 
     n, d, loss = isoflop(alpha, beta, noise=0.005, seed=7, per_budget=7)
     rng = np.random.default_rng(8)

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli, write_config
-from scaling.config import load_config, parse_config, trial_id
+from scaling.config.sweep import load_config, parse_config
+from scaling.spec.schema import trial_id
 from scaling.errors import ConfigError
 
 BASE = {
@@ -238,7 +239,7 @@ def test_a_key_next_to_a_merge_overrides_it_and_is_not_a_duplicate(tmp_path):
 
 
 def test_duplicate_keys_are_refused_by_the_c_and_the_python_loader(tmp_path, monkeypatch):
-    from scaling import configfile
+    import scaling.config.file as configfile
 
     path = write_config(tmp_path, GOOD + "name: other\n")
     assert configfile.Loader is yaml.CSafeLoader, "libyaml's loader where PyYAML has it"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, write_config
-from scaling.config import parse_config
-from scaling.datasets import CIFAR_RECORD, CIFAR_TEST, CIFAR_TRAIN, val_split
+from scaling.config.sweep import parse_config
+from scaling.tasks.files import CIFAR_RECORD, CIFAR_TEST, CIFAR_TRAIN, val_split
 from scaling.errors import ConfigError
-from scaling.tasks import load_task, task_train_size, validate_task
+from scaling.tasks.resolve import load_task, task_train_size, validate_task
 
 N_TRAIN, N_TEST, SIDE = 40, 20, 8
 

@@ -19,12 +19,12 @@ import signal
 
 import pytest
 
-from cluster.ddp import check_workers, run_trial_ddp
-from scaling.config import trial_id
+from cluster.worker.ddp import check_workers, run_trial_ddp
+from scaling.spec.schema import trial_id
 from scaling.errors import ConfigError
-from scaling.tasks import DIGITS_TEST_SIZE
-from scaling.loop import divergence_threshold
-from scaling.train import run_trial
+from scaling.tasks.builtin import DIGITS_TEST_SIZE
+from scaling.training.loop import divergence_threshold
+from scaling.training.run import run_trial
 
 LOSS_TOL = {"rel": 1e-4, "abs": 1e-6}
 ACC_TOL = 1.0 / DIGITS_TEST_SIZE + 1e-9  # one test example
@@ -121,9 +121,9 @@ def test_nccl_workers_match_one_gpu_worker(ray_local):
 
 def test_sweep_with_two_workers_per_trial_runs_through_the_runner(ray_local, tmp_path):
     """workers_per_trial: 2 in a config runs each trial as DDP and stores it like any other."""
-    from cluster.runner import run_sweep
-    from scaling.config import parse_config
-    from scaling.store import load_tables
+    from cluster.driver.sweep import run_sweep
+    from scaling.config.sweep import parse_config
+    from scaling.store.views import load_tables
 
     raw = {"name": "ddp", "task": {"name": "digits"}, "model": {"name": "mlp", "width": 16, "depth": 1},
            "axes": {"n_train": 64, "batch_size": 16, "lr": 0.1, "seed": 0},

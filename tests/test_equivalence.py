@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from scaling.schema import trial_from_dict
+from scaling.spec.schema import trial_from_dict
 
 STEPS, TOL = 300, 1e-4
 BASE = {"task": {"name": "digits"}, "model": {"name": "mlp", "width": 32, "depth": 1}, "n_train": 200,
@@ -111,7 +111,7 @@ def references():
 
 @pytest.mark.parametrize("optimizer, schedule", CASES)
 def test_module_backend_matches_plain_torch(optimizer, schedule, references, one_torch_thread):
-    from scaling.train import run_trial
+    from scaling.training.run import run_trial
 
     out = run_trial(case(optimizer, schedule), return_params=True)
     assert out["trial"]["status"] == "ok" and out["trial"]["backend"] == "module"
@@ -122,7 +122,7 @@ def test_module_backend_matches_plain_torch(optimizer, schedule, references, one
 def test_stacked_backend_matches_plain_torch(optimizer, references, one_torch_thread):
     """One pack holds every schedule of an optimizer (and a seed more), so members with
     different schedules and hyperparameters share the stacked tensors."""
-    from scaling.packed import run_pack
+    from scaling.training.run import run_pack
 
     trials = [case(optimizer, s) for s in SCHEDULES] + [{**case(optimizer, "cosine"), "seed": 4, "lr": 0.01}]
     if optimizer == "nesterov":  # and a member without it: the stacked update mixes both
@@ -136,7 +136,7 @@ def test_stacked_backend_matches_plain_torch(optimizer, references, one_torch_th
 def _ddp_worker(rank: int, world: int, port: int, cases: list, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from cluster.ddp import train_shard
+    from cluster.worker.ddp import train_shard
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -164,7 +164,7 @@ def test_ddp_backend_matches_plain_torch(references, tmp_path):
 
 def test_the_schedules_reach_the_lr_they_promise(references):
     """lr_now in the curves: warmup from lr/W, the peak, and final_lr_frac at the last step."""
-    from scaling.train import run_trial
+    from scaling.training.run import run_trial
 
     for schedule, final in (("cosine", None), ("wsd", 0.0)):
         t = case("sgd", schedule)

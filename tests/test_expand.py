@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 
 from conftest import run_cli, write_config
-from scaling.config import parse_config
+from scaling.config.sweep import parse_config
 from scaling.errors import ConfigError
-from scaling.expand import pending_trials, scan
-from scaling.schema import PointIds
+from scaling.config.expand import pending_trials, scan
+from scaling.spec.schema import PointIds
 from test_fuzz import FUZZ, build, valid_configs
 
 SHAPES = {
@@ -47,7 +47,7 @@ def test_template_ids_equal_the_trials_own_for_every_shape():
 
 
 def _slow_id(trial) -> str:
-    from scaling.schema import trial_id
+    from scaling.spec.schema import trial_id
 
     return trial_id(trial.to_dict())
 
@@ -82,7 +82,7 @@ def test_streaming_expansion_matches_the_trials_of_any_valid_config(raw):
 
 
 def test_size_limits_are_counted_not_expanded(tmp_path):
-    from cluster.runner import LARGE_LIMIT, check_size
+    from cluster.driver.sweep import LARGE_LIMIT, check_size
 
     def sweep(n_lr: int, n_seeds: int):
         return parse_config({"name": "big", "task": {"name": "digits"}, "budget": {"steps": 1},
@@ -109,7 +109,7 @@ def test_filled_ids_keep_1_1p0_and_true_apart():
     different JSON, so different ids; 0.0 and -0.0 likewise, so zeros are not cached."""
     import hashlib
 
-    from scaling.schema import _fill
+    from scaling.spec.schema import _fill
 
     template = (('{"v":', '}'), ("v",))
     got = [_fill(template, {"v": v}) for v in (1, 1.0, True, 1, 1.0, -0.0, 0.0)]
@@ -119,13 +119,13 @@ def test_filled_ids_keep_1_1p0_and_true_apart():
 
 
 def test_a_large_sweep_hashes_its_ids_while_ray_starts():
-    """cluster.runner._scan_while: the scan runs while the session starts; the sweep is announced
+    """cluster.driver.sweep._scan_while: the scan runs while the session starts; the sweep is announced
     and driven only after both; a scan error surfaces (after the session is left), as does a
     failed start (after the scan is done)."""
     import contextlib
     import threading
 
-    from cluster.runner import _scan_while
+    from cluster.driver.sweep import _scan_while
 
     events, scanning = [], threading.Event()
 

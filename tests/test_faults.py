@@ -17,8 +17,10 @@ import pyarrow.compute  # noqa: F401
 import pytest
 
 from conftest import NO_CLOUD, ROOT, SMALL_SWEEP, ray_trial_pids, write_config
-from scaling.config import load_config, trial_id
-from scaling.store import Store, load_tables
+from scaling.config.sweep import load_config
+from scaling.spec.schema import trial_id
+from scaling.store.writer import Store
+from scaling.store.views import load_tables
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +122,7 @@ def test_two_drivers_racing_on_one_sweep(tmp_path):
                                               return_counts=True))}
     assert len(set(points.values())) == 1  # every kept run has all its curve rows
     # a compaction after both keeps only each trial's winning run: then the raw rows are exactly once
-    from scaling.compaction import compact
+    from scaling.store.compaction import compact
 
     compact(Store(str(tmp_path / "r")), cfg.name)
     assert_exactly_once(tmp_path / "r", config)

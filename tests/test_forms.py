@@ -1,4 +1,4 @@
-"""Curve families, form selection, predictions and honest warnings (analysis.forms and friends)."""
+"""Curve families, form selection, predictions and honest warnings (analysis.fit.forms.families and friends)."""
 
 import json
 
@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 from scipy.optimize import lsq_linear
 
-from analysis.brokenlaw import BNSL
+from analysis.fit.forms.bnsl import BNSL
 from analysis.errors import AnalysisError
-from analysis.formfit import Bounds, detect_bounds, fit_form, holdout_warnings, HoldoutCheck, \
-    rmse_log
-from analysis.formbase import wls
-from analysis.forms import M1, M2, M3, M4, solve_m4
-from analysis.formtext import form_fit_lines, prediction_lines, value
-from analysis.prediction import predict
-from analysis.selection import select_form
+from analysis.fit.forms.bounds import Bounds, detect_bounds, rmse_log
+from analysis.fit.forms.fit import fit_form, holdout_warnings, HoldoutCheck
+from analysis.fit.forms.base import wls
+from analysis.fit.forms.families import M1, M2, M3, M4, solve_m4
+from analysis.report.fit_text import form_fit_lines, prediction_lines
+from analysis.report.text import value
+from analysis.fit.forms.prediction import predict
+from analysis.fit.forms.selection import select_form
 
 RATE = Bounds(low=0.0, high=1.0, reason="test error rate")
 

@@ -31,11 +31,12 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from scaling.config import MAX_TRIALS, count_trials, load_config, parse_config, trial_id
-from scaling.schema import BY_NAME
+from scaling.config.sweep import MAX_TRIALS, count_trials, load_config, parse_config
+from scaling.spec.schema import trial_id
+from scaling.spec.schema import BY_NAME
 from scaling.errors import ConfigError
-from scaling.store import TRIALS_SCHEMA
-from scaling.tasks import task_train_size
+from scaling.spec.schema import TRIALS_SCHEMA
+from scaling.tasks.resolve import task_train_size
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPAND_UP_TO = 5_000  # accepted sweeps this small are expanded and checked trial by trial
@@ -555,9 +556,9 @@ def numeric_keys() -> list[str]:
     """Every numeric key a config has, read from the declarations (sections, schema, tasks)."""
     import dataclasses
 
-    from scaling import config as cfg_mod
-    from scaling.schema import AXES
-    from scaling.tasks import TASKS as TASK_SPECS
+    import scaling.config.sweep as cfg_mod
+    from scaling.spec.schema import AXES
+    from scaling.tasks.builtin import TASKS as TASK_SPECS
 
     keys = ["retries", "workers_per_trial"]
     for cls, section in [(cfg_mod.SearchConfig, "search"), (cfg_mod.BudgetConfig, "budget"),

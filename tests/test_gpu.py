@@ -30,7 +30,7 @@ def gap(a: dict, b: dict) -> float:
 
 @pytest.mark.parametrize("backend", ["stacked", "vmap"])
 def test_packs_on_cuda_match_the_cpu(backend):
-    from scaling.packed import run_pack
+    from scaling.training.run import run_pack
 
     trials = MEMBERS[:2] if backend == "stacked" else MEMBERS[:2] + [{**MEMBERS[0], "seed": 3}]
     gpu = run_pack(trials, device="cuda", return_params=True, backend=backend)
@@ -41,8 +41,8 @@ def test_packs_on_cuda_match_the_cpu(backend):
 
 
 def test_module_backend_and_metrics_on_cuda():
-    from scaling.packed import run_pack
-    from scaling.train import run_trial
+    from scaling.training.run import run_pack
+    from scaling.training.run import run_trial
 
     trial = {**BASE, "metrics": {"noise_scale": True, "grad_norms": True, "sharpness": True}}
     gpu, cpu = run_trial(trial, device="cuda", return_params=True), run_trial(trial, return_params=True)
@@ -53,7 +53,8 @@ def test_module_backend_and_metrics_on_cuda():
 
 
 def test_warm_up_reports_the_gpus_free_memory():
-    from cluster.warmup import Probe, memory_budget, warm_worker
+    from cluster.driver.warmup import Probe, memory_budget
+    from cluster.worker.units import warm_worker
 
     report = warm_worker({"name": "digits"}, "cuda", 1, [])
     free, total = torch.cuda.mem_get_info()
@@ -68,7 +69,7 @@ def test_the_benchmarks_run_on_cuda_without_ray(tmp_path):
 
     env = without_ray(tmp_path)
     for args in (["cluster.bench", "--device", "cuda", "--no-tune", "--quick", "--sweeps", "sgd,cnn"],
-                 ["cluster.roofline", "--device", "cuda", "--quick"]):
+                 ["cluster.bench.roofline", "--device", "cuda", "--quick"]):
         proc = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=600,
                               cwd=ROOT, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]

@@ -28,11 +28,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from scaling import integrity
-from scaling.schema import as_trial
+import scaling.store.verify as integrity
+from scaling.spec.schema import as_trial
 from scaling.errors import StoreError
-from scaling.integrity import register, repair, verify
-from scaling.store import Store, load_tables
+from scaling.cli import register
+from scaling.store.verify import repair, verify
+from scaling.store.writer import Store
+from scaling.store.views import load_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -535,7 +537,7 @@ def test_compact_killed_for_real_in_a_subprocess(tmp_path, where):
 def test_a_reader_during_compaction_sees_old_or_new_parts(tmp_path, monkeypatch):
     """A compaction that runs between a reader's listing and its reads: the reader lists again and
     sees every row once."""
-    from scaling import views
+    import scaling.store.views as views
 
     add_reruns(build(tmp_path, n=4), copy=False)
     before = rows(tmp_path)

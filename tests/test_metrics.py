@@ -10,12 +10,14 @@ import pytest
 import torch
 import yaml
 
-from scaling.config import parse_config, trial_id
+from scaling.config.sweep import parse_config
+from scaling.spec.schema import trial_id
 from scaling.errors import ConfigError
-from scaling.metrics import (NoiseScaleEMA, TrialMetrics, example_grad_norms, hessian_top_eigenvalue,
-                             noise_scale_estimates, sharpness, split_batch_backward)
-from scaling.store import Store, load_tables
-from scaling.train import cross_entropy, run_trial
+from scaling.training.metrics import NoiseScaleEMA, TrialMetrics, example_grad_norms, hessian_top_eigenvalue, noise_scale_estimates, sharpness, split_batch_backward
+from scaling.store.writer import Store
+from scaling.store.views import load_tables
+from scaling.training.data import cross_entropy
+from scaling.training.run import run_trial
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -186,10 +188,10 @@ def test_a_diverged_trial_has_no_final_sharpness():
 def test_a_noise_scale_sweep_packs_and_measures_what_the_single_engine_measures(monkeypatch):
     """|G_small|² and |G_big|² of every step, per member, within 1e-4 of the trial alone; and the
     curves' moving averages, per-example gradient norms and sharpness with them."""
-    from cluster.planner import plan
-    from scaling.packed import run_pack
-    from scaling.metrics import NoiseScaleEMA
-    from scaling.vmapped import NoiseScaleState
+    from cluster.driver.planner import plan
+    from scaling.training.run import run_pack
+    from scaling.training.metrics import NoiseScaleEMA
+    from scaling.training.backends.vmap import NoiseScaleState
 
     raw = {**BASE, "axes": {"n_train": [150, 200], "batch_size": 16, "lr": [0.05, 0.1], "momentum": 0.9,
                             "seed": [0, 1]}, "metrics": METRICS}

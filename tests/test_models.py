@@ -10,12 +10,14 @@ import torch
 
 from conftest import write_config
 from test_datasets import cifar_folder, mnist_folder, text_file
-from scaling.config import load_config, parse_config
+from scaling.config.sweep import load_config, parse_config
 from scaling.errors import ConfigError
-from scaling.models import ByteTransformer, ResNet, SmallCNN, default_heads
-from scaling.store import load_tables
-from scaling.tasks import load_task, validate_task
-from scaling.train import make_model, run_trial, total_steps
+from scaling.training.models import ByteTransformer, ResNet, SmallCNN, default_heads
+from scaling.store.views import load_tables
+from scaling.tasks.resolve import load_task, validate_task
+from scaling.training.models import make_model
+from scaling.training.run import run_trial
+from scaling.spec.schema import total_steps
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -158,7 +160,7 @@ resources: {{cpu: 1}}
 
 
 def test_lm_sweep_over_width_and_n_train_runs_through_ray(ray_local, tmp_path):
-    from cluster.runner import run_sweep
+    from cluster.driver.sweep import run_sweep
 
     text_file(tmp_path / "corpus.txt", 4000)
     path = write_config(tmp_path, LM_SWEEP.format(path=tmp_path / "corpus.txt"))

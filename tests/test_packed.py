@@ -19,11 +19,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import scaling.packed as packed
-from scaling.packed import can_pack, estimate_pack_bytes, pack_key, run_pack
-from scaling.schema import as_trial
-from scaling.store import Store, load_tables
-from scaling.train import eval_steps, run_trial, total_steps
+import scaling.training.backends.stacked as packed
+from scaling.training.packing import can_pack, estimate_pack_bytes, pack_key
+from scaling.training.run import run_pack
+from scaling.spec.schema import as_trial
+from scaling.store.writer import Store
+from scaling.store.views import load_tables
+from scaling.training.loop import eval_steps
+from scaling.training.run import run_trial
+from scaling.spec.schema import total_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL, ATOL = 1e-4, 1e-5
@@ -214,7 +218,7 @@ def test_the_bench_runs_without_ray(tmp_path):
 
 @pytest.mark.slow
 def test_roofline_quick_runs():
-    proc = subprocess.run([sys.executable, "-m", "cluster.roofline", "--quick", "--members", "8"],
+    proc = subprocess.run([sys.executable, "-m", "cluster.bench.roofline", "--quick", "--members", "8"],
                           capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit()]

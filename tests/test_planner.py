@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from cluster.planner import plan
-from cluster.runner import execute_unit
-from scaling.config import parse_config, trial_id
-from scaling.store import Store, load_tables
-from scaling.train import run_trial
+from cluster.driver.planner import plan
+from cluster.worker.units import execute_unit
+from scaling.config.sweep import parse_config
+from scaling.spec.schema import trial_id
+from scaling.store.writer import Store
+from scaling.store.views import load_tables
+from scaling.training.run import run_trial
 
 RAW = {"name": "p", "task": {"name": "digits"}, "model": {"name": "mlp", "width": 16, "depth": 1},
        "axes": {"n_train": [50, 100], "batch_size": [8, 32], "lr": [0.05, 0.1, 0.2],

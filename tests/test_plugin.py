@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, write_config
-from scaling.config import parse_config
+from scaling.config.sweep import parse_config
 from scaling.errors import ConfigError
-from scaling.store import load_tables
-from scaling.tasks import load_task, validate_task
-from scaling.train import run_trial
+from scaling.store.views import load_tables
+from scaling.tasks.resolve import load_task, validate_task
+from scaling.training.run import run_trial
 
 PLUGIN_DIR = Path(__file__).resolve().parent / "plugin_example"
 REGRESSION = "toy_tasks.regression:make_task"
@@ -50,7 +50,7 @@ def test_plugin_task_trains_with_its_own_model_loss_and_metric():
 def test_plugin_model_and_loss_pack_and_match_the_trial_alone():
     import torch
 
-    from scaling.packed import run_pack
+    from scaling.training.run import run_pack
 
     cfg = parse_config({**config({"name": REGRESSION, "dim": 6}), "axes": {
         "n_train": [128, 256], "batch_size": 32, "lr": [0.02, 0.05], "momentum": 0.9}})
@@ -64,8 +64,8 @@ def test_plugin_model_and_loss_pack_and_match_the_trial_alone():
 
 
 def test_a_plugin_model_that_vmap_cannot_batch_runs_single_and_says_why():
-    from cluster.planner import plan
-    from scaling.packing import can_pack
+    from cluster.driver.planner import plan
+    from scaling.training.packing import can_pack
 
     cfg = parse_config(config({"name": "toy_tasks.regression:batchnorm_blobs"}))
     trials = cfg.trials() * 1

@@ -26,8 +26,9 @@ import pytest
 
 from conftest import ROOT, write_config
 from ray_ports import HEALTH, connect_host, descendants, listening_sockets
-from scaling.config import load_config, trial_id
-from scaling.store import Store
+from scaling.config.sweep import load_config
+from scaling.spec.schema import trial_id
+from scaling.store.writer import Store
 
 pytestmark = pytest.mark.slow
 
@@ -263,7 +264,7 @@ def test_a_signal_stops_the_sweep_in_one_line_keeps_finished_trials_and_reaps_ra
 
 
 def state_records() -> list[Path]:
-    from cluster.reaper import state_dir
+    from cluster.launch.reaper import state_dir
 
     folder = state_dir()
     return list(folder.glob("*.json")) if folder else []
@@ -352,7 +353,7 @@ def test_a_ray_start_up_mistake_is_one_line(tmp_path):
 # ---- the private network, where the kernel says no ------------------------------------------------
 
 def test_the_namespace_is_tried_in_a_child_and_a_refusal_leaves_this_process_on_the_host(monkeypatch):
-    from cluster import netns
+    import cluster.launch.netns as netns
 
     script = ("import json, os; from cluster import netns; here = os.readlink('/proc/self/ns/net'); "
               "reason = netns._in_child(netns._unshare); "

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from scaling.config import count_trials, parse_config
+from scaling.config.sweep import count_trials, parse_config
 from scaling.errors import ConfigError
-from scaling.schema import as_trial
-from scaling.store import Store
+from scaling.spec.schema import as_trial
+from scaling.store.writer import Store
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 GOOD = "name: {name}\ntask: {{name: digits}}\naxes: {{n_train: [100, 200], batch_size: [16, 128], lr: 0.1}}\n" \

@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 
 from conftest import NO_CLOUD, ROOT, SMALL_SWEEP, run_cli, write_config
 from faulty_fs import set_outage
-from scaling.config import load_config
+from scaling.config.sweep import load_config
 from scaling.errors import StoreError
-from scaling.storage import SCHEMES, open_filesystem
-from scaling.store import Store
+from scaling.store.uri import SCHEMES, open_filesystem
+from scaling.store.writer import Store
 
 TESTS = Path(__file__).resolve().parent
 
@@ -127,7 +127,7 @@ def statuses(results: Path) -> list[str]:
 
 
 def assert_every_trial_ok(results: Path, config: Path) -> None:
-    from scaling.views import open_store
+    from scaling.store.views import open_store
 
     expected = {t.trial_id for t in load_config(config).trials()}
     with open_store(str(results)) as view:

@@ -11,10 +11,12 @@ from datetime import datetime, timedelta, timezone
 import pyarrow.parquet as pq
 import pytest
 
-from scaling.schema import as_trial
+from scaling.spec.schema import as_trial
 from scaling.errors import StoreError, UserError
-from scaling.query import format_table, run_query
-from scaling.store import TRIALS_SCHEMA, Store, load_tables
+from scaling.store.query import format_table, run_query
+from scaling.spec.schema import TRIALS_SCHEMA
+from scaling.store.writer import Store
+from scaling.store.views import load_tables
 
 TRIAL = {"task": {"name": "digits"}, "model": {"name": "mlp", "width": 8, "depth": 1},
          "n_train": 100, "batch_size": 16, "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0,
@@ -84,7 +86,7 @@ def test_the_newer_code_version_wins_then_the_smallest_run_id(tmp_path):
 def test_the_rule_in_python_and_in_sql_agree():
     import duckdb
 
-    from scaling.views import WINNER_ORDER, winner_key
+    from scaling.store.views import WINNER_ORDER, winner_key
 
     runs = [("failed", "9", "9", "a"), ("ok", "1", "2", "b"), ("diverged", "2", None, "c"), ("ok", "2", "1", "a"),
             ("ok", None, "1", "0"), ("weird", "3", "3", "0"), ("ok", "2", "x", "d"), ("ok", "2", "1", "0")]

@@ -13,9 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, SMALL_SWEEP, ray_trial_pids, reap_orphaned_ray_processes, run_cli, write_config
-from cluster.runner import run_sweep
-from scaling.config import load_config, trial_id
-from scaling.store import Store, load_tables
+from cluster.driver.sweep import run_sweep
+from scaling.config.sweep import load_config
+from scaling.spec.schema import trial_id
+from scaling.store.writer import Store
+from scaling.store.views import load_tables
 
 
 def sweep(tmp_path, text=SMALL_SWEEP, name="sweep.yaml"):
@@ -55,7 +57,7 @@ def test_sweep_end_to_end_and_resume(ray_local, tmp_path):
 def test_a_large_sweeps_path_hashes_while_ray_starts_and_stores_each_trial_once(ray_local, tmp_path, monkeypatch):
     """Sweeps of OVERLAP_TRIALS or more scan their ids on a thread while Ray starts (here joined):
     lowered to 0, a small sweep takes that path, first and on resume, with the same results."""
-    import cluster.runner as runner
+    import cluster.driver.sweep as runner
 
     monkeypatch.setattr(runner, "OVERLAP_TRIALS", 0)
     cfg, text = sweep(tmp_path)
@@ -89,7 +91,7 @@ def test_diverging_trial_is_recorded_and_the_sweep_goes_on(ray_local, tmp_path):
 def test_each_trial_uses_the_threads_it_was_given(ray_local, tmp_path):
     import torch
 
-    from cluster.runner import execute_trial
+    from cluster.worker.units import execute_trial
 
     cfg, _ = sweep(tmp_path)
 
@@ -161,7 +163,7 @@ def test_sigkill_of_the_driver_then_rerun_stores_every_trial_once(tmp_path, engi
 def test_retry_failed_reruns_failed_trials_under_the_packed_engine(ray_local, tmp_path):
     """Failed rows (as the driver writes them) are kept by a plain resume and trained again,
     inside packs, with --retry-failed; counted over raw rows of every part."""
-    from scaling.loop import failed_row
+    from scaling.training.loop import failed_row
 
     cfg, text = sweep(tmp_path)
     results = str(tmp_path / "r")
@@ -186,7 +188,7 @@ def test_retry_failed_reruns_failed_trials_under_the_packed_engine(ray_local, tm
 
 
 def test_retry_failed_reruns_failed_trials_under_the_single_engine(ray_local, tmp_path):
-    from scaling.loop import failed_row
+    from scaling.training.loop import failed_row
 
     cfg, text = sweep(tmp_path, SMALL_SWEEP.replace("seed: [0, 1]", "seed: [0]"))
     results = str(tmp_path / "r")
@@ -280,7 +282,7 @@ def test_sigkills_of_the_driver_and_workers_at_random_points_lose_and_double_not
     one of its curve rows."""
     import random
 
-    from scaling.loop import eval_steps
+    from scaling.training.loop import eval_steps
 
     rng = random.Random(1313)
     path = write_config(tmp_path, KILL_SWEEP)

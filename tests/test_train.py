@@ -7,9 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from scaling.config import trial_id
-from scaling.tasks import load_task
-from scaling.train import BatchStream, eval_steps, run_trial, subset_indices, total_steps
+from scaling.spec.schema import trial_id
+from scaling.tasks.resolve import load_task
+from scaling.training.data import BatchStream, subset_indices
+from scaling.training.loop import eval_steps
+from scaling.training.run import run_trial
+from scaling.spec.schema import total_steps
 
 
 def trial(**kw):
@@ -93,8 +96,10 @@ def test_train_flops_agree_with_torch_flop_counter(name, shape, classes):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from scaling.tasks import Dataset
-    from scaling.train import count_flops, cross_entropy, make_model
+    from scaling.tasks.base import Dataset
+    from scaling.training.flops import count_flops
+    from scaling.training.data import cross_entropy
+    from scaling.training.models import make_model
 
     rng = np.random.default_rng(0)
     if name == "transformer":

@@ -8,10 +8,10 @@ import os
 import pytest
 
 from conftest import ROOT, SMALL_SWEEP, run_cli, write_config
-from cluster.runner import run_sweep
-from scaling.config import parse_config
-from scaling.store import load_tables
-from scaling.train import run_trial
+from cluster.driver.sweep import run_sweep
+from scaling.config.sweep import parse_config
+from scaling.store.views import load_tables
+from scaling.training.run import run_trial
 
 PLUGINS = str(ROOT / "tests" / "plugin_example")
 
@@ -32,7 +32,7 @@ def test_nan_or_inf_in_the_data_is_a_diverged_trial(plugin_path, bad):
 
 
 def test_out_of_memory_is_a_failed_trial_and_the_sweep_goes_on(tmp_path):
-    from scaling.schema import BY_NAME
+    from scaling.spec.schema import BY_NAME
 
     # widths the schema accepts are bounded (a width of 3e9 is refused before anything runs) ...
     assert not BY_NAME["width"].check(3_000_000_000)

@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli
-from cluster.runner import run_sweep
-from scaling.config import load_config
+from cluster.driver.sweep import run_sweep
+from scaling.config.sweep import load_config
 from scaling.errors import UserError
-from scaling.store import load_tables
+from scaling.store.views import load_tables
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v1"
 

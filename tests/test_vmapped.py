@@ -18,10 +18,10 @@ import torch
 
 from conftest import ROOT
 from test_datasets import text_file, write_idx
-from scaling.packed import run_pack
-from scaling.packing import can_pack, choose_backend, estimate_pack_bytes, pack_key
-from scaling.tasks import validate_task
-from scaling.train import run_trial
+from scaling.training.run import run_pack
+from scaling.training.packing import can_pack, choose_backend, estimate_pack_bytes, pack_key
+from scaling.tasks.resolve import validate_task
+from scaling.training.run import run_trial
 
 STEPS, TOL = 100, 1e-4
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -147,9 +147,9 @@ def test_stacked_optimizer_is_torch_optim_on_identical_gradients(optimizer):
     """Three members with their own hyperparameters and lr schedules, fed the same gradients
     (large, tiny and exactly zero entries) as three torch.optim optimizers: 200 steps apart by
     no more than float32 rounding."""
-    from scaling.schema import trial_from_dict
-    from scaling.train import make_optimizer
-    from scaling.vmapped import StackedOptimizer
+    from scaling.spec.schema import trial_from_dict
+    from scaling.training.backends.module import make_optimizer
+    from scaling.training.backends.vmap import StackedOptimizer
 
     base = {"task": {"name": "digits"}, "model": {"name": "mlp", "width": 8, "depth": 1}, "n_train": 100,
             "batch_size": 10, "budget": {"steps": 200}}
@@ -190,9 +190,9 @@ def float64(monkeypatch):
     """Models built in float64 and every task's float features as float64."""
     import dataclasses
 
-    import scaling.train
-    import scaling.vmapped
-    from scaling.tasks import load_task
+    import scaling.training.data
+    import scaling.training.backends.vmap
+    from scaling.tasks.resolve import load_task
 
     def load64(task):
         data = load_task(task)
@@ -200,8 +200,8 @@ def float64(monkeypatch):
                 if getattr(data, k) is not None}
         return dataclasses.replace(data, **wide)
 
-    monkeypatch.setattr(scaling.train, "load_task", load64)
-    monkeypatch.setattr(scaling.vmapped, "load_task", load64)
+    monkeypatch.setattr(scaling.training.data, "load_task", load64)
+    monkeypatch.setattr(scaling.training.backends.vmap, "load_task", load64)
     before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
@@ -223,8 +223,8 @@ def test_float64_agrees_where_float32_is_chaotic(optimizer, images, float64):
 PEAK = """
 import json, sys
 import torch
-from scaling.packed import run_pack
-from scaling.packing import estimate_pack_bytes
+from scaling.training.backends.stacked import run_pack
+from scaling.training.packing import estimate_pack_bytes
 torch.set_num_threads(1)
 trials, device = json.loads(sys.argv[1]), sys.argv[2]
 run_pack(trials[:1], device=device)  # libraries, the task and the allocator warmed up first

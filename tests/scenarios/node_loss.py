@@ -14,8 +14,8 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
-from cluster.runner import run_sweep
-from scaling.config import load_config
+from cluster.driver.sweep import run_sweep
+from scaling.config.sweep import load_config
 
 
 def main(results: str, node_loss_cfg: str, raising_cfg: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaling.tasks import task_factory
+from scaling.tasks.plugins import task_factory
 
 
 @task_factory

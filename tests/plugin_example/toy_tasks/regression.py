@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from scaling.tasks import Dataset, task_factory
+from scaling.tasks.base import Dataset
+from scaling.tasks.plugins import task_factory
 
 
 @task_factory

@@ -1,0 +1,3 @@
+"""Benchmarks of the fits: ``fits`` (``python -m analysis.bench``) and ``extrapolation``
+(the Revisiting-NSL benchmark).
+"""

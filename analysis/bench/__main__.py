@@ -1,0 +1,3 @@
+from analysis.bench.fits import main
+
+raise SystemExit(main())

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import numpy as np
+
+from analysis import tables
+from analysis.report.text import g, outcomes_text, text_table
+
+
+def _config(cfg: dict) -> str:
+    return ", ".join(f"{k}={tables.label_value(v)}" for k, v in cfg.items()) or "-"
+
+
+def group_rows(result) -> tuple[list[str], list[list[str]]]:
+    """One row per B_opt group."""
+    rule = result.rule is not None
+    head = ["group"] + (["lr*N/(1-m)"] if rule else []) + [
+        f"{result.batch} best", f"{result.batch} opt", "CI low", "CI high"] + (
+        ["g_opt"] if rule else []) + ["seeds", "trials", "status"]
+    rows = []
+    for grp in result.groups:
+        seeds = f"{min(grp.n_seeds)}-{max(grp.n_seeds)}" if grp.n_seeds else "0"
+        status = grp.status if not grp.reason else f"{grp.status}: {grp.reason}"
+        if grp.flagged:
+            why: dict = {}
+            for f in grp.flagged:
+                kind = f["reason"].split(" on ")[0]
+                why.setdefault(kind, []).append(tables.label_value(f[result.batch]))
+            status += "; left out: " + "; ".join(f"{result.batch}={','.join(bs)} ({reason})"
+                                                 for reason, bs in why.items())
+        rows.append([grp.label] + ([g(grp.rule_x)] if rule else []) + [
+            g(grp.b_best), g(grp.b_opt), g(grp.ci_low), g(grp.ci_high)] + (
+            [g(grp.g_opt)] if rule else []) + [seeds, outcomes_text(grp.outcomes), status])
+    return head, rows
+
+
+def _estimate(e) -> str:
+    return (f"{g(e.value, 3)} (95% CI {g(e.ci_low, 3)} to {g(e.ci_high, 3)}; "
+            f"90% CI {g(e.ci90_low, 3)} to {g(e.ci90_high, 3)})")
+
+
+def rule_lines(rule) -> list[str]:
+    """Verdict with its reason, exponents, combined slope, g_opt and group counts."""
+    v = rule.verdict
+    lines = [f"verdict: {v.label}" + (f" ({', '.join(v.axes)})" if v.axes else "")
+             + f": {v.reason}"]
+    for e in rule.exponents:
+        lines.append(f"exponent of {e.name}: {_estimate(e)}; the rule says 1 ± {g(rule.margin)}")
+    for axis, why in rule.not_estimated.items():
+        lines.append(f"exponent of {axis}: not estimated ({why})")
+    if rule.slope is not None:
+        lines.append(f"slope of log B_opt on log(lr*N/(1-m)): {_estimate(rule.slope)}, "
+                     f"R^2 {g(rule.r2, 3)}")
+    if rule.g_opt is not None:
+        go = rule.g_opt
+        lines.append(f"g_opt = lr*N/(B_opt(1-m)): {g(go.value, 3)} (95% CI {g(go.ci_low, 3)} "
+                     f"to {g(go.ci_high, 3)})")
+    if rule.joint:
+        lines.append(f"joint test that every exponent is 1: max |t| {g(rule.joint['statistic'], 3)}"
+                     f", critical {g(rule.joint['critical'], 3)}, p "
+                     f"{'< ' if rule.joint.get('p_floor') else '= '}{g(rule.joint['p_value'], 3)}")
+    lines.append(f"groups: {rule.n_groups} total, {rule.n_observed} with an interior optimum, "
+                 f"{rule.n_censored} at the grid edge (censored), {rule.n_excluded} left out; "
+                 f"bootstrap {rule.n_boot} resamples, {rule.n_boot_failed} failed fits")
+    lines += [f"note: {n}" for n in rule.notes]
+    return lines
+
+
+def bopt_lines(result) -> list[str]:
+    """Notes, the rule check, then the per-group table."""
+    lines = [f"warning: {n[len('warning: '):]}" if n.startswith("warning: ") else f"note: {n}"
+             for n in result.notes]
+    lines.append(f"B_opt by {', '.join(result.axes) or 'nothing (one group)'}; metric "
+                 f"{result.metric} ({'max' if result.maximize else 'min'}imised); trials: "
+                 f"{outcomes_text(result.outcomes)}")
+    lines.append(f"selection: {result.selection}")
+    if result.rule is not None:
+        lines += rule_lines(result.rule)
+    else:
+        lines.append(f"rule check: none ({result.rule_note})")
+    return lines + [""] + text_table(*group_rows(result))
+
+
+def over_lines(res) -> list[str]:
+    """The joint (lr, B) optimum of each cell and the scale laws of B_opt and lr_opt."""
+    lines = [("warning: " + n[len("warning: "):]) if n.startswith("warning: ") else f"note: {n}"
+             for n in res.notes]
+    cells = ", ".join(res.axes) or "the table (one cell)"
+    lines.append(f"joint ({res.lr}, {res.batch}) optimum per cell of {cells}; metric "
+                 f"{res.metric} ({'max' if res.maximize else 'min'}imised); trials: "
+                 + ", ".join(f"{k} {v}" for k, v in res.outcomes.items()))
+    lines.append(f"selection: {res.selection}; refined by a quadratic bowl in (log {res.lr}, "
+                 f"log {res.batch})")
+    for law in res.laws:
+        lv = f"{law.level:.0%}"
+        lines.append(f"{law.formula}  (Tobit on {law.n_observed} interior cells, "
+                     f"{law.n_censored} at a grid edge censored, {law.n_excluded} left out; "
+                     f"{lv} intervals: {law.interval})")
+        rows = [[n, g(v), g(lo), g(hi)]
+                for n, v, lo, hi in zip(law.names, law.params, law.ci_low, law.ci_high)]
+        lines += ["  " + s for s in text_table(["param", "value", f"{lv} CI low", "CI high"],
+                                                rows)]
+        lines += [f"  {col}: not estimated ({why})" for col, why in
+                  (law.not_estimated or {}).items()]
+    head = ["cell", f"{res.lr} best", f"{res.batch} best", f"{res.lr} opt", f"{res.batch} opt",
+            f"{res.batch} opt CI", "points", "seeds", "edge"]
+    rows = []
+    for c in res.cells:
+        edge = "; ".join(
+            f"{name}: fewer than 2 usable values" if side == "none" else
+            f"{name} {'below' if side == 'low' else 'above'} {g(v, 3)}"
+            for name, side, v in ((res.lr, c.lr_side, c.lr_opt), (res.batch, c.b_side, c.b_opt))
+            if side)
+        rows.append([c.label, g(c.lr_best), g(c.b_best), g(c.lr_opt, 3), g(c.b_opt, 3),
+                     f"[{g(c.b_ci[0], 3)}, {g(c.b_ci[1], 3)}]", c.n_points, c.n_seeds,
+                     edge or "-"])
+    lines += [""] + text_table(head, rows)
+    flagged = sum(len(c.flagged) for c in res.cells)
+    if flagged:
+        lines.append(f"left out of selection: {flagged} grid point(s) with a trial that is not "
+                     "ok (listed in --json)")
+    return lines
+
+
+def _g(v) -> str:
+    if v is None or not np.isfinite(v):
+        return "inf" if v == np.inf else "n/a"
+    return f"{v:.3g}"
+
+
+def _est(e) -> str:
+    hi = "open" if e.ci_high == np.inf else _g(e.ci_high)
+    return f"{_g(e.value)} (95% CI {_g(e.ci_low)} to {hi})" if np.isfinite(e.value) else _g(e.value)
+
+
+def critical_lines(res) -> list[str]:
+    """One header, one line per group and target, the scaling exponents, then the notes."""
+    lines = [f"critical batch size B_crit = E_min/S_min from S(B) = S_min + E_min/B (McCandlish et al. 2018), "
+             f"metric {res.metric} ({'rising' if res.maximize else 'falling'}), targets "
+             f"{', '.join(f'{t:g}' for t in res.targets)}, {res.n_seeds} seeds, lr "
+             f"{'tuned per batch size' if res.tune_lr else 'fixed per group'}", ""]
+    head = f"{'group':32} {'target':>7} {'B_crit (95% CI)':>28} {'S_min':>9} {'E_min':>9} {'B fitted':>8} " \
+           f"{'never':>5} {'B_simple':>9} {'B_opt':>8}"
+    lines.append(head)
+    for g in res.groups:
+        f = g.fit
+        if not f.ok:
+            lines.append(f"{g.label[:32]:32} {g.target:>7g}  no fit: {f.reason}")
+            continue
+        bopt = _g(g.b_opt.value) if g.b_opt is not None else "-"
+        lines.append(f"{g.label[:32]:32} {g.target:>7g} {_est(f.b_crit):>28} {_g(f.s_min.value):>9} "
+                     f"{_g(f.e_min.value):>9} {f.n_fitted:>4}/{len(f.batch_sizes):<3} {f.n_censored_trials:>5} "
+                     f"{_g(g.b_simple):>9} {bopt:>8}")
+    for name, est in res.scaling:
+        lines.append(f"B_crit grows as {name}^{est.value:.2f} (95% CI {est.ci_low:.2f} to {est.ci_high:.2f})")
+    lines.append("columns: 'never' counts trials that never reached the target (censored, not dropped); "
+                 "B_simple is the median gradient noise scale at the target, B_opt the best batch size of the group"
+                 + (" (jointly with lr, refined between grid points)" if res.tune_lr else " (refined between grid points)"))
+    for g in res.groups:
+        lines += [f"{g.label}, target {g.target:g}: {n}" for n in g.fit.notes]
+    lines += list(res.notes)
+    return lines

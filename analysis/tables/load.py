@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow as pa
+
+from analysis.errors import AnalysisError
+
+SOURCE_KEY, AXES_KEY, SEED_KEY, NAMED_KEY = b"scaling.source", b"scaling.spec.axes", b"scaling.seed", b"scaling.named"
+
+
+"""Arrow schema metadata: where a table came from ('store'), the axes/replicate a user declared
+and the columns the command line names."""
+
+
+DERIVED = {"error": "1 - test_acc", "gap": "test_loss - train_loss"}
+
+
+"""Metrics computed from stored columns; ``error`` shadows the stored error-message column."""
+
+
+SKIPPED = ("config", "run_id", "host", "start_time", "end_time", "version")
+
+
+"""Bookkeeping columns no analysis reads (role bookkeeping in scaling.spec.schema): :func:`load_trials` leaves them out."""
+
+
+def load_trials(root: str) -> pa.Table:
+    """The trials of every sweep under ``root`` (one row per trial, the run the store's rule keeps),
+    read through SQL (:mod:`scaling.store.views`) without the curves and without :data:`SKIPPED`.
+
+    For summaries only, :mod:`scaling.store.aggregate` computes them in SQL instead.
+
+    Raises
+    ------
+    AnalysisError
+        If ``root`` does not exist or holds no trials.
+    """
+    from scaling.spec.schema import TRIALS_SCHEMA
+    from scaling.store.views import open_store
+
+    _check_root(root)
+    columns = ", ".join(f'"{f.name}"' for f in TRIALS_SCHEMA if f.name not in SKIPPED)
+    with open_store(str(root)) as view:
+        trials = view.sql(f"SELECT {columns} FROM trials ORDER BY sweep, trial_id")
+    return from_store(_some_trials(trials, root))
+
+
+def load_sweep(root: str) -> tuple[pa.Table, pa.Table]:
+    """(trials, curves) of every sweep under ``root`` via :func:`scaling.store.load_tables`, all in
+    memory (kept for callers that need curves too; :func:`load_trials` reads only the trials).
+
+    Raises
+    ------
+    AnalysisError
+        If ``root`` does not exist or holds no trials.
+    """
+    from scaling.store.views import load_tables
+
+    _check_root(root)
+    trials, curves = load_tables(str(root))
+    return from_store(_some_trials(trials, root)), curves
+
+
+def _check_root(root: str) -> None:
+    if "://" not in str(root) and not os.path.exists(root):
+        raise AnalysisError(f"no results directory at {root!r}; "
+                            "pass the --results folder of a sweep")
+
+
+def _some_trials(trials: pa.Table, root: str) -> pa.Table:
+    if trials.num_rows == 0:
+        raise AnalysisError(f"the store at {root!r} holds no trials yet "
+                            "(expected <sweep>/trials/*.parquet under it)")
+    return trials
+
+
+def from_store(table: pa.Table) -> pa.Table:
+    """``table`` marked as a results store's trials table: its axes are the schema's."""
+    return _tag(table, {SOURCE_KEY: b"store"})
+
+
+def _tag(table: pa.Table, items: dict) -> pa.Table:
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **items})
+
+
+def declare(table: pa.Table, *, axes=(), seed: str | None = None, named=()) -> pa.Table:
+    """``table`` with the user's declarations attached (for tables not from a store): the
+    columns tuned over (``--axes``) and the replicate column (``--seed``; default ``seed``).
+    ``named`` are the columns the command line names (``--x``, ``--metric``, ...): never axes."""
+    meta = table.schema.metadata or {}
+    if meta.get(SOURCE_KEY) == b"store":
+        if axes or seed:
+            raise AnalysisError("--axes and --seed are for tables from elsewhere; a results store "
+                                "declares its axes (scaling/spec/schema.py)")
+        return table
+    for col in list(axes) + ([seed] if seed else []):
+        if col not in table.column_names:
+            raise AnalysisError(f"--axes/--seed name column {col!r}, which the table does not have; "
+                                f"it has: {', '.join(table.column_names)}")
+    clash = sorted(set(axes) & set(named))
+    if clash:
+        raise AnalysisError(f"--axes names {', '.join(clash)}, which the command already uses "
+                            "(--x, --metric, ...); a column is either an axis or what is measured")
+    return _tag(table, {AXES_KEY: json.dumps(list(axes)).encode(), SEED_KEY: (seed or "").encode(),
+                        NAMED_KEY: json.dumps([c for c in named if c]).encode()})
+
+
+def is_table_file(path: str) -> bool:
+    """Whether ``path`` names a CSV or Parquet file (not a results directory or store URI)."""
+    return str(path).lower().endswith((".csv", ".parquet", ".pq")) and not os.path.isdir(path)
+
+
+def read_any(path: str) -> pa.Table:
+    """A trials table from a results directory (or store URI), or any CSV or Parquet file."""
+    if not is_table_file(path):
+        return load_trials(path)
+    if not os.path.exists(path):
+        raise AnalysisError(f"no such file: {path!r}")
+    try:
+        if str(path).lower().endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+            return pq.read_table(path)
+        import pyarrow.csv as pcsv
+        return pcsv.read_csv(path)
+    except (OSError, pa.ArrowException) as e:
+        raise AnalysisError(f"cannot read {path!r} as CSV or Parquet: "
+                            f"{str(e).splitlines()[0]}") from None

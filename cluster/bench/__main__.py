@@ -1,0 +1,5 @@
+import sys
+
+from cluster.bench.sweeps import main
+
+sys.exit(main())

@@ -1,0 +1,240 @@
+"""The packed MLP against its roofline: ``python -m cluster.bench.roofline [--device cuda]``. No Ray.
+
+For the reference MLP (64→256→10 on digits, SGD over the reference sweep's lr x momentum
+grid) packed M trials at a time, at batch sizes B ∈ {1, 4, 16, 64, 256}, one step of the stacked engine (forward,
+the loop's divergence check, backward and update) is timed against the least time any
+implementation could take on this device (Williams, Waterman & Patterson 2009):
+
+    bound = max(FLOPs / peak, necessary bytes / bandwidth)
+
+- FLOPs: the matmuls the step must execute, 2 per multiply-add: forward, the weight
+  gradients, and the input gradients of every layer but the first;
+- necessary bytes: every member's weights and optimizer state read and written once
+  (SGD with momentum: 16 bytes per parameter; AdamW: 24), gradients never stored, and
+  every activation (the inputs included) touched once, 4 bytes each;
+- peak: the best fp32 ``torch.mm`` rate measured here, one thread (one pack per core);
+- bandwidth: STREAM's triad (a = b + s·c, 12 bytes per element) measured twice, at the
+  pack's working-set size (weights, state and activations: on a CPU it fits in the
+  last-level cache) and over 1 GB (main memory). The bound is printed for both.
+
+Everything is measured in the same run, so the ratios hold on a loaded machine even when
+the absolute figures do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+BATCH_SIZES = (1, 4, 16, 64, 256)
+MEMBERS = 32
+"""Members per pack: the reference sweep's 64 trials as one pack per core of a 2-core machine."""
+DIMS = (64, 256, 10)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RooflineRow:
+    batch_size: int
+    members: int
+    step_s: float
+    """Measured seconds per step of the whole pack (best of a few timings)."""
+    flops: float
+    """Matmul FLOPs one step of the pack must execute."""
+    bytes: float
+    """Necessary bytes of one step of the pack (see the module doc)."""
+    working_set: int
+    """Bytes of weights, optimizer state and one step's activations of the pack."""
+    peak_flops: float
+    bw_cache: float
+    """Triad bytes/s at the working-set size."""
+    bw_memory: float
+    """Triad bytes/s over 1 GB."""
+
+    def bound(self, bandwidth: float) -> float:
+        return max(self.flops / self.peak_flops, self.bytes / bandwidth)
+
+    def share(self, bandwidth: float) -> float:
+        """bound / measured: 1.0 is the roofline."""
+        return self.bound(bandwidth) / self.step_s
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device: str = "cpu", seconds: float = 1.0, tf32: bool = False) -> float:
+    """Best fp32 (or TF32) FLOP/s of square ``torch.mm`` over a few sizes."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    sizes = (2048, 4096, 8192) if device.startswith("cuda") else (256, 512, 1024)
+    best = 0.0
+    try:
+        for n in sizes:
+            a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+            c = torch.mm(a, b)
+            _sync(device)
+            end = time.perf_counter() + seconds / len(sizes)
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                for _ in range(4):
+                    torch.mm(a, b, out=c)
+                _sync(device)
+                best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t0))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return best
+
+
+def triad_bandwidth(nbytes: int, device: str = "cpu", seconds: float = 0.5) -> float:
+    """Best bytes/s of ``a = b + 3 c`` over three float32 arrays of ``nbytes`` in all."""
+    import torch
+
+    n = max(4096, nbytes // 12)
+    a, b, c = (torch.rand(n, device=device) for _ in range(3))
+    torch.add(b, c, alpha=3.0, out=a)
+    _sync(device)
+    reps = max(1, int(4e6 // n))  # several per timing when the arrays are small
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.add(b, c, alpha=3.0, out=a)
+        _sync(device)
+        best = max(best, reps * 12 * n / (time.perf_counter() - t0))
+    return best
+
+
+def step_flops_bytes(batch: int, members: int, optimizer: str = "sgd") -> tuple[float, float, int]:
+    """(FLOPs, necessary bytes, working-set bytes) of one step of a pack of the reference MLP."""
+    params = sum((a + 1) * b for a, b in zip(DIMS, DIMS[1:]))
+    forward = sum(2 * a * b for a, b in zip(DIMS, DIMS[1:]))
+    flops = members * batch * (3 * forward - 2 * DIMS[0] * DIMS[1])  # no input gradient for layer 1
+    state = 2 if optimizer == "sgd" else 3  # weights and momentum, or weights and two moments
+    activations = 4 * batch * sum(DIMS)
+    nbytes = members * (2 * 4 * state * params + activations)
+    working_set = members * (4 * state * params + 3 * activations)
+    return float(flops), float(nbytes), int(working_set)
+
+
+def time_steps(batch: int, members: int, device: str = "cpu", optimizer: str = "sgd",
+               seconds: float = 1.0) -> float:
+    """Seconds per step of the stacked engine on a pack of the reference MLP (best of several
+    timings of a few steps each): forward, the divergence check, backward and update."""
+    import torch
+
+    from scaling.training.backends.stacked import StackedBackend
+    from scaling.spec.schema import trial_from_dict
+
+    torch.set_flush_denormal(True)  # as the loop does
+    grid = [(lr, m) for m in (0.0, 0.5, 0.9, 0.95) for lr in (0.01, 0.03, 0.1, 0.3)]  # the reference sweep's
+    opt = [{"optimizer": "adamw", "lr": lr / 100} if optimizer == "adamw" else {"lr": lr, "momentum": m}
+           for lr, m in grid]
+    trials = [trial_from_dict({"task": {"name": "digits"}, "model": {"name": "mlp", "width": DIMS[1], "depth": 1},
+                               "n_train": 1000, "batch_size": batch, "seed": i // len(grid), "budget": {"steps": 10**6},
+                               **opt[i % len(grid)]})
+              for i in range(members)]
+    trials.sort(key=lambda t: t.momentum)  # as the planner orders a pack
+    backend = StackedBackend(trials, device)
+    threshold = torch.full((members,), 1e9, device=device)
+    step = 0
+
+    def run(k: int) -> None:
+        nonlocal step
+        for _ in range(k):
+            step += 1
+            losses = backend.forward(step)
+            bool((losses <= threshold).all())  # the loop's one host sync per step
+            backend.update(None)
+
+    run(20)
+    k = max(5, min(500, int(2e7 // (members * max(batch, 8) * 3 * 2 * 64 * 256) + 5)))
+    best, end = math.inf, time.perf_counter() + seconds
+    while time.perf_counter() < end or best == math.inf:
+        _sync(device)
+        t0 = time.perf_counter()
+        run(k)
+        _sync(device)
+        best = min(best, (time.perf_counter() - t0) / k)
+    return best
+
+
+def measure(device: str = "cpu", batch_sizes=BATCH_SIZES, members: int = MEMBERS, quick: bool = False,
+            log=print) -> list[RooflineRow]:
+    """Peak, both bandwidths and the step time at each batch size, in one process."""
+    import torch
+
+    if not device.startswith("cuda"):
+        torch.set_num_threads(1)
+    seconds = 0.3 if quick else 1.0
+    peak = matmul_peak(device, seconds)
+    memory = triad_bandwidth(1 << 30 if not quick else 256 << 20, device, seconds)
+    log(f"roofline: fp32 matmul peak {peak / 1e9:.1f} GFLOP/s, triad over "
+        f"{'1 GB' if not quick else '256 MB'} {memory / 1e9:.1f} GB/s ({device}, "
+        f"{'1 thread' if not device.startswith('cuda') else 'one GPU'})")
+    rows = []
+    for batch in batch_sizes:
+        flops, nbytes, working_set = step_flops_bytes(batch, members)
+        cache = triad_bandwidth(working_set, device, seconds / 2)
+        step = time_steps(batch, members, device, seconds=seconds)
+        rows.append(RooflineRow(batch_size=batch, members=members, step_s=step, flops=flops, bytes=nbytes,
+                                working_set=working_set, peak_flops=peak, bw_cache=cache, bw_memory=memory))
+    return rows
+
+
+def format_rows(rows: list[RooflineRow], load: float | None = None) -> str:
+    r0 = rows[0]
+    lines = [f"roofline of the packed MLP ({'-'.join(map(str, DIMS))}, SGD + momentum, {r0.members} members "
+             "per pack): bound = max(FLOPs/peak, necessary bytes/bandwidth)",
+             f"{'B':>4} {'us/step':>9} {'GFLOP/s':>8} {'GB/s':>6} {'set MB':>7} {'cache GB/s':>10} "
+             f"{'flop us':>8} {'bytes us':>9} {'bound us':>9} {'% bound':>8} {'bytes us':>9} {'bound us':>9} "
+             f"{'% bound':>8}",
+             f"{'':>4} {'':>9} {'':>8} {'needed':>6} {'':>7} {'':>10} {'':>8} "
+             f"{'-- at the working-set bandwidth --':>28} {'-- at the 1 GB bandwidth --':>28}"]
+    for r in rows:
+        lines.append(
+            f"{r.batch_size:4d} {r.step_s * 1e6:9.1f} {r.flops / r.step_s / 1e9:8.1f} {r.bytes / r.step_s / 1e9:6.1f} "
+            f"{r.working_set / 2**20:7.1f} {r.bw_cache / 1e9:10.1f} {r.flops / r.peak_flops * 1e6:8.1f} "
+            f"{r.bytes / r.bw_cache * 1e6:9.1f} {r.bound(r.bw_cache) * 1e6:9.1f} {100 * r.share(r.bw_cache):7.0f}% "
+            f"{r.bytes / r.bw_memory * 1e6:9.1f} {r.bound(r.bw_memory) * 1e6:9.1f} {100 * r.share(r.bw_memory):7.0f}%")
+    short = [r.batch_size for r in rows if r.share(r.bw_cache) < 0.7]
+    lines.append(f"below 70% of the bound at the working-set bandwidth: B = {short}" if short else
+                 "every B reaches 70% of its bound at the working-set bandwidth")
+    if load is not None and load > 0.5:
+        lines.append(f"warning: load average was {load:.2f} at the start; other work skews these figures")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster.bench.roofline", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--members", type=int, default=MEMBERS, help=f"trials per pack (default {MEMBERS})")
+    parser.add_argument("--quick", action="store_true", help="shorter timings and a 256 MB triad (a smoke run)")
+    args = parser.parse_args(argv)
+    if args.device not in ("cpu", "cuda") or args.members < 1:
+        print(f"error: --device {args.device!r} --members {args.members}: use cpu or cuda and at least 1 member",
+              file=sys.stderr)
+        return 2
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: --device cuda needs a CUDA GPU, and torch.cuda.is_available() is False here",
+                  file=sys.stderr)
+            return 2
+    load = os.getloadavg()[0]
+    rows = measure(args.device, members=args.members, quick=args.quick,
+                   log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(format_rows(rows, load), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The sweep driver's loop: stream units to Ray, collect summaries, settle failures, compact.
+
+The pending trials come from :func:`scaling.config.expand.pending_trials`, planned into units a chunk
+at a time, so the driver holds only the units of one chunk and those in flight (at most
+``2 * capacity + 4`` tasks). Each finished task returns small summaries (trial id, status,
+commit event). A unit whose task failed on every attempt is settled from the store (its own
+commit events, merged parts: what it committed before failing counts), a failed pack is split
+into single trials, and a single trial that still fails is committed as ``failed``. A storage
+error a worker could not ride out stops the sweep (:class:`~scaling.errors.StorageError`, exit 3)
+and is never a trial's ``failed`` row. Every ``compact_every`` new parts, a background thread
+compacts the sweep (:mod:`scaling.store.compaction`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from itertools import islice
+
+import scaling.store.parts as parts_mod
+from cluster.driver.progress import Progress
+from scaling.config.expand import CHUNK, pending_trials
+from scaling.errors import StorageError, one_line
+from scaling.store.resume import unit_runs
+from scaling.store.uri import retrying
+from scaling.training.loop import failed_row
+
+
+def drive(cfg, expansion, store, counts: dict, *, progress: bool, engine: str, settled, log,
+          capacity: int, task, ddp, threads: int, device: str, compact_every: int) -> None:
+    """Run every pending trial of ``expansion`` on Ray (see the module docstring)."""
+    import ray
+
+    from cluster.driver.planner import Unit
+
+    res, k, root = cfg.resources, cfg.workers_per_trial, store.location
+    units = _units(cfg, expansion, engine, capacity, log, device=device, threads=threads)
+    requeue: deque = deque()
+    bar = Progress(expansion.pending, enabled=progress)
+    window = capacity if k > 1 else 2 * capacity + 4  # DDP tasks hold no CPU of their own
+    inflight: dict = {}
+    compactor = AutoCompactor(store, cfg.name, compact_every, log)
+
+    def submit() -> None:
+        while len(inflight) < window:
+            unit = requeue.popleft() if requeue else next(units, None)
+            if unit is None:
+                return
+            if unit.engine == "ddp":
+                ref = ddp.remote(unit.trials[0], cfg.name, root, k, res.cpu, res.gpu > 0, store.retry_s)
+            else:
+                ref = task.remote(unit.trials, unit.engine, cfg.name, root, threads, device, settled, store.retry_s)
+            inflight[ref] = unit
+
+    def finish(status: str) -> None:
+        counts[status] += 1
+        bar.update(status)
+
+    submit()
+    while inflight:
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+        for ref in ready:
+            unit = inflight.pop(ref)
+            try:
+                summaries = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                for unit_again in _settle_failed(cfg, store, unit, e, settled, finish, compactor, log):
+                    requeue.append(Unit(unit_again, "single"))
+                continue
+            broken = [s["storage_error"] for s in summaries if "storage_error" in s]
+            for s in summaries:
+                if "status" in s:
+                    finish(s["status"])
+            compactor.add(2 * len({s["part"] for s in summaries if s.get("part")}))
+            if broken:
+                raise StorageError(broken[0])
+        submit()
+        bar.update(running=min(len(inflight), capacity))
+    bar.close()
+    compactor.wait()
+
+
+def _units(cfg, expansion, engine: str, capacity: int, log, *, device: str, threads: int):
+    """Units of the pending trials, planned a chunk at a time (the planner logs the first chunk).
+    Before the first packed chunk is planned, one worker per slot warms up and measures its node
+    (cluster.driver.warmup); the packs of every chunk are sized from that."""
+    from cluster.driver.planner import Unit, plan
+    from cluster.driver.warmup import pack_budget, warm_up_sweep
+
+    trials = pending_trials(cfg, expansion)
+    quiet = lambda *_: None  # noqa: E731
+    first, probe = True, None
+    while chunk := list(islice(trials, CHUNK)):
+        if cfg.workers_per_trial > 1:
+            if first:
+                log(f"engine: ddp, each trial data-parallel over {cfg.workers_per_trial} workers "
+                    "(Ray Train TorchTrainer)")
+            yield from (Unit((t,), "ddp") for t in chunk)
+        else:
+            if first and engine == "packed":
+                probe = warm_up_sweep(cfg, chunk, capacity, device, threads)
+            yield from plan(chunk, engine=engine, slots=capacity, memory_bytes=pack_budget(cfg, capacity, probe),
+                            max_members=cfg.packing.max_members, footprints=probe and probe.footprints,
+                            problems=probe and probe.problems, log=log if first else quiet)
+        first = False
+
+
+def _settle_failed(cfg, store, unit, error, settled, finish, compactor, log) -> list[tuple]:
+    """A unit whose task failed on every attempt: count what it committed, split a pack into single
+    trials (returned, to run again), commit the rest as ``failed``."""
+
+    ids = [t.trial_id for t in unit.trials]
+    stored = retrying(lambda: unit_runs(store, cfg.name, ids), "read the stored trials", store.retry_s,
+                      retry_on=(OSError, StorageError))
+    done = {tid: v[0] for tid, v in stored.items() if settled(v)}
+    left = [t for t in unit.trials if t.trial_id not in done]
+    for status in done.values():  # committed by the attempts before the failure
+        finish(status)
+    if unit.engine == "packed" and len(left) > 1:
+        log(f"a pack of {len(unit.trials)} failed ({describe_error(error)}); "
+            f"running its {len(left)} unfinished trials one by one")
+        return [(t,) for t in left]
+    if not left:
+        return []
+    text = describe_error(error)
+    rows = [{"trial": failed_row(t, text, unit.engine), "curves": []} for t in left]
+    store.commit(cfg.name, parts_mod.unit_id([t.trial_id for t in left]), rows)
+    compactor.add(2)
+    for trial in left:
+        log(one_line(f"trial {trial.trial_id} failed: {text}", 300))
+        finish("failed")
+    return []
+
+
+class AutoCompactor:
+    """Compacts a sweep from a background thread whenever ``every`` new parts have been written
+    (0: never during the sweep). A failure is one warning line; the final compaction retries."""
+
+    def __init__(self, store, sweep: str, every: int, log):
+        self.store, self.sweep, self.every, self.log = store, sweep, every, log
+        self.new = 0
+        self.thread: threading.Thread | None = None
+
+    def add(self, parts: int) -> None:
+        self.new += parts
+        if not self.every or self.new < self.every or (self.thread is not None and self.thread.is_alive()):
+            return
+        self.new = 0
+        self.thread = threading.Thread(target=self._run, name="scaling-compact", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from scaling.store.compaction import compact
+
+        try:
+            compact(self.store, self.sweep, everything=False)
+        except Exception as e:  # noqa: BLE001 (a warning: the sweep goes on, the final compaction retries)
+            self.log(one_line(f"warning: compaction during the sweep failed ({type(e).__name__}: {e}); "
+                              "the sweep goes on", 300))
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+
+def describe_error(exc: BaseException) -> str:
+    """One readable line from a Ray error: the trial's own exception where there is one."""
+    import ray.exceptions as rex
+
+    if isinstance(exc, rex.RayTaskError):
+        cause = exc.cause if exc.cause is not None else exc
+        if type(cause).__name__ in ("WorkerGroupError", "ControllerError", "TrainingFailedError"):
+            inner = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
+            return f"{type(cause).__name__}: {inner[-1] if inner else ''}"
+        text = str(cause).strip().splitlines()
+        return f"{type(cause).__name__}: {text[-1] if text else ''}".strip()
+    if isinstance(exc, rex.WorkerCrashedError):
+        return "WorkerCrashedError: the worker process died on every attempt"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

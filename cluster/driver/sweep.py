@@ -1,0 +1,185 @@
+"""Run a sweep on Ray: one Ray task per unit of pending trials, results committed by the worker.
+
+The driver reads which trials are done in one scan of the store, hashes the sweep's
+points without building them (:mod:`scaling.config.expand`), and streams the pending trials to
+Ray with a bounded number in flight (:mod:`cluster.driver.drive`), so it holds neither every
+trial nor every result. Workers commit each finished trial, or each batch of a pack's
+members that finished together, as one commit event (:meth:`scaling.store.Store.commit`).
+A task whose worker process dies is retried by Ray; a trial whose code raises is retried
+too, and after ``retries`` attempts the driver records it as ``failed`` with the error
+text. Storage errors are retried for ``--storage-timeout`` seconds and then stop the
+sweep (exit 3); they never become ``failed`` rows. The sweep is compacted as it goes and
+at the end (:mod:`scaling.store.compaction`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cluster.launch.localray as localray
+from cluster.launch.connect import connect
+from cluster.worker.units import execute_ddp, execute_unit
+from scaling.config.sweep import MAX_TRIALS, SweepConfig
+from scaling.errors import ConfigError, StorageError, UserError
+from scaling.spec.schema import CODE_VERSION
+from scaling.store.compaction import COMPACT_EVERY
+from scaling.store.resume import Settled
+from scaling.store.uri import STORAGE_TIMEOUT_S, retrying
+from scaling.store.writer import Store
+from scaling.tasks.resolve import task_data_version
+
+LARGE_LIMIT = 10_000_000
+
+
+"""The most trials a sweep may have, even with --allow-large."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepSummary:
+    name: str
+    """Sweep name."""
+    results: str
+    """Where the results are (the store root)."""
+    total: int
+    """Trials in the sweep."""
+    skipped: int
+    """Trials already stored, not run again."""
+    counts: dict = field(default_factory=dict)
+    """Status -> number of trials run now."""
+    wall_s: float = 0.0
+    """Wall-clock seconds of this run."""
+
+
+def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None = None,
+              retry_failed: bool = False, allow_large: bool = False, num_cpus: int | None = None,
+              engine: str | None = None, progress: bool = True, insecure_ray: bool = False,
+              rerun_stale: bool = False, accept_mixed: bool = False,
+              storage_timeout: float = STORAGE_TIMEOUT_S, compact: bool = True, log=print) -> SweepSummary:
+    """Run every trial of ``cfg`` not yet in the store at ``results``.
+
+    Stored trials made by another ``code_version`` or ``data_version`` than this code
+    and task would make (see scaling.spec.schema) stop the run with one line, unless
+    ``rerun_stale`` (run them again; the new runs are read in their place) or
+    ``accept_mixed`` (keep them) says what to do. ``storage_timeout``: seconds a failing
+    storage call is retried before the sweep stops (StorageError). ``compact``: compact the
+    sweep every ~10,000 new parts and at the end."""
+    from scaling.config.expand import scan
+    from scaling.store.compaction import compact as compact_store
+    from scaling.store.resume import resume_state
+
+    t0 = time.monotonic()
+    localray.reap_orphans(log)  # before listing the store: a killed run's workers may still write
+    check_size(cfg, allow_large)
+    store = Store(results, retry_s=storage_timeout)
+    keep = ("ok", "diverged") if retry_failed else ("ok", "diverged", "failed")
+    now = (CODE_VERSION, task_data_version(cfg.task))
+    resume = resume_state(store, cfg.name, keep, now, rerun_stale=rerun_stale, accept_mixed=accept_mixed,
+                          retry_s=storage_timeout)
+    settled = Settled(keep, None if accept_mixed else now)
+    store.save_config(cfg.name, text)
+    counts = {"ok": 0, "diverged": 0, "failed": 0}
+
+    def announce(expansion):
+        cut = cfg.skipped()
+        cut_text = f" ({cut} combinations with batch_size > n_train left out)" if cut else ""
+        stale = f" ({resume.stale} of them stale)" if resume.stale else ""
+        log(f"sweep {cfg.name!r}: {expansion.total} trials{cut_text}, {expansion.done} already stored, "
+            f"{expansion.pending} to run{stale}")
+
+    def drive(expansion):
+        _drive(cfg, expansion, store, counts, progress, engine or cfg.engine, settled, log,
+               COMPACT_EVERY if compact else 0)
+
+    n = cfg.count()
+    if n >= OVERLAP_TRIALS and resume.stored < n:
+        # A large sweep with work left: hash its ids (seconds of Python per million trials) while
+        # Ray starts, which mostly waits for its processes; ray.init stays on the main thread.
+        expansion = _scan_while(lambda: scan(cfg, resume.done_ids),
+                                localray.session(lambda: connect(address, num_cpus, insecure_ray)),
+                                announce, drive)
+    else:
+        expansion = scan(cfg, resume.done_ids)
+        announce(expansion)
+        if expansion.pending:
+            with localray.session(lambda: connect(address, num_cpus, insecure_ray)):
+                drive(expansion)
+    if compact:
+        retrying(lambda: compact_store(store, cfg.name), f"compact sweep {cfg.name!r}", storage_timeout,
+                 retry_on=(OSError, StorageError))
+    return SweepSummary(name=cfg.name, results=store.uri, total=expansion.total, skipped=expansion.done,
+                        counts=counts, wall_s=time.monotonic() - t0)
+
+
+OVERLAP_TRIALS = 50_000
+
+
+"""Sweeps of at least this many trials hash their ids while Ray starts (run_sweep)."""
+
+
+def _scan_while(scan_fn, session, announce, drive):
+    """Run ``scan_fn`` in a thread while ``session`` (Ray) starts on this one; then announce the
+    expansion and drive it if anything is pending. Returns the expansion."""
+    import threading
+
+    box: dict = {}
+
+    def work():
+        try:
+            box["expansion"] = scan_fn()
+        except BaseException as e:  # raised again on this thread, below
+            box["error"] = e
+
+    thread = threading.Thread(target=work, name="scan-trial-ids", daemon=True)
+    thread.start()
+    try:
+        with session:
+            thread.join()
+            if "error" in box:
+                raise box["error"]
+            expansion = box["expansion"]
+            announce(expansion)
+            if expansion.pending:
+                drive(expansion)
+    finally:
+        thread.join()  # a failed Ray start: let the scan finish before the error surfaces
+    return expansion
+
+
+def check_size(cfg: SweepConfig, allow_large: bool) -> None:
+    """Refuse a sweep over MAX_TRIALS trials without --allow-large, and over LARGE_LIMIT with it
+    (counted, never expanded)."""
+    n = cfg.count()
+    if n > LARGE_LIMIT:
+        raise ConfigError("axes", f"the sweep expands to {n:,} trials, over the most a sweep may have "
+                          f"({LARGE_LIMIT:,}, even with --allow-large); split it into several sweeps")
+    if n > MAX_TRIALS and not allow_large:
+        raise ConfigError("axes", f"the sweep expands to {n:,} trials, over the limit of {MAX_TRIALS:,}; "
+                          "shrink the axes or pass --allow-large if you mean it")
+
+
+def _drive(cfg: SweepConfig, expansion, store: Store, counts: dict, progress: bool,
+           engine: str, settled: Settled, log, compact_every: int) -> None:
+    import ray
+
+    from cluster.driver.drive import drive
+
+    res = cfg.resources
+    device = "cuda" if res.gpu > 0 else "cpu"
+    total = ray.cluster_resources()
+    k = cfg.workers_per_trial
+    capacity = int(total.get("CPU", 1) // (res.cpu * k))
+    if res.gpu > 0:
+        capacity = min(capacity, int(total.get("GPU", 0) // (res.gpu if k == 1 else k)))
+    if capacity < 1:
+        raise UserError(f"the Ray cluster has {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs, "
+                        f"too few for one trial (resources: cpu={res.cpu:g}, gpu={res.gpu:g}, "
+                        f"workers_per_trial={k}); lower resources or join a bigger cluster with --address")
+    task = ray.remote(execute_unit).options(
+        num_cpus=res.cpu, num_gpus=res.gpu, max_retries=cfg.retries, retry_exceptions=True,
+        name="scaling-trial")
+    ddp = ray.remote(execute_ddp).options(num_cpus=0, max_retries=cfg.retries, retry_exceptions=True,
+                                          name="scaling-ddp-trial")
+    drive(cfg, expansion, store, counts, progress=progress, engine=engine, settled=settled, log=log,
+          capacity=capacity, task=task, ddp=ddp, threads=max(1, int(res.cpu)), device=device,
+          compact_every=compact_every)

@@ -1,0 +1,302 @@
+"""The local Ray a sweep starts: a fresh token, quiet output, clean stops, no orphans.
+
+- **Token.** Each local Ray gets its own random token (``RAY_AUTH_TOKEN``, 256 bits),
+  never the per-user ``~/.ray/auth_token``, so every gRPC method on every port it
+  opens refuses a client without it. ``RAY_AUTH_MODE=disabled`` needs ``--insecure-ray``.
+- **Stops.** SIGTERM (Kubernetes, ``timeout``) and SIGINT raise ``Stopped`` in the
+  driver, which unwinds like Ctrl-C: finished trials are stored, Ray is shut down.
+- **No orphans.** Every process of the cluster inherits a marker and the cluster is
+  recorded while it runs (``cluster.launch.reaper``). ``stop`` kills what ``ray.shutdown``
+  leaves; ``reap_orphans`` (the next sweep) kills what a SIGKILLed driver left.
+- **Quiet.** What Ray writes to the driver's stderr (C++ log lines, retry notices) goes
+  to ``<session>/logs/scaling-driver.err`` instead of the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import cluster.launch.reaper as reaper
+from cluster.launch.reaper import MARKER, reap_orphans  # noqa: F401  (the next sweep calls reap_orphans)
+from scaling.errors import UserError
+
+_session: dict | None = None  # the local Ray this process started
+_armed = 0  # how many stop_on_signals blocks are open
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGINT in the driver: stop like Ctrl-C; the command exits 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# ---- checks, before anything starts -----------------------------------------------------
+
+def check_auth_mode(insecure: bool) -> bool:
+    """True if Ray will use a token. ``RAY_AUTH_MODE=disabled`` is refused without ``insecure``."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is None or mode.strip().lower() == "token":
+        return True
+    if mode.strip().lower() != "disabled":
+        raise UserError(f"RAY_AUTH_MODE={mode!r} is not a Ray auth mode; unset it (a local Ray then "
+                        "gets a fresh token) or set token")
+    if not insecure:
+        raise UserError("RAY_AUTH_MODE=disabled turns off Ray's token check, and anyone who reaches a Ray "
+                        "port can then run code here (Ray unpickles what it is sent); unset it, or pass "
+                        "--insecure-ray if every machine that can reach this one is trusted")
+    return False
+
+
+def check_num_cpus(num_cpus: int | None, address: str | None = None) -> None:
+    """``--num-cpus`` sizes a local Ray: a whole number of CPUs, at least 1, at most 4x this machine's."""
+    if num_cpus is None:
+        return
+    if address or os.environ.get("RAY_ADDRESS"):
+        raise UserError("--num-cpus sizes a local Ray; a cluster joined with --address (or RAY_ADDRESS) "
+                        "has its own CPUs, so leave --num-cpus out")
+    most = 4 * (os.cpu_count() or 1)
+    if not 1 <= num_cpus <= most:
+        raise UserError(f"--num-cpus {num_cpus} is out of range; expected 1 to {most} (4x this machine's "
+                        f"{os.cpu_count()} CPUs: each CPU of a local Ray runs a worker process)")
+
+
+# ---- signals ------------------------------------------------------------------------------
+
+_stopped_by: int | None = None
+
+
+def _on_signal(signum, frame):
+    global _stopped_by
+    _stopped_by = signum
+    raise Stopped(signum)
+
+
+def stopped_by(exc: BaseException) -> int:
+    """The signal behind a ``KeyboardInterrupt``: Ray turns any it sees inside ``ray.get`` or
+    ``ray.wait`` into a plain one, so the number is also kept here."""
+    return getattr(exc, "signum", None) or _stopped_by or signal.SIGINT
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGTERM and SIGINT raise ``Stopped`` in the main thread while the block runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    global _armed, _stopped_by
+    if not _armed:
+        _stopped_by = None
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in before:
+        signal.signal(s, _on_signal)
+    _armed += 1
+    try:
+        yield
+    finally:
+        _armed -= 1
+        for s, handler in before.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def rearm_signals() -> None:
+    """Take SIGTERM back after ``ray.init``, which installs a handler of its own (``sys.exit``)
+    under a C++ one that prints a stack dump first."""
+    if _armed and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_signal)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Let a clean-up finish: a second Ctrl-C or SIGTERM waits until the block is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    before = {s: signal.signal(s, lambda signum, frame: got.append(signum))
+              for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+# ---- the driver's stderr ------------------------------------------------------------------
+
+@contextlib.contextmanager
+def ray_output_to_log():
+    """Send what Ray writes to this process's stderr (fd 2) and its retry notices to a log file.
+
+    ``sys.stderr`` keeps pointing at the terminal, so the progress bar and error lines still
+    show. Yields a dict; put ``session_dir`` in it and the log is moved to that session's logs.
+    """
+    state = {"session_dir": None}
+    path = (reaper.state_dir() or Path(tempfile.gettempdir())) / f"driver-{os.getpid()}-{secrets.token_hex(4)}.err"
+    try:
+        log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        real = os.dup(2)
+    except OSError:
+        yield state  # nowhere to write: Ray's lines stay on stderr
+        return
+    saved = sys.stderr
+    with contextlib.suppress(Exception):
+        saved.flush()
+    sys.stderr = open(real, "w", buffering=1, encoding=getattr(saved, "encoding", None) or "utf-8",
+                      errors="backslashreplace", closefd=False)
+    os.dup2(log_fd, 2)
+    unpatch = _route_ray_notices(log_fd)
+    try:
+        yield state
+    finally:
+        unpatch()
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(real, 2)
+        sys.stderr = saved
+        os.close(real)
+        os.close(log_fd)
+        reaper.keep_log(path, state["session_dir"])
+
+
+def _route_ray_notices(log_fd: int):
+    """Ray prints task-retry notices (a traceback each) on the driver's stdout; log them instead."""
+    try:
+        import ray._private.worker as ray_worker
+    except ImportError:
+        return lambda: None
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None:
+        return lambda: None
+
+    def to_log(data, ignore_prefix=False):
+        text = "\n".join(str(line) for line in data.get("lines", []))
+        with contextlib.suppress(OSError):
+            os.write(log_fd, f"({data.get('pid', 'ray')}) {text}\n".encode(errors="backslashreplace"))
+
+    ray_worker.print_to_stdstream = to_log
+    return lambda: setattr(ray_worker, "print_to_stdstream", original)
+
+
+# ---- the local Ray ------------------------------------------------------------------------
+
+def start(num_cpus: int | None, *, insecure: bool = False, **init_kw) -> None:
+    """Start a local Ray with a fresh token, recorded so that nothing of it outlives the sweep."""
+    global _session
+    import ray
+
+    token = check_auth_mode(insecure)
+    check_num_cpus(num_cpus)
+    cluster = secrets.token_hex(8)
+    env = {MARKER: cluster}
+    if token:
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    _reload_auth()
+    record = {"cluster": cluster, "driver_pid": os.getpid(), "driver_start": reaper.start_time(os.getpid()),
+              "host": socket.gethostname(), "boot": reaper.boot_id(), "session_dir": None}
+    _session = {"cluster": cluster, "saved_env": saved, "record": reaper.write_record(record), "session_dir": None}
+    try:
+        info = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                        dashboard_host="127.0.0.1", **init_kw)
+    except BaseException as e:
+        stop()
+        if isinstance(e, (ValueError, OSError)):  # a bad setting or folder, not a bug
+            text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            hint = (" (Ray keeps its sessions and sockets under RAY_TMPDIR, else TMPDIR, else /tmp: "
+                    "it needs a writable folder with a short path)" if isinstance(e, OSError) else "")
+            raise UserError(f"cannot start a local Ray: {text}{hint}") from None
+        raise
+    rearm_signals()
+    session_dir = info.address_info.get("session_dir")
+    _session["session_dir"] = session_dir
+    if _session["record"] is not None:
+        reaper.write_record({**record, "session_dir": session_dir})
+    with contextlib.suppress(OSError, TypeError):
+        os.chmod(session_dir, 0o700)  # Ray makes it world-writable; its logs and sockets are ours
+
+
+def stop() -> None:
+    """Shut down the local Ray this process started and kill whatever of it still runs."""
+    global _session
+    import ray
+
+    if _session is None:
+        return
+    session, _session = _session, None
+    with _signals_held():
+        try:
+            _stop_autoscaler_monitor()
+            ray.shutdown()
+        finally:
+            reaper.kill(reaper.processes_of(session["cluster"], session["session_dir"]))
+            for key, value in session["saved_env"].items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            _reload_auth()
+            if session["record"] is not None:
+                session["record"].unlink(missing_ok=True)
+
+
+def _stop_autoscaler_monitor() -> None:
+    """Kill the local Ray's autoscaler monitor before ``ray.shutdown``, which would SIGTERM it and
+    then wait a full second for it (it does not exit on SIGTERM) before killing it anyway: a
+    local Ray has nothing to autoscale, and that second was a third of a small sweep's fixed cost."""
+    with contextlib.suppress(Exception):
+        import ray._private.worker as ray_worker
+
+        node = ray_worker._global_node
+        for info in (node.all_processes.get("monitor", []) if node is not None else []):
+            if info.process.poll() is None:
+                info.process.kill()
+                info.process.wait(timeout=1.0)
+
+
+def _reload_auth() -> None:
+    """Make this process's Ray read RAY_AUTH_MODE and the token again (both are cached)."""
+    with contextlib.suppress(ImportError, AttributeError):
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
+@contextlib.contextmanager
+def session(connect):
+    """Ray for one sweep. ``connect()`` joins a cluster or calls ``start``, and returns True if it
+    started a local Ray; on the way out that Ray is stopped and reaped, a joined one left."""
+    import ray
+
+    existing = ray.is_initialized()
+    with stop_on_signals(), ray_output_to_log() as output:
+        started = connect()
+        output["session_dir"] = _session_dir()
+        try:
+            yield
+        finally:
+            if started:
+                stop()
+            elif not existing and ray.is_initialized():
+                with _signals_held():
+                    ray.shutdown()  # disconnects from a joined cluster; stops nothing there
+
+
+def _session_dir() -> str | None:
+    """The session dir of the Ray this driver is connected to (its own logs are there)."""
+    with contextlib.suppress(Exception):
+        import ray._private.worker as ray_worker
+
+        return ray_worker._global_node.get_session_dir_path()
+    return None

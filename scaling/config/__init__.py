@@ -1,0 +1,13 @@
+"""Sweep configs: YAML -> SweepConfig -> trials.
+
+Modules: ``sweep`` (the section dataclasses, parsing and checks), ``file`` (reading a config
+file safely), ``expand`` (the axes' product, streamed in chunks). May import: scaling.tasks,
+scaling.store (``reserved_name``), scaling.spec, scaling.errors. Never torch, ray or training.
+"""
+
+from scaling.config.sweep import (  # noqa: F401
+    MODEL_INPUTS, ENGINES, MAX_TRIALS, MAX_TRIALS_HELD, MAX_DEPTH, MAX_VALUES,
+    INT64, NAME_RE, SECTIONS, TOP_KEYS, MAX_STEPS, MetricsConfig,
+    SearchConfig, BudgetConfig, EvalConfig, ResourcesConfig, PackingConfig, SweepConfig,
+    load_config, config_from_text, count_trials, parse_config,
+)
