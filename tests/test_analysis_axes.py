@@ -1,6 +1,6 @@
 """Axes are declared, never guessed: the three bugs of guessing, each through the real CLI.
 
-Before the declared schema, analysis/tables/frame.py took every column not on an exclusion
+Before the declared schema, analysis/tables/columns.py took every column not on an exclusion
 list as an axis. Each test below failed that way:
 
 1. a metric named on the command line (``--metric test_cross_entropy``) of a CSV

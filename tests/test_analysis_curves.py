@@ -7,7 +7,7 @@ import pytest
 from analysis.fit.curves import fit_learning_curves
 from analysis.errors import AnalysisError
 from analysis.tables.load import from_store
-from analysis.tables.frame import parse_where
+from analysis.tables.columns import parse_where
 
 A, B, C = 4.0, -0.5, 0.05
 SIZES = (250, 500, 1000, 2000, 4000, 8000, 16000, 32000)

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from analysis import tables
-import analysis.tables.frame as frame_mod
+import analysis.tables.columns as frame_mod
 from analysis.errors import AnalysisError
 
 

@@ -355,7 +355,7 @@ def test_a_ray_start_up_mistake_is_one_line(tmp_path):
 def test_the_namespace_is_tried_in_a_child_and_a_refusal_leaves_this_process_on_the_host(monkeypatch):
     import cluster.launch.netns as netns
 
-    script = ("import json, os; from cluster import netns; here = os.readlink('/proc/self/ns/net'); "
+    script = ("import json, os; from cluster.launch import netns; here = os.readlink('/proc/self/ns/net'); "
               "reason = netns._in_child(netns._unshare); "
               "print(json.dumps([reason, here == os.readlink('/proc/self/ns/net')]))")
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -190,7 +190,7 @@ def float64(monkeypatch):
     """Models built in float64 and every task's float features as float64."""
     import dataclasses
 
-    import scaling.training.data
+    import scaling.training.backends.module
     import scaling.training.backends.vmap
     from scaling.tasks.resolve import load_task
 
@@ -200,7 +200,7 @@ def float64(monkeypatch):
                 if getattr(data, k) is not None}
         return dataclasses.replace(data, **wide)
 
-    monkeypatch.setattr(scaling.training.data, "load_task", load64)
+    monkeypatch.setattr(scaling.training.backends.module, "load_task", load64)
     monkeypatch.setattr(scaling.training.backends.vmap, "load_task", load64)
     before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
@@ -223,7 +223,7 @@ def test_float64_agrees_where_float32_is_chaotic(optimizer, images, float64):
 PEAK = """
 import json, sys
 import torch
-from scaling.training.backends.stacked import run_pack
+from scaling.training.run import run_pack
 from scaling.training.packing import estimate_pack_bytes
 torch.set_num_threads(1)
 trials, device = json.loads(sys.argv[1]), sys.argv[2]

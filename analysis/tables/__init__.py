@@ -1,17 +1,17 @@
 """Reading and shaping tables: ``load`` (from a store or any CSV/Parquet/JSON file, with
-declared axes), ``frame`` (columns as arrays, metrics, groups), ``sqlfilter``, ``cells``
+declared axes), ``columns`` (columns as arrays, metrics, groups), ``sqlfilter``, ``cells``
 (configurations and their seeds), ``frontier``. May import: analysis.stats, analysis.errors,
 scaling.spec and scaling.store. Never fit, rules, report or cli.
 
 ``tables.frame(...)``, ``tables.load_trials(...)`` and the other public names of ``load`` and
-``frame`` are re-exported here.
+``columns`` are re-exported here.
 """
 
 from analysis.tables.load import (  # noqa: F401
     SOURCE_KEY, AXES_KEY, SEED_KEY, NAMED_KEY, DERIVED, SKIPPED,
     load_trials, load_sweep, from_store, declare, is_table_file, read_any,
 )
-from analysis.tables.frame import (  # noqa: F401
+from analysis.tables.columns import (  # noqa: F401
     Frame, table_axes, frame, n_rows, numeric, metric,
     maximize, status, count_by, usable, candidate_axes, check_replicates,
     varying, hashable, groups, parse_cols, parse_where, where_mask,

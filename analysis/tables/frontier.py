@@ -78,7 +78,7 @@ def frontier(fr: dict, rows: np.ndarray, point_cols, y: np.ndarray, *, outcome: 
     Parameters
     ----------
     fr : dict of ndarray
-        Trials frame (:func:`analysis.tables.frame`).
+        Trials frame (:func:`analysis.tables.columns`).
     rows : ndarray of int
         Trials of the group, infeasible ones included (they disqualify their cell).
     point_cols : sequence of str
