@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench reproduce clean
+.PHONY: install demo test check bench reproduce clean
 
 install: $(STAMP)
 
@@ -17,7 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/scaling sweep configs/demo.yaml --results results
 
+# make test: what a newcomer runs (a few minutes); make check: every test, as CI runs it.
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+check: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 # Speed is measured side by side in one run; absolute times on shared machines are noise.

@@ -96,6 +96,7 @@ def rule_noisy(rule_design):
     return _rule_runs(rule_design, "noisy", 40_000)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runs", ["curves_digits", "curves_noisy"])
 def test_learning_curve_exponent_interval_covers_the_truth(runs, request):
     r = request.getfixturevalue(runs)
@@ -126,6 +127,7 @@ def test_choosing_on_the_test_set_shows_the_curse_this_guards_against(curve_desi
     assert np.mean(b) < -0.75 - 0.02, np.mean(b)  # steeper than the oracle's -0.75
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runs", ["rule_digits", "rule_noisy"])
 def test_b_opt_and_rule_exponent_intervals_cover_the_truth(runs, request):
     r = request.getfixturevalue(runs)

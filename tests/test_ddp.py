@@ -72,6 +72,7 @@ def test_batch_not_divisible_by_workers_is_a_clear_error():
     check_workers(32, 4)
 
 
+@pytest.mark.slow
 def test_two_gloo_workers_match_one_worker(ray_local):
     t = trial()
     handler = signal.getsignal(signal.SIGINT)
@@ -84,6 +85,7 @@ def test_two_gloo_workers_match_one_worker(ray_local):
     assert_same_run(single, ddp)
 
 
+@pytest.mark.slow
 def test_divergence_matches_inside_a_ray_task(ray_local):
     # lr=100 with momentum explodes the loss past the divergence threshold within a few steps.
     t = trial(lr=100.0, weight_decay=0.0, budget={"steps": 20}, eval={"every_steps": 5})
@@ -119,6 +121,7 @@ def test_nccl_workers_match_one_gpu_worker(ray_local):
     assert_same_run(single, ddp, loss_tol={"rel": 1e-3, "abs": 1e-5})
 
 
+@pytest.mark.slow
 def test_sweep_with_two_workers_per_trial_runs_through_the_runner(ray_local, tmp_path):
     """workers_per_trial: 2 in a config runs each trial as DDP and stores it like any other."""
     from cluster.driver.sweep import run_sweep

@@ -150,6 +150,7 @@ def _ddp_worker(rank: int, world: int, port: int, cases: list, out_dir: str) -> 
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_backend_matches_plain_torch(references, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -332,6 +332,7 @@ def counted_as_data(raw) -> None:
     assert n == cfg.count() - (cfg.skipped() or 0)
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=EXAMPLES["mutated"])
 @given(mutated_configs())
 def test_mutated_configs_are_refused_in_one_line_or_valid(raw):

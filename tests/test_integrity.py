@@ -493,6 +493,7 @@ def test_both_visible_reads_the_same_rows(tmp_path):
     assert rows(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_killing_compact_at_any_point_leaves_the_same_rows(tmp_path):
     template = tmp_path / "template"
     store = build(template, n=4)

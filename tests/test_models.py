@@ -159,6 +159,7 @@ resources: {{cpu: 1}}
 """
 
 
+@pytest.mark.slow
 def test_lm_sweep_over_width_and_n_train_runs_through_ray(ray_local, tmp_path):
     from cluster.driver.sweep import run_sweep
 

@@ -132,6 +132,7 @@ resources: {cpu: 1}
 """
 
 
+@pytest.mark.slow
 def test_plugin_task_runs_in_a_sweep_on_ray(tmp_path):
     """The real command in a fresh process: its local Ray's workers inherit PYTHONPATH."""
     path = write_config(tmp_path, PLUGIN_SWEEP)

@@ -31,6 +31,7 @@ def test_nan_or_inf_in_the_data_is_a_diverged_trial(plugin_path, bad):
     assert "step" in out["trial"]["error"] and math.isnan(out["trial"]["test_acc"])
 
 
+@pytest.mark.slow
 def test_out_of_memory_is_a_failed_trial_and_the_sweep_goes_on(tmp_path):
     from scaling.spec.schema import BY_NAME
 

@@ -208,6 +208,7 @@ def float64(monkeypatch):
     torch.set_default_dtype(before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_float64_agrees_where_float32_is_chaotic(optimizer, images, float64):
     """The ResNet at the CNN's learning rates: in float32 pack and alone end up to 50% apart
