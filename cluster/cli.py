@@ -79,7 +79,6 @@ def _private_ray_network(args) -> None:
 
 def print_summary(results: str, sweep: str) -> None:
     """Short summary of a stored sweep: statuses and the best configuration per n_train."""
-    from scaling.store.query import format_table, run_query
     from scaling.store.views import open_store
 
     with open_store(results, [sweep]) as view:  # one view of the sweep for every part of the summary
@@ -130,26 +129,6 @@ def print_exponent(results: str, view, sweep: str) -> None:
         print("\nlearning curve: the power-law fit did not converge; see scaling fit")
 
 
-def cmd_status(args) -> int:
-    from scaling.status import status_table
-    from scaling.store.query import format_table
-
-    print(format_table(status_table(args.results)))
-    return 0
-
-
-def cmd_query(args) -> int:
-    from scaling.store.query import format_table, parse_memory, run_query
-    from scaling.store.views import default_memory_limit
-
-    if not args.timeout > 0:
-        raise UserError(f"--timeout must be a number of seconds > 0, got {args.timeout:g}")
-    memory = parse_memory(args.memory) if args.memory else default_memory_limit()
-    print(format_table(run_query(args.results, args.sql, timeout_s=args.timeout, memory_limit=memory),
-                       args.format))
-    return 0
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -195,24 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave the parts as written (default: compact every ~10,000 parts and at the end)")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("status", help="trial counts by status for each sweep in a store")
-    p.add_argument("results", help="results store (path or URI)")
-    p.set_defaults(func=cmd_status)
-
-    p = sub.add_parser("query", help="run SQL over the tables trials and curves (DuckDB, read-only)")
-    p.add_argument("results", help="results store (path or URI)")
-    p.add_argument("sql", help="a SELECT over trials and curves")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="stop a query that runs longer (default: 300)")
-    p.add_argument("--memory", default=None, metavar="SIZE",
-                   help="most memory a query may use, e.g. 8GB (default: half of this machine's)")
-    p.set_defaults(func=cmd_query)
-
     from analysis.cli.parsers import register as register_analysis
-    from scaling.cli import register as register_integrity
+    from scaling.cli import register as register_store
 
-    register_integrity(sub)
+    register_store(sub)
     register_analysis(sub)
     return parser
 

@@ -1,9 +1,35 @@
+"""The store's subcommands: ``scaling status``, ``query``, ``verify`` and ``compact``.
+
+Each is a ``cmd_*`` action; ``register`` adds their parsers, in the order ``scaling --help``
+lists them. ``cluster/cli.py`` assembles these with ``sweep`` and the analysis commands.
+"""
 from __future__ import annotations
 
 from scaling.store.compaction import TARGET_ROWS
+from scaling.errors import UserError
 from scaling.store.verify import compact, outside, repair, verify
 
 # ---- command line ---------------------------------------------------------------------------
+
+def cmd_status(args) -> int:
+    from scaling.status import status_table
+    from scaling.store.query import format_table
+
+    print(format_table(status_table(args.results)))
+    return 0
+
+
+def cmd_query(args) -> int:
+    from scaling.store.query import format_table, parse_memory, run_query
+    from scaling.store.views import default_memory_limit
+
+    if not args.timeout > 0:
+        raise UserError(f"--timeout must be a number of seconds > 0, got {args.timeout:g}")
+    memory = parse_memory(args.memory) if args.memory else default_memory_limit()
+    print(format_table(run_query(args.results, args.sql, timeout_s=args.timeout, memory_limit=memory),
+                       args.format))
+    return 0
+
 
 def cmd_verify(args) -> int:
     """``scaling verify DIR [--repair]``: 0 when the store is sound, 1 when problems remain."""
@@ -45,6 +71,20 @@ def cmd_compact(args) -> int:
 
 def register(subparsers) -> None:
     """Add the ``verify`` and ``compact`` commands to the ``scaling`` command line."""
+    p = subparsers.add_parser("status", help="trial counts by status for each sweep in a store")
+    p.add_argument("results", help="results store (path or URI)")
+    p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser("query", help="run SQL over the tables trials and curves (DuckDB, read-only)")
+    p.add_argument("results", help="results store (path or URI)")
+    p.add_argument("sql", help="a SELECT over trials and curves")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="stop a query that runs longer (default: 300)")
+    p.add_argument("--memory", default=None, metavar="SIZE",
+                   help="most memory a query may use, e.g. 8GB (default: half of this machine's)")
+    p.set_defaults(func=cmd_query)
+
     p = subparsers.add_parser("verify", help="check every Parquet part of a results store")
     p.add_argument("results", help="results store (path or URI)")
     p.add_argument("--repair", action="store_true",
