@@ -210,3 +210,21 @@ def test_the_adamw_lm_recipe_is_valid(tmp_path):
     assert {(t.optimizer, t.schedule, t.beta2, t.warmup_frac, t.final_lr_frac) for t in trials} == {
         ("adamw", "cosine", 0.95, 0.05, 0.1)}
     assert {t.momentum for t in trials} == {0.0}, "momentum does not apply to AdamW"
+
+
+# ---- the model registry ------------------------------------------------------------------------
+
+def test_every_model_spec_has_a_builder_and_every_table_derives_from_the_specs():
+    from scaling.config.sweep import MODEL_INPUTS
+    from scaling.spec.models import SPECS, model_spec
+    from scaling.spec.schema import MODEL_DEFAULTS, MODELS
+    from scaling.training import models as built
+    from scaling.training.packing import PACKABLE_MODELS, STACKED_MODELS
+
+    assert list(built.BUILDERS) == list(SPECS) == list(MODELS)
+    assert MODEL_DEFAULTS == {n: (s.width, s.depth) for n, s in SPECS.items()}
+    assert MODEL_INPUTS == {n: s.inputs for n, s in SPECS.items() if s.inputs}
+    assert PACKABLE_MODELS == {n for n, s in SPECS.items() if s.packs}
+    assert STACKED_MODELS == {n for n, s in SPECS.items() if s.stacked}
+    with pytest.raises(ValueError, match="unknown model 'mlpx'; known models: mlp, cnn, resnet, transformer, task"):
+        model_spec("mlpx")

@@ -34,11 +34,11 @@ import scaling.spec.axes as axes_mod
 import scaling.spec.schema as schema
 from scaling.config.file import MAX_CONFIG_BYTES, parse_yaml, read_text
 from scaling.errors import ConfigError
+from scaling.spec.models import SPECS
 from scaling.spec.schema import MODEL_DEFAULTS, MODELS, Trial, make_trial, total_steps, trial_id  # noqa: F401
 from scaling.tasks.resolve import own_model, packable, task_kind, task_train_size, validate_task
 
-MODEL_INPUTS = {"mlp": ("vectors", "images"), "cnn": ("images",), "resnet": ("images",),
-                "transformer": ("tokens",)}
+MODEL_INPUTS = {s.name: s.inputs for s in SPECS.values() if s.inputs}
 """The task inputs (scaling.tasks.Dataset.kind) each built-in model takes."""
 ENGINES = {"packed", "single"}
 MAX_TRIALS = 100_000

@@ -195,13 +195,21 @@ def build(model: dict, data) -> nn.Module:
     Not seeded here: callers wrap it in :func:`seeded`. The MLP is built by
     ``scaling.training.models.build_model``."""
     name, width, depth = model["name"], int(model["width"]), int(model["depth"])
-    if name == "cnn":
-        return SmallCNN(data.input_shape, data.n_classes, width, depth)
-    if name == "resnet":
-        return ResNet(data.input_shape, data.n_classes, width, depth)
-    if name == "transformer":
-        return ByteTransformer(data.input_shape[0], data.n_classes, width, depth, model.get("heads"))
-    raise ValueError(f"unknown model {name!r}")
+    if name not in BUILDERS or BUILDERS[name] is None:
+        raise ValueError(f"unknown model {name!r}; built here: {', '.join(n for n, b in BUILDERS.items() if b)}")
+    return BUILDERS[name](model, data, width, depth)
+
+
+BUILDERS = {
+    "mlp": None,  # built by build_model (the stacked backend writes the same MLP out by hand)
+    "cnn": lambda model, data, width, depth: SmallCNN(data.input_shape, data.n_classes, width, depth),
+    "resnet": lambda model, data, width, depth: ResNet(data.input_shape, data.n_classes, width, depth),
+    "transformer": lambda model, data, width, depth: ByteTransformer(data.input_shape[0], data.n_classes,
+                                                                     width, depth, model.get("heads")),
+    "task": None,  # the task's own make_model
+}
+"""The torch builder of each model in scaling.spec.models.SPECS, called as
+``builder(model dict, Dataset, width, depth)`` inside a seeded block."""
 
 
 def build_model(model: dict, input_dim: int, n_classes: int, seed: int) -> nn.Module:
