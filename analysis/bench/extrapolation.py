@@ -30,14 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.fit.forms.registry import FORMS
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "revisiting_nsl" / "benchmark.vision.csv"
 """The benchmark file shipped with the package."""
 DATASETS = {"bird": "Birds", "c": "CIFAR100", "cal": "Caltech101", "inet": "ImageNet"}
 """Task prefix -> downstream dataset."""
 PAPER = ("M1", "M2", "M3", "M4")
-"""The paper's families."""
-METHODS = PAPER + ("BNSL", "auto")
-"""Columns of the table."""
+"""The paper's families (its win-rate rule compares these only)."""
+METHODS = tuple(FORMS) + ("auto",)
+"""Columns of the table: every family of :mod:`analysis.fit.forms.registry`, then ``auto``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,14 +112,13 @@ def load_curves(path: str | os.PathLike = DATA, *, dev: bool = False) -> list[Cu
 def evaluate(curve: Curve, *, n_boot: int = 200, level: float = 0.95) -> CurveResult:
     """Fit every method to one curve and score it on the held-out points."""
     from analysis.errors import AnalysisError
-    from analysis.fit.forms.registry import FORMS
     from analysis.fit.forms.bounds import Bounds, rmse_log
     from analysis.fit.forms.fit import fit_form
     from analysis.fit.forms.prediction import predict
 
     bounds = Bounds(low=0.0, high=1.0, reason="error rates")
     rmse, inside, chosen = {}, {}, None
-    for name in PAPER + ("BNSL",):
+    for name in FORMS:
         form = FORMS[name]
         if np.unique(curve.x_fit).size < form.n_params + 1:
             rmse[name] = None
