@@ -29,9 +29,12 @@ calibrated on the digits sweeps) for anything statistical; :mod:`analysis.testin
 
 Presenting: :mod:`analysis.report.text` and :mod:`analysis.report.fit_text` (text),
 :mod:`analysis.report.plots` (figures), :mod:`analysis.report` (one HTML page),
-:mod:`analysis.cli.parsers` (the ``fit``, ``fit-joint``, ``bopt``,
-``compute-optimal`` and ``report`` subcommands; flags in :mod:`analysis.cli.args`,
-handlers in :mod:`analysis.cli.handlers`).
+:mod:`analysis.cli` (``COMMANDS``: the ``fit``, ``fit-joint``, ``bopt``, ``bcrit``,
+``compute-optimal`` and ``report`` subcommands, one module each; shared flags in
+:mod:`analysis.cli.args`).
+
+One flat import of the entry points above: :mod:`analysis.api` (``from analysis.api import
+fit_form``), loaded name by name on first use.
 
 Modules are imported on demand; ``import analysis`` loads nothing heavy.
 """
