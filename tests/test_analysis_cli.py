@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
 
-from analysis.cli.parsers import register, summary_lines
+from analysis.cli import register
+from analysis.cli.base import summary_lines
 from analysis.testing.synthetic import sweep_table, write_store
 
 
@@ -162,7 +163,7 @@ def test_summary_lines_count_every_status(store):
 
 
 def test_analysis_never_imports_torch_or_ray():
-    code = ("import sys, analysis.cli.parsers, analysis.report, analysis.bench, analysis.report.plots, "
+    code = ("import sys, analysis.cli, analysis.report, analysis.bench, analysis.report.plots, "
             "analysis.fit.joint, analysis.rules.bopt, analysis.fit.curves, analysis.testing.synthetic, scaling.store; "
             "bad = [m for m in ('torch', 'ray') if m in sys.modules]; "
             "sys.exit(f'imported {bad}' if bad else 0)")
