@@ -2,10 +2,10 @@
 :data:`AUTO` (the families ``auto`` chooses among) and :func:`form` (a lookup that lists what
 exists). ``fit --form`` offers ``auto`` and these names; the extrapolation benchmark scores them.
 
-Adding a family is its module and one line in :data:`_TABLE`. The table names the classes
-as ``"module:Class"`` and :data:`FORMS` builds each instance on first use, so reading the
-names (``--form`` choices, built with every ``scaling`` command's parser) loads neither
-numpy nor scipy.
+Adding a family is its module and one line in :data:`_TABLE` (whose last column says whether
+``auto`` considers it). The table names the classes as ``"module:Class"`` and :data:`FORMS`
+builds each instance on first use, so reading the names (``--form`` choices, built with every
+``scaling`` command's parser) loads neither numpy nor scipy.
 """
 
 from __future__ import annotations
@@ -15,21 +15,23 @@ from collections.abc import Iterator, Mapping
 
 from analysis.errors import AnalysisError
 
-_TABLE: tuple[tuple[str, str], ...] = (
-    ("M1", "analysis.fit.forms.families:M1"),
-    ("M2", "analysis.fit.forms.families:M2"),
-    ("M3", "analysis.fit.forms.families:M3"),
-    ("M4", "analysis.fit.forms.families:M4"),
-    ("BNSL", "analysis.fit.forms.bnsl:BNSL"),
+_TABLE: tuple[tuple[str, str, bool], ...] = (
+    # name, module:Class, in AUTO
+    ("M1", "analysis.fit.forms.families:M1", True),
+    ("M2", "analysis.fit.forms.families:M2", True),
+    ("M3", "analysis.fit.forms.families:M3", True),
+    ("M4", "analysis.fit.forms.families:M4", True),
+    ("BNSL", "analysis.fit.forms.bnsl:BNSL", True),
 )
-"""(name, ``module:Class``) of every family, in the order they are listed and tried."""
+"""(name, ``module:Class``, whether ``--form auto`` considers it) of every family, in the order
+they are listed and tried."""
 
 
 class _Forms(Mapping):
     """Name -> the family's one instance, built on first lookup."""
 
     def __init__(self, table) -> None:
-        self._where = dict(table)
+        self._where = {name: where for name, where, _ in table}
         self._made: dict = {}
 
     def __getitem__(self, name: str):
@@ -58,9 +60,8 @@ class _Forms(Mapping):
 FORMS: Mapping = _Forms(_TABLE)
 """Every family by name (a read-only mapping; iterating it loads nothing)."""
 
-AUTO: tuple[str, ...] = tuple(FORMS)
-"""The families ``auto`` (:func:`analysis.fit.forms.selection.select_form`) chooses among:
-all of them."""
+AUTO: tuple[str, ...] = tuple(name for name, _, in_auto in _TABLE if in_auto)
+"""The families ``auto`` (:func:`analysis.fit.forms.selection.select_form`) chooses among."""
 
 
 def form(name: str):
