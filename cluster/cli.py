@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave the parts as written (default: compact every ~10,000 parts and at the end)")
     p.set_defaults(func=cmd_sweep)
 
-    from analysis.cli.parsers import register as register_analysis
+    from analysis.cli import register as register_analysis
     from scaling.cli import register as register_store
 
     register_store(sub)

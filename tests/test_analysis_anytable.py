@@ -12,7 +12,7 @@ import pytest
 
 from analysis import tables
 from analysis.rules.joint_optimum import find_joint_optimum
-from analysis.cli.parsers import register
+from analysis.cli import register
 from analysis.errors import AnalysisError
 from analysis.tables.sqlfilter import apply_filter, filter_rows
 

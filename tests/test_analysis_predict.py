@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
 
-from analysis.cli.parsers import register
+from analysis.cli import register
 from analysis.fit.forms.on_curves import power_law_warnings
 from analysis.fit.forms.bounds import Bounds
 from analysis.fit.forms.fit import fit_form

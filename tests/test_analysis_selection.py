@@ -16,7 +16,7 @@ from scipy import stats
 
 import analysis.tables.cells as cl
 from analysis.rules.bopt import find_bopt
-from analysis.cli.parsers import register
+from analysis.cli import register
 from analysis.fit.curves import fit_learning_curves
 from analysis.errors import AnalysisError
 from analysis.testing.simulate import LANDSCAPES, Design, simulate

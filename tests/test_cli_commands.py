@@ -85,9 +85,3 @@ def test_form_choices_come_from_the_registry():
     with pytest.raises(AnalysisError) as err:
         form("M5")
     assert all(name in str(err.value) for name in FORMS)
-
-
-def test_the_old_register_path_still_works():
-    from analysis.cli.parsers import register as old
-
-    assert old is register
