@@ -1,3 +1,6 @@
+"""The text of fits: power laws and their flagged points, learning curves, curve families and
+their choice, predictions, compute-optimal tables and the joint-law check."""
+
 from __future__ import annotations
 
 from analysis import tables

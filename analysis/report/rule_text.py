@@ -1,3 +1,6 @@
+"""The text of the batch-size rules: B_opt per group and the SGD rule's verdict, the joint
+(lr, B) optimum (``bopt --over``), and the critical batch size."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,3 +1,6 @@
+"""Loading tables: a results store's trials (and curves), or any CSV, Parquet or JSON file,
+with its axes, seed column and named metrics declared in the table's metadata."""
+
 from __future__ import annotations
 
 import json

@@ -1,3 +1,7 @@
+"""Before planning: warm one worker per slot (imports, the task loaded), measure what each
+node has, and turn that into the memory a pack may plan for. Runs in the driver; the
+warm-up task's body lives with the other task bodies in :mod:`cluster.worker.units`."""
+
 from __future__ import annotations
 
 import json

@@ -1,3 +1,6 @@
+"""Joining Ray: a given address (or RAY_ADDRESS), or a local Ray started here, with the
+cluster's auth token used when there is one and the address checked before ``ray.init``."""
+
 from __future__ import annotations
 
 import os

@@ -1,3 +1,8 @@
+"""What runs inside Ray tasks on the workers: a unit of trials (one, or a pack) trained and
+committed by the worker itself, a trial over several workers (ddp), and the warm-up task.
+Every import of torch is inside these functions: the driver imports this module to name
+the task bodies for ``ray.remote`` and must stay torch-free."""
+
 from __future__ import annotations
 
 import json

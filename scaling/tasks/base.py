@@ -1,3 +1,6 @@
+"""What a task gives a trial: :class:`Dataset` (numpy arrays and the task's optional model,
+loss and metric) and :class:`TaskSpec` (how a built-in task checks, sizes and loads itself)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

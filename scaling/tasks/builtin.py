@@ -1,3 +1,6 @@
+"""The built-in tasks: digits (inside scikit-learn), teacher (a random network's labels),
+and the file tasks (mnist, fashion_mnist, cifar10, text). :data:`TASKS` is their registry."""
+
 from __future__ import annotations
 
 import functools

@@ -1,3 +1,6 @@
+"""FLOPs per training example, counted once per (task, model) by torch's FLOP counter on a
+forward and backward pass; stored with every trial as ``flops_per_example``."""
+
 from __future__ import annotations
 
 import functools

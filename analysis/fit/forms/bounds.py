@@ -1,3 +1,7 @@
+"""What every curve family shares and sits below both the fitter and the chooser: the
+metric's range (:class:`Bounds`, :func:`detect_bounds`) and the helpers that prepare points
+and score a fit on them."""
+
 from __future__ import annotations
 
 import re
