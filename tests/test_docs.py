@@ -131,3 +131,23 @@ def test_the_link_check_reads_only_relative_links_outside_code(tmp_path):
                     "```sh\necho [e](e.md)\n```\nA span `that wraps\n[f](f.md)` and ![g](img/g.png \"title\").\n",
                     encoding="utf-8")
     assert relative_links(page) == [(1, "a.md#part"), (6, "img/g.png")]
+
+
+def test_python_examples_in_the_docs_import_only_the_curated_api():
+    """README and docs examples import from analysis.api, so moving a module never breaks them,
+    and every name they import is one the API offers."""
+    import re
+
+    import analysis.api as api
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    seen = 0
+    for page in pages:
+        for line in page.read_text().splitlines():
+            m = re.match(r"\s*from (analysis[\w.]*) import (.+)", line)
+            if m:
+                seen += 1
+                assert m.group(1) == "analysis.api", f"{page.name}: {line.strip()}"
+                for name in (n.strip() for n in m.group(2).split(",")):
+                    assert name in api.__all__, f"{page.name}: analysis.api has no {name}"
+    assert seen >= 2
