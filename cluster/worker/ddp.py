@@ -15,7 +15,8 @@ workers (gloo on CPUs, NCCL on GPUs), and returns the same rows with
   batch;
 - every worker runs the one training loop (:mod:`scaling.training.loop`) with the ``ddp``
   backend, :class:`DDPBackend`: the ``module`` backend plus the all-reduce, so
-  optimizer (SGD or AdamW), schedule and divergence rule are the loop's;
+  optimizer (make_optimizer: scaling.training.optim's registry), schedule and
+  divergence rule are the loop's;
 - before every step the global minibatch loss (the mean of the k worker losses,
   all-reduced) is checked, so a divergence ends the trial on every worker at the
   same step;

@@ -13,8 +13,8 @@ The trial's ``seed`` fixes everything random about it:
 
 The schedule (evals, divergence, finishing, the rows) is :mod:`scaling.training.loop`'s;
 :class:`ModuleBackend` supplies one ``nn.Module`` trained with autograd and
-``torch.optim`` (SGD or AdamW, the learning rate set each step from the
-trial's schedule). The model is the MLP (``build_model``), a built-in one from
+``torch.optim`` (the optimizer's factory in scaling.training.optim, the learning rate set
+each step from the trial's schedule). The model is the MLP (``build_model``), a built-in one from
 scaling.training.models, or the task's own (a plug-in's ``make_model``); the loss is
 cross-entropy (over the last axis, so per token for a language model) unless
 the task gives its own. With a ``metrics`` mapping in the trial,

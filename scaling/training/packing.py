@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from scaling.spec.schema import as_trial
+from scaling.training.optim import state_count
 from scaling.tasks.plugins import is_plugin
 from scaling.tasks.resolve import packable, task_kind, task_shape
 
@@ -112,10 +113,10 @@ def _layer_dims(trial, input_dim: int, n_classes: int) -> list[int]:
 def estimate_pack_bytes(trials, footprint: dict | None = None) -> int:
     """Rough bytes of training these trials as one pack on one device (either backend).
 
-    Counts float32 parameters, gradients, optimizer state (a momentum buffer, or
-    AdamW's two moments), update temporaries and the copy taken for eval, one
-    step's activations and their gradients, one eval block, the task's data and
-    the drawn batch indices. The stacked MLP is counted from its layer sizes (no
+    Counts float32 parameters, gradients, optimizer state (``state`` copies of its
+    entry in scaling.training.optim: SGD's momentum buffer, AdamW's two moments),
+    update temporaries and the copy taken for eval, one step's activations and
+    their gradients, one eval block, the task's data and the drawn batch indices. The stacked MLP is counted from its layer sizes (no
     torch, no data loaded for the built-in vector tasks); a vmap pack from its model's
     ``footprint`` (scaling.training.measure.footprint: parameters, and the bytes autograd saves
     per example, measured on the worker that will run it), measured here if not given.
@@ -133,7 +134,7 @@ def estimate_pack_bytes(trials, footprint: dict | None = None) -> int:
     dims = _layer_dims(trials[0], input_dim, n_classes)
     n_params = sum((a + 1) * b for a, b in zip(dims, dims[1:]))
     hidden = sum(dims[1:-1])
-    copies = 6 if trials[0].optimizer == "adamw" else 5
+    copies = 4 + state_count(trials[0].optimizer)
     state = copies * members * n_params  # + the weights of the members being evaluated
     acts = members * batch * (dims[0] + 3 * hidden + 4 * dims[-1])
     evals = max(EVAL_BLOCK_BYTES // 4, 64 * members * (dims[0] + 2 * hidden + 4 * dims[-1]))
@@ -157,7 +158,7 @@ def _vmap_bytes(trials, footprint: dict | None, input_dim: int, n_examples: int)
         footprint = measure(trials[0].task, trials[0].model_spec)
     members, batch, t = len(trials), trials[0].batch_size, trials[0]
     noise = bool(t.metrics and t.metrics.get("noise_scale"))
-    copies = 4 + (2 if t.optimizer == "adamw" else 1) + (2 if noise else 0)
+    copies = 4 + state_count(t.optimizer) + (2 if noise else 0)
     state = 4 * copies * members * footprint["n_params"] + 2 * members * footprint["buffer_bytes"]
     live = batch // 2 if noise and batch > 1 else batch  # the noise scale back-propagates half batches
     acts = ACT_FACTOR * members * live * footprint["activation_bytes"]

@@ -17,15 +17,13 @@ from scaling.training.data import (
 from scaling.training.flops import flops_per_example
 from scaling.training.loop import eval_steps, run_members  # noqa: F401 (re-exported)
 from scaling.training.models import make_model
+from scaling.training import optim
 
 
 def make_optimizer(params, trial) -> torch.optim.Optimizer:
-    """The trial's ``torch.optim`` optimizer at its peak lr (the loop sets each step's lr)."""
-    if trial.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=trial.lr, betas=(trial.beta1, trial.beta2), eps=trial.eps,
-                                 weight_decay=trial.weight_decay)
-    return torch.optim.SGD(params, lr=trial.lr, momentum=trial.momentum, weight_decay=trial.weight_decay,
-                           nesterov=trial.nesterov)
+    """The trial's ``torch.optim`` optimizer at its peak lr (the loop sets each step's lr): the
+    factory of its entry in scaling.training.optim.OPTIMIZERS."""
+    return optim.get(trial.optimizer).factory(params, trial)
 
 
 class ModuleBackend:

@@ -12,9 +12,10 @@ in step count too. Everything else stays per member, exactly as
 - initial weights from ``build_model(seed)``, subset from ``subset_indices``,
   batch order from ``BatchStream`` (taken many steps at a time: the same stream);
 - the optimizer as ``torch.optim`` computes it, with the hyperparameters held as
-  (M, 1, 1) tensors: SGD ``b = m b + (g + wd p)``, ``p -= ε_t b``; AdamW
-  ``p *= 1 − ε_t wd``, Adam's moments and bias corrections, ``p -= ε_t m̂/(√v̂ + eps)``,
-  where ε_t is the member's scheduled lr at this step;
+  (M, 1, 1) tensors and ε_t the member's scheduled lr at this step: the update of the
+  optimizer's entry in scaling.training.optim.OPTIMIZERS (SGD ``b = m b + (g + wd p)``,
+  ``p -= ε_t b``; AdamW ``p *= 1 − ε_t wd``, Adam's moments and bias corrections,
+  ``p -= ε_t m̂/(√v̂ + eps)``; ...), the one the vmap backend runs too;
 - the loop (:mod:`scaling.training.loop`) checks the losses, evaluates each member at its
   own eval steps and drops members as they finish or diverge.
 
@@ -22,7 +23,7 @@ This backend trains the MLP on float features with cross-entropy and no
 ``metrics``; every other packable trial goes to the vmap backend
 (scaling.training.backends.vmap), and ``run_pack`` picks the one ``choose_backend`` names.
 
-SGD without Nesterov takes a fast path: each weight's gradient matmul adds
+SGD without Nesterov takes a fast path of its own: each weight's gradient matmul adds
 straight into its momentum buffer (``baddbmm_``, the momentum as its beta for
 each run of members that share it), so no gradient is written out and read
 back; ``python -m cluster.bench.roofline`` times the step against its roofline.
@@ -50,6 +51,7 @@ from scaling.tasks.resolve import load_task
 from scaling.training.data import BatchStream, batch_block, same_start, subset_indices
 from scaling.training.flops import flops_per_example
 from scaling.training.models import build_model
+from scaling.training import optim
 from scaling.training.packing import (
     EVAL_BLOCK_BYTES,
     INDEX_BLOCK_BYTES,
@@ -86,7 +88,7 @@ class StackedBackend:
         self.trials, self.device = list(trials), device
         self.dims = dims = _layer_dims(trials[0], data.input_dim, data.n_classes)
         self.batch = trials[0].batch_size
-        self.adamw = trials[0].optimizer == "adamw"
+        self.optimizer = optim.get(trials[0].optimizer)
         pool = len(data.y_train)
         self.subsets = [subset_indices(t.seed, pool, t.n_train) for t in trials]
         self.streams = [BatchStream(t.seed, t.n_train) for t in trials]
@@ -114,7 +116,7 @@ class StackedBackend:
         self.n_params = sum(p.numel() for p in models[0].parameters())
         self.flops_per_example = flops_per_example(trials[0])
         self.tokens_per_example, self.pool_size, self.data_version = 1, pool, data.data_version
-        self.state = [[torch.zeros_like(p) for p in self.w + self.b] for _ in range(2 if self.adamw else 1)]
+        self.state = [[torch.zeros_like(p) for p in self.w + self.b] for _ in range(self.optimizer.state)]
         self.hyper = {key: self._hyper(key)
                       for key in ("lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps")}
         self.any_wd = bool((self.hyper["weight_decay"] != 0).any())
@@ -200,11 +202,14 @@ class StackedBackend:
         if lr is not None:
             self.lr_now = torch.from_numpy(np.asarray(lr, dtype=np.float32)).view(-1, 1, 1).to(self.device)
         self.t += 1
-        if not self.adamw and not any(self.nesterov):
+        if self.optimizer.name == "sgd" and not any(self.nesterov):
             self._sgd_fused(self._saved)
             return
         grads = self._gradients(*self._saved)
-        (self._adamw if self.adamw else self._sgd)(grads)
+        nesterov = "all" if all(self.nesterov) else "some" if any(self.nesterov) else "none"
+        step = optim.Step(self.hyper, self.lr_now, self.t, optim.same, any_wd=self.any_wd, nesterov=nesterov,
+                          own_grads=True)  # the gradients are scratch buffers
+        self.optimizer.update(self.w + self.b, grads, list(zip(*self.state)), step)
 
     def _gradients(self, inputs, probs, y, into: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Gradients of every weight and bias (weights first), in scratch buffers; or, with
@@ -248,43 +253,13 @@ class StackedBackend:
     def _sgd_fused(self, saved) -> None:
         """``torch.optim.SGD`` without Nesterov, in fewer passes over the parameters:
         buf = m buf + g (the gradient matmul adds into buf), buf += wd p, p -= lr buf.
-        The same update as ``_sgd``, summed in another order (float rounding apart)."""
+        The same update as the registry's SGD (scaling.training.optim), summed in another order
+        (float rounding apart)."""
         bufs = self._gradients(*saved, into=self.state[0])
         for p, buf in zip(self.w + self.b, bufs):
             if self.any_wd:
                 buf.addcmul_(p, self.hyper["weight_decay"])
             p.addcmul_(buf, self.lr_now, value=-1.0)
-
-    def _sgd(self, grads: list[torch.Tensor]) -> None:
-        """``torch.optim.SGD`` (dampening 0): g += wd p; buf = m buf + g; p -= lr buf, or with
-        Nesterov p -= lr (g + m buf)."""
-        h = self.hyper
-        some, every = any(self.nesterov), all(self.nesterov)
-        for p, grad, buf in zip(self.w + self.b, grads, self.state[0]):
-            if self.any_wd:
-                grad.addcmul_(p, h["weight_decay"])
-            torch.addcmul(grad, buf, h["momentum"], out=buf)
-            direction = buf
-            if some:
-                direction = grad.addcmul_(buf, h["momentum"])
-                if not every:
-                    direction = torch.where(h["nesterov"] > 0, direction, buf)
-            p.addcmul_(direction, self.lr_now, value=-1.0)
-
-    def _adamw(self, grads: list[torch.Tensor]) -> None:
-        """``torch.optim.AdamW``: p *= 1 - lr wd; m, v moving averages; p -= lr/bc1 m/(sqrt(v/bc2) + eps)."""
-        h = self.hyper
-        bc1 = 1 - h["beta1"] ** self.t
-        bc2_sqrt = (1 - h["beta2"] ** self.t).sqrt()
-        step_size = self.lr_now / bc1
-        decay = 1 - self.lr_now * h["weight_decay"] if self.any_wd else None
-        for p, grad, m1, m2 in zip(self.w + self.b, grads, *self.state):
-            if decay is not None:
-                p.mul_(decay)
-            m1.lerp_(grad, 1 - h["beta1"])
-            m2.mul_(h["beta2"]).addcmul_(grad, grad * (1 - h["beta2"]))
-            denom = (m2.sqrt() / bc2_sqrt).add_(h["eps"])
-            p.addcdiv_(m1 * step_size, denom, value=-1.0)
 
     # ---- evaluation --------------------------------------------------------
 

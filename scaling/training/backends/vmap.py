@@ -14,10 +14,9 @@ and one step of the pack is one step of every member:
   (members share no parameter, so each member's slice of the gradient is its
   own). That is faster than ``vmap(grad(loss))`` here, and spares each worker
   the second it takes torch.func.grad to import torch._dynamo;
-- the optimizer update on the stacked tensors (:class:`StackedOptimizer`),
-  exactly as ``torch.optim.SGD`` (momentum, Nesterov, weight decay) and
-  ``torch.optim.AdamW`` compute it, with each member's hyperparameters and its
-  scheduled lr;
+- the optimizer update on the stacked tensors (:class:`StackedOptimizer`: the
+  optimizer's update in scaling.training.optim, exactly as its ``torch.optim``
+  class computes it), with each member's hyperparameters and its scheduled lr;
 - the loop (:mod:`scaling.training.loop`) checks losses, evaluates each member at its own
   eval steps and drops members as they finish or diverge.
 
@@ -53,71 +52,46 @@ from scaling.tasks.resolve import load_task
 from scaling.training.data import BatchStream, accuracy, batch_block, cross_entropy, same_start, subset_indices
 from scaling.training.flops import flops_per_example
 from scaling.training.models import make_model
+from scaling.training import optim
 
 HYPER = ("lr", "momentum", "weight_decay", "beta1", "beta2", "eps")
 
 
 class StackedOptimizer:
-    """``torch.optim.SGD`` or ``AdamW`` for M members at once, on stacked (M, ...) tensors.
+    """The trials' optimizer for M members at once, on stacked (M, ...) tensors: the update of its
+    entry in scaling.training.optim.OPTIMIZERS (SGD, AdamW, ... as torch.optim computes them).
 
-    Each hyperparameter is an (M,) float64 tensor, viewed as (M, 1, ..., 1) against a
-    parameter. SGD (dampening 0): ``g += wd p; b = m b + g; p -= ε (g + m b if nesterov
-    else b)``. AdamW: ``p *= 1 − ε wd``; ``m₁ = lerp(m₁, g, 1 − β₁)``, ``m₂ = β₂ m₂ +
-    (1 − β₂) g²``; ``p −= ε/(1 − β₁ᵗ) · m₁/(√m₂/√(1 − β₂ᵗ) + eps)``. Scalars are computed in
-    float64, as torch.optim computes them in Python floats."""
+    Each hyperparameter is an (M,) float64 tensor, viewed as (M, 1, ..., 1) in the parameter's
+    dtype against a parameter (:func:`_viewer`); per-step scalars (AdamW's bias corrections)
+    are computed in float64, as torch.optim computes them in Python floats."""
 
     def __init__(self, trials, params: dict[str, torch.Tensor]):
         device = next(iter(params.values())).device
-        self.adamw = trials[0].optimizer == "adamw"
+        self.spec = optim.get(trials[0].optimizer)
         self.hyper = {k: torch.tensor([float(getattr(t, k)) for t in trials], dtype=torch.float64, device=device)
                       for k in HYPER}
-        self.nesterov = torch.tensor([bool(t.nesterov) for t in trials], device=device)
-        self.any_nesterov = bool(self.nesterov.any())
+        self.hyper["nesterov"] = torch.tensor([bool(t.nesterov) for t in trials], device=device)
         self.any_wd = bool((self.hyper["weight_decay"] != 0).any())
-        self.state = {name: [torch.zeros_like(p) for _ in range(2 if self.adamw else 1)]
-                      for name, p in params.items()}
+        self._flags()
+        self.state = {name: [torch.zeros_like(p) for _ in range(self.spec.state)] for name, p in params.items()}
         self.t = 0
+
+    def _flags(self) -> None:
+        nesterov = self.hyper["nesterov"]
+        self.nesterov = "all" if bool(nesterov.all()) else "some" if bool(nesterov.any()) else "none"
 
     def keep(self, idx: torch.Tensor) -> None:
         self.hyper = {k: v.index_select(0, idx) for k, v in self.hyper.items()}
-        self.nesterov = self.nesterov.index_select(0, idx)
-        self.any_nesterov = bool(self.nesterov.any())
+        self._flags()
         self.state = {k: [s.index_select(0, idx) for s in v] for k, v in self.state.items()}
 
     def step(self, params: dict, grads: dict, lr: torch.Tensor | None) -> None:
         """One update of every member; ``lr``: this step's (M,) learning rates, None for the peak."""
         lr = self.hyper["lr"] if lr is None else lr.to(torch.float64)
         self.t += 1
-        (self._adamw if self.adamw else self._sgd)(params, grads, lr)
-
-    def _sgd(self, params: dict, grads: dict, lr: torch.Tensor) -> None:
-        h = self.hyper
-        for name, p in params.items():
-            g, (buf,) = grads[name], self.state[name]
-            view = _viewer(p)
-            momentum = view(h["momentum"])
-            if self.any_wd:
-                g = g.addcmul(p, view(h["weight_decay"]))
-            torch.addcmul(g, buf, momentum, out=buf)
-            direction = buf
-            if self.any_nesterov:
-                direction = torch.where(self.nesterov.view(momentum.shape), g.addcmul(buf, momentum), buf)
-            p.addcmul_(direction, view(-lr))
-
-    def _adamw(self, params: dict, grads: dict, lr: torch.Tensor) -> None:
-        h = self.hyper
-        bc1 = 1 - h["beta1"] ** self.t
-        bc2_sqrt = (1 - h["beta2"] ** self.t).sqrt()
-        step_size, decay = lr / bc1, 1 - lr * h["weight_decay"]
-        for name, p in params.items():
-            g, (m1, m2) = grads[name], self.state[name]
-            view = _viewer(p)
-            if self.any_wd:
-                p.mul_(view(decay))
-            m1.lerp_(g, view(1 - h["beta1"]))
-            m2.mul_(view(h["beta2"])).addcmul_(g, g * view(1 - h["beta2"]))
-            denom = (m2.sqrt() / view(bc2_sqrt)).add_(view(h["eps"]))
-            p.addcdiv_(m1 * view(step_size), denom, value=-1.0)
+        step = optim.Step(self.hyper, lr, self.t, _viewer, any_wd=self.any_wd, nesterov=self.nesterov)
+        self.spec.update(list(params.values()), [grads[name] for name in params],
+                         [self.state[name] for name in params], step)
 
 
 def _viewer(p: torch.Tensor):

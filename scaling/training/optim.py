@@ -1,0 +1,148 @@
+"""Every optimizer the system trains with, in one registry: :data:`OPTIMIZERS`.
+
+Each :class:`OptimizerSpec` carries all that the rest of the code asks about an optimizer:
+
+- ``factory(params, trial)``: the ``torch.optim.Optimizer`` of the ``module`` and ``ddp``
+  backends (scaling.training.backends.module.make_optimizer), at the trial's peak lr (the
+  loop sets each step's lr in ``param_groups``);
+- ``update(params, grads, states, step)``: the same update on stacked tensors, for the packed
+  backends (scaling.training.backends.stacked and .vmap): every parameter has a leading member
+  axis M, ``states[i]`` holds its ``state`` tensors (zeros at the start, shaped like it), and
+  ``step`` (:class:`Step`) holds the per-member hyperparameters and this step's lr;
+- ``state``: tensors of optimizer state per parameter, for the planner's memory estimate
+  (scaling.training.packing, which imports this module without torch: torch is imported only
+  inside the functions here).
+
+Adding an optimizer is one entry here plus its name in the ``optimizer`` field's choices (and
+which hyperparameter fields apply to it) in scaling.spec.schema; every backend then trains it.
+tests/test_equivalence.py and tests/test_vmapped.py check each entry against plain torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass
+class Step:
+    """One update of a pack: per-member hyperparameters as tensors, as the backend holds them.
+
+    ``hyper`` maps a trial field (momentum, nesterov, weight_decay, beta1, beta2, eps) to a
+    tensor of one value per member; ``lr`` is this step's learning rates, the same way; ``t``
+    counts updates from 1. ``view(p)`` gives the function that turns such a tensor into one that
+    broadcasts against the stacked parameter ``p`` (the stacked backend keeps them as (M, 1, 1)
+    float32 already: identity; the vmap backend as (M,) float64: reshaped and cast per
+    parameter). ``any_wd``: some member has weight decay; ``nesterov``: "none", "some" or "all"
+    members use Nesterov momentum; ``own_grads``: the update may overwrite the gradients."""
+
+    hyper: dict
+    lr: Any
+    t: int
+    view: Callable[[Any], Callable[[Any], Any]]
+    any_wd: bool = True
+    nesterov: str = "none"
+    own_grads: bool = False
+
+
+def same(p):
+    """``Step.view`` of hyperparameters already shaped and typed for every parameter."""
+    return _identity
+
+
+def _identity(v):
+    return v
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One optimizer: its torch factory, its update on stacked tensors and its state count."""
+
+    name: str
+    doc: str
+    """One line, for docs and error messages."""
+    state: int
+    """State tensors per parameter (SGD's momentum buffer, AdamW's two moments, ...)."""
+    factory: Callable
+    """(params, trial) -> torch.optim.Optimizer at the trial's peak lr."""
+    update: Callable
+    """(params, grads, states, step: Step) -> None, in place on params and states."""
+
+
+# ---- SGD -----------------------------------------------------------------------------------------
+
+def _sgd_factory(params, trial):
+    import torch
+
+    return torch.optim.SGD(params, lr=trial.lr, momentum=trial.momentum, weight_decay=trial.weight_decay,
+                           nesterov=trial.nesterov)
+
+
+def _sgd_update(params, grads, states, s: Step) -> None:
+    """``torch.optim.SGD`` (dampening 0): g += wd p; b = m b + g; p -= lr b, or with Nesterov
+    p -= lr (g + m b)."""
+    import torch
+
+    h = s.hyper
+    for p, g, (buf,) in zip(params, grads, states):
+        view = s.view(p)
+        momentum = view(h["momentum"])
+        if s.any_wd:
+            g = g.addcmul_(p, view(h["weight_decay"])) if s.own_grads else g.addcmul(p, view(h["weight_decay"]))
+        torch.addcmul(g, buf, momentum, out=buf)
+        direction = buf
+        if s.nesterov != "none":
+            direction = g.addcmul_(buf, momentum) if s.own_grads else g.addcmul(buf, momentum)
+            if s.nesterov == "some":
+                direction = torch.where(view(h["nesterov"]) > 0, direction, buf)
+        p.addcmul_(direction, view(s.lr), value=-1.0)
+
+
+# ---- AdamW ---------------------------------------------------------------------------------------
+
+def _adamw_factory(params, trial):
+    import torch
+
+    return torch.optim.AdamW(params, lr=trial.lr, betas=(trial.beta1, trial.beta2), eps=trial.eps,
+                             weight_decay=trial.weight_decay)
+
+
+def _adamw_update(params, grads, states, s: Step) -> None:
+    """``torch.optim.AdamW``: p *= 1 − lr wd; m₁ = lerp(m₁, g, 1 − β₁), m₂ = β₂ m₂ + (1 − β₂) g²;
+    p −= lr/(1 − β₁ᵗ) · m₁/(√m₂/√(1 − β₂ᵗ) + eps). The per-member scalars are computed in the
+    hyperparameters' own dtype (torch.optim computes them in Python floats)."""
+    h = s.hyper
+    bc1 = 1 - h["beta1"] ** s.t
+    bc2_sqrt = (1 - h["beta2"] ** s.t).sqrt()
+    step_size = s.lr / bc1
+    decay = 1 - s.lr * h["weight_decay"] if s.any_wd else None
+    for p, g, (m1, m2) in zip(params, grads, states):
+        view = s.view(p)
+        if decay is not None:
+            p.mul_(view(decay))
+        m1.lerp_(g, view(1 - h["beta1"]))
+        m2.mul_(view(h["beta2"])).addcmul_(g, g * view(1 - h["beta2"]))
+        denom = (m2.sqrt() / view(bc2_sqrt)).add_(view(h["eps"]))
+        p.addcdiv_(m1 * view(step_size), denom, value=-1.0)
+
+
+# ---- the registry --------------------------------------------------------------------------------
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    "sgd": OptimizerSpec("sgd", "SGD with momentum (heavy ball or Nesterov) and weight decay added to the gradient",
+                         1, _sgd_factory, _sgd_update),
+    "adamw": OptimizerSpec("adamw", "AdamW: Adam with decoupled weight decay", 2, _adamw_factory, _adamw_update),
+}
+
+
+def get(name: str) -> OptimizerSpec:
+    """The registry entry of optimizer ``name``; ValueError naming the known ones if none."""
+    try:
+        return OPTIMIZERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}") from None
+
+
+def state_count(name: str) -> int:
+    """State tensors per parameter of optimizer ``name`` (no torch)."""
+    return get(name).state
