@@ -1,7 +1,8 @@
-"""Every backend (stacked, module, ddp) trains what plain torch trains.
+"""Every backend (stacked, vmap, module, ddp) trains what plain torch trains.
 
 The reference below is written from scratch with ``torch.optim`` and
-``torch.optim.lr_scheduler`` and shares no helper with the product: it loads
+``torch.optim.lr_scheduler`` (and, as torch has no Lion, a few lines of Lion
+from the paper) and shares no helper with the product: it loads
 and splits digits itself, draws the subset and the batch order itself, and runs
 in float64. For each optimizer and schedule, after 300 steps every weight
 tensor of every backend must satisfy ‖w − w_ref‖ / ‖w_ref‖ ≤ 1e-4.
@@ -27,6 +28,16 @@ from torch import nn
 from scaling.spec.schema import trial_from_dict
 
 STEPS, TOL = 300, 1e-4
+LION_LR = 1e-3
+"""Lion steps every weight by ±lr, the sign of an interpolated momentum c, so where c is within
+rounding of 0 float32 and float64 step opposite ways and that weight ends 2 lr apart: one such
+flip in a weight tensor of norm ~5 is 4e-4 relative at lr 1e-3, over the bound. Measured here
+(all three schedules, every backend): at lr 1e-3 no entry flips and the gap is <= 7e-6, at 3e-4
+up to 5e-5, at 1e-4 1-3 entries per weight tensor end 2 or 4 lr apart (the rest within 1e-6)
+and the gap is 1.4e-4. A smaller lr flips more (c hovers near 0 longer), so the cases use 1e-3,
+a usual Lion lr (3-10x below AdamW's), where 300 steps move the weights as far as their initial
+norm (test_lion_is_not_vacuous). A failure of a Lion case alone, by a few 2 lr steps, is such a
+flip, not a wrong update."""
 BASE = {"task": {"name": "digits"}, "model": {"name": "mlp", "width": 32, "depth": 1}, "n_train": 200,
         "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "seed": 3,
         "budget": {"steps": STEPS}, "eval": {"points": 3}}
@@ -34,6 +45,7 @@ OPTIMIZERS = {
     "sgd": {},
     "nesterov": {"nesterov": True},
     "adamw": {"optimizer": "adamw", "lr": 3e-3, "beta1": 0.8, "beta2": 0.99, "eps": 1e-7, "weight_decay": 0.05},
+    "lion": {"optimizer": "lion", "lr": LION_LR, "beta1": 0.9, "beta2": 0.98, "weight_decay": 0.1},
 }
 SCHEDULES = {
     "constant": {"warmup_steps": 10},
@@ -60,8 +72,8 @@ def reference(t: dict) -> dict:
     torch.manual_seed(t["seed"])
     model = nn.Sequential(nn.Linear(64, t["model"]["width"]), nn.ReLU(), nn.Linear(t["model"]["width"], 10))
     model = model.double()
-    cls = torch.optim.AdamW if t.get("optimizer") == "adamw" else torch.optim.SGD
-    wanted = {**t, "betas": (t.get("beta1", 0.9), t.get("beta2", 0.999))}
+    cls = {"adamw": torch.optim.AdamW, "lion": ReferenceLion}.get(t.get("optimizer"), torch.optim.SGD)
+    wanted = {**t, "betas": (t.get("beta1", 0.9), t.get("beta2", 0.99 if cls is ReferenceLion else 0.999))}
     opt = cls(model.parameters(), **{k: wanted[k] for k in inspect.signature(cls).parameters if k in wanted})
     sched = scheduler(opt, t)
     for _ in range(STEPS):
@@ -74,6 +86,24 @@ def reference(t: dict) -> dict:
         opt.step()
         sched.step()
     return {k: v.detach() for k, v in model.state_dict().items()}
+
+
+class ReferenceLion(torch.optim.Optimizer):
+    """Lion as the paper's Program 1 writes it (Chen et al. 2023): the update is the sign of
+    β₁ m + (1 − β₁) g, weight decay decoupled, then m = β₂ m + (1 − β₂) g."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.99), weight_decay=0.0):
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            (beta1, beta2), lr = group["betas"], group["lr"]
+            for p in group["params"]:
+                m = self.state[p].setdefault("m", torch.zeros_like(p))
+                update = torch.sign(beta1 * m + (1 - beta1) * p.grad) + group["weight_decay"] * p
+                p.sub_(lr * update)
+                m.copy_(beta2 * m + (1 - beta2) * p.grad)
 
 
 def scheduler(opt, t: dict):
@@ -118,18 +148,36 @@ def test_module_backend_matches_plain_torch(optimizer, schedule, references, one
     assert_matches(out["params"], references[optimizer, schedule])
 
 
+def pack_of(optimizer: str) -> list[dict]:
+    """Every schedule of an optimizer, and a member with another seed and lr (and for Nesterov one
+    without it: the update mixes both)."""
+    trials = [case(optimizer, s) for s in SCHEDULES]
+    trials.append({**case(optimizer, "cosine"), "seed": 4, "lr": LION_LR / 3 if optimizer == "lion" else 0.01})
+    if optimizer == "nesterov":
+        trials.append(case("sgd", "wsd"))
+    return trials
+
+
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_stacked_backend_matches_plain_torch(optimizer, references, one_torch_thread):
     """One pack holds every schedule of an optimizer (and a seed more), so members with
     different schedules and hyperparameters share the stacked tensors."""
     from scaling.training.run import run_pack
 
-    trials = [case(optimizer, s) for s in SCHEDULES] + [{**case(optimizer, "cosine"), "seed": 4, "lr": 0.01}]
-    if optimizer == "nesterov":  # and a member without it: the stacked update mixes both
-        trials.append(case("sgd", "wsd"))
-    results = run_pack(trials, return_params=True)
+    results = run_pack(pack_of(optimizer), return_params=True)
     for schedule, result in zip(SCHEDULES, results):
         assert result["trial"]["status"] == "ok" and result["trial"]["backend"] == "stacked"
+        assert_matches(result["params"], references[optimizer, schedule])
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_vmap_backend_matches_plain_torch(optimizer, references, one_torch_thread):
+    """The same packs through the vmap backend (the MLP, which run_pack gives the stacked one)."""
+    from scaling.training.backends.vmap import run_vmap
+
+    results = run_vmap(pack_of(optimizer), return_params=True)
+    for schedule, result in zip(SCHEDULES, results):
+        assert result["trial"]["status"] == "ok" and result["trial"]["backend"] == "vmap"
         assert_matches(result["params"], references[optimizer, schedule])
 
 
@@ -189,6 +237,23 @@ def test_nesterov_changes_the_weights_and_applies_only_with_momentum():
     assert trial_from_dict({**BASE, "momentum": 0.0, "nesterov": True}).nesterov is False
 
 
+def test_lion_is_not_vacuous(references):
+    """The Lion cases move the weights as far as their initial norm (so matching the reference says
+    something), and the reference is Lion: one step from zero momentum is lr (sign(g) + wd p)."""
+    torch.manual_seed(BASE["seed"])
+    init = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).double().state_dict()
+    for schedule in SCHEDULES:
+        ref = references["lion", schedule]
+        assert min(float(torch.linalg.norm(ref[k] - init[k]) / torch.linalg.norm(ref[k])) for k in ref) > 0.5
+    p = nn.Parameter(torch.tensor([1.0, -2.0, 3.0, 0.5], dtype=torch.float64))
+    opt = ReferenceLion([p], lr=0.1, betas=(0.9, 0.99), weight_decay=0.5)
+    p.grad = torch.tensor([0.3, -1e-9, 0.0, -2.0], dtype=torch.float64)
+    opt.step()
+    expected = torch.tensor([1.0, -2.0, 3.0, 0.5]) - 0.1 * (torch.tensor([1.0, -1.0, 0.0, -1.0])
+                                                              + 0.5 * torch.tensor([1.0, -2.0, 3.0, 0.5]))
+    torch.testing.assert_close(p.detach(), expected.double())
+
+
 def test_a_trial_id_does_not_change_for_keys_left_at_their_defaults():
     plain = trial_from_dict(BASE)
     spelled = trial_from_dict({**BASE, "optimizer": "sgd", "schedule": "constant", "beta2": 0.999,
@@ -198,3 +263,12 @@ def test_a_trial_id_does_not_change_for_keys_left_at_their_defaults():
     # an AdamW trial has no momentum: a grid over momentum does not duplicate it
     assert trial_from_dict({**case("adamw", "cosine"), "momentum": 0.5}).trial_id == \
         trial_from_dict(case("adamw", "cosine")).trial_id
+    # Lion's beta2 defaults to 0.99 (the paper's), AdamW's stays 0.999: each is left out at its own
+    lion = {**BASE, "optimizer": "lion", "lr": 1e-3}
+    assert trial_from_dict(lion).beta2 == 0.99 and "beta2" not in trial_from_dict(lion).to_dict()
+    assert trial_from_dict({**lion, "beta2": 0.99}).trial_id == trial_from_dict(lion).trial_id
+    assert trial_from_dict({**lion, "beta2": 0.999}).to_dict()["beta2"] == 0.999
+    adamw = {**BASE, "optimizer": "adamw", "lr": 1e-3}
+    assert trial_from_dict(adamw).beta2 == 0.999
+    assert trial_from_dict({**adamw, "beta2": 0.999}).trial_id == trial_from_dict(adamw).trial_id
+    assert trial_from_dict({**lion, "momentum": 0.9, "eps": 1e-6}).trial_id == trial_from_dict(lion).trial_id

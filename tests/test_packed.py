@@ -177,6 +177,44 @@ def test_estimate_pack_bytes_grows_with_members_and_width():
         estimate_pack_bytes([BASE, {**BASE, "batch_size": 32}])
 
 
+LION_SWEEP = """
+name: lion
+task: {name: digits}
+model: {name: mlp, width: 24, depth: 1}
+optimizer: {name: lion, weight_decay: 0.1}
+schedule: {name: cosine, warmup_steps: 3}
+axes: {lr: [3.0e-4, 1.0e-3], beta1: [0.9, 0.95], seed: [0, 1], n_train: [100, 200], batch_size: [16]}
+budget: {steps: 30}
+eval: {points: 3}
+"""
+
+
+def test_a_lion_sweep_packs_and_each_member_trains_as_alone(monkeypatch):
+    """``optimizer: {name: lion}`` in a sweep config: its trials group into stacked packs, the
+    planner sizes them (one state copy: less than AdamW's two), and a pack trains every member as
+    it trains alone."""
+    from cluster.driver.planner import plan
+    from scaling.config.sweep import config_from_text
+    from scaling.training import optim
+
+    trials = config_from_text(LION_SWEEP).trials()
+    assert len(trials) == 16 and {(t.optimizer, t.beta2) for t in trials} == {("lion", 0.99)}
+    assert can_pack(trials) == (True, "") and packed.choose_backend(trials)[0] == "stacked"
+    units = plan(trials, engine="packed", slots=1, memory_bytes=1 << 30, log=lambda *_: None)
+    assert [(u.engine, u.backend, len(u.trials)) for u in units] == [("packed", "stacked", 16)]
+    adamw = [t.replace(optimizer="adamw") for t in trials]
+    assert estimate_pack_bytes(trials) < estimate_pack_bytes(adamw)
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'; known: sgd, adamw, lion"):
+        optim.get("adam")
+    chosen = trials[::3]  # lr, beta1, seed and n_train all vary among these
+    for mine, trial in zip(run_pack(chosen, return_params=True), chosen):
+        assert mine["trial"]["backend"] == "stacked"
+        ref, ref_params = alone(trial.to_dict(), monkeypatch)
+        assert_same_result(mine, ref)
+        for name, value in ref_params.items():
+            torch.testing.assert_close(mine["params"][name], value, rtol=RTOL, atol=ATOL, msg=name)
+
+
 @pytest.mark.slow
 def test_bench_quick_runs():
     proc = subprocess.run([sys.executable, "-m", "cluster.bench", "--quick", "--no-tune"], capture_output=True,

@@ -59,11 +59,16 @@ OPTIMIZERS = {
               {"optimizer": "adamw", "lr": 1e-3, "beta2": 0.95, "eps": 1e-6, "seed": 1, "n_train": 96,
                "schedule": "wsd", "warmup_steps": 10, "decay_frac": 0.3},
               {"optimizer": "adamw", "lr": 2e-3, "eps": 1e-6, "seed": 2, "budget": {"steps": 60}}],
+    "lion": [{"optimizer": "lion", "lr": 1e-3, "beta2": 0.98, "weight_decay": 0.1,
+              "schedule": "cosine", "warmup_frac": 0.05, "final_lr_frac": 0.1},
+             {"optimizer": "lion", "lr": 3e-4, "beta1": 0.95, "seed": 1, "n_train": 96,
+              "schedule": "wsd", "warmup_steps": 10, "decay_frac": 0.3},
+             {"optimizer": "lion", "lr": 5e-4, "seed": 2, "budget": {"steps": 60}}],
 }
 
 
-LR_SCALE = {("resnet", "sgd"): 0.1, ("resnet", "adamw"): 0.3, ("transformer", "sgd"): 0.5,
-            ("transformer", "adamw"): 0.5}
+LR_SCALE = {("resnet", "sgd"): 0.1, ("resnet", "adamw"): 0.3, ("resnet", "lion"): 0.1, ("transformer", "sgd"): 0.5,
+            ("transformer", "adamw"): 0.5, ("transformer", "lion"): 0.3}
 """Where training amplifies float rounding, no two ways of computing the same step agree to 1e-4
 after 100 steps, so the cases stay where it does not. Measured with the module backend against
 itself, one torch thread against two: the ResNet on 8x8 images at the CNN's learning rates ends
@@ -89,8 +94,26 @@ def gap(mine: dict, ref: dict) -> float:
                for k in ref if ref[k].is_floating_point() and torch.linalg.norm(ref[k]) > 0)
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("model", MODELS)
+LION_SIGN = """Lion steps each weight by ±lr, the sign of its interpolated momentum, so where that is within
+rounding of 0 the pack and the trial alone (float32, gradients summed in another order) step opposite
+ways and the weight ends 2 lr apart. A parameter whose true gradient is 0 takes such steps every time:
+the transformer's key bias (softmax ignores a shift shared by all keys), left out of the Lion
+comparison below. On the ResNet the zero-initialised GroupNorm biases of the third member are a few
+lr-steps in norm after 60 steps, so one flip is 1e-2 of them (gaps of 4e-2 to 2e-1 measured at lr
+scales 0.03 to 0.3): expected to fail. The arithmetic is the same (test_float64_agrees_where_float32_is_chaotic
+runs the Lion ResNet in float64: 1e-9), and test_equivalence checks the vmap backend's Lion against
+plain float64 torch on the MLP."""
+CASES = [pytest.param(m, o, marks=pytest.mark.xfail(reason="Lion: sign flips on float32 rounding", strict=False))
+         if (m, o) == ("resnet", "lion") else (m, o) for m in MODELS for o in OPTIMIZERS]
+
+
+def without_key_bias(params: dict, model: dict) -> dict:
+    """The transformer's parameters with the key third of each qkv bias left out (see LION_SIGN)."""
+    w = model["width"]
+    return {k: torch.cat([v[:w], v[2 * w:]]) if k.endswith("qkv.bias") else v for k, v in params.items()}
+
+
+@pytest.mark.parametrize("model, optimizer", CASES)
 def test_vmap_pack_matches_each_trial_alone(model, optimizer, images, text):
     task = text if model == "transformer" else images
     trials = members(task, MODELS[model], optimizer)
@@ -103,6 +126,9 @@ def test_vmap_pack_matches_each_trial_alone(model, optimizer, images, text):
         assert row["status"] == ref["status"] == "ok", (row["error"], ref["error"])
         assert row["steps"] == ref["steps"] == trial["budget"]["steps"]
         assert row["n_params"] == ref["n_params"] and row["tokens_seen"] == ref["tokens_seen"]
+        if (model, optimizer) == ("transformer", "lion"):
+            mine["params"], alone["params"] = (without_key_bias(p, MODELS[model]) for p in (mine["params"],
+                                                                                             alone["params"]))
         assert gap(mine["params"], alone["params"]) <= TOL
         assert [c["step"] for c in mine["curves"]] == [c["step"] for c in alone["curves"]]
         for c, d in zip(mine["curves"], alone["curves"]):
@@ -142,7 +168,7 @@ def test_packing_rules_for_other_models(images, text):
     assert estimate_pack_bytes(lm * 4) > estimate_pack_bytes(lm) > 0
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adamw"])
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adamw", "lion"])
 def test_stacked_optimizer_is_torch_optim_on_identical_gradients(optimizer):
     """Three members with their own hyperparameters and lr schedules, fed the same gradients
     (large, tiny and exactly zero entries) as three torch.optim optimizers: 200 steps apart by
@@ -159,7 +185,10 @@ def test_stacked_optimizer_is_torch_optim_on_identical_gradients(optimizer):
                           {"lr": 0.2, "momentum": 0.5}, {"lr": 0.05, "momentum": 0.95, "nesterov": True}],
              "adamw": [{"optimizer": "adamw", "lr": 1e-2, "weight_decay": 0.1, "eps": 1e-6},
                        {"optimizer": "adamw", "lr": 3e-3, "beta1": 0.8, "beta2": 0.95, "eps": 1e-6},
-                       {"optimizer": "adamw", "lr": 1e-3, "beta2": 0.99, "eps": 1e-6}]}[optimizer]
+                       {"optimizer": "adamw", "lr": 1e-3, "beta2": 0.99, "eps": 1e-6}],
+             "lion": [{"optimizer": "lion", "lr": 1e-3, "weight_decay": 0.1},
+                      {"optimizer": "lion", "lr": 3e-4, "beta1": 0.8, "beta2": 0.95},
+                      {"optimizer": "lion", "lr": 1e-4, "beta2": 0.999, "weight_decay": 1.0}]}[optimizer]
     trials = [trial_from_dict({**base, **h}) for h in hyper]
     gen = torch.Generator().manual_seed(0)
     shapes = {"w": (5, 3, 2), "b": (7,)}

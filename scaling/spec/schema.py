@@ -20,7 +20,7 @@ its use in each backend.
 The canonical form keeps ids stable across releases: a key equal to its
 default is left out, except the keys of the first release (``legacy``), which
 were always written. A field that does not apply to a trial (``beta2`` under
-SGD, ``momentum`` under AdamW) takes its default, so such trials are not
+SGD, ``momentum`` under AdamW or Lion) takes its default, so such trials are not
 duplicated.
 
 No torch and no ray here: the driver and the analysis import this module.
@@ -122,6 +122,15 @@ def _adamw(v: dict) -> bool:
     return v.get("optimizer", "sgd") == "adamw"
 
 
+def _betas(v: dict) -> bool:
+    return v.get("optimizer", "sgd") in ("adamw", "lion")
+
+
+def _beta2_default(v: dict) -> float:
+    """0.999 (AdamW's, and what beta2 reads under SGD), 0.99 under Lion (the paper's)."""
+    return 0.99 if v.get("optimizer") == "lion" else 0.999
+
+
 def _decays(v: dict) -> bool:
     return v.get("schedule", "constant") in ("cosine", "wsd")
 
@@ -148,19 +157,22 @@ FIELDS: tuple[Field, ...] = (
           check=_between(1, 1 << 24), allowed="an integer in [1, 16777216]", required=True, legacy=True),
     Field("lr", float, AXIS, "ε, the peak learning rate", check=_between(0, _MAX_LR, open_lo=True),
           allowed="a number in (0, 1e6] (the learning rate)", required=True, legacy=True),
-    Field("optimizer", str, AXIS, "sgd (momentum, coupled weight decay) or adamw (decoupled weight decay)",
-          default="sgd", choices=("sgd", "adamw"), section="optimizer", key="name"),
+    Field("optimizer", str, AXIS, "sgd (momentum, coupled weight decay), adamw (decoupled weight decay) or "
+          "lion (sign of an interpolated momentum, decoupled weight decay); scaling.training.optim",
+          default="sgd", choices=("sgd", "adamw", "lion"), section="optimizer", key="name"),
     Field("momentum", float, AXIS, "m, SGD momentum (heavy ball, dampening 0)", default=0.0,
           check=_between(0, 1, open_hi=True), allowed="a number in [0, 1)", section="optimizer",
           legacy=True, applies=_sgd),
     Field("nesterov", bool, AXIS, "Nesterov momentum (SGD with momentum > 0)", default=False,
           section="optimizer", applies=lambda v: _sgd(v) and v.get("momentum", 0.0) > 0),
-    Field("weight_decay", float, AXIS, "weight decay: added to the gradient (SGD) or decoupled (AdamW)",
+    Field("weight_decay", float, AXIS, "weight decay: added to the gradient (SGD) or decoupled (AdamW, Lion)",
           default=0.0, check=_between(0, _MAX_LR), allowed="a number >= 0", section="optimizer", legacy=True),
-    Field("beta1", float, AXIS, "AdamW's first-moment decay β₁", default=0.9, check=_between(0, 1, open_hi=True),
-          allowed="a number in [0, 1)", section="optimizer", applies=_adamw),
-    Field("beta2", float, AXIS, "AdamW's second-moment decay β₂", default=0.999,
-          check=_between(0, 1, open_hi=True), allowed="a number in [0, 1)", section="optimizer", applies=_adamw),
+    Field("beta1", float, AXIS, "β₁: AdamW's first-moment decay; Lion's weight of the momentum in its update",
+          default=0.9, check=_between(0, 1, open_hi=True), allowed="a number in [0, 1)", section="optimizer",
+          applies=_betas),
+    Field("beta2", float, AXIS, "β₂: AdamW's second-moment decay (default 0.999); Lion's momentum decay "
+          "(default 0.99)", default=_beta2_default, check=_between(0, 1, open_hi=True),
+          allowed="a number in [0, 1)", section="optimizer", applies=_betas),
     Field("eps", float, AXIS, "AdamW's ε added to the root of the second moment", default=1e-8,
           check=_between(0, 1, open_lo=True), allowed="a number in (0, 1]", section="optimizer", applies=_adamw),
     Field("schedule", str, AXIS, "learning-rate schedule after warmup: constant, cosine or wsd (warmup-stable-decay)",
@@ -565,7 +577,8 @@ class PointIds:
     positive and equal to its default, have canonical JSONs that differ only in those numbers:
     which keys are present, and which values a field that does not apply resets, follow from
     exactly that (:data:`FIELDS`: ``applies`` tests the optimizer, the schedule and whether the
-    momentum is positive; only legacy fields, always written, have computed defaults). So each
+    momentum is positive; legacy fields, always written, have computed defaults, and so has
+    ``beta2``, whose value therefore keys the shape like a text's). So each
     such *shape* gets a template from its first point, checked against the Trial's own id for
     its first few points and then for one point in 256; a mismatch raises rather than give a
     wrong id.
@@ -576,7 +589,11 @@ class PointIds:
 
     def __init__(self, make, varying):
         self.make = make
-        self.fields = tuple((name, BY_NAME[name].kind, BY_NAME[name].default, callable(BY_NAME[name].default))
+        # a text or boolean value, or a number whose default is computed from the other values and
+        # that is left out where it equals it (beta2's follows the optimizer), keys the shape itself
+        self.fields = tuple((name, BY_NAME[name].kind, BY_NAME[name].default, callable(BY_NAME[name].default),
+                             BY_NAME[name].kind in (str, bool)
+                             or (callable(BY_NAME[name].default) and not BY_NAME[name].legacy))
                             for name in varying)
         self._shapes: dict = {}
         self._n = 0
@@ -584,9 +601,9 @@ class PointIds:
     def __call__(self, point: dict) -> str:
         """The 16-hex-digit id of ``point``: ``make(point).trial_id``."""
         shape = []
-        for name, kind, default, dynamic in self.fields:
+        for name, kind, default, dynamic, by_value in self.fields:
             v = point[name]
-            shape.append(v if kind is str or kind is bool else (v > 0, dynamic or v == default))
+            shape.append(v if by_value else (v > 0, dynamic or v == default))
         shape = tuple(shape)
         entry = self._shapes.get(shape)
         self._n += 1
@@ -615,7 +632,7 @@ class PointIds:
         canonical = trial.to_dict()
         marked = json.loads(json.dumps(canonical))
         slots = []
-        for name, kind, _, _ in self.fields:
+        for name, kind, _, _, _ in self.fields:
             if kind is str or kind is bool:
                 continue
             path = BY_NAME[name].trial_path

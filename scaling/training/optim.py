@@ -20,6 +20,7 @@ tests/test_equivalence.py and tests/test_vmapped.py check each entry against pla
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -126,12 +127,79 @@ def _adamw_update(params, grads, states, s: Step) -> None:
         p.addcdiv_(m1 * view(step_size), denom, value=-1.0)
 
 
+# ---- Lion ----------------------------------------------------------------------------------------
+
+@functools.cache
+def _lion_class():
+    """``Lion``, a ``torch.optim.Optimizer`` (torch has none), made on first use: torch is
+    imported only here."""
+    import torch
+
+    class Lion(torch.optim.Optimizer):
+        """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), with
+        decoupled weight decay: c = β₁ m + (1 − β₁) g; p *= 1 − lr wd; p −= lr sign(c);
+        m = β₂ m + (1 − β₂) g."""
+
+        def __init__(self, params, lr: float = 1e-4, betas: tuple = (0.9, 0.99), weight_decay: float = 0.0):
+            super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            for group in self.param_groups:
+                lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    g, state = p.grad, self.state[p]
+                    if not state:
+                        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    m = state["exp_avg"]
+                    c = (m * beta1).add_(g * (1 - beta1))
+                    if wd:
+                        p.mul_(1 - lr * wd)
+                    p.add_(c.sign_(), alpha=-lr)
+                    m.mul_(beta2).add_(g * (1 - beta2))
+            return loss
+
+    Lion.__module__ = __name__
+    Lion.__qualname__ = "Lion"
+    return Lion
+
+
+def _lion_factory(params, trial):
+    import torch
+
+    cls = getattr(torch.optim, "Lion", None) or _lion_class()
+    return cls(params, lr=trial.lr, betas=(trial.beta1, trial.beta2), weight_decay=trial.weight_decay)
+
+
+def _lion_update(params, grads, states, s: Step) -> None:
+    """Lion: c = β₁ m + (1 − β₁) g; p *= 1 − lr wd; p −= lr sign(c); m = β₂ m + (1 − β₂) g; the
+    same operations as :func:`_lion_class`'s step (sign() turns a rounding difference in c near
+    0 into a step of 2 lr, so the two round alike)."""
+    h = s.hyper
+    decay = 1 - s.lr * h["weight_decay"] if s.any_wd else None
+    for p, g, (m,) in zip(params, grads, states):
+        view = s.view(p)
+        c = (m * view(h["beta1"])).add_(g * view(1 - h["beta1"]))
+        if decay is not None:
+            p.mul_(view(decay))
+        p.addcmul_(c.sign_(), view(s.lr), value=-1.0)
+        m.mul_(view(h["beta2"])).add_(g * view(1 - h["beta2"]))
+
+
 # ---- the registry --------------------------------------------------------------------------------
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "sgd": OptimizerSpec("sgd", "SGD with momentum (heavy ball or Nesterov) and weight decay added to the gradient",
                          1, _sgd_factory, _sgd_update),
     "adamw": OptimizerSpec("adamw", "AdamW: Adam with decoupled weight decay", 2, _adamw_factory, _adamw_update),
+    "lion": OptimizerSpec("lion", "Lion (Chen et al. 2023): the sign of an interpolated momentum, decoupled "
+                          "weight decay", 1, _lion_factory, _lion_update),
 }
 
 
@@ -146,3 +214,9 @@ def get(name: str) -> OptimizerSpec:
 def state_count(name: str) -> int:
     """State tensors per parameter of optimizer ``name`` (no torch)."""
     return get(name).state
+
+
+def __getattr__(name: str):
+    if name == "Lion":  # the class, made (and torch imported) on first use
+        return _lion_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
