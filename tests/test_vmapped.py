@@ -67,7 +67,7 @@ OPTIMIZERS = {
 }
 
 
-LR_SCALE = {("resnet", "sgd"): 0.1, ("resnet", "adamw"): 0.3, ("resnet", "lion"): 0.1, ("transformer", "sgd"): 0.5,
+LR_SCALE = {("resnet", "sgd"): 0.03, ("resnet", "adamw"): 0.3, ("resnet", "lion"): 0.1, ("transformer", "sgd"): 0.5,
             ("transformer", "adamw"): 0.5, ("transformer", "lion"): 0.3}
 """Where training amplifies float rounding, no two ways of computing the same step agree to 1e-4
 after 100 steps, so the cases stay where it does not. Measured with the module backend against
@@ -103,8 +103,10 @@ lr-steps in norm after 60 steps, so one flip is 1e-2 of them (gaps of 4e-2 to 2e
 scales 0.03 to 0.3): expected to fail. The arithmetic is the same (test_float64_agrees_where_float32_is_chaotic
 runs the Lion ResNet in float64: 1e-9), and test_equivalence checks the vmap backend's Lion against
 plain float64 torch on the MLP."""
-CASES = [pytest.param(m, o, marks=pytest.mark.xfail(reason="Lion: sign flips on float32 rounding", strict=False))
-         if (m, o) == ("resnet", "lion") else (m, o) for m in MODELS for o in OPTIMIZERS]
+CASES = [(m, o) for m in MODELS for o in OPTIMIZERS if (m, o) != ("resnet", "lion")]
+"""Every model and optimizer but the Lion ResNet, whose float32 sign flips are explained above and
+whose arithmetic test_float64_agrees_where_float32_is_chaotic checks in float64 instead (an xfail
+here would assert nothing)."""
 
 
 def without_key_bias(params: dict, model: dict) -> dict:
