@@ -37,6 +37,8 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
+from scaling.spec.models import SPECS
+
 AXIS, OUTCOME, RESULT, BOOKKEEPING = "axis", "outcome", "result", "bookkeeping"
 ROLES = (AXIS, OUTCOME, RESULT, BOOKKEEPING)
 CODE_VERSION = "1"
@@ -45,8 +47,9 @@ produces; a resume then refuses to mix versions in one sweep (``--rerun-stale``,
 ``--accept-mixed``). Rows written before it existed read as version "1"."""
 LEGACY_VERSION = "1"
 """What a missing ``code_version``/``data_version`` (a store of the first release) means."""
-MODELS = ("mlp", "cnn", "resnet", "transformer", "task")
-MODEL_DEFAULTS = {"mlp": (256, 1), "cnn": (32, 2), "resnet": (1, 1), "transformer": (64, 2), "task": (256, 1)}
+MODELS = tuple(SPECS)
+"""Model names, from the model registry (scaling.spec.models)."""
+MODEL_DEFAULTS = {n: (m.width, m.depth) for n, m in SPECS.items()}
 """(width, depth) of each model when the config gives none (see scaling.training.models for their meaning)."""
 INT64 = 2**63
 _TS = pa.timestamp("us", tz="UTC")

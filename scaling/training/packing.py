@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 
+from scaling.spec.models import SPECS
 from scaling.spec.schema import as_trial
 from scaling.training.optim import state_count
 from scaling.tasks.plugins import is_plugin
 from scaling.tasks.resolve import packable, task_kind, task_shape
 
-STACKED_MODELS = {"mlp"}
+STACKED_MODELS = {n for n, m in SPECS.items() if m.stacked}
 """Models the ``stacked`` backend writes out by hand (scaling.training.backends.stacked)."""
-PACKABLE_MODELS = {"mlp", "cnn", "resnet", "transformer", "task"}
+PACKABLE_MODELS = {n for n, m in SPECS.items() if m.packs}
 """Models that pack: the stacked MLP, and every model the ``vmap`` backend batches (scaling.training.backends.vmap)."""
 INDEX_BLOCK_BYTES = 8 << 20
 """Batch indices are drawn ahead for as many steps of all members as fit in this."""
