@@ -9,8 +9,6 @@ from scaling.store.compaction import TARGET_ROWS
 from scaling.errors import UserError
 from scaling.store.verify import compact, outside, repair, verify
 
-# ---- command line ---------------------------------------------------------------------------
-
 def cmd_status(args) -> int:
     from scaling.status import status_table
     from scaling.store.query import format_table

@@ -289,4 +289,4 @@ def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-__all__ = ["Store", "StoreError", "load_tables", "reserved_name", "TRIALS_SCHEMA", "CURVES_SCHEMA"]
+__all__ = ["Store", "StoreError", "reserved_name", "TRIALS_SCHEMA", "CURVES_SCHEMA"]

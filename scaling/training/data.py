@@ -1,26 +1,6 @@
-"""Train one trial: ``run_trial(trial) -> rows``, the ``module`` backend of the loop. No Ray, no globals.
-
-The trial's ``seed`` fixes everything random about it:
-
-- the training subset: the first ``n_train`` entries of a seed-specific
-  permutation of the task's pool, so a larger n_train's subset contains the
-  smaller ones (Hestness et al. 2017's nested shards);
-- the initial weights, which do not depend on lr, momentum or batch size, so
-  trials that differ only in those start from the same point;
-- the data order: an endless stream of per-epoch permutations of the subset,
-  cut into consecutive batches of ``batch_size``. A batch may straddle two
-  epochs; ``epoch`` in the curves is ``examples_seen / n_train``.
-
-The schedule (evals, divergence, finishing, the rows) is :mod:`scaling.training.loop`'s;
-:class:`ModuleBackend` supplies one ``nn.Module`` trained with autograd and
-``torch.optim`` (the optimizer's factory in scaling.training.optim, the learning rate set
-each step from the trial's schedule). The model is the MLP (``build_model``), a built-in one from
-scaling.training.models, or the task's own (a plug-in's ``make_model``); the loss is
-cross-entropy (over the last axis, so per token for a language model) unless
-the task gives its own. With a ``metrics`` mapping in the trial,
-scaling.training.metrics adds the gradient noise scale and per-example gradient norms
-to the curves and the sharpness at the start and end to the trial row.
-"""
+"""What every backend trains and evaluates on: a trial's training subset, its batch stream (and
+blocks of batch indices for packs), the eval sets, evaluation in chunks, and the default loss
+and metric (cross-entropy, accuracy)."""
 
 from __future__ import annotations
 
@@ -29,9 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaling.spec.schema import total_steps  # noqa: F401 (re-exported)
 from scaling.tasks.base import Dataset
-from scaling.training.loop import eval_steps, run_members  # noqa: F401 (re-exported)
 
 EVAL_CHUNK = 256
 

@@ -9,10 +9,8 @@ import json
 import torch
 from torch import nn
 
-from scaling.spec.schema import total_steps  # noqa: F401 (re-exported)
 from scaling.tasks.resolve import load_task
 from scaling.training.data import cross_entropy
-from scaling.training.loop import eval_steps, run_members  # noqa: F401 (re-exported)
 from scaling.training.models import make_model
 
 

@@ -28,9 +28,7 @@ import math
 import torch
 from torch import nn
 
-from scaling.spec.schema import total_steps  # noqa: F401 (re-exported)
 from scaling.tasks.base import Dataset
-from scaling.training.loop import eval_steps, run_members  # noqa: F401 (re-exported)
 
 HEAD_UNITS = 32
 

@@ -4,7 +4,6 @@ import math
 
 import torch
 
-from scaling.spec.schema import total_steps  # noqa: F401 (re-exported)
 from scaling.tasks.resolve import load_task
 from scaling.training.data import (
     EVAL_CHUNK,
@@ -15,7 +14,6 @@ from scaling.training.data import (
     subset_indices,
 )
 from scaling.training.flops import flops_per_example
-from scaling.training.loop import eval_steps, run_members  # noqa: F401 (re-exported)
 from scaling.training.models import make_model
 from scaling.training import optim
 
