@@ -194,6 +194,7 @@ def _ddp_worker(rank: int, world: int, port: int, cases: list, out_dir: str) -> 
             if rank == 0:
                 torch.save({"params": out["params"], "row": {k: out["trial"][k] for k in ("status", "backend")}},
                            os.path.join(out_dir, f"{i}.pt"))
+        dist.barrier()  # both ranks leave together: rank 1 must not tear gloo down while rank 0 still saves
     finally:
         dist.destroy_process_group()
 
