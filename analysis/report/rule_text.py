@@ -144,21 +144,21 @@ def critical_lines(res) -> list[str]:
     head = f"{'group':32} {'target':>7} {'B_crit (95% CI)':>28} {'S_min':>9} {'E_min':>9} {'B fitted':>8} " \
            f"{'never':>5} {'B_simple':>9} {'B_opt':>8}"
     lines.append(head)
-    for g in res.groups:
-        f = g.fit
+    for grp in res.groups:
+        f = grp.fit
         if not f.ok:
-            lines.append(f"{g.label[:32]:32} {g.target:>7g}  no fit: {f.reason}")
+            lines.append(f"{grp.label[:32]:32} {grp.target:>7g}  no fit: {f.reason}")
             continue
-        bopt = _g(g.b_opt.value) if g.b_opt is not None else "-"
-        lines.append(f"{g.label[:32]:32} {g.target:>7g} {_est(f.b_crit):>28} {_g(f.s_min.value):>9} "
+        bopt = _g(grp.b_opt.value) if grp.b_opt is not None else "-"
+        lines.append(f"{grp.label[:32]:32} {grp.target:>7g} {_est(f.b_crit):>28} {_g(f.s_min.value):>9} "
                      f"{_g(f.e_min.value):>9} {f.n_fitted:>4}/{len(f.batch_sizes):<3} {f.n_censored_trials:>5} "
-                     f"{_g(g.b_simple):>9} {bopt:>8}")
+                     f"{_g(grp.b_simple):>9} {bopt:>8}")
     for name, est in res.scaling:
         lines.append(f"B_crit grows as {name}^{est.value:.2f} (95% CI {est.ci_low:.2f} to {est.ci_high:.2f})")
     lines.append("columns: 'never' counts trials that never reached the target (censored, not dropped); "
                  "B_simple is the median gradient noise scale at the target, B_opt the best batch size of the group"
                  + (" (jointly with lr, refined between grid points)" if res.tune_lr else " (refined between grid points)"))
-    for g in res.groups:
-        lines += [f"{g.label}, target {g.target:g}: {n}" for n in g.fit.notes]
+    for grp in res.groups:
+        lines += [f"{grp.label}, target {grp.target:g}: {n}" for n in grp.fit.notes]
     lines += list(res.notes)
     return lines

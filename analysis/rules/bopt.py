@@ -41,7 +41,6 @@ from analysis.stats.result import num
 
 MIN_BATCH_SIZES = 3
 
-
 RULE_COLUMNS = ("lr", "n_train", "momentum")
 
 

@@ -11,21 +11,13 @@ import pyarrow as pa
 from analysis.errors import AnalysisError
 
 SOURCE_KEY, AXES_KEY, SEED_KEY, NAMED_KEY = b"scaling.source", b"scaling.spec.axes", b"scaling.seed", b"scaling.named"
-
-
 """Arrow schema metadata: where a table came from ('store'), the axes/replicate a user declared
 and the columns the command line names."""
 
-
 DERIVED = {"error": "1 - test_acc", "gap": "test_loss - train_loss"}
-
-
 """Metrics computed from stored columns; ``error`` shadows the stored error-message column."""
 
-
 SKIPPED = ("config", "run_id", "host", "start_time", "end_time", "version")
-
-
 """Bookkeeping columns no analysis reads (role bookkeeping in scaling.spec.schema): :func:`load_trials` leaves them out."""
 
 

@@ -30,8 +30,6 @@ from scaling.store.writer import Store
 from scaling.tasks.resolve import task_data_version
 
 LARGE_LIMIT = 10_000_000
-
-
 """The most trials a sweep may have, even with --allow-large."""
 
 
@@ -112,8 +110,6 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
 
 
 OVERLAP_TRIALS = 50_000
-
-
 """Sweeps of at least this many trials hash their ids while Ray starts (run_sweep)."""
 
 

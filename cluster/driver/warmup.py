@@ -49,14 +49,9 @@ def pack_budget(cfg: SweepConfig, slots: int, probe=None) -> int:
 
 
 MEMORY_HEADROOM = 2
-
-
 """A node's available memory is shared by the packs it runs at once, with this factor to spare."""
 
-
 GPU_SHARE = 0.9
-
-
 """The share of a GPU's free memory its packs may plan to use."""
 
 

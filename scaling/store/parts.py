@@ -39,21 +39,15 @@ from scaling.spec.schema import TABLES
 
 COMMIT = re.compile(r"[0-9a-z]{16}-[0-9a-f]{32}")
 
-
 MERGED = re.compile(r"merged-[0-9a-f]{32}")
-
 
 KEYS = {"trials": ("sweep", "trial_id", "run_id"), "curves": ("sweep", "trial_id", "run_id", "step")}
 
-
 TMP_PREFIX = ".tmp-"
-
 
 INTENT_PREFIX = ".compact-"
 
-
 _HEX16 = re.compile(r"[0-9a-f]{16}")
-
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 
@@ -179,7 +173,6 @@ class Footer:
 
 
 _cache: dict = {}
-
 
 _cache_lock = threading.Lock()
 

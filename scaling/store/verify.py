@@ -51,10 +51,7 @@ from scaling.store.views import WINNER_ORDER, create_source
 from scaling.store.writer import QUARANTINE, Store
 
 STALE_S = 600.0
-
-
 """Age (seconds) after which a temporary file, orphan curves or an intent is stale."""
-
 
 KEYS = parts_mod.KEYS
 
@@ -397,5 +394,4 @@ def _store(root) -> Store:
     return root if isinstance(root, Store) else Store(str(root))
 
 
-__all__ = ["verify", "repair", "compact", "VerifyReport", "CompactReport", "Finding", "Merge",
-           "cmd_verify", "cmd_compact", "register", "finish_intents"]
+__all__ = ["verify", "repair", "compact", "VerifyReport", "CompactReport", "Finding", "Merge", "finish_intents"]

@@ -49,19 +49,14 @@ WINNER_ORDER = (
     "TRY_CAST(coalesce(code_version, '1') AS BIGINT) DESC NULLS LAST, coalesce(code_version, '1') DESC, "
     "TRY_CAST(coalesce(data_version, '1') AS BIGINT) DESC NULLS LAST, coalesce(data_version, '1') DESC, "
     "run_id NULLS LAST, _part")
-
-
 """The rule that picks the run readers keep among a trial's committed runs (no clocks): ok and
 diverged beat failed (and anything else); then the newer code_version, then the newer
 data_version (integers above text, null read as "1"); then the smallest run_id; then the
 smallest part path (copies of one run)."""
 
-
 QUERY_TIMEOUT_S = 300.0
 
-
 _DUCK = {"int64": "BIGINT", "double": "DOUBLE", "bool": "BOOLEAN", "string": "VARCHAR"}
-
 
 _warned: set = set()
 

@@ -49,21 +49,14 @@ from scaling.store.uri import open_filesystem, retrying
 
 MARKER = "_sweep.json"
 
-
 CONFIG = "sweep.yaml"
-
 
 QUARANTINE = "quarantine"
 
-
 LAYOUT = (*TABLES, QUARANTINE, CONFIG, MARKER)
-
-
 """Names a sweep folder uses for itself: a sweep may not be called any of these."""
 
-
 _ensured: set = set()
-
 
 _ensured_lock = threading.Lock()
 

@@ -16,9 +16,7 @@ from scaling.tasks.base import Dataset, TaskSpec
 
 DIGITS_TEST_SIZE = 297  # 1797 images: 297 fixed test, 300 validation, 1200 train pool
 
-
 DIGITS_VAL_SIZE = 300
-
 
 DIGITS_SPLIT_SEED = 20170101
 
@@ -127,15 +125,10 @@ def _image_spec(name: str, prepare, size, what: str) -> TaskSpec:
 
 
 MAX_TEACHER_VALUES = 1 << 28
-
-
 """The most values in one array the teacher task builds (2 GiB as float64): each worker holds
 its pool, test and validation sets and the teacher's weights in memory."""
 
-
 MAX_CONTEXT = 1 << 14
-
-
 """The longest text window: the transformer holds a context x context mask and attention
 scores (16384² is 268M values per sequence and head)."""
 

@@ -46,10 +46,7 @@ from scaling.tasks.base import Dataset
 from scaling.tasks.base import _show
 
 MAX_SOURCE_BYTES = 8_000_000
-
-
 """Largest plug-in module source read to check the decorator."""
-
 
 NOT_A_FACTORY = ("is not a task factory; mark it with the decorator @scaling.tasks.task_factory "
                  "(configs may call only functions made for them)")

@@ -12,8 +12,6 @@ from torch import nn
 from scaling.tasks.base import Dataset
 
 EVAL_CHUNK = 256
-
-
 """Examples per forward pass when evaluating models other than the MLP (which takes all at once)."""
 
 

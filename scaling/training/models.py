@@ -31,8 +31,6 @@ from torch import nn
 from scaling.tasks.base import Dataset
 
 HEAD_UNITS = 32
-
-
 """Default units per attention head: heads = width // 32, rounded down to a divisor of width."""
 
 

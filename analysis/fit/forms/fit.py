@@ -27,21 +27,10 @@ from analysis.fit.forms.registry import FORMS
 from analysis.stats.result import num
 from analysis.stats.robust import percentile_interval
 
-"""Every family by name."""
-
-
-"""Families ``"auto"`` chooses from."""
-
-
 HOLDOUT_RATIO = 3.0
-
-
 """Warn when the held-out RMSE-log exceeds this multiple of the in-sample RMSE-log ..."""
 
-
 HOLDOUT_FLOOR = 1e-3
-
-
 """... and exceeds this (0.1 %): below it both errors are at the level of rounding."""
 
 

@@ -61,8 +61,6 @@ from scaling.training.packing import (
 )
 
 MOMENTUM_RUNS = 4
-
-
 """Up to this many runs of members with equal momentum (the planner sorts packs by it), the SGD
 fast path updates each run's momentum buffers in one ``baddbmm_`` with m as its beta; beyond, it
 scales the buffers first (one more pass over them)."""
