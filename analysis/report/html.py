@@ -1,15 +1,18 @@
-"""One self-contained HTML page about a results store: counts, fits and plots.
+"""One self-contained HTML page about a results store: headline cards, figures, then text.
 
-Images are inlined as base64 PNG, so the page can be mailed or archived as a
-single file. Each section is computed independently; a section whose data are
-degenerate shows the reason instead of a plot, and the rest of the page is
-still written. Infeasible trials (diverged, failed) are counted in every
-section that leaves them out.
+The page opens with cards (the learning-curve exponent with its interval, the B_opt rule's
+verdict, B_crit, the trial count), then one section per analysis: a figure first, the long
+text in collapsible ``<details>``. Images are inlined as base64 PNG, so the page can be
+mailed or archived as a single file and works offline. Each section is computed
+independently; a section whose data are degenerate shows the reason instead of a plot, and
+the rest of the page is still written. A rule that does not apply to the sweep (the SGD
+noise-scale collapse on an AdamW or Lion sweep) gets one line saying so, not a figure.
+Infeasible trials (diverged, failed) are counted in every section that leaves them out.
+Every value the page did not write itself is HTML-escaped (:mod:`analysis.report.page`).
 """
 
 from __future__ import annotations
 
-import html
 import os
 import re
 from datetime import datetime, timezone
@@ -17,122 +20,188 @@ from datetime import datetime, timezone
 import numpy as np
 
 import analysis.report.fit_text as fit_text
+import analysis.report.page as pg
+import analysis.report.plots as plots
 import analysis.report.rule_text as rule_text
 import analysis.report.text as fmt
 import analysis.tables.cells as cl
 from analysis import tables
-import analysis.report.plots as plots
-from analysis.rules.bopt import collapse, find_bopt
-from analysis.fit.curves import fit_learning_curves
 from analysis.errors import AnalysisError
+from analysis.fit.curves import fit_learning_curves
+from analysis.report import cards
+from analysis.report import training as tr
+from analysis.rules.bopt import collapse, find_bopt
 
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; margin-top: 2em; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-td, th { border: 1px solid #ddd; padding: 2px 6px; text-align: left; }
-th { background: #f3f3f3; } .msg { color: #a33; } .note { color: #555; font-size: 0.9em; }
-img { max-width: 100%; border: 1px solid #eee; } pre { white-space: pre-wrap; font-size: 0.85em; }
-"""
-
-
-def _table(headers, rows) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
-                   for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _img(fig, alt: str) -> str:
-    data = plots.to_base64_png(fig)
-    return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
-
-
-def _p(text: str, cls: str = "") -> str:
-    attr = f' class="{cls}"' if cls else ""
-    return f"<p{attr}>{html.escape(text)}</p>"
+PREDICT_AT = (2.0, 4.0)
+"""Predictions are drawn at these multiples of the largest x of the learning curves."""
 
 
 def _summary(trials) -> str:
     fr = tables.frame(trials)
     status = tables.status(fr)
     bad = status != "ok"
-    parts = [_table(*fmt.summary_rows(trials))]
+    parts = [pg.table(*fmt.summary_rows(trials))]
     if bad.any():
         counts = fmt.outcomes_text(tables.count_by(status[bad]))
-        parts.append(_p(f"{int(bad.sum())} of {status.size} trials did not finish ok ({counts}). "
-                        "They are left out of every fit below and counted in each section."))
+        parts.append(pg.p(f"{int(bad.sum())} of {status.size} trials did not finish ok ({counts}). "
+                          "They are left out of every fit below and counted in each section."))
         if "error" in fr:
             msgs = [re.sub(r"\d[\d.eE+-]*", "#", str(m))[:100] for m in fr["error"][bad] if m]
             if msgs:
                 top = tables.count_by(np.array(msgs, dtype=object))
-                parts.append(_table(["error message (numbers as #)", "trials"],
-                                    list(top.items())[:8]))
+                parts.append(pg.details("error messages (numbers as #)", pg.table(
+                    ["error message", "trials"], list(top.items())[:8])))
     else:
-        parts.append(_p(f"all {status.size} trials finished ok."))
+        parts.append(pg.p(f"all {status.size} trials finished ok."))
     return "".join(parts)
 
 
-def _curves(trials, x, metric, by, n_boot, offset=True) -> tuple[str, list]:
+def _learning(trials, x, metric, by, n_boot, offset, found) -> str:
     from analysis.fit.forms.on_curves import add_forms
-    from analysis.report.fit_text import curve_family_lines
 
     curves = fit_learning_curves(trials, x=x, metric=metric, by=by, n_boot=n_boot, offset=offset)
-    curves = add_forms(curves, n_boot=n_boot)  # auto's choice and every family's score
-    parts = [_img(plots.plot_curves(curves), f"{metric} vs {x}")]
-    parts += [_p(n, "msg") for n in (curves[0].notes if curves else ())]
-    for c in curves:
-        over = f"best over {', '.join(c.over)}" if c.over else "fixed configuration"
-        parts.append(f"<h3>{html.escape(c.label)}</h3>")
-        parts.append(_p(f"{over}; trials: {fmt.outcomes_text(c.outcomes)}", "note"))
-        if c.selection and c.over:
-            parts.append(_p(f"selection: {c.selection}", "note"))
-        if c.flagged:
-            parts.append("<pre>" + html.escape("\n".join(fit_text.flagged_lines(c.flagged, 20)))
-                         + "</pre>")
-        if c.fit is None:
-            parts.append(_p(f"no fit: {c.message}", "msg"))
-            continue
-        lines = fit_text.fit_lines(c.fit) + [f"  warning: {w}" for w in c.warnings]
-        parts.append("<pre>" + html.escape("\n".join(lines)) + "</pre>")
-        family = curve_family_lines(c, params=False)
-        if family:
-            parts.append(_p("Curve families: the extrapolation check of auto, which chooses by "
-                            "rolling-origin validation on the fitted points (every family's "
-                            "score below; the exponent above stays the power law's)", "note"))
-            parts.append("<pre>" + html.escape("\n".join(family)) + "</pre>")
-    return "".join(parts), curves
-
-
-def _fitted_values(curves) -> str:
+    top = max((max(c.x) for c in curves if c.x), default=None)
+    at = None if top is None else [k * top for k in PREDICT_AT]
+    curves = add_forms(curves, predict=at, n_boot=min(n_boot, 400))
+    found["curves"] = curves
+    parts = [pg.figure(plots.plot_curves(curves), f"{metric} vs {x}")]
+    parts.append(pg.p("Every point drawn is a winner the fit used; the dashed part of each curve "
+                      "extrapolates past the data. Diamonds predict at "
+                      f"{' and '.join(f'{k:g}x' for k in PREDICT_AT)} the largest {x}, with the "
+                      "prediction interval of the curve family that rolling-origin validation "
+                      "chose.", "note"))
+    parts += [pg.p(n, "msg") for n in (curves[0].notes if curves else ())]
     rows = []
     for c in curves:
-        if c.fit is None:
-            rows.append([c.label, "-", "-", "-", "-", c.message])
-            continue
-        for n, v, lo, hi in zip(c.fit.names, c.fit.params, c.fit.ci_low, c.fit.ci_high):
-            rows.append([c.label, n, fmt.g(v), fmt.g(lo), fmt.g(hi),
-                         "converged" if c.fit.converged else "NOT converged"])
-    return _table(["curve", "param", "value", "CI low", "CI high", "status"], rows)
-
-
-def _bopt(trials, metric, n_boot, by=()) -> str:
-    result = find_bopt(trials, metric=metric, n_boot=n_boot, by=by)
-    if result.rule is not None:
-        v = result.rule.verdict
-        parts = [_p(f"verdict: {v.label}: {v.reason}", "" if v.label != "inconclusive" else "msg")]
-        rule = ["<pre>" + html.escape("\n".join(rule_text.rule_lines(result.rule))) + "</pre>"]
-    else:
-        parts, rule = [_p(f"rule check: none ({result.rule_note})", "msg")], []
-    parts += [_p(f"selection: {result.selection}", "note")] + [_p(n, "msg") for n in result.notes]
-    parts += [_img(plots.plot_bopt(result), "B_opt against lr*N/(1-m)")] + rule + [
-        _table(*rule_text.group_rows(result))]
+        pred = c.prediction
+        for i in range(len(pred.x) if pred is not None else 0):
+            rows.append([c.label, fmt.g(pred.x[i]), fmt.value(pred.y[i]),
+                         _pair(pred.band_low[i], pred.band_high[i]),
+                         _pair(pred.pi_low[i], pred.pi_high[i]), pred.form])
+    if rows:
+        parts.append(pg.table(["curve", x, f"predicted {metric}", "95% band of the curve",
+                               "95% prediction interval", "by"], rows))
+    for c in curves:
+        parts.append(_curve_text(c))
     return "".join(parts)
 
 
-def _critical(trials, curves, metric, n_boot, targets=None) -> str:
+def _pair(lo, hi) -> str:
+    return "-" if lo is None and hi is None else f"{fmt.value(lo)} to {fmt.value(hi)}"
+
+
+def _curve_text(c) -> str:
+    """One curve's short line and warnings, its long text folded away."""
+    over = f"best over {', '.join(c.over)}" if c.over else "fixed configuration"
+    if c.fit is None:
+        head = pg.p(f"{c.label}: no power-law fit ({c.message})", "msg")
+    else:
+        v, lo, hi = c.fit.param("b")
+        head = pg.p(f"{c.label}: exponent b = {fmt.g(v, 3)} ({c.fit.level:.0%} CI {fmt.g(lo, 3)} to "
+                    f"{fmt.g(hi, 3)}), {c.fit.n_points} points, {over}; trials: "
+                    f"{fmt.outcomes_text(c.outcomes)}")
+    warn = [w for w in c.warnings] + list(c.family.warnings if c.family is not None else ()) \
+        + list(c.prediction.warnings if c.prediction is not None else ())
+    body = []
+    if c.selection and c.over:
+        body.append(pg.p(f"selection: {c.selection}", "note"))
+    if c.flagged:
+        body.append(pg.pre(fit_text.flagged_lines(c.flagged, 20)))
+    if c.fit is not None:
+        body.append(pg.pre(fit_text.fit_lines(c.fit)))
+        body.append(pg.table(["param", "value", "CI low", "CI high", "status"],
+                             [[n, fmt.g(v), fmt.g(lo), fmt.g(hi),
+                               "converged" if c.fit.converged else "NOT converged"]
+                              for n, v, lo, hi in zip(c.fit.names, c.fit.params, c.fit.ci_low,
+                                                      c.fit.ci_high)]))
+    family = fit_text.curve_family_lines(c, params=False)
+    if family:
+        body.append(pg.p("Curve families: the extrapolation check of auto, which chooses by "
+                         "rolling-origin validation on the fitted points (every family's score "
+                         "below; the exponent above stays the power law's)", "note"))
+        body.append(pg.pre(family))
+    return (head + "".join(pg.p(f"warning: {w}", "msg") for w in warn)
+            + pg.details(f"fit details: {c.label}", "".join(body)))
+
+
+def _training(trials, curves, metric, where, found) -> str:
+    if curves is None or curves.num_rows == 0:
+        return pg.p("No training curves: the input is a trials table without the store's curves "
+                    "table (a CSV or Parquet file), so there is nothing to draw here.", "note")
+    parts = []
+    fitted = found.get("curves")
+    if fitted is None:
+        parts.append(pg.p("winners: none to draw, since the learning curves above could not be "
+                          "fitted", "msg"))
+    for c in fitted or []:
+        parts.append(_part(lambda c=c: tr.winners(trials, curves, c, _curve_metric(metric, curves)),
+                           "training curves of the winners"))
+    if where:
+        parts.append(_part(lambda: tr.group(trials, curves, where, _curve_metric(metric, curves)),
+                           f"training curves of {where}"))
+    else:
+        parts.append(pg.p('Draw any group with --curves, e.g. --curves "n_train=600,momentum=0.9" '
+                          'or --curves "lr >= 0.1 AND batch_size = 32".', "note"))
+    return "".join(parts)
+
+
+def _curve_metric(metric: str, curves) -> str:
+    """The learning curve's metric when the curves table has it (or can derive it)."""
+    derived = {"error": "test_acc", "gap": "test_loss"}
+    return metric if derived.get(metric, metric) in curves.column_names else "test_loss"
+
+
+def _part(build, alt: str) -> str:
+    """One figure of training curves, or why there is none (the rest of the section stays)."""
+    try:
+        tc = build()
+    except AnalysisError as e:
+        return pg.p(f"{alt}: not available: {e}", "msg")
+    return pg.figure(tr.plot_training(tc), alt) + "".join(pg.p(n, "note") for n in tc.notes)
+
+
+def _bopt(trials, metric, n_boot, by, found) -> str:
+    result = find_bopt(trials, metric=metric, n_boot=n_boot, by=by)
+    found["bopt"] = result
+    parts = []
+    if result.rule is not None:
+        v = result.rule.verdict
+        parts.append(f"<p><b>{pg.esc(v.label)}</b>: {pg.esc(v.reason)}</p>")
+    else:
+        parts.append(pg.p(f"rule check: none ({result.rule_note})", "msg"))
+    parts.append(pg.figure(plots.plot_bopt(result), "B_opt against lr*N/(1-m)"))
+    parts.append(pg.p(f"selection: {result.selection}", "note"))
+    parts += [pg.p(n, "msg") for n in result.notes]
+    if result.rule is not None:
+        parts.append(pg.details("the rule check in full", pg.pre(rule_text.rule_lines(result.rule))))
+    parts.append(pg.details(f"B_opt of every group ({len(result.groups)} groups)",
+                            pg.table(*rule_text.group_rows(result))))
+    return "".join(parts)
+
+
+def _not_sgd(trials) -> list[str]:
+    """The optimizers other than SGD that the table's trials use (empty: all SGD)."""
+    if "optimizer" not in trials.column_names:
+        return []
+    names = {str(v).lower() for v in trials.column("optimizer").to_pylist() if v is not None}
+    return sorted(names - {"sgd"})
+
+
+def _collapse(trials, names, metric) -> str:
+    import pyarrow.compute as pc
+
+    parts = []
+    for name in names if len(names) > 1 else [None]:
+        part = trials if name is None else trials.filter(pc.equal(trials.column("sweep"), name))
+        if name is not None:
+            parts.append(f"<h3>sweep={pg.esc(name)}</h3>")
+        parts.append(pg.figure(plots.plot_collapse(collapse(part, metric=metric)),
+                               "noise-scale collapse"))
+    return "".join(parts)
+
+
+def _critical(trials, curves, metric, n_boot, targets, found) -> str:
     from analysis.rules.critical import auto_target, critical_batch
-    from analysis.report.rule_text import critical_lines
 
     if curves is None or curves.num_rows == 0:
         raise AnalysisError("needs the learning curves of a results store")
@@ -140,26 +209,32 @@ def _critical(trials, curves, metric, n_boot, targets=None) -> str:
     tune = "lr" in fr and len(set(tables.hashable(fr["lr"]))) > 1
     chosen = list(targets) if targets else [auto_target(trials, metric)]
     res = critical_batch(trials, curves, targets=chosen, metric=metric, tune_lr=tune, n_boot=n_boot)
+    found["bcrit"] = res
     note = ("target chosen automatically: the 70th percentile of the batch sizes' median final "
             f"{metric} (scaling bcrit --target T for others)") if not targets else ""
-    parts = [_p(note, "note")] if note else []
-    parts += [_img(plots.plot_tradeoff(res), "steps against examples to target"),
-              "<pre>" + html.escape("\n".join(critical_lines(res))) + "</pre>"]
+    parts = [pg.figure(plots.plot_tradeoff(res), "steps against examples to target")]
+    parts += [pg.p(note, "note")] if note else []
+    for name, est in res.scaling:
+        parts.append(pg.p(f"B_crit grows as {name}^{est.value:.2f} (95% CI {est.ci_low:.2f} to "
+                          f"{est.ci_high:.2f})"))
+    parts.append(pg.details("B_crit of every group, and notes",
+                            pg.pre(rule_text.critical_lines(res))))
     return "".join(parts)
 
 
-def _section(title: str, build) -> str:
+def _section(anchor: str, title: str, build, toc: list) -> str:
     try:
         body = build()
     except AnalysisError as e:
-        body = _p(f"not available: {e}", "msg")
-    return f"<h2>{html.escape(title)}</h2>{body}"
+        body = pg.p(f"not available: {e}", "msg")
+    toc.append((anchor, title))
+    return pg.section(anchor, title, body)
 
 
 def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = "test_loss",
                  by=(), bopt_metric: str = "test_acc", n_boot: int = 1000, offset: bool = True,
                  curve_trials=None, bopt_trials=None, extra: str = "", curves=None,
-                 bcrit_trials=None, bcrit_targets=None) -> str:
+                 bcrit_trials=None, bcrit_targets=None, curves_where: str | None = None) -> str:
     """The HTML page for a trials table.
 
     Parameters
@@ -180,53 +255,57 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
         Other trials for the learning-curve and the B_opt/collapse sections (e.g. one
         sweep each); default ``trials``.
     extra : str
-        HTML put right under the heading (e.g. a table of headline figures).
+        HTML put right under the headline cards (e.g. a table of headline figures).
     curves, bcrit_trials, bcrit_targets : optional
         The store's curves, the trials of the critical-batch section (default ``trials``)
-        and its targets (default: :func:`analysis.rules.critical.auto_target`); no curves, no section.
+        and its targets (default: :func:`analysis.rules.critical.auto_target`); no curves, no
+        critical-batch section and no training curves.
+    curves_where : str, optional
+        A group whose training curves to draw beside the winners': ``COL=VALUE`` pairs or an
+        SQL expression over the trials' columns (:func:`analysis.report.training.select`).
     """
-    import pyarrow.compute as pc
-
     curve_trials = trials if curve_trials is None else curve_trials
     bopt_trials = trials if bopt_trials is None else bopt_trials
     names = sorted(set(bopt_trials.column("sweep").to_pylist())) \
         if "sweep" in bopt_trials.column_names else []
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    holder: dict = {}
-
-    def curves_section():
-        body, holder["curves"] = _curves(curve_trials, x, metric, tuple(by), n_boot, offset)
-        return body
-
-    def collapse_section():
-        parts = []
-        for name in names if len(names) > 1 else [None]:
-            part = bopt_trials if name is None else bopt_trials.filter(
-                pc.equal(bopt_trials.column("sweep"), name))
-            if name is not None:
-                parts.append(f"<h3>sweep={html.escape(name)}</h3>")
-            parts.append(_img(plots.plot_collapse(collapse(part, metric=bopt_metric)),
-                              "noise-scale collapse"))
-        return "".join(parts)
-
+    found: dict = {}
+    toc: list = []
+    has_curves = curves is not None and curves.num_rows > 0
+    other = _not_sgd(bopt_trials)
     sections = [
-        _section("Sweep summary", lambda: _summary(trials)),
-        _section(f"Learning curves: {metric} vs {x}", curves_section),
-        _section(f"Optimal batch size ({bopt_metric}) against lr*N/(1-m)",
-                 lambda: _bopt(bopt_trials, bopt_metric, n_boot,
-                               ("sweep",) if "sweep" in tuple(by) else ())),
-        _section(f"Noise-scale collapse ({bopt_metric})", collapse_section),
-        _section("Fitted values", lambda: _fitted_values(holder.get("curves", []))),
+        _section("summary", "Sweep summary", lambda: _summary(trials), toc),
+        _section("learning-curves", f"Learning curves: {metric} vs {x}",
+                 lambda: _learning(curve_trials, x, metric, tuple(by), n_boot, offset, found), toc),
+        _section("training", "Training curves: metric vs examples seen",
+                 lambda: _training(curve_trials, curves, metric, curves_where, found), toc),
+        _section("bopt", f"Optimal batch size ({bopt_metric})" + (
+            "" if other else " against lr*N/(1-m)"),
+            lambda: _bopt(bopt_trials, bopt_metric, n_boot,
+                          ("sweep",) if "sweep" in tuple(by) else (), found)
+            + (pg.p(_why_no_collapse(other), "note") if other else ""), toc),
     ]
-    if curves is not None and curves.num_rows > 0:  # a store with learning curves
+    if not other:
+        sections.append(_section("collapse", f"Noise-scale collapse ({bopt_metric})",
+                                 lambda: _collapse(bopt_trials, names, bopt_metric), toc))
+    if has_curves:
         part = trials if bcrit_trials is None else bcrit_trials
         crit = metric if metric in curves.column_names else "test_loss"  # a curves column
-        sections.insert(4, _section(f"Critical batch size ({crit}): steps vs examples to target",
-                                    lambda: _critical(part, curves, crit, min(n_boot, 400), bcrit_targets)))
+        sections.append(_section(
+            "bcrit", f"Critical batch size ({crit}): steps vs examples to target",
+            lambda: _critical(part, curves, crit, min(n_boot, 400), bcrit_targets, found), toc))
+    head = cards.headline(trials, found, has_curves, other)
     title = f"Scaling report: {source}" if source else "Scaling report"
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"{_p(f'generated {stamp}', 'note')}{extra}{''.join(sections)}</body></html>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{pg.esc(title)}"
+            f"</title><style>{pg.CSS}</style></head><body><h1>{pg.esc(title)}</h1>"
+            f"{pg.p(f'generated {stamp}', 'note')}{head}{pg.nav(toc)}{extra}"
+            f"{''.join(sections)}</body></html>")
+
+
+def _why_no_collapse(other) -> str:
+    return (f"No noise-scale collapse plot: g = lr*N/(B(1-m)) is the noise scale of SGD "
+            f"(Smith & Le 2018), and this sweep trains with {', '.join(other)}, where it does not "
+            "govern training.")
 
 
 def write_report(root: str, out: str, *, sweep: str | None = None, axes=(), seed: str | None = None,
@@ -263,6 +342,8 @@ def write_report(root: str, out: str, *, sweep: str | None = None, axes=(), seed
             curves = curves.filter(pc.equal(curves.column("sweep"), sweep))
     else:
         cl.check_one_sweep(fr, np.ones(trials.num_rows, bool), options.get("by", ()))
+    if options.get("curves_where") is not None:
+        tr.select(trials, options["curves_where"])  # a bad --curves is one clear error, up front
     return write_page(out, build_report(trials, source=str(root), curves=curves, **options))
 
 

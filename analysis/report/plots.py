@@ -30,41 +30,88 @@ def to_base64_png(fig: Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def readable_ticks(ax) -> None:
+    """Tick labels of log axes that never run into each other.
+
+    Over less than about two decades matplotlib labels minor ticks ("3x10^3" beside
+    "4x10^3"); here a short axis gets labels at 1, 2 and 5 (1 and 3 over more), plain
+    numbers ("3000", "0.02", "2e4"), and minor ticks unlabelled.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() != "log":
+            continue
+        lo, hi = sorted(lim)
+        if not (lo > 0 and np.isfinite(hi)):
+            continue
+        decades = np.log10(hi / lo)
+        subs = (1.0, 2.0, 5.0) if decades < 2.2 else ((1.0, 3.0) if decades < 4 else (1.0,))
+        if decades < 0.6:
+            subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+        axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+        axis.set_major_formatter(FuncFormatter(_tick))
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _tick(v, _pos=None) -> str:
+    if not v > 0:
+        return ""
+    if 1e-3 <= v < 1e4:
+        return f"{v:.4g}"
+    m, e = f"{v:.0e}".split("e")
+    return f"{m}e{int(e)}"
+
+
 def _ci(fit, name: str) -> str:
     v, lo, hi = fit.param(name)
     return f"{name}={v:.3g} [{lo:.3g}, {hi:.3g}]"
 
 
-def plot_curves(curves) -> Figure:
-    """Learning curves on log-log axes: frontier points, fit, and its bootstrap band.
+def plot_curves(curves, extend: float = 1.5) -> Figure:
+    """Learning curves on log-log axes: frontier points, fit, band, extrapolation, predictions.
 
-    Held-out points of the extrapolation check are drawn hollow.
+    The fit is solid over the data and dashed past the largest ``x`` (to ``extend`` times
+    it, or past the furthest prediction), inside its 95 % bootstrap band. Every point drawn
+    is one the fit used. The extrapolation check's own fit, made without the largest ``x``,
+    is dotted, and the points it left out are ringed. A curve's ``prediction``
+    (:class:`analysis.fit.forms.prediction.Prediction`) is a diamond with its prediction
+    interval. The legend names only the marks that are drawn.
     """
     fig, ax = _fig()
     colors = [f"C{i % 10}" for i in range(len(curves))]
-    positive = True
+    positive, seen, shown = True, set(), []
     for curve, color in zip(curves, colors):
-        x, y = np.array(curve.x), np.array(curve.y)
+        x, y = np.array(curve.x, float), np.array(curve.y, float)
         if x.size == 0:
             continue
         positive &= bool(np.all(y > 0))
+        shown.append(y)
         fit, fam = curve.fit, getattr(curve, "family", None)
+        pred = getattr(curve, "prediction", None)
         label = curve.label if fit is None else f"{curve.label}: {_ci(fit, 'b')}"
         if fit is None and fam is not None:
             label = f"{curve.label}: {fam.form}"
-        held = np.zeros(x.size, bool)
-        hold = fit.holdout if fit is not None else (fam.holdout if fam is not None else None)
-        if hold is not None:
-            held = np.isin(x, hold.x)
-        ax.plot(x[~held], y[~held], "o", color=color, label=label)
-        ax.plot(x[held], y[held], "o", mfc="none", color=color)
-        grid = np.geomspace(x.min(), x.max() * 1.5, 200)
+        ax.plot(x, y, "o", color=color, label=label, zorder=3)
+        end = x.max() * extend
+        if pred is not None:
+            end = max(end, max(pred.x) * 1.15)
+        inside, beyond = np.geomspace(x.min(), x.max(), 120), np.geomspace(x.max(), end, 80)
+        model = fit if fit is not None else fam
+        if model is not None:
+            ax.plot(inside, _positive(model.predict(inside)), "-", color=color, lw=1.5)
+            ax.plot(beyond, _positive(model.predict(beyond)), "--", color=color, lw=1.5)
+            shown.append(_positive(model.predict(inside)))
+            seen.add("fit")
         if fit is not None:
-            lo, hi = fit.band(grid)
-            ax.plot(grid, fit.predict(grid), "-", color=color, lw=1.5)
-            ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0)
-        elif fam is not None:  # undefined values are NaN: gaps, never numbers
-            ax.plot(grid, fam.predict(grid), "-", color=color, lw=1.5)
+            for grid, alpha in ((inside, 0.2), (beyond, 0.1)):
+                lo, hi = fit.band(grid)
+                ax.fill_between(grid, lo, hi, color=color, alpha=alpha, lw=0)
+            if _draw_check(ax, fit, x, y, color):
+                seen.add("check")
+        if pred is not None and _draw_prediction(ax, pred, color):
+            seen.add(f"prediction by {pred.form}")
+            shown.append(np.array([v for v in pred.y if v is not None], float))
     ax.set_xscale("log")
     ax.set_yscale("log" if positive else "linear")
     if curves:
@@ -72,11 +119,84 @@ def plot_curves(curves) -> Figure:
         over = f" (best over {', '.join(c.over)})" if c.over else " (fixed configuration)"
         ax.set_xlabel(c.x_name)
         ax.set_ylabel(c.metric)
-        ax.set_title(f"{c.metric} vs {c.x_name}{over}", fontsize=9)
+        ax.set_title(wrap(f"{c.metric} vs {c.x_name}{over}", 80), fontsize=9)
+    _limit_y(ax, shown, positive)
     if any(len(c.x) for c in curves):
-        ax.legend(fontsize=7, title="fit with 95% band; hollow: held out", title_fontsize=7)
+        ax.legend(handles=ax.get_legend_handles_labels()[0] + _style_keys(seen), fontsize=7,
+                  loc="best")
     ax.grid(True, which="both", alpha=0.3)
+    readable_ticks(ax)
     return fig
+
+
+def _positive(v) -> np.ndarray:
+    """Values with those <= 0 or undefined as NaN (a gap on log axes, never a number)."""
+    v = np.asarray(v, float)
+    return np.where(np.isfinite(v) & (v > 0), v, np.nan)
+
+
+def _draw_check(ax, fit, x, y, color) -> bool:
+    """The extrapolation check's fit (without the largest x) dotted, its left-out points ringed."""
+    from analysis.fit.powerlaw import natural_curve
+
+    hold = fit.holdout
+    if hold is None or not hold.params:
+        return False
+    out = np.isin(x, hold.x)
+    grid = np.geomspace(x.min(), x.max(), 120)
+    ax.plot(grid, _positive(natural_curve(np.asarray(hold.params), grid, len(hold.params) == 3)),
+            ":", color=color, lw=1.2)
+    ax.plot(x[out], y[out], "o", ms=12, mfc="none", mew=1.2, color=color, zorder=2)
+    return True
+
+
+def _draw_prediction(ax, pred, color) -> bool:
+    """Diamonds at the predicted values with their prediction intervals; False when none
+    is defined."""
+    px = np.array(pred.x, float)
+    py = np.array([np.nan if v is None else v for v in pred.y], float)
+    lo = np.array([np.nan if v is None else v for v in pred.pi_low], float)
+    hi = np.array([np.nan if v is None else v for v in pred.pi_high], float)
+    ok = np.isfinite(py)
+    if not ok.any():
+        return False
+    err = np.vstack([np.where(np.isfinite(lo), py - lo, 0), np.where(np.isfinite(hi), hi - py, 0)])
+    ax.errorbar(px[ok], py[ok], yerr=np.maximum(err[:, ok], 0), fmt="D", ms=6, mfc="white",
+                color=color, capsize=3, lw=1, zorder=4)
+    return True
+
+
+def _style_keys(seen) -> list:
+    """Grey legend entries for the kinds of marks drawn (never one for a mark not drawn)."""
+    from matplotlib.lines import Line2D
+
+    keys = []
+    if "fit" in seen:
+        keys += [Line2D([], [], color="0.35", ls="-", label="fit (95% band shaded)"),
+                 Line2D([], [], color="0.35", ls="--", label="extrapolated past the data")]
+    if "check" in seen:
+        keys.append(Line2D([], [], color="0.35", ls=":", marker="o", ms=9, mfc="none",
+                           label="extrapolation check: refit without the ringed points"))
+    for name in sorted(s for s in seen if s.startswith("prediction by ")):
+        keys.append(Line2D([], [], color="0.35", marker="D", mfc="white", ls="",
+                           label=f"{name} (95% prediction interval)"))
+    return keys
+
+
+def _limit_y(ax, shown, log: bool) -> None:
+    """Y limits around the points, the fit over the data and the predictions, so a band or a
+    curve that runs away past the data leaves the axes instead of squashing the points."""
+    vals = np.concatenate([np.asarray(v, float).ravel() for v in shown]) if shown else np.array([])
+    vals = vals[np.isfinite(vals) & ((vals > 0) if log else True)]
+    if vals.size == 0:
+        return
+    lo, hi = vals.min(), vals.max()
+    if log:
+        span = max(np.log10(hi / lo), 0.3)
+        ax.set_ylim(lo / 10 ** (0.35 * span), hi * 10 ** (0.25 * span))
+    else:
+        pad = 0.15 * (hi - lo or abs(hi) or 1.0)
+        ax.set_ylim(lo - pad, hi + pad)
 
 
 def plot_joint(fit) -> Figure:
@@ -103,9 +223,11 @@ def plot_joint(fit) -> Figure:
 def plot_bopt(result) -> Figure:
     r""":math:`B_{opt}` against :math:`\varepsilon N/(1-m)`: fitted line and the slope-1 rule.
 
-    Groups with an interior optimum are filled, with their seed-bootstrap intervals;
-    edge groups are hollow triangles at their one-sided bound (pointing the way the
-    optimum lies); groups with too few batch sizes are crosses.
+    Groups with an interior optimum are filled, with their seed-bootstrap intervals; edge
+    groups are small pale triangles at their one-sided bound (pointing the way the optimum
+    lies), drawn under the interior ones; groups with too few batch sizes are crosses. The
+    y axis spans the batch sizes of the sweep, and both lines are drawn only where they
+    stay inside it. The title is the verdict's label; its reason belongs in the text.
     """
     if result.rule is None or not any(g.rule_x > 0 for g in result.groups):
         return _plot_bopt_groups(result)
@@ -119,35 +241,55 @@ def plot_bopt(result) -> Figure:
         hi = np.array([g.ci_high for g in used])
         err = np.vstack([np.where(np.isfinite(lo), b - lo, 0),
                          np.where(np.isfinite(hi), hi - b, 0)])
-        ax.errorbar(x, b, yerr=np.maximum(err, 0), fmt="o", color="C0", ms=4, lw=0.8,
-                    label=f"B_opt ({len(used)} groups)")
+        ax.errorbar(x, b, yerr=np.maximum(err, 0), fmt="o", color="C0", ms=5, lw=0.9,
+                    capsize=2, zorder=4, label=f"interior B_opt ({len(used)} groups), 95% CI")
     for side, mark, word in (("high", "^", "above"), ("low", "v", "below")):
         edge = [g for g in flagged if g.side == side]
         if edge:
-            ax.plot([g.rule_x for g in edge], [g.bound for g in edge], mark, mfc="none",
-                    color="C3", label=f"edge ({len(edge)}): B_opt {word} this bound")
+            ax.plot([g.rule_x for g in edge], [g.bound for g in edge], mark, ms=4, mfc="none",
+                    mew=0.8, color="C3", alpha=0.45, zorder=2,
+                    label=f"at the grid edge ({len(edge)}): B_opt {word} the mark")
     few = [g for g in flagged if g.status == "too_few"]
     if few:
-        ax.plot([g.rule_x for g in few], [g.b_best for g in few], "x", color="C7",
-                label=f"too few batch sizes ({len(few)})")
+        ax.plot([g.rule_x for g in few], [g.b_best for g in few], "x", ms=4, color="C7",
+                alpha=0.6, label=f"too few batch sizes ({len(few)})")
     rule = result.rule
+    b_lo, b_hi = _batch_range(result)
     xs = [g.rule_x for g in result.groups if g.rule_x > 0]
-    if rule.slope is not None and rule.g_opt is not None and xs:
-        grid = np.geomspace(min(xs), max(xs), 50)
-        ax.plot(grid, np.exp(rule.intercept) * grid ** rule.slope.value, "-", color="C0",
-                label=f"fit: slope {rule.slope.value:.3g} "
-                      f"[{rule.slope.ci_low:.3g}, {rule.slope.ci_high:.3g}]")
-        ax.plot(grid, grid / rule.g_opt.value, "--", color="k", lw=1,
-                label=f"slope 1: B = εN/((1-m) g), g={rule.g_opt.value:.3g}")
+    if rule.slope is not None and rule.g_opt is not None and xs and b_lo > 0:
+        k, s = np.exp(rule.intercept), rule.slope.value
+        fit_span = ((b_lo / k) ** (1 / s), (b_hi / k) ** (1 / s)) if s != 0 else (min(xs), max(xs))
+        for (a, z), law, style, label in (
+                (fit_span, lambda g: k * g ** s, dict(ls="-", color="C0", lw=1.5),
+                 f"fit: slope {s:.3g} [{rule.slope.ci_low:.3g}, {rule.slope.ci_high:.3g}]"),
+                ((b_lo * rule.g_opt.value, b_hi * rule.g_opt.value), lambda g: g / rule.g_opt.value,
+                 dict(ls="--", color="k", lw=1), f"rule, slope 1: g_opt = {rule.g_opt.value:.3g}")):
+            a, z = max(min(a, z), min(xs)), min(max(a, z), max(xs))
+            if a < z:
+                grid = np.geomspace(a, z, 50)
+                ax.plot(grid, law(grid), label=label, **style)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    if b_lo > 0:
+        ax.set_ylim(b_lo / 1.6, b_hi * 1.6)
     ax.set_xlabel("lr * n_train / (1 - momentum)")
     ax.set_ylabel(f"B_opt (best {result.metric})")
-    ax.set_title(_wrap(f"{rule.verdict.label}: {rule.verdict.reason}"), fontsize=8)
+    ax.set_title(f"B_opt against lr*N/(1-m): {rule.verdict.label}", fontsize=9)
     if used or flagged:
-        ax.legend(fontsize=7)
+        handles, labels = ax.get_legend_handles_labels()
+        first = sorted(range(len(labels)), key=lambda i: not labels[i].startswith("interior"))
+        ax.legend([handles[i] for i in first], [labels[i] for i in first], fontsize=7,
+                  loc="upper left")
     ax.grid(True, which="both", alpha=0.3)
+    readable_ticks(ax)
     return fig
+
+
+def _batch_range(result) -> tuple[float, float]:
+    """Smallest and largest batch size any group tried (NaN when none)."""
+    sizes = [b for g in result.groups for b in g.batch_sizes if b > 0]
+    sizes += [g.bound for g in result.groups if g.bound > 0]
+    return (min(sizes), max(sizes)) if sizes else (float("nan"), float("nan"))
 
 
 def _plot_bopt_groups(result) -> Figure:
@@ -160,16 +302,21 @@ def _plot_bopt_groups(result) -> Figure:
             continue
         mark = "o" if g.status == "ok" else ("^" if g.side == "high" else "v" if g.side else "x")
         ax.plot([i], [value], mark, color="C0" if g.status == "ok" else "C3",
-                mfc=None if g.status == "ok" else "none")
+                mfc=None if g.status == "ok" else "none", alpha=1 if g.status == "ok" else 0.6)
         if g.status == "ok" and np.isfinite(g.ci_low) and np.isfinite(g.ci_high):
             ax.plot([i, i], [g.ci_low, g.ci_high], "-", color="C0", lw=0.8)
     ax.set_yscale("log")
+    b_lo, b_hi = _batch_range(result)
+    if b_lo > 0:
+        ax.set_ylim(b_lo / 1.6, b_hi * 1.6)
     ax.set_xticks(pos)
-    ax.set_xticklabels([g.label for g in result.groups], rotation=60, ha="right", fontsize=6)
+    ax.set_xticklabels([g.label for g in result.groups], rotation=60, ha="right",
+                       fontsize=6 if len(pos) < 30 else 4)
     ax.set_ylabel(f"{result.batch} opt (best {result.metric})")
-    ax.set_title(_wrap(f"B_opt per group; {result.rule_note or 'no noise scale to plot against'}"),
-                 fontsize=8)
+    ax.set_title("B_opt per group (filled: interior, with 95% CI; hollow: at the grid edge)",
+                 fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
+    readable_ticks(ax)
     return fig
 
 
@@ -216,6 +363,7 @@ def plot_collapse(col) -> Figure:
     ax.set_title(f"noise-scale collapse: {col.g.size} trials plotted, "
                  f"{skipped} infeasible not shown {_outcomes(col.outcomes)}", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
+    readable_ticks(ax)
     return fig
 
 
@@ -224,7 +372,8 @@ def _outcomes(outcomes: dict) -> str:
     return "(" + ", ".join(f"{k}: {v}" for k, v in bad.items()) + ")" if bad else ""
 
 
-def _wrap(text: str, width: int = 90) -> str:
+def wrap(text: str, width: int = 90) -> str:
+    """``text`` broken into lines of at most ``width`` characters (for titles)."""
     words, lines, line = text.split(), [], ""
     for w in words:
         if len(line) + len(w) + 1 > width:
@@ -237,8 +386,12 @@ def _wrap(text: str, width: int = 90) -> str:
 
 def plot_tradeoff(result) -> Figure:
     """Steps against examples to reach each target, one line per group, with the fitted
-    hyperbola (S/S_min - 1)(E/E_min - 1) = 1 (McCandlish et al. 2018, their Fig. 3)."""
-    fig, ax = _fig()
+    hyperbola (S/S_min - 1)(E/E_min - 1) = 1 (McCandlish et al. 2018, their Fig. 3).
+
+    The legend sits beside the axes, so it never hides a curve; tick labels are thinned
+    (:func:`readable_ticks`)."""
+    fig = Figure(figsize=(8.6, 4.4), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
     drawn = 0
     for i, g in enumerate(result.groups):
         f = g.fit
@@ -259,7 +412,9 @@ def plot_tradeoff(result) -> Figure:
     ax.set_yscale("log")
     ax.set_xlabel("examples to target E = B*S")
     ax.set_ylabel("steps to target S")
-    ax.set_title(_wrap(f"steps vs examples to reach {result.metric} targets"))
+    ax.set_title(wrap(f"steps vs examples to reach {result.metric} targets"), fontsize=9)
     if drawn:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.grid(True, which="both", alpha=0.3)
+    readable_ticks(ax)
     return fig

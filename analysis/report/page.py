@@ -1,0 +1,101 @@
+"""HTML pieces of the report page: style, headline cards, tables, figures, collapsible text.
+
+Every function escapes the text it is given (``html.escape``); only the markup written here
+is raw. A figure is inlined as a base64 PNG, so the page is one file that works offline.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222;
+       padding: 0 1em; line-height: 1.4; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; }
+h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; margin-top: 2em; padding-bottom: 0.2em; }
+h3 { font-size: 1em; margin: 1em 0 0.3em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+td, th { border: 1px solid #ddd; padding: 2px 6px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+.msg { color: #a33; } .note { color: #555; font-size: 0.9em; margin: 0.3em 0; }
+.fig { margin: 0.6em 0; } .fig img { max-width: 100%; border: 1px solid #eee; }
+.figs { display: flex; flex-wrap: wrap; gap: 12px; } .figs .fig { flex: 1 1 480px; }
+pre { white-space: pre-wrap; font-size: 0.8em; background: #fafafa; padding: 0.5em;
+      border: 1px solid #eee; margin: 0.3em 0; }
+details { margin: 0.4em 0; } summary { cursor: pointer; color: #246; font-size: 0.92em; }
+.cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 1em 0 0.5em; }
+.card { flex: 1 1 230px; border: 1px solid #d5d9e0; border-radius: 6px; padding: 10px 14px;
+        background: #f8f9fb; }
+.card .k { font-size: 0.8em; color: #555; text-transform: uppercase; letter-spacing: 0.04em; }
+.card .v { font-size: 1.6em; font-weight: 600; margin: 0.15em 0; }
+.card .s { font-size: 0.85em; color: #444; }
+.card.bad .v { color: #a33; } .card.good .v { color: #1b6e3a; } .card.none .v { color: #888; }
+nav { font-size: 0.9em; color: #555; } nav a { color: #246; margin-right: 0.8em; }
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Card:
+    """One headline figure: what it is, its value, one line under it."""
+
+    key: str
+    """What the number is, e.g. ``learning-curve exponent b``."""
+    value: str
+    """The number or word, e.g. ``-0.41`` or ``consistent``."""
+    sub: str = ""
+    """One line under it: the interval, or why there is no value."""
+    tone: str = ""
+    """``good``, ``bad``, ``none`` (greyed: no value) or ``""``."""
+
+
+def cards(items) -> str:
+    """A row of headline cards."""
+    out = []
+    for c in items:
+        tone = f" {c.tone}" if c.tone else ""
+        out.append(f'<div class="card{tone}"><div class="k">{esc(c.key)}</div>'
+                   f'<div class="v">{esc(c.value)}</div><div class="s">{esc(c.sub)}</div></div>')
+    return f'<div class="cards">{"".join(out)}</div>'
+
+
+def esc(text) -> str:
+    return html.escape(str(text))
+
+
+def table(headers, rows) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def figure(fig, alt: str) -> str:
+    """A matplotlib figure inlined as a PNG."""
+    from analysis.report.plots import to_base64_png
+
+    data = to_base64_png(fig)
+    return f'<div class="fig"><img alt="{esc(alt)}" src="data:image/png;base64,{data}"></div>'
+
+
+def p(text: str, cls: str = "") -> str:
+    attr = f' class="{cls}"' if cls else ""
+    return f"<p{attr}>{esc(text)}</p>"
+
+
+def pre(lines) -> str:
+    return "<pre>" + esc("\n".join(lines)) + "</pre>"
+
+
+def details(summary: str, body: str, open_: bool = False) -> str:
+    """A collapsible block; ``body`` is HTML (escaped by whoever built it)."""
+    return f"<details{' open' if open_ else ''}><summary>{esc(summary)}</summary>{body}</details>"
+
+
+def section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{body}</section>'
+
+
+def nav(entries) -> str:
+    """Links to the sections: ``[(anchor, title), ...]``."""
+    links = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t in entries)
+    return f"<nav>{links}</nav>"
