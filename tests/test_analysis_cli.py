@@ -84,7 +84,9 @@ def test_bopt_text_names_flagged_groups(tmp_path, capsys):
     write_store(sweep_table(batch_sizes=(1, 2, 4), n_trains=(1000,), lrs=(0.1,), seed=0), str(root))
     assert run("bopt", root, "--boot", "20") == 0
     text = capsys.readouterr().out
-    assert "verdict: inconclusive" in text and "edge: best batch size" in text
+    assert "verdict: inconclusive" in text and "\n  edge1: best batch size" in text
+    rows = [line for line in text.splitlines() if line.startswith("momentum=")]
+    assert len(rows) == 3 and all(r.endswith("edge1") for r in rows)  # the code, explained once
 
 
 def test_fit_joint_on_a_csv(tmp_path, capsys):
@@ -159,7 +161,8 @@ def test_user_errors_print_one_line_and_return_2(argv, words, store, tmp_path, c
 def test_summary_lines_count_every_status(store):
     lines = summary_lines(str(store))
     assert lines[0].split()[:4] == ["sweep", "trials", "ok", "diverged"]
-    assert lines[1].split()[0] == "synthetic"
+    assert set(lines[1]) == {"-", " "}  # the rule under the header
+    assert lines[2].split()[0] == "synthetic"
 
 
 def test_analysis_never_imports_torch_or_ray():

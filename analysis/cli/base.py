@@ -15,6 +15,7 @@ import analysis.cli.args as cliargs
 import analysis.report.text as fmt
 from analysis import tables
 from analysis.errors import AnalysisError
+from scaling import textout
 
 
 class Command:
@@ -84,12 +85,12 @@ def emit(args, data: dict, lines: list[str], fig=None) -> None:
         except (OSError, ValueError) as e:
             raise AnalysisError(f"cannot write the plot to {args.plot!r}: {e}") from None
     if args.json:
-        for note in data.get("notes", ()) or ():
-            if str(note).startswith("warning: "):
-                print(note, file=sys.stderr)
+        warned = [str(n) for n in data.get("notes", ()) or () if str(n).startswith("warning: ")]
+        if warned:
+            print(textout.render(warned, sys.stderr), file=sys.stderr)
         print(json.dumps(plain(data), indent=2, allow_nan=False))
     else:
-        print("\n".join(lines))
+        print(textout.render(lines, sys.stdout))
 
 
 def plain(obj):

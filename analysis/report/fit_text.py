@@ -18,7 +18,7 @@ def param_rows(fit) -> tuple[list[str], list[list[str]]]:
 def fit_lines(fit) -> list[str]:
     """Parameter table and diagnostics of a :class:`analysis.stats.result.ScalingFit`."""
     lines = [f"fit {fit.form}  (Huber delta {g(fit.delta, 3)} on log residuals)"]
-    lines += ["  " + s for s in text_table(*param_rows(fit))]
+    lines += text_table(*param_rows(fit), indent=2)
     lines.append(f"  points {fit.n_points}, R^2 (log) {g(fit.r2_log)}, RMSE log {g(fit.rmse_log)}, "
                  f"converged {'yes' if fit.converged else 'NO'}")
     what = ("clustered seed resamples (winners chosen again), t intervals on the rescaled sd"
@@ -66,7 +66,7 @@ def curve_lines(curves) -> list[str]:
         rows = [[g(x), g(y), n, _config(cfg)]
                 for x, y, n, cfg in zip(c.x, c.y, c.n_seeds, c.chosen)]
         if rows:
-            lines += ["  " + s for s in text_table([c.x_name, c.metric, "seeds", "config"], rows)]
+            lines += text_table([c.x_name, c.metric, "seeds", "config"], rows, indent=2)
         lines += flagged_lines(c.flagged)
         for d in c.dropped:
             lines.append(f"  dropped {_config(d['point'])}: {d['reason']}")
@@ -92,7 +92,7 @@ def selection_lines(sel) -> list[str]:
         mark = " <- chosen" if name == sel.chosen else ""
         rows.append([name, "not scored" if score is None else value(score),
                      " ".join(value(v, 3) for v in per) + mark])
-    lines += ["  " + s for s in text_table(["form", "RMSE-log", "per origin"], rows)]
+    lines += text_table(["form", "RMSE-log", "per origin"], rows, indent=2)
     lines += [f"  note: {n}" for n in sel.notes]
     return lines
 
@@ -115,7 +115,7 @@ def form_fit_lines(fit, params: bool = True) -> list[str]:
         head = ["param", "value", f"{fit.level:.0%} CI low", "CI high"]
         rows = [[n, g(v), g(lo), g(hi)]
                 for n, v, lo, hi in zip(fit.names, fit.params, fit.ci_low, fit.ci_high)]
-        lines += ["  " + s for s in text_table(head, rows)]
+        lines += text_table(head, rows, indent=2)
     boot = f", bootstrap {fit.n_boot_used} of {fit.n_boot} resamples usable" if fit.n_boot else ""
     lines.append(f"  {fit.form}: points {fit.n_points}, in-sample RMSE-log {value(fit.rmse_log)}, "
                  f"converged {'yes' if fit.converged else 'NO'}{boot}")
@@ -155,7 +155,7 @@ def prediction_lines(pred, metric: str = "y") -> list[str]:
         band = _interval(pred.y[i], pred.band_low[i], pred.band_high[i])
         pi = _interval(pred.y[i], pred.pi_low[i], pred.pi_high[i])
         rows.append([g(x), g(pred.beyond[i], 3), value(pred.y[i]), band, pi])
-    lines = ["predictions:"] + ["  " + s for s in text_table(head, rows)]
+    lines = ["predictions:"] + text_table(head, rows, indent=2)
     return lines + [f"  warning: {w}" for w in pred.warnings]
 
 
@@ -177,11 +177,10 @@ def compute_optimal_lines(res) -> list[str]:
     rows = [["Approach 2 (IsoFLOP parabolas)", value(res.a2), ci(res.a2_ci)],
             ["Approach 3 (joint fit, beta/(alpha+beta))", g(res.a3), ci(res.a3_ci)],
             ["difference (3 - 2)", value(res.diff), ci(res.diff_ci)]]
-    lines += ["  " + s for s in text_table(["estimate", "a", f"{lv} CI"], rows)]
+    lines += text_table(["estimate", "a", f"{lv} CI"], rows, indent=2)
     brow = [[g(b.flops), b.n_points, value(b.n_opt), "yes" if b.inside else "no"]
             for b in res.budgets]
-    lines += ["  IsoFLOP profiles:"] + ["    " + s for s in
-                                        text_table(["C", "rows", "N_opt", "inside"], brow)]
+    lines += ["  IsoFLOP profiles:"] + text_table(["C", "rows", "N_opt", "inside"], brow, indent=4)
     if res.joint is not None:
         p = dict(zip(res.joint.names, res.joint.params))
         lines.append(f"  joint fit: E {g(p['E'])}, alpha {g(p['alpha'])}, beta {g(p['beta'])} "
@@ -209,5 +208,5 @@ def joint_lines(check, note: str, warnings, pred, n_name: str, d_name: str) -> l
             for n, d, b, y, bl, bh, pl, ph in zip(pred.n, pred.d, pred.beyond, pred.y,
                                                   pred.band_low, pred.band_high, pred.pi_low,
                                                   pred.pi_high)]
-    lines += ["predictions:"] + ["  " + s for s in text_table(head, rows)]
+    lines += ["predictions:"] + text_table(head, rows, indent=2)
     return lines + [f"  warning: {w}" for w in pred.warnings]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis import tables
-from analysis.report.text import g, outcomes_text, text_table
+from analysis.report.text import g, legend, outcomes_text, text_table
 
 
 def _config(cfg: dict) -> str:
@@ -22,18 +22,50 @@ def group_rows(result) -> tuple[list[str], list[list[str]]]:
     rows = []
     for grp in result.groups:
         seeds = f"{min(grp.n_seeds)}-{max(grp.n_seeds)}" if grp.n_seeds else "0"
-        status = grp.status if not grp.reason else f"{grp.status}: {grp.reason}"
-        if grp.flagged:
-            why: dict = {}
-            for f in grp.flagged:
-                kind = f["reason"].split(" on ")[0]
-                why.setdefault(kind, []).append(tables.label_value(f[result.batch]))
-            status += "; left out: " + "; ".join(f"{result.batch}={','.join(bs)} ({reason})"
-                                                 for reason, bs in why.items())
         rows.append([grp.label] + ([g(grp.rule_x)] if rule else []) + [
             g(grp.b_best), g(grp.b_opt), g(grp.ci_low), g(grp.ci_high)] + (
-            [g(grp.g_opt)] if rule else []) + [seeds, outcomes_text(grp.outcomes), status])
+            [g(grp.g_opt)] if rule else []) + [seeds, outcomes_text(grp.outcomes),
+                                                _status(grp, result.batch)])
     return head, rows
+
+
+def _status(grp, batch: str) -> str:
+    """``"edge: best batch size 8 is ...; left out: batch_size=512 (diverged)"``."""
+    status = grp.status if not grp.reason else f"{grp.status}: {grp.reason}"
+    if grp.flagged:
+        why: dict = {}
+        for f in grp.flagged:
+            kind = f["reason"].split(" on ")[0]
+            why.setdefault(kind, []).append(tables.label_value(f[batch]))
+        status += "; left out: " + "; ".join(f"{batch}={','.join(bs)} ({reason})"
+                                             for reason, bs in why.items())
+    return status
+
+
+_CODE = {"edge": "edge", "too_few": "few"}
+
+
+def group_text_lines(result) -> list[str]:
+    """The per-group table for a terminal: :func:`group_rows` with a short code in the status
+    column (explained once below the table), an edge group's bound in the opt column
+    (``<11.3``: B_opt lies below about 11.3), and one seed count where every point has it."""
+    head, rows = group_rows(result)
+    first = 2 if result.rule is not None else 1
+    texts = []
+    for grp, row in zip(result.groups, rows):
+        if grp.status == "edge" and grp.bound == grp.bound:
+            row[first + 1] = f"{'<' if grp.side == 'low' else '>'}{g(grp.bound, 3)}"
+        if grp.n_seeds and min(grp.n_seeds) == max(grp.n_seeds):
+            row[-3] = str(grp.n_seeds[0])
+        full = row[-1].removeprefix(f"{grp.status}: ")
+        texts.append(("", "") if full == "ok" else (_CODE.get(grp.status, grp.status), full))
+    codes, key = legend(texts)
+    for row, code in zip(rows, codes):
+        row[-1] = code or "ok"
+    ok = sum(c == "" for c in codes)
+    key = [f"ok: an interior optimum, refined between grid points ({ok} row{'s' * (ok != 1)})"] \
+        * bool(ok) + key
+    return text_table(head, rows, label=0) + ["", "status:"] + ["  " + k for k in key]
 
 
 def _estimate(e) -> str:
@@ -80,7 +112,7 @@ def bopt_lines(result) -> list[str]:
         lines += rule_lines(result.rule)
     else:
         lines.append(f"rule check: none ({result.rule_note})")
-    return lines + [""] + text_table(*group_rows(result))
+    return lines + [""] + group_text_lines(result)
 
 
 def over_lines(res) -> list[str]:
@@ -100,8 +132,7 @@ def over_lines(res) -> list[str]:
                      f"{lv} intervals: {law.interval})")
         rows = [[n, g(v), g(lo), g(hi)]
                 for n, v, lo, hi in zip(law.names, law.params, law.ci_low, law.ci_high)]
-        lines += ["  " + s for s in text_table(["param", "value", f"{lv} CI low", "CI high"],
-                                                rows)]
+        lines += text_table(["param", "value", f"{lv} CI low", "CI high"], rows, indent=2)
         lines += [f"  {col}: not estimated ({why})" for col, why in
                   (law.not_estimated or {}).items()]
     head = ["cell", f"{res.lr} best", f"{res.batch} best", f"{res.lr} opt", f"{res.batch} opt",
@@ -116,7 +147,7 @@ def over_lines(res) -> list[str]:
         rows.append([c.label, g(c.lr_best), g(c.b_best), g(c.lr_opt, 3), g(c.b_opt, 3),
                      f"[{g(c.b_ci[0], 3)}, {g(c.b_ci[1], 3)}]", c.n_points, c.n_seeds,
                      edge or "-"])
-    lines += [""] + text_table(head, rows)
+    lines += [""] + text_table(head, rows, label=0)
     flagged = sum(len(c.flagged) for c in res.cells)
     if flagged:
         lines.append(f"left out of selection: {flagged} grid point(s) with a trial that is not "
@@ -130,29 +161,37 @@ def _g(v) -> str:
     return f"{v:.3g}"
 
 
-def _est(e) -> str:
-    hi = "open" if e.ci_high == np.inf else _g(e.ci_high)
-    return f"{_g(e.value)} (95% CI {_g(e.ci_low)} to {hi})" if np.isfinite(e.value) else _g(e.value)
-
-
 def critical_lines(res) -> list[str]:
     """One header, one line per group and target, the scaling exponents, then the notes."""
     lines = [f"critical batch size B_crit = E_min/S_min from S(B) = S_min + E_min/B (McCandlish et al. 2018), "
              f"metric {res.metric} ({'rising' if res.maximize else 'falling'}), targets "
              f"{', '.join(f'{t:g}' for t in res.targets)}, {res.n_seeds} seeds, lr "
              f"{'tuned per batch size' if res.tune_lr else 'fixed per group'}", ""]
-    head = f"{'group':32} {'target':>7} {'B_crit (95% CI)':>28} {'S_min':>9} {'E_min':>9} {'B fitted':>8} " \
-           f"{'never':>5} {'B_simple':>9} {'B_opt':>8}"
-    lines.append(head)
+    head = ["group", "target", "B_crit", "95% CI", "S_min", "E_min", "B fitted", "never",
+            "B_simple", "B_opt", "no fit"]
+    rows, reasons = [], []
     for grp in res.groups:
         f = grp.fit
         if not f.ok:
-            lines.append(f"{grp.label[:32]:32} {grp.target:>7g}  no fit: {f.reason}")
+            rows.append([grp.label, f"{grp.target:g}"] + ["-"] * 8 + [""])
+            reasons.append(("nofit", f.reason))
             continue
+        e = f.b_crit
+        ci = f"[{_g(e.ci_low)}, {'open' if e.ci_high == np.inf else _g(e.ci_high)}]" \
+            if np.isfinite(e.value) else "-"
         bopt = _g(grp.b_opt.value) if grp.b_opt is not None else "-"
-        lines.append(f"{grp.label[:32]:32} {grp.target:>7g} {_est(f.b_crit):>28} {_g(f.s_min.value):>9} "
-                     f"{_g(f.e_min.value):>9} {f.n_fitted:>4}/{len(f.batch_sizes):<3} {f.n_censored_trials:>5} "
-                     f"{_g(grp.b_simple):>9} {bopt:>8}")
+        rows.append([grp.label, f"{grp.target:g}", _g(e.value), ci, _g(f.s_min.value),
+                     _g(f.e_min.value), f"{f.n_fitted}/{len(f.batch_sizes)}",
+                     f.n_censored_trials, _g(grp.b_simple), bopt, ""])
+        reasons.append("")
+    codes, key = legend(reasons)
+    for row, code in zip(rows, codes):
+        row[-1] = code
+    if not any(codes):
+        head, rows = head[:-1], [r[:-1] for r in rows]
+    lines += text_table(head, rows, label=0)
+    if key:
+        lines += ["", "no fit:"] + ["  " + k for k in key]
     for name, est in res.scaling:
         lines.append(f"B_crit grows as {name}^{est.value:.2f} (95% CI {est.ci_low:.2f} to {est.ci_high:.2f})")
     lines.append("columns: 'never' counts trials that never reached the target (censored, not dropped); "

@@ -1,7 +1,8 @@
 """Plain-text presentation of analysis results; no computing happens here.
 
 Row builders return ``(headers, rows)`` so the same table can be printed
-(:func:`text_table`) or put into the HTML report.
+(:func:`text_table`) or put into the HTML report. Tables print in the one style of every
+command (:mod:`scaling.textout`): fitted to the terminal's width, numbers right-aligned.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis import tables
+from scaling import textout
 
 
 def g(v, digits: int = 4) -> str:
@@ -23,11 +25,37 @@ def g(v, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
-def text_table(headers, rows) -> list[str]:
-    """Left-aligned columns separated by two spaces."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+def text_table(headers, rows, *, indent: int = 0, label: int | None = None,
+               numeric=None, cols: int | None = None) -> list[str]:
+    """The table in the style of every command (:func:`scaling.textout.table`): a header, a
+    dashed rule, numbers right-aligned, fitted to ``cols`` (default: the terminal's width).
+    ``label``: the column of group labels that may print as G1, G2, ... with a key below."""
+    return textout.table(headers, rows, indent=indent, label=label, numeric=numeric, cols=cols)
+
+
+def legend(texts, prefix: str = "n") -> tuple[list[str], list[str]]:
+    """Short codes for long repeated texts, and the key that explains each code once.
+
+    ``texts``, one per row, are strings or ``(prefix, text)`` pairs -> ``(codes, key)``: equal
+    texts get one code, their prefix and a number counted per prefix (``edge1``, ``edge2``,
+    ``few1``); an empty text stays empty. Key lines read ``"edge1: <text> (12 rows)"``.
+    """
+    codes: dict[tuple, str] = {}
+    count: dict[tuple, int] = {}
+    per: dict[str, int] = {}
+    out = []
+    for item in texts:
+        p, t = item if isinstance(item, tuple) else (prefix, item)
+        if not t:
+            out.append("")
+            continue
+        if (p, t) not in codes:
+            per[p] = per.get(p, 0) + 1
+            codes[(p, t)] = f"{p}{per[p]}"
+        count[(p, t)] = count.get((p, t), 0) + 1
+        out.append(codes[(p, t)])
+    return out, [f"{c}: {t} ({count[(p, t)]} row{'s' if count[(p, t)] != 1 else ''})"
+                 for (p, t), c in codes.items()]
 
 
 def outcomes_text(outcomes: dict) -> str:

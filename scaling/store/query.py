@@ -21,6 +21,7 @@ from datetime import datetime
 import duckdb
 import pyarrow as pa
 
+from scaling import textout
 from scaling.errors import UserError
 from scaling.store.views import QUERY_TIMEOUT_S, StoreView, check_columns, default_memory_limit, open_store
 
@@ -108,8 +109,9 @@ def _json_value(v):
     return v
 
 
-def format_table(table: pa.Table, fmt: str = "table") -> str:
-    """Render a result as an aligned text table, CSV or JSON lines (NaN as null)."""
+def format_table(table: pa.Table, fmt: str = "table", width: int | None = None) -> str:
+    """Render a result as a text table that fits ``width`` columns (default: the terminal's, or
+    ``$COLUMNS``; :func:`scaling.textout.table`), CSV or JSON lines (NaN as null)."""
     cols = table.column_names
     if fmt == "json":
         return "\n".join(json.dumps(_json_value(r), default=str, allow_nan=False) for r in table.to_pylist())
@@ -121,15 +123,8 @@ def format_table(table: pa.Table, fmt: str = "table") -> str:
         writer.writerows([[_cell(r[c]) for c in cols] for r in rows])
         return buf.getvalue().rstrip("\n")
     cells = [[_cell(v) for v in r.values()] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
                for f in table.schema]
-
-    def line(values):
-        return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric)).rstrip()
-
-    out = [line(cols), "  ".join("-" * w for w in widths)]
-    out += [line(row) for row in cells]
-    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-    return "\n".join(out)
+    return "\n".join(textout.table(
+        cols, cells, numeric=numeric, cols=width, footer=f"({len(rows)} row{'s' if len(rows) != 1 else ''})",
+        cut_note=f"(a cell ending in {textout.ELLIPSIS} is cut to fit; --format csv prints every cell whole)"))
