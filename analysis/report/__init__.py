@@ -1,4 +1,6 @@
 """Presenting results; nothing is computed here: ``text`` (number and table primitives),
-``fit_text`` and ``rule_text`` (the text of each result), ``plots``, ``html`` (the report
-page), ``reproduce`` (``make reproduce``). May import: fit, rules, tables, stats, errors.
+``fit_text`` and ``rule_text`` (the text of each result), ``plots``, ``training`` (training
+curves of chosen trials, from a store's curves table), ``page`` (HTML pieces, escaped),
+``cards`` (the headline cards), ``html`` (the report page), ``reproduce`` (``make reproduce``).
+May import: fit, rules, tables, stats, errors.
 """

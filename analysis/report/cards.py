@@ -51,7 +51,7 @@ def _exponent(curves) -> Card:
 
 
 def _rule(result, not_sgd) -> Card:
-    key = "B_opt rule (B_opt ∝ lr*N/(1-m), SGD)"
+    key = "B_opt rule: B_opt ∝ lr*N/(1-m) (SGD)"
     if result is None:
         return Card(key=key, value="-", sub="not available (see the B_opt section)", tone="none")
     rule = result.rule

@@ -65,11 +65,6 @@ def _learning(trials, x, metric, by, n_boot, offset, found) -> str:
     curves = add_forms(curves, predict=at, n_boot=min(n_boot, 400))
     found["curves"] = curves
     parts = [pg.figure(plots.plot_curves(curves), f"{metric} vs {x}")]
-    parts.append(pg.p("Every point drawn is a winner the fit used; the dashed part of each curve "
-                      "extrapolates past the data. Diamonds predict at "
-                      f"{' and '.join(f'{k:g}x' for k in PREDICT_AT)} the largest {x}, with the "
-                      "prediction interval of the curve family that rolling-origin validation "
-                      "chose.", "note"))
     parts += [pg.p(n, "msg") for n in (curves[0].notes if curves else ())]
     rows = []
     for c in curves:
@@ -78,6 +73,13 @@ def _learning(trials, x, metric, by, n_boot, offset, found) -> str:
             rows.append([c.label, fmt.g(pred.x[i]), fmt.value(pred.y[i]),
                          _pair(pred.band_low[i], pred.band_high[i]),
                          _pair(pred.pi_low[i], pred.pi_high[i]), pred.form])
+    note = ("Every point drawn is a winner the fit used; the dashed part of each curve "
+            "extrapolates past the data.")
+    if rows:
+        note += (f" Diamonds predict at {' and '.join(f'{k:g}x' for k in PREDICT_AT)} the largest "
+                 f"{x}, with the prediction interval of the curve family that rolling-origin "
+                 "validation chose (table below).")
+    parts.append(pg.p(note, "note"))
     if rows:
         parts.append(pg.table(["curve", x, f"predicted {metric}", "95% band of the curve",
                                "95% prediction interval", "by"], rows))
@@ -129,15 +131,19 @@ def _training(trials, curves, metric, where, found) -> str:
         return pg.p("No training curves: the input is a trials table without the store's curves "
                     "table (a CSV or Parquet file), so there is nothing to draw here.", "note")
     parts = []
+    shown = _curve_metric(metric, curves)
+    if shown != metric:
+        parts.append(pg.p(f"The curves table has no {metric}; the training curves show {shown}.",
+                          "note"))
     fitted = found.get("curves")
     if fitted is None:
         parts.append(pg.p("winners: none to draw, since the learning curves above could not be "
                           "fitted", "msg"))
     for c in fitted or []:
-        parts.append(_part(lambda c=c: tr.winners(trials, curves, c, _curve_metric(metric, curves)),
+        parts.append(_part(lambda c=c: tr.winners(trials, curves, c, shown),
                            "training curves of the winners"))
     if where:
-        parts.append(_part(lambda: tr.group(trials, curves, where, _curve_metric(metric, curves)),
+        parts.append(_part(lambda: tr.group(trials, curves, where, shown),
                            f"training curves of {where}"))
     else:
         parts.append(pg.p('Draw any group with --curves, e.g. --curves "n_train=600,momentum=0.9" '
@@ -273,11 +279,12 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
     toc: list = []
     has_curves = curves is not None and curves.num_rows > 0
     other = _not_sgd(bopt_trials)
+    train_metric = _curve_metric(metric, curves) if has_curves else metric
     sections = [
         _section("summary", "Sweep summary", lambda: _summary(trials), toc),
         _section("learning-curves", f"Learning curves: {metric} vs {x}",
                  lambda: _learning(curve_trials, x, metric, tuple(by), n_boot, offset, found), toc),
-        _section("training", "Training curves: metric vs examples seen",
+        _section("training", f"Training curves: {train_metric} vs examples seen",
                  lambda: _training(curve_trials, curves, metric, curves_where, found), toc),
         _section("bopt", f"Optimal batch size ({bopt_metric})" + (
             "" if other else " against lr*N/(1-m)"),

@@ -27,7 +27,7 @@ details { margin: 0.4em 0; } summary { cursor: pointer; color: #246; font-size: 
 .cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 1em 0 0.5em; }
 .card { flex: 1 1 230px; border: 1px solid #d5d9e0; border-radius: 6px; padding: 10px 14px;
         background: #f8f9fb; }
-.card .k { font-size: 0.8em; color: #555; text-transform: uppercase; letter-spacing: 0.04em; }
+.card .k { font-size: 0.85em; color: #555; }
 .card .v { font-size: 1.6em; font-weight: 600; margin: 0.15em 0; }
 .card .s { font-size: 0.85em; color: #444; }
 .card.bad .v { color: #a33; } .card.good .v { color: #1b6e3a; } .card.none .v { color: #888; }

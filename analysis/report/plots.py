@@ -106,7 +106,9 @@ def plot_curves(curves, extend: float = 1.5) -> Figure:
         if fit is not None:
             for grid, alpha in ((inside, 0.2), (beyond, 0.1)):
                 lo, hi = fit.band(grid)
-                ax.fill_between(grid, lo, hi, color=color, alpha=alpha, lw=0)
+                if np.isfinite(lo).any():
+                    ax.fill_between(grid, lo, hi, color=color, alpha=alpha, lw=0)
+                    seen.add("band")
             if _draw_check(ax, fit, x, y, color):
                 seen.add("check")
         if pred is not None and _draw_prediction(ax, pred, color):
@@ -172,7 +174,8 @@ def _style_keys(seen) -> list:
 
     keys = []
     if "fit" in seen:
-        keys += [Line2D([], [], color="0.35", ls="-", label="fit (95% band shaded)"),
+        keys += [Line2D([], [], color="0.35", ls="-",
+                        label="fit (95% band shaded)" if "band" in seen else "fit"),
                  Line2D([], [], color="0.35", ls="--", label="extrapolated past the data")]
     if "check" in seen:
         keys.append(Line2D([], [], color="0.35", ls=":", marker="o", ms=9, mfc="none",
@@ -217,6 +220,7 @@ def plot_joint(fit) -> Figure:
     ax.set_title(f"L = E + A/N^alpha + B/D^beta: {exps}", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
+    readable_ticks(ax)
     return fig
 
 
@@ -347,6 +351,7 @@ def plot_over(result) -> Figure:
             v, lo, hi = law.param(name)
             ax.set_title(f"{target}: exponent of {col} {v:.3g} [{lo:.3g}, {hi:.3g}]", fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
+        readable_ticks(ax)
     return fig
 
 
