@@ -86,47 +86,102 @@ def print_summary(results: str, sweep: str) -> None:
 
 
 def _print_summary(view, results: str, sweep: str) -> None:
+    from analysis import tables
+    from analysis.tables.load import from_store
     from scaling.store.query import format_table, run_query
 
+    from scaling.textout import render
+
     name = sweep.replace("'", "''")
-    print()
-    print(format_table(run_query(view, (
+    out = [""]
+    out += format_table(run_query(view, (
         "SELECT status, count(*) AS trials FROM trials "
-        f"WHERE sweep = '{name}' GROUP BY status ORDER BY status"))))
-    print()
-    print("best configuration at each training-set size (chosen on validation accuracy, mean over seeds; "
-          "configurations with a diverged or failed seed left out; test accuracy reported):")
-    print(format_table(run_query(view, (
-        "WITH g AS (SELECT n_train, batch_size, lr, momentum, width, depth, "
-        "avg(coalesce(val_acc, test_acc)) AS sel, avg(test_acc) AS acc, count(*) AS seeds FROM trials "
-        f"WHERE sweep = '{name}' GROUP BY ALL HAVING bool_and(status = 'ok')) "
-        "SELECT n_train, arg_max(batch_size, sel) AS batch_size, arg_max(lr, sel) AS lr, "
-        "arg_max(momentum, sel) AS momentum, round(arg_max(acc, sel), 4) AS test_acc, "
-        "round(1 - arg_max(acc, sel), 4) AS error FROM g GROUP BY n_train ORDER BY n_train"))))
-    print_exponent(results, view, sweep)
-
-
-def print_exponent(results: str, view, sweep: str) -> None:
-    """One line: the learning-curve exponent of test error on the tuned frontier, with its CI."""
-    from analysis.fit.curves import fit_learning_curves
-
-    if view.sql("SELECT count(DISTINCT n_train) AS n FROM trials").column("n")[0].as_py() < 4:
-        return
-    from analysis.tables.load import from_store
-
+        f"WHERE sweep = '{name}' GROUP BY status ORDER BY status"))).splitlines()
     trials = from_store(view.sql("SELECT * FROM trials ORDER BY trial_id"))  # the schema's axes
     try:
-        fit = fit_learning_curves(trials, x="n_train", metric="error", n_boot=300)[0].fit
+        metric = tables.headline_metric(trials)
     except UserError:
-        return
-    if fit is not None and fit.converged:
-        b, lo, hi = fit.param("b")
-        print(f"\nlearning curve: error ~ a*N^b + c with b = {b:.3f} (95% CI {lo:.3f} to {hi:.3f})")
-        print(f"more: scaling fit {results} --x n_train --metric error; "
-              f"scaling bopt {results}; scaling report {results} -o report.html")
-        return
-    if fit is not None:
-        print("\nlearning curve: the power-law fit did not converge; see scaling fit")
+        metric = None
+    if metric is not None:
+        out += _best_lines(view, trials, name, metric) + exponent_lines(results, trials, metric) \
+            + rule_lines(trials, metric)
+    print(render(out))
+
+
+def _best_lines(view, trials, name: str, metric: str) -> list[str]:
+    """The best configuration at each n_train, chosen on validation, over the axes that vary."""
+    from scaling.spec.schema import AXES
+    from scaling.store.query import format_table, run_query
+
+    fixed = {"n_train", "seed", "sweep", "task", "model"}
+    varied = [a for a in (f.name for f in AXES) if a not in fixed and a in trials.column_names
+              and len(trials.column(a).unique()) > 1]
+    if metric == "error":
+        sel, value, best, what = "avg(coalesce(1 - val_acc, 1 - test_acc))", "avg(1 - test_acc)", \
+            "arg_min", "1 - validation accuracy"
+    else:
+        sel, value, best, what = "avg(coalesce(val_loss, test_loss))", "avg(test_loss)", \
+            "arg_min", "validation loss"
+    cols = ", ".join(varied)
+    picks = "".join(f"{best}({a}, sel) AS {a}, " for a in varied)
+    return ["", f"best configuration at each n_train (chosen on {what}, mean over seeds; "
+            f"configurations with a diverged or failed seed left out; test {metric} reported):",
+            *format_table(run_query(view, (
+        f"WITH g AS (SELECT n_train{', ' + cols if cols else ''}, {sel} AS sel, {value} AS v "
+        f"FROM trials WHERE sweep = '{name}' GROUP BY ALL HAVING bool_and(status = 'ok')) "
+        f"SELECT n_train, {picks}round({best}(v, sel), 4) AS {metric} FROM g "
+        "GROUP BY n_train ORDER BY n_train"))).splitlines()]
+
+
+def exponent_lines(results: str, trials, metric: str) -> list[str]:
+    """The learning-curve exponent of ``metric`` on the tuned frontier, with its CI: the fit that
+    ``scaling fit`` makes by default (same metric, form, bounds and bootstrap)."""
+    from analysis.fit.curves import fit_learning_curves
+    from analysis.fit.powerlaw import bound_text
+
+    if len(trials.column("n_train").unique()) < 4:
+        return []
+    try:
+        curve = fit_learning_curves(trials, x="n_train", metric=metric)[0]
+    except UserError:
+        return []
+    fit = curve.fit
+    out = ["", f"more: scaling fit {results}; scaling bopt {results}; "
+               f"scaling report {results} -o report.html"]
+    if fit is None or not fit.converged:
+        return out + ["learning curve: the power-law fit did not converge; see scaling fit"]
+    b, lo, hi = fit.param("b")
+    out.append(f"learning curve: {metric} ~ a*N^b + c, b = {b:.3f} (95% CI {lo:.3f} to {hi:.3f}; "
+               f"bounds {bound_text(fit.form, fit.monotone).split(' (')[0]})")
+    return out + [f"warning: {w}" for w in curve.warnings]
+
+
+def rule_lines(trials, metric: str) -> list[str]:
+    """The check of B_opt ∝ lr*N/(1-m) in one line, and what it means in another."""
+    from analysis.rules.bopt import find_bopt
+
+    names = set(trials.column_names)
+    if not {"batch_size", "lr", "n_train"} <= names or len(trials.column("batch_size").unique()) < 3:
+        return []
+    try:
+        result = find_bopt(trials, metric=metric)
+    except UserError:
+        return []
+    rule = result.rule
+    if rule is None:
+        return [f"B_opt rule: not checked ({result.rule_note})"]
+    axes = f" ({', '.join(rule.verdict.axes)})" if rule.verdict.axes else ""
+    out = [f"B_opt rule (B_opt ∝ lr*N/(1-m), Smith & Le 2018): {rule.verdict.label}{axes}; "
+           f"{rule.n_observed} of {rule.n_groups} groups have their optimum inside the batch grid"]
+    if rule.exponents:
+        fitted = " * ".join(f"({e.name})^{e.value:.2f}" if "/" in e.name else f"{e.name}^{e.value:.2f}"
+                            for e in rule.exponents)
+        off = " and ".join(rule.verdict.axes)
+        why = {"consistent": f"and every 90% CI here lies within 1 ± {rule.margin:g}",
+               "inconsistent": f"and the 95% CI of {off} excludes 1",
+               "inconclusive": "and some intervals here are too wide to tell"}[rule.verdict.label]
+        out.append(f"  meaning: here B_opt ~ {fitted}; the rule has every exponent 1, {why}")
+    return out
 
 
 def _seconds(text: str) -> float:

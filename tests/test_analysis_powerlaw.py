@@ -154,3 +154,74 @@ def test_any_input_gives_a_fit_or_an_analysis_error(points):
     except AnalysisError:
         return
     assert len(fit.params) == 3 and fit.n_points == x.size
+
+
+# --- monotone bounds (the default of scaling fit) -------------------------------------------
+
+
+def _rising(seed: int, n_seeds: int = 3):
+    """A loss that rises with x (log-linear plus noise): unlike any falling power law."""
+    rng = np.random.default_rng(seed)
+    x = np.repeat([100.0, 200, 400, 800, 1600], n_seeds)
+    return x, 0.5 + 0.05 * np.log(x) + rng.normal(0, 0.01, x.size)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_rising_curve_fitted_as_falling_is_flat_warned_and_never_dives(seed):
+    from analysis.fit.forms.on_curves import power_law_warnings
+
+    x, y = _rising(seed)
+    fit = fit_power_law(x, y, n_boot=200, monotone="falling")
+    a, b, c = fit.params
+    assert b == 0.0 and "b" in fit.at_bound and a >= 0 and c >= 0
+    assert np.isnan(fit.ci_low[0]) and np.isnan(fit.ci_low[2]), "a and c are not identified"
+    grid = np.logspace(1, 6, 50)
+    assert np.all(fit.predict(grid) > 0.5 * y.min()), "the curve stays near the data, never to 0"
+    assert any("do not fall" in w and "--unbounded" in w for w in power_law_warnings(fit, None, False))
+    free = fit_power_law(x, y, n_boot=50)
+    assert free.monotone is None and free.at_bound == ()
+    assert not any("do not fall" in w for w in power_law_warnings(free, None, False))
+
+
+@pytest.mark.parametrize("rep", range(20))
+def test_bounded_intervals_keep_their_signs_on_noisy_falling_curves(rep):
+    """Few points with seed-level shifts (a shared offset per seed, not i.i.d. noise): the
+    bounded fit's estimates and interval ends keep a >= 0, b <= 0, c >= 0 on every replication."""
+    rng = np.random.default_rng(100 + rep)
+    x = np.array([75.0, 150, 300, 600, 1200])
+    seeds = rng.normal(0, 0.15, 3)
+    y = np.concatenate([0.9 * x ** -0.45 * np.exp(s + rng.normal(0, 0.1, x.size)) for s in seeds])
+    fit = fit_power_law(np.tile(x, 3), y, n_boot=200, monotone="falling")
+    lo, hi = np.array(fit.ci_low), np.array(fit.ci_high)
+    assert fit.params[0] >= 0 and fit.params[1] <= 0 and fit.params[2] >= 0
+    assert lo[0] >= 0 and hi[1] <= 0 and lo[2] >= 0
+    assert fit.n_boot_failed == 0
+
+
+def test_a_rising_accuracy_is_bounded_to_rise():
+    x = np.logspace(2, 4, 8)
+    y = 0.95 - 0.8 * x ** -0.4
+    fit = fit_power_law(x, y, n_boot=100, monotone="rising")
+    a, b, c = fit.params
+    assert a <= 0 and b <= 0 and c >= 0
+    assert abs(b + 0.4) < 0.02 and abs(c - 0.95) < 0.01
+
+
+def test_unconverged_resamples_are_refitted_from_the_starts():
+    """Warm-started far from the optimum with few iterations, most resamples stop short; the
+    refit from the full fit's starts brings them to converged solutions at a lower objective."""
+    from analysis.fit.powerlaw import _starts
+    from analysis.stats.robust import bootstrap, huber_objective
+
+    rng = np.random.default_rng(3)
+    x = np.logspace(2, 5, 10)
+    y = (5 * x ** -0.5 + 0.2) * np.exp(0.03 * rng.standard_normal(x.size))
+    model, starts = _starts(x, y, True, 1.0)
+    far = np.array([40.0, -2.9, -30.0])  # a runaway corner of the scaled parameters
+    X, ly = (np.log(x),), np.log(y)
+    plain = bootstrap(model, far, X, ly, delta=0.05, n_boot=100, seed=1)
+    again = bootstrap(model, far, X, ly, delta=0.05, n_boot=100, seed=1, starts=starts)
+    assert plain.n_converged < again.n_converged == 100
+    w = np.ones_like(ly)
+    assert np.median(huber_objective(model, again.theta, X, ly, w, 0.05)) < \
+        np.median(huber_objective(model, plain.theta, X, ly, w, 0.05))

@@ -82,13 +82,24 @@ def test_broken_curve_picks_the_broken_form_or_warns_and_never_prints_an_undefin
 
 
 def test_the_issue_case_a_power_law_whose_held_out_predictions_go_negative(tmp_path, capsys):
+    """Unbounded, the power law's check predicts below zero (undefined, said so); by default the
+    fit keeps a >= 0, b <= 0, c >= 0, so every held-out prediction is a positive number."""
     x = np.logspace(1, 5, 17)[:14]
     path = _csv(tmp_path, "bend.csv", n=x, test_loss=bnsl(x, d1=3e3, c1=3.0))
-    assert run("fit", path, "--x", "n", "--metric", "test_loss", "--boot", "50", "--json") == 0
+    argv = ("fit", path, "--x", "n", "--metric", "test_loss", "--boot", "50", "--json")
+    assert run(*argv, "--unbounded") == 0
     out = json.loads(capsys.readouterr().out)
     hold = out["curves"][0]["fit"]["holdout"]
+    assert out["curves"][0]["fit"]["monotone"] is None
     assert hold["rmse_log"] is None and hold["n_undefined"] >= 1
     assert any("held-out predictions of a*x^b + c are undefined" in w for w in out["warnings"])
+    assert run(*argv) == 0
+    fit = json.loads(capsys.readouterr().out)["curves"][0]["fit"]
+    assert fit["monotone"] == "falling" and fit["bounds"].startswith("a >= 0, b <= 0, c >= 0")
+    assert fit["holdout"]["n_undefined"] == 0 and fit["holdout"]["rmse_log"] > 0
+    a, b, c = (fit["params"][k] for k in "abc")
+    assert a["value"] >= 0 and b["value"] <= 0 and c["value"] >= 0
+    assert a["ci_low"] >= 0 and b["ci_high"] <= 0 and c["ci_low"] >= 0
 
 
 # --- predictions, forms and bounds ----------------------------------------------------------

@@ -125,3 +125,20 @@ def test_text_columns_read_the_same_by_either_path():
     got = frame_mod._text(few)
     assert got[0] is got[3], "one str object per distinct value"
     assert tables.frame(pa.table({"s": few})).get("s").tolist() == few.to_pylist()
+
+
+def test_the_headline_metric_is_the_tasks_then_the_tables():
+    """What fit, report, bopt and the sweep summary default to: the task's declared metric
+    (error for classification, test_loss for the text task), else what the columns allow."""
+    digits = pa.table({"task": ["digits"] * 2, "test_acc": [0.9, 0.95], "test_loss": [0.3, 0.2]})
+    text = pa.table({"task": ["text"] * 2, "test_acc": [0.4, 0.5], "test_loss": [2.1, 1.9]})
+    assert tables.headline_metric(digits) == "error"
+    assert tables.headline_metric(text) == "test_loss", "next-byte accuracy is not an LM's metric"
+    plugin = pa.table({"task": ["pkg.mod:make"] * 2, "test_acc": [3.0, 2.0], "test_loss": [1.0, 0.5]})
+    assert tables.headline_metric(plugin) == "test_loss", "a test_acc outside [0, 1] is no accuracy"
+    assert tables.headline_metric(pa.table({"test_acc": [0.5, None]})) == "error"
+    assert tables.headline_metric(pa.table({"test_loss": [1.0], "test_acc": ["a"]})) == "test_loss"
+    mixed = pa.table({"task": ["digits", "text"], "test_acc": [0.9, 0.4], "test_loss": [0.3, 2.0]})
+    assert tables.headline_metric(mixed) == "error", "two tasks disagree: the columns decide"
+    with pytest.raises(AnalysisError, match="--metric"):
+        tables.headline_metric(pa.table({"n": [1, 2], "value": [0.3, 0.2]}))

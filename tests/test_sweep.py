@@ -232,7 +232,8 @@ def test_a_finished_sweep_has_at_most_20_files_per_table(tmp_path, config):
     few files per table, and every trial once in them (raw rows)."""
     path = write_config(tmp_path, FIVE_THOUSAND) if config == "five thousand" else ROOT / "configs" / "demo.yaml"
     results = tmp_path / "r"
-    proc = run_cli("sweep", str(path), "--results", str(results), "--quiet", timeout=900)
+    quiet = ("--quiet",) if config == "five thousand" else ()
+    proc = run_cli("sweep", str(path), "--results", str(results), *quiet, timeout=900)
     assert proc.returncode == 0, proc.stderr
     cfg = load_config(path)
     for table in ("trials", "curves"):
@@ -240,6 +241,37 @@ def test_a_finished_sweep_has_at_most_20_files_per_table(tmp_path, config):
         assert 1 <= len(files) <= 20, (table, len(files))
     raw = Store(str(results)).raw_table("trials").column("trial_id").to_pylist()
     assert sorted(raw) == sorted(t.trial_id for t in cfg.trials()), "every trial exactly once"
+    if config == "demo":
+        _the_demo_shows_both_laws(results, proc.stdout)
+
+
+def _the_demo_shows_both_laws(results, summary: str):
+    """What make demo promises: the summary and `scaling fit` agree on one falling learning curve
+    whose exponent's CI lies below 0, with every bootstrap replicate converged, and B_opt is
+    inside the batch grid for at least 70% of the groups."""
+    import json
+    import re
+
+    fitted = run_cli("fit", str(results), "--json")
+    assert fitted.returncode == 0, fitted.stderr
+    out = json.loads(fitted.stdout)
+    fit = out["curves"][0]["fit"]
+    b = fit["params"]["b"]
+    assert out["metric"] == "error" and fit["monotone"] == "falling"
+    assert b["ci_high"] < 0, b
+    assert fit["n_boot_converged"] == fit["n_boot"] and fit["n_boot_failed"] == 0
+    said = re.search(r"learning curve: (\w+) ~ a\*N\^b \+ c, b = (\S+) \(95% CI (\S+) to (\S+);",
+                     summary)
+    assert said, summary
+    assert said.group(1) == "error"
+    assert [float(v) for v in said.groups()[1:]] == [round(b[k], 3) for k in ("value", "ci_low", "ci_high")]
+    bopt = run_cli("bopt", str(results), "--json")
+    assert bopt.returncode == 0, bopt.stderr
+    groups = json.loads(bopt.stdout)["groups"]
+    interior = sum(g["status"] == "ok" for g in groups)
+    assert interior >= 0.7 * len(groups), (interior, len(groups))
+    assert re.search(r"B_opt rule .*: (consistent|inconsistent|inconclusive)", summary)
+    assert "meaning: here B_opt ~ lr^" in summary
 
 
 FIVE_THOUSAND = """

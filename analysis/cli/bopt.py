@@ -22,7 +22,9 @@ class Bopt(Command):
 
     def add_arguments(self, p) -> None:
         p.add_argument("results", help="results directory, one sweep folder, or a trials CSV/Parquet")
-        p.add_argument("--metric", default="test_acc", help="metric that defines the optimum")
+        p.add_argument("--metric", default=None,
+                       help="metric that defines the optimum (default: the task's headline "
+                            "metric, error for classification, test_loss for a language model)")
         p.add_argument("--by", default="", metavar="COLS",
                        help="extra grouping columns (--by sweep: groups of each sweep apart)")
         p.add_argument("--batch", default="batch_size", metavar="COL",
@@ -53,6 +55,7 @@ class Bopt(Command):
         from analysis.rules.bopt import find_bopt
 
         trials = cliargs.read(args, args.results, args.metric, implied=(args.batch, args.lr))
+        args.metric = args.metric or tables.headline_metric(trials)
         result = find_bopt(trials, metric=args.metric, where=cliargs.where_of(args, trials),
                            sweep=args.sweep, by=tables.parse_cols(args.by), n_boot=args.boot,
                            level=args.level, margin=args.margin, seed=args.boot_seed,
@@ -72,6 +75,7 @@ def _bopt_over(args, scale) -> int:
 
     trials = cliargs.read(args, args.results, args.metric,
                           implied=(args.batch, args.lr) + tuple(scale))
+    args.metric = args.metric or tables.headline_metric(trials)
     result = find_joint_optimum(trials, metric=args.metric, batch=args.batch, lr=args.lr,
                                 scale=scale, where=cliargs.where_of(args, trials),
                                 sweep=args.sweep, by=tables.parse_cols(args.by),

@@ -22,14 +22,19 @@ class Fit(Command):
     def add_arguments(self, p) -> None:
         p.add_argument("results", help="results directory, one sweep folder, or a trials CSV/Parquet")
         p.add_argument("--x", default="n_train", help="column on the x axis (default n_train)")
-        p.add_argument("--metric", default="test_loss",
-                       help="metric column, or error (1-test_acc) or gap (test_loss-train_loss)")
+        p.add_argument("--metric", default=None,
+                       help="metric column, or error (1-test_acc) or gap (test_loss-train_loss); default: the "
+                            "task's headline metric (error for classification, test_loss for a "
+                            "language model)")
         p.add_argument("--by", default="", metavar="COLS",
                        help="comma-separated columns: one curve each (--by sweep: one per sweep)")
         cliargs.where(p)
         cliargs.sweep(p)
         cliargs.direction(p)
         p.add_argument("--no-offset", action="store_true", help="fit y = a*x^b without the offset c")
+        p.add_argument("--unbounded", action="store_true",
+                       help="fit the power law without bounds (default: a minimised metric falls, "
+                            "a >= 0, b <= 0, c >= 0; a maximised one rises towards c)")
         p.add_argument("--form", default=None, choices=("auto",) + tuple(FORMS),
                        help="fit this curve family instead of the power law and use it for the "
                             "extrapolation check and --predict (auto: the family rolling-origin "
@@ -57,13 +62,15 @@ class Fit(Command):
         at = parse_floats(args.predict)
         bounded = parse_bounds(args.bounded)
         trials = cliargs.read(args, args.results, args.x, args.metric)
+        args.metric = args.metric or tables.headline_metric(trials)
         curves = fit_learning_curves(trials, x=args.x, metric=args.metric,
                                      by=tables.parse_cols(args.by), sweep=args.sweep,
                                      where=cliargs.where_of(args, trials),
                                      offset=not args.no_offset, n_boot=args.boot, level=args.level,
                                      delta=args.delta, holdout=args.holdout, seed=args.boot_seed,
                                      resample=args.resample, maximize=args.maximize,
-                                     bounded=bounded, power_law=args.form is None)
+                                     bounded=bounded, power_law=args.form is None,
+                                     unbounded=args.unbounded)
         curves = add_forms(curves, form=args.form, predict=at, holdout=args.holdout,
                            n_boot=args.boot, level=args.level, seed=args.boot_seed)
         if all(c.fit is None and c.family is None for c in curves):

@@ -117,7 +117,7 @@ def fit_learning_curves(trials: pa.Table, *, x: str = "n_train", metric: str = "
                         delta: float | None = None, holdout: int | None = None, seed: int = 0,
                         resample: str = "auto", maximize: bool | None = None,
                         bounded: tuple[float, float] | None = None,
-                        power_law: bool = True) -> list[CurveFit]:
+                        power_law: bool = True, unbounded: bool = False) -> list[CurveFit]:
     """Fit :math:`y = a x^b + c` to the frontier of each group of a sweep.
 
     Parameters
@@ -149,6 +149,10 @@ def fit_learning_curves(trials: pa.Table, *, x: str = "n_train", metric: str = "
         it and the name says err/acc (:func:`analysis.fit.forms.bounds.detect_bounds`).
     power_law : bool
         Fit the power law (False when a curve family replaces it, ``--form``).
+    unbounded : bool
+        Fit the power law without bounds. By default it is monotone: a minimised metric
+        falls (a >= 0, b <= 0, c >= 0) and a maximised one rises towards its offset
+        (:func:`analysis.fit.powerlaw.monotone_box`); data that do not are a warning.
 
     Returns
     -------
@@ -174,6 +178,9 @@ def fit_learning_curves(trials: pa.Table, *, x: str = "n_train", metric: str = "
                             f"{tables.count_by(outcome[prep.mask])}")
     rng = np.random.default_rng(seed)
     fit_options = dict(offset=offset, n_boot=n_boot, level=level, delta=delta, holdout=holdout)
+    if unbounded and not power_law:
+        raise AnalysisError("--unbounded lifts the power law's bounds; a curve family (--form) "
+                            "keeps its own")
     out = []
     for key, idx in tables.groups(fr, prep.mask & np.isfinite(xs), tuple(by)):
         head = dict(group=dict(zip(by, key)), label=tables.label(by, key), x_name=x,
@@ -191,7 +198,9 @@ def fit_learning_curves(trials: pa.Table, *, x: str = "n_train", metric: str = "
         rng_range = None if bounds is None else (bounds.low, bounds.high)
         fit, message, warn = None, "", ()
         if power_law:
-            fit, message = _fit(front, resample, rng, {**fit_options, "bounds": rng_range})
+            shape = None if unbounded else ("rising" if head["maximize"] else "falling")
+            fit, message = _fit(front, resample, rng,
+                                {**fit_options, "bounds": rng_range, "monotone": shape})
             warn = () if fit is None else tuple(power_law_warnings(fit, bounds, head["maximize"]))
         out.append(CurveFit(**head, over=front.over, x=tuple(front.points[:, 0].tolist()),
                             y=tuple(front.y.tolist()), n_seeds=tuple(front.n_seeds.tolist()),

@@ -17,7 +17,7 @@ import numpy as np
 
 from analysis.errors import AnalysisError
 from analysis.stats.result import ScalingFit, num, summarise
-from analysis.stats.robust import bootstrap, fit_auto, huber_objective
+from analysis.stats.robust import Solution, bootstrap, fit_auto, huber_objective
 
 _FLOOR = 1e-6  # below this relative prediction, log is continued linearly
 
@@ -48,6 +48,8 @@ class OffsetModel:
     m: float = 0.0
     log_s: float = 0.0
     n_params: int = 3
+    box: tuple | None = None
+    """Bounds ``(low, high)`` on ``theta`` (:func:`monotone_box`), or None: unbounded."""
 
     def log_pred(self, theta, X, jac=True):
         lx = X[0] - self.m
@@ -79,6 +81,8 @@ class PureModel:
 
     m: float = 0.0
     n_params: int = 2
+    box: tuple | None = None
+    """Bounds ``(low, high)`` on ``theta`` (:func:`monotone_box`), or None: unbounded."""
 
     def log_pred(self, theta, X, jac=True):
         lx = X[0] - self.m
@@ -93,6 +97,39 @@ class PureModel:
     def natural(self, theta):
         theta = np.atleast_2d(theta)
         return np.column_stack([np.exp(theta[:, 0] - theta[:, 1] * self.m), theta[:, 1]])
+
+
+SHAPES = ("falling", "rising")
+"""What ``monotone`` may ask of a curve: fall towards ``c`` (a loss, an error) or rise towards it."""
+
+
+def monotone_box(offset: bool, monotone: str | None) -> tuple | None:
+    r"""Bounds on ``theta`` that make :math:`a x^b (+ c)` monotone, or None.
+
+    ``falling``: :math:`a \ge 0,\ b \le 0,\ c \ge 0` (a loss or error that falls towards
+    its floor :math:`c`); ``rising``: :math:`a \le 0,\ b \le 0,\ c \ge 0` with the offset
+    (an accuracy rising towards :math:`c`), :math:`b \ge 0` without it. The scaled
+    parameters of :class:`OffsetModel` have the signs of the natural ones.
+    """
+    if monotone is None:
+        return None
+    if monotone not in SHAPES:
+        raise AnalysisError(f"monotone must be one of {SHAPES} or None, got {monotone!r}")
+    inf = np.inf
+    if not offset:
+        return ((-inf, -inf), (inf, 0.0)) if monotone == "falling" else ((-inf, 0.0), (inf, inf))
+    if monotone == "falling":
+        return ((0.0, -inf, 0.0), (inf, 0.0, inf))
+    return ((-inf, -inf, 0.0), (0.0, 0.0, inf))
+
+
+def at_bound(model, theta) -> tuple[bool, ...]:
+    """Per parameter of ``theta`` (one row): whether it sits on a bound of ``model.box``."""
+    if model.box is None:
+        return (False,) * model.n_params
+    lo, hi = (np.asarray(v, float) for v in model.box)
+    t = np.asarray(theta, float).ravel()
+    return tuple(bool(v) for v in (t <= lo) | (t >= hi))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +170,11 @@ class PowerLawFit(ScalingFit):
     """Extrapolation check, or None (see ``holdout_note``)."""
     holdout_note: str = ""
     """Why there is no extrapolation check, when there is none."""
+    monotone: str | None = None
+    """``"falling"`` or ``"rising"``: the bounds the fit kept (:func:`monotone_box`); None:
+    unbounded."""
+    at_bound: tuple[str, ...] = ()
+    """Parameters whose best-fit value sits on a bound (``b`` at 0: the data do not fall)."""
     x: np.ndarray = field(repr=False, compare=False, default=None)
     y: np.ndarray = field(repr=False, compare=False, default=None)
 
@@ -154,7 +196,17 @@ class PowerLawFit(ScalingFit):
             "delta": num(h.delta), "params": [num(v) for v in h.params],
             "converged": h.converged}
         return {**super().to_dict(), "n_distinct_x": self.n_distinct_x, "holdout": hold,
-                "holdout_note": self.holdout_note}
+                "holdout_note": self.holdout_note, "monotone": self.monotone,
+                "bounds": bound_text(self.form, self.monotone), "at_bound": list(self.at_bound)}
+
+
+def bound_text(form: str, monotone: str | None) -> str:
+    """The bounds of a fit in words, e.g. ``"a >= 0, b <= 0, c >= 0 (falling)"``; "" for none."""
+    if monotone is None:
+        return ""
+    if "c" not in form:
+        return f"b {'<=' if monotone == 'falling' else '>='} 0 ({monotone})"
+    return f"a {'>=' if monotone == 'falling' else '<='} 0, b <= 0, c >= 0 ({monotone})"
 
 
 def check_xy(x, y, n_params: int, what: str = "x") -> tuple[np.ndarray, np.ndarray]:
@@ -181,8 +233,8 @@ def check_xy(x, y, n_params: int, what: str = "x") -> tuple[np.ndarray, np.ndarr
     return x, y
 
 
-def _starts(x, y, offset: bool, delta: float):
-    """The model and starting points for the full fit.
+def _starts(x, y, offset: bool, delta: float, box=None):
+    """The model and starting points for the full fit (inside ``box`` when given).
 
     For :math:`y = a x^b + c` the model is linear in (a, c) at fixed b, so a
     grid of b is profiled by least squares with weights :math:`1/y^2`
@@ -193,8 +245,9 @@ def _starts(x, y, offset: bool, delta: float):
     m = float(lx.mean())
     slope, icpt = np.polyfit(lx - m, ly, 1)
     if not offset:
-        return PureModel(m=m), np.array([[icpt, slope]])
-    model = OffsetModel(m=m, log_s=float(ly.mean()))
+        model = PureModel(m=m, box=box)
+        return model, _inside(model, np.array([[icpt, slope]]))
+    model = OffsetModel(m=m, log_s=float(ly.mean()), box=box)
     yn = np.exp(ly - model.log_s)
     bs = np.concatenate([np.linspace(-3, -0.02, 60), np.linspace(0.02, 3, 60)])
     z = np.exp(bs[:, None] * (lx - m)) / yn                      # (G, n), scaled by 1/y
@@ -204,22 +257,30 @@ def _starts(x, y, offset: bool, delta: float):
     det = szz * s11 - sz1 * sz1
     a = (tz * s11 - t1 * sz1) / det
     c = (szz * t1 - sz1 * tz) / det
-    th = np.column_stack([a, bs, c])
+    th = _inside(model, np.column_stack([a, bs, c]))
     th = th[np.all(np.isfinite(th), axis=1)]
     val = huber_objective(model, th, (lx,), ly, np.ones_like(ly), delta)
     local = [i for i in range(val.size)
              if (i == 0 or val[i] <= val[i - 1]) and (i == val.size - 1 or val[i] <= val[i + 1])]
     keep = sorted(local, key=lambda i: val[i])[:4]
     pure = np.array([[np.exp(icpt - model.log_s), slope, 0.0]])  # a x^b through the data, c = 0
-    return model, np.vstack([th[keep], pure])
+    flat = np.array([[0.0, 0.0, 1.0]])  # the constant through the data's geometric mean
+    return model, _inside(model, np.vstack([th[keep], pure, flat]))
 
 
-def _full_fit(x, y, offset: bool, delta: float | None):
-    """(model, solution, delta) for the full data."""
+def _inside(model, theta):
+    """Rows of ``theta`` moved into ``model.box`` (unchanged without one)."""
+    if model.box is None:
+        return theta
+    return np.clip(theta, *(np.asarray(v, float) for v in model.box))
+
+
+def _full_fit(x, y, offset: bool, delta: float | None, box=None):
+    """(model, solution, delta, starts) for the full data."""
     with np.errstate(all="ignore"):  # extreme inputs overflow harmlessly in the profile
-        model, starts = _starts(x, y, offset, 1.0)
+        model, starts = _starts(x, y, offset, 1.0, box)
     sol, delta = fit_auto(model, starts, (np.log(x),), np.log(y), delta)
-    return model, sol, delta
+    return model, sol, delta, starts
 
 
 def natural_curve(params, x, offset: bool) -> np.ndarray:
@@ -229,7 +290,7 @@ def natural_curve(params, x, offset: bool) -> np.ndarray:
         return params[0] * x ** params[1] + (params[2] if offset else 0.0)
 
 
-def _holdout(x, y, offset, delta, n_params, holdout, bounds=None):
+def _holdout(x, y, offset, delta, n_params, holdout, bounds=None, box=None):
     """Refit without the ``holdout`` largest distinct x (Huber delta: the caller's, or chosen on
     the remaining points only) and score them; undefined predictions make the RMSE None."""
     xs = np.unique(x)
@@ -241,7 +302,7 @@ def _holdout(x, y, offset, delta, n_params, holdout, bounds=None):
                       f"{n_params} parameters")
     cut = xs[-k]
     train = x < cut
-    model, sol, used = _full_fit(x[train], y[train], offset, delta)
+    model, sol, used, _ = _full_fit(x[train], y[train], offset, delta, box)
     params = tuple(float(v) for v in model.natural(sol.theta)[0])
     pred = natural_curve(params, x[~train], offset)
     low, high = bounds if bounds is not None else (0.0, None)
@@ -261,7 +322,8 @@ def _holdout(x, y, offset, delta, n_params, holdout, bounds=None):
 
 def fit_power_law(x, y, *, offset: bool = True, replicates=None, n_boot: int = 1000,
                   level: float = 0.95, delta: float | None = None, holdout: int | None = None,
-                  seed: int = 0, resampling=None, bounds=None) -> PowerLawFit:
+                  seed: int = 0, resampling=None, bounds=None,
+                  monotone: str | None = None) -> PowerLawFit:
     """Fit :math:`y = a x^b + c` (or :math:`a x^b`) robustly, with bootstrap intervals.
 
     Parameters
@@ -297,6 +359,10 @@ def fit_power_law(x, y, *, offset: bool = True, replicates=None, n_boot: int = 1
     bounds : (low, high), optional
         The metric's range (``high`` None when unbounded above): a held-out
         prediction outside it, or <= 0, is undefined and so is the check's RMSE.
+    monotone : {"falling", "rising"}, optional
+        Constrain the curve to fall (a >= 0, b <= 0, c >= 0) or rise towards its
+        offset (:func:`monotone_box`), in the full fit, every resample and the
+        check; intervals are clipped to the same bounds. None fits without bounds.
 
     Returns
     -------
@@ -314,7 +380,13 @@ def fit_power_law(x, y, *, offset: bool = True, replicates=None, n_boot: int = 1
         raise AnalysisError(f"replicates must have shape (R, {x.size}), "
                             f"got {np.shape(replicates)}")
     given = delta
-    model, sol, delta = _full_fit(x, y, offset, delta)
+    box = monotone_box(offset, monotone)
+    model, sol, delta, starts = _full_fit(x, y, offset, delta, box)
+    if box is not None and offset and (sol.theta[0] == 0 or sol.theta[1] == 0):
+        # a flat curve is flat whichever bound it reached (a = 0 leaves b free, b = 0 leaves
+        # a + c): write it one way, a = b = 0 and c its level, the same objective
+        sol = Solution(theta=np.array([0.0, 0.0, sol.theta[0] + sol.theta[2]]), value=sol.value,
+                       converged=sol.converged)
     X, ly = (np.log(x),), np.log(y)
     inverse = np.unique(x, return_inverse=True)[1]
     onehot = inverse[:, None] == np.arange(inverse.max() + 1)
@@ -323,10 +395,22 @@ def fit_power_law(x, y, *, offset: bool = True, replicates=None, n_boot: int = 1
         return ((counts @ onehot) > 0).sum(1) >= p
 
     boot = bootstrap(model, sol.theta, X, ly, delta=delta, replicates=replicates,
-                     n_boot=n_boot, seed=seed, well_posed=well_posed)
-    hold, note = _holdout(x, y, offset, given, p, holdout, bounds)
-    return PowerLawFit(form="a*x^b + c" if offset else "a*x^b", names=("a", "b", "c")[:p],
-                       **summarise(model, sol, boot, X, ly, level=level, delta=delta,
-                                   resampling=resampling if replicates is not None else None),
+                     n_boot=n_boot, seed=seed, well_posed=well_posed, starts=starts)
+    hold, note = _holdout(x, y, offset, given, p, holdout, bounds, box)
+    summary = summarise(model, sol, boot, X, ly, level=level, delta=delta,
+                        resampling=resampling if replicates is not None else None)
+    if box is not None:  # an interval of a bounded parameter ends at its bound
+        lo, hi = np.array(box[0], float), np.array(box[1], float)
+        if not offset:  # a = exp(alpha) > 0 whatever the bound on alpha
+            lo[0], hi[0] = -np.inf, np.inf
+        summary["ci_low"] = tuple(float(v) for v in np.clip(summary["ci_low"], lo, hi))
+        summary["ci_high"] = tuple(float(v) for v in np.clip(summary["ci_high"], lo, hi))
+    names = ("a", "b", "c")[:p]
+    pinned = tuple(n for n, b in zip(names, at_bound(model, sol.theta)) if b)
+    if offset and "b" in pinned:  # flat: a = 0 and the level c are what the bounds allow,
+        nan = float("nan")         # not estimates with an interval
+        summary["ci_low"] = (nan, summary["ci_low"][1], nan)
+        summary["ci_high"] = (nan, summary["ci_high"][1], nan)
+    return PowerLawFit(form="a*x^b + c" if offset else "a*x^b", names=names, **summary,
                        n_distinct_x=int(onehot.shape[1]), holdout=hold, holdout_note=note,
-                       x=x, y=y)
+                       x=x, y=y, monotone=monotone, at_bound=pinned)

@@ -28,7 +28,9 @@ A model is any object with ``n_params``, ``natural(theta)`` and
 ``log_pred(theta, X, jac) -> (f, J)``: ``theta`` has shape ``(R, p)``, ``X``
 is a tuple of shared arrays of length ``n``, ``f`` has shape ``(R, n)`` and
 the transposed Jacobian ``J[k, j, i] = d f[k, i] / d theta[k, j]`` has shape
-``(R, p, n)``, parameter-major so each row is contiguous.
+``(R, p, n)``, parameter-major so each row is contiguous. A model may also have
+``box = (low, high)``, bounds on ``theta`` (``-inf``/``inf`` where free): both solvers
+then keep every iterate inside it (projected steps; L-BFGS-B's bounds).
 """
 
 from __future__ import annotations
@@ -115,8 +117,12 @@ def multistart_fit(model, starts, X, logy, w=None, *, delta: float = 1e-3,
                     converged=bool(many.converged[k]))
     if not (polish and np.isfinite(best.value)):
         return best
+    box = getattr(model, "box", None)
+    bounds = None if box is None else [(None if np.isinf(lo) else lo, None if np.isinf(hi) else hi)
+                                       for lo, hi in zip(*box)]
     res = minimize(_value_and_grad, best.theta, args=(model, X, logy, w, delta), jac=True,
-                   method="L-BFGS-B", options={"maxiter": 200, "ftol": 1e-12, "gtol": 1e-8})
+                   method="L-BFGS-B", bounds=bounds,
+                   options={"maxiter": 200, "ftol": 1e-12, "gtol": 1e-8})
     if np.isfinite(res.fun) and res.fun < best.value:
         again = batched_lm(model, res.x[None, :], X, logy, w, delta=delta)
         return Solution(theta=again.theta[0], value=float(again.value[0]),
@@ -155,6 +161,10 @@ def batched_lm(model, theta0, X, logy, w, *, delta: float = 1e-3, max_iter: int 
 
 def _lm(model, theta, X, logy, w, delta, max_iter, ftol, xtol) -> Solution:
     R, p = theta.shape
+    box = getattr(model, "box", None)
+    if box is not None:  # projected Levenberg-Marquardt: a bound that the gradient pushes against
+        lo, hi = (np.asarray(v, float) for v in box)  # pins its parameter for that step
+        theta = np.clip(theta, lo, hi)
     logy = np.broadcast_to(logy, (R, np.shape(logy)[-1]))
     w = np.broadcast_to(w, logy.shape)
     value = huber_objective(model, theta, X, logy, w, delta)
@@ -177,10 +187,15 @@ def _lm(model, theta, X, logy, w, delta, max_iter, ftol, xtol) -> Solution:
         H = np.matmul(J * (ww * quad / delta)[:, None, :], J.transpose(0, 2, 1))
         H /= wsum[:, None, None]
         d = np.matmul(J * J, irls[..., None])[..., 0] / wsum[:, None]
+        if box is not None:
+            free = ~(((th <= lo) & (grad > 0)) | ((th >= hi) & (grad < 0)))
+            grad = np.where(free, grad, 0.0)
+            H = H * (free[:, :, None] & free[:, None, :])
         damp = lm[:, None] * d + 1e-12 * d.max(1, keepdims=True) + 1e-30
         step = -_solve(H + damp[:, :, None] * eye, grad)
         step = np.where(np.isfinite(step), step, 0.0)
-        trial = th + step
+        trial = th + step if box is None else np.clip(th + step, lo, hi)
+        step = trial - th
         new = huber_objective(model, trial, X, ly, ww, delta)
         old = value[act]
         accept = new < old
@@ -254,7 +269,7 @@ class Bootstrap:
 
 
 def bootstrap(model, theta, X, logy, *, delta: float, replicates=None, n_boot: int = 1000,
-              seed: int = 0, well_posed=None) -> Bootstrap:
+              seed: int = 0, well_posed=None, starts=None) -> Bootstrap:
     """Refit resamples with :func:`batched_lm`, warm-started at ``theta``.
 
     With ``replicates`` (shape ``(R, n)``, e.g. means over resampled seeds)
@@ -265,7 +280,9 @@ def bootstrap(model, theta, X, logy, *, delta: float, replicates=None, n_boot: i
     Resamples that hit the iteration limit are kept at the point reached:
     they usually run off along a direction the data do not pin down (an
     exponent near 0 or a step), which the interval should show, and they are
-    counted in ``n_boot - n_converged``.
+    counted in ``n_boot - n_converged``. Before that, a resample whose refit did
+    not converge is refitted from each of ``starts`` (the full fit's starting
+    points), and the lowest objective found is kept.
     """
     if replicates is not None:
         logy_b = np.log(np.asarray(replicates, float))
@@ -280,10 +297,30 @@ def bootstrap(model, theta, X, logy, *, delta: float, replicates=None, n_boot: i
         kind = "points"
     start = np.broadcast_to(theta, (weights.shape[0], theta.size))
     sol = batched_lm(model, start, X, logy_b, weights, delta=delta, max_iter=100)
+    if starts is not None:
+        sol = _refit_from_starts(model, sol, starts, X, logy_b, weights, delta, ok)
     ok &= np.all(np.isfinite(sol.theta), axis=1) & np.isfinite(sol.value)
     return Bootstrap(theta=sol.theta[ok], n_boot=int(weights.shape[0]),
                      n_converged=int((ok & sol.converged).sum()), resampling=kind,
                      n_failed=int((~ok).sum()))
+
+
+def _refit_from_starts(model, sol: Solution, starts, X, logy_b, weights, delta, ok) -> Solution:
+    """``sol`` with each usable, unconverged resample refitted from every start; a refit is
+    kept when it converged at an objective no higher than the first (1e-9 relative)."""
+    again = np.flatnonzero(ok & ~sol.converged)
+    if again.size == 0:
+        return sol
+    theta, value, converged = sol.theta.copy(), sol.value.copy(), sol.converged.copy()
+    ly = np.broadcast_to(logy_b, weights.shape)[again]
+    for s0 in np.atleast_2d(np.asarray(starts, float)):
+        start = np.broadcast_to(s0, (again.size, s0.size))
+        new = batched_lm(model, start, X, ly, weights[again], delta=delta, max_iter=200)
+        base = np.where(converged[again], value[again], np.inf)
+        better = new.converged & (new.value <= np.minimum(value[again] * (1 + 1e-9), base))
+        rows = again[better]
+        theta[rows], value[rows], converged[rows] = new.theta[better], new.value[better], True
+    return Solution(theta=theta, value=value, converged=converged)
 
 
 def resample_counts(n: int, n_boot: int, rng: np.random.Generator,

@@ -1,7 +1,7 @@
 """Reading and shaping tables: ``load`` (from a store or any CSV/Parquet/JSON file, with
 declared axes), ``columns`` (columns as arrays, metrics, groups), ``sqlfilter``, ``cells``
 (configurations and their seeds), ``frontier``. May import: analysis.stats, analysis.errors,
-scaling.spec and scaling.store. Never fit, rules, report or cli.
+scaling.spec, scaling.store and scaling.tasks (a task's declared headline metric). Never fit, rules, report or cli.
 
 ``tables.frame(...)``, ``tables.load_trials(...)`` and the other public names of ``load`` and
 ``columns`` are re-exported here.
@@ -13,7 +13,7 @@ from analysis.tables.load import (  # noqa: F401
 )
 from analysis.tables.columns import (  # noqa: F401
     Frame, table_axes, frame, n_rows, numeric, metric,
-    maximize, status, count_by, usable, candidate_axes, check_replicates,
+    headline_metric, maximize, status, count_by, usable, candidate_axes, check_replicates,
     varying, hashable, groups, parse_cols, parse_where, where_mask,
     label, label_value,
 )

@@ -115,6 +115,34 @@ def metric(fr: dict[str, np.ndarray], name: str) -> np.ndarray:
     return numeric(fr, name, "metric")
 
 
+def headline_metric(table: pa.Table) -> str:
+    """The metric a learning curve is about when the user names none: what the trials' task
+    declares (:attr:`scaling.tasks.base.TaskSpec.headline`: ``error`` for classification,
+    ``test_loss`` for a language model); for a plug-in task or a table from elsewhere,
+    ``error`` when there is a ``test_acc`` column with values in [0, 1], else ``test_loss``.
+
+    ``fit``, ``report``, ``bopt`` and the sweep summary all default to it.
+    """
+    from scaling.tasks.builtin import TASKS
+
+    names = set(table.column_names)
+    if "task" in names:
+        declared = {TASKS[t].headline for t in table.column("task").unique().to_pylist()
+                    if t in TASKS}
+        if len(declared) == 1:
+            return declared.pop()
+    acc = table.column("test_acc").to_numpy(zero_copy_only=False) if "test_acc" in names else None
+    if acc is not None and acc.dtype != object:
+        acc = acc[np.isfinite(acc)]
+        if acc.size and np.all((acc >= 0) & (acc <= 1)):
+            return "error"
+    if "test_loss" in names:
+        return "test_loss"
+    raise AnalysisError("no default metric for this table (it has neither a test_acc in [0, 1] "
+                        "nor a test_loss column): name one with --metric; the table has: "
+                        f"{', '.join(table.column_names)}")
+
+
 def maximize(name: str) -> bool:
     """True for accuracy-like metrics (``*acc*``); losses, error and gap are minimised."""
     return "acc" in name.lower()

@@ -76,6 +76,9 @@ class TaskSpec:
     """Resolve paths and check files cheaply (headers, sizes) when the config is parsed."""
     data_version: str = "1"
     """Version of the task's split and preprocessing (the first release's data is "1")."""
+    headline: str = "error"
+    """The metric its learning curve is about by default (``scaling fit``, ``report``, the sweep
+    summary): ``error`` (1 - test_acc) for classification, ``test_loss`` for a language model."""
 
 def _show(value: Any, limit: int = 80) -> str:
     """A short repr for messages: cut long values, and survive deep nesting and huge integers."""

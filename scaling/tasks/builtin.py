@@ -192,6 +192,7 @@ TASKS: dict[str, TaskSpec] = {
                                   "as much again for validation"),
                 "n_test": (lambda v: v >= 0, "an integer >= 0 (0: every test window)")},
         kind="tokens",
+        headline="test_loss",
         prepare=datasets.prepare_text,
         data_version="2",
     ),

@@ -55,6 +55,11 @@ def power_law_warnings(fit, bounds, maximize: bool) -> list[str]:
     from analysis.fit.forms.bounds import Bounds
 
     out = []
+    if "b" in getattr(fit, "at_bound", ()):
+        way = "fall" if fit.monotone == "falling" else "rise"
+        out.append(f"the data do not {way} with x: the best {fit.monotone} curve is flat "
+                   "(a = b = 0, c their level, without intervals); --unbounded fits the curve "
+                   "the data have")
     if bounds is None and not maximize:
         bounds = Bounds()
     if bounds is not None:
