@@ -17,7 +17,9 @@ def param_rows(fit) -> tuple[list[str], list[list[str]]]:
 
 def fit_lines(fit) -> list[str]:
     """Parameter table and diagnostics of a :class:`analysis.stats.result.ScalingFit`."""
-    lines = [f"fit {fit.form}  (Huber delta {g(fit.delta, 3)} on log residuals)"]
+    bounds = "" if not hasattr(fit, "monotone") else \
+        f"; bounds {fit.to_dict()['bounds']}" if fit.monotone else "; unbounded"
+    lines = [f"fit {fit.form}  (Huber delta {g(fit.delta, 3)} on log residuals{bounds})"]
     lines += text_table(*param_rows(fit), indent=2)
     lines.append(f"  points {fit.n_points}, R^2 (log) {g(fit.r2_log)}, RMSE log {g(fit.rmse_log)}, "
                  f"converged {'yes' if fit.converged else 'NO'}")
