@@ -221,7 +221,8 @@ def test_page_opens_with_cards_then_figures_with_long_text_folded(page):
     for name, body in _sections(page).items():
         pre = body.find("<pre>")
         assert pre < 0 or body.rfind("<details", 0, pre) >= 0, name  # long text is folded
-    assert "<script" not in page and "http" not in page
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)  # inlined, not fetched
+    assert "<script" not in text and "http" not in text and "<img" in text
 
 
 def test_no_collapse_section_on_an_adamw_sweep(loaded, page):
@@ -234,6 +235,18 @@ def test_no_collapse_section_on_an_adamw_sweep(loaded, page):
     assert "No noise-scale collapse plot" in sections["bopt"] and "adamw" in sections["bopt"]
     assert "against lr*N/(1-m)" not in sections["bopt"][:200]
     assert "<img" in _sections(page)["collapse"]  # the same sweep with SGD has the plot
+
+
+def test_a_mixed_sweep_collapses_its_sgd_trials_only(loaded):
+    from analysis.report import html
+
+    trials, _ = loaded
+    half = ["adamw" if i % 2 else "sgd" for i in range(trials.num_rows)]
+    mixed = trials.set_column(trials.column_names.index("optimizer"), "optimizer", pa.array(half))
+    assert html._optimizers(mixed) == (True, ["adamw"])
+    assert html._optimizers(trials) == (True, [])  # no value: the schema's default, SGD
+    body = html._collapse(mixed, [], "test_acc", ["adamw"])
+    assert "SGD trials only" in body and body.count("<img") == 1
 
 
 def test_hostile_values_are_escaped(loaded):

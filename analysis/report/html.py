@@ -185,18 +185,24 @@ def _bopt(trials, metric, n_boot, by, found) -> str:
     return "".join(parts)
 
 
-def _not_sgd(trials) -> list[str]:
-    """The optimizers other than SGD that the table's trials use (empty: all SGD)."""
+def _optimizers(trials) -> tuple[bool, list[str]]:
+    """(whether any trial trains with SGD, the other optimizers used); no optimizer column, or
+    an empty cell, is the schema's default, SGD."""
     if "optimizer" not in trials.column_names:
-        return []
-    names = {str(v).lower() for v in trials.column("optimizer").to_pylist() if v is not None}
-    return sorted(names - {"sgd"})
+        return True, []
+    names = {"sgd" if v is None else str(v).lower() for v in trials.column("optimizer").to_pylist()}
+    return "sgd" in names, sorted(names - {"sgd"})
 
 
-def _collapse(trials, names, metric) -> str:
+def _collapse(trials, names, metric, other) -> str:
     import pyarrow.compute as pc
 
     parts = []
+    if other:  # SGD's noise scale: only the SGD trials
+        opt = pc.fill_null(pc.utf8_lower(trials.column("optimizer")), "sgd")
+        trials = trials.filter(pc.equal(opt, "sgd"))
+        parts.append(pg.p(f"SGD trials only: g is SGD's noise scale; the {', '.join(other)} trials "
+                          "are left out of this plot.", "note"))
     for name in names if len(names) > 1 else [None]:
         part = trials if name is None else trials.filter(pc.equal(trials.column("sweep"), name))
         if name is not None:
@@ -278,7 +284,7 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
     found: dict = {}
     toc: list = []
     has_curves = curves is not None and curves.num_rows > 0
-    other = _not_sgd(bopt_trials)
+    has_sgd, other = _optimizers(bopt_trials)
     train_metric = _curve_metric(metric, curves) if has_curves else metric
     sections = [
         _section("summary", "Sweep summary", lambda: _summary(trials), toc),
@@ -287,21 +293,21 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
         _section("training", f"Training curves: {train_metric} vs examples seen",
                  lambda: _training(curve_trials, curves, metric, curves_where, found), toc),
         _section("bopt", f"Optimal batch size ({bopt_metric})" + (
-            "" if other else " against lr*N/(1-m)"),
+            " against lr*N/(1-m)" if has_sgd else ""),
             lambda: _bopt(bopt_trials, bopt_metric, n_boot,
                           ("sweep",) if "sweep" in tuple(by) else (), found)
-            + (pg.p(_why_no_collapse(other), "note") if other else ""), toc),
+            + ("" if has_sgd else pg.p(_why_no_collapse(other), "note")), toc),
     ]
-    if not other:
+    if has_sgd:  # the collapse is SGD's rule: no section for a sweep it does not apply to
         sections.append(_section("collapse", f"Noise-scale collapse ({bopt_metric})",
-                                 lambda: _collapse(bopt_trials, names, bopt_metric), toc))
+                                 lambda: _collapse(bopt_trials, names, bopt_metric, other), toc))
     if has_curves:
         part = trials if bcrit_trials is None else bcrit_trials
         crit = metric if metric in curves.column_names else "test_loss"  # a curves column
         sections.append(_section(
             "bcrit", f"Critical batch size ({crit}): steps vs examples to target",
             lambda: _critical(part, curves, crit, min(n_boot, 400), bcrit_targets, found), toc))
-    head = cards.headline(trials, found, has_curves, other)
+    head = cards.headline(trials, found, has_curves, [] if has_sgd else other)
     title = f"Scaling report: {source}" if source else "Scaling report"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{pg.esc(title)}"
             f"</title><style>{pg.CSS}</style></head><body><h1>{pg.esc(title)}</h1>"
