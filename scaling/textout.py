@@ -3,9 +3,11 @@
 Every command's text output is made here, so every command looks the same:
 
 - :func:`table`: a header, a dashed rule, numbers right-aligned and text left-aligned. A table
-  wider than the width first wraps its headers, then prints a long label column as short
-  labels (G1, G2, ...) with a key below, then wraps long text cells, and last splits its
-  columns into blocks that each fit. Numbers are never cut.
+  wider than the width, step by step until it fits: wraps its headers; says a column with one
+  value once below ("in every row: seeds=3"); splits a label column of ``k=v, k=v`` groups
+  into a column per key, or else prints it as short labels (G1, G2, ...) with a key below;
+  wraps long text cells; and last splits its columns into blocks that each fit. Numbers are
+  never cut.
 - :func:`wrap`: one line of prose at the width, with a hanging indent (under the text after a
   leading ``warning:``, ``note:``, ... label).
 - :func:`render`: a command's lines, wrapped, with warnings in bold yellow on a terminal.
@@ -128,8 +130,9 @@ def table(headers, rows, *, cols: int | None = None, indent: int = 0, numeric=No
     """Rows as an aligned text table that fits ``cols`` columns (default :func:`width`).
 
     ``numeric``: one bool (or None: guess from the cells) per column, right-aligned when true.
-    ``label``: the index of a column of long labels (groups) that may print as ``G1``, ``G2``
-    ... with a key below when the table would be too wide. ``footer``: a line under the table,
+    ``label``: the index of a column of group labels that may split into one column per key, or
+    print as ``G1``, ``G2`` ... with a key below, when the table would be too wide (the steps
+    are in this module's docstring). ``footer``: a line under the table,
     e.g. ``"(5 rows)"``. ``indent``: spaces before every line. A text cell wrapped to more than
     ``max_lines`` lines is cut there, ends in ``...``, and ``cut_note`` (or a line that says so)
     follows the table.
@@ -140,19 +143,46 @@ def table(headers, rows, *, cols: int | None = None, indent: int = 0, numeric=No
     n = len(head)
     guess = [numeric_column(r[i] for r in body) for i in range(n)]
     num = [guess[i] if numeric is None or numeric[i] is None else bool(numeric[i]) for i in range(n)]
-    key: list[str] = []
     natural = _natural(head, body, wrap_head=False)
     if _total(natural) > avail:
         natural = _natural(head, body, wrap_head=True)
+    same: list[str] = []
+    if _total(natural) > avail and len(body) > 1:  # a column with one value: said once, below
+        keep = [i for i in range(n) if i == label or len({r[i] for r in body}) > 1]
+        same = [f"{head[i]}={body[0][i] or '(empty)'}" for i in range(n) if i not in keep]
+        if same and keep:
+            label = keep.index(label) if label is not None else None
+            head, num = [head[i] for i in keep], [num[i] for i in keep]
+            body = [[r[i] for i in keep] for r in body]
+            natural = _natural(head, body, wrap_head=True)
+        else:
+            same = []
+    key: list[str] = []
     if _total(natural) > avail and label is not None and body:
         split = _split_label(head, body, num, label)
         if split is not None and _total(_natural(split[0], split[1], True)) <= avail:
-            return table(*split[:2], cols=cols, indent=indent, numeric=split[2], footer=footer,
-                         max_lines=max_lines, cut_note=cut_note)
-        key = _key(head[label], [r[label] for r in body], short, avail)
-        for i, r in enumerate(body):
-            r[label] = f"{short}{i + 1}"
+            head, body, num = split[0], split[1], [
+                numeric_column(r[i] for r in split[1]) if v is None else v for i, v in enumerate(split[2])]
+        else:
+            key = _key(head[label], [r[label] for r in body], short, avail)
+            for i, r in enumerate(body):
+                r[label] = f"{short}{i + 1}"
         natural = _natural(head, body, wrap_head=True)
+    out, cut = _layout(head, body, num, natural, avail, max_lines)
+    if footer:
+        out += wrap(footer, avail)
+    if cut:
+        out += wrap(cut_note or f"(a cell ending in {ELLIPSIS} is cut to {max_lines} lines)", avail)
+    if same:
+        out += wrap("in every row: " + "; ".join(same), avail)
+    out += key
+    pad = " " * indent
+    return [(pad + line).rstrip() if line else "" for line in out]
+
+
+def _layout(head, body, num, natural, avail, max_lines) -> tuple[list[str], bool]:
+    """The drawn table, shrunk to ``avail`` or split into blocks of columns; and whether a cell
+    was cut."""
     mins = [w if num[i] else min(w, max(6, _longest_word(head[i]))) for i, w in enumerate(natural)]
     if _total(mins) > avail:  # blocks of columns: keep moderate cells whole, wrap only long ones
         mins = [max(m, min(w, avail // 3)) for m, w in zip(mins, natural)]
@@ -165,13 +195,7 @@ def table(headers, rows, *, cols: int | None = None, indent: int = 0, numeric=No
             out.append("")
         out += _draw([head[i] for i in block], [[r[i] for i in block] for r in body],
                      widths, [num[i] for i in block], max_lines, cut)
-    if footer:
-        out += wrap(footer, avail)
-    if cut[0]:
-        out += wrap(cut_note or f"(a cell ending in {ELLIPSIS} is cut to {max_lines} lines)", avail)
-    out += key
-    pad = " " * indent
-    return [(pad + line).rstrip() if line else "" for line in out]
+    return out, cut[0]
 
 
 def _natural(head, body, wrap_head: bool) -> list[int]:
