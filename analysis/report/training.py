@@ -134,7 +134,9 @@ def _match(fr, key: dict) -> np.ndarray:
         if col not in fr:
             continue
         c = fr[col]
-        if c.dtype == object or isinstance(value, str):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            mask &= np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in c])
+        elif c.dtype == object or isinstance(value, str):
             mask &= np.array([str(v) == str(value) for v in c])
         else:
             mask &= np.isclose(c, float(value), rtol=1e-9, atol=0.0)
