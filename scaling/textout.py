@@ -206,8 +206,36 @@ def _natural(head, body, wrap_head: bool) -> list[int]:
     return out
 
 
+_BREAK = re.compile(r"[^\s./]*[./]+|[^\s./]+")
+
+
+def _words(header: str) -> list[str]:
+    """A header's pieces it may wrap between: at spaces, and after a ``.`` or ``/``
+    (``config.optimizer.lr`` -> ``config.``, ``optimizer.``, ``lr``)."""
+    return [w for part in header.split() for w in _BREAK.findall(part)]
+
+
 def _longest_word(text: str) -> int:
-    return max((len(w) for w in text.split()), default=0)
+    return max((len(w) for w in _words(text)), default=0)
+
+
+def _head_lines(header: str, w: int) -> list[str]:
+    """A header in lines of at most ``w``: pieces packed greedily, a piece wider than ``w`` cut."""
+    if len(header) <= w:
+        return [header]
+    lines, cur = [], ""
+    for part in header.split():
+        pieces = _BREAK.findall(part)
+        for k, piece in enumerate(pieces):
+            sep = " " if cur and k == 0 else ""
+            if cur and len(cur) + len(sep) + len(piece) > w:
+                lines.append(cur)
+                cur, sep = "", ""
+            cur += sep + piece
+            while len(cur) > w:
+                lines.append(cur[:w])
+                cur = cur[w:]
+    return lines + [cur] if cur else lines or [""]
 
 
 def _total(widths) -> int:
@@ -257,7 +285,7 @@ def _cell_lines(text: str, w: int, max_lines: int | None = None, cut=None) -> li
 
 def _draw(head, body, widths, num, max_lines, cut) -> list[str]:
     def row(cells, bottom=False):
-        parts = [_cell_lines(c, w, None if bottom else max_lines, cut)
+        parts = [_head_lines(c, w) if bottom else _cell_lines(c, w, max_lines, cut)
                  for c, w in zip(cells, widths)]
         height = max(len(p) for p in parts)
         if bottom:  # headers sit on the rule: shorter ones are padded at the top
