@@ -34,9 +34,12 @@ def cmd_sweep(args) -> int:
         raise UserError(f"--max-config-bytes {args.max_config_bytes} is not a size; give a number of bytes >= 1")
     localray.check_auth_mode(args.insecure_ray)
     open_filesystem(args.results)  # an unknown or mistyped URI scheme is refused before anything runs
-    _private_ray_network(args)  # may re-run this command: before anything prints or warns
+    if not args.dry_run:
+        _private_ray_network(args)  # may re-run this command: before anything prints or warns
     text = read_text(args.config, args.max_config_bytes)  # read once: the text stored is the text checked
     cfg = config_from_text(text, repr(args.config), overrides={"engine": args.engine} if args.engine else None)
+    if args.dry_run:
+        return dry_run(args, cfg)
     try:
         with localray.stop_on_signals():
             summary = run_sweep(cfg, text, args.results, address=args.address,
@@ -58,6 +61,18 @@ def cmd_sweep(args) -> int:
     print(f"results: {summary.results}/{summary.name}  (trials/ and curves/ as Parquet)")
     if not args.quiet:
         print_summary(args.results, summary.name)
+    return 0
+
+
+def dry_run(args, cfg) -> int:
+    """``scaling sweep --dry-run``: the counts, units and a time estimate; nothing started or written."""
+    from cluster.driver.dryrun import plan_sweep
+
+    plan = plan_sweep(cfg, args.results, engine=args.engine, num_cpus=args.num_cpus,
+                      retry_failed=args.retry_failed, allow_large=args.allow_large,
+                      rerun_stale=args.rerun_stale, accept_mixed=args.accept_mixed,
+                      storage_timeout=args.storage_timeout)
+    print("\n".join(plan.lines(args.address or os.environ.get("RAY_ADDRESS"))))
     return 0
 
 
@@ -195,9 +210,11 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from scaling import __version__
     from scaling.config.file import MAX_CONFIG_BYTES
 
     parser = argparse.ArgumentParser(prog="scaling", description="Measure scaling laws with sweeps.")
+    parser.add_argument("-V", "--version", action="version", version=f"scaling {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("sweep", help="run (or resume) a sweep from a YAML config on Ray")
@@ -227,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 60)")
     p.add_argument("--no-compact", action="store_true",
                    help="leave the parts as written (default: compact every ~10,000 parts and at the end)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the config, data and store, and print the trials, packs, backend and a time "
+                        "estimate; start no Ray, train and write nothing")
     p.set_defaults(func=cmd_sweep)
 
     from analysis.cli import register as register_analysis

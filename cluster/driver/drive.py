@@ -8,7 +8,9 @@ commit events, merged parts: what it committed before failing counts), a failed 
 into single trials, and a single trial that still fails is committed as ``failed``. A storage
 error a worker could not ride out stops the sweep (:class:`~scaling.errors.StorageError`, exit 3)
 and is never a trial's ``failed`` row. Every ``compact_every`` new parts, a background thread
-compacts the sweep (:mod:`scaling.store.compaction`).
+compacts the sweep (:mod:`scaling.store.compaction`). With ``progress``, the workers report the
+steps their units have done as they train (:mod:`cluster.driver.progress`), so the line moves
+inside packs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections import deque
 from itertools import islice
 
 import scaling.store.parts as parts_mod
-from cluster.driver.progress import Progress
+from cluster.driver.progress import Progress, StepPoller
 from scaling.config.expand import CHUNK, pending_trials
 from scaling.errors import StorageError, one_line
 from scaling.store.resume import unit_runs
@@ -34,56 +36,73 @@ def drive(cfg, expansion, store, counts: dict, *, progress: bool, engine: str, s
     from cluster.driver.planner import Unit
 
     res, k, root = cfg.resources, cfg.workers_per_trial, store.location
-    units = _units(cfg, expansion, engine, capacity, log, device=device, threads=threads)
-    requeue: deque = deque()
     bar = Progress(expansion.pending, enabled=progress)
+    units = _units(cfg, expansion, engine, capacity, log, device=device, threads=threads, planned=bar.plan)
+    requeue: deque = deque()
     window = capacity if k > 1 else 2 * capacity + 4  # DDP tasks hold no CPU of their own
-    inflight: dict = {}
+    inflight: dict = {}  # ref -> (unit, key of its step reports)
+    keys = iter(range(1 << 62))
     compactor = AutoCompactor(store, cfg.name, compact_every, log)
+    steps = StepPoller() if progress else None
 
     def submit() -> None:
         while len(inflight) < window:
             unit = requeue.popleft() if requeue else next(units, None)
             if unit is None:
                 return
+            key = next(keys)
             if unit.engine == "ddp":
                 ref = ddp.remote(unit.trials[0], cfg.name, root, k, res.cpu, res.gpu > 0, store.retry_s)
             else:
-                ref = task.remote(unit.trials, unit.engine, cfg.name, root, threads, device, settled, store.retry_s)
-            inflight[ref] = unit
+                ref = task.remote(unit.trials, unit.engine, cfg.name, root, threads, device, settled, store.retry_s,
+                                  steps and steps.handle(key))
+            inflight[ref] = (unit, key)
 
     def finish(status: str) -> None:
         counts[status] += 1
         bar.update(status)
 
-    submit()
-    while inflight:
-        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-        for ref in ready:
-            unit = inflight.pop(ref)
-            try:
-                summaries = ray.get(ref)
-            except ray.exceptions.RayError as e:
-                for unit_again in _settle_failed(cfg, store, unit, e, settled, finish, compactor, log):
-                    requeue.append(Unit(unit_again, "single"))
-                continue
-            broken = [s["storage_error"] for s in summaries if "storage_error" in s]
-            for s in summaries:
-                if "status" in s:
-                    finish(s["status"])
-            compactor.add(2 * len({s["part"] for s in summaries if s.get("part")}))
-            if broken:
-                raise StorageError(broken[0])
+    try:
         submit()
-        bar.update(running=min(len(inflight), capacity))
-    bar.close()
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0 if steps is None else 0.25)
+            for ref in ready:
+                unit, key = inflight.pop(ref)
+                try:
+                    summaries = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    again = _settle_failed(cfg, store, unit, e, settled, finish, compactor, log)
+                    requeue.extend(Unit(trials, "single") for trials in again)
+                    bar.finish_steps(_steps(unit.trials) - sum(_steps(trials) for trials in again), key)
+                    continue
+                broken = [s["storage_error"] for s in summaries if "storage_error" in s]
+                bar.finish_steps(_steps(unit.trials), key)
+                for s in summaries:
+                    if "status" in s:
+                        finish(s["status"])
+                compactor.add(2 * len({s["part"] for s in summaries if s.get("part")}))
+                if broken:
+                    raise StorageError(broken[0])
+            submit()
+            if steps is not None:
+                bar.live_steps(steps.poll([key for _, key in inflight.values()]))
+            bar.update(running=min(len(inflight), capacity))
+        bar.close()
+    finally:
+        if steps is not None:
+            steps.close()
     compactor.wait()
 
 
-def _units(cfg, expansion, engine: str, capacity: int, log, *, device: str, threads: int):
+def _steps(trials) -> int:
+    return sum(t.total_steps for t in trials)
+
+
+def _units(cfg, expansion, engine: str, capacity: int, log, *, device: str, threads: int, planned=None):
     """Units of the pending trials, planned a chunk at a time (the planner logs the first chunk).
     Before the first packed chunk is planned, one worker per slot warms up and measures its node
-    (cluster.driver.warmup); the packs of every chunk are sized from that."""
+    (cluster.driver.warmup); the packs of every chunk are sized from that. ``planned(trials, steps)``
+    hears each chunk's size and steps as it is planned."""
     from cluster.driver.planner import Unit, plan
     from cluster.driver.warmup import pack_budget, warm_up_sweep
 
@@ -91,6 +110,8 @@ def _units(cfg, expansion, engine: str, capacity: int, log, *, device: str, thre
     quiet = lambda *_: None  # noqa: E731
     first, probe = True, None
     while chunk := list(islice(trials, CHUNK)):
+        if planned is not None:
+            planned(len(chunk), _steps(chunk))
         if cfg.workers_per_trial > 1:
             if first:
                 log(f"engine: ddp, each trial data-parallel over {cfg.workers_per_trial} workers "

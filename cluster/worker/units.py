@@ -21,7 +21,8 @@ def execute_trial(trial, sweep: str, root: str, threads: int, device: str) -> di
 
 
 def execute_unit(trials: tuple, engine: str, sweep: str, root: str, threads: int,
-                 device: str, settled: Settled | None = None, retry_s: float | None = None) -> list[dict]:
+                 device: str, settled: Settled | None = None, retry_s: float | None = None,
+                 progress: tuple | None = None) -> list[dict]:
     """Body of a Ray task: train a unit's trials, committing each as soon as it finishes.
 
     Members of a pack already committed and ``settled`` (by an earlier attempt of this task,
@@ -29,6 +30,8 @@ def execute_unit(trials: tuple, engine: str, sweep: str, root: str, threads: int
     or stale one (when ``settled`` says so) is trained again. Returns one small summary per
     trial; a storage error past ``retry_s`` seconds ends the list with ``{"storage_error": ...}``
     instead of raising (a retry would train again, and it is no trial's failure).
+    ``progress``: (the driver's step tally, an actor handle; this unit's key), told the unit's
+    steps done now and then (:class:`StepReporter`).
     """
     import torch
 
@@ -44,12 +47,13 @@ def execute_unit(trials: tuple, engine: str, sweep: str, root: str, threads: int
         done = {tid: v[0] for tid, v in stored.items() if settled(v)}
         todo = [t for t in trials if t.trial_id not in done]
         summaries += [{"trial_id": tid, "status": status} for tid, status in done.items()]
+        steps = StepReporter(progress, sum(t.total_steps for t in trials if t.trial_id in done))
         if engine == "packed" and len(todo) > 1:
             from scaling.training.run import run_pack
 
             committer = Committer(store, sweep, unit)
             try:
-                run_pack(todo, device=device, on_result=committer.put)
+                run_pack(todo, device=device, on_result=committer.put, on_steps=steps)
             finally:
                 try:
                     committer.close()
@@ -59,12 +63,31 @@ def execute_unit(trials: tuple, engine: str, sweep: str, root: str, threads: int
             from scaling.training.run import run_trial
 
             for trial in todo:
-                result = run_trial(trial, device=device)
+                result = run_trial(trial, device=device, on_steps=steps)
                 name = store.commit(sweep, parts_mod.unit_id([trial.trial_id]), [result])
                 summaries.append({"trial_id": trial.trial_id, "status": result["trial"]["status"], "part": name})
+                steps.base += trial.total_steps
     except StorageError as e:
         summaries.append({"storage_error": str(e)})
     return summaries
+
+
+class StepReporter:
+    """``on_steps`` for the training loop: sends ``base`` plus the steps done to the driver's tally
+    (cluster.driver.progress.StepTally), fire and forget: one small actor call now and then, never
+    waited on. Without a tally, or once a call fails, it does nothing; training goes on."""
+
+    def __init__(self, progress: tuple | None, base: int = 0):
+        self.tally, self.key = progress if progress is not None else (None, None)
+        self.base = base
+
+    def __call__(self, steps: int) -> None:
+        if self.tally is None:
+            return
+        try:
+            self.tally.report.remote(self.key, self.base + steps)
+        except Exception:  # noqa: BLE001 (the tally is gone: progress stops, training does not)
+            self.tally = None
 
 
 def execute_ddp(trial, sweep: str, root: str, workers: int, cpus_per_worker: float,

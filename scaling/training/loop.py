@@ -34,7 +34,10 @@ The schedule, the same for every backend:
   there also ends it as ``diverged``; a member ends at its last step.
 
 Each finished member gets one result ``{"trial": row, "curves": [...]}`` built
-by :func:`result_row`, passed to ``on_result`` right away.
+by :func:`result_row`, passed to ``on_result`` right away. ``on_steps(n)``, if given, hears the
+steps done so far (a finished member counts its whole budget), now and then
+(:func:`report_interval`): a progress report, never a per-step call. One that raises is dropped
+and training goes on.
 
 Importing this module does not import torch (the driver builds ``failed`` rows with it).
 """
@@ -74,6 +77,18 @@ def divergence_threshold(initial_loss: float) -> float:
     return initial_loss + DIVERGENCE_FACTOR * max(abs(initial_loss), 1e-12)
 
 
+def report_interval(elapsed: float) -> float:
+    """Seconds to the next ``on_steps`` report, ``elapsed`` seconds into training: a quarter of
+    the time trained so far, between STEPS_EVERY_S bounds (frequent at first, so progress shows
+    in the first seconds; at most one report a second after that)."""
+    low, high = STEPS_EVERY_S
+    return min(high, max(low, elapsed / 4))
+
+
+STEPS_EVERY_S = (0.1, 1.0)
+"""The shortest and longest interval between two ``on_steps`` reports (report_interval)."""
+
+
 def eval_steps(trial, steps: int) -> list[int]:
     """Steps after which the model is evaluated: step 0, log-spaced or regular steps, and the last."""
     ev = as_trial(trial).eval
@@ -98,9 +113,10 @@ class Member:
 
 
 def run_members(trials, backend_factory, *, engine: str, on_result=None, return_params: bool = False,
-                report: bool = True) -> list[dict]:
+                report: bool = True, on_steps=None) -> list[dict]:
     """Train ``trials`` with the backend ``backend_factory(trials)`` builds; one result per trial,
-    in input order. ``report=False`` (DDP ranks other than 0) builds no rows."""
+    in input order. ``report=False`` (DDP ranks other than 0) builds no rows. ``on_steps(n)``:
+    steps done so far, now and then (see the module docstring)."""
     import torch
 
     # An x86 CPU is up to 100x slower on denormal floats, and training makes them: the momentum
@@ -108,7 +124,8 @@ def run_members(trials, backend_factory, *, engine: str, on_result=None, return_
     # 3-7x faster (python -m cluster.bench.roofline); values that small change no result.
     torch.set_flush_denormal(True)  # see above; switched off again after, for the caller's numbers
     try:
-        run = _Run([as_trial(t) for t in trials], backend_factory, engine, on_result, return_params, report)
+        run = _Run([as_trial(t) for t in trials], backend_factory, engine, on_result, return_params, report,
+                   on_steps)
         run.train()
     finally:
         torch.set_flush_denormal(False)
@@ -116,7 +133,7 @@ def run_members(trials, backend_factory, *, engine: str, on_result=None, return_
 
 
 class _Run:
-    def __init__(self, trials, backend_factory, engine, on_result, return_params, report):
+    def __init__(self, trials, backend_factory, engine, on_result, return_params, report, on_steps=None):
         self.start, self.t0 = datetime.now(timezone.utc), time.perf_counter()
         self.engine, self.on_result, self.return_params, self.report = engine, on_result, return_params, report
         self.backend = backend_factory(trials)
@@ -124,6 +141,7 @@ class _Run:
         self.schedules = Schedules(trials, [m.steps for m in self.members])
         self.results: list[dict | None] = [None] * len(trials)
         self.thresholds = None
+        self.on_steps, self.steps_finished, self.next_report = on_steps, 0, self.t0 + STEPS_EVERY_S[0]
 
     def train(self) -> None:
         backend = self.backend
@@ -154,6 +172,17 @@ class _Run:
                 ended = set(self.record(step, due)) | {p for p in due if self.members[p].steps == step}
                 if ended:
                     self.finish(sorted(ended), step)
+            if self.on_steps is not None and time.perf_counter() >= self.next_report:
+                self.report_steps(step)
+
+    def report_steps(self, step: int) -> None:
+        """Tell ``on_steps`` the steps done: the finished members' budgets and ``step`` for each live one."""
+        now = time.perf_counter()
+        self.next_report = now + report_interval(now - self.t0)
+        try:
+            self.on_steps(self.steps_finished + step * len(self.members))
+        except Exception:  # noqa: BLE001 (progress is a courtesy: training goes on without it)
+            self.on_steps = None
 
     def record(self, step: int, positions: list[int]) -> list[int]:
         """Evaluate, append curve rows; return the positions whose train loss is not finite."""
@@ -180,6 +209,7 @@ class _Run:
         for p in positions:
             m = self.members[p]
             m.done = done
+            self.steps_finished += m.steps
             if when == "start":
                 m.status, m.error = "diverged", nonfinite_eval_message(0, m.trial.lr)
             if not self.report:

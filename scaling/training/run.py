@@ -32,19 +32,20 @@ from scaling.training.loop import run_members
 from scaling.training.packing import choose_backend
 
 
-def run_trial(trial, *, device: str = "cpu", return_params: bool = False) -> dict:
+def run_trial(trial, *, device: str = "cpu", return_params: bool = False, on_steps=None) -> dict:
     """Train the model a trial describes, and return its rows.
 
     Returns ``{"trial": row, "curves": [row, ...]}`` (:func:`scaling.training.loop.result_row`), with
     ``"params"`` (the final state dict) when ``return_params``. Exceptions (bad device, out of
     memory, bugs) propagate to the caller, which decides about retries and records ``failed``.
+    ``on_steps(n)`` hears the steps done now and then (scaling.training.loop.run_members).
     """
     return run_members([trial], lambda trials: ModuleBackend(trials, device), engine="single",
-                       return_params=return_params)[0]
+                       return_params=return_params, on_steps=on_steps)[0]
 
 
 def run_pack(trials, *, device: str = "cpu", on_result=None, return_params: bool = False,
-             backend: str | None = None) -> list[dict]:
+             backend: str | None = None, on_steps=None) -> list[dict]:
     """Train trials together as one pack; one result per trial, in input order.
 
     Each result is what ``run_trial`` returns for that trial alone, ``{"trial": row,
@@ -54,7 +55,8 @@ def run_pack(trials, *, device: str = "cpu", on_result=None, return_params: bool
     features, ``"vmap"`` (scaling.training.backends.vmap) for any other model, loss or metrics.
     ``on_result(result)`` is called as each member finishes or diverges, so a caller can store
     it before the pack ends. With ``return_params`` each result also holds ``"params"``, the
-    member's final weights named as in its model's ``state_dict()`` (for tests).
+    member's final weights named as in its model's ``state_dict()`` (for tests). ``on_steps(n)``
+    hears the steps the pack has done (a finished member counts its whole budget) now and then.
     Raises ``ValueError`` if ``can_pack(trials)`` says no. Uses the caller's torch
     threads; on CPU one thread per pack (and one pack per core) is fastest.
     """
@@ -65,4 +67,5 @@ def run_pack(trials, *, device: str = "cpu", on_result=None, return_params: bool
         factory = lambda ts: VmapBackend(ts, device)  # noqa: E731
     else:
         factory = lambda ts: StackedBackend(ts, device)  # noqa: E731
-    return run_members(trials, factory, engine="packed", on_result=on_result, return_params=return_params)
+    return run_members(trials, factory, engine="packed", on_result=on_result, return_params=return_params,
+                       on_steps=on_steps)
