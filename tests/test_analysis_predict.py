@@ -55,7 +55,8 @@ def store(tmp_path_factory):
 
 @pytest.mark.parametrize("d1, c1", [(2e4, 0.8), (3e3, 3.0)])
 def test_broken_curve_picks_the_broken_form_or_warns_and_never_prints_an_undefined_number(
-        tmp_path, capsys, d1, c1):
+        tmp_path, capsys, monkeypatch, d1, c1):
+    monkeypatch.setenv("COLUMNS", "400")  # one line per statement, as the checks below read them
     x = np.logspace(1, 5, 17)
     y = bnsl(x, d1=d1, c1=c1) * np.exp(0.002 * np.random.default_rng(5).standard_normal(17))
     path = _csv(tmp_path, "bnsl.csv", n=x[:14], test_loss=y[:14])
@@ -105,7 +106,8 @@ def test_the_issue_case_a_power_law_whose_held_out_predictions_go_negative(tmp_p
 # --- predictions, forms and bounds ----------------------------------------------------------
 
 
-def test_fit_predicts_with_a_band_and_a_prediction_interval_in_text_and_json(store, capsys):
+def test_fit_predicts_with_a_band_and_a_prediction_interval_in_text_and_json(store, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # headers and notes unwrapped, as the checks below read them
     argv = ("fit", store, "--metric", "error", "--boot", "100", "--predict", "64000,128000")
     assert run(*argv, "--json") == 0
     out = json.loads(capsys.readouterr().out)
