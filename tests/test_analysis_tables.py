@@ -39,8 +39,9 @@ def test_table_without_status_counts_as_ok():
 def test_axes_are_declared_never_guessed():
     cols = dict(lr=[0.1, 0.2], epochs=[None, None], steps=[100, 200], test_loss=[1.0, 2.0],
                 optimizer=["sgd", "adam"], my_time_s=[1.0, 2.0], label_smoothing=[0.0, 0.0], seed=[0, 1])
-    # a table from elsewhere has the axes its user names, and its replicate column
-    assert tables.candidate_axes(_frame(**cols)) == ["seed"]
+    # a table from elsewhere: its columns with schema axis names, or the axes its user names
+    # (--axes overrides), and its replicate column; never a metric, time or step count
+    assert tables.candidate_axes(_frame(**cols)) == ["lr", "optimizer", "epochs", "seed"]
     fr = tables.frame(tables.declare(pa.table(cols), axes=["lr", "label_smoothing"], named=("test_loss",)))
     assert tables.candidate_axes(fr) == ["lr", "label_smoothing", "seed"] and fr.replicate == "seed"
     assert tables.varying(fr, np.arange(2)) == ["lr", "seed"]

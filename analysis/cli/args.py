@@ -2,15 +2,25 @@
 
 Every subcommand that reads a table takes ``--where COL=VALUE`` (repeatable;
 values may contain commas), ``--filter "SQL expression"``
-(:mod:`analysis.tables.sqlfilter`), and, for a CSV/Parquet table, ``--axes`` and
-``--seed`` (:func:`analysis.tables.declare`).
+(:mod:`analysis.tables.sqlfilter`), and, for a CSV/Parquet table, ``--axes``,
+``--seed`` (:func:`analysis.tables.declare`) and ``--col ROLE=COLUMN``
+(:mod:`analysis.tables.roles`).
 """
 
 from __future__ import annotations
 
+import sys
+
 from analysis import tables
 from analysis.errors import AnalysisError
+from analysis.tables import roles
 from analysis.tables.sqlfilter import apply_filter
+from scaling import textout
+
+COLUMN_FLAGS = ("x", "metric", "batch", "lr", "n", "d", "loss", "flops", "bopt_metric", "seed")
+"""Attributes of a command's arguments that name one column (renamed roles follow them)."""
+LIST_FLAGS = ("axes", "by", "scale")
+"""Attributes that name comma-separated columns."""
 
 
 def where(p) -> None:
@@ -30,6 +40,13 @@ def declare(p) -> None:
                         "... never are)")
     p.add_argument("--seed", default=None, metavar="COL",
                    help="for a CSV/Parquet table: the column of replicate seeds (default: seed)")
+    p.add_argument("--col", action="append", default=[], metavar="ROLE=COLUMN",
+                   help="for a CSV/Parquet table: give COLUMN a role; repeat for several, e.g. "
+                        "--col n_train=config.train_size --col val=summary.val_loss. ROLE is a "
+                        "schema name (n_train, batch_size, lr, momentum, seed, width, test_loss, "
+                        "...) or val/test, the metrics winners are chosen/measured on. Columns "
+                        "with schema names, and W&B (config.X, summary.X), Optuna (params_X, "
+                        "user_attrs_X) and Ray Tune (config/X) exports of them, need none")
 
 
 def sweep(p) -> None:
@@ -86,18 +103,50 @@ def read(args, path: str, *named: str, implied=()):
 
     ``implied`` are columns the command itself makes axes of a CSV/Parquet table
     (``bopt``'s --batch, --lr and --scale).
+
+    Columns take their roles first (:func:`analysis.tables.read_any`); the command's column
+    flags may still use the original names: ``args`` is updated to the names the table has
+    now. Without --axes, a table's columns with schema axis names are its axes.
     """
-    table = tables.read_any(path)
+    table = tables.read_any(path, getattr(args, "col", None) or ())
+    renamed = roles.renamed(table)
+    follow_renames(args, renamed)
+    named = tuple(renamed.get(c, c) for c in named if c)
+    implied = tuple(renamed.get(c, c) for c in implied if c)
     axes = tables.parse_cols(getattr(args, "axes", ""))
+    seed = getattr(args, "seed", None)
     if implied and (table.schema.metadata or {}).get(tables.SOURCE_KEY) != b"store":
+        axes = axes or tables.schema_axes(table.column_names, list(named) + [seed or "seed"])
         axes = list(dict.fromkeys(axes + [c for c in implied if c in table.column_names]))
-    table = tables.declare(table, axes=axes, seed=getattr(args, "seed", None), named=named)
+    table = tables.declare(table, axes=axes, seed=seed, named=named)
+    note = roles.roles_note(table)
+    if note:
+        stream = sys.stderr if getattr(args, "json", False) else sys.stdout
+        print(textout.render([note], stream), file=stream)
     return apply_filter(table, getattr(args, "filter", None))
 
 
+def follow_renames(args, renamed: dict) -> None:
+    """Point the command's column flags at renamed columns (``--x config.n_train`` ->
+    ``n_train``)."""
+    if not renamed:
+        return
+    for name in COLUMN_FLAGS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value in renamed:
+            setattr(args, name, renamed[value])
+    for name in LIST_FLAGS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value:
+            setattr(args, name, ",".join(renamed.get(c, c) for c in tables.parse_cols(value)))
+
+
 def where_of(args, table) -> dict:
-    """``--where`` as ``{column: value}`` (commas split pairs only before a column name)."""
-    return tables.parse_where(getattr(args, "where", None), table.column_names)
+    """``--where`` as ``{column: value}`` (commas split pairs only before a column name; a
+    renamed column may go by its original name)."""
+    renamed = roles.renamed(table)
+    where = tables.parse_where(getattr(args, "where", None), list(table.column_names) + list(renamed))
+    return {renamed.get(k, k): v for k, v in where.items()}
 
 
 def apply_where(table, where: dict):

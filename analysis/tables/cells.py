@@ -154,9 +154,19 @@ def selection_values(fr: dict, metric: str, ok: np.ndarray) -> tuple[np.ndarray 
     """The validation counterpart of ``metric`` per row, or ``(None, why not)``.
 
     ``test_X`` -> ``val_X``; ``error`` -> ``1 - val_acc``; ``gap`` ->
-    ``val_loss - train_loss``. Unusable when a usable trial lacks it.
+    ``val_loss - train_loss``; or the ``val`` column a user named with ``--col val=COL``, for
+    the ``test`` column (or, with none named, a metric of the same kind: an accuracy for
+    ``error``). Unusable when a usable trial lacks it.
     """
-    if metric == "error":
+    pair = getattr(fr, "pair", None) or {}
+    val, test = pair.get("val"), pair.get("test")
+    acc = val is not None and tables.maximize(val)
+    if val is not None and val in fr and (metric == test or test is None and (
+            acc if metric == "error" else acc == tables.maximize(metric) and metric != "gap")):
+        name, col = f"{val} (validation)", val
+        if metric == "error":
+            name = f"1 - {val} (validation)"
+    elif metric == "error":
         name, col = "1 - val_acc", "val_acc"
     elif metric == "gap":
         name, col = "val_loss - train_loss", "val_loss"
@@ -167,7 +177,7 @@ def selection_values(fr: dict, metric: str, ok: np.ndarray) -> tuple[np.ndarray 
     if col not in fr or fr[col].dtype == object:
         return None, f"the table has no {col} column"
     v = fr[col]
-    v = 1.0 - v if metric == "error" else (v - fr["train_loss"] if metric == "gap" else v)
+    v = 1.0 - v if metric == "error" else (v - fr["train_loss"] if metric == "gap" and col == "val_loss" else v)
     missing = int((ok & ~np.isfinite(v)).sum())
     if missing:
         return None, f"{col} is missing for {missing} usable trials"

@@ -8,11 +8,13 @@ anything, and nothing guesses which columns are axes:
 
 - a table read from a results store declares them: the axis columns of
   :data:`scaling.spec.schema.FIELDS` (``seed`` being the replicate);
-- any other table (a CSV or Parquet file a researcher brings) has exactly the
-  axes the user names (``--axes COLS``), plus its replicate column (``seed``, or
-  the one ``--seed COL`` names). Columns named on the command line (``--x``,
-  ``--metric``, ...) are never axes. :func:`check_cells` stops a command whose
-  rows still differ in configuration inside one cell.
+- any other table (a CSV or Parquet file a researcher brings) has as axes its
+  columns that carry a schema axis name (``n_train``, ``lr``, ``momentum``, ...;
+  :mod:`analysis.tables.roles` maps export prefixes and ``--col`` onto them), or
+  exactly the axes the user names (``--axes COLS``), plus its replicate column
+  (``seed``, or the one ``--seed COL`` names). Columns named on the command line
+  (``--x``, ``--metric``, ...) are never axes. :func:`check_replicates` stops a
+  command whose rows still differ in configuration inside one cell.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pyarrow as pa
 import scaling.spec.schema as schema
 from analysis.errors import AnalysisError
 from analysis.tables.load import AXES_KEY, DERIVED, NAMED_KEY, SEED_KEY, SOURCE_KEY
+from analysis.tables.roles import pair_of
 
 
 class Frame(dict):
@@ -38,6 +41,8 @@ class Frame(dict):
     """Whether the axes come from the store's schema (True) or from the user (False)."""
     named: tuple = ()
     """Columns the command line names (never axes)."""
+    pair: dict = {}
+    """``{"val": col, "test": col}`` named with ``--col`` (:mod:`analysis.tables.roles`)."""
 
 
 def table_axes(table: pa.Table) -> tuple[tuple, str | None, bool]:
@@ -49,7 +54,15 @@ def table_axes(table: pa.Table) -> tuple[tuple, str | None, bool]:
         return axes, (schema.REPLICATE if schema.REPLICATE in names else None), True
     user = tuple(json.loads(meta.get(AXES_KEY, b"[]")))
     seed = meta.get(SEED_KEY, b"").decode() or ("seed" if "seed" in names else None)
+    if not user:
+        user = tuple(schema_axes(names, json.loads(meta.get(NAMED_KEY, b"[]")) + [seed]))
     return user + ((seed,) if seed and seed not in user else ()), seed, False
+
+
+def schema_axes(names, skip=()) -> list[str]:
+    """Columns of ``names`` that carry a schema axis name (the replicate and ``skip`` left out):
+    the axes of a table from elsewhere when the user names none."""
+    return [a for a in schema.AXIS_COLUMNS if a in names and a != schema.REPLICATE and a not in skip]
 
 
 def frame(table: pa.Table) -> Frame:
@@ -57,6 +70,7 @@ def frame(table: pa.Table) -> Frame:
     out = Frame()
     out.axes, out.replicate, out.declared = table_axes(table)
     out.named = tuple(json.loads((table.schema.metadata or {}).get(NAMED_KEY, b"[]")))
+    out.pair = pair_of(table)
     for name in table.column_names:
         col = table.column(name)
         if pa.types.is_null(col.type):
@@ -125,6 +139,8 @@ def headline_metric(table: pa.Table) -> str:
     """
     from scaling.tasks.builtin import TASKS
 
+    if pair_of(table).get("test"):
+        return pair_of(table)["test"]
     names = set(table.column_names)
     if "task" in names:
         declared = {TASKS[t].headline for t in table.column("task").unique().to_pylist()
@@ -204,18 +220,63 @@ def check_replicates(fr: dict[str, np.ndarray], rows: np.ndarray, cell_of: np.nd
     # message only: nothing here is made an axis), then few values among the rows and overall
     differ = sorted((c not in schema.AXIS_COLUMNS, len(set(hashable(fr[c][clash]))), len(set(hashable(fr[c]))), c)
                     for c in fr if c not in skip and len(set(hashable(fr[c][clash]))) > 1)
-    names = [c for *_, c in differ][:4]
+    names = [c for *_, c in differ if plausible_config(fr, c)][:4]
+    others = [c for *_, c in differ if not plausible_config(fr, c)]
     where = label([c for c in cols if c in fr], [fr[c][clash[0]] for c in cols if c in fr])
     seed = f"share {rep} {label_value(fr[rep][clash[0]])}" if rep is not None and rep in fr else \
         "have no seed column to tell replicates apart"
+    if not names and others:
+        raise AnalysisError(f"{clash.size} rows at {where} {seed} and differ only in outcomes or "
+                            f"bookkeeping ({', '.join(others[:4])}): name the replicate column with "
+                            "--seed COL, or a configuration column with --col ROLE=COLUMN or --axes COL")
     if not names:
         raise AnalysisError(f"{clash.size} rows at {where} {seed} and are otherwise identical; "
                             "remove the duplicates or name the replicate column with --seed COL")
     first_name = names[0]
     raise AnalysisError(f"{clash.size} rows at {where} {seed} but differ in {', '.join(names)}: they are "
                         "different configurations, not seeds; pass --axes "
-                        f"{first_name} to tune over it, --by {first_name} for one curve each, or "
-                        f"--where {first_name}=VALUE")
+                        f"{first_name} to tune over it{_role_hint(first_name)}, --by {first_name} "
+                        f"for one curve each, or --where {first_name}=VALUE")
+
+
+def _role_hint(name: str) -> str:
+    """`` (or --col ROLE=name ...)`` when ``name`` is not a schema name: a role keeps the
+    features that need one (the B_opt rule needs n_train, lr and momentum)."""
+    if name in schema.AXIS_COLUMNS:
+        return ""
+    return f" (or --col ROLE={name} with a schema name as ROLE, e.g. n_train, to give it that role)"
+
+
+_NOT_CONFIG = ("loss", "acc", "error", "value", "summary", "metric", "score", "time", "date",
+               "created", "updated", "duration", "elapsed", "wall", "status", "state", "done")
+"""Name parts of columns that are outcomes, times or states, never a configuration."""
+_ID_LIKE = ("id", "name", "number", "index", "iteration", "step", "pid", "host", "node", "ip",
+            "note", "tag", "user", "path", "dir", "url")
+"""Name parts of bookkeeping columns whose values differ per run."""
+
+
+def plausible_config(fr: dict[str, np.ndarray], name: str) -> bool:
+    """Whether column ``name`` may be a configuration column a hint can name: never a metric
+    (:data:`scaling.spec.schema.OUTCOMES`, names with loss/acc/error/value/summary), a time, a
+    status, or a column whose values differ per run (names, notes, ids)."""
+    import re
+
+    if name in schema.AXIS_COLUMNS:
+        return True
+    words = [w for w in re.split(r"[^a-z0-9]+|(?<=[a-z])(?=[0-9])", name.lower()) if w]
+    low = name.lower()
+    if name in schema.OUTCOMES or any(part in low for part in _NOT_CONFIG) \
+            or low.startswith(("_", "summary")):
+        return False
+    col = fr[name]
+    values = set(hashable(col))
+    if col.dtype == object:
+        if len(values) == len(col) or any(w in _ID_LIKE for w in words):
+            return False
+        if any(isinstance(v, (str,)) and len(v) > 40 for v in col[:50]):
+            return False  # free text
+        return not any(hasattr(v, "isoformat") for v in col[:50])
+    return not (any(w in _ID_LIKE for w in words) and len(values) == len(col))
 
 
 def varying(fr: dict[str, np.ndarray], rows: np.ndarray, exclude=()) -> list[str]:
@@ -314,6 +375,12 @@ def label(keys, values) -> str:
 
 
 def label_value(v) -> str:
-    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    """A configuration value as text that reads back as the same value: integers without a
+    point, other floats in their shortest exact form (``0.0031622776601683794``, never a
+    rounded ``0.00316228`` that names another configuration)."""
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if v.is_integer() and abs(v) < 1e15:
+            return str(int(v))
+        return repr(v)
+    return str(v)

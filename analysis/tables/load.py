@@ -107,10 +107,20 @@ def is_table_file(path: str) -> bool:
     return str(path).lower().endswith((".csv", ".parquet", ".pq")) and not os.path.isdir(path)
 
 
-def read_any(path: str) -> pa.Table:
-    """A trials table from a results directory (or store URI), or any CSV or Parquet file."""
+def read_any(path: str, cols=()) -> pa.Table:
+    """A trials table from a results directory (or store URI), or any CSV or Parquet file with
+    its columns' roles applied (``cols``: ``--col ROLE=COLUMN`` items; :mod:`analysis.tables.roles`)."""
+    from analysis.tables.roles import apply_roles
+
     if not is_table_file(path):
+        if cols:
+            raise AnalysisError("--col is for tables from elsewhere; a results store names its "
+                                "columns (scaling/spec/schema.py)")
         return load_trials(path)
+    return apply_roles(_read_file(path), cols)
+
+
+def _read_file(path: str) -> pa.Table:
     if not os.path.exists(path):
         raise AnalysisError(f"no such file: {path!r}")
     try:

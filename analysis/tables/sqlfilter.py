@@ -6,6 +6,11 @@ in an in-memory DuckDB connection that is locked down before it sees the
 expression: no file or network access, no extension loading or installing,
 configuration locked, one thread. Only a single expression is accepted: no
 statements, no second clause, no alias, no subquery.
+
+A column name that is not a plain identifier (``config.lr``, ``train loss``) may be written
+bare: where it matches a column of the table it is double-quoted for DuckDB before the
+expression runs, and a column renamed to its role (:mod:`analysis.tables.roles`) may go by
+its original name.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.errors import AnalysisError
+from analysis.tables.roles import renamed
 
 ROW = "__scaling_row__"
 """Row-number column added for the query (and never returned)."""
@@ -53,14 +59,15 @@ def filter_rows(table: pa.Table, expr: str) -> np.ndarray:
     except Exception as e:  # duckdb's parser errors have no common importable base here
         raise AnalysisError(f"--filter {text!r} is not a single SQL expression: "
                             f"{_first_line(e)}") from None
+    text = quote_names(text, table.column_names, renamed(table))
     con = duckdb.connect(":memory:", config=dict(LOCKED))
     try:
         con.register("t", table.append_column(ROW, pa.array(np.arange(table.num_rows))))
         try:
             got = con.execute(f"SELECT {ROW} FROM t WHERE ({text})").fetchnumpy()[ROW]
         except Exception as e:
-            raise AnalysisError(f"--filter {text!r} failed: {_first_line(e)}; the table has: "
-                                f"{', '.join(table.column_names)}") from None
+            raise AnalysisError(f"--filter {text!r} failed: {_first_line(e)}{_quote_hint(e)}; "
+                                f"the table has: {', '.join(table.column_names)}") from None
     finally:
         con.close()
     rows = np.sort(np.asarray(got, np.int64))
@@ -76,6 +83,44 @@ def apply_filter(table: pa.Table, expr: str | None) -> pa.Table:
         return table
     out = table.take(pa.array(filter_rows(table, expr)))
     return out.replace_schema_metadata(table.schema.metadata)
+
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_QUOTED = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")")
+
+
+def quote_names(expr: str, columns, renames=None) -> str:
+    """``expr`` with every bare mention of a column name that is not a plain identifier
+    (``config.lr <= 0.1``) double-quoted, and every bare original name of a renamed column
+    (``renames``: ``{original: now}``) replaced by its quoted new name. String literals and
+    names already quoted are left alone."""
+    renames = {k: v for k, v in (renames or {}).items() if k != v}
+    targets = {c: c for c in columns if not _PLAIN.fullmatch(c)}
+    targets.update({old: new for old, new in renames.items() if old not in columns})
+    if not targets:
+        return expr
+    names = sorted(targets, key=len, reverse=True)
+    bare = re.compile(r"(?<![\w.\"])(" + "|".join(re.escape(n) for n in names) + r")(?![\w\"])")
+
+    def quoted(m):
+        return '"' + targets[m.group(1)].replace('"', '""') + '"'
+
+    def part(i, p):
+        if not i % 2:
+            return bare.sub(quoted, p)
+        name = p[1:-1].replace('""', '"')
+        return quoted(re.match("(.*)", name, re.S)) if p[0] == '"' and name in renames \
+            and name not in columns else p
+
+    return "".join(part(i, p) for i, p in enumerate(_QUOTED.split(expr)))
+
+
+def _quote_hint(e: Exception) -> str:
+    text = _first_line(e)
+    if "Referenced table" in text or "not found" in text or "Referenced column" in text:
+        return ('; a column name with dots, slashes or spaces goes in double quotes, e.g. '
+                '--filter \'"config.lr" <= 0.1\'')
+    return ""
 
 
 def _first_line(e: Exception) -> str:
