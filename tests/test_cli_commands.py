@@ -15,21 +15,21 @@ from analysis.errors import AnalysisError
 _COMMON = {"-h", "--help", "--where", "--filter"}
 FLAGS = {
     "fit": _COMMON | {"--x", "--metric", "--by", "--sweep", "--minimize", "--maximize",
-                      "--no-offset", "--form", "--predict", "--bounded", "--resample",
+                      "--no-offset", "--unbounded", "--form", "--predict", "--bounded", "--resample",
                       "--holdout", "--boot", "--level", "--delta", "--boot-seed", "--axes",
-                      "--seed", "--json", "--plot"},
+                      "--seed", "--col", "--json", "--plot"},
     "fit-joint": _COMMON | {"--n", "--d", "--loss", "--sweep", "--predict", "--holdout", "--boot",
-                            "--level", "--delta", "--boot-seed", "--axes", "--seed", "--json",
-                            "--plot"},
+                            "--level", "--delta", "--boot-seed", "--axes", "--seed", "--col",
+                            "--json", "--plot"},
     "bopt": _COMMON | {"--metric", "--by", "--batch", "--lr", "--scale", "--over", "--sweep",
                        "--minimize", "--maximize", "--margin", "--boot", "--level", "--boot-seed",
-                       "--axes", "--seed", "--json", "--plot"},
+                       "--axes", "--seed", "--col", "--json", "--plot"},
     "bcrit": _COMMON | {"--target", "--metric", "--tune", "--sweep", "--boot", "--level",
                         "--boot-seed", "--json", "--plot"},
     "compute-optimal": _COMMON | {"--n", "--d", "--loss", "--flops", "--boot", "--level",
-                                  "--delta", "--boot-seed", "--axes", "--seed", "--json"},
+                                  "--delta", "--boot-seed", "--axes", "--seed", "--col", "--json"},
     "report": {"-h", "--help", "-o", "--output", "--x", "--metric", "--by", "--sweep", "--filter",
-               "--bopt-metric", "--boot", "--axes", "--seed"},
+               "--bopt-metric", "--curves", "--boot", "--axes", "--seed", "--col"},
 }
 """Every analysis subcommand -> its option strings, as released."""
 

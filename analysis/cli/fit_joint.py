@@ -5,6 +5,7 @@ from __future__ import annotations
 import analysis.cli.args as cliargs
 import analysis.report.fit_text as fit_text
 import analysis.report.text as fmt
+from analysis import tables
 from analysis.cli.base import Command, emit
 
 
@@ -17,9 +18,11 @@ class FitJoint(Command):
 
     def add_arguments(self, p) -> None:
         p.add_argument("source", help="results directory, or a .csv / .parquet file")
-        p.add_argument("--n", required=True, metavar="COL", help="column used as N (e.g. n_params)")
-        p.add_argument("--d", required=True, metavar="COL", help="column used as D (e.g. n_train)")
-        p.add_argument("--loss", required=True, metavar="COL", help="loss column (or error, gap)")
+        p.add_argument("--n", default="n_params", metavar="COL",
+                       help="column used as N (default n_params)")
+        p.add_argument("--d", default="n_train", metavar="COL", help="column used as D (default n_train)")
+        p.add_argument("--loss", default=None, metavar="COL",
+                       help="loss column (or error, gap); default: the headline metric, as fit's")
         cliargs.where(p)
         cliargs.sweep(p)
         p.add_argument("--predict", action="append", default=[], metavar="N=...,D=...",
@@ -37,6 +40,7 @@ class FitJoint(Command):
 
         ns, ds = parse_points(args.predict, args.n, args.d)
         table = cliargs.read(args, args.source, args.n, args.d, args.loss)
+        args.loss = args.loss or tables.headline_metric(table)
         fit, outcomes = fit_joint_table(table, n=args.n, d=args.d, loss=args.loss,
                                         where=cliargs.where_of(args, table), sweep=args.sweep,
                                         n_boot=args.boot, level=args.level, delta=args.delta,

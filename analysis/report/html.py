@@ -339,8 +339,9 @@ def write_report(root: str, out: str, *, sweep: str | None = None, axes=(), seed
     if not os.path.isdir(folder):
         raise AnalysisError(f"cannot write the report to {out!r}: folder {folder!r} does not exist")
     curves = None
-    if tables.is_table_file(root):
-        trials = tables.read_any(root)
+    cols = options.pop("cols", ())
+    if tables.is_table_file(root) or cols:  # --col on a store: read_any's error
+        trials = tables.read_any(root, cols)
     else:
         trials, curves = tables.load_sweep(root)
     trials = tables.declare(trials, axes=axes, seed=seed,

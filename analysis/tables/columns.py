@@ -250,9 +250,11 @@ def _role_hint(name: str) -> str:
 _NOT_CONFIG = ("loss", "acc", "error", "value", "summary", "metric", "score", "time", "date",
                "created", "updated", "duration", "elapsed", "wall", "status", "state", "done")
 """Name parts of columns that are outcomes, times or states, never a configuration."""
-_ID_LIKE = ("id", "name", "number", "index", "iteration", "step", "pid", "host", "node", "ip",
-            "note", "tag", "user", "path", "dir", "url")
-"""Name parts of bookkeeping columns whose values differ per run."""
+_BOOKKEEPING = ("id", "ids", "note", "notes", "tag", "tags", "user", "path", "logdir", "url", "pid",
+                "host", "hostname", "node", "ip")
+"""Name parts of bookkeeping columns (ids, notes, tags, hosts), never a configuration."""
+_ID_LIKE = ("name", "number", "index", "iteration", "iter", "step", "run", "trial")
+"""Name parts of columns that are ids when their values differ per run."""
 
 
 def plausible_config(fr: dict[str, np.ndarray], name: str) -> bool:
@@ -266,7 +268,7 @@ def plausible_config(fr: dict[str, np.ndarray], name: str) -> bool:
     words = [w for w in re.split(r"[^a-z0-9]+|(?<=[a-z])(?=[0-9])", name.lower()) if w]
     low = name.lower()
     if name in schema.OUTCOMES or any(part in low for part in _NOT_CONFIG) \
-            or low.startswith(("_", "summary")):
+            or low.startswith(("_", "summary")) or any(w in _BOOKKEEPING for w in words):
         return False
     col = fr[name]
     values = set(hashable(col))

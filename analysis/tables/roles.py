@@ -43,9 +43,13 @@ STATES = {"finished": "ok", "complete": "ok", "crashed": "failed", "failed": "fa
 """W&B and Optuna run states and the store's status they mean."""
 
 
+RESULTS = ("steps", "examples_seen", "tokens_seen", "train_flops", "noise_scale", "n_params", "wall_s")
+"""Result columns of the schema a table from elsewhere may carry (``n_params`` for ``fit-joint``)."""
+
+
 def role_names() -> tuple[str, ...]:
-    """Schema names a column may take (axes and outcomes)."""
-    return schema.AXIS_COLUMNS + schema.OUTCOMES
+    """Schema names a column may take: axes, outcomes and :data:`RESULTS`."""
+    return schema.AXIS_COLUMNS + schema.OUTCOMES + tuple(r for r in RESULTS if r in schema.BY_NAME)
 
 
 def parse_col(items) -> dict[str, str]:
