@@ -1,4 +1,4 @@
-"""The store's subcommands: ``scaling status``, ``query``, ``verify`` and ``compact``.
+"""The store's subcommands: ``scaling status``, ``query``, ``export``, ``verify`` and ``compact``.
 
 Each is a ``cmd_*`` action; ``register`` adds their parsers, in the order ``scaling --help``
 lists them. ``cluster/cli.py`` assembles these with ``sweep`` and the analysis commands.
@@ -26,6 +26,15 @@ def cmd_query(args) -> int:
     memory = parse_memory(args.memory) if args.memory else default_memory_limit()
     print(format_table(run_query(args.results, args.sql, timeout_s=args.timeout, memory_limit=memory),
                        args.format))
+    return 0
+
+
+def cmd_export(args) -> int:
+    """``scaling export DIR OUT.parquet|OUT.csv [--curves [FILE]] [--sweep NAME]``."""
+    from scaling.store.query import export_tables
+
+    for path, rows in export_tables(args.results, args.out, args.curves, args.sweep).items():
+        print(f"wrote {path} ({rows} rows)")
     return 0
 
 
@@ -82,6 +91,16 @@ def register(subparsers) -> None:
     p.add_argument("--memory", default=None, metavar="SIZE",
                    help="most memory a query may use, e.g. 8GB (default: half of this machine's)")
     p.set_defaults(func=cmd_query)
+
+    p = subparsers.add_parser("export", help="write the kept run of every trial (and --curves) to "
+                                             "a Parquet or CSV file, every value exact")
+    p.add_argument("results", help="results store (path or URI)")
+    p.add_argument("out", help="file to write: OUT.parquet or OUT.csv (written whole or not at all)")
+    p.add_argument("--curves", nargs="?", const="", default=None, metavar="FILE",
+                   help="also write the curves of those runs, to FILE or (no FILE) to "
+                        "OUT.curves.parquet / OUT.curves.csv beside OUT")
+    p.add_argument("--sweep", default=None, metavar="NAME", help="only this sweep (default: every sweep)")
+    p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("verify", help="check every Parquet part of a results store")
     p.add_argument("results", help="results store (path or URI)")

@@ -88,13 +88,15 @@ def _first_line(e: Exception) -> str:
     return " ".join(str(e).split("\n")[0].split())
 
 
-def _cell(v) -> str:
+def _cell(v, exact: bool = False) -> str:
+    """A value as text: rounded to 6 digits for a table on screen, exactly (``exact``: the
+    shortest text that reads back as the same float, full timestamps) for CSV."""
     if v is None:
         return ""
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.6g}"
+        return "nan" if math.isnan(v) else (repr(v) if exact else f"{v:.6g}")
     if isinstance(v, datetime):
-        return v.isoformat(timespec="seconds")
+        return v.isoformat() if exact else v.isoformat(timespec="seconds")
     return str(v)
 
 
@@ -111,7 +113,8 @@ def _json_value(v):
 
 def format_table(table: pa.Table, fmt: str = "table", width: int | None = None) -> str:
     """Render a result as a text table that fits ``width`` columns (default: the terminal's, or
-    ``$COLUMNS``; :func:`scaling.textout.table`), CSV or JSON lines (NaN as null)."""
+    ``$COLUMNS``; :func:`scaling.textout.table`; numbers rounded to 6 digits), CSV (every float
+    written so that it reads back bit for bit) or JSON lines (NaN as null)."""
     cols = table.column_names
     if fmt == "json":
         return "\n".join(json.dumps(_json_value(r), default=str, allow_nan=False) for r in table.to_pylist())
@@ -120,7 +123,7 @@ def format_table(table: pa.Table, fmt: str = "table", width: int | None = None) 
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(cols)
-        writer.writerows([[_cell(r[c]) for c in cols] for r in rows])
+        writer.writerows([[_cell(r[c], exact=True) for c in cols] for r in rows])
         return buf.getvalue().rstrip("\n")
     cells = [[_cell(v) for v in r.values()] for r in rows]
     numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
@@ -128,3 +131,78 @@ def format_table(table: pa.Table, fmt: str = "table", width: int | None = None) 
     return "\n".join(textout.table(
         cols, cells, numeric=numeric, cols=width, footer=f"({len(rows)} row{'s' if len(rows) != 1 else ''})",
         cut_note=f"(a cell ending in {textout.ELLIPSIS} is cut to fit; --format csv prints every cell whole)"))
+
+
+EXPORT_FORMATS = (".parquet", ".csv")
+
+
+def export_paths(out: str, curves: str | None) -> tuple[str, str | None]:
+    """(trials file, curves file or None) of ``scaling export``: ``curves`` is the curves file
+    the user names, ``""`` for the default ``<OUT stem>.curves.<ext>`` beside ``out``, or None."""
+    import os
+
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in EXPORT_FORMATS:
+        raise UserError(f"scaling export writes .parquet or .csv, got {out!r}; "
+                        "name the file e.g. trials.parquet or trials.csv")
+    if curves == "":
+        curves = out[:len(out) - len(ext)] + ".curves" + ext
+    if curves is not None:
+        if os.path.splitext(curves)[1].lower() not in EXPORT_FORMATS:
+            raise UserError(f"--curves writes .parquet or .csv, got {curves!r}")
+        if os.path.abspath(curves) == os.path.abspath(out):
+            raise UserError(f"--curves {curves!r} is the trials file; name another file")
+    for path in (out, curves):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            raise UserError(f"cannot write {path!r}: folder {folder!r} does not exist")
+    return out, curves
+
+
+def export_tables(root, out: str, curves: str | None = None, sweep: str | None = None) -> dict:
+    """Write the kept run of every trial of the store at ``root`` (the rows of the ``trials``
+    view, every column) to ``out`` (.parquet or .csv) and, with ``curves`` (see
+    :func:`export_paths`), the curve rows of those runs to a second file. Each file appears
+    whole or not at all (:func:`write_atomic`). Returns ``{path: rows}``."""
+    out, curves = export_paths(out, curves)
+    where, params = ("WHERE sweep = $1", [sweep]) if sweep else ("", None)
+    with open_store(root) as view:
+        trials = view.sql(f"SELECT * FROM trials {where} ORDER BY sweep, trial_id", params)
+        if sweep and trials.num_rows == 0:
+            names = view.sql("SELECT DISTINCT sweep FROM trials ORDER BY sweep").column("sweep").to_pylist()
+            raise UserError(f"no sweep {sweep!r} in {root}; it has: {', '.join(map(str, names)) or 'no trials'}")
+        rows = {out: trials.num_rows}
+        write_atomic(trials, out)
+        if curves is not None:
+            table = view.sql(f"SELECT * FROM curves {where} ORDER BY sweep, trial_id, step", params)
+            write_atomic(table, curves)
+            rows[curves] = table.num_rows
+    return rows
+
+
+def write_atomic(table: pa.Table, path: str) -> None:
+    """Write ``table`` to ``path`` (.parquet, or .csv with every float in its shortest exact
+    form): to a temporary name in the same folder, then renamed, so a reader never sees a
+    half-written file and a failure leaves none."""
+    import os
+    import tempfile
+
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # a file as open() would make it, not mkstemp's 0600
+    try:
+        if path.lower().endswith(".csv"):
+            pcsv.write_csv(table, tmp)  # Arrow writes floats in their shortest round-trip form
+        else:
+            pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
