@@ -100,6 +100,14 @@ def test_query_csv_floats_read_back_bit_for_bit(store):
         want = table.column(name).to_pylist()
         assert all(a == b or (np.isnan(a) and np.isnan(b)) for a, b in zip(back, want)), name
     assert "0.0031622776601683794" in text and "0.00316228\n" not in text
+    shown = format_table(table, "table", width=100)  # on screen: the lr exact, a loss rounded
+    assert "0.0031622776601683794" in shown and "0.00316228 " not in shown
+    assert max(len(line) for line in shown.splitlines()) <= 100
+
+
+def test_col_is_for_tables_from_elsewhere(store, capsys):
+    assert run("fit", store, "--col", "lr=learning_rate") == 2
+    assert "--col is for tables from elsewhere" in capsys.readouterr().err
 
 
 def test_a_failed_export_leaves_no_file(store, tmp_path, monkeypatch):

@@ -106,7 +106,9 @@ def n_rows(fr: dict[str, np.ndarray]) -> int:
 def numeric(fr: dict[str, np.ndarray], name: str, what: str = "column") -> np.ndarray:
     """A numeric column, or :class:`AnalysisError` naming the columns that exist."""
     if name not in fr:
-        raise AnalysisError(f"no {what} {name!r}; the table has: {', '.join(sorted(fr))}")
+        hint = f" (if a column holds it, name it with --col {name}=COLUMN)" \
+            if name in schema.AXIS_COLUMNS + schema.OUTCOMES and not getattr(fr, "declared", False) else ""
+        raise AnalysisError(f"no {what} {name!r}{hint}; the table has: {', '.join(sorted(fr))}")
     col = fr[name]
     if col.dtype == object:
         raise AnalysisError(f"{what} {name!r} is not numeric")

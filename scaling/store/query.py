@@ -113,7 +113,8 @@ def _json_value(v):
 
 def format_table(table: pa.Table, fmt: str = "table", width: int | None = None) -> str:
     """Render a result as a text table that fits ``width`` columns (default: the terminal's, or
-    ``$COLUMNS``; :func:`scaling.textout.table`; numbers rounded to 6 digits), CSV (every float
+    ``$COLUMNS``; :func:`scaling.textout.table`; numbers rounded to 6 digits but an axis
+    column's, such as lr, which names a configuration), CSV (every float
     written so that it reads back bit for bit) or JSON lines (NaN as null)."""
     cols = table.column_names
     if fmt == "json":
@@ -125,7 +126,11 @@ def format_table(table: pa.Table, fmt: str = "table", width: int | None = None) 
         writer.writerow(cols)
         writer.writerows([[_cell(r[c], exact=True) for c in cols] for r in rows])
         return buf.getvalue().rstrip("\n")
-    cells = [[_cell(v) for v in r.values()] for r in rows]
+    from scaling.spec.schema import AXIS_COLUMNS
+
+    exact = [c in AXIS_COLUMNS for c in cols]  # a configuration's value, copied, must name it
+    cells = [[_cell(v, x and not (isinstance(v, float) and v.is_integer())) for v, x in zip(r.values(), exact)]
+             for r in rows]
     numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
                for f in table.schema]
     return "\n".join(textout.table(
