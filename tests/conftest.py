@@ -74,10 +74,13 @@ resources: {cpu: 1}
 """
 
 
-def ray_trial_pids() -> list[int]:
-    """Pids of the Ray workers busy training (their process title is ray::scaling-trial...)."""
+def ray_trial_pids(root: int) -> list[int]:
+    """Pids of the Ray workers busy training (process title ray::scaling-trial...) that descend
+    from ``root`` (a sweep's driver): never those of another test's Ray running beside it."""
+    from ray_ports import descendants
+
     pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in descendants(root):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if f.read().startswith(b"ray::scaling-trial"):

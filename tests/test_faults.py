@@ -64,7 +64,7 @@ def test_killed_worker_is_retried(tmp_path):
                               stderr=subprocess.PIPE, text=True)
     deadline, killed = time.monotonic() + 120, None
     while killed is None and time.monotonic() < deadline and driver.poll() is None:
-        pids = ray_trial_pids()
+        pids = ray_trial_pids(driver.pid)
         if pids:
             time.sleep(0.3)  # mid-trial
             os.kill(pids[0], signal.SIGKILL)

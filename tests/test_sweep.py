@@ -333,12 +333,12 @@ def test_sigkills_of_the_driver_and_workers_at_random_points_lose_and_double_not
             deadline = time.monotonic() + rng.uniform(2.0, 7.0)
             while driver.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.2)
-                workers = ray_trial_pids() if want_worker else []
+                workers = ray_trial_pids(driver.pid) if want_worker else []
                 if workers and time.monotonic() > deadline - rng.uniform(0, 4):
                     break
             if driver.poll() is not None:
                 break
-            workers = ray_trial_pids()
+            workers = ray_trial_pids(driver.pid)
             if want_worker and workers:
                 victim = rng.choice(workers)
                 with contextlib.suppress(ProcessLookupError):
