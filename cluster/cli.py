@@ -47,7 +47,7 @@ def cmd_sweep(args) -> int:
                                 num_cpus=args.num_cpus, progress=not args.quiet,
                                 insecure_ray=args.insecure_ray, rerun_stale=args.rerun_stale,
                                 accept_mixed=args.accept_mixed, storage_timeout=args.storage_timeout,
-                                compact=not args.no_compact)
+                                compact=not args.no_compact, snap=args.snap)
     except KeyboardInterrupt as e:  # SIGINT, or SIGTERM through localray.Stopped
         signum = localray.stopped_by(e)
         what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
@@ -71,7 +71,7 @@ def dry_run(args, cfg) -> int:
     plan = plan_sweep(cfg, args.results, engine=args.engine, num_cpus=args.num_cpus,
                       retry_failed=args.retry_failed, allow_large=args.allow_large,
                       rerun_stale=args.rerun_stale, accept_mixed=args.accept_mixed,
-                      storage_timeout=args.storage_timeout)
+                      storage_timeout=args.storage_timeout, snap=args.snap)
     print("\n".join(plan.lines(args.address or os.environ.get("RAY_ADDRESS"))))
     return 0
 
@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     stale.add_argument("--accept-mixed", action="store_true",
                        help="keep stored trials of another code_version or data_version beside new ones")
     p.add_argument("--allow-large", action="store_true", help="allow sweeps over the trial limit")
+    p.add_argument("--snap", action="store_true",
+                   help="where a config value is within 1e-6 (relative) of a different stored value "
+                        "of the same axis, use the stored one (default: warn and run it as new)")
     p.add_argument("--max-config-bytes", type=int, default=MAX_CONFIG_BYTES, metavar="N",
                    help=f"refuse a config file over N bytes before parsing it (default: {MAX_CONFIG_BYTES:,})")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")

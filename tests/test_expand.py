@@ -3,6 +3,8 @@ once each in the sweep's order, and the size limits are checked without expandin
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -173,3 +175,44 @@ def test_a_large_sweep_hashes_its_ids_while_ray_starts():
     with pytest.raises(RuntimeError, match="would not start"):
         _scan_while(scan_fn(Exp), session(fail=True), lambda e: events.append("announce"), lambda e: None)
     assert "scan" in events and "announce" not in events
+
+
+NEAR = """
+name: near
+task: {name: digits}
+model: {name: mlp, width: 8, depth: 1}
+axes:
+  n_train: 50
+  batch_size: 16
+  lr: LR
+  seed: [0, 1]
+budget: {steps: 4}
+eval: {points: 2}
+"""
+
+
+def test_a_rounded_value_that_extends_a_sweep_warns_and_snap_stores_nothing_new(tmp_path):
+    """A value typed from a rounded printout is not the stored one: the sweep says so and names
+    the stored value; --snap uses the stored value, so nothing new runs or is stored."""
+    from scaling.store.writer import Store
+
+    results = str(tmp_path / "r")
+    base = write_config(tmp_path, NEAR.replace("LR", "{log: [0.001, 0.01], num: 3}"), "base.yaml")
+    assert run_cli("sweep", str(base), "--results", results, "--quiet", timeout=300).returncode == 0
+    stored = sorted(Store(results).raw_table("trials").column("lr").to_pylist())
+    assert len(stored) == 6 and 0.00316227766017 in stored
+    rounded = write_config(tmp_path, NEAR.replace("LR", "[0.001, 0.00316228, 0.01, 0.1]"), "more.yaml")
+
+    dry = run_cli("sweep", str(rounded), "--results", results, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "warning: lr 0.00316228 is within 1e-06 (relative) of the stored 0.00316227766017" \
+        in dry.stdout, dry.stdout
+    assert "0.001 " not in dry.stdout.split("warning")[-1], "a stored value is no warning"
+    assert re.search(r"8 trials, 4 already stored, 4 to run", dry.stdout), dry.stdout
+
+    snapped = run_cli("sweep", str(rounded), "--results", results, "--snap", "--quiet", timeout=300)
+    assert snapped.returncode == 0, snapped.stderr
+    assert "snapped: lr 0.00316228 -> the stored 0.00316227766017" in snapped.stdout
+    assert "8 trials, 6 already stored, 2 to run" in snapped.stdout, snapped.stdout
+    lrs = Store(results).raw_table("trials").column("lr").to_pylist()
+    assert len(lrs) == 8 and 0.00316228 not in lrs, "only lr 0.1 is new; the rounded value is never stored"

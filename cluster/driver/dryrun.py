@@ -88,10 +88,11 @@ class SweepPlan:
 
 def plan_sweep(cfg: SweepConfig, results: str, *, engine: str | None = None, num_cpus: int | None = None,
                retry_failed: bool = False, allow_large: bool = False, rerun_stale: bool = False,
-               accept_mixed: bool = False, storage_timeout: float = STORAGE_TIMEOUT_S) -> SweepPlan:
+               accept_mixed: bool = False, storage_timeout: float = STORAGE_TIMEOUT_S,
+               snap: bool = False) -> SweepPlan:
     """Check and plan ``cfg`` against the store at ``results`` as ``run_sweep`` would; write nothing."""
     from cluster.driver.planner import plan
-    from cluster.driver.sweep import check_size
+    from cluster.driver.sweep import _near_stored, check_size
     from cluster.driver.warmup import pack_budget
 
     check_size(cfg, allow_large)
@@ -101,12 +102,15 @@ def plan_sweep(cfg: SweepConfig, results: str, *, engine: str | None = None, num
     now = (CODE_VERSION, task_data_version(cfg.task))
     resume = resume_state(store, cfg.name, keep, now, rerun_stale=rerun_stale, accept_mixed=accept_mixed,
                           retry_s=storage_timeout)  # reads only: a store not there stays not there
+    near: list[str] = []
+    if resume.stored:
+        cfg = _near_stored(cfg, store, snap, storage_timeout, near.append)
     expansion = scan(cfg, resume.done_ids)
     engine = engine or cfg.engine
     k = cfg.workers_per_trial
     cpus = num_cpus or os.cpu_count() or 1
     slots = max(1, int(cpus // (cfg.resources.cpu * k)))
-    notes: list[str] = []
+    notes: list[str] = list(near)
     if k > 1:
         notes.append(f"engine: ddp, each trial data-parallel over {k} workers (Ray Train TorchTrainer)")
     budget = pack_budget(cfg, slots) if engine == "packed" and k == 1 else 0

@@ -53,7 +53,8 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
               retry_failed: bool = False, allow_large: bool = False, num_cpus: int | None = None,
               engine: str | None = None, progress: bool = True, insecure_ray: bool = False,
               rerun_stale: bool = False, accept_mixed: bool = False,
-              storage_timeout: float = STORAGE_TIMEOUT_S, compact: bool = True, log=print) -> SweepSummary:
+              storage_timeout: float = STORAGE_TIMEOUT_S, compact: bool = True, snap: bool = False,
+              log=print) -> SweepSummary:
     """Run every trial of ``cfg`` not yet in the store at ``results``.
 
     Stored trials made by another ``code_version`` or ``data_version`` than this code
@@ -61,7 +62,9 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
     ``rerun_stale`` (run them again; the new runs are read in their place) or
     ``accept_mixed`` (keep them) says what to do. ``storage_timeout``: seconds a failing
     storage call is retried before the sweep stops (StorageError). ``compact``: compact the
-    sweep every ~10,000 new parts and at the end."""
+    sweep every ~10,000 new parts and at the end. A config value within 1e-6 (relative) of a
+    different stored value of its axis is a warning, or with ``snap`` the stored value
+    (:mod:`scaling.config.extend`)."""
     from scaling.config.expand import scan
     from scaling.store.compaction import compact as compact_store
     from scaling.store.resume import resume_state
@@ -75,6 +78,8 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
     resume = resume_state(store, cfg.name, keep, now, rerun_stale=rerun_stale, accept_mixed=accept_mixed,
                           retry_s=storage_timeout)
     settled = Settled(keep, None if accept_mixed else now)
+    if resume.stored:
+        cfg = _near_stored(cfg, store, snap, storage_timeout, log)
     store.save_config(cfg.name, text)
     counts = {"ok": 0, "diverged": 0, "failed": 0}
 
@@ -107,6 +112,22 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
                  retry_on=(OSError, StorageError))
     return SweepSummary(name=cfg.name, results=store.uri, total=expansion.total, skipped=expansion.done,
                         counts=counts, wall_s=time.monotonic() - t0)
+
+
+def _near_stored(cfg: SweepConfig, store: Store, snap: bool, storage_timeout: float, log) -> SweepConfig:
+    """Warn about config values that nearly repeat stored ones; with ``snap``, use the stored."""
+    from scaling.config.extend import near_stored, snap as snapped
+    from scaling.spec.axes import GridAxis
+    from scaling.store.resume import stored_values
+
+    floats = [a for a, ax in cfg.axes.items()
+              if isinstance(ax, GridAxis) and any(isinstance(v, float) for v in ax.values)]
+    if not floats:
+        return cfg
+    near = near_stored(cfg, stored_values(store, cfg.name, floats, storage_timeout))
+    for n in near:
+        log(f"snapped: {n.axis} {n.value!r} -> the stored {n.stored!r}" if snap else n.warning())
+    return snapped(cfg, near) if snap else cfg
 
 
 OVERLAP_TRIALS = 50_000

@@ -143,3 +143,19 @@ class Settled:
     def __call__(self, stored: tuple) -> bool:
         status, code, data = stored
         return status in self.statuses and (self.versions is None or row_versions(code, data) == self.versions)
+
+
+def stored_values(store, sweep: str, axes, retry_s: float | None = None) -> dict[str, list]:
+    """{axis: its distinct stored values} for the sweep's kept runs, for each of ``axes`` the
+    trials table has (what a config's new values are compared against)."""
+    def read():
+        view = StoreView(store, [sweep])
+        try:
+            names = set(view.sql("SELECT * FROM trials LIMIT 0").column_names)
+            return {a: [v for v in view.sql(f'SELECT DISTINCT "{a}" AS v FROM trials WHERE sweep = $1',
+                                            [sweep]).column("v").to_pylist() if v is not None]
+                    for a in axes if a in names}
+        finally:
+            view.close()
+
+    return retrying(read, "read the stored axis values", retry_s, retry_on=(OSError, StorageError))
