@@ -14,7 +14,7 @@ from scaling.config.sweep import load_config, parse_config
 from scaling.errors import ConfigError
 from scaling.training.models import ByteTransformer, ResNet, SmallCNN, default_heads
 from scaling.store.views import load_tables
-from scaling.tasks.resolve import load_task, validate_task
+from scaling.tasks.resolve import load_task, task_data_version, validate_task
 from scaling.training.models import make_model
 from scaling.training.run import run_trial
 from scaling.spec.schema import total_steps
@@ -84,8 +84,9 @@ def test_models_must_fit_the_task(tmp_path):
     text_file(tmp_path / "t.txt")
     text = {"name": "text", "path": str(tmp_path / "t.txt"), "context": 8}
     cases = [(text, {"name": "mlp"}, "model.name", "cannot read the tokens"),
-             ({"name": "digits"}, {"name": "transformer"}, "model.name", "models for vectors: ['mlp']"),
-             ({"name": "digits"}, {"name": "cnn"}, "model.name", "cannot read the vectors"),
+             ({"name": "digits"}, {"name": "transformer"}, "model.name",
+              "models for images: ['cnn', 'mlp', 'resnet']"),
+             ({"name": "teacher"}, {"name": "cnn"}, "model.name", "cannot read the vectors"),
              ({"name": "digits"}, {"name": "task"}, "model.name", "gives no make_model"),
              (text, {"name": "transformer", "width": 30, "heads": 4}, "model.heads", "30 is not a multiple"),
              ({"name": "digits"}, {"name": "mlp", "heads": 2}, "model.heads", "only the transformer")]
@@ -145,17 +146,17 @@ def test_resnet_trains_on_cifar_files(tmp_path):
 
 LM_SWEEP = """
 name: lm-width
-task: {{name: text, path: {path}, context: 16}}
-model: {{name: transformer, depth: 1}}
+task: {name: text, corpus: stdlib, context: 16, n_test: 64}
+model: {name: transformer, depth: 1}
 axes:
   width: [16, 32]
   n_train: [32, 48, 64, 96]
   batch_size: 8
   lr: 0.3
   momentum: 0.9
-budget: {{steps: 15}}
-eval: {{points: 3}}
-resources: {{cpu: 1}}
+budget: {steps: 15}
+eval: {points: 3}
+resources: {cpu: 1}
 """
 
 
@@ -163,8 +164,7 @@ resources: {{cpu: 1}}
 def test_lm_sweep_over_width_and_n_train_runs_through_ray(ray_local, tmp_path):
     from cluster.driver.sweep import run_sweep
 
-    text_file(tmp_path / "corpus.txt", 4000)
-    path = write_config(tmp_path, LM_SWEEP.format(path=tmp_path / "corpus.txt"))
+    path = write_config(tmp_path, LM_SWEEP)  # the built-in corpus: no file to write
     cfg = load_config(path)
     summary = run_sweep(cfg, path.read_text(), str(tmp_path / "results"), progress=False, log=lambda *_: None)
     assert summary.counts == {"ok": 8, "diverged": 0, "failed": 0}
@@ -174,6 +174,7 @@ def test_lm_sweep_over_width_and_n_train_runs_through_ray(ray_local, tmp_path):
     for r in rows:
         by_width.setdefault(r["width"], set()).add(r["n_params"])
         assert r["model"] == "transformer" and (r["engine"], r["backend"]) == ("packed", "vmap")
+        assert r["data_version"] == task_data_version(cfg.task) and "-stdlib-" in r["data_version"]
         assert r["tokens_seen"] == total_steps(cfg.trials()[0]) * 8 * 16
         assert math.isfinite(r["test_loss"]) and r["test_loss"] < math.log(256)
     assert {w: len(n) for w, n in by_width.items()} == {16: 1, 32: 1}, "one model size per width"
@@ -196,17 +197,16 @@ def test_the_lm_width_recipe_is_valid(tmp_path):
     assert {t.model for t in cfg.trials()} == {"transformer"}
 
 
-def test_the_adamw_lm_recipe_is_valid(tmp_path):
+def test_the_adamw_lm_recipe_is_valid_as_shipped():
     import yaml
 
     from conftest import ROOT
 
     raw = yaml.safe_load((ROOT / "configs" / "adamw_lm.yaml").read_text())
-    text_file(tmp_path / "corpus.txt", 64 * 16384 * 10 // 8 + 200)  # the largest n_train fits
-    raw["task"]["path"] = str(tmp_path / "corpus.txt")
+    assert raw["task"]["corpus"] == "stdlib" and "path" not in raw["task"], "runs from a fresh clone"
     cfg = parse_config(raw)
     trials = cfg.trials()
-    assert len(trials) == 3 * 5 * 4 and cfg.engine == "packed"
+    assert len(trials) == 2 * 4 * 3 and cfg.engine == "packed"
     assert {(t.optimizer, t.schedule, t.beta2, t.warmup_frac, t.final_lr_frac) for t in trials} == {
         ("adamw", "cosine", 0.95, 0.05, 0.1)}
     assert {t.momentum for t in trials} == {0.0}, "momentum does not apply to AdamW"

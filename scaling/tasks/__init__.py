@@ -8,12 +8,13 @@ here: data are numpy arrays (models and losses live in scaling.training).
 
 Built-in tasks (``task:`` in a sweep config)::
 
-    {name: digits}                                  sklearn's 8x8 digits
+    {name: digits}                                  sklearn's 8x8 digits (images, 1x8x8)
     {name: teacher, input_dim: 32, pool: 20000}     a random teacher network's labels
     {name: mnist, data_dir: DIR}                    MNIST IDX files (plain or .gz)
     {name: fashion_mnist, data_dir: DIR}            Fashion-MNIST, the same format
     {name: cifar10, data_dir: DIR}                  CIFAR-10, binary version
     {name: text, path: FILE, context: 64}           next-byte prediction on a file
+    {name: text, corpus: stdlib, context: 64}       ... on Python's standard library (built in)
 
 A relative ``data_dir`` or ``path`` is taken from the current directory and
 stored absolute in the trial config, so it is part of the trial id: write an
@@ -65,7 +66,7 @@ batch them (no batch statistics, no dropout); otherwise its trials run one by on
 Modules
 -------
 ``base`` (Dataset, TaskSpec), ``builtin`` (digits, teacher, file tasks: the TASKS
-registry), ``files`` (IDX, CIFAR and text readers), ``plugins`` (``@task_factory``, checked in
+registry), ``files`` (IDX, CIFAR and text readers), ``corpus`` (built-in text), ``plugins`` (``@task_factory``, checked in
 source before import), ``resolve`` (validate a task, load it, answer the planner's questions).
 May import: scaling.spec, scaling.errors, numpy (scikit-learn lazily). Never torch, ray, the
 store, config or training.

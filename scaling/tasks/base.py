@@ -76,6 +76,9 @@ class TaskSpec:
     """Resolve paths and check files cheaply (headers, sizes) when the config is parsed."""
     data_version: str = "1"
     """Version of the task's split and preprocessing (the first release's data is "1")."""
+    version: Callable[[dict], str] | None = None
+    """The data version for the given (prepared) options, where it depends on them (the text
+    task's built-in corpus: a hash of its bytes); None: ``data_version``."""
     headline: str = "error"
     """The metric its learning curve is about by default (``scaling fit``, ``report``, the sweep
     summary): ``error`` (1 - test_acc) for classification, ``test_loss`` for a language model."""

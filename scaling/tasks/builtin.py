@@ -20,6 +20,9 @@ DIGITS_VAL_SIZE = 300
 
 DIGITS_SPLIT_SEED = 20170101
 
+DIGITS_SHAPE = (1, 8, 8)
+"""One digit as the CNN and ResNet see it: one channel of 8x8 pixels."""
+
 
 def _digits_size(options: dict) -> int:
     return 1797 - DIGITS_TEST_SIZE - DIGITS_VAL_SIZE
@@ -58,8 +61,10 @@ def _load_digits_cached() -> Dataset:
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(y))
     cut = DIGITS_TEST_SIZE + DIGITS_VAL_SIZE
     test, val, train = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:cut], order[cut:]
+    # stored flattened (n, 64) like every image task, so an MLP reads the same 64 features as
+    # before; the CNN and ResNet reshape them to one 8x8 channel
     return Dataset(x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val], x_test=x[test],
-                   y_test=y[test], n_classes=10, data_version="2")
+                   y_test=y[test], n_classes=10, input_shape=DIGITS_SHAPE, data_version="2")
 
 
 def _load_digits(options: dict) -> Dataset:
@@ -153,7 +158,8 @@ def _prepare_teacher(options: dict) -> dict:
 
 
 TASKS: dict[str, TaskSpec] = {
-    "digits": TaskSpec(defaults={}, train_size=_digits_size, load=_load_digits, checks={}, data_version="2"),
+    "digits": TaskSpec(defaults={}, train_size=_digits_size, load=_load_digits, checks={}, kind="images",
+                       data_version="2"),
     "teacher": TaskSpec(
         defaults={
             "input_dim": 32,
@@ -183,10 +189,11 @@ TASKS: dict[str, TaskSpec] = {
     "cifar10": _image_spec("cifar10", datasets.prepare_cifar, datasets.cifar_train_size,
                            "the CIFAR-10 binary files"),
     "text": TaskSpec(
-        defaults={"path": "", "context": 64, "test_fraction": 0.1, "n_test": 0},
+        defaults={"path": "", "corpus": "", "context": 64, "test_fraction": 0.1, "n_test": 0},
         train_size=datasets.text_train_size,
         load=_loader("text"),
-        checks={"path": (lambda v: True, "a text file"),  # checked by prepare
+        checks={"path": (lambda v: True, "a text file"),  # path and corpus: checked by prepare
+                "corpus": (lambda v: True, "a built-in corpus"),
                 "context": _upto(MAX_CONTEXT, "the transformer holds context² attention scores"),
                 "test_fraction": (lambda v: 0.0 < v < 0.5, "a number in (0, 0.5): the test part, and "
                                   "as much again for validation"),
@@ -195,5 +202,6 @@ TASKS: dict[str, TaskSpec] = {
         headline="test_loss",
         prepare=datasets.prepare_text,
         data_version="2",
+        version=datasets.text_version,
     ),
 }

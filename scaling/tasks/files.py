@@ -7,7 +7,8 @@
   ``data_batch_1.bin`` ... ``data_batch_5.bin`` and ``test_batch.bin``, each a run of
   3073-byte records (1 label byte, then 3x32x32 pixel bytes, channel-major). The
   pickled "python version" is refused: data files are never unpickled.
-- Any file of bytes, for the byte-level language model.
+- Any file of bytes, or a built-in corpus (:mod:`scaling.tasks.corpus`), for the byte-level
+  language model.
 
 Each format has a ``check_*`` function that the config parser calls: it reads
 only headers, sizes and the small label files, and raises a one-line
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+import scaling.tasks.corpus as corpora
 from scaling.errors import ConfigError
 
 IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
@@ -264,13 +266,19 @@ def check_text(key: str, path: str, context: int, test_fraction: float) -> int:
     """Size-check a text file for windows of ``context`` bytes; returns its size in bytes."""
     if not os.path.isfile(path):
         where = "is not a file" if os.path.exists(path) else "does not exist"
-        raise ConfigError(key, f"{path!r} {where}; expected a text file (read as bytes)")
-    size = os.path.getsize(path)
+        raise ConfigError(key, f"{path!r} {where}; expected a text file (read as bytes), or leave path out "
+                          "and give corpus: stdlib (a built-in text, no download)")
+    return check_text_size(key, repr(path), os.path.getsize(path), context, test_fraction)
+
+
+def check_text_size(key: str, what: str, size: int, context: int, test_fraction: float) -> int:
+    """Check that ``size`` bytes (of ``what``, for messages) hold windows of ``context`` bytes in
+    the train, validation and test parts; returns ``size``."""
     train, test = text_split(size, test_fraction)
     if min(train, test) < context + 1:
         need = int(np.ceil((context + 1) / min(test_fraction, 1 - 2 * test_fraction))) if test_fraction < 0.5 else 0
         hint = f"expected at least {need} bytes, or a smaller context" if need else "use a test_fraction below 0.5"
-        raise ConfigError(key, f"{path!r} has {size} bytes, too few for windows of context {context} in the "
+        raise ConfigError(key, f"{what} has {size} bytes, too few for windows of context {context} in the "
                           f"train part and in the validation and test parts ({test_fraction:g} of the file "
                           f"each); {hint}")
     return size
@@ -309,11 +317,39 @@ def prepare_cifar(options: dict) -> dict:
 
 
 def prepare_text(options: dict) -> dict:
-    """Resolve and size-check ``path`` of the text task."""
-    path = resolve_path("task.path", options["path"])
-    size = check_text("task.path", path, options["context"], options["test_fraction"])
+    """Check the text task's source, exactly one of ``path`` (resolved and size-checked) or
+    ``corpus`` (a built-in one, :mod:`scaling.tasks.corpus`). The one not given is left out of
+    the result, so a ``path`` task's options, and its trial ids, are those of earlier releases."""
+    corpus = options.get("corpus", "")
+    rest = {k: v for k, v in options.items() if k not in ("path", "corpus")}
+    if corpus and options["path"]:
+        raise ConfigError("task", f"give path (a text file) or corpus (built in), not both; got path "
+                          f"{options['path']!r} and corpus {corpus!r}")
+    if corpus:
+        size = check_text_size("task.corpus", f"corpus {corpus!r}", corpora.corpus_size(corpus),
+                               options["context"], options["test_fraction"])
+        out = {**rest, "corpus": corpus}
+    else:
+        if not options["path"]:
+            raise ConfigError("task.path", "missing; give path: FILE (a text file, read as bytes; relative paths "
+                              "are taken from the current directory) or corpus: stdlib (built in, no download)")
+        path = resolve_path("task.path", options["path"])
+        size = check_text("task.path", path, options["context"], options["test_fraction"])
+        out = {**rest, "path": path}
     _check_n_test(options, (text_split(size, options["test_fraction"])[1] - 1) // options["context"])
-    return {**options, "path": path}
+    return out
+
+
+def text_size(options: dict) -> int:
+    """Bytes of a prepared text task's source, from ``stat`` alone."""
+    if options.get("corpus"):
+        return corpora.corpus_size(options["corpus"])
+    return os.path.getsize(options["path"])
+
+
+def text_version(options: dict) -> str:
+    """The data version of a prepared text task: "2" for a file, the corpus's own (with its hash)."""
+    return corpora.corpus_version(options["corpus"]) if options.get("corpus") else corpora.TEXT_SPLIT_VERSION
 
 
 def _check_n_test(options: dict, available: int) -> None:
@@ -334,7 +370,7 @@ def cifar_train_size(options: dict) -> int:
 
 
 def text_train_size(options: dict) -> int:
-    train, _ = text_split(os.path.getsize(options["path"]), options["test_fraction"])
+    train, _ = text_split(text_size(options), options["test_fraction"])
     return (train - 1) // options["context"]
 
 
@@ -360,7 +396,10 @@ def load_images(name: str, options: dict) -> dict:
 
 def load_text(options: dict) -> dict:
     """The fields of a ``scaling.tasks.Dataset`` for next-byte prediction on a file (vocabulary 256)."""
-    data = read_bytes("task.path", options["path"])
+    if options.get("corpus"):
+        data = corpora.corpus_bytes(options["corpus"])
+    else:
+        data = read_bytes("task.path", options["path"])
     cut, test = text_split(len(data), options["test_fraction"])
     context = options["context"]
     x_train, y_train = windows(data[:cut], context)
@@ -371,4 +410,4 @@ def load_text(options: dict) -> dict:
         x_val, y_val, x_test, y_test = x_val[:k], y_val[:k], x_test[:k], y_test[:k]
     return {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val, "x_test": x_test,
             "y_test": y_test, "n_classes": 256, "input_shape": (context,), "tokens_per_example": context,
-            "data_version": "2"}
+            "data_version": text_version(options)}

@@ -118,7 +118,8 @@ def task_data_version(task: dict) -> str:
     """The data version of a validated task (a plug-in's is its Dataset's)."""
     if is_plugin(task):
         return load_task(task).data_version
-    return TASKS[task["name"]].data_version
+    spec = TASKS[task["name"]]
+    return spec.data_version if spec.version is None else spec.version(_options(task))
 
 
 def task_shape(task: dict) -> tuple[int, int, int, int]:
