@@ -185,11 +185,6 @@ class StepTally:
         return {k[1]: v for k, v in self.steps.items() if k in wanted}
 
 
-TALLY_NAME = "scaling-step-tally"
-"""The tally actor's name: one per Ray job, reused by the job's later sweeps (it starts in about
-a second, which a sweep in a warm Ray would otherwise wait for)."""
-
-
 class StepPoller:
     """The driver's side of the tally: starts the actor, asks it at most every ``every_s`` seconds
     and never waits for the answer. Any Ray error turns it off (the line then counts the steps of
@@ -203,8 +198,7 @@ class StepPoller:
         self.every_s, self.ref, self.asked, self.reports = every_s, None, 0.0, {}
         self.token = uuid.uuid4().hex[:12]
         try:
-            self.tally = ray.remote(StepTally).options(name=TALLY_NAME, get_if_exists=True, num_cpus=0,
-                                                       max_restarts=0).remote()
+            self.tally = ray.remote(StepTally).options(num_cpus=0, max_restarts=0).remote()
         except Exception:  # noqa: BLE001 (no live progress, the sweep goes on)
             self.tally = None
 
@@ -230,9 +224,14 @@ class StepPoller:
         return {k: v for k, v in self.reports.items() if k in wanted}
 
     def close(self) -> None:
-        """Let the tally forget this run's reports (it stays up for the job's next sweep)."""
+        """Stop this run's tally. It is one actor per sweep run, never a named one shared by a
+        job's sweeps: Ray collects a named actor once its creator's handle is gone, and a later
+        get_if_exists could then return the dying actor, whose reports are lost."""
         if self.tally is not None:
+            import ray
+
             try:
-                self.tally.take.remote(self.token, [])
+                ray.kill(self.tally, no_restart=True)
             except Exception:  # noqa: BLE001 (Ray is shutting down anyway)
                 pass
+            self.tally = None
