@@ -139,8 +139,8 @@ def _best_lines(view, trials, name: str, metric: str) -> list[str]:
             "arg_min", "validation loss"
     cols = ", ".join(varied)
     picks = "".join(f"{best}({a}, sel) AS {a}, " for a in varied)
-    return ["", f"best configuration at each n_train (chosen on {what}, mean over seeds; "
-            f"configurations with a diverged or failed seed left out; test {metric} reported):",
+    return ["", (f"best configuration at each n_train (chosen on {what}, mean over seeds; "
+                 f"configurations with a diverged or failed seed left out; test {metric} reported):"),
             *format_table(run_query(view, (
         f"WITH g AS (SELECT n_train{', ' + cols if cols else ''}, {sel} AS sel, {value} AS v "
         f"FROM trials WHERE sweep = '{name}' GROUP BY ALL HAVING bool_and(status = 'ok')) "
@@ -161,8 +161,8 @@ def exponent_lines(results: str, trials, metric: str) -> list[str]:
     except UserError:
         return []
     fit = curve.fit
-    out = ["", f"more: scaling fit {results}; scaling bopt {results}; "
-               f"scaling report {results} -o report.html"]
+    out = ["", (f"more: scaling fit {results}; scaling bopt {results}; "
+                f"scaling report {results} -o report.html")]
     if fit is None or not fit.converged:
         return out + ["learning curve: the power-law fit did not converge; see scaling fit"]
     b, lo, hi = fit.param("b")
@@ -186,8 +186,8 @@ def rule_lines(trials, metric: str) -> list[str]:
     if rule is None:
         return [f"B_opt rule: not checked ({result.rule_note})"]
     axes = f" ({', '.join(rule.verdict.axes)})" if rule.verdict.axes else ""
-    out = [f"B_opt rule (B_opt ∝ lr*N/(1-m), Smith & Le 2018): {rule.verdict.label}{axes}; "
-           f"{rule.n_observed} of {rule.n_groups} groups have their optimum inside the batch grid"]
+    out = [(f"B_opt rule (B_opt ∝ lr*N/(1-m), Smith & Le 2018): {rule.verdict.label}{axes}; "
+            f"{rule.n_observed} of {rule.n_groups} groups have their optimum inside the batch grid")]
     if rule.exponents:
         fitted = " * ".join(f"({e.name})^{e.value:.2f}" if "/" in e.name else f"{e.name}^{e.value:.2f}"
                             for e in rule.exponents)
