@@ -107,6 +107,7 @@ def test_learning_curve_exponent_interval_covers_the_truth(runs, request):
     assert r["failed"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runs", ["curves_digits", "curves_noisy"])
 def test_winners_curse_is_gone_when_selecting_on_validation(runs, request):
     """Mean fitted exponent over the first 200 replications within 0.02 of the oracle's."""
@@ -138,6 +139,7 @@ def test_b_opt_and_rule_exponent_intervals_cover_the_truth(runs, request):
         assert 0.92 <= cover <= 0.98, (runs, axis, cover, r["mean"])
 
 
+@pytest.mark.slow
 def test_exact_rule_is_called_consistent(rule_digits):
     share = rule_digits["labels"].count("consistent") / REPS
     assert share >= 0.90, share

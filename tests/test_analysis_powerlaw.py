@@ -32,6 +32,7 @@ def test_true_parameters_inside_intervals(curve):
     assert fit.r2_log > 0.95
 
 
+@pytest.mark.slow
 def test_interval_coverage_over_200_replications():
     """95 % intervals of the exponent cover the truth in 90-99 % of 200 noisy replications."""
     rng = np.random.default_rng(12345)

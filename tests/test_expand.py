@@ -191,6 +191,7 @@ eval: {points: 2}
 """
 
 
+@pytest.mark.slow
 def test_a_rounded_value_that_extends_a_sweep_warns_and_snap_stores_nothing_new(tmp_path):
     """A value typed from a rounded printout is not the stored one: the sweep says so and names
     the stored value; --snap uses the stored value, so nothing new runs or is stored."""
