@@ -47,7 +47,7 @@ def cmd_sweep(args) -> int:
                                 num_cpus=args.num_cpus, progress=not args.quiet,
                                 insecure_ray=args.insecure_ray, rerun_stale=args.rerun_stale,
                                 accept_mixed=args.accept_mixed, storage_timeout=args.storage_timeout,
-                                compact=not args.no_compact, snap=args.snap)
+                                compact=not args.no_compact, snap=args.snap, log=_say)
     except KeyboardInterrupt as e:  # SIGINT, or SIGTERM through localray.Stopped
         signum = localray.stopped_by(e)
         what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
@@ -55,13 +55,24 @@ def cmd_sweep(args) -> int:
               "run the same command again to resume", file=sys.stderr)
         return 128 + signum
     ran = sum(summary.counts.values())
-    print(f"ran {ran} trials in {summary.wall_s:.1f}s "
-          f"({', '.join(f'{n} {s}' for s, n in summary.counts.items())}); "
-          f"{summary.skipped} were already stored")
-    print(f"results: {summary.results}/{summary.name}  (trials/ and curves/ as Parquet)")
+    _say(f"ran {ran} trials in {summary.wall_s:.1f}s "
+         f"({', '.join(f'{n} {s}' for s, n in summary.counts.items())}); "
+         f"{summary.skipped} were already stored")
+    from scaling.textout import width
+
+    where = f"results: {summary.results}/{summary.name}"  # a path is never broken across lines
+    tail = "  (trials/ and curves/ as Parquet)"
+    print(where + tail if len(where + tail) <= width() else where)
     if not args.quiet:
         print_summary(args.results, summary.name)
     return 0
+
+
+def _say(line: str) -> None:
+    """One line of the sweep's own output, wrapped at the width (warnings stand out on a TTY)."""
+    from scaling.textout import render
+
+    print(render([line]), flush=True)
 
 
 def dry_run(args, cfg) -> int:
@@ -72,7 +83,8 @@ def dry_run(args, cfg) -> int:
                       retry_failed=args.retry_failed, allow_large=args.allow_large,
                       rerun_stale=args.rerun_stale, accept_mixed=args.accept_mixed,
                       storage_timeout=args.storage_timeout, snap=args.snap)
-    print("\n".join(plan.lines(args.address or os.environ.get("RAY_ADDRESS"))))
+    for line in plan.lines(args.address or os.environ.get("RAY_ADDRESS")):
+        _say(line)
     return 0
 
 
