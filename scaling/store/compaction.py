@@ -111,10 +111,25 @@ def compact(store, sweep: str | None = None, *, target_rows: int = TARGET_ROWS, 
                 batch = [(e, f) for e, f in batch if e.path in present]
                 if len(batch) < 2 and all(parts_mod.paired(e.stem) for e, _ in batch):
                     continue
-            merge = _merge(store, name, sp, batch)
+            try:
+                merge = _merge(store, name, sp, batch)
+            except duckdb.IOException as e:
+                if not _vanished(e):
+                    raise
+                # another compaction merged and removed parts of this listing while it was read:
+                # its merged pair holds their rows, so this batch is left (nothing was written)
+                skipped.append(Finding(batch[0][0].path, "raced", "a part of this batch was merged by "
+                                       "another compaction while being read; left to it"))
+                continue
             if merge is not None:
                 merges.append(merge)
     return CompactReport(tuple(merges), tuple(finished), tuple(skipped), tuple(removed))
+
+
+def _vanished(e: Exception) -> bool:
+    """Whether DuckDB failed because a listed part no longer exists."""
+    text = str(e).lower()
+    return any(w in text for w in ("no such file", "not found", "does not exist"))
 
 
 # ---- choosing batches ------------------------------------------------------------------------
