@@ -143,20 +143,19 @@ def _best_lines(view, trials, name: str, metric: str) -> list[str]:
     fixed = {"n_train", "seed", "sweep", "task", "model"}
     varied = [a for a in (f.name for f in AXES) if a not in fixed and a in trials.column_names
               and len(trials.column(a).unique()) > 1]
-    if metric == "error":
-        sel, value, best, what = "avg(coalesce(1 - val_acc, 1 - test_acc))", "avg(1 - test_acc)", \
-            "arg_min", "1 - validation accuracy"
+    if metric == "error":  # both headline metrics are minimised: the winner is the arg_min
+        sel, value, what = "avg(coalesce(1 - val_acc, 1 - test_acc))", "avg(1 - test_acc)", \
+            "1 - validation accuracy"
     else:
-        sel, value, best, what = "avg(coalesce(val_loss, test_loss))", "avg(test_loss)", \
-            "arg_min", "validation loss"
+        sel, value, what = "avg(coalesce(val_loss, test_loss))", "avg(test_loss)", "validation loss"
     cols = ", ".join(varied)
-    picks = "".join(f"{best}({a}, sel) AS {a}, " for a in varied)
+    picks = "".join(f"arg_min({a}, sel) AS {a}, " for a in varied)
     return ["", (f"best configuration at each n_train (chosen on {what}, mean over seeds; "
                  f"configurations with a diverged or failed seed left out; test {metric} reported):"),
             *format_table(run_query(view, (
         f"WITH g AS (SELECT n_train{', ' + cols if cols else ''}, {sel} AS sel, {value} AS v "
         f"FROM trials WHERE sweep = '{name}' GROUP BY ALL HAVING bool_and(status = 'ok')) "
-        f"SELECT n_train, {picks}round({best}(v, sel), 4) AS {metric} FROM g "
+        f"SELECT n_train, {picks}round(arg_min(v, sel), 4) AS {metric} FROM g "
         "GROUP BY n_train ORDER BY n_train"))).splitlines()]
 
 

@@ -36,10 +36,6 @@ class Report(Command):
     def take_action(self, args) -> int:
         from analysis.report.html import write_report
 
-        if args.metric is None or args.bopt_metric is None:
-            headline = tables.headline_metric(tables.read_any(args.results, args.col))
-            args.metric = args.metric or headline
-            args.bopt_metric = args.bopt_metric or args.metric
         out = write_report(args.results, args.output, x=args.x, metric=args.metric,
                            by=tables.parse_cols(args.by), bopt_metric=args.bopt_metric,
                            n_boot=args.boot, sweep=args.sweep, axes=tables.parse_cols(args.axes),

@@ -344,6 +344,10 @@ def write_report(root: str, out: str, *, sweep: str | None = None, axes=(), seed
         trials = tables.read_any(root, cols)
     else:
         trials, curves = tables.load_sweep(root)
+    if options.get("metric") is None:  # the task's headline metric, read off the loaded table
+        options["metric"] = tables.headline_metric(trials)
+    if options.get("bopt_metric") is None:
+        options["bopt_metric"] = options["metric"]
     trials = tables.declare(trials, axes=axes, seed=seed,
                             named=(options.get("x"), options.get("metric"), options.get("bopt_metric")))
     trials = apply_filter(trials, filter)
