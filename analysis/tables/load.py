@@ -98,8 +98,47 @@ def declare(table: pa.Table, *, axes=(), seed: str | None = None, named=()) -> p
     if clash:
         raise AnalysisError(f"--axes names {', '.join(clash)}, which the command already uses "
                             "(--x, --metric, ...); a column is either an axis or what is measured")
+    check_numbers(table, [c for c in named if c] + list(axes) + ([seed] if seed else []))
     return _tag(table, {AXES_KEY: json.dumps(list(axes)).encode(), SEED_KEY: (seed or "").encode(),
                         NAMED_KEY: json.dumps([c for c in named if c]).encode()})
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def check_numbers(table: pa.Table, cols=()) -> None:
+    """Refuse a text column that should hold numbers but has a few words among them (a typo in a
+    CSV: ``lr`` = 0.1, 0.2, ``abc``): one line naming the column, the rows and the values.
+
+    Checked: the columns in ``cols`` (the command's own and the declared axes) and those that
+    carry the name of a numeric schema column (``lr``, ``n_train``, ``test_loss``, ...). A text
+    column counts as numbers with a typo when at least half its non-empty values are numbers;
+    one with none (``optimizer`` = adam, sgd) is a category and left alone.
+    """
+    from scaling.spec.schema import BY_NAME
+
+    numeric = {n for n, f in BY_NAME.items() if f.kind in (int, float)}
+    for name in dict.fromkeys(list(cols) + [n for n in table.column_names if n in numeric]):
+        if name not in table.column_names:
+            continue
+        col = table.column(name)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        values = col.to_pylist()
+        bad = [i for i, v in enumerate(values) if v is not None and v.strip() and not _is_number(v)]
+        filled = sum(1 for v in values if v is not None and v.strip())
+        if not bad or len(bad) * 2 > filled:
+            continue
+        shown = ", ".join(f"row {i + 1} {values[i]!r}" for i in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise AnalysisError(f"column {name!r} holds numbers but {len(bad)} value(s) are not: "
+                            f"{shown}{more} (rows counted from 1 after the header); fix or "
+                            "remove those rows")
 
 
 def is_table_file(path: str) -> bool:
@@ -126,9 +165,26 @@ def _read_file(path: str) -> pa.Table:
     try:
         if str(path).lower().endswith((".parquet", ".pq")):
             import pyarrow.parquet as pq
-            return pq.read_table(path)
-        import pyarrow.csv as pcsv
-        return pcsv.read_csv(path)
+            table = pq.read_table(path)
+        else:
+            import pyarrow.csv as pcsv
+            table = pcsv.read_csv(path)
     except (OSError, pa.ArrowException) as e:
         raise AnalysisError(f"cannot read {path!r} as CSV or Parquet: "
                             f"{str(e).splitlines()[0]}") from None
+    check_unique_names(table.column_names, path)
+    return table
+
+
+def check_unique_names(names, path: str) -> None:
+    """Refuse a table with two columns of one name (which would the analysis read?)."""
+    seen, twice = set(), []
+    for pos, name in enumerate(names):
+        if name in seen and name not in twice:
+            twice.append(name)
+        seen.add(name)
+    if twice:
+        where = "; ".join(f"{n!r} is columns " + ", ".join(str(i + 1) for i, m in enumerate(names)
+                                                         if m == n) for n in twice)
+        raise AnalysisError(f"{path!r} has {len(twice)} column name(s) used more than once "
+                            f"({where}): rename or drop the copies so each column is named once")
