@@ -46,7 +46,7 @@ class FitJoint(Command):
                                         n_boot=args.boot, level=args.level, delta=args.delta,
                                         seed=args.boot_seed)
         check_, note = joint_holdout(fit.n, fit.d, fit.y, delta=args.delta, holdout=args.holdout)
-        warnings = joint_warnings(fit, check_)
+        warnings = list(fit.input_warnings) + joint_warnings(fit, check_)
         pred = joint_predict(fit, ns, ds, check=check_, level=args.level, seed=args.boot_seed) \
             if ns else None
 

@@ -273,7 +273,9 @@ def compute_optimal_table(table, *, n: str, d: str, loss: str, flops: str | None
         nv, dv, y, cv, note = _sweep_points(table, n, d, loss, cv)
         notes.append(note)
     else:
-        ok, _ = tables.usable(fr, y)
+        ok, outcome = tables.usable(fr, y)
+        ok, _, warn = tables.nonpositive(fr, y, ok, outcome, loss)
+        notes += [warn.removeprefix("warning: ")] if warn else []
         ok &= np.isfinite(nv) & np.isfinite(dv) & (np.isfinite(cv) if cv is not None else True)
         rows = np.flatnonzero(ok)
         nv, dv, y, cv = nv[rows], dv[rows], y[rows], None if cv is None else cv[rows]
@@ -291,7 +293,7 @@ def _sweep_points(table, n, d, loss, cv):
     from analysis import tables
     from analysis.tables.frontier import frontier
 
-    prep = cl.prepare(table, loss)
+    prep = cl.prepare(table, loss, log_scale=True)
     fr = prep.fr
     nv, dv = fr[n], fr[d]
     ok = prep.ok & prep.mask & np.isfinite(nv) & np.isfinite(dv)
@@ -309,4 +311,5 @@ def _sweep_points(table, n, d, loss, cv):
         "one configuration per point"
     note = (f"sweep: {pn.size} (N, D) points, each the mean over seeds of its {over}; trials: "
             + ", ".join(f"{k} {v}" for k, v in tables.count_by(outcome[prep.mask]).items()))
+    note = "".join(n.removeprefix("warning: ") + "; " for n in prep.notes if "<= 0" in n) + note
     return pn, pd, front.y, c, note

@@ -168,7 +168,7 @@ def fit_learning_curves(trials: pa.Table, *, x: str = "n_train", metric: str = "
     if resample not in ("auto", "seeds", "points"):
         raise AnalysisError(f"resample must be auto, seeds or points, got {resample!r}")
     trials = _check_columns(trials, x, by)
-    prep = cl.prepare(trials, metric, where=where, sweep=sweep, by=by)
+    prep = cl.prepare(trials, metric, where=where, sweep=sweep, by=by, log_scale=True)
     fr, y = prep.fr, prep.y
     xs = tables.numeric(fr, x, "x column")
     outcome = np.where(prep.ok & ~np.isfinite(xs), "nonfinite", prep.outcome)

@@ -11,6 +11,7 @@ table may be a sweep (the frontier over the remaining axes is fitted, see
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +67,8 @@ class JointFit(ScalingFit):
     """Column used as N."""
     d_name: str = "D"
     """Column used as D."""
+    input_warnings: tuple[str, ...] = ()
+    """What was left out of the table before fitting (rows where the loss is <= 0)."""
     n: np.ndarray = field(repr=False, compare=False, default=None)
     d: np.ndarray = field(repr=False, compare=False, default=None)
     y: np.ndarray = field(repr=False, compare=False, default=None)
@@ -76,7 +79,8 @@ class JointFit(ScalingFit):
         return np.exp(self._log_pred(X, self.theta)[0])
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "n_name": self.n_name, "d_name": self.d_name}
+        return {**super().to_dict(), "n_name": self.n_name, "d_name": self.d_name,
+                "input_warnings": list(self.input_warnings)}
 
 
 def _starts(ln, ld, ly, delta):
@@ -188,15 +192,19 @@ def fit_joint_table(table: pa.Table, *, n: str, d: str, loss: str, where: dict |
     table is used row by row.
     """
     is_sweep = "status" in table.column_names
-    prep = cl.prepare(table, loss, where=where, sweep=sweep) if is_sweep else None
+    notes = []
+    prep = cl.prepare(table, loss, where=where, sweep=sweep, log_scale=True) if is_sweep else None
     fr = prep.fr if is_sweep else tables.frame(table)
     nv, dv = tables.numeric(fr, n, "--n column"), tables.numeric(fr, d, "--d column")
     if is_sweep:
         y, mask, ok, outcome = prep.y, prep.mask, prep.ok, prep.outcome
+        notes = [n for n in prep.notes if "<= 0" in n]
     else:
         y = tables.metric(fr, loss)
         mask = tables.where_mask(fr, where) if where else np.ones(tables.n_rows(fr), bool)
         ok, outcome = tables.usable(fr, y)
+        ok, outcome, warn = tables.nonpositive(fr, np.where(mask, y, 1.0), ok, outcome, loss)
+        notes = [warn] if warn else []
     finite = np.isfinite(nv) & np.isfinite(dv)
     outcome = np.where(ok & ~finite, "nonfinite", outcome)
     ok &= finite
@@ -216,4 +224,5 @@ def fit_joint_table(table: pa.Table, *, n: str, d: str, loss: str, where: dict |
         nn, dd, yy, reps = nv[rows], dv[rows], y[rows], None
     fit = fit_joint(nn, dd, yy, replicates=reps, n_boot=n_boot, level=level, delta=delta,
                     seed=int(rng.integers(2**31)), n_name=n, d_name=d, resampling=res)
-    return fit, outcomes
+    warn = tuple(w.removeprefix("warning: ") for w in notes)
+    return (dataclasses.replace(fit, input_warnings=warn) if warn else fit), outcomes

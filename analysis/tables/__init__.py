@@ -14,7 +14,7 @@ from analysis.tables.load import (  # noqa: F401
 )
 from analysis.tables.columns import (  # noqa: F401
     Frame, table_axes, frame, n_rows, numeric, metric,
-    headline_metric, maximize, status, count_by, usable, candidate_axes, check_replicates,
+    headline_metric, maximize, status, count_by, usable, nonpositive, candidate_axes, check_replicates,
     varying, hashable, groups, parse_cols, parse_where, where_mask,
     label, label_value, schema_axes, plausible_config,
 )

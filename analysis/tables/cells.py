@@ -63,10 +63,15 @@ class Prepared:
 
 
 def prepare(trials: pa.Table, metric: str, *, where: dict | None = None,
-            sweep: str | None = None, by=(), batch: str = "batch_size") -> Prepared:
+            sweep: str | None = None, by=(), batch: str = "batch_size",
+            log_scale: bool = False) -> Prepared:
     """Collapse duplicates, filter, refuse pooled sweeps, label outcomes, find the selection metric.
 
     ``batch`` names the batch-size column (rows with a batch above ``n_train`` are flagged).
+    ``log_scale``: the metric is fitted on a log scale (a power law, Chinchilla's law), so a
+    row where it is <= 0 (an error rate of 0 on a small test set) cannot be fitted: such rows
+    are labelled ``nonpositive`` and left out like NaN rows, counted, and named in a warning
+    (:func:`analysis.tables.columns.nonpositive`), never an abort of the whole fit.
 
     Raises
     ------
@@ -88,6 +93,9 @@ def prepare(trials: pa.Table, metric: str, *, where: dict | None = None,
     outcome = np.where(big, BIG_BATCH, outcome)
     ok &= ~big
     notes = []
+    if log_scale:
+        ok, outcome, warn = tables.nonpositive(fr, np.where(mask, y, 1.0), ok, outcome, metric)
+        notes += [warn] if warn else []
     if dups:
         notes.append(f"warning: collapsed {dups} exact duplicate row(s); a copied row would "
                      "count as another seed and shrink every interval")

@@ -117,7 +117,9 @@ def numeric(fr: dict[str, np.ndarray], name: str, what: str = "column") -> np.nd
 
 def metric(fr: dict[str, np.ndarray], name: str) -> np.ndarray:
     """Values of a stored metric column or a derived one (``error``, ``gap``)."""
-    if name == "error":
+    if name == "error" and not ("test_acc" not in fr and "error" in fr
+                                and fr["error"].dtype != object):
+        # derived from test_acc, unless a table from elsewhere has a numeric error column itself
         return 1.0 - numeric(fr, "test_acc", "column (needed by metric 'error')")
     if name == "gap":
         return numeric(fr, "test_loss", "column (needed by metric 'gap')") \
@@ -156,6 +158,9 @@ def headline_metric(table: pa.Table) -> str:
             return "error"
     if "test_loss" in names:
         return "test_loss"
+    if "error" in names and pa.types.is_floating(table.schema.field("error").type) \
+            and "test_acc" not in names:
+        return "error"  # a table from elsewhere with its error rate as a column
     raise AnalysisError("no default metric for this table (it has neither a test_acc in [0, 1] "
                         "nor a test_loss column): name one with --metric; the table has: "
                         f"{', '.join(table.column_names)}")
@@ -190,6 +195,35 @@ def usable(fr: dict[str, np.ndarray], y: np.ndarray) -> tuple[np.ndarray, np.nda
     finite = np.isfinite(y)
     label = np.where(st == "ok", np.where(finite, "ok", "nonfinite"), st)
     return label == "ok", label
+
+
+def nonpositive(fr: dict[str, np.ndarray], y: np.ndarray, ok: np.ndarray, outcome: np.ndarray,
+                metric: str, limit: int = 5) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(ok, outcome, warning)`` with the ``ok`` rows where ``y <= 0`` left out as ``nonpositive``.
+
+    For a metric fitted on a log scale: such a row is dropped and counted the way a NaN is,
+    and the warning (``""`` when none) names the rows (their trial id, or their row number in
+    the table counted from 1, with the configuration's axes) and their values.
+    """
+    with np.errstate(invalid="ignore"):
+        bad = ok & (y <= 0)
+    if not bad.any():
+        return ok, outcome, ""
+    idx = np.flatnonzero(bad)
+    cols = [c for c in dict.fromkeys(list(getattr(fr, "named", ())) + candidate_axes(fr))
+            if c in fr and c != metric]
+    named = []
+    for i in idx[:limit]:
+        tid = fr.get("trial_id")
+        head = f"trial {tid[i]}" if tid is not None and tid.dtype == object else f"row {i + 1}"
+        cfg = label(cols, [fr[c][i] for c in cols])
+        named.append(f"{head} ({cfg + ', ' if cols else ''}{metric}={label_value(y[i])})")
+    more = f" and {idx.size - limit} more" if idx.size > limit else ""
+    most = (" (most of the rows: is it a quantity that can be <= 0, such as a gap? a log "
+            "scale cannot fit it)") if idx.size * 2 > ok.sum() else ""
+    warn = (f"warning: dropped {idx.size} row(s) where {metric} <= 0, which a log-scale fit "
+            f"cannot take{most}: {'; '.join(named)}{more}")
+    return ok & ~bad, np.where(bad, "nonpositive", outcome), warn
 
 
 def candidate_axes(fr: dict[str, np.ndarray]) -> list[str]:
