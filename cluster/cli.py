@@ -49,11 +49,7 @@ def cmd_sweep(args) -> int:
                                 accept_mixed=args.accept_mixed, storage_timeout=args.storage_timeout,
                                 compact=not args.no_compact, snap=args.snap, log=_say)
     except KeyboardInterrupt as e:  # SIGINT, or SIGTERM through localray.Stopped
-        signum = localray.stopped_by(e)
-        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
-        print(f"{chr(10) if sys.stderr.isatty() else ''}{what}: finished trials are stored; "
-              "run the same command again to resume", file=sys.stderr)
-        return 128 + signum
+        return stopped(e)
     ran = sum(summary.counts.values())
     _say(f"ran {ran} trials in {summary.wall_s:.1f}s "
          f"({', '.join(f'{n} {s}' for s, n in summary.counts.items())}); "
@@ -66,6 +62,17 @@ def cmd_sweep(args) -> int:
     if not args.quiet:
         print_summary(args.results, summary.name)
     return 0
+
+
+def stopped(e: KeyboardInterrupt) -> int:
+    """The one line a sweep stopped by SIGINT or SIGTERM prints; its exit code, 128 + signum."""
+    import cluster.launch.localray as localray
+
+    signum = localray.stopped_by(e)
+    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    print(f"{chr(10) if sys.stderr.isatty() else ''}{what}: finished trials are stored; "
+          "run the same command again to resume", file=sys.stderr)
+    return 128 + signum
 
 
 def _say(line: str) -> None:
@@ -98,7 +105,10 @@ def _private_ray_network(args) -> None:
     if args.ray_network != "private" or not local_ray or not local_results:
         return
     if netns.state() is None and args.argv is not None:
-        netns.reexec(args.argv)  # returns only if it cannot
+        import cluster.launch.localray as localray
+
+        # returns only if it cannot, or a signal came (raised once the start-up ends)
+        netns.reexec(args.argv, go=lambda: localray.pending_signal() is None)
     if (netns.state() or "").startswith("unavailable"):
         print(f"ray network: private network {netns.state()}; the local Ray listens on all "
               "interfaces, behind its token")
@@ -274,12 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import cluster.launch.netns as netns
 
+    words = list(sys.argv[1:]) if argv is None else argv
+    sweep = words[:1] == ["sweep"]
+    if sweep:  # SIGTERM/SIGINT from here on stop the sweep cleanly, in one line (never half-way)
+        import cluster.launch.localray as localray
+
+        localray.hold_signals()
     netns.enter()  # first, while single-threaded: only acts when `scaling sweep` re-ran itself for it
     warnings.showwarning = _warn_one_line
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:]) if argv is None else None  # to re-run this command, not a caller's
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:]) if argv is None else None  # to re-run this command, not a caller's
+        code = args.func(args)
+        if sweep:
+            localray.end_startup()  # a signal during a dry run or before Ray was needed
+        return code
+    except KeyboardInterrupt as e:
+        if not sweep:
+            raise
+        return stopped(e)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

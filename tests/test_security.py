@@ -369,3 +369,60 @@ def test_the_namespace_is_tried_in_a_child_and_a_refusal_leaves_this_process_on_
     netns.enter()
     assert os.environ[netns.ENV] == "unavailable: the kernel refused a user and network namespace (x)"
     assert os.readlink("/proc/self/ns/net") == here
+
+
+# ---- hostile neighbours: another user, the folder a sweep runs in, an inherited environment -----
+
+LAUNCH = [sys.executable, "-P", "-c", "import sys; from cluster.cli import main; sys.exit(main())"]
+"""How the installed `scaling` script starts: the current folder is not on the import path."""
+
+
+def test_a_neighbour_cannot_move_the_session_the_folder_runs_no_code_and_an_inherited_network_setting_is_ignored(
+        tmp_path):
+    """Issue 26, items 1, 2 and 13, through one real sweep started as the `scaling` script starts:
+    - in a folder holding secrets.py, yaml.py and json.py that would leave a file if imported
+      (the re-run for the private network must not import from the current folder);
+    - with SCALING_RAY_NETWORK=private preset, as every Ray worker of a sweep carries it: the
+      sweep still gets its own network, and nothing of it listens beyond 127.0.0.1;
+    - as root, where another uid (nobody) then tries to rename the running session folder."""
+    work = tmp_path / "work"
+    work.mkdir()
+    markers = {name: tmp_path / f"ran-{name}" for name in ("secrets", "yaml", "json")}
+    for name, marker in markers.items():
+        (work / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    write_config(work, SWEEP.format(name="neighbour", n_train=[800], seeds=[0, 1], epochs=25))
+    env = {**os.environ, "SCALING_RAY_NETWORK": "private",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    driver = subprocess.Popen([*LAUNCH, "sweep", "sweep.yaml", "--results", "r", "--quiet"], cwd=work,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        procs = trials_running(driver, n=2)
+        sockets = listening_sockets(list(procs))
+        assert {"gcs_server", "raylet"} <= {s["process"] for s in sockets}, sockets
+        if os.readlink(f"/proc/{driver.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            assert "private network unavailable" in driver.stdout.readline()  # the kernel said no
+        else:  # item 13: its own network although the environment said "private" already
+            for s in sockets:
+                address = ipaddress.ip_address(s["address"])
+                assert (getattr(address, "ipv4_mapped", None) or address).is_loopback, s
+        gcs = next(s["pid"] for s in sockets if s["process"] == "gcs_server")
+        assert b"SCALING_RAY_NETWORK=" not in Path(f"/proc/{gcs}/environ").read_bytes(), "not inherited"
+
+        # item 1: the session folder sits in a folder only this user can enter
+        args = Path(f"/proc/{gcs}/cmdline").read_bytes().split(b"\0")
+        session = Path(next(a.split(b"=", 1)[1] for a in args if a.startswith(b"--session-dir=")).decode())
+        root = session.parent.parent
+        assert root.name == f"scaling-ray-{os.getuid()}", session
+        st = root.lstat()
+        assert st.st_uid == os.getuid() and (st.st_mode & 0o777) == 0o700, oct(st.st_mode)
+        if os.geteuid() == 0 and shutil.which("setpriv"):
+            as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+            attack = subprocess.run([*as_nobody, "mv", str(session), f"{session}.x"], capture_output=True,
+                                    text=True, timeout=30)
+            assert attack.returncode != 0 and "Permission denied" in attack.stderr, attack
+            assert session.is_dir() and not Path(f"{session}.x").exists()
+    finally:
+        out, err = driver.communicate(timeout=400)
+    assert driver.returncode == 0, err
+    assert "(2 ok, 0 diverged, 0 failed)" in out, out
+    assert [name for name, marker in markers.items() if marker.exists()] == [], "code ran from the folder"

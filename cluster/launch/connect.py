@@ -27,8 +27,9 @@ def connect(address: str | None, num_cpus: int | None = None, insecure_ray: bool
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError) as e:
             chain = f"{e} {e.__cause__}".lower()
-            hint = ("; the cluster uses token authentication: set RAY_AUTH_MODE=token with the token in "
-                    "~/.ray/auth_token or RAY_AUTH_TOKEN") if "authtoken" in chain or "auth_token" in chain else ""
+            hint = ("; the cluster uses token authentication and no token here was accepted: put the "
+                    "cluster's token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
+                    ) if "authtoken" in chain or "auth_token" in chain else ""
             raise UserError(f"cannot join the Ray cluster at {address!r}: "
                             f"{str(e).strip().splitlines()[0]}{hint}") from None
         localray.rearm_signals()
@@ -44,6 +45,7 @@ def _use_token_if_available() -> None:
     path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
     if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
         os.environ["RAY_AUTH_MODE"] = "token"
+        localray._reload_auth()  # `import ray` has read (and cached) the auth mode already
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -19,6 +19,7 @@ import os
 import secrets
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -72,12 +73,19 @@ def check_num_cpus(num_cpus: int | None, address: str | None = None) -> None:
 
 # ---- signals ------------------------------------------------------------------------------
 
+HELD = {signal.SIGTERM, signal.SIGINT}
 _stopped_by: int | None = None
+_defer = 0  # while > 0, a signal is noted in _pending and raised when the last deferral ends
+_pending: int | None = None
+_startup = False  # hold_signals' deferral is open (ends in stop_on_signals or end_startup)
 
 
 def _on_signal(signum, frame):
-    global _stopped_by
+    global _stopped_by, _pending
     _stopped_by = signum
+    if _defer:
+        _pending = _pending or signum
+        return
     raise Stopped(signum)
 
 
@@ -87,20 +95,77 @@ def stopped_by(exc: BaseException) -> int:
     return getattr(exc, "signum", None) or _stopped_by or signal.SIGINT
 
 
+def pending_signal() -> int | None:
+    """A SIGTERM or SIGINT noted while deferred and not raised yet."""
+    return _pending
+
+
+def hold_signals() -> None:
+    """The first thing ``scaling sweep`` does: from here SIGTERM and SIGINT never kill it half-way
+    (the default SIGTERM, Ray's ``sys.exit``, a KeyboardInterrupt inside an import): they are noted
+    and raised as ``Stopped`` once the sweep can stop cleanly (``stop_on_signals``). Unblocks the
+    two signals, which ``netns.reexec`` blocks across its ``exec``: one sent in between is delivered
+    here."""
+    global _defer, _startup
+    if threading.current_thread() is not threading.main_thread() or _startup:
+        return
+    for s in HELD:
+        signal.signal(s, _on_signal)
+    _defer += 1
+    _startup = True
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
+
+
+def end_startup() -> None:
+    """Close ``hold_signals``' deferral: a signal noted during it is raised here as ``Stopped``."""
+    global _defer, _startup
+    if _startup:
+        _startup = False
+        _defer -= 1
+        _raise_pending()
+
+
+def _raise_pending() -> None:
+    global _pending
+    if not _defer and _pending is not None:
+        signum, _pending = _pending, None
+        raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """A SIGTERM or SIGINT during the block (Ray starting its processes and connecting) is noted
+    and raised as ``Stopped`` right after it, once what started is recorded and can be stopped."""
+    global _defer
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _defer += 1
+    try:
+        yield
+    except BaseException:
+        _defer -= 1
+        raise
+    _defer -= 1
+    _raise_pending()
+
+
 @contextlib.contextmanager
 def stop_on_signals():
-    """SIGTERM and SIGINT raise ``Stopped`` in the main thread while the block runs."""
+    """SIGTERM and SIGINT raise ``Stopped`` in the main thread while the block runs (one that came
+    during ``hold_signals``' start-up is raised on entering)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     global _armed, _stopped_by
-    if not _armed:
+    if not _armed and not _startup:
         _stopped_by = None
-    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    before = {s: signal.getsignal(s) for s in HELD}
     for s in before:
         signal.signal(s, _on_signal)
     _armed += 1
     try:
+        end_startup()
         yield
     finally:
         _armed -= 1
@@ -109,10 +174,28 @@ def stop_on_signals():
 
 
 def rearm_signals() -> None:
-    """Take SIGTERM back after ``ray.init``, which installs a handler of its own (``sys.exit``)
-    under a C++ one that prints a stack dump first."""
+    """Take SIGTERM and SIGINT back after ``ray.init``, which may install handlers of its own
+    (``sys.exit``, under a C++ one that prints a stack dump first)."""
     if _armed and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_signal)
+        for s in HELD:
+            signal.signal(s, _on_signal)
+
+
+@contextlib.contextmanager
+def _ray_keeps_its_hands_off_sigterm():
+    """``ray.init`` installs a SIGTERM handler that calls ``sys.exit(15)`` wherever it lands (rc 15,
+    no message, Ray half-started); while it runs, ours stays installed instead."""
+    try:
+        import ray._private.utils as ray_utils
+    except ImportError:
+        yield
+        return
+    original = ray_utils.set_sigterm_handler
+    ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = original
 
 
 @contextlib.contextmanager
@@ -207,8 +290,10 @@ def start(num_cpus: int | None, *, insecure: bool = False, **init_kw) -> None:
               "host": socket.gethostname(), "boot": reaper.boot_id(), "session_dir": None}
     _session = {"cluster": cluster, "saved_env": saved, "record": reaper.write_record(record), "session_dir": None}
     try:
-        info = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                        dashboard_host="127.0.0.1", **init_kw)
+        temp_dir = private_temp_root()
+        with _ray_keeps_its_hands_off_sigterm():
+            info = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                            dashboard_host="127.0.0.1", _temp_dir=temp_dir, **init_kw)
     except BaseException as e:
         stop()
         if isinstance(e, (ValueError, OSError)):  # a bad setting or folder, not a bug
@@ -223,7 +308,29 @@ def start(num_cpus: int | None, *, insecure: bool = False, **init_kw) -> None:
     if _session["record"] is not None:
         reaper.write_record({**record, "session_dir": session_dir})
     with contextlib.suppress(OSError, TypeError):
-        os.chmod(session_dir, 0o700)  # Ray makes it world-writable; its logs and sockets are ours
+        os.chmod(session_dir, 0o700)  # inside a private root already; Ray makes it world-writable
+
+
+def private_temp_root() -> str:
+    """The folder a local Ray keeps its sessions in: ``scaling-ray-<uid>/ray`` under RAY_TMPDIR,
+    else TMPDIR, else /tmp, inside a directory of this user's with mode 0700.
+
+    Ray's own default (``/tmp/ray``) is one folder for every user of the machine, and Ray makes
+    each folder it creates mode 0777 without the sticky bit, so another user could rename a
+    running sweep's session folder and put one of theirs in its place (its logs, its sockets'
+    folder). Nobody else can enter the 0700 folder around Ray's, whatever Ray does inside it. A
+    path there that is not this user's own directory (a symlink, another user's folder) is left
+    alone, and a fresh private folder (``mkdtemp``) is used instead."""
+    base = os.path.abspath(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())
+    path = os.path.join(base, f"scaling-ray-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        path = tempfile.mkdtemp(prefix=f"scaling-ray-{os.getuid()}-", dir=base)
+    elif stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return os.path.join(path, "ray")
 
 
 def stop() -> None:
@@ -281,9 +388,11 @@ def session(connect):
 
     existing = ray.is_initialized()
     with stop_on_signals(), ray_output_to_log() as output:
-        started = connect()
-        output["session_dir"] = _session_dir()
+        started = False
         try:
+            with signals_deferred():  # a signal while Ray starts stops it once it is up and recorded
+                started = connect()
+            output["session_dir"] = _session_dir()
             yield
         finally:
             if started:

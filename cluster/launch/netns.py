@@ -7,9 +7,15 @@ outside the sweep's own processes can reach its ports: not other machines, not o
 users of this one.
 
 ``scaling sweep`` asks for it with ``reexec``: the same process (same pid, so signals and
-SIGKILL reach the real driver) runs the command again with ``SCALING_RAY_NETWORK=enter``,
-and ``enter`` moves the new program, still single-threaded, into the namespace before it
-does anything else. As root that is a plain network namespace; otherwise an unprivileged
+SIGKILL reach the real driver) runs the command again, as ``python -P -m cluster.cli`` (the
+current folder is never on its import path, so a ``secrets.py`` or ``yaml.py`` there is not
+run), with ``SCALING_RAY_NETWORK=enter <pid> <start time>``, and ``enter`` moves the new
+program, still single-threaded, into the namespace before it does anything else. The
+request names this very process: the variable that every Ray worker of a sweep inherits (or
+one set by hand) is dropped, never taken as "already private", so a nested or inherited
+environment cannot turn the private network off. SIGTERM and SIGINT are blocked across the
+``exec`` (the mask and pending signals survive it) and unblocked once the new program
+handles them, so a signal in between is not lost. As root that is a plain network namespace; otherwise an unprivileged
 user namespace maps the user to itself (files keep their owner). Where the kernel refuses
 (user namespaces disabled, seccomp in a container), the sweep runs on the host network,
 still behind its token, and says so.
@@ -20,48 +26,79 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import signal
 import socket
 import struct
 import sys
 from pathlib import Path
 
 ENV = "SCALING_RAY_NETWORK"
+_state: str | None = None  # this process's own answer; never read from the environment
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 
 
 def state() -> str | None:
-    """None (not asked), "private", or "unavailable: <why>"."""
-    return os.environ.get(ENV)
+    """None (not asked), "private", or "unavailable: <why>": what this process did, never what an
+    inherited environment claims."""
+    return _state
 
 
-def reexec(argv: list[str]) -> None:
-    """Run ``scaling argv`` again in this process, moved into a private network first."""
+def _request() -> str:
+    """The value of ENV that asks the program ``reexec`` starts (this same process) to enter."""
+    return f"enter {os.getpid()} {_start_time()}"
+
+
+def _start_time() -> str:
+    try:
+        return Path("/proc/self/stat").read_bytes().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return "?"
+
+
+def reexec(argv: list[str], go=None) -> None:
+    """Run ``scaling argv`` again in this process, moved into a private network first.
+    ``-P``: the current folder is not put on the new program's import path. ``go()``, asked once
+    SIGTERM and SIGINT are blocked (a Python handler for one that came has run by then), may
+    say no (a signal is pending): then nothing is re-run."""
+    global _state
     if not sys.platform.startswith("linux"):
-        os.environ[ENV] = f"unavailable: network namespaces are Linux-only ({sys.platform})"
+        _state = f"unavailable: network namespaces are Linux-only ({sys.platform})"
         return
-    os.environ[ENV] = "enter"
+    os.environ[ENV] = _request()
     root = str(Path(__file__).resolve().parents[2])  # so `-m cluster.cli` imports this tree
     path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = root if not path else f"{root}{os.pathsep}{path}"
     sys.stdout.flush()
     sys.stderr.flush()
+    held = {signal.SIGTERM, signal.SIGINT}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)  # the new program unblocks them
+    if go is not None and not go():
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        os.environ.pop(ENV, None)
+        return
     try:
-        os.execv(sys.executable, [sys.executable, "-m", "cluster.cli", *argv])
+        os.execv(sys.executable, [sys.executable, "-P", "-m", "cluster.cli", *argv])
     except OSError as e:
-        os.environ[ENV] = f"unavailable: cannot re-run the command ({e.strerror or e})"
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        os.environ.pop(ENV, None)
+        _state = f"unavailable: cannot re-run the command ({e.strerror or e})"
 
 
 def enter() -> None:
     """If ``reexec`` asked for it, move this process into a new network namespace with loopback
     up. Call before anything starts a thread. Tries in a forked child first, so a kernel that
-    refuses half-way never leaves this process half-moved."""
-    if os.environ.get(ENV) != "enter":
+    refuses half-way never leaves this process half-moved. The variable is removed either way:
+    only a request naming this process (``reexec``'s) is acted on, and nothing started from here
+    (Ray's processes, a nested sweep) inherits it."""
+    global _state
+    asked = os.environ.pop(ENV, None)
+    if asked is None or asked != _request():
         return
     reason = _in_child(_unshare)
     if reason is None:
         reason = _unshare()
-    os.environ[ENV] = "private" if reason is None else f"unavailable: {reason}"
+    _state = "private" if reason is None else f"unavailable: {reason}"
 
 
 def _in_child(step) -> str | None:
