@@ -18,11 +18,14 @@ demo: $(STAMP)
 	$(BIN)/scaling sweep configs/demo.yaml --results results
 
 # make test: what a newcomer runs (a few minutes); make check: every test, as CI runs it.
+# check runs two workers: the tests that start a Ray or signal processes share one, in order
+# (tests/conftest.py says which); the other takes the tests that only compute. JOBS=1 runs serially.
+JOBS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 check: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup) tests
 
 # Speed is measured side by side in one run; absolute times on shared machines are noise.
 # BENCH=store runs only the results-store benchmark (100k and 1M trials; about 10 minutes, 1 GB of disk).

@@ -24,6 +24,34 @@ NO_CLOUD = {
 """Environment for tests that touch cloud URIs: nothing the SDKs look up leaves loopback."""
 
 
+# ---- which tests may run beside others (make check runs two pytest-xdist workers) --------------
+
+SERIAL_MODULES = frozenset({
+    "test_sweep", "test_security", "test_faults", "test_storage", "test_ddp", "test_progress",
+    "test_plugin", "test_training_faults", "test_expand", "test_versions",
+})
+"""Modules whose tests start local Rays, kill or signal processes, bind ports or time a sweep."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Put every test that starts a Ray, binds a port or signals processes in one xdist group.
+
+    ``make check`` runs ``pytest -n 2 --dist loadgroup``: the group runs on one worker, in
+    collection order, while the other worker takes the tests that only compute (fits, models,
+    stores in temporary folders). So no two Rays or port-binding tests ever run at once, and
+    a test that kills processes never meets another test's. A test is in the group when its
+    module is in ``SERIAL_MODULES``, it uses the ``ray_local`` fixture, or it is marked
+    ``serial``; a new test that starts a sweep belongs there too. Without xdist the marks do
+    nothing.
+    """
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if module in SERIAL_MODULES or "ray_local" in item.fixturenames or item.get_closest_marker("serial"):
+            item.add_marker(pytest.mark.xdist_group("serial"))
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray with 2 CPUs, started once for the whole session."""
