@@ -117,7 +117,10 @@ def compact(root, *args, **kw):
 
 
 def contents(root) -> set[str]:
-    return {hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(root).rglob("*") if p.is_file()}
+    """Digests of the store's files (not compaction leases, which a killed compaction leaves and the
+    next one that finds its process gone removes)."""
+    return {hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(root).rglob("*")
+            if p.is_file() and not p.name.startswith(".lease-compact-")}
 
 
 def age(path: Path, seconds: float) -> None:

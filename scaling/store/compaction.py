@@ -47,6 +47,7 @@ import pyarrow.fs as pafs
 import scaling.store.parts as parts_mod
 from scaling.errors import StoreError
 from scaling.spec.schema import CURVES_SCHEMA, TRIALS_SCHEMA
+from scaling.store.lease import WAIT_S, Busy, Lease
 from scaling.store.views import WINNER_ORDER, create_source
 
 TARGET_ROWS = 100_000
@@ -84,11 +85,15 @@ class CompactReport:
 
 
 def compact(store, sweep: str | None = None, *, target_rows: int = TARGET_ROWS, max_parts: int = MAX_PARTS,
-            stale_s: float = ORPHAN_S, everything: bool = True) -> CompactReport:
+            stale_s: float = ORPHAN_S, everything: bool = True, lease_wait_s: float = WAIT_S) -> CompactReport:
     """Merge the small parts of each sweep (or of ``sweep``) as the module docstring says.
     ``everything=False`` (during a sweep) merges only the small parts, leaving the tiers alone.
     Intents and orphan curves of other compactions and writers are finished or removed once
-    older than ``stale_s`` (they might still be at work until then)."""
+    older than ``stale_s`` (they might still be at work until then).
+
+    One compaction at a time per sweep (:mod:`scaling.store.lease`): a sweep whose lease another
+    compaction holds is waited for up to ``lease_wait_s`` (not at all during a sweep, with
+    ``everything=False``), then left to it, reported in ``skipped`` as ``busy``."""
     from scaling.store.parts import Finding
 
     if isinstance(target_rows, bool) or not isinstance(target_rows, int) or target_rows < 2:
@@ -100,36 +105,60 @@ def compact(store, sweep: str | None = None, *, target_rows: int = TARGET_ROWS, 
         names = [sweep]
     merges, finished, skipped, removed = [], [], [], []
     for name in names:
-        finished += finish_intents(store, name, stale_s)
-        sp = parts_mod.readable_parts(store, name)
-        skipped += [Finding(path, "unreadable", f"{why}; left alone") for path, why in sp.skipped]
-        removed += _remove_orphans(store, sp, stale_s)
-        for i, batch in enumerate(plan_batches(sp, target_rows, max_parts, everything)):
-            if i:  # the earlier merges replaced parts: read the listing again
+        try:
+            lease = Lease(store, name, wait_s=lease_wait_s if everything else 0.0)
+            lease.acquire()
+        except Busy as busy:
+            skipped.append(Finding(store.sweep_dir(name) or store.root, "busy", f"another compaction "
+                                   f"({busy.holder}) holds this sweep's lease; left to it"))
+            continue
+        try:
+            _compact_sweep(store, name, lease, target_rows, max_parts, stale_s, everything,
+                           merges, finished, skipped, removed)
+        finally:
+            lease.release()
+    return CompactReport(tuple(merges), tuple(finished), tuple(skipped), tuple(removed))
+
+
+def _compact_sweep(store, name, lease, target_rows, max_parts, stale_s, everything,
+                   merges, finished, skipped, removed) -> None:
+    """Compact one sweep while holding its lease; appends to the report's lists."""
+    from scaling.store.parts import Finding
+
+    finished += finish_intents(store, name, stale_s)
+    sp = parts_mod.readable_parts(store, name)
+    skipped += [Finding(path, "unreadable", f"{why}; left alone") for path, why in sp.skipped]
+    removed += _remove_orphans(store, sp, stale_s)
+    for i, batch in enumerate(plan_batches(sp, target_rows, max_parts, everything)):
+        for attempt in range(5):
+            if i or attempt or sp.vanished:  # earlier merges (or someone else) changed the parts: list again
                 sp = parts_mod.readable_parts(store, name)
                 present = {e.path for e, _ in sp.trials}
                 batch = [(e, f) for e, f in batch if e.path in present]
                 if len(batch) < 2 and all(parts_mod.paired(e.stem) for e, _ in batch):
-                    continue
+                    break
+            if not lease.check():
+                skipped.append(Finding(store.sweep_dir(name) or store.root, "busy", "this compaction's lease "
+                                       "expired (the store was too slow to renew it); the rest is left"))
+                return
             try:
                 merge = _merge(store, name, sp, batch)
             except duckdb.IOException as e:
                 if not _vanished(e):
                     raise
-                # another compaction merged and removed parts of this listing while it was read:
-                # its merged pair holds their rows, so this batch is left (nothing was written)
-                skipped.append(Finding(batch[0][0].path, "raced", "a part of this batch was merged by "
-                                       "another compaction while being read; left to it"))
-                continue
+                continue  # a part vanished between listing and reading (a repair moved it): list again
             if merge is not None:
                 merges.append(merge)
-    return CompactReport(tuple(merges), tuple(finished), tuple(skipped), tuple(removed))
+            break
+        else:
+            skipped.append(Finding(batch[0][0].path, "raced", "parts of this batch kept vanishing while "
+                                   "being read; left for the next compaction"))
 
 
 def _vanished(e: Exception) -> bool:
     """Whether DuckDB failed because a listed part no longer exists."""
     text = str(e).lower()
-    return any(w in text for w in ("no such file", "not found", "does not exist"))
+    return any(w in text for w in ("no such file", "not found", "does not exist", "no files found"))
 
 
 # ---- choosing batches ------------------------------------------------------------------------

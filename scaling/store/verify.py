@@ -42,10 +42,12 @@ from scaling.store.compaction import (
     TARGET_ROWS,
     CompactReport,
     Merge,
+    _vanished,
     finish_intents,
     read_intent,
 )
 from scaling.store.compaction import compact as _compact
+from scaling.store.lease import Busy, Lease
 from scaling.store.parts import PROBLEMS, Finding
 from scaling.store.views import WINNER_ORDER, create_source
 from scaling.store.writer import QUARANTINE, Store
@@ -80,9 +82,16 @@ def verify(root, *, stale_s: float = STALE_S) -> VerifyReport:
     store = _store(root)
     sweeps, problems, info, n = store.sweeps(), [], [], 0
     for name in sweeps:
-        sw = _Sweep(store, name)
+        for attempt in range(5):
+            sw = _Sweep(store, name)
+            try:
+                found = list(sw.findings(stale_s))
+                break
+            except duckdb.IOException as e:  # a compaction removed a part between listing and reading
+                if not _vanished(e) or attempt == 4:
+                    raise
         n += sum(len(p) for p in sw.listing.parts.values()) + len(sw.listing.links)
-        for f in sw.findings(stale_s):
+        for f in found:
             (problems if f.kind in PROBLEMS else info).append(f)
     return VerifyReport(root=store.uri, sweeps=tuple(sweeps), parts=n, problems=tuple(problems), info=tuple(info))
 
@@ -223,11 +232,19 @@ def repair(root, *, stale_s: float = STALE_S) -> list[tuple[str, str]]:
     for name in store.sweeps():
         if not _inside(store, store.sweep_dir(name)):
             continue
-        sw = _Sweep(store, name)
-        for path, folder, digest in _repair_plan(sw, stale_s):
-            dst = _quarantine(store, sw.listing.base, folder, path, digest)
-            if dst:
-                moved.append((path, dst))
+        try:
+            lease = Lease(store, name)  # never while a compaction of the sweep runs
+            lease.acquire()
+        except Busy:
+            continue
+        try:
+            sw = _Sweep(store, name)
+            for path, folder, digest in _repair_plan(sw, stale_s):
+                dst = _quarantine(store, sw.listing.base, folder, path, digest)
+                if dst:
+                    moved.append((path, dst))
+        finally:
+            lease.release()
     return moved
 
 
