@@ -34,10 +34,10 @@ import numpy as np
 from analysis.errors import AnalysisError
 from analysis.stats.result import num
 from analysis.fit.forms.fit import HOLDOUT_FLOOR, HOLDOUT_RATIO
-from analysis.fit.joint import check_joint, solve_joint
+from analysis.fit.joint import LAWS, check_joint, solve_joint
 
 
-def law(params, n, d) -> np.ndarray:
+def law_value(params, n, d) -> np.ndarray:
     """:math:`E + A N^{-\\alpha} + B D^{-\\beta}` from natural parameters, unclamped."""
     e, a, al, b, be = params
     with np.errstate(all="ignore"):
@@ -68,6 +68,8 @@ class JointHoldout:
     kappa: float | None
     """Extrapolation error sd per unit of log(N D) past the refit's data."""
     n_undefined: int = 0
+    form: str = "E + A/N^alpha + B/D^beta"
+    """The law refitted (:data:`analysis.fit.joint.LAWS`)."""
 
     @property
     def ratio(self) -> float | None:
@@ -76,7 +78,7 @@ class JointHoldout:
         return self.rmse_log / self.in_sample_rmse_log
 
     def to_dict(self) -> dict:
-        return {"form": "E + A/N^alpha + B/D^beta", "n": list(self.n), "d": list(self.d),
+        return {"form": self.form, "n": list(self.n), "d": list(self.d),
                 "rmse_log": None if self.rmse_log is None else num(self.rmse_log),
                 "in_sample_rmse_log": None if self.in_sample_rmse_log is None
                 else num(self.in_sample_rmse_log),
@@ -86,7 +88,8 @@ class JointHoldout:
                 "n_undefined": self.n_undefined}
 
 
-def joint_holdout(n, d, y, *, delta: float | None, holdout: int | None = None):
+def joint_holdout(n, d, y, *, delta: float | None, holdout: int | None = None,
+                  law: str = "chinchilla"):
     """``(JointHoldout | None, note)``: the check of the module docstring."""
     n, d, y = (np.asarray(v, float) for v in (n, d, y))
     c = n * d
@@ -98,12 +101,12 @@ def joint_holdout(n, d, y, *, delta: float | None, holdout: int | None = None):
         return None, f"--holdout {k} would hold out every one of the {cs.size} compute values"
     train = c < cs[-k]
     try:
-        check_joint(n[train], d[train], y[train])
+        check_joint(n[train], d[train], y[train], n_params=5 if law == "chinchilla" else 4)
     except AnalysisError as e:
         return None, f"too few points left after holding out the {k} largest N*D ({e})"
-    model, sol, used = solve_joint(n[train], d[train], y[train], delta)
-    params = model.natural(sol.theta)[0]
-    pred = law(params, n[~train], d[~train])
+    model, sol, used = solve_joint(n[train], d[train], y[train], delta, law)
+    params = model.chinchilla(sol.theta)[0]
+    pred = law_value(params, n[~train], d[~train])
     ok = np.isfinite(pred) & (pred > 0)
     rmse = _rmse(pred, y[~train]) if ok.all() else None
     kappa = None
@@ -112,25 +115,27 @@ def joint_holdout(n, d, y, *, delta: float | None, holdout: int | None = None):
         r = np.log(pred) - np.log(y[~train])
         kappa = float(np.sqrt(np.sum(r ** 2) / np.sum(ell ** 2))) if np.sum(ell ** 2) > 0 else None
     return JointHoldout(n=tuple(float(v) for v in n[~train]), d=tuple(float(v) for v in d[~train]),
-                        rmse_log=rmse, in_sample_rmse_log=_rmse(law(params, n[train], d[train]),
+                        rmse_log=rmse, in_sample_rmse_log=_rmse(law_value(params, n[train], d[train]),
                                                                 y[train]),
-                        delta=float(used), kappa=kappa, n_undefined=int((~ok).sum())), ""
+                        delta=float(used), kappa=kappa, n_undefined=int((~ok).sum()),
+                        form=LAWS[law][0]), ""
 
 
 def joint_warnings(fit, check: JointHoldout | None) -> list[str]:
     """Warnings about a :class:`analysis.fit.joint.JointFit` and its check (module docstring)."""
-    e, a, al, b, be = fit.params
+    e, a, al, b, be = fit.chinchilla_params
+    form = fit.form.split(",")[0]
     out = []
     for name, coef, exp in ((fit.n_name, a, al), (fit.d_name, b, be)):
         if coef < 0 and exp < 0:
-            out.append(f"the fitted E + A/N^alpha + B/D^beta is unbounded below in {name} "
+            out.append(f"the fitted {form} is unbounded below in {name} "
                        "(a negative coefficient with a negative exponent): predictions at "
                        "large scale are undefined")
         elif coef * exp <= 0:
-            out.append(f"the fitted E + A/N^alpha + B/D^beta rises with {name} (coefficient "
+            out.append(f"the fitted {form} rises with {name} (coefficient "
                        f"{coef:.3g}, exponent {exp:.3g}) although the loss should fall")
     if e < 0:
-        out.append(f"the fitted E + A/N^alpha + B/D^beta has E = {e:.3g} < 0: it falls below 0 "
+        out.append(f"the fitted {form} has E = {e:.3g} < 0: it falls below 0 "
                    "at large N and D, where predictions are undefined")
     if check is not None and check.rmse_log is None:
         out.append(f"{check.n_undefined} of {len(check.n)} held-out predictions are undefined "
@@ -159,11 +164,12 @@ class JointPrediction:
     beyond: tuple[float, ...]
     """``N D / max(N_i D_i)`` of the fitted points (<= 1: within the data's compute)."""
     warnings: tuple[str, ...] = ()
+    form: str = "E + A/N^alpha + B/D^beta"
 
     def to_dict(self) -> dict:
         def vals(t):
             return [None if v is None else num(v) for v in t]
-        return {"form": "E + A/N^alpha + B/D^beta", "n": list(self.n), "d": list(self.d),
+        return {"form": self.form, "n": list(self.n), "d": list(self.d),
                 "y": vals(self.y), "band_low": vals(self.band_low),
                 "band_high": vals(self.band_high), "pi_low": vals(self.pi_low),
                 "pi_high": vals(self.pi_high), "level": self.level, "beyond": list(self.beyond),
@@ -179,7 +185,7 @@ def joint_predict(fit, n_new, d_new, *, check: JointHoldout | None = None,
                                                 & np.isfinite(d_new) & (d_new > 0)):
         raise AnalysisError("--predict wants N and D > 0 at every point, e.g. "
                             "--predict N=1e9,D=2e10")
-    y = law(fit.params, n_new, d_new)
+    y = law_value(fit.chinchilla_params, n_new, d_new)
     ok = np.isfinite(y) & (y > 0)
     warn = []
     if (~ok).any():
@@ -198,7 +204,8 @@ def joint_predict(fit, n_new, d_new, *, check: JointHoldout | None = None,
             inside = fit.model.log_pred(fit.theta[None, :], (np.log(fit.n), np.log(fit.d)),
                                         jac=False)[0][0]
         res = inside - np.log(fit.y)
-        res = (res - res.mean()) * np.sqrt(res.size / max(res.size - 5, 1))
+        p = fit.model.n_params
+        res = (res - res.mean()) * np.sqrt(res.size / max(res.size - p, 1))
         rng = np.random.default_rng(seed)
         noise = rng.choice(res, size=L.shape, replace=True)
         past = np.maximum(np.log(beyond), 0.0)
@@ -219,27 +226,38 @@ def joint_predict(fit, n_new, d_new, *, check: JointHoldout | None = None,
                            y=tuple(float(v) if k else None for v, k in zip(y, ok)),
                            band_low=ends(band[0]), band_high=ends(band[1]), pi_low=ends(pi[0]),
                            pi_high=ends(pi[1]), level=level,
-                           beyond=tuple(float(v) for v in beyond), warnings=tuple(warn))
+                           beyond=tuple(float(v) for v in beyond), warnings=tuple(warn),
+                           form=fit.form)
 
 
 def parse_points(items, n_name: str, d_name: str) -> tuple[list[float], list[float]]:
-    """``["N=1e9,D=2e10", ...]`` -> ``([1e9, ...], [2e10, ...])``; the column names work too."""
+    """``["N=1e9,D=2e10", ...]`` -> ``([1e9, ...], [2e10, ...])``; the column names work too, and
+    so do compute and token multiplier (``C=1.2e21,M=640``: :math:`N = \\sqrt{C/(6M)}`,
+    :math:`D = MN`) or ``N=...,M=...``."""
     ns, ds = [], []
+    example = (f"--predict N=VALUE,D=VALUE (or {n_name}=...,{d_name}=..., or C=...,M=..., "
+               "N=...,M=...), e.g. --predict N=1e9,D=2e10 or --predict N=1.4e9,M=640")
     for item in items or ():
         got = {}
         for part in str(item).split(","):
             key, sep, val = part.partition("=")
             key = key.strip()
-            which = "n" if key in ("N", n_name) else "d" if key in ("D", d_name) else None
+            which = {"N": "n", n_name: "n", "D": "d", d_name: "d", "C": "c", "M": "m"}.get(key)
             try:
-                got[which] = float(val) if sep and which else None
+                value = float(val) if sep and which else None
             except ValueError:
-                got[which] = None
-            if which is None or got[which] is None:
-                raise AnalysisError(f"--predict wants N=VALUE,D=VALUE (or {n_name}=...,"
-                                    f"{d_name}=...), e.g. --predict N=1e9,D=2e10; got {item!r}")
+                value = None
+            if which is None or value is None or which in got:
+                raise AnalysisError(f"--predict wants {example}; got {item!r}")
+            got[which] = value
+        if "c" in got and "m" in got and len(got) == 2 and got["c"] > 0 and got["m"] > 0:
+            n = float(np.sqrt(got["c"] / (6.0 * got["m"])))
+            got = {"n": n, "d": got["m"] * n}
+        elif "n" in got and "m" in got and len(got) == 2:
+            got = {"n": got["n"], "d": got["m"] * got["n"]}
         if set(got) != {"n", "d"}:
-            raise AnalysisError(f"--predict {item!r} needs both N and D, e.g. N=1e9,D=2e10")
+            raise AnalysisError(f"--predict {item!r} needs N and D (or C and M, or N and M), "
+                                "e.g. N=1e9,D=2e10")
         ns.append(got["n"])
         ds.append(got["d"])
     return ns, ds

@@ -192,7 +192,7 @@ def compute_optimal_lines(res) -> list[str]:
 
 def joint_lines(check, note: str, warnings, pred, n_name: str, d_name: str) -> list[str]:
     """The joint law's extrapolation check, warnings and predictions."""
-    form = "E + A/N^alpha + B/D^beta"
+    form = getattr(check if check is not None else pred, "form", "E + A/N^alpha + B/D^beta")
     lines = []
     if check is not None:
         lines.append(f"  extrapolation check ({form}, fitted without the {len(check.n)} points of "
@@ -205,7 +205,8 @@ def joint_lines(check, note: str, warnings, pred, n_name: str, d_name: str) -> l
     if pred is None:
         return lines
     lv = f"{pred.level:.0%}"
-    head = [n_name, d_name, "ND/max", f"loss ({form})", f"{lv} band", f"{lv} prediction interval"]
+    head = [n_name, d_name, "ND/max", f"loss ({form.split(',')[0]})", f"{lv} band",
+            f"{lv} prediction interval"]
     rows = [[g(n), g(d), g(b, 3), value(y), _interval(y, bl, bh), _interval(y, pl, ph)]
             for n, d, b, y, bl, bh, pl, ph in zip(pred.n, pred.d, pred.beyond, pred.y,
                                                   pred.band_low, pred.band_high, pred.pi_low,
