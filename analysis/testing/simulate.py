@@ -17,13 +17,18 @@ for evaluation set :math:`X \in \{\text{val}, \text{test}\}`, where
   :math:`B^* = k\,\varepsilon^{p_\varepsilon} N^{p_N} (1-m)^{-p_m}` and the
   asymmetric (Linex) bowl :math:`L(u) = \kappa\,(e^{-\lambda u} + \lambda u - 1)/\lambda^2`:
   quadratic with curvature :math:`\kappa` at the optimum, exponentially steep
-  towards small batches, linear towards large ones;
+  towards small batches, linear towards large ones (or, with ``Landscape.steep``, a
+  split parabola ``steep`` times steeper below the optimum than above);
 - :math:`u_s(N)` is the seed's effect, shared by every batch size, learning
   rate, momentum and width at one N (a seed fixes the init, the nested subset
   and the data order), correlated across N as
   :math:`e^{-|\ln N_1 - \ln N_2|/\ell}`;
+- optionally (``Noise.opt_shift_sd``) the seed also moves the optimum:
+  :math:`\ln B^*` gains :math:`\delta_s(N)`, shared by every group at one N and
+  correlated across N like :math:`u_s`; a shift shared by all groups at one N does not
+  cancel in an argmin, unlike :math:`u_s`;
 - :math:`e_{cs}` is the trial's own training luck, shared by its val and test
-  metrics; the binomial draw is the evaluation noise, independent between the
+  metrics (normal, or Student-t with ``Noise.trial_df`` degrees of freedom); the binomial draw is the evaluation noise, independent between the
   two sets, a fraction :math:`f` of a fresh binomial sample's sd (the sets are
   fixed, so much of the sampling error is common to every trial);
 - a trial diverges with probability :math:`\Phi((\ln(B^*/B) - \ln c)/s)`, i.e. at
@@ -95,13 +100,24 @@ class Noise:
     """Evaluation noise per trial, as a fraction of a fresh binomial sample's sd."""
     n_test: int = 297
     n_val: int = 300
+    opt_shift_sd: float = 0.0
+    r"""Seed-level shift of the optimum's location, in :math:`\ln B`, shared by every group
+    (lr, momentum, width) at one n_train and correlated across sizes like the seed effect:
+    the seed moves :math:`B^*` (and the divergence threshold with it). 0: off."""
+    trial_df: float = 0.0
+    """Student-t degrees of freedom of the trial luck (scaled to sd ``trial_sd``; 3: heavy
+    tails); 0: normal."""
 
 
 PRESETS = {
     "digits": Noise(name="digits"),
     "noisy": Noise(name="noisy", seed_sd=0.3, trial_sd=0.2, eval_frac=1.0),
+    "shifted": Noise(name="shifted", opt_shift_sd=0.25, trial_df=3.0),
 }
-"""Named noise levels: ``digits`` as measured (module docstring), ``noisy`` about twice it."""
+"""Named noise levels: ``digits`` as measured (module docstring), ``noisy`` about twice it,
+``shifted`` the digits levels plus a seed-level shift of the optimum (sd 0.25 in ln B, shared
+by every group at one N) and t3 trial luck: what an audit showed group-independent intervals
+miss (issue 24)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,19 +143,26 @@ class Landscape:
     """Spread :math:`s` of the divergence threshold, in ln units."""
     collapse_ok: float = 0.9
     """Fraction of divergent trials recorded ``ok`` at chance error instead of ``diverged``."""
+    steep: float = 0.0
+    r"""When > 0 the bowl is a split parabola instead of the Linex one:
+    :math:`\tfrac{\kappa}{2} u^2` above the optimum and ``steep`` times that below it (3: log
+    error rises 3x faster towards small batches; the parabola vertex through three points is
+    biased by up to a quarter of the grid step there)."""
     chance: float = 0.9
     loss_per_error: float = 3.6
 
 
 LANDSCAPES = {
     "rule": Landscape(k=0.04),
+    "rule_steep": Landscape(k=0.04, steep=3.0),
     "no_n": Landscape(k=22.0, exponents=(1.0, 0.0, 1.0)),
     "learning_curve": Landscape(k=16.0, exponents=(1.0, 0.0, 1.0), diverge_below=3.0),
 }
 """Landscapes for the two ``make reproduce`` designs, with optima where the digits
 sweeps found them (B_opt 2.8-180, about 16-22 lr/(1-m) at N = 550). ``rule``:
 B_opt ∝ lr*N/(1-m) exactly, optima from 2 (the bottom of ``configs/bopt_rule.yaml``)
-to 600. ``no_n``: the same without N dependence (what the digits sweep shows).
+to 600; ``rule_steep`` the same with a split-parabola bowl 3x steeper towards small
+batches. ``no_n``: the same without N dependence (what the digits sweep shows).
 ``learning_curve``: B* = 16 lr/(1-m), so the best configuration is the same at every N
 and the oracle frontier follows 3.0 N^-0.75."""
 
@@ -218,33 +241,47 @@ def linex(u, kappa: float, lam: float):
     return kappa * (np.exp(v) - v - 1.0) / lam ** 2
 
 
+def bowl(land: Landscape, u):
+    """Log-error penalty at ``u = ln B - ln B*``: Linex, or the split parabola (``steep``)."""
+    if land.steep > 0:
+        u = np.asarray(u, float)
+        return 0.5 * land.kappa * u * u * np.where(u < 0, land.steep, 1.0)
+    return linex(u, land.kappa, land.asym)
+
+
 def log_b_star(land: Landscape, n, b_lr, m):
     pe, pn, pm = land.exponents
     return np.log(land.k) + pe * np.log(b_lr) + pn * np.log(n) - pm * np.log1p(-np.asarray(m))
 
 
-def expected_error(land: Landscape, n, b, lr, m, w):
-    """Expected error without noise or divergence (before the chance cap)."""
+def expected_error(land: Landscape, n, b, lr, m, w, shift=0.0):
+    """Expected error without noise or divergence (before the chance cap); ``shift``: the
+    seed's move of ln B*."""
     a, beta, g = land.curve
-    u = np.log(b) - log_b_star(land, n, lr, m)
+    u = np.log(b) - log_b_star(land, n, lr, m) - shift
     with np.errstate(over="ignore"):
         width = land.width_cost * np.log(256.0 / np.asarray(w, float))
-        return (a * np.asarray(n, float) ** beta + g) * np.exp(linex(u, land.kappa, land.asym)
-                                                                + width)
+        return (a * np.asarray(n, float) ** beta + g) * np.exp(bowl(land, u) + width)
 
 
-def p_diverge(land: Landscape, n, b, lr, m):
+def p_diverge(land: Landscape, n, b, lr, m, shift=0.0):
     r"""Probability that a trial diverges: :math:`\Phi((\ln(B^*/B) - \ln c)/s)`."""
-    x = log_b_star(land, n, lr, m) - np.log(b) - np.log(land.diverge_below)
+    x = log_b_star(land, n, lr, m) + shift - np.log(b) - np.log(land.diverge_below)
     return ndtr(x / land.diverge_spread)
 
 
 def _observed(land: Landscape, noise: Noise, n, b, lr, m, w):
-    """Expected measured error with divergence counted at chance (for the truth)."""
+    """Expected measured error with divergence counted at chance (for the truth), averaged
+    over the seed's shift of the optimum (Gauss-Hermite, 21 nodes) when there is one."""
     mean_noise = np.exp(0.5 * (noise.seed_sd ** 2 + noise.trial_sd ** 2))
-    e = np.minimum(expected_error(land, n, b, lr, m, w) * mean_noise, land.chance)
-    p = p_diverge(land, n, b, lr, m)
-    return (1.0 - p) * e + p * land.chance
+    nodes, weights = np.polynomial.hermite_e.hermegauss(21 if noise.opt_shift_sd > 0 else 1)
+    out = 0.0
+    for z, wt in zip(nodes, weights / weights.sum()):
+        shift = noise.opt_shift_sd * z
+        e = np.minimum(expected_error(land, n, b, lr, m, w, shift) * mean_noise, land.chance)
+        p = p_diverge(land, n, b, lr, m, shift)
+        out = out + wt * ((1.0 - p) * e + p * land.chance)
+    return out
 
 
 def truth_of(design: Design, land: Landscape, noise: Noise) -> Truth:
@@ -263,10 +300,12 @@ def truth_of(design: Design, land: Landscape, noise: Noise) -> Truth:
                  design=design, landscape=land, noise=noise)
 
 
-def _seed_effects(ns: np.ndarray, n_seeds: int, noise: Noise, rng) -> np.ndarray:
-    """(n_seeds, len(ns)) seed effects, correlated across sizes."""
+def _seed_effects(ns: np.ndarray, n_seeds: int, noise: Noise, rng, sd=None) -> np.ndarray:
+    """(n_seeds, len(ns)) seed effects of sd ``sd`` (default the seed sd), correlated across
+    sizes."""
     ln = np.log(ns)
-    cov = noise.seed_sd ** 2 * np.exp(-np.abs(ln[:, None] - ln[None, :]) / noise.seed_corr_len)
+    sd = noise.seed_sd if sd is None else sd
+    cov = sd ** 2 * np.exp(-np.abs(ln[:, None] - ln[None, :]) / noise.seed_corr_len)
     chol = np.linalg.cholesky(cov + 1e-12 * np.eye(ns.size))
     return rng.standard_normal((n_seeds, ns.size)) @ chol.T
 
@@ -304,13 +343,21 @@ def simulate(design: Design, *, landscape: Landscape | None = None, noise: Noise
     seeds = np.array(design.seeds)
     S, C = seeds.size, cfg.shape[0]
     ns = np.unique(cfg[:, 0])
-    u = _seed_effects(ns, S, noise, rng)[:, np.searchsorted(ns, cfg[:, 0])]   # (S, C)
+    at = np.searchsorted(ns, cfg[:, 0])
+    u = _seed_effects(ns, S, noise, rng)[:, at]                                 # (S, C)
     n, b, lr, m, w = (np.tile(cfg[:, j], S) for j in range(5))
     seed_col = np.repeat(seeds, C)
-    err = expected_error(land, n, b, lr, m, w)
-    q = np.minimum(err * np.exp(u.ravel() + noise.trial_sd * rng.standard_normal(n.size)),
-                   land.chance)
-    bad = rng.random(n.size) < p_diverge(land, n, b, lr, m)
+    shift = 0.0
+    if noise.opt_shift_sd > 0:  # drawn only when on: default sweeps are unchanged
+        shift = _seed_effects(ns, S, noise, rng, noise.opt_shift_sd)[:, at].ravel()
+    err = expected_error(land, n, b, lr, m, w, shift)
+    luck = rng.standard_normal(n.size)
+    if noise.trial_df > 0:
+        df = noise.trial_df
+        luck = rng.standard_t(df, n.size) * np.sqrt((df - 2.0) / df) if df > 2 else \
+            rng.standard_t(df, n.size)
+    q = np.minimum(err * np.exp(u.ravel() + noise.trial_sd * luck), land.chance)
+    bad = rng.random(n.size) < p_diverge(land, n, b, lr, m, shift)
     collapsed = bad & (rng.random(n.size) < land.collapse_ok)
     q = np.where(collapsed, land.chance, q)
     diverged = bad & ~collapsed
