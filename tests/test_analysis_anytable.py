@@ -148,7 +148,7 @@ def test_over_lr_recovers_every_grid_optimum_and_the_batch_exponent(grid_csv, ca
     for cell in out["cells"]:
         assert (cell["lr_best"], cell["b_best"]) == pytest.approx(
             lrgrid.grid_argmin(cell["cell"]["N"], cell["cell"]["D"]), rel=1e-12), cell
-    laws = {law["target"]: law["params"] for law in out["laws"]}
+    laws = {law["target"]: law["params"] for law in out["laws"] if law["scale"] == ["N", "D"]}
     b_d = laws["B_opt"]["exponent of D"]
     assert abs(b_d["value"] - lrgrid.B_EXP) < 0.05 and b_d["ci_low"] < b_d["value"] < b_d["ci_high"]
     assert abs(laws["B_opt"]["exponent of N"]["value"]) < 0.05
@@ -171,7 +171,7 @@ def test_intervals_of_the_laws_cover_the_truth_across_seeds():
                                axes=["N", "D", "lr", "bs"])
         res = find_joint_optimum(table, metric="eval_loss", batch="bs", lr="lr",
                                  scale=("N", "D"), n_boot=100, seed=rep)
-        laws = {law.target: law for law in res.laws}
+        laws = {law.target: law for law in res.laws if law.scale == ("N", "D")}
         for target, name, truth in (("B_opt", "exponent of D", lrgrid.B_EXP),
                                     ("lr_opt", "exponent of N", lrgrid.LR_N),
                                     ("lr_opt", "exponent of D", lrgrid.LR_D)):
@@ -229,6 +229,50 @@ def test_a_scale_column_fixed_by_the_cell_need_not_be_an_axis():
     res = find_joint_optimum(tables.declare(table, axes=["N", "D", "lr", "bs"]),
                              metric="eval_loss", batch="bs", lr="lr",
                              scale=("n_params", "D", "step_time"), n_boot=50)
-    laws = {law.target: law for law in res.laws}
+    laws = {law.target: law for law in res.laws if len(law.scale) == 3}
     assert abs(laws["lr_opt"].param("exponent of n_params")[0] - lrgrid.LR_N) < 0.05
     assert "not one value per cell" in laws["B_opt"].not_estimated["step_time"]
+
+
+def _two_models_sharing_d(tmp_path):
+    """lrgrid with each model size's learning rates off by 1e-4 relative (the 4th digit), as a
+    published grid rounds them: no (D, lr, B) point repeats across model sizes."""
+    table = lrgrid.lr_batch_grid(seeds=(0,))
+    rank = {n: i for i, n in enumerate(lrgrid.NS)}
+    lr = [v * (1 + 1e-4 * rank[n]) for v, n in zip(table.column("lr").to_pylist(),
+                                                   table.column("N").to_pylist())]
+    table = table.set_column(table.schema.get_field_index("lr"), "lr", pa.array(lr))
+    path = tmp_path / "sizes.csv"
+    pcsv.write_csv(table, path)
+    return path
+
+
+def test_over_lr_refuses_to_merge_model_sizes_that_share_d(tmp_path, capsys):
+    """Acceptance (#25): --scale D on a grid with several N per D is refused, naming N and the
+    fix, never merged into one cell per D (which found 4 cells instead of 12 before)."""
+    path = _two_models_sharing_d(tmp_path)
+    common = ("--over", "lr", "--batch", "bs", "--lr", "lr", "--metric", "eval_loss", "--boot", "0")
+    assert run("bopt", path, "--scale", "D", *common) == 2
+    err = capsys.readouterr().err
+    assert "differ in N (10000000, 30000000, 120000000)" in err and "--scale N,D" in err
+    assert err.count("\n") == 1
+    assert run("bopt", path, "--scale", "D", "--by", "N", *common, "--json") == 0   # split
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["cells"]) == len(lrgrid.NS) * len(lrgrid.DS)
+
+
+def test_over_lr_prints_the_d_only_and_the_n_d_laws_in_one_run(tmp_path, capsys):
+    path = _two_models_sharing_d(tmp_path)
+    assert run("bopt", path, "--scale", "N,D", "--over", "lr", "--batch", "bs", "--lr", "lr",
+               "--metric", "eval_loss", "--boot", "0", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["cells"]) == len(lrgrid.NS) * len(lrgrid.DS)
+    laws = {(law["target"], tuple(law["scale"])): law["params"] for law in out["laws"]}
+    assert set(laws) == {(t, s) for t in ("B_opt", "lr_opt") for s in (("N", "D"), ("N",), ("D",))}
+    assert abs(laws["B_opt", ("D",)]["exponent of D"]["value"] - lrgrid.B_EXP) < 0.02
+    assert abs(laws["B_opt", ("N", "D")]["exponent of D"]["value"] - lrgrid.B_EXP) < 0.02
+    assert abs(laws["lr_opt", ("N", "D")]["exponent of N"]["value"] - lrgrid.LR_N) < 0.02
+    assert run("bopt", path, "--scale", "N,D", "--over", "lr", "--batch", "bs", "--lr", "lr",
+               "--metric", "eval_loss", "--boot", "0") == 0
+    text = capsys.readouterr().out
+    assert "B_opt = k * D^e_D" in text and "B_opt = k * N^e_N * D^e_D" in text

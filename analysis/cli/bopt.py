@@ -32,11 +32,15 @@ class Bopt(Command):
         p.add_argument("--lr", default="lr", metavar="COL", help="learning-rate column (default lr)")
         p.add_argument("--scale", default="", metavar="COL[,COL]",
                        help="scale columns of --over lr, e.g. N,D: B_opt and lr_opt are fitted as "
-                            "power laws of them")
+                            "power laws of all of them, and of each alone when there are several "
+                            "(B_opt = k*D^b beside k*N^a*D^b, in one run)")
         p.add_argument("--over", default=None, choices=("lr",),
                        help="lr: the joint (lr, B) optimum of each cell (grid argmin, refined by a "
-                            "quadratic bowl in log lr and log B), and B_opt = k*D^b, "
-                            "lr_opt = k*N^a*D^c fitted over --scale")
+                            "quadratic bowl in log lr and log B), and B_opt and lr_opt as power "
+                            "laws k*prod(col^e_col) over the --scale columns (all together, then "
+                            "each alone); rows of one cell that differ in another column with its "
+                            "own (lr, B) grid (a model size not in --scale) are refused, never "
+                            "merged")
         cliargs.where(p)
         cliargs.sweep(p)
         cliargs.direction(p)

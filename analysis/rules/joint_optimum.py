@@ -19,8 +19,11 @@ the learning rate, the batch size and the seed (e.g. one (N, D)); in each:
 3. an optimum at the edge of the usable grid in an axis is a one-sided bound in
    that axis (beyond halfway to its neighbour).
 
-:math:`\log B_{opt}` and :math:`\log \eta_{opt}` are then regressed on the log
-of every scale column that varies, by Tobit regression (:mod:`analysis.stats.tobit`;
+Rows of one cell that differ in another column, each value with its own (lr, B) grid (a
+model size left out of the scale columns), are refused, never merged
+(:func:`check_one_model_per_cell`). :math:`\log B_{opt}` and :math:`\log \eta_{opt}` are
+then regressed on the log of every scale column that varies (and, with several, on each
+alone: Step Law's :math:`B_{opt} = k D^b` beside the law in N and D), by Tobit regression (:mod:`analysis.stats.tobit`;
 edge cells enter as censored bounds). Intervals: with seeds, a clustered seed
 bootstrap redoes steps 1-3 and the regression in every replicate (t quantile
 with S - 1 degrees of freedom on the rescaled sd, :mod:`analysis.tables.cells`); the
@@ -89,6 +92,10 @@ class ScaleLaw:
 
     target: str
     """``"B_opt"`` or ``"lr_opt"``."""
+    scale: tuple[str, ...]
+    """The scale columns it is a power law in: every ``--scale`` column, or one alone (with
+    several, each one's law is fitted too: Step Law's ``B_opt = k D^b`` beside the law in N
+    and D)."""
     formula: str
     names: tuple[str, ...]
     """``("k", "exponent of N", ...)``."""
@@ -112,7 +119,8 @@ class ScaleLaw:
     def to_dict(self) -> dict:
         params = {n: {"value": num(v), "ci_low": num(lo), "ci_high": num(hi)}
                   for n, v, lo, hi in zip(self.names, self.params, self.ci_low, self.ci_high)}
-        return {"target": self.target, "formula": self.formula, "params": params,
+        return {"target": self.target, "scale": list(self.scale), "formula": self.formula,
+                "params": params,
                 "level": self.level, "interval": self.interval, "n_observed": self.n_observed,
                 "n_censored": self.n_censored, "n_excluded": self.n_excluded,
                 "n_boot_failed": self.n_boot_failed, "not_estimated": self.not_estimated or {}}
@@ -176,6 +184,7 @@ def find_joint_optimum(trials: pa.Table, *, metric: str, batch: str, lr: str, sc
     rows = np.flatnonzero(prep.mask)
     axes = tuple(dict.fromkeys(tuple(by) + tuple(
         cl.varying(fr, rows, exclude=(batch, lr, "seed")))))
+    check_one_model_per_cell(fr, rows, axes, lr, batch, scale, skip=(metric, prep.sel_name))
     cm = cl.cell_matrix(fr, rows, axes + (lr, batch), prep.y, prep.sel, prep.outcome)
     grid = grid_optima(cm, maximize, validation=prep.sel is not None, fr=fr)
     S = cm.seeds.size
@@ -187,8 +196,9 @@ def find_joint_optimum(trials: pa.Table, *, metric: str, batch: str, lr: str, sc
     cells = _cells(fr, cm, grid, est, reps, res, axes, level, rows)
     notes = list(prep.notes)
     laws = []
-    for target, which in (("B_opt", "b"), ("lr_opt", "lr")):
-        laws.append(_law(target, which, grid, est, reps, res, scale, axes, level, notes))
+    for cols in [scale] + ([(c,) for c in scale] if len(scale) > 1 else []):
+        for target, which in (("B_opt", "b"), ("lr_opt", "lr")):
+            laws.append(_law(target, which, grid, est, reps, res, cols, axes, level, notes))
     if reps is None:
         notes.append("no seed bootstrap (one seed, or --boot 0): the laws' intervals come from "
                      "the regression's residuals and treat cells as independent")
@@ -198,6 +208,48 @@ def find_joint_optimum(trials: pa.Table, *, metric: str, batch: str, lr: str, sc
                         axes=axes, cells=tuple(cells), laws=tuple(laws), selection=selection,
                         outcomes=tables.count_by(prep.outcome[prep.mask]),
                         n_boot=0 if reps is None else n_boot, notes=tuple(notes))
+
+
+def check_one_model_per_cell(fr, rows, axes, lr: str, batch: str, scale=(), skip=()) -> None:
+    """Refuse cells that hold several configurations, each with its own (lr, B) grid.
+
+    A column that is not a cell axis (say ``N`` of a table whose ``--scale`` is ``D``) but
+    takes several values among the rows of one cell, each value with at least two learning
+    rates and two batch sizes of its own, is a configuration: merging its grids into one
+    would pick an optimum across different models (their learning rates may even differ in
+    the 4th digit, so no (lr, B) point repeats and no duplicate guard fires). Columns that are
+    a function of lr or B (``steps = D/B``), outcomes, times, ids and the replicate are not
+    configurations (:func:`analysis.tables.plausible_config`). Raises :class:`AnalysisError`
+    naming the column, the cell and what to pass instead.
+    """
+    if getattr(fr, "declared", False):
+        return  # a results store declares every configuration column as an axis
+    rep = getattr(fr, "replicate", None)
+    named = set(getattr(fr, "named", ())) | set(axes) | {lr, batch, rep, "seed", "sweep",
+                                                          "trial_id", "status"} | set(skip)
+    candidates = [c for c in fr if c not in named and "seed" not in c.lower()
+                  and "replicate" not in c.lower() and tables.plausible_config(fr, c)]
+    if not candidates:
+        return
+    lrs, bs = fr[lr], fr[batch]
+    for key, idx in tables.groups(fr, rows, axes):
+        for col in candidates:
+            vals = tables.hashable(fr[col][idx])
+            distinct = sorted(set(vals), key=lambda v: (v is None, str(v) if v is None or
+                                                          isinstance(v, str) else v))
+            if len(distinct) < 2:
+                continue
+            own = [idx[[v == d for v in vals]] for d in distinct]
+            if all(np.unique(lrs[o]).size >= 2 and np.unique(bs[o]).size >= 2 for o in own):
+                where = tables.label(axes, key) if axes else "the one cell"
+                shown = ", ".join(tables.label_value(v) for v in distinct[:4])
+                more = ", ..." if len(distinct) > 4 else ""
+                raise AnalysisError(
+                    f"rows of the cell {where} differ in {col} ({shown}{more}), each value with "
+                    f"its own ({lr}, {batch}) grid: they are different models, and one optimum "
+                    f"over them would mix them. Pass --scale {','.join((col,) + tuple(scale))} "
+                    f"(a cell per {col}; the laws in each scale column alone are printed too), "
+                    f"--by {col}, or --where {col}=VALUE")
 
 
 _WORD = {tobit.OBSERVED: "", tobit.BELOW: "low", tobit.ABOVE: "high", tobit.EXCLUDED: "none"}
@@ -258,7 +310,8 @@ def _law(target, which, grid, est, reps, res, scale, axes, level, notes) -> Scal
     if obs.sum() <= p:
         notes.append(f"{target}: {int(obs.sum())} cells with an interior optimum cannot fit "
                      f"{p} parameters")
-        return ScaleLaw(target=target, formula=formula, names=tuple(names), params=nan,
+        return ScaleLaw(target=target, scale=tuple(scale), formula=formula, names=tuple(names),
+                        params=nan,
                         ci_low=nan, ci_high=nan, level=level, interval="none",
                         not_estimated=missing, **counts)
     sigma = _sigma(X, y, obs)
@@ -283,7 +336,7 @@ def _law(target, which, grid, est, reps, res, scale, axes, level, notes) -> Scal
     k[0] = np.exp(beta[0])
     lo, hi = beta - half, beta + half
     lo[0], hi[0] = np.exp(lo[0]), np.exp(hi[0])
-    return ScaleLaw(target=target, formula=formula, names=tuple(names),
+    return ScaleLaw(target=target, scale=tuple(scale), formula=formula, names=tuple(names),
                     params=tuple(float(v) for v in k), ci_low=tuple(float(v) for v in lo),
                     ci_high=tuple(float(v) for v in hi), level=level, interval=interval,
                     n_boot_failed=failed, not_estimated=missing, **counts)

@@ -60,23 +60,28 @@ class Grid:
         ref = cl.weighted_means(cm.y, weights)
         if self.validation:  # both measure the same networks: the mean halves the noise
             ref = 0.5 * (ref + cl.weighted_means(cm.sel, weights))
-        ref = sign * cl.gather(ref, idx)                                  # (R, G, L, K)
-        R, G, L, K = ref.shape
-        k = cl.best_index((sign * sel).reshape(R, G, L * K), True)
-        jl, jk = np.where(k >= 0, k // K, -1), np.where(k >= 0, k % K, -1)
-        u, v = np.log(self.lrs), np.log(self.bs)
-        nb = _neighbours(ref, jl, jk)                                     # (R, G, 3, 3)
-        uu = _take(np.broadcast_to(u[None], (R, G, L)), jl[..., None] + np.arange(-1, 2))
-        vv = _take(np.broadcast_to(v[None], (R, G, K)), jk[..., None] + np.arange(-1, 2))
-        out = {}
-        for which, t, line in (("lr", uu, nb[..., :, 1]), ("b", vv, nb[..., 1, :])):
-            out[which] = _axis(t, line, k >= 0)
-        bowl, ok = _bowl(nb, uu, vv)
-        both = (out["lr"][1] == tobit.OBSERVED) & (out["b"][1] == tobit.OBSERVED) & ok
-        value = {"lr": np.where(both, bowl[..., 0], out["lr"][0]),
-                 "b": np.where(both, bowl[..., 1], out["b"][0])}
-        return Estimates(value=value, side={w: out[w][1] for w in out},
-                         bound={w: out[w][2] for w in out}, best_lr=jl, best_b=jk)
+        return refine(sign * sel, sign * cl.gather(ref, idx), np.log(self.lrs), np.log(self.bs))
+
+
+def refine(sel: np.ndarray, ref: np.ndarray, u: np.ndarray, v: np.ndarray) -> Estimates:
+    """Grid optimum of ``sel`` and its refinement on ``ref`` (both ``(R, G, L, K)``, larger is
+    better, NaN where absent) over log learning rates ``u`` ``(G, L)`` and log batch sizes ``v``
+    ``(G, K)``: the bowl through the 3 x 3 neighbourhood, or per axis the parabola vertex."""
+    R, G, L, K = ref.shape
+    k = cl.best_index(sel.reshape(R, G, L * K), True)
+    jl, jk = np.where(k >= 0, k // K, -1), np.where(k >= 0, k % K, -1)
+    nb = _neighbours(ref, jl, jk)                                         # (R, G, 3, 3)
+    uu = _take(np.broadcast_to(u[None], (R, G, L)), jl[..., None] + np.arange(-1, 2))
+    vv = _take(np.broadcast_to(v[None], (R, G, K)), jk[..., None] + np.arange(-1, 2))
+    out = {}
+    for which, t, line in (("lr", uu, nb[..., :, 1]), ("b", vv, nb[..., 1, :])):
+        out[which] = _axis(t, line, k >= 0)
+    bowl, ok = _bowl(nb, uu, vv)
+    both = (out["lr"][1] == tobit.OBSERVED) & (out["b"][1] == tobit.OBSERVED) & ok
+    value = {"lr": np.where(both, bowl[..., 0], out["lr"][0]),
+             "b": np.where(both, bowl[..., 1], out["b"][0])}
+    return Estimates(value=value, side={w: out[w][1] for w in out},
+                     bound={w: out[w][2] for w in out}, best_lr=jl, best_b=jk)
 
 
 def grid_optima(cm, maximize: bool, validation: bool, fr: dict | None = None) -> Grid:
