@@ -2,7 +2,8 @@
 
 A user mistake (bad config, missing store, bad SQL) prints one line
 ``error: ...`` and exits with code 2; a storage outage that outlasts the retry
-bound prints one line and exits 3. Ray and torch are imported only by the
+bound prints one line and exits 3; a failure of Ray itself under a sweep (a dead
+raylet or GCS, a vanished session folder) prints one line and exits 4. Ray and torch are imported only by the
 commands that need them, so ``scaling query`` starts fast.
 """
 
@@ -283,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     import cluster.launch.netns as netns
+    from cluster.launch.health import EXIT_CODE as RAY_FAILED, ClusterFailure
 
     words = list(sys.argv[1:]) if argv is None else argv
     sweep = words[:1] == ["sweep"]
@@ -309,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except ClusterFailure as e:  # Ray itself broke under the sweep: no trial was marked failed
+        print(f"error: {e}", file=sys.stderr)
+        return RAY_FAILED
     except BrokenPipeError:
         return 0
 

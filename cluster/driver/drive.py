@@ -6,8 +6,10 @@ at a time, so the driver holds only the units of one chunk and those in flight (
 commit event). A unit whose task failed on every attempt is settled from the store (its own
 commit events, merged parts: what it committed before failing counts), a failed pack is split
 into single trials, and a single trial that still fails is committed as ``failed``. A storage
-error a worker could not ride out stops the sweep (:class:`~scaling.errors.StorageError`, exit 3)
-and is never a trial's ``failed`` row. Every ``compact_every`` new parts, a background thread
+error a worker could not ride out stops the sweep (:class:`~scaling.errors.StorageError`, exit 3),
+and so does a failure of Ray itself (a dead raylet or GCS, a vanished session folder, a cluster
+that cannot run a no-op task: :mod:`cluster.launch.health`, exit 4); neither is ever a trial's
+``failed`` row. Every ``compact_every`` new parts, a background thread
 compacts the sweep (:mod:`scaling.store.compaction`). With ``progress``, the workers report the
 steps their units have done as they train (:mod:`cluster.driver.progress`), so the line moves
 inside packs.
@@ -29,9 +31,13 @@ from scaling.training.loop import failed_row
 
 
 def drive(cfg, expansion, store, counts: dict, *, progress: bool, engine: str, settled, log,
-          capacity: int, task, ddp, threads: int, device: str, compact_every: int) -> None:
-    """Run every pending trial of ``expansion`` on Ray (see the module docstring)."""
+          capacity: int, task, ddp, threads: int, device: str, compact_every: int, health=None) -> None:
+    """Run every pending trial of ``expansion`` on Ray (see the module docstring). ``health``
+    (:class:`cluster.launch.health.Health`) is checked as the loop goes and before any trial is
+    stored as ``failed``: a broken Ray stops the sweep (ClusterFailure), it fails no trial."""
     import ray
+
+    from cluster.launch.health import failure
 
     from cluster.driver.planner import Unit
 
@@ -71,6 +77,9 @@ def drive(cfg, expansion, store, counts: dict, *, progress: bool, engine: str, s
                 try:
                     summaries = ray.get(ref)
                 except ray.exceptions.RayError as e:
+                    if health is not None and (reason := health.check(force=True) if isinstance(
+                            e, ray.exceptions.RayTaskError) else health.probe()):
+                        raise failure(reason) from None
                     again = _settle_failed(cfg, store, unit, e, settled, finish, compactor, log)
                     requeue.extend(Unit(trials, "single") for trials in again)
                     bar.finish_steps(_steps(unit.trials) - sum(_steps(trials) for trials in again), key)
@@ -83,6 +92,8 @@ def drive(cfg, expansion, store, counts: dict, *, progress: bool, engine: str, s
                 compactor.add(2 * len({s["part"] for s in summaries if s.get("part")}))
                 if broken:
                     raise StorageError(broken[0])
+            if health is not None and (reason := health.check()):
+                raise failure(reason)
             submit()
             if steps is not None:
                 bar.live_steps(steps.poll([key for _, key in inflight.values()]))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import cluster.launch.localray as localray
 from cluster.launch.connect import connect
+from cluster.launch.health import Health, failure
 from cluster.worker.units import execute_ddp, execute_unit
 from scaling.config.sweep import MAX_TRIALS, SweepConfig
 from scaling.errors import ConfigError, StorageError, UserError
@@ -197,6 +198,12 @@ def _drive(cfg: SweepConfig, expansion, store: Store, counts: dict, progress: bo
         name="scaling-trial")
     ddp = ray.remote(execute_ddp).options(num_cpus=0, max_retries=cfg.retries, retry_exceptions=True,
                                           name="scaling-ddp-trial")
-    drive(cfg, expansion, store, counts, progress=progress, engine=engine, settled=settled, log=log,
-          capacity=capacity, task=task, ddp=ddp, threads=max(1, int(res.cpu)), device=device,
-          compact_every=compact_every)
+    health = Health()
+    try:
+        drive(cfg, expansion, store, counts, progress=progress, engine=engine, settled=settled, log=log,
+              capacity=capacity, task=task, ddp=ddp, threads=max(1, int(res.cpu)), device=device,
+              compact_every=compact_every, health=health)
+    except (ray.exceptions.RayError, ConnectionError, RuntimeError) as e:  # e.g. in the warm-up
+        if reason := health.check(force=True):
+            raise failure(reason) from e
+        raise
