@@ -44,3 +44,11 @@ def test_fit_joint_drops_zero_and_negative_losses_and_still_recovers_the_law(tmp
     assert "row 4 (n_params=1000000, n_train=3000000000, test_loss=0)" in warn
     assert "row 10 (" in warn and "test_loss=-0.1" in warn
     assert abs(data["params"]["alpha"]["value"] - 0.34) < 1e-3
+
+
+def test_a_metric_that_is_never_positive_is_one_line_saying_why(tmp_path, capsys):
+    path = tmp_path / "gap.csv"
+    path.write_text("n_train,gapx\n" + "".join(f"{n},{-1 / n}\n" for n in (100, 200, 400, 800)))
+    assert run("fit", path, "--x", "n_train", "--metric", "gapx") == 2
+    err = capsys.readouterr().err.strip()
+    assert "'nonpositive': 4" in err and "needs gapx > 0" in err and "\n" not in err

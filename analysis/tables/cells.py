@@ -104,8 +104,10 @@ def prepare(trials: pa.Table, metric: str, *, where: dict | None = None,
         notes.append(f"{n_big} trial(s) with {batch} > n_train are left out and their cells "
                      "flagged: a batch cannot hold more examples than the training set")
     if not (ok & mask).any():
+        hint = (f"; a log-scale fit needs {metric} > 0 (is it a quantity that can be <= 0, such "
+                "as a gap?)") if (outcome[mask] == "nonpositive").any() else ""
         raise AnalysisError(f"no usable trials for {metric!r}: outcomes "
-                            f"{tables.count_by(outcome[mask])}")
+                            f"{tables.count_by(outcome[mask])}{hint}")
     sel, sel_name = selection_values(fr, metric, ok & mask)
     return Prepared(fr=fr, mask=mask, y=y, ok=ok, outcome=outcome, sel=sel, sel_name=sel_name,
                     notes=tuple(notes), n_duplicates=dups, n_big_batch=n_big)
