@@ -1,0 +1,216 @@
+"""What each panel of a sweep's page shows, as JSON-ready dicts, computed from a
+:class:`~analysis.serve.store.Source` and cached per sweep version.
+
+The laws come from the functions ``scaling fit`` and ``scaling bopt`` call, with their
+defaults (:data:`FIT_OPTIONS`), and the text beside each figure is the text those commands
+print (:func:`analysis.report.fit_text.curve_lines`, :func:`analysis.report.rule_text.bopt_lines`):
+one code path, so the page and the terminal never disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+
+import analysis.serve.figures as figs
+from analysis import tables
+from analysis.errors import AnalysisError
+
+FIT_OPTIONS = {"n_boot": 1000, "level": 0.95, "seed": 0}
+"""The bootstrap of ``scaling fit`` and ``scaling bopt`` when no flag is given."""
+TABLE_LIMIT = 20000
+"""Rows of the trial table sent to the browser (the newest first past this)."""
+TABLE_EXTRA = ("steps", "examples_seen", "wall_s")
+MAX_LINES = 60
+"""Training curves drawn at once (evenly spread along the colour axis past this)."""
+
+
+def _plain(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    return v if v is None or isinstance(v, (int, str, bool)) else str(v)
+
+
+def _axes(fr) -> list[str]:
+    """The sweep's axes that vary, the replicate last."""
+    rep = fr.replicate
+    out = [a for a in fr.axes if a != rep and a in fr and len(set(map(str, fr[a]))) > 1]
+    return out + ([rep] if rep in fr and len(set(map(str, fr[rep]))) > 1 else [])
+
+
+def _metric(trials, metric: str | None) -> str:
+    return metric or tables.headline_metric(trials)
+
+
+def _times(col) -> np.ndarray:
+    a = col.to_numpy(zero_copy_only=False) if hasattr(col, "to_numpy") else np.asarray(col)
+    return np.asarray(a, dtype="datetime64[ms]")
+
+
+def meta(src, sweep: str) -> dict:
+    """The sweep's version, axes (with their values), metrics and headline metric."""
+    def compute(trials, curves):
+        fr = tables.frame(trials)
+        axes = _axes(fr)
+        values = {a: sorted({_plain(v) for v in fr[a]}, key=lambda v: (isinstance(v, str), v))
+                  for a in axes}
+        metrics = [m for m in ("error", "test_loss", "test_acc", "val_loss", "val_acc", "train_loss")
+                   if m == "error" and "test_acc" in fr or m in fr]
+        cmetrics = [m for m in ("test_loss", "test_acc", "val_loss", "val_acc", "train_loss")
+                    if curves is not None and m in curves.column_names]
+        return {"axes": axes, "values": values, "metrics": metrics, "headline": _metric(trials, None),
+                "curve_metrics": cmetrics}
+    return src.result(sweep, "meta", compute)
+
+
+def progress(src, sweep: str) -> dict:
+    """Counts by status, throughput, the cumulative figure and the failures with their errors."""
+    def compute(trials, _curves):
+        fr = tables.frame(trials)
+        status = tables.status(fr)
+        counts = tables.count_by(status)
+        out = {"trials": int(status.size), "counts": {str(k): int(v) for k, v in counts.items()}}
+        if "end_time" in trials.column_names:
+            end = _times(trials.column("end_time"))
+            start = _times(trials.column("start_time")) if "start_time" in trials.column_names else end
+            ok = ~np.isnat(end)
+            if ok.any():
+                t0 = np.nanmin(start[~np.isnat(start)]) if (~np.isnat(start)).any() else end[ok].min()
+                span = float((end[ok].max() - t0) / np.timedelta64(1, "ms")) / 1e3
+                out["first"], out["last"] = str(t0), str(end[ok].max())
+                out["span_s"] = span
+                out["trials_per_s"] = float(ok.sum() / span) if span > 0 else None
+                steps = fr.get("steps")
+                out["steps_per_s"] = float(np.nansum(steps[ok]) / span) \
+                    if steps is not None and span > 0 else None
+                out["figure"] = figs.progress(end[ok], status[ok])
+        bad = np.flatnonzero(status != "ok")
+        axes = _axes(fr)
+        out["failures"] = [{"trial_id": str(fr["trial_id"][i]), "status": str(status[i]),
+                            "config": ", ".join(f"{a}={tables.label_value(fr[a][i])}" for a in axes),
+                            "error": str(fr["error"][i] or "") if "error" in fr else ""}
+                           for i in bad[:200]]
+        out["n_failures"] = int(bad.size)
+        return out
+    return src.result(sweep, "progress", compute)
+
+
+def table(src, sweep: str, metric: str | None = None) -> dict:
+    """The trial table: id, status, the axes, the metric and a few results, one row per trial."""
+    def compute(trials, _curves):
+        fr = tables.frame(trials)
+        m = _metric(trials, metric)
+        axes = _axes(fr)
+        values = tables.metric(fr, m)
+        cols = ["trial_id", "status"] + axes + [m] + [c for c in TABLE_EXTRA if c in fr]
+        n = tables.n_rows(fr)
+        idx = np.arange(n)
+        if n > TABLE_LIMIT and "end_time" in trials.column_names:
+            idx = np.argsort(_times(trials.column("end_time")))[::-1][:TABLE_LIMIT]
+        status = tables.status(fr)
+        arrays = [fr["trial_id"], status] + [fr[a] for a in axes] + [values] + \
+            [fr[c] for c in TABLE_EXTRA if c in fr]
+        rows = [[_plain(a[i]) for a in arrays] for i in idx]
+        return {"columns": cols, "rows": rows, "total": n, "metric": m}
+    return src.result(sweep, ("table", metric), compute)
+
+
+def parcoords(src, sweep: str, metric: str | None = None) -> dict:
+    def compute(trials, _curves):
+        fr = tables.frame(trials)
+        m = _metric(trials, metric)
+        axes = [a for a in _axes(fr) if a != fr.replicate]
+        return figs.parcoords(fr, axes, m, tables.metric(fr, m), fr["trial_id"])
+    return src.result(sweep, ("parcoords", metric), compute)
+
+
+def curves(src, sweep: str, where: str, metric: str | None = None) -> dict:
+    """Training curves of the trials ``where`` selects (``COL=VALUE`` pairs or an SQL expression,
+    as ``scaling report --curves``), coloured by the axis that varies among them."""
+    from analysis.report.training import group
+
+    def compute(trials, curves_table):
+        m = metric or _curve_metric(trials, curves_table)
+        text = where.strip() or "status IS NOT NULL"
+        tc = group(trials, curves_table, text, m)
+        if not where.strip():
+            tc = dataclasses.replace(tc, title=f"{m} while training: every configuration")
+        notes = list(tc.notes)
+        if len(tc.lines) > MAX_LINES:
+            notes.append(f"showing {MAX_LINES} of {len(tc.lines)} configurations (every "
+                         f"{len(tc.lines) / MAX_LINES:.1f}th by {tc.axis}); choose axis values to see "
+                         "the others")
+            keep = np.unique(np.linspace(0, len(tc.lines) - 1, MAX_LINES).round().astype(int))
+            tc = dataclasses.replace(tc, lines=tuple(tc.lines[i] for i in keep))
+        return {"figure": figs.training(tc), "notes": notes, "lines": len(tc.lines)}
+    return src.result(sweep, ("curves", where, metric), compute)
+
+
+def _curve_metric(trials, curves) -> str:
+    m = tables.headline_metric(trials)
+    if curves is not None and m == "error" and "test_acc" in curves.column_names:
+        return "error"
+    return m if curves is not None and m in curves.column_names else "test_loss"
+
+
+def laws(src, sweep: str, x: str = "n_train", metric: str | None = None) -> dict:
+    """The learning-curve frontier with its law, and B_opt with the rule: figure and the text the
+    commands print, each or the reason it is not available yet."""
+    return {"learning_curve": _law(src, sweep, ("fit", x, metric), lambda t, c: _fit(t, x, metric)),
+            "bopt": _law(src, sweep, ("bopt", metric), lambda t, c: _bopt(t, metric))}
+
+
+def _law(src, sweep, key, compute) -> dict:
+    try:
+        return src.result(sweep, key, compute)
+    except AnalysisError as e:
+        return {"error": str(e)}
+
+
+def _fit(trials, x, metric) -> dict:
+    from analysis.fit.curves import fit_learning_curves
+    from analysis.fit.forms.on_curves import add_forms
+    from analysis.report.fit_text import curve_lines
+
+    m = _metric(trials, metric)
+    curves = fit_learning_curves(trials, x=x, metric=m, **FIT_OPTIONS)
+    curves = add_forms(curves, **FIT_OPTIONS)  # the extrapolation check `scaling fit` prints
+    fitted = [c for c in curves if c.x]
+    if not fitted:
+        raise AnalysisError(curves[0].message if curves else "no learning curve")
+    return {"figure": figs.learning_curve(fitted[0]), "text": curve_lines(curves),
+            "fitted": fitted[0].fit is not None}
+
+
+def _bopt(trials, metric) -> dict:
+    from analysis.report.rule_text import bopt_lines
+    from analysis.rules.bopt import find_bopt
+
+    m = _metric(trials, metric)
+    result = find_bopt(trials, metric=m, **FIT_OPTIONS)
+    verdict = result.rule.verdict.label if result.rule is not None else "not checked"
+    return {"figure": figs.bopt(result), "text": bopt_lines(result), "verdict": verdict}
+
+
+def trial(src, sweep: str, trial_id: str) -> dict:
+    """One trial's stored row (its config as JSON) and its curve."""
+    def compute(trials, curves_table):
+        fr = tables.frame(trials)
+        hits = np.flatnonzero(np.array([str(t) == trial_id for t in fr["trial_id"]]))
+        if not hits.size:
+            raise AnalysisError(f"no trial {trial_id!r} in sweep {sweep!r}")
+        i = int(hits[0])
+        row = {k: _plain(fr[k][i]) for k in fr if k != "config"}
+        config = None
+        if "config" in trials.column_names:
+            text = trials.column("config")[i].as_py()
+            try:
+                config = json.loads(text) if text else None
+            except ValueError:
+                config = text
+        return {"row": row, "config": config}
+    return src.result(sweep, ("trial", trial_id), compute)

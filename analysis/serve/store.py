@@ -1,0 +1,186 @@
+"""What the dashboard reads from a results store: its sweeps, a cheap version of each sweep, and
+each sweep's tables and computed results, cached per version.
+
+A sweep's *version* is a digest of its part files' names, sizes and modification times
+(``trials/`` and ``curves/``; hidden temporary files left out). Listing two folders costs a
+few milliseconds however many trials the parts hold, so a page polls it every few seconds
+and asks for data only when it changed. Everything computed from a sweep (its tables, the
+learning-curve fit, B_opt, the figures) is cached under the version it was read at, so a
+refresh after nothing changed recomputes nothing, and a refresh after one new part refits
+each law once. The version is taken *before* the tables are read: a part committed during
+the read makes the next poll see a change, never a stale cache that claims to be current.
+
+The tables are read by :func:`analysis.tables.load_sweep`, the reader of every analysis
+command (the store's views, their rule of which run is kept, skipped corrupt parts); this
+module only lists folders, with the same ``pyarrow.fs`` filesystems the store uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from analysis.errors import AnalysisError
+
+MARKERS = ("_sweep.json", "sweep.yaml")
+"""A folder holding one of these is a sweep (as :meth:`scaling.store.writer.Store.is_sweep`)."""
+TABLES = ("trials", "curves")
+
+
+def _filesystem(root: str) -> tuple[pafs.FileSystem, str, str]:
+    """(filesystem, base path, query string) of a local path or store URI."""
+    root = str(root)
+    if "://" not in root:
+        return pafs.LocalFileSystem(), os.path.abspath(root), ""
+    query = root.partition("?")[2]
+    try:
+        fs, path = pafs.FileSystem.from_uri(root)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise AnalysisError(f"cannot open the store {root!r}: {str(e).splitlines()[0]}") from None
+    return fs, path.rstrip("/"), query
+
+
+@dataclass
+class Version:
+    """A sweep's parts at one moment."""
+
+    digest: str
+    """Changes whenever a part is added, removed or rewritten."""
+    trial_parts: int
+    curve_parts: int
+
+
+@dataclass
+class _Entry:
+    version: str = ""
+    tables: tuple | None = None
+    error: str = ""
+    results: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Source:
+    """A results root (a store of sweeps, or one sweep folder) and the cache of its sweeps."""
+
+    def __init__(self, root: str):
+        self.root = str(root)
+        self.fs, self.base, self._query = _filesystem(self.root)
+        info = self.fs.get_file_info(self.base)
+        if info.type == pafs.FileType.NotFound:
+            raise AnalysisError(f"no results directory at {self.root!r}; "
+                                "pass the --results folder of a sweep")
+        if info.type != pafs.FileType.Directory:
+            raise AnalysisError(f"{self.root!r} is not a directory; pass the --results folder of a sweep")
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self.loads = 0
+        """How many times a sweep's tables were read (tests and the benchmark count them)."""
+
+    # ---- listing ------------------------------------------------------------------------
+
+    def _path(self, sweep: str, *rest: str) -> str:
+        return "/".join([self.base] + ([sweep] if sweep else []) + list(rest))
+
+    def _is_sweep(self, sweep: str) -> bool:
+        infos = self.fs.get_file_info([self._path(sweep, m) for m in MARKERS])
+        return any(i.type == pafs.FileType.File for i in infos)
+
+    def sweeps(self) -> list[str]:
+        """Sweep names under the root, sorted; ``[""]`` when the root is itself a sweep folder."""
+        if self._is_sweep(""):
+            return [""]
+        entries = self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True))
+        names = sorted(e.base_name for e in entries if e.type == pafs.FileType.Directory
+                       and not e.base_name.startswith((".", "_")))
+        return [n for n in names if self._is_sweep(n)]
+
+    def check(self, sweep: str) -> str:
+        """``sweep`` if it is one of :meth:`sweeps`, else :class:`AnalysisError` listing them."""
+        known = self.sweeps()
+        if sweep not in known:
+            raise AnalysisError(f"no sweep {sweep!r} here; the sweeps are: "
+                                f"{', '.join(repr(s) for s in known) or 'none'}")
+        return sweep
+
+    def version(self, sweep: str) -> Version:
+        """The sweep's :class:`Version`: one listing of its two part folders."""
+        h = hashlib.sha1()
+        counts = []
+        for table in TABLES:
+            sel = pafs.FileSelector(self._path(sweep, table), allow_not_found=True)
+            parts = sorted((e.base_name, e.size or 0, e.mtime_ns or 0)
+                           for e in self.fs.get_file_info(sel)
+                           if e.type == pafs.FileType.File and e.base_name.endswith(".parquet")
+                           and not e.base_name.startswith((".", "_")))
+            for name, size, mtime in parts:
+                h.update(f"{table}/{name}:{size}:{mtime}\n".encode())
+            counts.append(len(parts))
+        return Version(h.hexdigest()[:16], *counts)
+
+    # ---- reading and caching -------------------------------------------------------------
+
+    def location(self, sweep: str) -> str:
+        """What :func:`analysis.tables.load_sweep` is given for one sweep: its folder (a URI keeps
+        its scheme and query)."""
+        if "://" not in self.root:
+            return self._path(sweep)
+        uri, _, query = self.root.partition("?")
+        path = uri.rstrip("/") + (f"/{sweep}" if sweep else "")
+        return path + (f"?{query}" if query else "")
+
+    def _entry(self, sweep: str) -> _Entry:
+        with self._lock:
+            return self._entries.setdefault(sweep, _Entry())
+
+    def tables(self, sweep: str) -> tuple[str, pa.Table | None, pa.Table | None, str]:
+        """(version, trials, curves, why there are none) of a sweep, read again only when its
+        version changed. A sweep with no committed trial yet gives ``None`` tables and the reason."""
+        from analysis.tables import load_sweep
+
+        entry = self._entry(sweep)
+        with entry.lock:
+            version = self.version(sweep)
+            if version.digest != entry.version or (entry.tables is None and not entry.error):
+                entry.results = {}
+                entry.version = version.digest
+                entry.tables, entry.error = None, ""
+                if version.trial_parts == 0:
+                    entry.error = "no trial has finished yet"
+                else:
+                    try:
+                        entry.tables = load_sweep(self.location(sweep))
+                        self.loads += 1
+                    except AnalysisError as e:
+                        entry.error = str(e)
+            trials, curves = entry.tables if entry.tables is not None else (None, None)
+            return entry.version, trials, curves, entry.error
+
+    def result(self, sweep: str, key, compute):
+        """``compute(trials, curves)`` for the sweep's current version, cached under ``key``.
+
+        An :class:`AnalysisError` is cached too (degenerate data stay degenerate until a new
+        part arrives) and raised again.
+        """
+        version, trials, curves, error = self.tables(sweep)
+        entry = self._entry(sweep)
+        with entry.lock:
+            if entry.version == version and key in entry.results:
+                value = entry.results[key]
+            else:
+                if trials is None:
+                    value = AnalysisError(error)
+                else:
+                    try:
+                        value = compute(trials, curves)
+                    except AnalysisError as e:
+                        value = e
+                if entry.version == version:
+                    entry.results[key] = value
+        if isinstance(value, AnalysisError):
+            raise value
+        return value

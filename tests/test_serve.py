@@ -1,0 +1,313 @@
+"""scaling serve: the token, the loopback bind, escaping, the cache per store version, and (slow)
+the page in a real headless Chromium following a real local sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from analysis.serve import make_server, serve_in_thread
+from scaling.store.writer import Store
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def _trial(i: int, *, lr: float, n_train: int, batch: int, seed: int, status="ok", error=None,
+           run: str = "r0") -> dict:
+    """A stored trial (trials row and curve rows) whose error falls as a power law of n_train."""
+    end = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=10 * i)
+    err = 0.5 * (n_train / 100) ** -0.5 * (1 + 0.3 * abs(np.log(batch / 32))) + 0.01 * seed
+    steps = 4 * n_train // batch
+    row = {"trial_id": f"{i:016x}", "run_id": f"{run}{i:06d}", "status": status, "error": error,
+           "task": "digits", "model": "mlp", "n_train": n_train, "batch_size": batch, "lr": lr,
+           "momentum": 0.0, "optimizer": "sgd", "seed": seed, "steps": steps,
+           "examples_seen": steps * batch, "test_acc": 1 - err, "test_loss": err * 3,
+           "train_loss": err * 2, "val_loss": err * 3, "val_acc": 1 - err, "wall_s": 1.0,
+           "start_time": end - timedelta(seconds=5), "end_time": end, "code_version": "1",
+           "data_version": "1", "config": json.dumps({"lr": lr, "note": HOSTILE})}
+    curves = [{"step": s, "examples_seen": s * batch, "test_loss": err * 3 * (1 + 2 / (1 + s)),
+               "test_acc": 1 - err * (1 + 2 / (1 + s)), "train_loss": err * 2}
+              for s in range(0, steps + 1, max(steps // 4, 1))]
+    return {"trial": row, "curves": curves}
+
+
+def _store(root, sweep: str = "grid", lrs=(0.1,), first: int = 0) -> Store:
+    """A real store (the writer's commits): n_train x batch x seed at each of ``lrs``, with trial
+    ids from ``first`` on; one trial fails."""
+    store = Store(str(root))
+    i = first
+    for lr in lrs:
+        for n in (100, 200, 400, 800):
+            for b in (8, 32, 128):
+                for seed in (0, 1):
+                    i += 1
+                    bad = lr == 0.1 and n == 800 and b == 128 and seed == 1
+                    store.write_result(sweep, _trial(i, lr=lr, n_train=n,
+                                                     batch=b, seed=seed,
+                                                     status="failed" if bad else "ok",
+                                                     error=f"boom {HOSTILE}" if bad else None))
+    return store
+
+
+@pytest.fixture
+def server(tmp_path):
+    _store(tmp_path / "results")
+    srv = make_server(str(tmp_path / "results"), port=0)
+    serve_in_thread(srv)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _get(url: str, method: str = "GET", headers=None):
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), dict(e.headers)
+
+
+def _base(srv) -> str:
+    return srv.url.split("/?")[0]
+
+
+def test_every_request_needs_the_token_and_nothing_is_writable(server):
+    base, token = _base(server), server.token
+    paths = ["/", "/sweep?name=grid", "/static/plotly.min.js", "/static/app.js",
+             "/api/sweeps", "/api/version?sweep=grid", "/api/table?sweep=grid", "/nowhere"]
+    for path in paths:
+        sep = "&" if "?" in path else "?"
+        assert _get(base + path)[0] == 403, path
+        assert _get(f"{base}{path}{sep}token={token[:-1]}x")[0] == 403, path
+        assert _get(base + path, headers={"X-Scaling-Token": token + "x"})[0] == 403, path
+    status, body, headers = _get(server.url)
+    assert status == 200 and "grid" in body
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert headers["Referrer-Policy"] == "no-referrer" and headers["Cache-Control"] == "no-store"
+    status, js, _ = _get(f"{base}/static/plotly.min.js?token={token}")
+    assert status == 200 and len(js) > 1_000_000, "plotly.js comes from the installed package"
+    assert _get(f"{base}/api/sweeps", headers={"X-Scaling-Token": token})[0] == 200
+    for method in ("POST", "PUT", "DELETE"):
+        assert _get(f"{base}/api/sweeps?token={token}", method=method)[0] == 405
+
+
+def test_store_values_are_escaped_and_sql_filters_are_sandboxed(server, tmp_path):
+    base, token = _base(server), server.token
+    status, body, _ = _get(f"{base}/api/progress?sweep=grid&token={token}")
+    assert status == 200
+    progress = json.loads(body)
+    assert progress["trials"] == 24 and progress["counts"] == {"ok": 23, "failed": 1}
+    assert progress["failures"][0]["error"] == f"boom {HOSTILE}"  # JSON, shown with textContent
+    status, body, _ = _get(f"{base}/api/trial?sweep=grid&id={1:016x}&token={token}")
+    assert json.loads(body)["config"]["note"] == HOSTILE
+    # a sweep named like markup is escaped in the page that lists it
+    Store(str(tmp_path / "results")).ensure_sweep("a&b<i>")
+    _, index, _ = _get(server.url)
+    assert "a&amp;b&lt;i&gt;" in index and "<i>" not in index
+    # the training-curve filter runs in the analysis' SQL sandbox: no file access
+    where = urllib.request.quote("read_text('/etc/passwd') IS NOT NULL")
+    status, body, _ = _get(f"{base}/api/curves?sweep=grid&where={where}&token={token}")
+    assert status == 400 and "root:" not in body
+    status, body, _ = _get(f"{base}/api/curves?sweep=grid&where=n_train%3D800&token={token}")
+    curves = json.loads(body)
+    assert status == 200 and curves["lines"] == 3  # the three batch sizes at n_train 800
+    names = [t.get("name", "") for t in curves["figure"]["data"]]
+    assert any("batch_size=128" in n for n in names)
+
+
+def _printed(capsys, *argv) -> str:
+    """What a `scaling` analysis command prints, run in this process."""
+    import argparse
+
+    from analysis.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    capsys.readouterr()
+    assert args.func(args) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_laws_are_what_the_commands_print(server, tmp_path, capsys):
+    base, token = _base(server), server.token
+    laws = json.loads(_get(f"{base}/api/laws?sweep=grid&token={token}")[1])
+    # the page shows what `scaling fit` and `scaling bopt` print, word for word (one code path)
+    for key, command in (("learning_curve", "fit"), ("bopt", "bopt")):
+        assert "error" not in laws[key], laws[key]
+        printed = _printed(capsys, command, str(tmp_path / "results"))
+        assert " ".join("\n".join(laws[key]["text"]).split()) == " ".join(printed.split())
+    assert laws["learning_curve"]["figure"]["data"] and laws["bopt"]["figure"]["data"]
+
+
+def test_a_refresh_reads_again_only_after_a_new_part(server, tmp_path):
+    base, token, src = _base(server), server.token, server.source
+    _get(f"{base}/api/progress?sweep=grid&token={token}")
+    loads = src.loads
+    version = json.loads(_get(f"{base}/api/version?sweep=grid&token={token}")[1])["version"]
+    for what in ("progress", "table", "parcoords", "meta", "progress"):
+        _get(f"{base}/api/{what}?sweep=grid&token={token}")
+    assert src.loads == loads, "nothing changed: nothing read again"
+    _store(tmp_path / "results", lrs=(0.3,), first=100)  # new parts arrive
+    after = json.loads(_get(f"{base}/api/version?sweep=grid&token={token}")[1])
+    assert after["version"] != version and after["trial_parts"] == 48
+    progress = json.loads(_get(f"{base}/api/progress?sweep=grid&token={token}")[1])
+    assert progress["trials"] == 48 and src.loads == loads + 1
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses (hex, as /proc writes them) of sockets listening on ``port``."""
+    found = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(name):
+            continue
+        with open(name) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                addr, state = fields[1], fields[3]
+                if state == "0A" and int(addr.rsplit(":", 1)[1], 16) == port:
+                    found.append(addr.rsplit(":", 1)[0])
+    return found
+
+
+def test_it_listens_on_loopback_only_by_default(server):
+    port = server.server_address[1]
+    addrs = _listening(port)
+    assert addrs == ["0100007F"], addrs  # 127.0.0.1, and nothing on any other address or IPv6
+
+
+def test_cli_mistakes_are_one_line(tmp_path):
+    r = run_cli("serve", str(tmp_path / "missing"))
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: no results directory")
+    assert len(r.stderr.strip().splitlines()) == 1
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        r = run_cli("serve", str(tmp_path), "--port", str(busy.getsockname()[1]))
+    assert r.returncode == 2 and "cannot listen on 127.0.0.1" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+# ---- a real browser on a real sweep -----------------------------------------------------------
+
+SWEEP = """
+name: live
+task: {name: digits}
+model: {name: mlp, width: 16, depth: 1}
+engine: single
+axes:
+  n_train: [60, 120]
+  batch_size: 16
+  lr: LRS
+  momentum: 0.0
+  seed: 0
+budget: {epochs: 3}
+eval: {points: 4}
+resources: {cpu: 1}
+"""
+
+
+def _browser():
+    """A headless Chromium driven by Selenium, or a skip naming what is missing."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
+                                    "(pip install -e .[dev])")
+    from selenium.webdriver.chrome.service import Service
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    if not binary or not driver:
+        pytest.skip("no Chromium and chromedriver on PATH (.ci/run installs Debian's chromium "
+                    "and chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--enable-unsafe-swiftshader", "--window-size=1300,3000"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def _wait(what, check, timeout=120.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_the_page_follows_a_real_sweep_in_a_browser(ray_local, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from cluster.driver.sweep import run_sweep
+    from scaling.config.sweep import config_from_text
+
+    results = str(tmp_path / "results")
+    first = SWEEP.replace("LRS", "[0.1]")
+    run_sweep(config_from_text(first), first, results, progress=False, log=lambda *_: None)
+    srv = make_server(results, port=0, poll_s=0.5)
+    serve_in_thread(srv)
+    browser = _browser()
+    try:
+        t0 = time.monotonic()
+        browser.get(srv.url)
+        browser.find_element(By.LINK_TEXT, "live").click()
+        js = browser.execute_script
+        count = lambda: js("const c = document.getElementById('progress-cards');"
+                           "return c ? Number(c.dataset.trials) : 0")
+        assert _wait("the first trials", lambda: count() == 2)
+        assert _wait("the training curves", lambda: js(
+            "const f = document.getElementById('curves-fig'); return f && Number(f.dataset.lines)")) == 2
+        opened = time.monotonic() - t0
+        # more trials commit while the page is open: a resumed sweep with two more lr values
+        more = SWEEP.replace("LRS", "[0.1, 0.4, 0.8]")
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (run_sweep(config_from_text(more), more, results,
+                                                            progress=False, log=lambda *_: None),
+                                                  done.set()))
+        thread.start()
+        seen = {_wait("a rising count", lambda: count() if count() > 2 else 0, timeout=300)}
+        thread.join(timeout=300)
+        assert done.is_set()
+        assert _wait("every trial", lambda: count() == 6)
+        seen.add(6)
+        assert min(seen) > 2
+        # filter by an axis: lr = 0.8, a value that did not exist when the page opened
+        select = _wait("the lr filter with its new value", lambda: next(
+            (e for e in browser.find_elements(By.CSS_SELECTOR, "select[data-axis='lr']")
+             if "0.8" in [o.get_attribute("value") for o in Select(e).options]), None))
+        Select(select).select_by_value("0.8")
+        legend = lambda: js("const f = document.getElementById('curves-fig');"
+                            "return f && f.data ? f.data.filter(t => t.name).map(t => t.name) : []")
+
+        def lr_filtered():
+            names = legend()
+            return names if len(names) == 2 and not any("lr=" in n for n in names) else None
+
+        names = _wait("the curves of lr=0.8 alone", lr_filtered)
+        assert len(names) == 2  # one line per n_train, lr fixed by the filter
+        rows = js("return document.querySelectorAll('#trial-table tr.row').length")
+        assert rows == 6
+        severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
+        print(f"page live with curves {opened:.1f} s after opening")
+    finally:
+        browser.quit()
+        srv.shutdown()
+        srv.server_close()
