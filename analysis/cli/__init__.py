@@ -23,6 +23,7 @@ from analysis.cli.compute_optimal import ComputeOptimal
 from analysis.cli.fit import Fit
 from analysis.cli.fit_joint import FitJoint
 from analysis.cli.report import Report
+from analysis.cli.serve import Serve
 from analysis.errors import AnalysisError
 
 COMMANDS: dict[str, type[Command]] = {
@@ -32,6 +33,7 @@ COMMANDS: dict[str, type[Command]] = {
     "bcrit": Bcrit,
     "compute-optimal": ComputeOptimal,
     "report": Report,
+    "serve": Serve,
 }
 """Subcommand name -> its command class, in the order ``scaling --help`` lists them."""
 
