@@ -18,14 +18,24 @@ def cmd_status(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from scaling.store.query import format_table, parse_memory, run_query
+    """``scaling query DIR SQL``: the time limit covers running, fetching and printing; the memory
+    limit bounds DuckDB, the fetched result and its text."""
+    import math
+    import sys
+    import time
+
+    from scaling.store.query import memory_bytes, parse_memory, run_query, write_result
     from scaling.store.views import default_memory_limit
 
     if not args.timeout > 0:
-        raise UserError(f"--timeout must be a number of seconds > 0, got {args.timeout:g}")
+        raise UserError(f"--timeout must be a number of seconds > 0 (or inf for no limit), got {args.timeout:g}")
+    timeout = None if math.isinf(args.timeout) else args.timeout
     memory = parse_memory(args.memory) if args.memory else default_memory_limit()
-    print(format_table(run_query(args.results, args.sql, timeout_s=args.timeout, memory_limit=memory),
-                       args.format))
+    limit = memory_bytes(memory)
+    start = time.monotonic()
+    table = run_query(args.results, args.sql, timeout_s=timeout, memory_limit=memory, max_bytes=limit)
+    write_result(table, args.format, sys.stdout, budget=limit - table.nbytes,
+                 deadline=None if timeout is None else start + timeout, timeout_s=timeout)
     return 0
 
 
@@ -87,9 +97,11 @@ def register(subparsers) -> None:
     p.add_argument("sql", help="a SELECT over trials and curves")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="stop a query that runs longer (default: 300)")
+                   help="stop a query that runs longer, fetching and printing included (default: 300; "
+                        "inf: no limit)")
     p.add_argument("--memory", default=None, metavar="SIZE",
-                   help="most memory a query may use, e.g. 8GB (default: half of this machine's)")
+                   help="most memory a query may use, e.g. 8GB, for running it and for its result "
+                        "(default: half of this machine's)")
     p.set_defaults(func=cmd_query)
 
     p = subparsers.add_parser("export", help="write the kept run of every trial (and --curves) to "

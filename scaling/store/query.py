@@ -29,18 +29,20 @@ _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KIB|MIB|GIB|TIB)?\s*", re
 
 
 def run_query(root, sql: str, tables: tuple[pa.Table, pa.Table] | None = None, *,
-              timeout_s: float | None = QUERY_TIMEOUT_S, memory_limit: str | None = None) -> pa.Table:
+              timeout_s: float | None = QUERY_TIMEOUT_S, memory_limit: str | None = None,
+              max_bytes: int | None = None) -> pa.Table:
     """Run ``sql`` over the store at ``root`` (a path, URI or an open :class:`StoreView`) and return
-    the result as an Arrow table. ``tables`` (trials, curves) in memory are queried instead when given."""
+    the result as an Arrow table, fetched within ``timeout_s`` and refused in one line past
+    ``max_bytes``. ``tables`` (trials, curves) in memory are queried instead when given."""
     if tables is not None:
-        return _query_tables(tables, sql, timeout_s, memory_limit or default_memory_limit())
+        return _query_tables(tables, sql, timeout_s, memory_limit or default_memory_limit(), max_bytes)
     if isinstance(root, StoreView):
-        return root.query(sql, timeout_s=timeout_s)
+        return root.query(sql, timeout_s=timeout_s, max_bytes=max_bytes)
     with open_store(root, memory_limit=memory_limit or default_memory_limit()) as view:
-        return view.query(sql, timeout_s=timeout_s)
+        return view.query(sql, timeout_s=timeout_s, max_bytes=max_bytes)
 
 
-def _query_tables(tables, sql: str, timeout_s, memory_limit) -> pa.Table:
+def _query_tables(tables, sql: str, timeout_s, memory_limit, max_bytes=None) -> pa.Table:
     """The same sandbox over two in-memory tables."""
     from scaling.store.views import _with_timeout
 
@@ -61,7 +63,7 @@ def _query_tables(tables, sql: str, timeout_s, memory_limit) -> pa.Table:
         except duckdb.Error as e:
             raise UserError(f"SQL: {_first_line(e)}") from None
         check_columns(rel.columns)
-        return _with_timeout(con, rel, timeout_s, memory_limit)
+        return _with_timeout(con, rel, timeout_s, memory_limit, max_bytes)
     finally:
         con.close()
 
@@ -74,6 +76,16 @@ def _one_select(sql: str) -> str:
     if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
         raise UserError("SQL: only one query (SELECT ...) runs here; the store is read-only")
     return statements[0].query
+
+
+_UNITS = {"KB": 1000, "MB": 1000 ** 2, "GB": 1000 ** 3, "TB": 1000 ** 4,
+          "KIB": 1024, "MIB": 1024 ** 2, "GIB": 1024 ** 3, "TIB": 1024 ** 4}
+
+
+def memory_bytes(size: str) -> int:
+    """Bytes of a size as :func:`parse_memory` writes it (KB = 1000 bytes, KiB = 1024, as DuckDB)."""
+    m = _SIZE.fullmatch(size)
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "GB").upper()])
 
 
 def parse_memory(text: str) -> str:
@@ -111,7 +123,44 @@ def _json_value(v):
     return v
 
 
-def format_table(table: pa.Table, fmt: str = "table", width: int | None = None) -> str:
+CHUNK_ROWS = 10_000
+"""Rows formatted at a time when a result is printed as CSV or JSON lines."""
+CELL_BYTES = 120
+"""What one cell of a text table costs in memory while it is laid out (a Python string and its
+place in a row), besides its text."""
+
+
+def write_result(table: pa.Table, fmt: str, out, *, budget: int | None = None,
+                 deadline: float | None = None, timeout_s: float | None = None) -> None:
+    """Print a query's result to ``out``: CSV and JSON lines a chunk of rows at a time (so their
+    text never all sits in memory); a text table only if laying it out fits in ``budget`` bytes.
+    Past ``deadline`` (``time.monotonic()``), stops with the time-limit error of ``timeout_s``."""
+    import time
+
+    def in_time():
+        if deadline is not None and time.monotonic() > deadline:
+            raise UserError(f"SQL: the query ran past its time limit of {timeout_s:g} s while its result "
+                            "was printed; narrow it, or raise the limit with --timeout")
+
+    if fmt == "table":
+        need = table.num_rows * max(1, table.num_columns) * CELL_BYTES + 4 * table.nbytes  # cells, lines, text
+        if budget is not None and need > budget:
+            raise UserError(f"SQL: the result ({table.num_rows:,} rows) is too large to lay out as a table "
+                            f"within the memory limit (about {need:,} bytes needed); --format csv or json "
+                            "prints it row by row, or narrow it (a LIMIT), or raise --memory")
+        text = format_table(table, fmt)
+        in_time()
+        out.write(text + "\n")
+        return
+    for start in range(0, max(table.num_rows, 1), CHUNK_ROWS):
+        in_time()
+        text = format_table(table.slice(start, CHUNK_ROWS), fmt, header=start == 0)
+        if text:
+            out.write(text + "\n")
+    in_time()
+
+
+def format_table(table: pa.Table, fmt: str = "table", width: int | None = None, header: bool = True) -> str:
     """Render a result as a text table that fits ``width`` columns (default: the terminal's, or
     ``$COLUMNS``; :func:`scaling.textout.table`; numbers rounded to 6 digits but an axis
     column's, such as lr, which names a configuration), CSV (every float
@@ -123,7 +172,8 @@ def format_table(table: pa.Table, fmt: str = "table", width: int | None = None) 
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(cols)
+        if header:
+            writer.writerow(cols)
         writer.writerows([[_cell(r[c], exact=True) for c in cols] for r in rows])
         return buf.getvalue().rstrip("\n")
     from scaling.spec.schema import AXIS_COLUMNS

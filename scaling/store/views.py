@@ -25,6 +25,7 @@ the store, so it is not used.)
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -277,9 +278,9 @@ class StoreView:
                 warnings.warn(one_line(f"skipping unreadable part {path}: {message.splitlines()[0]}"), stacklevel=4)
         return True
 
-    def query(self, sql: str, *, timeout_s: float | None = QUERY_TIMEOUT_S) -> pa.Table:
+    def query(self, sql: str, *, timeout_s: float | None = QUERY_TIMEOUT_S, max_bytes: int | None = None) -> pa.Table:
         """Run the user's SQL: one SELECT over ``trials`` and ``curves``, within ``timeout_s`` and the
-        view's memory limit; a mistake is a one-line UserError."""
+        view's memory limit, its result at most ``max_bytes``; a mistake is a one-line UserError."""
         try:
             statements = duckdb.extract_statements(sql)
         except duckdb.Error as e:
@@ -300,7 +301,7 @@ class StoreView:
             if rel is None:
                 raise UserError("SQL: the statement returned no rows; only queries (SELECT ...) print results")
             check_columns(rel.columns)
-            return _with_timeout(con, rel, timeout_s, self.memory_limit)
+            return _with_timeout(con, rel, timeout_s, self.memory_limit, max_bytes)
 
         return self._retrying(run)
 
@@ -336,10 +337,22 @@ def check_columns(names: list[str]) -> None:
                         f"b.{twice[0]} AS b_{twice[0]} ...")
 
 
-def _with_timeout(con, rel, timeout_s, memory_limit):
+FETCH_ROWS = 2048
+"""Rows per batch a query's result is fetched in: the byte bound is checked after each one."""
+
+
+def _time_error(timeout_s) -> UserError:
+    return UserError(f"SQL: the query ran past its time limit of {timeout_s:g} s; narrow it, or raise "
+                     "the limit with --timeout")
+
+
+def _with_timeout(con, rel, timeout_s, memory_limit, max_bytes: int | None = None):
+    """The result of ``rel`` as an Arrow table, fetched in batches of :data:`FETCH_ROWS` rows within
+    ``timeout_s`` (running and fetching; None or infinity: no limit) and, with ``max_bytes``, refused
+    in one line once the batches fetched so far hold more bytes than that."""
     timer = None
     fired = []
-    if timeout_s:
+    if timeout_s and math.isfinite(timeout_s):
         def stop():
             fired.append(True)
             con.interrupt()
@@ -347,24 +360,50 @@ def _with_timeout(con, rel, timeout_s, memory_limit):
         timer.daemon = True
         timer.start()
     try:
-        return rel.to_arrow_table()
+        reader = rel.to_arrow_reader(FETCH_ROWS)
+        batches, size, rows = [], 0, 0
+        for batch in reader:
+            if fired:
+                raise _time_error(timeout_s)
+            size += batch.get_total_buffer_size()
+            rows += batch.num_rows
+            if max_bytes is not None and size > max_bytes:
+                raise UserError(f"SQL: the result is larger than the memory limit ({memory_limit}): over "
+                                f"{size:,} bytes by row {rows:,}; narrow it (a LIMIT, fewer columns, an "
+                                "aggregate), write it out with scaling export, or raise the limit with --memory")
+            batches.append(batch)
+        return pa.Table.from_batches(batches, schema=reader.schema)
     except duckdb.InterruptException:
-        raise UserError(f"SQL: the query ran past its time limit of {timeout_s:g} s; narrow it, or raise "
-                        "the limit with --timeout") from None
+        raise _time_error(timeout_s) from None
     except duckdb.OutOfMemoryException:
         raise UserError(f"SQL: the query needs more memory than its limit ({memory_limit}); narrow it "
                         "(fewer rows or columns, a LIMIT), or raise the limit with --memory") from None
-    except (duckdb.IOException, duckdb.InvalidInputException):
+    except (duckdb.IOException, duckdb.InvalidInputException) as e:
+        if fired:
+            raise _time_error(timeout_s) from None
+        if "string size" in str(e).lower() or "offset" in str(e).lower():
+            raise _too_big(e) from None
         raise
     except duckdb.Error as e:
         if fired:
-            raise UserError(f"SQL: the query ran past its time limit of {timeout_s:g} s; narrow it, or "
-                            "raise the limit with --timeout") from None
+            raise _time_error(timeout_s) from None
         raise UserError(f"SQL: {_first_line(e)}") from None
+    except (OSError, pa.ArrowException) as e:  # from the Arrow stream: an interrupt, a read error, a batch
+        text = str(e).lower()                   # Arrow cannot hold
+        if fired or "interrupt" in text:
+            raise _time_error(timeout_s) from None
+        if "io error" in text or "no files found" in text or "no such file" in text:
+            raise duckdb.IOException(str(e)) from None  # a part vanished: the caller lists the store again
+        raise _too_big(e) from None
     finally:
         if timer is not None:
             timer.cancel()
             timer.join()  # so the connection is never released from the timer's thread
+
+
+def _too_big(e: Exception) -> UserError:
+    return UserError(f"SQL: the result cannot be held in memory ({_first_line(e)}); narrow it (a LIMIT, "
+                     "shorter strings, fewer columns)")
 
 
 def create_source(con, store, name: str, schema: pa.Schema, files: list, local: bool, part: bool = False) -> None:
