@@ -3,19 +3,34 @@
 A user mistake (bad config, missing store, bad SQL) prints one line
 ``error: ...`` and exits with code 2; a storage outage that outlasts the retry
 bound prints one line and exits 3; a failure of Ray itself under a sweep (a dead
-raylet or GCS, a vanished session folder) prints one line and exits 4. Ray and torch are imported only by the
-commands that need them, so ``scaling query`` starts fast.
+raylet or GCS, a vanished session folder) prints one line and exits 4. Ray and torch
+are imported only by the commands that need them, so ``scaling query`` starts fast.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import signal
 import sys
-import warnings
 
-from scaling.errors import StorageError, UserError
+_early: list[int] = []
+
+
+def _note(signum, frame):
+    _early.append(signum)
+
+
+if sys.argv[1:2] == ["sweep"] and __name__ in ("__main__", "cluster.cli"):
+    # `scaling sweep`: from the first line of ours, SIGTERM/SIGINT are noted, not fatal; main()
+    # hands them to localray.hold_signals, which stops the sweep cleanly (before this line runs,
+    # only Python's own start-up has: site, the venv's .pth files)
+    for _s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(_s, _note)
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import warnings  # noqa: E402
+
+from scaling.errors import StorageError, UserError  # noqa: E402
 
 
 def _warn_one_line(message, category, filename, lineno, file=None, line=None):
@@ -291,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     if sweep:  # SIGTERM/SIGINT from here on stop the sweep cleanly, in one line (never half-way)
         import cluster.launch.localray as localray
 
-        localray.hold_signals()
+        localray.hold_signals(_early[0] if _early else None)
     netns.enter()  # first, while single-threaded: only acts when `scaling sweep` re-ran itself for it
     warnings.showwarning = _warn_one_line
     try:

@@ -66,6 +66,10 @@ def plan(trials: list[dict], *, engine: str, slots: int, memory_bytes: int,
             continue
         backend, reason = choose_backend(members)
         footprint = (footprints or {}).get(key[:2])
+        if backend == "vmap" and footprint is None and (big := too_big_to_measure(members[0])):
+            log(f"engine: {len(members)} trials run single, not packed: {big}")
+            units += [Unit((t,), "single") for t in members]
+            continue
         packs = _split(members, slots, memory_bytes, max_members, footprint)
         units += [Unit(tuple(p), "packed", backend) for p in packs]
         tally = packed.setdefault(backend, [0, 0, reason])
@@ -73,6 +77,37 @@ def plan(trials: list[dict], *, engine: str, slots: int, memory_bytes: int,
     for backend, (n_trials, n_packs, reason) in packed.items():
         log(f"engine: packed, {n_trials} trials in {n_packs} packs; backend {backend}: {reason}")
     return units
+
+
+DRIVER_PARAMS = 1 << 24
+"""The most parameters of a model the planner builds in the driver to measure it (64 MiB in
+float32); a larger one runs one trial per task, where packing gains little anyway."""
+
+
+def too_big_to_measure(trial) -> str | None:
+    """Why ``trial``'s model is too large to build here to size its packs, or None.
+
+    Its parameters are counted on torch's ``meta`` device, which allocates nothing, so a width
+    the validator allows (a transformer of width 65536 has 51 billion parameters) never
+    allocates its model in the driver. None too where the model cannot be built on ``meta``
+    (a plug-in's model may insist on real tensors): it is measured as before."""
+    import torch
+
+    from scaling.spec.schema import as_trial
+    from scaling.tasks.resolve import load_task
+    from scaling.training.models import make_model
+
+    t = as_trial(trial)
+    try:
+        data = load_task(t.task)
+        with torch.device("meta"):
+            n = sum(p.numel() for p in make_model(t.model_spec, data, 0).parameters())
+    except Exception:  # noqa: BLE001 (measured for real, as before)
+        return None
+    if n <= DRIVER_PARAMS:
+        return None
+    return (f"model {t.model!r} of width {t.width} has {n:,} parameters ({4 * n / 2**30:,.1f} GiB in float32), "
+            f"over the {DRIVER_PARAMS:,} a pack is sized for")
 
 
 def _split(members: list[dict], slots: int, memory_bytes: int, max_members: int,

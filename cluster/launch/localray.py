@@ -100,19 +100,21 @@ def pending_signal() -> int | None:
     return _pending
 
 
-def hold_signals() -> None:
+def hold_signals(noted: int | None = None) -> None:
     """The first thing ``scaling sweep`` does: from here SIGTERM and SIGINT never kill it half-way
     (the default SIGTERM, Ray's ``sys.exit``, a KeyboardInterrupt inside an import): they are noted
     and raised as ``Stopped`` once the sweep can stop cleanly (``stop_on_signals``). Unblocks the
     two signals, which ``netns.reexec`` blocks across its ``exec``: one sent in between is delivered
-    here."""
-    global _defer, _startup
+    here. ``noted``: a signal that came before (cluster.cli notes them from its first line)."""
+    global _defer, _startup, _pending, _stopped_by
     if threading.current_thread() is not threading.main_thread() or _startup:
         return
     for s in HELD:
         signal.signal(s, _on_signal)
     _defer += 1
     _startup = True
+    if noted is not None:
+        _pending = _stopped_by = noted
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
 
 
