@@ -240,9 +240,14 @@ async function showTrial(id) {
   const box = clear(document.getElementById("trial-detail"));
   box.appendChild(el("h3", {}, "trial " + id));
   const [r, c] = await Promise.all([api("trial", {id}), api("curves", {where: `trial_id=${id}`, metric: state.metric})]);
-  if (c.figure) { const d = el("div", {class: "fig"}); box.appendChild(d); plot(d, c.figure); }
-  if (r.error) return message(box, r.error, "msg");
-  box.appendChild(el("pre", {}, JSON.stringify(r.config || r.row, null, 2)));
+  const row = el("div", {class: "detail"});
+  box.appendChild(row);
+  const d = el("div", {class: "fig"});
+  row.appendChild(d);
+  if (r.error) message(row, r.error, "msg");
+  else row.appendChild(el("pre", {class: "config"}, JSON.stringify(r.config || r.row, null, 2)));
+  if (c.figure) await plot(d, c.figure);
+  else if (c.error) message(d, c.error, "msg");
 }
 
 // ---- following the sweep ----------------------------------------------------------------------

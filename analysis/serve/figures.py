@@ -227,9 +227,13 @@ def parcoords(fr, axes, metric: str, values: np.ndarray, ids) -> dict:
             if len(ticks) > 12:
                 ticks = list(np.geomspace(fin.min(), fin.max(), 6))
             dims.append({"label": esc(f"{a} (log)"), "values": floats(np.log10(col)),
-                         "tickvals": floats(np.log10(ticks)), "ticktext": [f"{t:.3g}" for t in ticks]})
+                         "tickvals": floats(np.log10(ticks)), "ticktext": [f"{t:.4g}" for t in ticks]})
         else:
-            dims.append({"label": esc(a), "values": floats(col)})
+            dim = {"label": esc(a), "values": floats(col)}
+            ticks = sorted(set(fin.tolist()))
+            if len(ticks) <= 12:  # a grid axis: its values, not round numbers between them
+                dim.update(tickvals=floats(ticks), ticktext=[f"{t:.4g}" for t in ticks])
+            dims.append(dim)
     dims.append({"label": esc(metric), "values": floats(values[keep])})
     trace = {"type": "parcoords", "dimensions": dims,
              "line": {"color": floats(values[keep]), "colorscale": "Viridis", "showscale": True}}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import importlib.util
 import os
+from datetime import datetime, timezone
 from functools import lru_cache
 from urllib.parse import urlencode
 
@@ -35,9 +36,12 @@ def index(src, token: str) -> str:
     for name in src.sweeps():
         v = src.version(name)
         href = esc("/sweep?" + urlencode({"name": name, "token": token}))
+        latest = datetime.fromtimestamp(v.latest_ns / 1e9, timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S UTC") if v.latest_ns else "-"
         rows.append(f"<tr><td><a href=\"{href}\">{esc(name or '(this folder)')}</a></td>"
-                    f"<td>{v.trial_parts}</td><td>{v.curve_parts}</td></tr>")
-    body = ("<table class='list'><tr><th>sweep</th><th>trial parts</th><th>curve parts</th></tr>"
+                    f"<td>{v.trial_parts}</td><td>{v.curve_parts}</td><td>{latest}</td></tr>")
+    body = ("<table class='list'><tr><th>sweep</th><th>trial parts</th><th>curve parts</th>"
+            "<th>last commit</th></tr>"
             + "".join(rows) + "</table>") if rows else "<p>No sweep here yet.</p>"
     return (_head("scaling serve", token) + "<body><h1>Sweeps in "
             f"<code>{esc(src.root)}</code></h1>{body}<p class='note'>Each sweep's page follows "

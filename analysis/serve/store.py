@@ -53,6 +53,8 @@ class Version:
     """Changes whenever a part is added, removed or rewritten."""
     trial_parts: int
     curve_parts: int
+    latest_ns: int = 0
+    """Modification time of the newest part (ns since the epoch; 0 when there is none)."""
 
 
 @dataclass
@@ -110,7 +112,7 @@ class Source:
     def version(self, sweep: str) -> Version:
         """The sweep's :class:`Version`: one listing of its two part folders."""
         h = hashlib.sha1()
-        counts = []
+        counts, latest = [], 0
         for table in TABLES:
             sel = pafs.FileSelector(self._path(sweep, table), allow_not_found=True)
             parts = sorted((e.base_name, e.size or 0, e.mtime_ns or 0)
@@ -119,8 +121,9 @@ class Source:
                            and not e.base_name.startswith((".", "_")))
             for name, size, mtime in parts:
                 h.update(f"{table}/{name}:{size}:{mtime}\n".encode())
+                latest = max(latest, mtime)
             counts.append(len(parts))
-        return Version(h.hexdigest()[:16], *counts)
+        return Version(h.hexdigest()[:16], *counts, latest_ns=latest)
 
     # ---- reading and caching -------------------------------------------------------------
 
