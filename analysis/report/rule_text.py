@@ -7,6 +7,7 @@ import numpy as np
 
 from analysis import tables
 from analysis.report.text import g, legend, outcomes_text, text_table
+from analysis.rules.sgd_rule import p_text
 
 
 def _config(cfg: dict) -> str:
@@ -68,8 +69,8 @@ def group_text_lines(result) -> list[str]:
     return text_table(head, rows, label=0) + ["", "status:"] + ["  " + k for k in key]
 
 
-def _estimate(e) -> str:
-    return (f"{g(e.value, 3)} (95% CI {g(e.ci_low, 3)} to {g(e.ci_high, 3)}; "
+def _estimate(e, level: float) -> str:
+    return (f"{g(e.value, 3)} ({level:.0%} CI {g(e.ci_low, 3)} to {g(e.ci_high, 3)}; "
             f"90% CI {g(e.ci90_low, 3)} to {g(e.ci90_high, 3)})")
 
 
@@ -79,20 +80,26 @@ def rule_lines(rule) -> list[str]:
     lines = [f"verdict: {v.label}" + (f" ({', '.join(v.axes)})" if v.axes else "")
              + f": {v.reason}"]
     for e in rule.exponents:
-        lines.append(f"exponent of {e.name}: {_estimate(e)}; the rule says 1 ± {g(rule.margin)}")
+        lines.append(f"exponent of {e.name}: {_estimate(e, rule.level)}; the rule says 1 ± "
+                     f"{g(rule.margin)}")
     for axis, why in rule.not_estimated.items():
         lines.append(f"exponent of {axis}: not estimated ({why})")
     if rule.slope is not None:
-        lines.append(f"slope of log B_opt on log(lr*N/(1-m)): {_estimate(rule.slope)}, "
+        lines.append(f"slope of log B_opt on log(lr*N/(1-m)): {_estimate(rule.slope, rule.level)}, "
                      f"R^2 {g(rule.r2, 3)}")
-    if rule.g_opt is not None:
+    if rule.g_opt is not None and v.label == "inconsistent":
+        lines.append("g_opt = lr*N/(B_opt(1-m)): no single value; it is a constant only if "
+                     "B_opt ∝ lr*N/(1-m), which the verdict rejects (each group's g_opt is in "
+                     "the table)")
+    elif rule.g_opt is not None:
         go = rule.g_opt
-        lines.append(f"g_opt = lr*N/(B_opt(1-m)): {g(go.value, 3)} (95% CI {g(go.ci_low, 3)} "
-                     f"to {g(go.ci_high, 3)})")
+        lines.append(f"g_opt = lr*N/(B_opt(1-m)): {g(go.value, 3)} ({rule.level:.0%} CI "
+                     f"{g(go.ci_low, 3)} to {g(go.ci_high, 3)})"
+                     + ("; assumes the rule, which is not yet established" *
+                        (v.label != "consistent")))
     if rule.joint:
         lines.append(f"joint test that every exponent is 1: max |t| {g(rule.joint['statistic'], 3)}"
-                     f", critical {g(rule.joint['critical'], 3)}, p "
-                     f"{'< ' if rule.joint.get('p_floor') else '= '}{g(rule.joint['p_value'], 3)}")
+                     f", critical {g(rule.joint['critical'], 3)}, {p_text(rule.joint)}")
     lines.append(f"groups: {rule.n_groups} total, {rule.n_observed} with an interior optimum, "
                  f"{rule.n_censored} at the grid edge (censored), {rule.n_excluded} left out; "
                  f"bootstrap {rule.n_boot} resamples, {rule.n_boot_failed} failed fits")
@@ -167,7 +174,7 @@ def critical_lines(res) -> list[str]:
              f"metric {res.metric} ({'rising' if res.maximize else 'falling'}), targets "
              f"{', '.join(f'{t:g}' for t in res.targets)}, {res.n_seeds} seeds, lr "
              f"{'tuned per batch size' if res.tune_lr else 'fixed per group'}", ""]
-    head = ["group", "target", "B_crit", "95% CI", "S_min", "E_min", "B fitted", "never",
+    head = ["group", "target", "B_crit", f"{res.level:.0%} CI", "S_min", "E_min", "B fitted", "never",
             "B_simple", "B_opt", "no fit"]
     rows, reasons = [], []
     for grp in res.groups:
@@ -193,8 +200,19 @@ def critical_lines(res) -> list[str]:
     if key:
         lines += ["", "no fit:"] + ["  " + k for k in key]
     for name, est in res.scaling:
-        lines.append(f"B_crit grows as {name}^{est.value:.2f} (95% CI {est.ci_low:.2f} to {est.ci_high:.2f})")
-    lines.append("columns: 'never' counts trials that never reached the target (censored, not dropped); "
+        lines.append(f"B_crit grows as {name}^{est.value:.2f} ({res.level:.0%} CI {est.ci_low:.2f} to "
+                     f"{est.ci_high:.2f})")
+    c = res.scaling_counts or {}
+    if res.scaling and c:
+        cens = [f"{c[k]} with B_crit {w} batch size, censored there" for k, w in
+                (("censored_high", "beyond the largest"), ("censored_low", "below the smallest"))
+                if c.get(k)]
+        lines.append(f"  Tobit over {c['groups']} group(s)" + (f" ({'; '.join(cens)})" if cens else "")
+                     + (f", {c['left_out']} without a fit left out" if c.get("left_out") else "")
+                     + f"; {c.get('replicates', 0)} of {c.get('replicates_drawn', 0)} bootstrap "
+                     "replicates fitted")
+    lines.append("columns: 'never' counts trials that never reached the target; a batch size whose "
+                 "median seed never reached it is left out of the fit (its steps are only a lower bound); "
                  "B_simple is the median gradient noise scale at the target, B_opt the best batch size of the group"
                  + (" (jointly with lr, refined between grid points)" if res.tune_lr else " (refined between grid points)"))
     for grp in res.groups:

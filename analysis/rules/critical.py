@@ -11,7 +11,15 @@ seeds for the whole sweep, so every group and target is resampled by the same
 clusters, and the scaling of :math:`B_{crit}` with ``n_train`` (and, given
 three targets or more, with the target) is fitted inside each replicate:
 Zhang et al. (2024, "How Does Critical Batch Size Scale in Pre-training?")
-find it grows with the data size.
+find it grows with the data size. That fit is a Tobit regression
+(:mod:`analysis.stats.tobit`) of :math:`\ln B_{crit}`: a group whose fit puts
+:math:`B_{crit}` beyond every batch size (:math:`S_{min} \le 0`) is right-censored
+at its largest batch size, one with :math:`E_{min} \le 0` left-censored at its
+smallest, as the SGD rule treats optima at a grid edge. Dropping them would bias
+the exponent down: the dropped group is the one with the largest :math:`B_{crit}`
+(informative censoring). The scale is the residual sd of the observed groups
+(floor 0.05); every replicate is refitted with its own censoring, and the result
+counts the groups, censored groups and replicates used.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 from scipy import stats
 
+import analysis.stats.tobit as tobit
 import analysis.tables.cells as cl
 from analysis import tables
 from analysis.rules.tradeoff import Estimate, Tradeoff, steps_to_target, tradeoff
@@ -62,12 +71,18 @@ class CriticalResult:
     """(name, Estimate) exponents of B_crit against n_train (and the target)."""
     n_seeds: int
     notes: tuple
+    level: float = 0.95
+    scaling_counts: dict = None
+    """What the scaling fit used: ``groups`` (with a fit), ``censored_high`` / ``censored_low``
+    (B_crit beyond the largest / below the smallest batch size, censored there), ``left_out``
+    (no fit), ``replicates`` used of ``replicates_drawn``."""
 
     def to_dict(self) -> dict:
         return {"metric": self.metric, "maximize": self.maximize, "targets": list(self.targets),
                 "tune_lr": self.tune_lr, "axes": list(self.axes), "n_seeds": self.n_seeds,
-                "groups": [g.to_dict() for g in self.groups],
-                "scaling": {name: est.to_dict() for name, est in self.scaling}, "notes": list(self.notes)}
+                "level": self.level, "groups": [g.to_dict() for g in self.groups],
+                "scaling": {name: est.to_dict() for name, est in self.scaling},
+                "scaling_counts": dict(self.scaling_counts or {}), "notes": list(self.notes)}
 
 
 def _num(v):
@@ -88,6 +103,10 @@ def critical_batch(trials: pa.Table, curves: pa.Table, *, targets, metric: str =
     targets = tuple(float(t) for t in targets)
     if not targets:
         raise AnalysisError("give at least one --target value of the metric")
+    bad = [t for t in targets if not np.isfinite(t)]
+    if bad:
+        raise AnalysisError(f"--target must be finite numbers (a value of the metric, e.g. 0.3), "
+                            f"got {', '.join(str(t) for t in bad)}")
     prep = cl.prepare(trials, metric, where=where, sweep=sweep)
     fr, rows = prep.fr, np.flatnonzero(prep.mask)
     _check_schedule(fr, rows)
@@ -123,9 +142,10 @@ def critical_batch(trials: pa.Table, curves: pa.Table, *, targets, metric: str =
             out.append(CriticalGroup(key=dict(zip(axes, key)), label=label, target=target, fit=fit,
                                      b_simple=bs, n_b_simple=n_bs, b_opt=bopt.get(key)))
             notes += _cutoff_note(fr, idx, fit, label, target)
-    scaling = _scaling(out, axes, targets, seeds.size, level)
+    scaling, counts = _scaling(out, axes, targets, seeds.size, level)
     return CriticalResult(metric=metric, maximize=maximize, targets=targets, tune_lr=tune_lr, axes=axes,
-                          groups=tuple(out), scaling=scaling, n_seeds=int(seeds.size), notes=tuple(notes))
+                          groups=tuple(out), scaling=scaling, n_seeds=int(seeds.size), notes=tuple(notes),
+                          level=level, scaling_counts=counts)
 
 
 def auto_target(trials: pa.Table, metric: str, quantile: float = 0.7) -> float:
@@ -253,27 +273,57 @@ def _cutoff_note(fr, idx, fit: Tradeoff, label: str, target: float) -> list[str]
             "the large-data critical batch size"]
 
 
+def _censoring(values, lo, hi):
+    """(ln value, side, ln bound) of B_crit values: inf above the largest batch size, 0 below
+    the smallest, NaN left out."""
+    v = np.asarray(values, float)
+    side = np.where(np.isnan(v), tobit.EXCLUDED, np.where(v == np.inf, tobit.ABOVE,
+                    np.where(v <= 0, tobit.BELOW, tobit.OBSERVED)))
+    with np.errstate(all="ignore"):
+        logv = np.where(side == tobit.OBSERVED, np.log(np.where(v > 0, v, 1.0)), np.nan)
+    bound = np.where(side == tobit.ABOVE, np.log(hi), np.where(side == tobit.BELOW, np.log(lo), np.nan))
+    return logv, side, bound
+
+
 def _scaling(groups, axes, targets, n_seeds: int, level: float) -> tuple:
-    """Exponents of B_crit against n_train (and the target, given 3+ targets), per replicate."""
-    usable = [g for g in groups if g.fit.ok and np.isfinite(g.fit.b_crit.value) and g.fit.b_crit.value > 0]
+    """Exponents of B_crit against n_train (and the target, given 3+ targets), per replicate,
+    by Tobit with B_crit beyond the batch sizes censored (module docstring); and the counts."""
+    usable = [g for g in groups if g.fit.ok]
     names = [n for n in (("n_train",) if "n_train" in axes else ())]
     if len(targets) >= 3:
         names.append("target")
+    counts = {"groups": len(usable), "left_out": len(groups) - len(usable)}
     if not names or len(usable) < len(names) + 2:
-        return ()
+        return (), counts
     cols = {"n_train": [g.key.get("n_train") for g in usable], "target": [g.target for g in usable]}
     x = np.column_stack([np.ones(len(usable))] + [np.log(np.asarray(cols[n], float)) for n in names])
     if np.linalg.matrix_rank(x) < x.shape[1]:
-        return ()
-    y = np.log([g.fit.b_crit.value for g in usable])
+        return (), counts
+    lo = np.array([min(g.fit.batch_sizes) for g in usable], float)
+    hi = np.array([max(g.fit.batch_sizes) for g in usable], float)
+    y, side, bound = _censoring([g.fit.b_crit.value for g in usable], lo, hi)
+    counts.update(censored_high=int((side == tobit.ABOVE).sum()),
+                  censored_low=int((side == tobit.BELOW).sum()))
+    obs = side == tobit.OBSERVED
+    if obs.sum() < x.shape[1] + 1:
+        return (), counts
+    sigma = np.ones(len(usable))
+    for _ in range(3):  # scale from the observed groups' residuals
+        beta = tobit.fit_tobit(x, y[None], side[None], bound[None], sigma).beta[0]
+        if not np.all(np.isfinite(beta)):
+            return (), counts
+        r = (y - x @ beta)[obs]
+        sigma = np.full(len(usable), max(float(np.sqrt((r ** 2).sum() / max(obs.sum() - x.shape[1], 1))), 0.05))
     reps = np.stack([g.fit.replicates for g in usable], axis=1)  # (R, G)
-    good = np.all(np.isfinite(reps) & (reps > 0), axis=1)
-    beta = np.linalg.lstsq(x, y, rcond=None)[0]
+    ry, rside, rbound = _censoring(reps, lo, hi)
+    fit = tobit.fit_tobit(x, ry, rside, rbound, sigma)
+    good = fit.converged
+    counts.update(replicates=int(good.sum()), replicates_drawn=int(reps.shape[0]))
     out = []
     if good.sum() >= 2:
-        rb = np.linalg.lstsq(x, np.log(reps[good]).T, rcond=None)[0]  # (k, R)
+        rb = fit.beta[good]
         half = stats.t.ppf((1 + level) / 2, max(n_seeds - 1, 1)) * np.sqrt(n_seeds / max(n_seeds - 1, 1))
         for j, name in enumerate(names, start=1):
-            sd = rb[j].std(ddof=1)
+            sd = rb[:, j].std(ddof=1)
             out.append((name, Estimate(value=beta[j], ci_low=beta[j] - half * sd, ci_high=beta[j] + half * sd)))
-    return tuple(out)
+    return tuple(out), counts

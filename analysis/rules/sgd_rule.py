@@ -107,7 +107,8 @@ class Verdict:
     label: str
     """``consistent``, ``inconsistent`` or ``inconclusive``."""
     axes: tuple[str, ...]
-    """Axes whose 95 % interval excludes 1 (for inconsistent) or that are underpowered."""
+    """Axes whose interval (at the check's level) excludes 1 (for inconsistent) or that are
+    underpowered."""
     reason: str
 
     def to_dict(self) -> dict:
@@ -350,7 +351,7 @@ def check_rule(inp: RuleInput, res: Resampling | None, *, level: float = 0.95,
     exps = tuple(_estimate(LABEL[a], fit, i + 1, level) for i, a in enumerate(names))
     slope, intercept, r2, g_opt, extra_failed = _combined(inp, used, sigma, level, res)
     joint = _joint_test(fit, names)
-    verdict = _verdict(names, exps, missing, joint, res, margin, int(used.sum()))
+    verdict = _verdict(names, exps, missing, joint, res, margin, int(used.sum()), level)
     notes = []
     if lof > 4.0:
         notes.append(f"groups scatter about the fitted law {np.sqrt(lof):.1f}x more than seed "
@@ -418,26 +419,39 @@ def _joint_test(fit: _Fit, names) -> dict:
             "p_floor": reached == 0, "n_boot": int(boot.size)}
 
 
-def _verdict(names, exps, missing, joint, res, margin, n_groups) -> Verdict:
+def p_text(joint: dict) -> str:
+    """The joint test's p-value in words, one way everywhere: ``p = 0.012``, or at the
+    bootstrap's floor ``p < 0.001 (no resample of 1000 reached the statistic)``."""
+    p = joint["p_value"]
+    if joint.get("p_floor"):
+        return (f"p < {1.0 / joint['n_boot']:.2g} (no resample of {joint['n_boot']} reached the "
+                "statistic)")
+    return f"p = {p:.3g}"
+
+
+def _verdict(names, exps, missing, joint, res, margin, n_groups, level=0.95) -> Verdict:
     by = dict(zip(names, exps))
+    lv = f"{level:.0%}"
     within = {a: 1 - margin <= e.ci90_low and e.ci90_high <= 1 + margin for a, e in by.items()}
     if not missing and all(within.values()):
         text = ", ".join(f"{e.name} {e.value:.2f} [{e.ci90_low:.2f}, {e.ci90_high:.2f}]"
                          for e in exps)
+        off = [e for e in exps if not e.ci_low <= 1.0 <= e.ci_high]
+        aside = "".join(f"; but {e.name}'s {lv} CI ({e.ci_low:.2f} to {e.ci_high:.2f}) excludes 1: "
+                        f"a departure smaller than the margin" for e in off)
         return Verdict(label="consistent", axes=(), reason=(
-            f"every exponent's 90% CI lies within 1 ± {margin:g}: {text}"))
+            f"every exponent's 90% CI lies within 1 ± {margin:g}: {text}{aside}"))
     if joint["statistic"] > joint["critical"]:
         bad = tuple(a for a, e in by.items() if not e.ci_low <= 1.0 <= e.ci_high)
-        text = "; ".join(f"{by[a].name} exponent {by[a].value:.2f} (95% CI {by[a].ci_low:.2f} to "
+        text = "; ".join(f"{by[a].name} exponent {by[a].value:.2f} ({lv} CI {by[a].ci_low:.2f} to "
                          f"{by[a].ci_high:.2f}) excludes 1" for a in bad)
-        p = joint["p_value"]
-        p_text = (f"p < {p:.2g} (no resample of {joint['n_boot']} reached the statistic)"
-                  if joint.get("p_floor") else f"p = {p:.3g}")
+        if not bad:
+            text = (f"no single exponent's {lv} CI excludes 1, but together they depart from it")
         small = [by[a].name for a in bad if within[a]]
         aside = (f"; {' and '.join(small)} {'lies' if len(small) == 1 else 'lie'} within 1 ± {margin:g} "
                  f"by the 90% CI (a departure smaller than the margin)") if small else ""
         return Verdict(label="inconsistent", axes=bad, reason=(
-            f"{text}; joint test that every exponent is 1: {p_text}{aside}"))
+            f"{text}; joint test that every exponent is 1: {p_text(joint)}{aside}"))
     parts, weak = [], []
     for a, why in missing.items():
         parts.append(f"{LABEL[a]}: {why}, so its exponent is untested")
