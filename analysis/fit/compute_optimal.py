@@ -14,9 +14,18 @@ grows with the asymmetry of the profile (Besiroglu et al. 2024; Epoch AI).
 :math:`C \propto N D` gives :math:`N_{opt} \propto C^{\beta/(\alpha+\beta)}`,
 so :math:`a = \beta/(\alpha+\beta)`.
 
-Both use one paired bootstrap: rows are redrawn within each budget, and the
-same redraw refits the parabolas and the joint law, so the interval of the
-difference :math:`a_3 - a_2` accounts for their correlation. ``C`` is a
+Both use one paired bootstrap, so the interval of the difference
+:math:`a_3 - a_2` accounts for their correlation. On a plain table rows are
+redrawn within each budget and the same redraw refits the parabolas and the
+joint law (percentile intervals). On a sweep (a table with a ``status``
+column) the points are the frontier's best configurations, and the unit of
+resampling is the seed, which fixes the init and the data order of every
+configuration: a replicate draws one multiset of seeds for the whole sweep,
+chooses every winner again (:mod:`analysis.tables.frontier`) and refits both
+approaches on the replicate's frontier; intervals are the estimate
+:math:`\pm\, t_{S-1}` times the replicates' sd (``cluster-t``). Resampling
+frontier points as if they were independent rows would ignore that one seed
+moves all of them. ``C`` is a
 FLOPs column when there is one (``train_flops`` on this project's sweeps),
 else :math:`6 N D` (Kaplan et al. 2020), and the result says which.
 """
@@ -77,6 +86,9 @@ class ComputeOptimal:
     """Rows used."""
     n_boot: int
     """Bootstrap resamples drawn."""
+    resampling: str = "rows redrawn within budgets, paired; percentile intervals"
+    """What the bootstrap redraws (seeds on a sweep, rows otherwise) and how intervals are
+    built."""
     notes: tuple[str, ...] = ()
     """Caveats: extrapolated minima, profiles without a minimum, dropped resamples."""
     joint: JointFit = field(repr=False, compare=False, default=None)
@@ -92,7 +104,7 @@ class ComputeOptimal:
                              "n_opt": None if b.n_opt is None else num(b.n_opt),
                              "inside": b.inside} for b in self.budgets],
                 "flops_source": self.flops_source, "n_points": self.n_points,
-                "n_boot": self.n_boot, "notes": list(self.notes),
+                "n_boot": self.n_boot, "resampling": self.resampling, "notes": list(self.notes),
                 "joint": None if self.joint is None else self.joint.to_dict()}
 
 
@@ -109,8 +121,9 @@ def isoflop_minima(log_n, loss, labels, weights):
     r"""Parabola minima :math:`\log N_{opt}` per budget and weighting, ``(R, K)``; NaN if none.
 
     Only budgets with at least 3 distinct N are fitted; ``weights`` has shape
-    ``(R, n)`` (bootstrap counts).
+    ``(R, n)`` (bootstrap counts); ``loss`` is ``(n,)`` or ``(R, n)`` (one per replicate).
     """
+    loss = np.broadcast_to(np.asarray(loss, float), weights.shape)
     out = []
     for k in np.unique(labels):
         idx = labels == k
@@ -121,7 +134,7 @@ def isoflop_minima(log_n, loss, labels, weights):
         X = np.stack([np.ones_like(ell), ell - m, (ell - m) ** 2], -1)
         W = weights[:, idx]
         M = np.einsum("rm,mi,mj->rij", W, X, X) + 1e-12 * np.eye(3)
-        v = np.einsum("rm,mi,m->ri", W, X, loss[idx])
+        v = np.einsum("rm,mi,rm->ri", W, X, loss[:, idx])
         distinct = ((W > 0)[:, :, None] & (ell[:, None] == np.unique(ell)[None, :])[None]) \
             .any(1).sum(1)
         with np.errstate(all="ignore"):
@@ -146,7 +159,7 @@ def _slopes(log_c, log_nopt):
 
 def compute_optimal(n, d, loss, *, flops=None, flops_source: str | None = None,
                     n_boot: int = 400, level: float = 0.95, delta: float = 1e-3,
-                    seed: int = 0) -> ComputeOptimal:
+                    seed: int = 0, replicates=None, resampling=None) -> ComputeOptimal:
     """Approach 2 and Approach 3 exponents of :math:`N_{opt} \\propto C^a` with paired intervals.
 
     Parameters
@@ -161,6 +174,10 @@ def compute_optimal(n, d, loss, *, flops=None, flops_source: str | None = None,
         Bootstrap resamples (rows redrawn within budgets), interval coverage, seed.
     delta : float
         Huber threshold of the joint fit (1e-3: Hoffmann et al. 2022).
+    replicates : array_like, optional
+        ``(R, n)`` losses of seed-bootstrap replicates (a sweep's frontier, winners chosen
+        again), with ``resampling`` (:class:`analysis.tables.cells.Resampling`): both
+        approaches are refitted on each and intervals are cluster-t; ``n_boot`` is ignored.
 
     Returns
     -------
@@ -175,10 +192,19 @@ def compute_optimal(n, d, loss, *, flops=None, flops_source: str | None = None,
                             "a log-transformed column?")
     joint = fit_joint(n, d, loss, n_boot=0, level=level, delta=delta, seed=seed)
     labels = budgets_of(flops)
-    counts = resample_counts(n.size, n_boot, np.random.default_rng(seed), strata=labels)
     log_n = np.log(n)
-    a2, nopt, keys = _approach2(log_n, loss, flops, labels, counts)
-    a3 = _approach3(joint, log_n, np.log(d), np.log(loss), counts)
+    if replicates is not None:
+        reps = np.asarray(replicates, float)
+        reps = reps[np.all(np.isfinite(reps) & (reps > 0), axis=1)]
+        n_boot = reps.shape[0]
+        counts = np.ones((n_boot, n.size))
+        ys = np.vstack([loss[None], reps])
+    else:
+        counts = resample_counts(n.size, n_boot, np.random.default_rng(seed), strata=labels)
+        ys = loss
+    a2, nopt, keys = _approach2(log_n, ys, flops, labels, counts)
+    a3 = _approach3(joint, log_n, np.log(d), np.log(ys[1:] if replicates is not None else ys),
+                    counts)
     budgets, notes = _budgets(labels, flops, log_n, nopt[0], keys)
     boot2, boot3 = a2[1:], a3[1:]
     pair = np.isfinite(boot2) & np.isfinite(boot3)
@@ -190,12 +216,19 @@ def compute_optimal(n, d, loss, *, flops=None, flops_source: str | None = None,
         notes.append("Approach 2 needs at least 2 budgets with 3+ distinct N and a loss minimum")
     if flops_source and not flops_source.startswith("6*N*D"):
         notes.append("Approach 3's a = beta/(alpha+beta) assumes C proportional to N*D")
+    if replicates is not None and resampling is not None:
+        ci = lambda est, boot: _cluster_ci(est, boot, resampling, level)
+        how = (f"seeds redrawn ({resampling.n_clusters} seeds, winners chosen again), paired; "
+               f"estimate ± t_{resampling.df} x replicate sd")
+    else:
+        ci = lambda est, boot: _ci(boot, level)
+        how = "rows redrawn within budgets, paired; percentile intervals"
+    diff = None if a2_full is None else float(a3[0] - a2[0])
     return ComputeOptimal(
-        a2=a2_full, a2_ci=_ci(boot2, level), a3=float(a3[0]), a3_ci=_ci(boot3, level),
-        diff=None if a2_full is None else float(a3[0] - a2[0]),
-        diff_ci=_ci((boot3 - boot2)[pair], level), level=level, budgets=tuple(budgets),
-        flops_source=flops_source or "given", n_points=int(n.size), n_boot=int(n_boot),
-        notes=tuple(notes), joint=joint)
+        a2=a2_full, a2_ci=ci(a2_full, boot2), a3=float(a3[0]), a3_ci=ci(float(a3[0]), boot3),
+        diff=diff, diff_ci=ci(diff, (boot3 - boot2)[pair]), level=level,
+        budgets=tuple(budgets), flops_source=flops_source or "given", n_points=int(n.size),
+        n_boot=int(n_boot), resampling=how, notes=tuple(notes), joint=joint)
 
 
 def _approach2(log_n, loss, flops, labels, counts):
@@ -216,6 +249,16 @@ def _approach3(joint, log_n, log_d, log_loss, counts):
     a3 = nat[:, 4] / (nat[:, 2] + nat[:, 4])
     a3[1:][~np.isfinite(sol.value)] = np.nan
     return a3
+
+
+def _cluster_ci(estimate, values, resampling, level) -> tuple[float, float]:
+    """Estimate ± t quantile x sd of the finite replicate values (NaN with fewer than 10)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if estimate is None or v.size < 10:
+        return float("nan"), float("nan")
+    lo, hi = resampling.interval(float(estimate), v, level)
+    return float(lo), float(hi)
 
 
 def _ci(values, level) -> tuple[float, float]:
@@ -268,10 +311,13 @@ def compute_optimal_table(table, *, n: str, d: str, loss: str, flops: str | None
     elif "train_flops" in fr and fr["train_flops"].dtype != object \
             and np.isfinite(fr["train_flops"]).any():
         cv, source = fr["train_flops"], "column 'train_flops' (stored by the sweep)"
-    notes = []
+    notes, reps, res = [], None, None
     if "status" in table.column_names:
-        nv, dv, y, cv, note = _sweep_points(table, n, d, loss, cv)
+        nv, dv, y, cv, note, reps, res = _sweep_points(table, n, d, loss, cv, n_boot, seed)
         notes.append(note)
+        if reps is None:
+            notes.append("one seed per point: rows are redrawn within budgets instead of seeds, "
+                         "so the intervals ignore what a seed shares across points")
     else:
         ok, outcome = tables.usable(fr, y)
         ok, _, warn = tables.nonpositive(fr, y, ok, outcome, loss)
@@ -282,18 +328,19 @@ def compute_optimal_table(table, *, n: str, d: str, loss: str, flops: str | None
     if y.size < 6:
         raise AnalysisError(f"need at least 6 usable rows with {n}, {d} and {loss}, "
                             f"got {y.size}")
-    res = compute_optimal(nv, dv, y, flops=cv, flops_source=source, n_boot=n_boot, level=level,
-                          delta=delta, seed=seed)
-    return dataclasses.replace(res, notes=tuple(notes) + res.notes)
+    out = compute_optimal(nv, dv, y, flops=cv, flops_source=source, n_boot=n_boot, level=level,
+                          delta=delta, seed=seed, replicates=reps, resampling=res)
+    return dataclasses.replace(out, notes=tuple(notes) + out.notes)
 
 
-def _sweep_points(table, n, d, loss, cv):
-    """``(N, D, loss, C, note)`` of a sweep's frontier at each (N, D)."""
+def _sweep_points(table, n, d, loss, cv, n_boot=0, seed=0):
+    """``(N, D, loss, C, note, replicates, resampling)`` of a sweep's frontier at each (N, D);
+    replicates are the frontier under seed-bootstrap draws (None with one seed)."""
     import analysis.tables.cells as cl
     from analysis import tables
-    from analysis.tables.frontier import frontier
+    from analysis.tables.frontier import frontier, positive_points
 
-    prep = cl.prepare(table, loss, log_scale=True)
+    prep = cl.prepare(table, loss)
     fr = prep.fr
     nv, dv = fr[n], fr[d]
     ok = prep.ok & prep.mask & np.isfinite(nv) & np.isfinite(dv)
@@ -301,8 +348,10 @@ def _sweep_points(table, n, d, loss, cv):
         ok &= np.isfinite(cv)
     outcome = np.where(prep.ok & ~ok & prep.mask, "nonfinite", prep.outcome)
     front = frontier(fr, np.flatnonzero(prep.mask & np.isfinite(nv) & np.isfinite(dv)), (n, d),
-                     prep.y, outcome=outcome, maximize=tables.maximize(loss), n_boot=0,
-                     rng=np.random.default_rng(0), sel=prep.sel, sel_name=prep.sel_name)
+                     prep.y, outcome=outcome, maximize=tables.maximize(loss), n_boot=n_boot,
+                     rng=np.random.default_rng(seed), sel=prep.sel, sel_name=prep.sel_name)
+    front, zero = positive_points(front, fr, np.flatnonzero(prep.mask & np.isfinite(nv)
+                                                            & np.isfinite(dv)), loss)
     pn, pd = front.points[:, 0], front.points[:, 1]
     c = None
     if cv is not None:
@@ -311,5 +360,5 @@ def _sweep_points(table, n, d, loss, cv):
         "one configuration per point"
     note = (f"sweep: {pn.size} (N, D) points, each the mean over seeds of its {over}; trials: "
             + ", ".join(f"{k} {v}" for k, v in tables.count_by(outcome[prep.mask]).items()))
-    note = "".join(n.removeprefix("warning: ") + "; " for n in prep.notes if "<= 0" in n) + note
-    return pn, pd, front.y, c, note
+    note = (zero + "; " if zero else "") + note
+    return pn, pd, front.y, c, note, front.replicates, front.resampling

@@ -175,7 +175,7 @@ def compute_optimal_lines(res) -> list[str]:
     def ci(p):
         return f"[{g(p[0])}, {g(p[1])}]"
     lines = [f"compute-optimal N_opt ∝ C^a; C = {res.flops_source}; rows {res.n_points}, "
-             f"bootstrap {res.n_boot} (rows redrawn within budgets, paired)"]
+             f"bootstrap {res.n_boot} ({getattr(res, 'resampling', 'rows redrawn within budgets, paired')})"]
     rows = [["Approach 2 (IsoFLOP parabolas)", value(res.a2), ci(res.a2_ci)],
             ["Approach 3 (joint fit, beta/(alpha+beta))", g(res.a3), ci(res.a3_ci)],
             ["difference (3 - 2)", value(res.diff), ci(res.diff_ci)]]
