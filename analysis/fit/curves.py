@@ -32,7 +32,7 @@ import analysis.tables.cells as cl
 from analysis import tables
 from analysis.fit.forms.on_curves import power_law_warnings
 from analysis.errors import AnalysisError
-from analysis.tables.frontier import Frontier, frontier
+from analysis.tables.frontier import Frontier, frontier, positive_points
 from analysis.fit.powerlaw import PowerLawFit, fit_power_law
 
 
@@ -168,7 +168,7 @@ def fit_learning_curves(trials: pa.Table, *, x: str = "n_train", metric: str = "
     if resample not in ("auto", "seeds", "points"):
         raise AnalysisError(f"resample must be auto, seeds or points, got {resample!r}")
     trials = _check_columns(trials, x, by)
-    prep = cl.prepare(trials, metric, where=where, sweep=sweep, by=by, log_scale=True)
+    prep = cl.prepare(trials, metric, where=where, sweep=sweep, by=by)
     fr, y = prep.fr, prep.y
     xs = tables.numeric(fr, x, "x column")
     outcome = np.where(prep.ok & ~np.isfinite(xs), "nonfinite", prep.outcome)
@@ -194,14 +194,18 @@ def fit_learning_curves(trials: pa.Table, *, x: str = "n_train", metric: str = "
         front = frontier(fr, idx, (x,), y, outcome=outcome, maximize=head["maximize"],
                          n_boot=n_boot if resample != "points" else 0, rng=rng, sel=prep.sel,
                          sel_name=prep.sel_name)
+        front, zero = positive_points(front, fr, idx, metric)  # a log-scale fit needs y > 0
         bounds, bounds_note = _bounds(metric, front.y, bounded, head["maximize"])
         rng_range = None if bounds is None else (bounds.low, bounds.high)
         fit, message, warn = None, "", ()
-        if power_law:
+        if power_law and zero and front.points.shape[0] == 0:
+            message = f"nothing left to fit: {zero}"
+        elif power_law:
             shape = None if unbounded else ("rising" if head["maximize"] else "falling")
             fit, message = _fit(front, resample, rng,
                                 {**fit_options, "bounds": rng_range, "monotone": shape})
             warn = () if fit is None else tuple(power_law_warnings(fit, bounds, head["maximize"]))
+        warn = ((zero,) if zero else ()) + warn
         out.append(CurveFit(**head, over=front.over, x=tuple(front.points[:, 0].tolist()),
                             y=tuple(front.y.tolist()), n_seeds=tuple(front.n_seeds.tolist()),
                             chosen=front.chosen, selection=front.selection,

@@ -21,7 +21,7 @@ import analysis.tables.cells as cl
 from analysis import tables
 from analysis.errors import AnalysisError
 from analysis.stats.result import ScalingFit, summarise
-from analysis.tables.frontier import frontier
+from analysis.tables.frontier import frontier, positive_points
 from analysis.fit.powerlaw import safe_log
 from analysis.stats.robust import bootstrap, fit_auto, huber_objective
 
@@ -252,12 +252,11 @@ def fit_joint_table(table: pa.Table, *, n: str, d: str, loss: str, where: dict |
     """
     is_sweep = "status" in table.column_names
     notes = []
-    prep = cl.prepare(table, loss, where=where, sweep=sweep, log_scale=True) if is_sweep else None
+    prep = cl.prepare(table, loss, where=where, sweep=sweep) if is_sweep else None
     fr = prep.fr if is_sweep else tables.frame(table)
     nv, dv = tables.numeric(fr, n, "--n column"), tables.numeric(fr, d, "--d column")
     if is_sweep:
         y, mask, ok, outcome = prep.y, prep.mask, prep.ok, prep.outcome
-        notes = [n for n in prep.notes if "<= 0" in n]
     else:
         y = tables.metric(fr, loss)
         mask = tables.where_mask(fr, where) if where else np.ones(tables.n_rows(fr), bool)
@@ -277,6 +276,10 @@ def fit_joint_table(table: pa.Table, *, n: str, d: str, loss: str, where: dict |
         front = frontier(fr, np.flatnonzero(mask & finite), (n, d), y, outcome=outcome,
                          maximize=tables.maximize(loss), n_boot=n_boot, rng=rng, sel=prep.sel,
                          sel_name=prep.sel_name)
+        front, warn = positive_points(front, fr, np.flatnonzero(mask & finite), loss)
+        notes = [warn] if warn else []
+        if front.points.shape[0] == 0:
+            raise AnalysisError(f"no (N, D) point left to fit: {warn}")
         nn, dd, yy, reps = front.points[:, 0], front.points[:, 1], front.y, front.replicates
         res = front.resampling
     else:

@@ -63,15 +63,10 @@ class Prepared:
 
 
 def prepare(trials: pa.Table, metric: str, *, where: dict | None = None,
-            sweep: str | None = None, by=(), batch: str = "batch_size",
-            log_scale: bool = False) -> Prepared:
+            sweep: str | None = None, by=(), batch: str = "batch_size") -> Prepared:
     """Collapse duplicates, filter, refuse pooled sweeps, label outcomes, find the selection metric.
 
     ``batch`` names the batch-size column (rows with a batch above ``n_train`` are flagged).
-    ``log_scale``: the metric is fitted on a log scale (a power law, Chinchilla's law), so a
-    row where it is <= 0 (an error rate of 0 on a small test set) cannot be fitted: such rows
-    are labelled ``nonpositive`` and left out like NaN rows, counted, and named in a warning
-    (:func:`analysis.tables.columns.nonpositive`), never an abort of the whole fit.
 
     Raises
     ------
@@ -93,9 +88,6 @@ def prepare(trials: pa.Table, metric: str, *, where: dict | None = None,
     outcome = np.where(big, BIG_BATCH, outcome)
     ok &= ~big
     notes = []
-    if log_scale:
-        ok, outcome, warn = tables.nonpositive(fr, np.where(mask, y, 1.0), ok, outcome, metric)
-        notes += [warn] if warn else []
     if dups:
         notes.append(f"warning: collapsed {dups} exact duplicate row(s); a copied row would "
                      "count as another seed and shrink every interval")
@@ -104,10 +96,8 @@ def prepare(trials: pa.Table, metric: str, *, where: dict | None = None,
         notes.append(f"{n_big} trial(s) with {batch} > n_train are left out and their cells "
                      "flagged: a batch cannot hold more examples than the training set")
     if not (ok & mask).any():
-        hint = (f"; a log-scale fit needs {metric} > 0 (is it a quantity that can be <= 0, such "
-                "as a gap?)") if (outcome[mask] == "nonpositive").any() else ""
         raise AnalysisError(f"no usable trials for {metric!r}: outcomes "
-                            f"{tables.count_by(outcome[mask])}{hint}")
+                            f"{tables.count_by(outcome[mask])}")
     sel, sel_name = selection_values(fr, metric, ok & mask)
     return Prepared(fr=fr, mask=mask, y=y, ok=ok, outcome=outcome, sel=sel, sel_name=sel_name,
                     notes=tuple(notes), n_duplicates=dups, n_big_batch=n_big)

@@ -30,6 +30,7 @@ sampling sd of 0.041, and the rescaled one would be 5 % too wide.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,3 +174,51 @@ def _plain(v):
     if isinstance(v, float) and v.is_integer():
         return int(v)
     return v
+
+
+def positive_points(front: Frontier, fr: dict, rows: np.ndarray, metric: str,
+                    limit: int = 5) -> tuple[Frontier, str]:
+    """``(frontier, warning)`` without the points whose value is <= 0, for a log-scale fit.
+
+    A zero error on a small test set is a result, so the winner is still chosen with it
+    (dropping the row first would hand the point to a worse configuration, or bias a mean over
+    seeds upwards); only a point whose winning value is <= 0 cannot enter the log residuals.
+    It moves to ``dropped``, and the warning (``""`` when nothing is dropped) counts the points
+    and names them with their rows (trial ids, or row numbers counted from 1) and values.
+    """
+    from analysis import tables
+
+    bad = ~(front.y > 0)
+    if not bad.any():
+        return front, ""
+    keep = ~bad
+    named, dropped = [], []
+    for i in np.flatnonzero(bad):
+        point = dict(zip(front.point_cols, front.points[i]))
+        cfg = front.chosen[i]
+        match = np.ones(len(rows), bool)
+        for col, v in {**point, **cfg}.items():
+            vals = fr[col][rows]
+            match &= np.array([str(a) == str(v) for a in vals]) if vals.dtype == object \
+                else np.isclose(vals, float(v), rtol=1e-12, atol=0.0)
+        ids = rows[match]
+        tid = fr.get("trial_id")
+        which = (", ".join(f"trial {tid[j]}" for j in ids[:3]) if tid is not None
+                 and tid.dtype == object else "row" + ("s " if ids.size > 1 else " ")
+                 + ", ".join(str(j + 1) for j in ids[:3])) + (", ..." if ids.size > 3 else "")
+        where = tables.label(list(point) + list(cfg), list(point.values()) + list(cfg.values()))
+        value = tables.label_value(float(front.y[i]))
+        if len(named) < limit:
+            named.append(f"{where} ({which}; {metric}={value})")
+        dropped.append({"point": {k: float(v) for k, v in point.items()}, "config": dict(cfg),
+                        "reason": f"its best configuration has {metric} = {value} (<= 0), which "
+                                  "a log-scale fit cannot take"})
+    more = f" and {bad.sum() - limit} more" if bad.sum() > limit else ""
+    warn = (f"dropped {int(bad.sum())} of {bad.size} point(s) where {metric} <= 0, which a "
+            f"log-scale fit cannot take: {'; '.join(named)}{more}")
+    reps = None if front.replicates is None else front.replicates[:, keep]
+    return dataclasses.replace(
+        front, points=front.points[keep], y=front.y[keep], n_seeds=front.n_seeds[keep],
+        chosen=tuple(c for c, k in zip(front.chosen, keep) if k), n_cells=front.n_cells[keep],
+        n_eligible=front.n_eligible[keep], replicates=reps,
+        dropped=front.dropped + tuple(dropped)), warn
