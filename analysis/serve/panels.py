@@ -42,6 +42,11 @@ def _axes(fr) -> list[str]:
     return out + ([rep] if rep in fr and len(set(map(str, fr[rep]))) > 1 else [])
 
 
+def _frame(src, sweep: str):
+    """The sweep's trials as columns (:func:`analysis.tables.frame`), built once per version."""
+    return src.result(sweep, "frame", lambda trials, _curves: tables.frame(trials))
+
+
 def _metric(trials, metric: str | None) -> str:
     return metric or tables.headline_metric(trials)
 
@@ -54,7 +59,7 @@ def _times(col) -> np.ndarray:
 def meta(src, sweep: str) -> dict:
     """The sweep's version, axes (with their values), metrics and headline metric."""
     def compute(trials, curves):
-        fr = tables.frame(trials)
+        fr = _frame(src, sweep)
         axes = _axes(fr)
         values = {a: sorted({_plain(v) for v in fr[a]}, key=lambda v: (isinstance(v, str), v))
                   for a in axes}
@@ -70,7 +75,7 @@ def meta(src, sweep: str) -> dict:
 def progress(src, sweep: str) -> dict:
     """Counts by status, throughput, the cumulative figure and the failures with their errors."""
     def compute(trials, _curves):
-        fr = tables.frame(trials)
+        fr = _frame(src, sweep)
         status = tables.status(fr)
         counts = tables.count_by(status)
         out = {"trials": int(status.size), "counts": {str(k): int(v) for k, v in counts.items()}}
@@ -102,7 +107,7 @@ def progress(src, sweep: str) -> dict:
 def table(src, sweep: str, metric: str | None = None) -> dict:
     """The trial table: id, status, the axes, the metric and a few results, one row per trial."""
     def compute(trials, _curves):
-        fr = tables.frame(trials)
+        fr = _frame(src, sweep)
         m = _metric(trials, metric)
         axes = _axes(fr)
         values = tables.metric(fr, m)
@@ -121,7 +126,7 @@ def table(src, sweep: str, metric: str | None = None) -> dict:
 
 def parcoords(src, sweep: str, metric: str | None = None) -> dict:
     def compute(trials, _curves):
-        fr = tables.frame(trials)
+        fr = _frame(src, sweep)
         m = _metric(trials, metric)
         axes = [a for a in _axes(fr) if a != fr.replicate]
         return figs.parcoords(fr, axes, m, tables.metric(fr, m), fr["trial_id"])
@@ -199,7 +204,7 @@ def _bopt(trials, metric) -> dict:
 def trial(src, sweep: str, trial_id: str) -> dict:
     """One trial's stored row (its config as JSON) and its curve."""
     def compute(trials, curves_table):
-        fr = tables.frame(trials)
+        fr = _frame(src, sweep)
         hits = np.flatnonzero(np.array([str(t) == trial_id for t in fr["trial_id"]]))
         if not hits.size:
             raise AnalysisError(f"no trial {trial_id!r} in sweep {sweep!r}")

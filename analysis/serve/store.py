@@ -63,7 +63,7 @@ class _Entry:
     tables: tuple | None = None
     error: str = ""
     results: dict = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 class Source:
@@ -166,6 +166,7 @@ class Source:
     def result(self, sweep: str, key, compute):
         """``compute(trials, curves)`` for the sweep's current version, cached under ``key``.
 
+        ``compute`` may ask for other results of the same sweep (the lock is reentrant).
         An :class:`AnalysisError` is cached too (degenerate data stay degenerate until a new
         part arrives) and raised again.
         """
