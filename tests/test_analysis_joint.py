@@ -169,3 +169,19 @@ def test_tied_law_is_the_over_training_law_in_other_units(tmp_path):
     assert abs(alpha - 2 * GADRE["eta"]) < 0.02
     with pytest.raises(AnalysisError, match="need at least 6 points.*--tie"):
         fit_joint(n, m * n, y)                 # five points are too few for 5 parameters
+
+
+def test_sweep_point_whose_winner_is_zero_is_dropped_and_named_not_an_abort():
+    """A sweep (status column): at one (N, D) the better lr scores 0; the winner is chosen with
+    it (not handed to the worse lr) and that point alone leaves the fit, named in a warning."""
+    n, d, y = _grid(seed=2)
+    rows = [{"status": "ok", "n_params": ni, "n_train": di, "lr": lr, "seed": 0,
+             "test_loss": 0.0 if (i == 7 and lr == 0.1) else yi * factor}
+            for i, (ni, di, yi) in enumerate(zip(n, d, y)) for lr, factor in ((0.1, 1.0),
+                                                                               (0.01, 1.3))]
+    table = declare(pa.Table.from_pylist(rows), axes=["lr"], named=("n_params", "n_train", "test_loss"))
+    fit, outcomes = fit_joint_table(table, n="n_params", d="n_train", loss="test_loss", n_boot=20)
+    assert outcomes == {"ok": 72} and fit.n_points == 35
+    (warn,) = fit.input_warnings
+    assert warn.startswith("dropped 1 of 36 point(s) where test_loss <= 0")
+    assert f"n_params={float(n[7])!r}, n_train={float(d[7])!r}, lr=0.1 (row 15; test_loss=0)" in warn
