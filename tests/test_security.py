@@ -396,7 +396,9 @@ def test_a_neighbour_cannot_move_the_session_the_folder_runs_no_code_and_an_inhe
     markers = {name: tmp_path / f"ran-{name}" for name in ("secrets", "yaml", "json")}
     for name, marker in markers.items():
         (work / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
-    write_config(work, SWEEP.format(name="neighbour", n_train=[800], seeds=[0, 1], epochs=25))
+    # resources.cpu 0.001 (issue 26, item 14): 2,000 trials at once on 2 CPUs unless bounded
+    write_config(work, SWEEP.format(name="neighbour", n_train=[800], seeds=[0, 1], epochs=25)
+                 .replace("resources: {cpu: 1}", "resources: {cpu: 0.001}"))
     env = {**os.environ, "SCALING_RAY_NETWORK": "private",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     driver = subprocess.Popen([*LAUNCH, "sweep", "sweep.yaml", "--results", "r", "--quiet"], cwd=work,
@@ -431,6 +433,8 @@ def test_a_neighbour_cannot_move_the_session_the_folder_runs_no_code_and_an_inhe
         out, err = driver.communicate(timeout=400)
     assert driver.returncode == 0, err
     assert "(2 ok, 0 diverged, 0 failed)" in out, out
+    assert re.search(r"resources: cpu 0.001 per trial would run [\d,]+ trials at once on \d+ CPUs; "
+                     r"running at most \d+ ", out), out
     assert [name for name, marker in markers.items() if marker.exists()] == [], "code ran from the folder"
 
 

@@ -105,6 +105,29 @@ def drive(cfg, expansion, store, counts: dict, *, progress: bool, engine: str, s
     compactor.wait()
 
 
+WORKER_BYTES = 1 << 30
+"""Memory one trial's worker process is counted to need (Python, torch, the task's data and the
+model): the trials a sweep runs at once are bounded by memory as well as by ``resources.cpu``."""
+MAX_PER_CPU = 8
+"""The most trials that share one CPU at once, however small ``resources.cpu``."""
+
+
+def bound_capacity(capacity: int, cpus: float, memory_bytes: float | None, cpu: float) -> tuple[int, str | None]:
+    """Trials to run at once: ``capacity`` (CPUs over ``resources.cpu``), at most MAX_PER_CPU per CPU
+    and one per WORKER_BYTES of the cluster's memory (Ray's ``memory`` resource). A tiny ``cpu``
+    (``0.001``: 2,000 trials at once on 2 CPUs) would otherwise start a worker process for every
+    task in flight, and the node runs out of memory. Returns the bound and, when it cut, a line
+    saying so."""
+    most = max(1, int(cpus * MAX_PER_CPU))
+    if memory_bytes:
+        most = min(most, max(1, int(memory_bytes // WORKER_BYTES)))
+    if capacity <= most:
+        return capacity, None
+    return most, (f"resources: cpu {cpu:g} per trial would run {capacity:,} trials at once on {cpus:g} CPUs; "
+                  f"running at most {most} (at most {MAX_PER_CPU} per CPU and one per "
+                  f"{WORKER_BYTES >> 30} GiB of memory)")
+
+
 def _steps(trials) -> int:
     return sum(t.total_steps for t in trials)
 

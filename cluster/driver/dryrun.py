@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from itertools import islice
 
+from cluster.driver.drive import bound_capacity
+from cluster.driver.planner import check_model_size
 from cluster.driver.progress import fmt_duration
 from scaling.config.expand import CHUNK, pending_trials, scan
 from scaling.config.sweep import SweepConfig
@@ -96,6 +98,7 @@ def plan_sweep(cfg: SweepConfig, results: str, *, engine: str | None = None, num
     from cluster.driver.warmup import pack_budget
 
     check_size(cfg, allow_large)
+    check_model_size(cfg)  # counted on torch's meta device: nothing allocated
     load_task(cfg.task)  # the data, as a worker loads it (a plug-in's errors surface here)
     store = Store(results, retry_s=storage_timeout)
     keep = ("ok", "diverged") if retry_failed else ("ok", "diverged", "failed")
@@ -111,6 +114,9 @@ def plan_sweep(cfg: SweepConfig, results: str, *, engine: str | None = None, num
     cpus = num_cpus or os.cpu_count() or 1
     slots = max(1, int(cpus // (cfg.resources.cpu * k)))
     notes: list[str] = list(near)
+    slots, cut = bound_capacity(slots, cpus, _ray_memory(), cfg.resources.cpu)
+    if cut:
+        notes.append(cut)
     if k > 1:
         notes.append(f"engine: ddp, each trial data-parallel over {k} workers (Ray Train TorchTrainer)")
     budget = pack_budget(cfg, slots) if engine == "packed" and k == 1 else 0
@@ -148,6 +154,14 @@ def unit_seconds(members) -> float | None:
     steps = max(m.total_steps for m in members)
     flops_per_step = flops_per_example * sum(m.batch_size for m in members)
     return steps * (STEP_OVERHEAD_S + flops_per_step / FLOPS_PER_SLOT)
+
+
+def _ray_memory() -> int | None:
+    """The ``memory`` a local Ray would offer its tasks: 70% of this machine's available memory."""
+    try:
+        return int(0.7 * os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError):
+        return None
 
 
 def estimate_seconds(costs: list, slots: int) -> float | None:

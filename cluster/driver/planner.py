@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scaling.spec.schema import as_trial
 from scaling.training.packing import can_pack, choose_backend, estimate_pack_bytes, pack_key
 
 
@@ -84,13 +85,15 @@ DRIVER_PARAMS = 1 << 24
 float32); a larger one runs one trial per task, where packing gains little anyway."""
 
 
-def too_big_to_measure(trial) -> str | None:
-    """Why ``trial``'s model is too large to build here to size its packs, or None.
+MAX_PARAMS = 1 << 33
+"""The most parameters a trial's model may have (8.6 billion: 32 GiB of float32 weights, and as much
+again for gradients, before any optimizer state). Every engine holds a whole model on one device
+(data-parallel trials too), so a larger one fits none: refused before anything starts."""
 
-    Its parameters are counted on torch's ``meta`` device, which allocates nothing, so a width
-    the validator allows (a transformer of width 65536 has 51 billion parameters) never
-    allocates its model in the driver. None too where the model cannot be built on ``meta``
-    (a plug-in's model may insist on real tensors): it is measured as before."""
+
+def model_params(trial) -> int | None:
+    """Parameters of ``trial``'s model, counted on torch's ``meta`` device, which allocates nothing;
+    None where the model cannot be built there (a plug-in's model may insist on real tensors)."""
     import torch
 
     from scaling.spec.schema import as_trial
@@ -101,11 +104,38 @@ def too_big_to_measure(trial) -> str | None:
     try:
         data = load_task(t.task)
         with torch.device("meta"):
-            n = sum(p.numel() for p in make_model(t.model_spec, data, 0).parameters())
-    except Exception:  # noqa: BLE001 (measured for real, as before)
+            return sum(p.numel() for p in make_model(t.model_spec, data, 0).parameters())
+    except Exception:  # noqa: BLE001 (not countable without building it for real)
         return None
-    if n <= DRIVER_PARAMS:
+
+
+def check_model_size(cfg) -> None:
+    """Refuse a sweep whose largest model (its largest width and depth) has over MAX_PARAMS
+    parameters, in one line naming the count, before Ray starts or anything is built."""
+    from scaling.errors import ConfigError
+
+    first = next(cfg.points(), None)
+    widths, depths = cfg.possible("width"), cfg.possible("depth")
+    if first is None or not widths or not depths:
+        return
+    trial = cfg.make({**first, "width": max(widths), "depth": max(depths)})
+    n = model_params(trial)
+    if n is not None and n > MAX_PARAMS:
+        raise ConfigError("model", f"a {trial.model} of width {trial.width} and depth {trial.depth} has {n:,} "
+                          f"parameters ({4 * n / 2**30:,.0f} GiB in float32), over the {MAX_PARAMS:,} one device "
+                          "can train (every engine holds a trial's whole model, its gradients and optimizer "
+                          "state on one device); lower model.width or model.depth")
+
+
+def too_big_to_measure(trial) -> str | None:
+    """Why ``trial``'s model is too large to build here to size its packs, or None: its
+    parameters are counted without allocating them (``model_params``), so a width the validator
+    allows never allocates its model in the driver. None too where they cannot be counted: the
+    model is measured as before."""
+    n = model_params(trial)
+    if n is None or n <= DRIVER_PARAMS:
         return None
+    t = as_trial(trial)
     return (f"model {t.model!r} of width {t.width} has {n:,} parameters ({4 * n / 2**30:,.1f} GiB in float32), "
             f"over the {DRIVER_PARAMS:,} a pack is sized for")
 

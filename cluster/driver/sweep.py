@@ -14,11 +14,14 @@ at the end (:mod:`scaling.store.compaction`).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
 import cluster.launch.localray as localray
 from cluster.launch.connect import connect
+from cluster.driver.drive import bound_capacity
+from cluster.driver.planner import check_model_size
 from cluster.launch.health import Health, failure
 from cluster.worker.units import execute_ddp, execute_unit
 from scaling.config.sweep import MAX_TRIALS, SweepConfig
@@ -73,6 +76,7 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
     t0 = time.monotonic()
     localray.reap_orphans(log)  # before listing the store: a killed run's workers may still write
     check_size(cfg, allow_large)
+    check_model_size(cfg)  # counted on torch's meta device: nothing allocated
     store = Store(results, retry_s=storage_timeout)
     keep = ("ok", "diverged") if retry_failed else ("ok", "diverged", "failed")
     now = (CODE_VERSION, task_data_version(cfg.task))
@@ -193,8 +197,12 @@ def _drive(cfg: SweepConfig, expansion, store: Store, counts: dict, progress: bo
         raise UserError(f"the Ray cluster has {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs, "
                         f"too few for one trial (resources: cpu={res.cpu:g}, gpu={res.gpu:g}, "
                         f"workers_per_trial={k}); lower resources or join a bigger cluster with --address")
+    capacity, cut = bound_capacity(capacity, total.get("CPU", 1), total.get("memory"), res.cpu)
+    if cut:  # Ray then runs at most `capacity` trials at once: each asks for that share of the CPUs
+        log(cut)
+    cpu = res.cpu if cut is None else max(res.cpu, math.ceil(total.get("CPU", 1) / capacity * 1e4) / 1e4)
     task = ray.remote(execute_unit).options(
-        num_cpus=res.cpu, num_gpus=res.gpu, max_retries=cfg.retries, retry_exceptions=True,
+        num_cpus=cpu, num_gpus=res.gpu, max_retries=cfg.retries, retry_exceptions=True,
         name="scaling-trial")
     ddp = ray.remote(execute_ddp).options(num_cpus=0, max_retries=cfg.retries, retry_exceptions=True,
                                           name="scaling-ddp-trial")
