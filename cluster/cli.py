@@ -39,19 +39,21 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None):
 
 def cmd_sweep(args) -> int:
     import cluster.launch.localray as localray
-    from cluster.driver.sweep import run_sweep
-    from scaling.config.sweep import config_from_text
-    from scaling.config.file import read_text
-
-    from scaling.store.uri import open_filesystem
 
     localray.check_num_cpus(args.num_cpus, args.address)
     if args.max_config_bytes < 1:
         raise UserError(f"--max-config-bytes {args.max_config_bytes} is not a size; give a number of bytes >= 1")
     localray.check_auth_mode(args.insecure_ray)
-    open_filesystem(args.results)  # an unknown or mistyped URI scheme is refused before anything runs
     if not args.dry_run:
-        _private_ray_network(args)  # may re-run this command: before anything prints or warns
+        # may re-run this command: before anything prints or warns, and while this process has one
+        # thread (importing the store starts pyarrow's), so no signal lands in a thread exec ends
+        _private_ray_network(args)
+    from cluster.driver.sweep import run_sweep
+    from scaling.config.file import read_text
+    from scaling.config.sweep import config_from_text
+    from scaling.store.uri import open_filesystem
+
+    open_filesystem(args.results)  # an unknown or mistyped URI scheme is refused before anything runs
     text = read_text(args.config, args.max_config_bytes)  # read once: the text stored is the text checked
     cfg = config_from_text(text, repr(args.config), overrides={"engine": args.engine} if args.engine else None)
     if args.dry_run:

@@ -96,8 +96,8 @@ def cmdline(pid: int) -> str:
 
 
 def one_run(sig: int, at_s: float, work: Path, timeout_s: float = 180.0, at_process: str | None = None) -> dict:
-    """One sweep stopped by ``sig`` ``at_s`` seconds after it started (or, with ``at_process``, as
-    soon as a process whose command line holds it runs below the driver); what it left."""
+    """One sweep stopped by ``sig`` ``at_s`` seconds after it started (with ``at_process``, after
+    a process whose command line holds it first runs below the driver); what it left."""
     config = work / "signals.yaml"
     config.write_text(CONFIG)
     results = work / "r"
@@ -109,17 +109,19 @@ def one_run(sig: int, at_s: float, work: Path, timeout_s: float = 180.0, at_proc
                               cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               preexec_fn=_default_sigint)
     sent = False
+    clock = None if at_process else t0  # the moment is counted from the start, or from at_process
     while driver.poll() is None and time.monotonic() - t0 < timeout_s:
         for pid in _below(driver.pid):
             if pid not in seen and (t := start_time(pid)) is not None:
                 seen[pid] = t
                 if (m := _marker(pid)) is not None:
                     markers.add(m)
-        due = (any(at_process in cmdline(p) for p in seen) if at_process
-               else time.monotonic() - t0 >= at_s)
+        if at_process and clock is None and any(at_process in cmdline(p) for p in seen):
+            clock = time.monotonic()
+        due = clock is not None and time.monotonic() - clock >= at_s
         if not sent and due:
             driver.send_signal(sig)
-            sent, at_s = True, time.monotonic() - t0
+            sent = True
         time.sleep(0.02)
     if driver.poll() is None:
         driver.kill()
@@ -155,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--within", type=float, default=5.0, help="seconds after the start (default: 5)")
+    parser.add_argument("--from-process", default=None, metavar="NAME",
+                        help="count the moments from when NAME (e.g. gcs_server: Ray starting) first runs")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     bad = 0
@@ -163,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             sig = (signal.SIGTERM, signal.SIGINT)[i % 2]
             work = Path(tmp) / f"run{i}"
             work.mkdir()
-            r = one_run(sig, rng.uniform(START_S, args.within), work)
+            first = 0.0 if args.from_process else START_S
+            r = one_run(sig, rng.uniform(first, args.within), work, at_process=args.from_process)
             bad += not r["ok"]
-            print(f"{'ok ' if r['ok'] else 'BAD'} {r['signal']:7} at {r['at_s']:4.2f}s: rc {r['rc']}, "
+            since = f" after {args.from_process}" if args.from_process else ""
+            print(f"{'ok ' if r['ok'] else 'BAD'} {r['signal']:7} at {r['at_s']:4.2f}s{since}: rc {r['rc']}, "
                   f"{r['stderr_lines']} stderr line(s), {r['processes_seen']} processes seen, "
                   f"{len(r['left_running'])} left {r['left_running'] or ''}"
                   f"{', record left' if r['record_left'] else ''}  {r['first_line']!r}", flush=True)

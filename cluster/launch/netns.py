@@ -72,7 +72,9 @@ def reexec(argv: list[str], go=None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     held = {signal.SIGTERM, signal.SIGINT}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)  # the new program unblocks them
+    # the new program unblocks them; call with one thread only: a signal the kernel hands to
+    # another thread (which does not block it) between here and exec would be lost
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     if go is not None and not go():
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
         os.environ.pop(ENV, None)
