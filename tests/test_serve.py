@@ -63,7 +63,7 @@ def _store(root, sweep: str = "grid", lrs=(0.1,), first: int = 0) -> Store:
 @pytest.fixture
 def server(tmp_path):
     _store(tmp_path / "results")
-    srv = make_server(str(tmp_path / "results"), port=0)
+    srv = make_server(str(tmp_path / "results"), port=0, refresh_share=1.0)  # reread at once
     serve_in_thread(srv)
     yield srv
     srv.shutdown()
@@ -166,6 +166,22 @@ def test_a_refresh_reads_again_only_after_a_new_part(server, tmp_path):
     assert after["version"] != version and after["trial_parts"] == 48
     progress = json.loads(_get(f"{base}/api/progress?sweep=grid&token={token}")[1])
     assert progress["trials"] == 48 and src.loads == loads + 1
+
+
+def test_a_sweep_is_reread_only_within_its_share_of_a_core(tmp_path):
+    from analysis.serve.store import Source
+
+    _store(tmp_path / "results")
+    src = Source(str(tmp_path / "results"), refresh_share=0.001)  # wait 999x the last read's cost
+    first, trials, _, _ = src.tables("grid")
+    assert trials.num_rows == 24 and src.loads == 1
+    _store(tmp_path / "results", lrs=(0.3,), first=100)
+    assert src.version("grid").digest != first
+    version, trials, _, _ = src.tables("grid")
+    assert (version, trials.num_rows, src.loads) == (first, 24, 1), "too soon: the last version"
+    src.refresh_share = 1.0
+    version, trials, _, _ = src.tables("grid")
+    assert version == src.version("grid").digest and trials.num_rows == 48 and src.loads == 2
 
 
 def _listening(port: int) -> list[str]:

@@ -7,7 +7,7 @@
 const TOKEN = new URLSearchParams(location.search).get("token") || "";
 const SWEEP = document.body.dataset.sweep;
 const POLL_MS = 1000 * parseFloat(document.body.dataset.poll || "2");
-const state = {version: null, meta: null, axesKey: "", where: {}, sql: "", metric: "",
+const state = {version: null, drawn: null, meta: null, axesKey: "", where: {}, sql: "", metric: "",
                table: null, sort: [-1, 1], filter: "", brushed: null, busy: false};
 const CONFIG = {responsive: true, displaylogo: false};
 
@@ -252,18 +252,23 @@ async function showTrial(id) {
 
 // ---- following the sweep ----------------------------------------------------------------------
 
-async function refresh() {
+async function refresh(listed) {
   const meta = await api("meta");
   const live = document.getElementById("live");
   if (meta.error || meta.empty) {
     live.textContent = "waiting";
     return message(clear(body("progress")), meta.error || meta.empty, meta.error ? "msg" : "note");
   }
+  // the server may still show an older version (it rereads a big sweep only so often): then
+  // the next poll asks again, and the panels are redrawn only when the data changed
+  if (meta.version === listed) state.version = listed;
+  live.textContent = meta.version === listed ? "live" : "catching up";
+  if (meta.version === state.drawn) return;
   const key = JSON.stringify([meta.axes, meta.values, meta.curve_metrics]);
   if (key !== state.axesKey) { state.axesKey = key; buildFilters(meta); }
   await Promise.all([showProgress(), showCurves(), showTable(), showParcoords(), showLaws()]);
-  live.textContent = "live";
-  live.dataset.version = state.version;
+  state.drawn = meta.version;
+  live.dataset.version = meta.version;
 }
 
 async function poll() {
@@ -271,10 +276,7 @@ async function poll() {
   state.busy = true;
   try {
     const v = await api("version");
-    if (v.version !== state.version) {
-      state.version = v.version;
-      await refresh();
-    }
+    if (v.version !== state.version) await refresh(v.version);
   } catch (e) {
     document.getElementById("live").textContent = "disconnected";
   } finally {

@@ -54,10 +54,12 @@ class Dashboard(ThreadingHTTPServer):
 
 
 def make_server(root: str, host: str = "127.0.0.1", port: int = 8765,
-                token: str | None = None, poll_s: float = 2.0) -> Dashboard:
+                token: str | None = None, poll_s: float = 2.0,
+                refresh_share: float | None = None) -> Dashboard:
     """A :class:`Dashboard` of the store at ``root`` bound to ``host:port`` (0: a free port), not
-    yet serving; a port in use or a bad host is one :class:`AnalysisError`."""
-    source = Source(root)
+    yet serving; a port in use or a bad host is one :class:`AnalysisError`. ``refresh_share``: see
+    :data:`analysis.serve.store.REFRESH_SHARE`."""
+    source = Source(root) if refresh_share is None else Source(root, refresh_share)
     try:
         return Dashboard(source, (host, port), token, poll_s)
     except OSError as e:

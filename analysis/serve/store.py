@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -30,6 +31,11 @@ from analysis.errors import AnalysisError
 MARKERS = ("_sweep.json", "sweep.yaml")
 """A folder holding one of these is a sweep (as :meth:`scaling.store.writer.Store.is_sweep`)."""
 TABLES = ("trials", "curves")
+REFRESH_SHARE = 0.1
+"""At most this share of one core goes to following a sweep: after a new part, a sweep is read
+again only once ``(1 / share - 1)`` times what its last version cost (reading it and computing
+what the page asked of it) has passed since it was read; until then the page shows that version
+and says so. A small sweep is followed within a second or two; a 100k-trial one more slowly."""
 
 
 def _filesystem(root: str) -> tuple[pafs.FileSystem, str, str]:
@@ -63,14 +69,18 @@ class _Entry:
     tables: tuple | None = None
     error: str = ""
     results: dict = field(default_factory=dict)
+    loaded_at: float = 0.0
+    cost_s: float = 0.0
+    """Seconds spent reading this version and computing from it."""
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 class Source:
     """A results root (a store of sweeps, or one sweep folder) and the cache of its sweeps."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, refresh_share: float = REFRESH_SHARE):
         self.root = str(root)
+        self.refresh_share = refresh_share
         self.fs, self.base, self._query = _filesystem(self.root)
         info = self.fs.get_file_info(self.base)
         if info.type == pafs.FileType.NotFound:
@@ -148,10 +158,12 @@ class Source:
         entry = self._entry(sweep)
         with entry.lock:
             version = self.version(sweep)
-            if version.digest != entry.version or (entry.tables is None and not entry.error):
+            stale = version.digest != entry.version or (entry.tables is None and not entry.error)
+            if stale and not self._too_soon(entry):
                 entry.results = {}
                 entry.version = version.digest
                 entry.tables, entry.error = None, ""
+                start = time.monotonic()
                 if version.trial_parts == 0:
                     entry.error = "no trial has finished yet"
                 else:
@@ -160,8 +172,17 @@ class Source:
                         self.loads += 1
                     except AnalysisError as e:
                         entry.error = str(e)
+                entry.loaded_at = time.monotonic()
+                entry.cost_s = entry.loaded_at - start
             trials, curves = entry.tables if entry.tables is not None else (None, None)
             return entry.version, trials, curves, entry.error
+
+    def _too_soon(self, entry: _Entry) -> bool:
+        """Whether reading a sweep again now would spend more than :attr:`refresh_share` of a core."""
+        if entry.tables is None or self.refresh_share >= 1:
+            return False
+        wait = entry.cost_s * (1 / max(self.refresh_share, 1e-3) - 1)
+        return time.monotonic() - entry.loaded_at < wait
 
     def result(self, sweep: str, key, compute):
         """``compute(trials, curves)`` for the sweep's current version, cached under ``key``.
@@ -176,6 +197,7 @@ class Source:
             if entry.version == version and key in entry.results:
                 value = entry.results[key]
             else:
+                start = time.monotonic()
                 if trials is None:
                     value = AnalysisError(error)
                 else:
@@ -183,6 +205,8 @@ class Source:
                         value = compute(trials, curves)
                     except AnalysisError as e:
                         value = e
+                if entry.version == version:
+                    entry.cost_s += time.monotonic() - start
                 if entry.version == version:
                     entry.results[key] = value
         if isinstance(value, AnalysisError):
