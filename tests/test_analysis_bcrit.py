@@ -17,15 +17,21 @@ from analysis.rules.tradeoff import fit_tradeoff, steps_to_target, tradeoff
 B = 2.0 ** np.arange(2, 11)  # 4 ... 1024
 
 
-def curves_to_target(rng, b, s_min, e_min, n_seeds, seed_sd=0.2, noise_sd=0.1, examples=2.2e5, points=12):
-    """(nB, 1, nS) steps to reach loss 1.0 of curves loss(k) = (k/S)^-0.3 seen at log-spaced steps."""
+def curves_to_target(rng, b, s_min, e_min, n_seeds, seed_sd=0.2, noise_sd=0.1, examples=2.2e5, points=12,
+                     shift_sd=0.0):
+    """(nB, 1, nS) steps to reach loss 1.0 of curves loss(k) = (k/S)^-0.3 seen at log-spaced steps.
+
+    ``seed_sd`` scales every batch size of a seed alike (S_min and E_min together: it cancels in
+    B_crit); ``shift_sd`` moves a seed's E_min alone, so the seed shifts its B_crit, shared by every
+    batch size (the median seed's B_crit is e_min/s_min)."""
     u = rng.normal(0, seed_sd, n_seeds)
+    shift = rng.normal(0, shift_sd, n_seeds) if shift_sd > 0 else np.zeros(n_seeds)
     out = np.empty((len(b), 1, n_seeds))
     for i, bb in enumerate(b):
         budget = int(examples / bb)  # a fixed number of examples: large batches get few steps
         evals = np.concatenate([[0], np.unique(np.round(np.geomspace(1, budget, points)).astype(int))])
         for s in range(n_seeds):
-            S = (s_min + e_min / bb) * np.exp(u[s] + rng.normal(0, noise_sd))
+            S = (s_min + e_min * np.exp(shift[s]) / bb) * np.exp(u[s] + rng.normal(0, noise_sd))
             loss = (np.maximum(evals, 1e-9) / S) ** -0.3
             loss[0] = 50.0
             out[i, 0, s] = steps_to_target(evals, loss, 1.0)
@@ -50,11 +56,16 @@ def test_the_fit_recovers_a_noiseless_tradeoff_exactly():
 
 
 def test_intervals_cover_the_true_critical_batch_size():
-    """>= 400 replications, each with its own clustered bootstrap (200 resamples), all vectorised."""
+    """>= 400 replications, each with its own clustered bootstrap (200 resamples), all vectorised.
+
+    Each seed shifts its own B_crit (sd 0.25 in ln B_crit, shared by every batch size of the seed),
+    which does not cancel in E_min/S_min: a bootstrap that resampled each batch size's seeds
+    apart would miss it. Power: a true coverage of 85 % reaches 368 of 400 (the window's floor)
+    with probability ~6e-5 (mean 340, sd 7.1), so this fails it with probability > 0.999."""
     rng = np.random.default_rng(7)
     covered, censored = 0, 0
     for r in range(400):
-        steps = curves_to_target(rng, B, 200.0, 200.0 * 64, n_seeds=5)
+        steps = curves_to_target(rng, B, 200.0, 200.0 * 64, n_seeds=5, shift_sd=0.25)
         fit = tradeoff(B, steps, n_boot=200, seed=r)
         covered += fit.b_crit.ci_low <= 64 <= fit.b_crit.ci_high
         censored += fit.n_censored_trials
@@ -90,7 +101,7 @@ def test_tuning_lr_per_batch_size_picks_the_fastest_on_the_selection_metric():
 # ---- a sweep's store, through the CLI ------------------------------------------------------------
 
 def write_store(root, *, n_trains=(300, 1200), b=(4, 8, 16, 32, 64, 128, 256), seeds=range(4), schedule="constant",
-                b_crit=None, seed=0):
+                b_crit=None, seed=0, noise=0.05):
     """A results store (trials and curves parts, the store's schema) of curves drawn from
     S(B) = S_min + E_min/B with B_crit = 0.05 * n_train (grows with the data), seed effects shared."""
     import pyarrow as pa
@@ -108,7 +119,7 @@ def write_store(root, *, n_trains=(300, 1200), b=(4, 8, 16, 32, 64, 128, 256), s
                 tid = f"n{n}b{bb}s{s}"
                 budget = int(40 * n / bb)
                 evals = np.concatenate([[0], np.unique(np.round(np.geomspace(1, budget, 25)).astype(int))])
-                S = (100 + 100 * crit / bb) * np.exp(u[s] + rng.normal(0, 0.05))
+                S = (100 + 100 * crit / bb) * np.exp(u[s] + rng.normal(0, noise))
                 loss = 0.1 * (np.maximum(evals, 0.5) / S) ** -0.4  # reaches 0.1 at step S
                 trials.append({"sweep": "bc", "trial_id": tid, "run_id": "r" + tid, "status": "ok", "task": "digits",
                                "model": "mlp", "n_train": n, "batch_size": bb, "lr": 0.1, "seed": s,
@@ -166,3 +177,30 @@ def test_bcrit_refuses_a_decaying_schedule_and_explains_groups_it_cannot_fit(tmp
     assert f"{lines[0].split()[-1]}: only 0 of 7 batch sizes reach the target (the median seed); " \
            "the trade-off needs at least 3 (2 rows)" in flat
     assert "Traceback" not in proc.stderr
+
+
+def test_bcrit_scaling_censors_an_infinite_b_crit_instead_of_dropping_it(tmp_path, capsys):
+    """The largest group's B_crit (0.05 * 76800 = 3840) lies far beyond its batch sizes (<= 128):
+    its fit puts S_min <= 0, B_crit = inf. The scaling line keeps it, right-censored at 128, keeps
+    every bootstrap replicate, and says so; a --target that is not a number is one line."""
+    from analysis import tables
+    from analysis.rules.critical import critical_batch
+    from analysis.report.rule_text import critical_lines
+    from cluster.cli import main
+
+    write_store(tmp_path, n_trains=(300, 1200, 4800, 76800), b=(4, 8, 16, 32, 64, 128), noise=0.1)
+    trials, curves = tables.load_sweep(str(tmp_path))
+    res = critical_batch(trials, curves, targets=[0.1], n_boot=200, level=0.8, with_bopt=False)
+    assert res.groups[-1].fit.b_crit.value == np.inf
+    assert res.scaling_counts == {"groups": 4, "left_out": 0, "censored_high": 1, "censored_low": 0,
+                                  "replicates": 200, "replicates_drawn": 200}
+    [(name, est)] = res.scaling
+    assert name == "n_train" and est.ci_low <= 1.0 <= est.ci_high, est
+    text = "\n".join(critical_lines(res))
+    assert "Tobit over 4 group(s) (1 with B_crit beyond the largest batch size, censored there)" in text
+    assert "200 of 200 bootstrap replicates fitted" in text
+    assert "80% CI" in text and "95%" not in text
+    for bad in ("nan", "inf"):
+        assert main(["bcrit", str(tmp_path), "--target", bad]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "--target must be finite" in err, err
