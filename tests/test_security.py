@@ -17,8 +17,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -452,3 +454,50 @@ def test_a_signal_while_the_sweep_starts_is_one_line_and_leaves_nothing(tmp_path
     assert r["ok"], r
     if at_process:
         assert r["processes_seen"] >= 2, "the signal came while Ray was starting"
+
+
+def test_joining_a_token_cluster_with_the_token_only_in_the_users_file(tmp_path):
+    """Issue 26, item 9: a head started with token auth, and the driver's only token in
+    ~/.ray/auth_token (no RAY_AUTH_MODE, no RAY_AUTH_TOKEN). `import ray` reads and caches the auth
+    mode before the sweep sees the file, so the join used to fail, telling the user to put the
+    token where it already was."""
+    token = "ab" * 32
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(token)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    short = tempfile.mkdtemp(prefix="sr-")  # Ray's socket paths must stay under 108 bytes
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+         "--node-ip-address=127.0.0.1", "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={short}"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env={**clean, "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+    try:
+        wait_for(lambda: _listens(port), 180, "the head's GCS", head)
+        config = write_config(tmp_path, SWEEP.format(name="joined", n_train=[50], seeds=[0], epochs=1))
+        proc = subprocess.run(sweep_cmd(config, tmp_path / "r", "--address", f"127.0.0.1:{port}"), cwd=ROOT,
+                              capture_output=True, text=True, timeout=400, env={**clean, "HOME": str(home)})
+        assert proc.returncode == 0, proc.stderr
+        assert "(1 ok, 0 diverged, 0 failed)" in proc.stdout, proc.stdout
+    finally:
+        procs = snapshot(head.pid)
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops what it started; never `ray stop`
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        time.sleep(1.0)
+        for pid in alive(procs):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def _listens(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+        return True
+    except OSError:
+        return False
