@@ -3,9 +3,16 @@
 Every sweep here comes from :mod:`analysis.testing.simulate` (shared seed effects, asymmetric
 optima, divergence, accuracy quantised to 1/297, optima near the grid edges), with the
 designs of ``configs/learning_curve.yaml`` and ``configs/bopt_rule.yaml`` and the noise
-presets measured on the digits sweeps of ``make reproduce``. Each run uses fixed seeds,
-so the rates are exact for this code; the windows (92-98 % for a 95 % interval) are what
-the issue asks, about two binomial sds around 95 % at 400 replications.
+presets measured on the digits sweeps of ``make reproduce``. The rule's tests run on the
+``shifted`` preset too: a seed also moves the optimum of every group at one N (sd 0.25 in
+ln B) and trial luck is t3, which group-independent intervals miss (issue 24). Each run uses
+fixed seeds, so the rates are exact for this code; the windows (92-98 % for a 95 % interval)
+are what the issue asks, about two binomial sds around 95 % at 400 replications.
+
+Power (binomial arithmetic): at 400 replications an interval whose true coverage is 85 %
+reaches 368 (92 %) with probability P(Bin(400, 0.85) >= 368) ~ 6e-5 (mean 340, sd 7.1), so
+the window fails it with probability > 0.999; a true 95 % lands in [368, 392] with
+probability 0.996.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import pytest
 
 from analysis.rules.bopt import find_bopt
 from analysis.fit.curves import fit_learning_curves
+from analysis.bench.calibration import run
 from analysis.testing.simulate import LANDSCAPES, PRESETS, Design, design_from_config, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,8 +100,9 @@ def rule_digits(rule_design):
 
 
 @pytest.fixture(scope="module")
-def rule_noisy(rule_design):
-    return _rule_runs(rule_design, "noisy", 40_000)
+def rule_shifted(rule_design):
+    """400 replications with the rule exactly true, on the shifted preset (module docstring)."""
+    return run("shifted", REPS, boot=BOOT, des=rule_design)
 
 
 @pytest.mark.slow
@@ -129,14 +138,23 @@ def test_choosing_on_the_test_set_shows_the_curse_this_guards_against(curve_desi
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("runs", ["rule_digits", "rule_noisy"])
+@pytest.mark.parametrize("runs", ["rule_digits", "rule_shifted"])
 def test_b_opt_and_rule_exponent_intervals_cover_the_truth(runs, request):
     r = request.getfixturevalue(runs)
     assert r["b_n"] > 10 * REPS
     assert 0.92 <= r["b_cover"] <= 0.98, (runs, r["b_cover"])
     for axis, cover in r["cover"].items():
         assert r["n"][axis] == REPS
-        assert 0.92 <= cover <= 0.98, (runs, axis, cover, r["mean"])
+        assert 0.92 <= cover <= 0.98, (runs, axis, cover, r.get("mean"))
+
+
+@pytest.mark.slow
+def test_a_tight_margin_does_not_call_a_true_rule_inconsistent_under_shared_seed_shifts(
+        rule_shifted):
+    """--margin 0.1 on an exact rule: inconsistent in <= 5 % of 400 sweeps (it was 24.5 % when
+    the joint test treated groups as independent)."""
+    assert rule_shifted["share"][0.1]["inconsistent"] <= 0.05, rule_shifted["share"]
+    assert rule_shifted["share"][0.25]["inconsistent"] <= 0.05, rule_shifted["share"]
 
 
 @pytest.mark.slow
@@ -145,10 +163,13 @@ def test_exact_rule_is_called_consistent(rule_digits):
     assert share >= 0.90, share
 
 
-def test_rule_without_n_dependence_is_inconsistent_naming_n_train(rule_design):
+@pytest.mark.parametrize("noise", ["digits", pytest.param("shifted", marks=pytest.mark.slow)])
+def test_rule_without_n_dependence_is_inconsistent_naming_n_train(rule_design, noise):
+    """The wider intervals keep the power: N-independent optima are still named (n_train) in
+    >= 95 of 100 sweeps, with or without the seed-level shift of the optimum."""
     reps, named = 100, 0
     for rep in range(reps):
-        sim = simulate(rule_design, landscape=LANDSCAPES["no_n"], seed=50_000 + rep)
+        sim = simulate(rule_design, landscape=LANDSCAPES["no_n"], noise=noise, seed=50_000 + rep)
         v = find_bopt(sim.table, n_boot=BOOT, seed=rep).rule.verdict
         named += v.label == "inconsistent" and "n_train" in v.axes
     assert named >= 0.95 * reps, named
