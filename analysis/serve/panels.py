@@ -61,8 +61,8 @@ def meta(src, sweep: str) -> dict:
     def compute(trials, curves):
         fr = _frame(src, sweep)
         axes = _axes(fr)
-        values = {a: sorted({_plain(v) for v in fr[a]}, key=lambda v: (isinstance(v, str), v))
-                  for a in axes}
+        values = {a: sorted({_plain(v) for v in fr[a]} - {None},  # a missing value: no filter
+                            key=lambda v: (isinstance(v, str), v)) for a in axes}
         metrics = [m for m in ("error", "test_loss", "test_acc", "val_loss", "val_acc", "train_loss")
                    if m == "error" and "test_acc" in fr or m in fr]
         cmetrics = [m for m in ("test_loss", "test_acc", "val_loss", "val_acc", "train_loss")

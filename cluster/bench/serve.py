@@ -1,0 +1,189 @@
+"""``scaling serve`` at scale and beside a sweep: ``python -m cluster.bench.serve``.
+
+1. **Open and refresh.** The store benchmark's 100k-trial store (:mod:`cluster.bench.store`:
+   commit events of 50 trials, compacted; 100 curve points each) is served; "open" is the wall
+   time from starting the server to the answers a sweep's page asks for first (the page,
+   ``meta``, ``progress`` and ``table``); "refresh" is the same after one new commit event, the
+   server having drawn the page once (``refresh_share=1``: reread at once).
+   Targets (issue 27): open < 3 s, refresh < 1 s.
+2. **Beside a sweep.** The same sweep (``--config``, default a 24-trial single-engine digits
+   sweep) run by ``scaling sweep`` twice, alone and with ``scaling serve`` on its store and a
+   client that behaves as an open page (polls the version every 2 s and, when it changed, asks
+   for every panel), alternating, ``--repeats`` pairs. Target: < 5 % more wall time.
+
+Timings on a shared machine are noisy: compare the columns of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+SWEEP = """
+name: beside
+task: {name: digits}
+model: {name: mlp, width: 32, depth: 1}
+engine: single
+axes:
+  n_train: [75, 150, 300]
+  batch_size: [8, 32]
+  lr: [0.1, 0.3]
+  momentum: 0.9
+  seed: [0, 1]
+budget: {epochs: 10}
+eval: {points: 8}
+resources: {cpu: 1}
+"""
+PANELS = ("meta", "progress", "table", "parcoords", "laws", "curves")
+
+
+def _get(base: str, token: str, path: str) -> bytes:
+    sep = "&" if "?" in path else "?"
+    with urllib.request.urlopen(f"{base}{path}{sep}token={token}", timeout=600) as r:
+        return r.read()
+
+
+def _first_view(base: str, token: str, sweep: str) -> None:
+    _get(base, token, f"/sweep?name={sweep}")
+    for what in ("meta", "progress", "table"):
+        _get(base, token, f"/api/{what}?sweep={sweep}")
+
+
+def open_and_refresh(root: str, sweep: str = "bench") -> dict:
+    from analysis.serve import make_server, serve_in_thread
+    from cluster.bench.store import design
+    from scaling.config.sweep import parse_config
+    from scaling.spec.schema import PointIds
+    from scaling.store.writer import Store
+
+    t0 = time.perf_counter()
+    srv = make_server(root, port=0, refresh_share=1.0)
+    serve_in_thread(srv)
+    base = srv.url.split("/?")[0]
+    try:
+        _first_view(base, srv.token, sweep)
+        opened = time.perf_counter() - t0
+        # one new commit event: the trial the store benchmark leaves out (its last seed)
+        cfg = parse_config(design(100))
+        point = next(p for p in cfg.points() if p["seed"] == 99)
+        row = {**point, "trial_id": PointIds(cfg.make, tuple(cfg.axes))(point),
+               "run_id": "bench-serve", "status": "ok", "test_loss": 1.0, "test_acc": 0.5,
+               "steps": 500}
+        Store(root).write_result(sweep, {"trial": row, "curves": [{"step": 0, "test_loss": 2.0}]})
+        t1 = time.perf_counter()
+        _get(base, srv.token, f"/api/version?sweep={sweep}")
+        _first_view(base, srv.token, sweep)
+        refreshed = time.perf_counter() - t1
+        loads = srv.source.loads
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    return {"open_s": opened, "refresh_s": refreshed, "reads": loads}
+
+
+class Viewer(threading.Thread):
+    """An open page, without a browser: polls the version and, when it changed, every panel."""
+
+    def __init__(self, base: str, token: str, sweep: str, every_s: float = 2.0):
+        super().__init__(daemon=True)
+        self.base, self.token, self.sweep, self.every_s = base, token, sweep, every_s
+        self.stop = threading.Event()
+        self.refreshes = 0
+
+    def run(self) -> None:
+        seen = None
+        while not self.stop.wait(self.every_s):
+            try:
+                v = json.loads(_get(self.base, self.token, f"/api/version?sweep={self.sweep}"))
+                if v["trial_parts"] and v["version"] != seen:
+                    meta = json.loads(_get(self.base, self.token, f"/api/meta?sweep={self.sweep}"))
+                    if meta.get("version") == v["version"]:
+                        seen = v["version"]
+                    for what in PANELS[1:]:
+                        _get(self.base, self.token, f"/api/{what}?sweep={self.sweep}")
+                    self.refreshes += 1
+            except OSError:
+                continue
+
+
+def sweep_wall(config: str, results: str, served: bool) -> tuple[float, int]:
+    """Wall seconds of ``scaling sweep`` (a fresh store), with or without a served, viewed page."""
+    shutil.rmtree(results, ignore_errors=True)
+    os.makedirs(results)
+    viewer, srv = None, None
+    if served:
+        from analysis.serve import make_server, serve_in_thread
+
+        srv = make_server(results, port=0)
+        serve_in_thread(srv)
+        viewer = Viewer(srv.url.split("/?")[0], srv.token, "beside")
+        viewer.start()
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "cluster.cli", "sweep", config, "--results", results,
+                        "--quiet"], check=False, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"the sweep failed: {r.stderr.strip().splitlines()[-1:]}")
+    if viewer is not None:
+        viewer.stop.set()
+        viewer.join()
+        srv.shutdown()
+        srv.server_close()
+    return wall, viewer.refreshes if viewer else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster.bench.serve",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default=None,
+                        help="a 100k-trial store built before (cluster.bench.store's; default: build one)")
+    parser.add_argument("--config", default=None, help="the sweep run beside the server")
+    parser.add_argument("--repeats", type=int, default=2, help="pairs of sweeps (default 2)")
+    parser.add_argument("--skip", choices=("store", "sweep"), default=None)
+    args = parser.parse_args(argv)
+    work = tempfile.mkdtemp(prefix="bench-serve-")
+    try:
+        if args.skip != "store":
+            root = args.store
+            if root is None:
+                from cluster.bench.store import build_store
+                from scaling.store.compaction import compact
+                from scaling.store.writer import Store
+
+                root = os.path.join(work, "s100k")
+                print("building the 100k-trial store ...", flush=True)
+                build_store(root, 100, pair_trials=50, merged=False, skip_seed=99)
+                compact(Store(root), "bench")
+            r = open_and_refresh(root)
+            print(f"100k trials: open {r['open_s']:.2f} s (target < 3), refresh after one new "
+                  f"part {r['refresh_s']:.2f} s (target < 1); {r['reads']} reads", flush=True)
+        if args.skip != "sweep":
+            config = args.config or os.path.join(work, "beside.yaml")
+            if args.config is None:
+                with open(config, "w") as f:
+                    f.write(SWEEP)
+            alone, served, views = [], [], 0
+            for _ in range(args.repeats):
+                alone.append(sweep_wall(config, os.path.join(work, "r"), False)[0])
+                wall, n = sweep_wall(config, os.path.join(work, "r"), True)
+                served.append(wall)
+                views += n
+            a, s = min(alone), min(served)
+            print(f"sweep alone {', '.join(f'{w:.1f}' for w in alone)} s; served and viewed "
+                  f"{', '.join(f'{w:.1f}' for w in served)} s ({views} page refreshes): "
+                  f"{100 * (s / a - 1):+.1f}% (best of each; target < 5%)", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
