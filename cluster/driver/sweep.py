@@ -78,6 +78,8 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
     check_size(cfg, allow_large)
     check_model_size(cfg)  # counted on torch's meta device: nothing allocated
     store = Store(results, retry_s=storage_timeout)
+    for line in store.check_for_sweep(cfg.name):  # refuses --results inside a sweep folder; a renamed one
+        log(line)
     keep = ("ok", "diverged") if retry_failed else ("ok", "diverged", "failed")
     now = (CODE_VERSION, task_data_version(cfg.task))
     resume = resume_state(store, cfg.name, keep, now, rerun_stale=rerun_stale, accept_mixed=accept_mixed,

@@ -136,7 +136,8 @@ class Store:
                     pq.ParquetWriter(out, schema, compression="zstd") as writer:
                 for batch in batches:
                     if batch.num_rows:
-                        writer.write_table(pa.Table.from_batches([batch]).cast(schema), row_group_size=1 << 20)
+                        writer.write_table(pa.Table.from_batches([batch]).cast(schema),
+                                           row_group_size=parts_mod.ROW_GROUP_ROWS)
                         rows += batch.num_rows
             if self.local:
                 self.fs.move(target, path)
@@ -231,6 +232,55 @@ class Store:
         infos = self._infos(probes)
         return [n for i, n in enumerate(names)
                 if infos[2 * i].type == pafs.FileType.File or infos[2 * i + 1].type == pafs.FileType.File]
+
+    def enclosing_sweep(self) -> str | None:
+        """The sweep folder the root is, or lies inside (the nearest folder from the root up that holds
+        a sweep marker; the root itself also when it holds a sweep.yaml and a trials folder), or None.
+        A sweep writing there would nest its folder inside another sweep's, where readers of either
+        path never see it."""
+        path = self.root.rstrip("/")
+        first = True
+        while path:
+            marker, config, trials = self._infos([f"{path}/{MARKER}", f"{path}/{CONFIG}", f"{path}/trials"])
+            if marker.type == pafs.FileType.File or (first and config.type == pafs.FileType.File
+                                                      and trials.type == pafs.FileType.Directory):
+                return path
+            parent = path.rsplit("/", 1)[0] if "/" in path else ""
+            if parent == path or (not self.local and "/" not in path):
+                break  # the filesystem's root, or an object store's bucket
+            path, first = parent, False
+        return None
+
+    def marker_name(self, sweep: str) -> str | None:
+        """The sweep name a folder's marker records (None if it has none or it cannot be read)."""
+        try:
+            with self.fs.open_input_stream(f"{self.sweep_dir(sweep)}/{MARKER}") as f:
+                name = json.loads(f.read(65536)).get("sweep")
+            return name if isinstance(name, str) else None
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def check_for_sweep(self, name: str) -> list[str]:
+        """Before a sweep ``name`` writes here: refuse (StoreError) a root that is a sweep folder or lies
+        inside one; return warnings when the sweep's folder is missing but another folder's marker
+        names it (a renamed folder: this run would start afresh)."""
+        inside = self.enclosing_sweep()
+        if inside is not None:
+            parent = inside.rsplit("/", 1)[0] or "/"
+            raise StoreError(one_line(
+                f"--results {self.uri!r} is {'a sweep folder' if inside == self.root.rstrip('/') else 'inside the sweep folder ' + repr(inside)} "
+                f"(it holds {MARKER}), not a results store; a sweep written there would nest inside another sweep, where readers of neither path see it; "
+                f"give the store that holds it, e.g. --results {parent}", 600))
+        if self.is_sweep(name):
+            return []
+        try:
+            others = [s for s in self.sweeps() if s and s != name and self.marker_name(s) == name]
+        except StoreError:
+            return []
+        return [one_line(f"warning: sweep {name!r} has no folder here, but folder {o!r} holds sweep {name!r} "
+                         f"(its {MARKER}): was it renamed? This run starts {name!r} afresh in "
+                         f"{self.sweep_dir(name)}; to resume the stored trials instead, stop it and rename "
+                         f"{o!r} back to {name!r}", 600) for o in others]
 
     def is_sweep(self, sweep: str) -> bool:
         """A sweep folder holds the marker this product writes, or (written by an earlier release,
