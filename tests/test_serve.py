@@ -142,7 +142,7 @@ def _printed(capsys, *argv) -> str:
 
 
 @pytest.mark.slow
-def test_the_laws_are_what_the_commands_print(server, tmp_path, capsys):
+def test_the_laws_are_what_fit_bopt_and_bcrit_print(server, tmp_path, capsys):
     base, token = _base(server), server.token
     laws = json.loads(_get(f"{base}/api/laws?sweep=grid&token={token}")[1])
     # the page shows what `scaling fit` and `scaling bopt` print, word for word (one code path)
@@ -150,7 +150,12 @@ def test_the_laws_are_what_the_commands_print(server, tmp_path, capsys):
         assert "error" not in laws[key], laws[key]
         printed = _printed(capsys, command, str(tmp_path / "results"))
         assert " ".join("\n".join(laws[key]["text"]).split()) == " ".join(printed.split())
-    assert laws["learning_curve"]["figure"]["data"] and laws["bopt"]["figure"]["data"]
+    # B_crit at the target the page chose, as `scaling bcrit --target T` prints it
+    command = laws["bcrit"]["command"].split()
+    assert command[:3] == ["scaling", "bcrit", "RESULTS"], laws["bcrit"]
+    printed = _printed(capsys, "bcrit", str(tmp_path / "results"), *command[3:])
+    assert " ".join("\n".join(laws["bcrit"]["text"]).split()) == " ".join(printed.split())
+    assert all(laws[k]["figure"]["data"] for k in ("learning_curve", "bopt", "bcrit"))
 
 
 def test_a_refresh_reads_again_only_after_a_new_part(server, tmp_path):

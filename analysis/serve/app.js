@@ -139,7 +139,8 @@ async function showLaws() {
   const row = el("div", {class: "figs"});
   b.appendChild(row);
   const pending = [];
-  for (const [key, title] of [["learning_curve", "learning curve (scaling fit)"], ["bopt", "B_opt and the rule (scaling bopt)"]]) {
+  for (const [key, title] of [["learning_curve", "learning curve (scaling fit)"], ["bopt", "B_opt and the rule (scaling bopt)"],
+                              ["bcrit", "critical batch size (scaling bcrit)"]]) {
     const box = el("div", {class: "law", id: `law-${key}`});
     box.appendChild(el("h3", {}, title));
     row.appendChild(box);
@@ -149,7 +150,7 @@ async function showLaws() {
     const d = el("div", {class: "fig"});
     box.appendChild(d);
     const det = el("details");
-    det.appendChild(el("summary", {}, "the text the command prints"));
+    det.appendChild(el("summary", {}, "the text " + (part.command || "the command") + " prints"));
     det.appendChild(el("pre", {}, part.text.join("\n")));
     box.appendChild(det);
     pending.push([d, part.figure]);

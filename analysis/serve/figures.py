@@ -205,6 +205,34 @@ def bopt(result) -> dict:
     return {"data": data, "layout": layout}
 
 
+def tradeoff(result) -> dict:
+    """Steps against examples to reach the target, one colour per group, with the fitted
+    hyperbola S = S_min + E_min/B (McCandlish et al. 2018)."""
+    data = []
+    for i, g in enumerate(result.groups):
+        f = g.fit
+        b, st = np.array(f.batch_sizes, float), np.array(f.steps, float)
+        ok = np.isfinite(st) & (st > 0)
+        if not ok.any():
+            continue
+        color = PALETTE[i % len(PALETTE)]
+        label = f"{g.label}, target {g.target:g}"
+        if f.ok and f.s_min.value > 0 and f.e_min.value > 0:
+            label += f": B_crit {f.b_crit.value:.3g}"
+            grid = np.geomspace(b[ok].min() / 2, b[ok].max() * 2, 100)
+            steps = f.s_min.value + f.e_min.value / grid
+            data.append({"type": "scatter", "mode": "lines", "x": floats(grid * steps),
+                         "y": floats(steps), "line": {"color": color}, "opacity": 0.6,
+                         "showlegend": False, "hoverinfo": "skip", "legendgroup": f"g{i}"})
+        data.append({"type": "scatter", "mode": "markers", "x": floats(b[ok] * st[ok]),
+                     "y": floats(st[ok]), "name": esc(label), "legendgroup": f"g{i}",
+                     "text": [f"B={v:g}" for v in b[ok]], "marker": {"color": color, "size": 7},
+                     "hovertemplate": "%{text}<br>E %{x:.3g}, S %{y:.3g}<extra></extra>"})
+    return {"data": data, "layout": _layout(f"steps vs examples to reach {result.metric} targets",
+                                            "examples to target E = B*S", "steps to target S",
+                                            xlog=True, ylog=True)}
+
+
 # ---- parallel coordinates -------------------------------------------------------------------
 
 def parcoords(fr, axes, metric: str, values: np.ndarray, ids) -> dict:

@@ -166,7 +166,8 @@ def laws(src, sweep: str, x: str = "n_train", metric: str | None = None) -> dict
     """The learning-curve frontier with its law, and B_opt with the rule: figure and the text the
     commands print, each or the reason it is not available yet."""
     return {"learning_curve": _law(src, sweep, ("fit", x, metric), lambda t, c: _fit(t, x, metric)),
-            "bopt": _law(src, sweep, ("bopt", metric), lambda t, c: _bopt(t, metric))}
+            "bopt": _law(src, sweep, ("bopt", metric), lambda t, c: _bopt(t, metric)),
+            "bcrit": _law(src, sweep, ("bcrit",), _bcrit)}
 
 
 def _law(src, sweep, key, compute) -> dict:
@@ -199,6 +200,27 @@ def _bopt(trials, metric) -> dict:
     result = find_bopt(trials, metric=m, **FIT_OPTIONS)
     verdict = result.rule.verdict.label if result.rule is not None else "not checked"
     return {"figure": figs.bopt(result), "text": bopt_lines(result), "verdict": verdict}
+
+
+BCRIT_OPTIONS = {"n_boot": 400, "level": 0.95, "seed": 0}
+"""The bootstrap of ``scaling bcrit`` when no flag is given."""
+
+
+def _bcrit(trials, curves) -> dict:
+    """B_crit at the target most batch sizes reach (as ``scaling report`` chooses it), by the
+    function ``scaling bcrit --target T`` calls, with its defaults and its text."""
+    from analysis.report.rule_text import critical_lines
+    from analysis.rules.critical import auto_target, critical_batch
+
+    if curves is None or curves.num_rows == 0:
+        raise AnalysisError("needs the store's curves table")
+    metric = "test_loss" if "test_loss" in curves.column_names else _curve_metric(trials, curves)
+    target = auto_target(trials, metric)
+    result = critical_batch(trials, curves, targets=[target], metric=metric, **BCRIT_OPTIONS)
+    if not any(g.fit.ok for g in result.groups):
+        raise AnalysisError(f"no group reaches {metric} {target:g} at enough batch sizes yet")
+    return {"figure": figs.tradeoff(result), "text": critical_lines(result),
+            "command": f"scaling bcrit RESULTS --target {target:g} --metric {metric}"}
 
 
 def trial(src, sweep: str, trial_id: str) -> dict:
