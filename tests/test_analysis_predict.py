@@ -12,11 +12,10 @@ import pyarrow.csv as pcsv
 import pytest
 
 from analysis.cli import register
-from analysis.fit.forms.on_curves import power_law_warnings
 from analysis.fit.forms.bounds import Bounds
 from analysis.fit.forms.fit import fit_form
+from analysis.fit.forms.on_curves import power_law_warnings
 from analysis.fit.powerlaw import fit_power_law
-from analysis.fit.forms.selection import select_form
 from analysis.testing.synthetic import sweep_table, write_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,8 +132,8 @@ def test_prediction_intervals_hold_the_oracle_frontier_of_simulated_sweeps():
     lies inside the 95% prediction intervals in nearly every case."""
     import pyarrow.compute as pc
 
-    from analysis.fit.forms.on_curves import add_forms
     from analysis.fit.curves import fit_learning_curves
+    from analysis.fit.forms.on_curves import add_forms
     from analysis.testing.simulate import LANDSCAPES, Design, simulate
 
     ns = np.unique(np.round(np.logspace(np.log10(50), np.log10(1500), 12)).astype(int))
@@ -166,7 +165,10 @@ def test_form_replaces_the_power_law_and_every_number_names_its_form(store, caps
     curve = json.loads(capsys.readouterr().out)["curves"][0]
     assert curve["fit"] is None and curve["family"]["form"] == "M2"
     assert curve["family"]["bounds"]["reason"] == "given as (0, 1)"
-    assert curve["family"]["params"]["c"]["ci_low"] < curve["family"]["params"]["c"]["value"]
+    # issue 24: no family interval on a seeded sweep, with the reason in JSON (and text)
+    assert curve["family"]["params"]["c"]["ci_low"] is None
+    assert curve["family"]["interval_note"].startswith("no M2 parameter intervals on a seeded "
+                                                       "sweep")
 
 
 def test_an_undefined_prediction_prints_undefined(tmp_path, capsys):
@@ -190,10 +192,10 @@ def test_bad_predict_and_bounded_values_are_one_line_errors(store, capsys):
         assert len(err) == 1 and words in err[0], err
 
 
-# --- --holdout: the Huber delta and the form are chosen on the remaining points -------------
+# --- --holdout: the Huber delta is chosen on the remaining points; the family is the one that predicts
 
 
-def test_holdout_chooses_delta_and_form_on_the_remaining_points_only():
+def test_holdout_chooses_delta_on_the_remaining_points_and_checks_the_predicting_family():
     x = np.logspace(1, 5, 17)
     y = bnsl(x, d1=2e4)  # the held-out points bend away: with them the residual scale grows
     fit = fit_power_law(x, y, n_boot=0, holdout=4)
@@ -202,7 +204,38 @@ def test_holdout_chooses_delta_and_form_on_the_remaining_points_only():
     assert fit.delta != pytest.approx(alone.delta)
     assert fit.holdout.params == pytest.approx(alone.params, rel=1e-6)
     fam = fit_form(x, y, "auto", n_boot=0, holdout=4)
-    assert fam.holdout.form == select_form(x[:13], y[:13], x_target=x[13:]).chosen
+    assert fam.holdout.form == fam.form == fam.selection.chosen  # one family, named once
+    refit = fit_form(x[:13], y[:13], fam.form, n_boot=0, holdout=0)
+    assert fam.holdout.in_sample_rmse_log == pytest.approx(refit.rmse_log)
+
+
+# --- auto's choice depends on the fitted points only -----------------------------------------
+
+
+def test_predicting_at_2x_or_32x_gives_the_same_family_and_parameters(tmp_path, capsys):
+    """Issue 25: the family (and so every prediction) must not depend on where predictions are
+    asked; text, JSON and warnings name one family."""
+    x = np.logspace(3, 5, 10)
+    y = (0.9 * x ** -0.3 + 0.05) * np.exp(0.01 * np.random.default_rng(3).standard_normal(10))
+    path = _csv(tmp_path, "curve.csv", n=x, test_error=y)
+    outs = []
+    for at in (2 * x[-1], 32 * x[-1]):
+        assert run("fit", path, "--x", "n", "--metric", "test_error", "--boot", "40",
+                   "--predict", f"{at:g}", "--json") == 0
+        outs.append(json.loads(capsys.readouterr().out)["curves"][0])
+    (a, b) = outs
+    assert a["family"]["form"] == b["family"]["form"] == a["prediction"]["form"] \
+        == b["prediction"]["form"] == a["family"]["holdout"]["form"]
+    assert a["family"]["params"] == b["family"]["params"]
+    assert a["family"]["selection"] == b["family"]["selection"]
+    assert run("fit", path, "--x", "n", "--metric", "test_error", "--boot", "40",
+               "--predict", f"{32 * x[-1]:g}") == 0
+    text = capsys.readouterr().out
+    fam = a["family"]["form"]
+    for line in text.splitlines():  # the check and any family warning name the predicting one
+        if "extrapolation check (" in line or re.search(r"warning: the fitted (M\d|BNSL)", line):
+            assert f"({fam}" in line or f"fitted {fam} " in line, line
+    assert f"test_error ({a['family']['form']})" in text
 
 
 def test_power_law_warnings_for_a_falling_metric():

@@ -56,8 +56,10 @@ def test_main_prints_the_table_from_a_given_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "paper's protocol" in out and "2 of 2 curves" in out
     header = next(line for line in out.splitlines() if line.startswith("curves"))
-    assert header.split()[2:] == list(bench.METHODS)
+    assert header.split()[2:] == list(bench.COLUMNS)  # every family, auto, auto tuned LODO
     assert "prediction intervals" in out and "auto vs M4" in out
+    assert "curves with no more misses than 95% implies" in out
+    assert "leave-one-dataset-out: auto" in out and "calibrated across curves" in out
 
 
 def test_an_undefined_prediction_scores_none_not_a_number(curves):

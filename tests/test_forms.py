@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 from scipy.optimize import lsq_linear
 
-from analysis.fit.forms.bnsl import BNSL
 from analysis.errors import AnalysisError
-from analysis.fit.forms.bounds import Bounds, detect_bounds, rmse_log
-from analysis.fit.forms.fit import fit_form, holdout_warnings, HoldoutCheck
 from analysis.fit.forms.base import wls
+from analysis.fit.forms.bnsl import BNSL
+from analysis.fit.forms.bounds import Bounds, detect_bounds, rmse_log
 from analysis.fit.forms.families import M1, M2, M3, M4, solve_m4
-from analysis.report.fit_text import form_fit_lines, prediction_lines
-from analysis.report.text import value
+from analysis.fit.forms.fit import HoldoutCheck, fit_form, holdout_warnings
 from analysis.fit.forms.prediction import predict
 from analysis.fit.forms.selection import select_form
+from analysis.report.fit_text import form_fit_lines, prediction_lines
+from analysis.report.text import value
 
 RATE = Bounds(low=0.0, high=1.0, reason="test error rate")
 
@@ -83,16 +83,56 @@ def test_bnsl_finds_a_sharp_bend():
     np.testing.assert_allclose(BNSL().predict(fit.params, x), y, rtol=0.01)
 
 
-def test_m2_exponent_inside_its_bootstrap_interval():
+def test_m1_exponent_intervals_cover_at_their_level_on_heavy_tailed_noise():
+    """M1's pairs-bootstrap percentile interval of c on curves with clipped t3 noise (not the
+    Gaussian noise of its least squares), three repeats per x. 150 replications: a true
+    coverage of 95% gives fewer than 135 hits with P = 0.2% (and more than 148 with
+    P = 0.4%); a true coverage of 85% gives 135 or more with P = 5.5%, so an 85% interval
+    fails this test with probability 0.94."""
+    rng = np.random.default_rng(0)
+    x = np.repeat(np.logspace(2.5, 4.5, 10), 3)
     covered = 0
-    for seed in range(10):
-        rng = np.random.default_rng(seed)
-        x = np.repeat(np.logspace(2, 4, 10), 3)
-        y = (4.0 * x ** -0.4 + 0.08) * np.exp(0.01 * rng.standard_normal(x.size))
-        fit = fit_form(x, y, "M2", n_boot=200, holdout=0)
-        covered += fit.ci_low[1] <= -0.4 <= fit.ci_high[1]
-        assert fit.ci_high[1] - fit.ci_low[1] < 0.3
-    assert covered >= 7, covered  # 95 % intervals: fewer than 7 of 10 is P < 0.1 %
+    for _ in range(150):
+        noise = np.clip(rng.standard_t(3, x.size), -3, 3)
+        fit = fit_form(x, 5.0 * x ** -0.35 * np.exp(0.03 * noise), "M1", n_boot=200, holdout=0,
+                       seed=int(rng.integers(1 << 30)))
+        covered += fit.ci_low[1] <= -0.35 <= fit.ci_high[1]
+    assert 135 <= covered <= 148, covered
+
+
+@pytest.mark.parametrize("name", ["M2", "M3", "M4", "BNSL"])
+def test_families_whose_intervals_nothing_backs_give_none_and_say_why(name):
+    """M2's paper-style fit is biased by more than its bootstrap spread (85% coverage at 1%
+    noise, 30% at 3%; docs/curve-families.md): no interval, a stated reason, and the
+    refits still make prediction bands."""
+    x = np.logspace(2, 4, 14)
+    y = (4.0 * x ** -0.4 + 0.08) * np.exp(0.01 * np.random.default_rng(1).standard_normal(14))
+    fit = fit_form(x, y, name, bounds=RATE, n_boot=30, holdout=0)
+    assert all(np.isnan(v) for v in fit.ci_low + fit.ci_high)
+    assert fit.interval_note.startswith(f"no {name} parameter intervals: ")
+    assert fit.interval_note in "\n".join(form_fit_lines(fit))
+    assert all(v["ci_low"] is None for v in fit.to_dict()["params"].values())
+    pred = predict(fit, [2e4])
+    assert pred.band_low[0] is not None and pred.band_low[0] <= pred.y[0] <= pred.band_high[0]
+
+
+def test_m2_exponent_is_biased_on_noisy_curves_which_is_why_it_has_no_interval():
+    """The reason M2 refuses an interval, measured: at 3% noise its c sits well above the
+    truth (-0.4) on average, by more than its own spread."""
+    rng = np.random.default_rng(2)
+    x = np.repeat(np.logspace(2, 4, 10), 3)
+    cs = [M2().fit(x, (4.0 * x ** -0.4 + 0.08) * np.exp(0.03 * rng.standard_normal(x.size)),
+                   low=0.0).params[1] for _ in range(20)]
+    assert np.mean(cs) - (-0.4) > 2 * np.std(cs) / np.sqrt(20) and np.mean(cs) > -0.37
+
+
+def test_converged_means_the_last_zoom_stopped_improving():
+    x = np.logspace(2, 4, 15)
+    y = M4().predict(np.array((50.0, -0.45, 0.6, 0.1, 0.95)), x)
+    assert M4().fit(x, y, low=0.0, high=1.0).converged
+    rough = M4()
+    rough.zooms = 2  # stopped after two zooms: neither tolerance met
+    assert not rough.fit(x, y, low=0.0, high=1.0).converged
 
 
 # --- bounds ---------------------------------------------------------------------------------
@@ -130,10 +170,10 @@ def test_auto_scores_every_form_and_extrapolates_a_saturating_curve():
     rng = np.random.default_rng(4)
     x = np.logspace(2, 4, 20)
     y = (3.0 * x ** -0.5 + 0.05) * np.exp(0.003 * rng.standard_normal(x.size))
-    sel = select_form(x, y, x_target=[4e4])
+    sel = select_form(x, y)
     assert set(sel.scores) == {"M1", "M2", "M3", "M4", "BNSL"}
-    assert sel.scores[sel.chosen] == min(v for v in sel.scores.values() if v is not None)
-    fit = fit_form(x, y, "auto", n_boot=50, x_target=[4e4])
+    assert sel.posterior[sel.chosen] == max(v for v in sel.posterior.values() if v is not None)
+    fit = fit_form(x, y, "auto", n_boot=50)
     assert fit.form == sel.chosen
     assert fit.predict(4e4)[0] == pytest.approx(3.0 * 4e4 ** -0.5 + 0.05, rel=0.03)
 
@@ -199,21 +239,39 @@ def _curve(rng, n=24):
     return x, e * np.exp(noise)
 
 
-def test_prediction_intervals_cover_held_out_points_of_unlike_curves():
+@pytest.mark.slow
+def test_prediction_intervals_cover_one_held_out_point_per_unlike_curve():
+    """150 independent log-logistic curves with AR(1) noise (none of the families): fit M1 to
+    the first 18 of 24 points, predict the last (4.5x past the data), one point per curve
+    so the hits are independent. 95% intervals: fewer than 135 hits has P = 0.2% at a
+    true 95%, while a true 85% reaches 135 with P = 5.5% (fails with probability 0.94).
+    The band (the fitted curve's own uncertainty) must be narrower and cover less: the
+    extrapolation term is what carries the interval."""
     rng = np.random.default_rng(6)
-    inside = total = 0
-    for _ in range(10):
+    hits = band_hits = 0
+    for _ in range(150):
         x, y = _curve(rng)
-        fit = fit_form(x[:18], y[:18], "auto", bounds=RATE, n_boot=100, holdout=0,
-                       x_target=x[18:])
-        pred = predict(fit, x[18:], level=0.9)
-        lo = np.array([np.nan if v is None else v for v in pred.pi_low])
-        hi = np.array([np.nan if v is None else v for v in pred.pi_high])
-        inside += np.sum((y[18:] >= lo) & (y[18:] <= hi))
-        total += 6
-        assert all(bl >= pl and bh <= ph for bl, bh, pl, ph in
-                   zip(pred.band_low, pred.band_high, pred.pi_low, pred.pi_high))
-    assert 0.7 <= inside / total <= 1.0, inside / total
+        fit = fit_form(x[:18], y[:18], "M1", bounds=RATE, n_boot=100, holdout=0,
+                       seed=int(rng.integers(1 << 30)))
+        p = predict(fit, [x[-1]], level=0.95)
+        hits += p.pi_low[0] <= y[-1] <= p.pi_high[0]
+        band_hits += p.band_low[0] <= y[-1] <= p.band_high[0]
+    assert hits >= 135, hits
+    assert band_hits < hits, (band_hits, hits)
+
+
+def test_the_extrapolation_term_uses_a_t_quantile_on_origins_minus_one_df():
+    import dataclasses
+
+    x, y = _curve(np.random.default_rng(9))
+    fit = fit_form(x[:18], y[:18], "M1", bounds=RATE, n_boot=100, holdout=0)
+    assert fit.spread > 0 and fit.spread_df == fit_form(
+        x[:18], y[:18], "M1", bounds=RATE, n_boot=0, holdout=0).spread_df
+    at = [x[10], x[-1]]
+    few, many = predict(fit, at), predict(dataclasses.replace(fit, spread_df=1000), at)
+    assert few.pi_low[0] == many.pi_low[0] and few.pi_high[0] == many.pi_high[0]  # inside
+    assert few.pi_high[1] / few.pi_low[1] > 1.2 * many.pi_high[1] / many.pi_low[1]  # past
+    assert f"t draw on {fit.spread_df} df" in few.method
 
 
 def test_results_are_plain_json():
@@ -233,11 +291,42 @@ def test_input_mistakes_are_one_line_errors():
         predict(fit_form(np.logspace(1, 3, 8), np.logspace(0, -1, 8), "M1", n_boot=20), [-1.0])
 
 
-def test_auto_on_a_short_curve_falls_back_and_says_so():
+def test_auto_on_a_short_curve_falls_back_and_says_which_form_to_force():
     x = np.array([1e3, 2e3, 4e3, 8e3, 1.6e4])
     fit = fit_form(x, 0.5 * x ** -0.2 + 0.05, "auto", bounds=RATE, n_boot=20)
-    assert fit.form == "M2" and fit.selection is None  # M4 needs 6 distinct x
-    assert any("fell back to M2" in w for w in fit.warnings)
+    assert fit.form == "M3" and fit.selection is None  # BNSL and M4 need 7 and 6 distinct x
+    [note] = [w for w in fit.warnings if w.startswith("auto could not choose")]
+    assert "fitted M3, the family of largest prior weight" in note and "--form" in note
+
+
+def test_a_sparse_ten_point_curve_is_still_backtested():
+    """Ten points a factor 2 apart: a doubling window past each origin holds one point, so
+    windows widen to two and auto chooses by backtest (the issue's 9-10 point curves)."""
+    x = 1e3 * 2.0 ** np.arange(10)
+    sel = select_form(x, 0.5 * x ** -0.2 + 0.05, bounds=RATE)
+    assert len(sel.cuts) >= 2 and sel.n_valid >= 2
+    assert sum(v is not None for v in sel.scores.values()) == 5
+
+
+def test_ties_to_four_digits_are_said_and_the_weights_sum_to_one():
+    x = np.logspace(2, 4, 12)
+    sel = select_form(x, 2.0 * x ** -0.3)  # exact M1: M1, M2, M3 extrapolate it alike
+    assert abs(sum(sel.posterior.values()) - 1) < 1e-9
+    tied = [k for k, v in sel.scores.items() if v is not None and k != sel.chosen
+            and f"{v:.3e}" == f"{sel.scores[sel.chosen]:.3e}"]
+    assert set(sel.tied) == set(tied)
+    if tied:
+        assert "a tie with" in "\n".join(form_fit_lines(fit_form(x, 2.0 * x ** -0.3, n_boot=0)))
+
+
+def test_rising_fitted_points_are_a_warning():
+    x = np.logspace(2, 4, 12)
+    y = 2 * x ** -0.3 + 0.1
+    y[-2:] *= np.array([1.15, 1.4])  # the last two points rise (the curve fell 8% a step)
+    fit = fit_form(x, y, "M2", n_boot=0, holdout=0)
+    assert any(w.startswith("the fitted points rise at the end") for w in fit.warnings)
+    clean = fit_form(x, 2 * x ** -0.3 + 0.1, "M2", n_boot=0, holdout=0)
+    assert not any("rise at the end" in w for w in clean.warnings)
 
 
 def test_refits_split_into_chunks_equal_one_batch():

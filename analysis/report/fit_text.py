@@ -85,16 +85,22 @@ def curve_lines(curves) -> list[str]:
 def selection_lines(sel) -> list[str]:
     """Every candidate's rolling-origin score and the choice."""
     cuts = ", ".join(g(c, 3) for c in sel.cuts)
-    lines = [f"form auto: chose {sel.chosen} by rolling-origin validation (fit up to x = {cuts}; "
-             f"score the next {g(sel.horizon, 3)}x; weights "
-             + ", ".join(g(w, 2) for w in sel.weights) + ")"]
+    tie = "" if not sel.tied else (f"; a tie with {', '.join(sel.tied)} (scores equal to 4 "
+                                   "digits), broken by the prior")
+    lines = [f"form auto: chose {sel.chosen}, the largest weight = prior x backtest likelihood "
+             f"(rolling-origin validation on the fitted points: fit up to x = {cuts}; score the "
+             f"next {g(sel.horizon, 3)}x; origin weights "
+             + ", ".join(g(w, 2) for w in sel.weights) + f"; {sel.n_valid} backtest points{tie})"]
     rows = []
+    post = sel.posterior or {}
     for name, score in sel.scores.items():
         per = sel.per_origin.get(name) or ()
         mark = " <- chosen" if name == sel.chosen else ""
+        w = post.get(name)
         rows.append([name, "not scored" if score is None else value(score),
-                     " ".join(value(v, 3) for v in per) + mark])
-    lines += text_table(["form", "RMSE-log", "per origin"], rows, indent=2)
+                     "-" if w is None else f"{w:.3f}",
+                     " ".join("-" if v is None else value(v, 3) for v in per) + mark])
+    lines += text_table(["form", "RMSE-log", "weight", "per origin"], rows, indent=2)
     lines += [f"  note: {n}" for n in sel.notes]
     return lines
 
@@ -118,14 +124,15 @@ def form_fit_lines(fit, params: bool = True) -> list[str]:
         rows = [[n, g(v), g(lo), g(hi)]
                 for n, v, lo, hi in zip(fit.names, fit.params, fit.ci_low, fit.ci_high)]
         lines += text_table(head, rows, indent=2)
+    if fit.interval_note:
+        lines.append(f"  {fit.interval_note}")
     boot = f", bootstrap {fit.n_boot_used} of {fit.n_boot} resamples usable" if fit.n_boot else ""
     lines.append(f"  {fit.form}: points {fit.n_points}, in-sample RMSE-log {value(fit.rmse_log)}, "
                  f"converged {'yes' if fit.converged else 'NO'}{boot}")
     h = fit.holdout
     if h is not None:
-        how = ", chosen by auto on the remaining points" if fit.selection is not None or \
-            h.form != fit.form else ""
-        lines.append(f"  extrapolation check ({h.form}{how}; fitted without x >= {g(min(h.x))}): "
+        how = " (chosen by auto on every point)" if fit.selection is not None else ""
+        lines.append(f"  extrapolation check ({h.form}{how}; refitted without x >= {g(min(h.x))}): "
                      f"held-out RMSE-log {value(h.rmse_log)}, in-sample "
                      f"{value(h.in_sample_rmse_log)}")
     elif fit.holdout_note:

@@ -74,9 +74,11 @@ def plot_curves(curves, extend: float = 1.5) -> Figure:
     The fit is solid over the data and dashed past the largest ``x`` (to ``extend`` times
     it, or past the furthest prediction), inside its 95 % bootstrap band. Every point drawn
     is one the fit used. The extrapolation check's own fit, made without the largest ``x``,
-    is dotted, and the points it left out are ringed. A curve's ``prediction``
-    (:class:`analysis.fit.forms.prediction.Prediction`) is a diamond with its prediction
-    interval. The legend names only the marks that are drawn.
+    is dotted, and the points it left out are ringed. With a ``prediction``
+    (:class:`analysis.fit.forms.prediction.Prediction`) the curve drawn is the family that
+    predicted (never the power law beside it), its prediction interval shaded along the
+    dashed part, and each predicted point a diamond with its interval. The legend names
+    only the marks that are drawn.
     """
     fig, ax = _fig()
     colors = [f"C{i % 10}" for i in range(len(curves))]
@@ -89,21 +91,23 @@ def plot_curves(curves, extend: float = 1.5) -> Figure:
         shown.append(y)
         fit, fam = curve.fit, getattr(curve, "family", None)
         pred = getattr(curve, "prediction", None)
+        predicting = fam if pred is not None and fam is not None else None
         label = curve.label if fit is None else f"{curve.label}: {_ci(fit, 'b')}"
-        if fit is None and fam is not None:
-            label = f"{curve.label}: {fam.form}"
+        if predicting is not None or (fit is None and fam is not None):
+            how = " (chosen by auto)" if fam.selection is not None else ""
+            label = f"{curve.label}: {fam.form}{how}"
         ax.plot(x, y, "o", color=color, label=label, zorder=3)
         end = x.max() * extend
         if pred is not None:
             end = max(end, max(pred.x) * 1.15)
         inside, beyond = np.geomspace(x.min(), x.max(), 120), np.geomspace(x.max(), end, 80)
-        model = fit if fit is not None else fam
+        model = predicting or fit or fam
         if model is not None:
             ax.plot(inside, _positive(model.predict(inside)), "-", color=color, lw=1.5)
             ax.plot(beyond, _positive(model.predict(beyond)), "--", color=color, lw=1.5)
             shown.append(_positive(model.predict(inside)))
             seen.add("fit")
-        if fit is not None:
+        if fit is not None and predicting is None:
             for grid, alpha in ((inside, 0.2), (beyond, 0.1)):
                 lo, hi = fit.band(grid)
                 if np.isfinite(lo).any():
@@ -111,8 +115,10 @@ def plot_curves(curves, extend: float = 1.5) -> Figure:
                     seen.add("band")
             if _draw_check(ax, fit, x, y, color):
                 seen.add("check")
+        if predicting is not None and _shade_interval(ax, predicting, beyond, pred.level, color):
+            seen.add(f"interval {pred.level:.0%}")
         if pred is not None and _draw_prediction(ax, pred, color):
-            seen.add(f"prediction by {pred.form}")
+            seen.add(f"prediction by {pred.form} {pred.level:.0%}")
             shown.append(np.array([v for v in pred.y if v is not None], float))
     ax.set_xscale("log")
     ax.set_yscale("log" if positive else "linear")
@@ -152,6 +158,19 @@ def _draw_check(ax, fit, x, y, color) -> bool:
     return True
 
 
+def _shade_interval(ax, fam, grid, level, color) -> bool:
+    """The prediction interval of the family that predicted, shaded along its dashed curve."""
+    from analysis.fit.forms.prediction import predict
+
+    p = predict(fam, grid, level)
+    lo = np.array([np.nan if v is None else v for v in p.pi_low], float)
+    hi = np.array([np.nan if v is None else v for v in p.pi_high], float)
+    if not np.isfinite(lo).any():
+        return False
+    ax.fill_between(grid, lo, hi, color=color, alpha=0.12, lw=0)
+    return True
+
+
 def _draw_prediction(ax, pred, color) -> bool:
     """Diamonds at the predicted values with their prediction intervals; False when none
     is defined."""
@@ -171,6 +190,7 @@ def _draw_prediction(ax, pred, color) -> bool:
 def _style_keys(seen) -> list:
     """Grey legend entries for the kinds of marks drawn (never one for a mark not drawn)."""
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     keys = []
     if "fit" in seen:
@@ -180,9 +200,13 @@ def _style_keys(seen) -> list:
     if "check" in seen:
         keys.append(Line2D([], [], color="0.35", ls=":", marker="o", ms=9, mfc="none",
                            label="extrapolation check: refit without the ringed points"))
+    for name in sorted(s for s in seen if s.startswith("interval ")):
+        keys.append(Patch(color="0.35", alpha=0.25,
+                          label=f"{name.split()[1]} prediction interval past the data"))
     for name in sorted(s for s in seen if s.startswith("prediction by ")):
+        form, level = name.rsplit(" ", 1)
         keys.append(Line2D([], [], color="0.35", marker="D", mfc="white", ls="",
-                           label=f"{name} (95% prediction interval)"))
+                           label=f"{form} ({level} prediction interval)"))
     return keys
 
 

@@ -78,6 +78,8 @@ class BNSL(Form):
     name = "BNSL"
     formula = "y = a + b*x^(-c0)*(1 + (x/d1)^(1/f1))^(-c1*f1)"
     names = ("a", "b", "c0", "c1", "d1", "f1")
+    no_interval = ("its six parameters trade off along ridges the bootstrap does not explore "
+                   "from one start, and no simulation backs their percentile intervals")
 
     def _model(self, x, y):
         return _Model(m=float(np.log(x).mean()), log_s=float(np.log(y).mean()))

@@ -74,7 +74,7 @@ def detect_bounds(name: str, y, *, given: tuple[float, float] | None = None,
         return Bounds(low=float(given[0]), high=float(given[1]), maximize=rises,
                       reason=f"given as ({given[0]:g}, {given[1]:g})")
     y = np.asarray(y, float)
-    if y.size and np.all((y >= 0) & (y <= 1)) and re.search(r"err|acc", name, re.I):
+    if y.size and np.all((y >= 0) & (y <= 1)) and re.search(r"err|acc", name, re.IGNORECASE):
         kind = "an accuracy" if rises else "an error rate"
         return Bounds(low=0.0, high=1.0, maximize=rises,
                       reason=f"every value of {name!r} lies in [0, 1] and the name says it is "

@@ -50,7 +50,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.fit.forms.base import Profiled
+from analysis.fit.forms.base import BIASED, Profiled
+
 
 class M1(Profiled):
     r""":math:`y = b\,x^c`: least squares of :math:`\log y` on :math:`\log x`, :math:`c \le 0`."""
@@ -78,6 +79,7 @@ class M1(Profiled):
 class M2(Profiled):
     r""":math:`y = b\,x^c + e_\infty`: :math:`\log(y - e_\infty)` on :math:`\log x`."""
 
+    no_interval = BIASED
     name, formula, names = "M2", "y = b*x^c + e_inf", ("b", "c", "e_inf")
     signs, coarse, q = (0, -1), 41, 1
     start = (0.0,)  # e_inf just below min y, as in the reference code
@@ -107,6 +109,7 @@ class M3(Profiled):
     below it the form is M2, above it the curve is flat over the data.
     """
 
+    no_interval = BIASED
     name, formula, names = "M3", "y = e_inf + b*(1/x + g)^(-c)", ("b", "c", "g", "e_inf")
     signs, coarse, q = (0, 1), 21, 2
     start = (1.0, 0.0)  # e_inf at the lower bound, g near 0: the paper's M3 (e_inf = 0)
@@ -149,6 +152,7 @@ class M4(Profiled):
     side rises monotonically from 0 to :math:`\infty` (:func:`solve_m4`).
     """
 
+    no_interval = BIASED
     name, formula, names = "M4", "(y - e_inf)/(e_0 - y)^alpha = b*x^c", \
         ("b", "c", "alpha", "e_inf", "e_0")
     signs, coarse, q = (0, -1, 1), 21, 2

@@ -41,7 +41,7 @@ class HoldoutCheck:
     x: tuple[float, ...]
     """Held-out ``x`` values (the largest distinct ones)."""
     form: str
-    """Family used (for ``auto``, chosen on the remaining points only)."""
+    """Family refitted: the one that predicts (for ``auto``, chosen on every point)."""
     rmse_log: float | None
     r""":math:`\sqrt{\mathrm{mean}\,\log(\hat y/y)^2}` on held-out points; None if any undefined."""
     in_sample_rmse_log: float
@@ -74,7 +74,7 @@ class FormFit:
     params: tuple[float, ...]
     """Best-fit values (of the fitted quantity, see ``bounds.fitted``)."""
     ci_low: tuple[float, ...]
-    """Percentile-bootstrap lower ends (NaN when too few resamples)."""
+    """Percentile-bootstrap lower ends (NaN when too few resamples, or see ``interval_note``)."""
     ci_high: tuple[float, ...]
     """Upper ends."""
     level: float
@@ -96,8 +96,14 @@ class FormFit:
     spread: float | None = None
     """Extrapolation error sd per unit of log x past the data, from rolling-origin backtests
     (:mod:`analysis.fit.forms.selection`); None when the data are too short to backtest."""
+    offset: float | None = None
+    """Extrapolation error sd just past the data (the backtests' intercept, with ``spread``)."""
+    spread_df: int = 1
+    """Degrees of freedom of ``spread`` (backtest origins - 1): predictions use a t quantile."""
     warnings: tuple[str, ...] = ()
     """What a reader must know before trusting the numbers, one sentence each."""
+    interval_note: str = ""
+    """Why the parameters have no intervals (the refits still make prediction bands)."""
     n_boot: int = 0
     """Bootstrap resamples drawn."""
     n_boot_used: int = 0
@@ -127,7 +133,10 @@ class FormFit:
                 "holdout": None if self.holdout is None else self.holdout.to_dict(),
                 "holdout_note": self.holdout_note,
                 "selection": None if self.selection is None else self.selection.to_dict(),
-                "spread": num_or_none(self.spread), "warnings": list(self.warnings),
+                "interval_note": self.interval_note,
+                "spread": num_or_none(self.spread), "offset": num_or_none(self.offset),
+                "spread_df": self.spread_df,
+                "warnings": list(self.warnings),
                 "n_boot": self.n_boot,
                 "n_boot_used": self.n_boot_used}
 
@@ -141,8 +150,7 @@ def fit_named(form: Form, x, e, bounds: Bounds):
 
 
 def fit_form(x, y, form: str = "auto", *, bounds: Bounds | None = None, n_boot: int = 200,
-             level: float = 0.95, holdout: int | None = None, x_target=None,
-             seed: int = 0) -> FormFit:
+             level: float = 0.95, holdout: int | None = None, seed: int = 0) -> FormFit:
     """Fit a curve family (or choose one with ``"auto"``) with bootstrap intervals and checks.
 
     Parameters
@@ -159,10 +167,8 @@ def fit_form(x, y, form: str = "auto", *, bounds: Bounds | None = None, n_boot: 
         Interval coverage.
     holdout : int, optional
         Largest distinct ``x`` values held out for the extrapolation check
-        (default 20 %, at least 1; 0 turns it off). For ``auto`` the form of
-        the check is chosen on the remaining points only.
-    x_target : array_like, optional
-        Where predictions are wanted; sets the horizon of ``auto``'s validation.
+        (default 20 %, at least 1; 0 turns it off). The check refits the family that
+        predicts (for ``auto``, the family chosen on every point) without them.
     seed : int
         Seed of the bootstrap.
 
@@ -175,8 +181,7 @@ def fit_form(x, y, form: str = "auto", *, bounds: Bounds | None = None, n_boot: 
     if not 0.0 < level < 1.0:
         raise AnalysisError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
     x, e, bounds = prepare(x, y, bounds, 2)
-    auto = form == "auto"
-    form, selection, spread, warn = _family(form, x, e, bounds, x_target)
+    form, selection, (offset, spread, df), warn = _family(form, x, e, bounds)
     model = FORMS[form]
     if np.unique(x).size < model.n_params + 1:
         raise AnalysisError(f"{form} has {model.n_params} parameters and needs at least "
@@ -186,13 +191,18 @@ def fit_form(x, y, form: str = "auto", *, bounds: Bounds | None = None, n_boot: 
     boot = model.bootstrap(x, e, fitted.params, low=lo, high=hi, n_boot=n_boot, seed=seed) \
         if n_boot > 0 else np.empty((0, model.n_params))
     ci_lo, ci_hi = percentile_interval(boot, level)
-    check, note = holdout_check(x, e, "auto" if auto else form, bounds, holdout)
+    why = f"no {form} parameter intervals: {model.no_interval}" if model.no_interval else ""
+    if why:
+        ci_lo, ci_hi = np.full(model.n_params, np.nan), np.full(model.n_params, np.nan)
+    check, note = holdout_check(x, e, form, bounds, holdout)
     warn += shape_warnings(model, fitted.params, x, bounds)
     if in_rmse is None:
         warn.insert(0, "the fitted curve is undefined (<= 0 or outside the bounds) at some "
                        "fitted points")
+    warn += rising_end_warnings(x, e)
     if not fitted.converged:
-        warn.append(f"the {form} fit did not converge; its parameters may be unidentified")
+        warn.append(f"the {form} fit did not converge (the optimiser's last step still "
+                    "improved the objective); its parameters may be unidentified")
     warn += holdout_warnings(check)
     if n_boot > 0 and boot.shape[0] < 10:
         warn.append("too few usable bootstrap resamples for intervals")
@@ -201,61 +211,70 @@ def fit_form(x, y, form: str = "auto", *, bounds: Bounds | None = None, n_boot: 
                    ci_low=tuple(float(v) for v in ci_lo), ci_high=tuple(float(v) for v in ci_hi),
                    level=level, n_points=int(x.size), rmse_log=float(in_rmse or np.nan),
                    converged=fitted.converged, bounds=bounds, holdout=check, holdout_note=note,
-                   selection=selection, spread=spread, warnings=tuple(warn),
+                   selection=selection, spread=spread, offset=offset, spread_df=df,
+                   interval_note=why,
+                   warnings=tuple(warn),
                    n_boot=int(n_boot), n_boot_used=int(boot.shape[0]), model=model, x=x, e=e,
                    boot_params=boot)
 
 
-def _family(form, x, e, bounds, x_target):
-    """``(family, Selection | None, spread, warnings)``: the choice for auto, and its backtest."""
+def _family(form, x, e, bounds):
+    """``(family, Selection | None, (offset, spread, df), warnings)``: auto's choice and its
+    backtest.
+
+    A function of the fitted points only (never of where predictions are wanted).
+    """
     from analysis.fit.forms.selection import select_form
 
     warn = []
     if form == "auto":
-        form, selection, note = choose(x, e, bounds, x_target)
+        form, selection, note = choose(x, e, bounds)
         warn += [note] if note else []
         spread = None if selection is None else selection.spread.get("auto")
+        offset = None if selection is None else selection.offset.get("auto")
+        df = 1 if selection is None else selection.df
     else:
         selection = None
         try:
-            spread = select_form(x, bounds.from_error(e), bounds=bounds, x_target=x_target,
-                                 candidates=(form,)).spread.get(form)
+            sel = select_form(x, bounds.from_error(e), bounds=bounds, candidates=(form,))
+            spread, offset, df = sel.spread.get(form), sel.offset.get(form), sel.df
         except AnalysisError:
-            spread = None
+            spread, offset, df = None, None, 1
     if spread is None:
         warn.append("no rolling-origin backtest of this form (too few points): prediction "
                     "intervals past the data leave out the extrapolation error")
-    return form, selection, spread, warn
+    return form, selection, (offset, spread, df), warn
 
 
-def choose(x, e, bounds: Bounds, x_target=None):
-    """``(family, Selection | None, note)`` for auto; M4/M2/M1 when too short to choose."""
-    from analysis.fit.forms.selection import select_form
+def choose(x, e, bounds: Bounds):
+    """``(family, Selection | None, note)`` for auto; the prior's favourite it can fit when
+    the curve is too short to backtest."""
+    from analysis.fit.forms.selection import PRIOR, select_form
 
     try:
-        sel = select_form(x, bounds.from_error(e), bounds=bounds, x_target=x_target)
+        sel = select_form(x, bounds.from_error(e), bounds=bounds)
         return sel.chosen, sel, ""
     except AnalysisError as err:
-        order = ("M4", "M2", "M1") if bounds.bounded else ("M2", "M1")
         distinct = np.unique(x).size
+        order = sorted(PRIOR, key=lambda k: (-PRIOR[k], -FORMS[k].n_params))
         form = next((f for f in order if distinct >= FORMS[f].n_params + 1), "M1")
-        return form, None, (f"auto could not choose ({err}); fell back to {form}, the richest "
-                            "of " + ", ".join(order) + " these points can fit")
+        return form, None, (f"auto could not choose ({err}); fitted {form}, the family of "
+                            "largest prior weight (then the richest) these points can fit; "
+                            "force another with "
+                            "--form (M1 needs 3 distinct x, M2 4, M3 5, M4 6, BNSL 7)")
 
 
 def holdout_check(x, e, form: str, bounds: Bounds, holdout: int | None):
-    """``(HoldoutCheck | None, note)``: refit without the ``holdout`` largest x, score them."""
+    """``(HoldoutCheck | None, note)``: refit ``form`` without the ``holdout`` largest x, score them."""
     xs = np.unique(x)
-    k = max(1, int(round(0.2 * xs.size))) if holdout is None else int(holdout)
+    k = max(1, round(0.2 * xs.size)) if holdout is None else int(holdout)
     if k <= 0:
         return None, "extrapolation check turned off"
     train = x < xs[-k] if k <= xs.size else np.zeros(x.size, bool)
-    need = 3 if form == "auto" else FORMS[form].n_params + 1
+    need = FORMS[form].n_params + 1
     if np.unique(x[train]).size < need:
         return None, (f"too few distinct x values ({xs.size}) to hold out {k} and still fit "
                       f"{form}")
-    if form == "auto":
-        form = choose(x[train], e[train], bounds, x[~train])[0]
     fitted, in_rmse = fit_named(FORMS[form], x[train], e[train], bounds)
     pred = FORMS[form].predict(fitted.params, x[~train])
     ok = defined(pred, bounds)
@@ -269,12 +288,36 @@ def holdout_warnings(check: HoldoutCheck | None) -> list[str]:
     if check is None:
         return []
     if check.rmse_log is None:
-        return [f"{check.n_undefined} of {len(check.x)} held-out predictions are undefined "
-                "(<= 0 or outside the bounds), so the held-out error is undefined"]
+        return [(f"{check.n_undefined} of {len(check.x)} held-out predictions are undefined "
+                "(<= 0 or outside the bounds), so the held-out error is undefined")]
     if check.ratio is not None and check.ratio > HOLDOUT_RATIO and check.rmse_log > HOLDOUT_FLOOR:
-        return [f"the held-out RMSE-log ({check.rmse_log:.3g}) is {check.ratio:.1f}x the "
+        return [(f"the held-out RMSE-log ({check.rmse_log:.3g}) is {check.ratio:.1f}x the "
                 f"in-sample one ({check.in_sample_rmse_log:.3g}): the fit describes the data "
-                "better than it extrapolates"]
+                "better than it extrapolates")]
+    return []
+
+
+def rising_end_warnings(x, e) -> list[str]:
+    """A warning when the fitted points themselves rise at the end.
+
+    With :math:`m` the log of the fitted quantity (a loss or an error; mean over repeats) at
+    each distinct ``x``: the last point lies above the minimum over the smaller ``x`` by more
+    than three noise sds (and 0.1 %), and the last step rises. The noise sd comes from the
+    second differences of :math:`m` (median absolute value / 0.6745 / sqrt 6), which a smooth
+    curve leaves near zero and a bend at the end does not move. No falling family follows
+    such points, so predictions past them are doubtful.
+    """
+    xs, inv = np.unique(x, return_inverse=True)
+    if xs.size < 4:
+        return []
+    with np.errstate(all="ignore"):
+        m = np.log(np.bincount(inv, weights=e) / np.bincount(inv))
+    noise = float(np.median(np.abs(np.diff(m, 2)))) / 0.6745 / np.sqrt(6.0)
+    low = int(np.argmin(m[:-1]))
+    if m[-1] - m[low] > max(3.0 * noise, 1e-3) and m[-1] > m[-2]:
+        return [(f"the fitted points rise at the end (at x = {xs[-1]:.3g} the metric is "
+                f"{np.expm1(m[-1] - m[low]):.1%} worse than at x = {xs[low]:.3g}): a falling "
+                "family cannot follow, so predictions past the data are doubtful")]
     return []
 
 

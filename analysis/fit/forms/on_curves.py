@@ -51,8 +51,8 @@ def power_law_warnings(fit, bounds, maximize: bool) -> list[str]:
     ``bounds`` is the metric's :class:`analysis.fit.forms.bounds.Bounds` (None when
     unknown: then only a minimised metric's shape is checked).
     """
-    from analysis.fit.forms.fit import HOLDOUT_FLOOR, HOLDOUT_RATIO, shape_warnings
     from analysis.fit.forms.bounds import Bounds
+    from analysis.fit.forms.fit import HOLDOUT_FLOOR, HOLDOUT_RATIO, shape_warnings
 
     out = []
     if "b" in getattr(fit, "at_bound", ()):
@@ -88,10 +88,10 @@ def add_forms(curves, *, form: str | None = None, predict=None, holdout: int | N
         ``"M1"`` ... ``"M4"``, ``"BNSL"`` or ``"auto"``; None means auto, used for the
         extrapolation check (and predictions) beside the power law.
     predict : sequence of float, optional
-        Where to predict; also sets the horizon of auto's validation.
+        Where to predict (auto's choice never depends on it).
     holdout : int, optional
-        Largest distinct x held out by the extrapolation check (auto chooses the family
-        of the check on the remaining points only); 0 turns it off.
+        Largest distinct x held out by the extrapolation check of the family that
+        predicts; 0 turns it off.
     n_boot, level, seed
         Pairs-bootstrap resamples for the family's intervals and predictions (none are
         drawn for a bare extrapolation check), their coverage and seed.
@@ -118,12 +118,13 @@ def add_forms(curves, *, form: str | None = None, predict=None, holdout: int | N
         try:
             fam = fit_form(c.x, c.y, form or "auto", bounds=c.bounds,
                            n_boot=0 if reps is not None else draws, level=level,
-                           holdout=holdout, x_target=target, seed=seed + i)
+                           holdout=holdout, seed=seed + i)
             note = ""
             if reps is not None:
                 fam, note = seed_refits(fam, c.x, reps[:SEED_REFITS], level)
             elif draws:
-                note = f"intervals of {fam.form}: pairs bootstrap of the points (one seed)"
+                what = "bands" if fam.interval_note else "intervals and bands"
+                note = f"{what} of {fam.form}: pairs bootstrap of the points (one seed)"
             pred = None if target is None else predict_at(fam, target, level, seed=seed + i)
         except AnalysisError as e:
             out.append(dataclasses.replace(c, family_note=str(e)))
@@ -138,11 +139,9 @@ def seed_refits(fam, x, replicates, level: float):
     Each replicate is the frontier recomputed on a clustered draw of seeds, winners
     chosen again (:mod:`analysis.tables.frontier`), so the family's intervals carry the seed
     and selection variance, as the power law's do. A replicate outside the metric's
-    range, or whose refit fails, is left out and counted. Intervals are percentiles of
-    the refits (no small-cluster correction: with few seeds they run narrow).
+    range, or whose refit fails, is left out and counted. The parameters get no
+    intervals here (``interval_note`` says why); the refits make the prediction bands.
     """
-    from analysis.stats.robust import percentile_interval
-
     order = np.argsort(np.asarray(x, float), kind="stable")
     b = fam.bounds
     lo, hi = b.error_range()
@@ -156,14 +155,19 @@ def seed_refits(fam, x, replicates, level: float):
         if np.all(np.isfinite(p)):
             rows.append(p)
     boot = np.array(rows, float).reshape(-1, len(fam.names))
-    ci_lo, ci_hi = percentile_interval(boot, level)
+    nan = np.full(len(fam.names), np.nan)
+    why = (f"no {fam.form} parameter intervals on a seeded sweep: percentiles of refits to "
+           "seed replicates of a selected frontier are not backed by any calibration (the "
+           "audit of issue 24 measured M2's exponent interval covering 13-15%); the refits "
+           "make the prediction bands only, and the power law (scaling fit without --form) "
+           "gives the exponent's seed-clustered interval")
     warn = [w for w in fam.warnings if not w.startswith("too few usable bootstrap")]
     if boot.shape[0] < 10:
         warn.append("too few usable seed replicates for intervals")
-    note = (f"intervals of {fam.form}: percentiles of refits to {len(replicates)} clustered seed "
+    note = (f"prediction bands of {fam.form}: percentiles of refits to {len(replicates)} clustered seed "
             f"replicates of the frontier (winners chosen again), {boot.shape[0]} usable")
-    return dataclasses.replace(fam, boot_params=boot, ci_low=tuple(float(v) for v in ci_lo),
-                               ci_high=tuple(float(v) for v in ci_hi),
+    return dataclasses.replace(fam, boot_params=boot, ci_low=tuple(nan.tolist()),
+                               ci_high=tuple(nan.tolist()), interval_note=why,
                                n_boot=len(replicates), n_boot_used=int(boot.shape[0]),
                                warnings=tuple(warn)), note
 
