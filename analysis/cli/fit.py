@@ -42,7 +42,8 @@ class Fit(Command):
                             "auto for the check and the predictions)")
         p.add_argument("--predict", default=None, metavar="X1,X2,...",
                        help="predict at these x: a bootstrap band for the curve and a prediction "
-                            "interval for a new observation (by --form; default auto)")
+                            "interval for a new observation (by --form; default auto, whose choice "
+                            "never depends on these x)")
         p.add_argument("--bounded", default=None, metavar="LOW,HIGH",
                        help="the metric's range, e.g. 0,1 for an error rate (default: [0, 1] when "
                             "every value lies in it and the name says err/acc)")
@@ -51,8 +52,8 @@ class Fit(Command):
                             "x has 2+), or the x points themselves")
         p.add_argument("--holdout", type=int, default=None, metavar="K",
                        help="largest distinct x values held out to test extrapolation (default 20%%, "
-                            "at least 1; 0 turns it off); the Huber delta and the family are chosen "
-                            "on the remaining points only")
+                            "at least 1; 0 turns it off); the Huber delta is chosen on the remaining "
+                            "points only, and the family checked is the one that predicts")
         cliargs.common(p, plot=True)
 
     def take_action(self, args) -> int:
