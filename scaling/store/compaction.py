@@ -127,6 +127,8 @@ def _compact_sweep(store, name, lease, target_rows, max_parts, stale_s, everythi
 
     finished += finish_intents(store, name, stale_s)
     sp = parts_mod.readable_parts(store, name)
+    if _quarantine_oversize(store, sp, skipped):
+        sp = parts_mod.readable_parts(store, name)
     skipped += [Finding(path, "unreadable", f"{why}; left alone") for path, why in sp.skipped]
     removed += _remove_orphans(store, sp, stale_s)
     for i, batch in enumerate(plan_batches(sp, target_rows, max_parts, everything)):
@@ -153,6 +155,39 @@ def _compact_sweep(store, name, lease, target_rows, max_parts, stale_s, everythi
         else:
             skipped.append(Finding(batch[0][0].path, "raced", "parts of this batch kept vanishing while "
                                    "being read; left for the next compaction"))
+
+
+def _quarantine_oversize(store, sp, skipped: list) -> bool:
+    """Move each part with a column over the size bound (:func:`scaling.store.parts.max_column_bytes`),
+    with the other part of its pair, to ``<sweep>/quarantine/<table>/``: reading it would exhaust
+    memory. Its trials count as not run. Returns whether any was moved."""
+    from scaling.store.parts import Finding
+    from scaling.store.writer import QUARANTINE
+
+    heads = {}
+    for table in ("trials", "curves"):
+        entries = list(sp.listing.parts[table].values())
+        found = parts_mod.footers(store, entries, table)
+        heads.update({(table, e.stem): (e, found[e.path]) for e in entries})
+    moved = False
+    for (table, stem), (e, f) in heads.items():
+        if f.kind != "oversize":
+            continue
+        partners = [heads[(t, stem)][0] for t in ("trials", "curves") if t != table and (t, stem) in heads
+                    and parts_mod.paired(stem)]
+        for victim, folder in [(e, table)] + [(p, "curves" if table == "trials" else "trials") for p in partners]:
+            target = f"{sp.listing.base}/{QUARANTINE}/{folder}/{victim.name}"
+            try:
+                store.fs.create_dir(f"{sp.listing.base}/{QUARANTINE}/{folder}", recursive=True)
+                if store.fs.get_file_info(target).type != pafs.FileType.NotFound:
+                    target = f"{sp.listing.base}/{QUARANTINE}/{folder}/{uuid.uuid4().hex[:8]}-{victim.name}"
+                store.fs.move(victim.path, target)
+            except FileNotFoundError:
+                continue
+            moved = True
+        skipped.append(Finding(e.path, "oversize", f"{f.problem.split('; readers')[0]}; moved to "
+                               f"{sp.listing.base}/{QUARANTINE}/ with its pair, its trials count as not run"))
+    return moved
 
 
 def _vanished(e: Exception) -> bool:
@@ -231,9 +266,9 @@ def _merge(store, sweep: str, sp, batch: list) -> Merge | None:
         store.write_bytes(path, json.dumps(intent, indent=1).encode())
         if rows_out:
             store.write_stream(f"{store.table_dir(sweep, 'curves')}/{name}.parquet", CURVES_SCHEMA,
-                               con.sql(curves_sql).to_arrow_reader())
+                               con.sql(curves_sql).to_arrow_reader(parts_mod.ROW_GROUP_ROWS))
             store.write_stream(f"{store.table_dir(sweep, 'trials')}/{name}.parquet", TRIALS_SCHEMA,
-                               con.sql(trials_sql).to_arrow_reader())
+                               con.sql(trials_sql).to_arrow_reader(parts_mod.ROW_GROUP_ROWS))
     finally:
         con.close()
     _finish(store, sweep, path, intent, own=True)

@@ -167,7 +167,7 @@ class Footer:
     problem: str = ""
     """Why readers skip the part ('' when it is sound)."""
     kind: str = ""
-    """'unreadable' or 'schema' when there is a problem."""
+    """'unreadable', 'schema' or 'oversize' when there is a problem."""
     note: str = ""
     extra: tuple = ()
 
@@ -227,7 +227,42 @@ def read_footer(store, path: str, table: str) -> Footer:
             return Footer(problem="vanished", kind="vanished")
         return Footer(problem=f"unreadable ({first_line(e)}); readers skip it", kind="unreadable")
     problem, note, extra = check_schema(schema, table)
+    big = _largest_chunk(meta)
+    if not problem and big[0] > max_column_bytes():
+        return Footer(meta.num_rows, schema, (
+            f"column {big[1]!r} holds {big[0]:,} bytes uncompressed in one row group, over the bound of "
+            f"{max_column_bytes():,} (no result of this product is that large); readers skip it and "
+            "compaction moves it to quarantine"), "oversize")
     return Footer(meta.num_rows, schema, problem, "schema" if problem else "", note, extra)
+
+
+MAX_COLUMN_BYTES = 256 << 20
+"""Most bytes one column of one row group of a part may hold uncompressed (what reading it costs
+in memory). This product writes row groups of at most :data:`ROW_GROUP_ROWS` rows, so its own
+parts stay far below; a part over it (a huge string compressed to a few kB) is skipped by
+readers and quarantined by compaction instead of exhausting memory. ``SCALING_MAX_COLUMN_BYTES``
+overrides it."""
+ROW_GROUP_ROWS = 16_384
+"""Rows per row group of the parts compaction writes."""
+
+
+def max_column_bytes() -> int:
+    try:
+        return max(1, int(os.environ.get("SCALING_MAX_COLUMN_BYTES", MAX_COLUMN_BYTES)))
+    except ValueError:
+        return MAX_COLUMN_BYTES
+
+
+def _largest_chunk(meta) -> tuple[int, str]:
+    """(uncompressed bytes, column) of the largest column chunk of a part, from its footer."""
+    best = (0, "")
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        for j in range(rg.num_columns):
+            col = rg.column(j)
+            if col.total_uncompressed_size > best[0]:
+                best = (col.total_uncompressed_size, col.path_in_schema)
+    return best
 
 
 def check_schema(schema: pa.Schema, table: str) -> tuple[str, str, tuple]:
@@ -333,7 +368,7 @@ def readable_parts(store, sweep: str, keep=None) -> SweepParts:
     return out
 
 
-PROBLEMS = {"unreadable", "schema", "symlink", "uncommitted", "no-curves", "duplicate", "orphan-curves",
+PROBLEMS = {"unreadable", "schema", "oversize", "symlink", "uncommitted", "no-curves", "duplicate", "orphan-curves",
             "wrong-sweep", "mixed-versions", "stale-tmp", "compaction"}
 
 
