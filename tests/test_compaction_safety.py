@@ -80,6 +80,7 @@ def test_two_compactions_that_meet_store_each_trial_once(tmp_path):
     assert rows(tmp_path) == before and verify(str(tmp_path)).ok
 
 
+@pytest.mark.slow
 def test_two_scaling_compact_at_once_through_the_cli(tmp_path):
     build(tmp_path, n=40)
     procs = [subprocess.Popen([sys.executable, "-m", "cluster.cli", "compact", str(tmp_path)], cwd=ROOT,

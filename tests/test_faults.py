@@ -105,12 +105,13 @@ def test_two_drivers_racing_on_one_sweep(tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-    # Both drivers may train a trial and both runs may commit (README: "Which run readers keep"); the
-    # raw rows then hold each trial once or twice, and readers keep one run with all its curves.
+    # Both drivers may train a trial and both runs may commit (README: "Which run readers keep"), but
+    # their end-of-sweep compactions take the sweep's lease in turn and the last one sees every part:
+    # the raw rows then hold each trial exactly once, and readers keep that run with all its curves.
     cfg = load_config(config)
     expected = {trial_id(t) for t in cfg.trials()}
     raw_ids = [r["trial_id"] for r in Store(str(tmp_path / "r")).raw_table("trials").to_pylist()]
-    assert set(raw_ids) == expected and all(raw_ids.count(t) <= 2 for t in expected)
+    assert sorted(raw_ids) == sorted(expected), "each trial once after the last driver's compaction"
     trials, curves = load_tables(str(tmp_path / "r"))
     assert trials.num_rows == 16
     kept = dict(zip(trials.column("trial_id").to_pylist(), trials.column("run_id").to_pylist()))
