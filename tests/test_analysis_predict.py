@@ -410,3 +410,36 @@ def test_plots_of_a_family_fit_and_of_the_joint_optimum(store, tmp_path, capsys)
                "--metric", "eval_loss", "--plot", png) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "residuals and treat cells as independent" in capsys.readouterr().out
+
+
+def test_plot_with_predict_draws_the_predicting_family_its_points_and_intervals(tmp_path):
+    """Issue 25: without --form the power law is fitted, but the figure must show the family
+    that predicted (solid over the data, dashed past it), the predicted points with their
+    intervals, and no power-law band or check."""
+    from analysis.fit.curves import fit_learning_curves
+    from analysis.fit.forms.on_curves import add_forms
+    from analysis.report.plots import plot_curves
+
+    x = np.logspace(3, 5, 12)
+    y = (0.9 * x ** -0.3 + 0.05) * np.exp(0.01 * np.random.default_rng(3).standard_normal(12))
+    table = pa.table({"n": x, "test_error": y})
+    curves = fit_learning_curves(table, x="n", metric="test_error", n_boot=30)
+    at = [2e5, 8e5]
+    [c] = add_forms(curves, predict=at, n_boot=40)
+    ax = plot_curves([c]).axes[0]
+    solid = [ln for ln in ax.lines if ln.get_linestyle() == "-"]
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    gx, gy = solid[0].get_data()
+    np.testing.assert_allclose(gy, c.family.predict(gx))  # the family, not the power law
+    dx, dy = dashed[0].get_data()
+    assert dx.min() == pytest.approx(x.max()) and dx.max() > max(at)
+    np.testing.assert_allclose(dy, c.family.predict(dx))
+    [bars] = ax.containers  # the predicted points with their prediction intervals
+    px, py = bars.lines[0].get_data()
+    np.testing.assert_allclose(px, at)
+    np.testing.assert_allclose(py, c.prediction.y)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(f"prediction by {c.family.form}" in t for t in labels)
+    assert any("prediction interval past the data" in t for t in labels)
+    assert not any("extrapolation check" in t for t in labels)  # the power law's is not drawn
+    assert len(ax.collections) >= 1  # the shaded interval
