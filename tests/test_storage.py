@@ -138,14 +138,14 @@ def assert_every_trial_ok(results: Path, config: Path) -> None:
 @pytest.mark.slow
 def test_a_short_storage_outage_leaves_no_failed_row(tmp_path):
     config, results, window = write_config(tmp_path, OUTAGE_SWEEP), tmp_path / "r", tmp_path / "outage"
-    driver = start_sweep(config, results, outage_env(window))
+    driver = start_sweep(config, results, outage_env(window), "--storage-timeout", "3")
     wait_for_parts(results)
-    set_outage(window, 1.5)  # what a results folder that is unwritable for 1.5 s does
+    set_outage(window, 2.4)  # what a results folder that is unwritable for 2.4 s does
     out, err = driver.communicate(timeout=600)
     assert driver.returncode in (0, 3), err[-3000:]
     assert "Traceback" not in err
     assert "failed" not in statuses(results), "a storage error is not a trial's failure"
-    assert driver.returncode == 0 and "0 failed" in out, "the default bound (60 s) rides out 1.5 s"
+    assert driver.returncode == 0 and "0 failed" in out, "a bound of 3 s rides out 2.4 s (issue 26: ~T/2 before)"
     hits = Path(f"{window}.hits").read_text().splitlines()
     assert any("/small/" in h for h in hits), "commits ran into the outage"
     again = run_cli("sweep", str(config), "--results", str(results), "--quiet", env=outage_env(window))
@@ -170,6 +170,29 @@ def test_an_outage_past_the_bound_stops_the_sweep_with_exit_3_and_resume_complet
     assert again.returncode == 0, again.stderr
     assert f"{done} were already stored" in again.stdout
     assert_every_trial_ok(results, config)
+
+
+def test_retrying_rides_out_an_outage_up_to_the_bound_not_half_of_it():
+    """--storage-timeout T: a store that fails for 0.8 T from the first failure is ridden out (the
+    backoff's last wait is cut to end at the bound, then one more try); one that keeps failing
+    raises StorageError no sooner than T."""
+    from scaling.errors import StorageError
+    from scaling.store.uri import retrying
+
+    for bound in (0.5, 1.0):
+        calls, t0 = [], time.monotonic()
+
+        def flaky():
+            calls.append(time.monotonic())
+            if time.monotonic() - t0 < 0.8 * bound:
+                raise OSError("outage")
+            return "ok"
+
+        assert retrying(flaky, "write x", bound) == "ok", bound
+        t1 = time.monotonic()
+        with pytest.raises(StorageError, match=f"failed for {bound:g} s: cannot write x"):
+            retrying(lambda: (_ for _ in ()).throw(OSError("down")), "write x", bound)
+        assert time.monotonic() - t1 >= bound
 
 
 # ---- sweeps and names ---------------------------------------------------------------------------

@@ -144,8 +144,9 @@ def _permanent(e: BaseException) -> bool:
 
 def retrying(call, what: str, timeout_s: float | None, *, retry_on=(OSError,)):
     """``call()``, retried with exponential backoff (0.1 s doubling to 5 s) while it raises one of
-    ``retry_on``, for at most ``timeout_s`` seconds after the first failure (None or 0: no retry).
-    Past the bound, :class:`StorageError` names what failed and why."""
+    ``retry_on``, for ``timeout_s`` seconds after the first failure (None or 0: no retry), the last
+    try at the bound itself, so an outage shorter than the bound is ridden out. Past the bound,
+    :class:`StorageError` names what failed and why."""
     deadline, delay = None, 0.1
     while True:
         try:
@@ -156,10 +157,10 @@ def retrying(call, what: str, timeout_s: float | None, *, retry_on=(OSError,)):
                                           "results need a folder; choose another --results)", 600)) from None
             now = time.monotonic()
             deadline = deadline if deadline is not None else now + (timeout_s or 0.0)
-            if now + delay > deadline:
+            if now >= deadline:
                 bound = f" for {timeout_s:g} s" if timeout_s else ""
                 raise StorageError(one_line(f"the results store failed{bound}: cannot {what}: "
                                             f"{_first_line(e)}; once it works again, run the same "
                                             "command to resume", 600)) from None
-            time.sleep(delay)
+            time.sleep(min(delay, deadline - now))  # the last wait ends at the bound: one more try there
             delay = min(5.0, 2 * delay)
