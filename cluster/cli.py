@@ -305,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
 
     words = list(sys.argv[1:]) if argv is None else argv
     sweep = words[:1] == ["sweep"]
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}  # given back at the end
     if sweep:  # SIGTERM/SIGINT from here on stop the sweep cleanly, in one line (never half-way)
         import cluster.launch.localray as localray
 
@@ -333,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         return RAY_FAILED
     except BrokenPipeError:
         return 0
+    finally:
+        if sweep:  # a caller's own handlers (main called in-process) are theirs again
+            for s, handler in handlers.items():
+                signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":
