@@ -256,3 +256,32 @@ def test_collapse_uses_every_usable_trial():
     assert col.g.size == ok.sum() and col.outcomes["diverged"] > 0
     noise = np.array(table.column("noise_scale").to_pylist())[ok]
     np.testing.assert_allclose(np.sort(col.g), np.sort(noise))
+
+
+def test_level_is_honoured_in_every_text(tmp_path, capsys):
+    """--level 0.8: bopt (exponents, slope, g_opt, the verdict), bcrit, fit and fit-joint all print
+    "80% CI" and never "95%" (the equivalence test's 90% CI is fixed and still says 90%)."""
+    import sys
+
+    from analysis.testing.synthetic import write_store
+    from cluster.cli import main
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_analysis_bcrit import write_store as write_curves
+    from test_compute_optimal import _csv
+
+    sim = simulate(Design.grid(n_trains=(200, 400, 800), batch_sizes=2 ** np.arange(10),
+                               lrs=(0.25, 1.0), momenta=(0.0, 0.9)), seed=2)
+    store = write_store(sim.table, str(tmp_path / "bopt"))
+    write_curves(tmp_path / "bcrit")
+    csv = _csv(tmp_path)
+    runs = {"bopt": ["bopt", store, "--boot", "100"],
+            "bcrit": ["bcrit", str(tmp_path / "bcrit"), "--target", "0.1", "--boot", "50"],
+            "fit": ["fit", store, "--boot", "100"],
+            "fit-joint": ["fit-joint", csv, "--n", "params", "--d", "tokens", "--loss", "loss",
+                          "--boot", "50"]}
+    for name, argv in runs.items():
+        assert main(argv + ["--level", "0.8"]) == 0, name
+        out = " ".join(capsys.readouterr().out.split())  # text may wrap at the width
+        assert "80% CI" in out, (name, out[:2000])
+        assert "95%" not in out, (name, out[out.index("95%") - 300:out.index("95%") + 100])
