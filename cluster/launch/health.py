@@ -27,6 +27,8 @@ EXIT_CODE = 4
 """Exit code of a sweep stopped by a Ray failure (2: a user mistake, 3: the results store)."""
 GCS_GRACE_S = 30.0
 """Seconds a joined cluster's GCS may refuse connections before the sweep stops."""
+GCS_EVERY_S = 5.0
+"""Seconds between two connections to a joined cluster's GCS address."""
 PROBE_S = 60.0
 """Seconds a trivial task may take to run before the cluster is taken for broken."""
 
@@ -54,6 +56,7 @@ class Health:
         self.session: tuple[str, int] | None = None
         self.gcs: tuple[str, int] | None = None  # a joined cluster's GCS (host, port)
         self.gcs_down_since: float | None = None
+        self.gcs_checked = 0.0
         try:
             import ray._private.worker as ray_worker
 
@@ -95,7 +98,8 @@ class Health:
                 same = False
             if not same:
                 return f"Ray's session folder {path} was removed or replaced"
-        if self.gcs is not None:
+        if self.gcs is not None and (force or now - self.gcs_checked >= GCS_EVERY_S):
+            self.gcs_checked = now
             try:
                 socket.create_connection(self.gcs, timeout=2.0).close()
                 self.gcs_down_since = None
