@@ -51,6 +51,7 @@ def one_line_error(proc, code: int) -> str:
     ("s3a://bucket/x", "did you mean s3://"), ("S3://bucket/x", "did you mean s3://"),
     ("s3:/bucket/x", "needs two slashes"), ("weird://x", "known schemes are file://, s3://"),
     ("gs:bucket", "needs two slashes"), ("hdfs://namenode:8020/x", "needs a Java runtime"),
+    pytest.param("file://relative/x", "a file:// URI takes an absolute path", marks=pytest.mark.slow),
 ])
 def test_unknown_or_mistyped_schemes_are_refused(tmp_path, uri, words):
     config = write_config(tmp_path, SMALL_SWEEP)
@@ -59,6 +60,17 @@ def test_unknown_or_mistyped_schemes_are_refused(tmp_path, uri, words):
                               cwd=tmp_path, timeout=120, env={**os.environ, **NO_CLOUD, "PYTHONPATH": str(ROOT)})
         assert words in one_line_error(proc, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"], "nothing was written locally"
+
+
+def test_a_relative_file_uri_is_one_line_and_localhost_works(tmp_path):
+    """file://relative/x reads 'relative' as a host (a traceback before); file://localhost/abs is local.
+    (``scaling sweep --results file://relative/x``, 15 s before it gets there, is a slow case of
+    test_unknown_or_mistyped_schemes_are_refused.)"""
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "status", "file://relative/x"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert "a file:// URI takes an absolute path" in one_line_error(proc, 2)
+    assert "write it without the scheme: relative/x" in proc.stderr
+    assert open_filesystem(f"file://localhost{tmp_path}")[1:] == (str(tmp_path), True)
 
 
 @settings(max_examples=300, deadline=None)

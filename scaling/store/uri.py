@@ -50,7 +50,18 @@ def open_filesystem(root: str) -> tuple[pafs.FileSystem, str, bool]:
     if scheme not in SCHEMES or not rest.startswith("//"):
         raise StoreError(_bad_scheme(root, scheme, rest))
     if scheme == "file":
-        fs, path = pafs.FileSystem.from_uri(root)
+        host = rest[2:].split("/", 1)[0]
+        if host and host != "localhost":
+            raise StoreError(one_line(
+                f"results store {root!r}: a file:// URI takes an absolute path after its two slashes "
+                f"(file:///abs/path), and {host!r} reads as a host name; for a folder relative to here, "
+                f"write it without the scheme: {rest[2:]}", 600))
+        if host:  # file://localhost/abs/path: the local machine
+            root = "file://" + rest[2 + len(host):]
+        try:
+            fs, path = pafs.FileSystem.from_uri(root)
+        except (pa.ArrowInvalid, ValueError) as e:
+            raise StoreError(f"results store {root!r} is not a valid file:// URI: {_first_line(e)}") from None
         return _wrap(fs), path.rstrip("/") or "/", True
     try:
         if scheme == "s3":
