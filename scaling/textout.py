@@ -11,6 +11,8 @@ Every command's text output is made here, so every command looks the same:
 - :func:`wrap`: one line of prose at the width, with a hanging indent (under the text after a
   leading ``warning:``, ``note:``, ... label).
 - :func:`render`: a command's lines, wrapped, with warnings in bold yellow on a terminal.
+- :func:`clean`: what a terminal would act on (escape codes, carriage returns, bidi overrides)
+  written out visibly; :func:`table` and :func:`render` apply it to everything they print.
 
 The width is ``$COLUMNS``, else the terminal's when printing to one, else 100. Colour needs a
 terminal and no ``NO_COLOR`` (https://no-color.org). Imports nothing of ours: the store, the
@@ -82,6 +84,18 @@ def wrap(line: str, cols: int | None = None) -> list[str]:
         w -= over
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Characters a terminal acts on instead of showing (escape sequences, carriage return, backspace,
+C1 controls) and bidirectional overrides that reorder what is shown."""
+
+
+def clean(text: str) -> str:
+    """``text`` with every character a terminal would act on (an escape code in a folder name or a
+    CSV value, a carriage return, a bidi override) written out visibly, as Python writes it
+    (``\x1b``); newlines and tabs stay. Every line this module prints goes through it."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text) if _CONTROL.search(text) else text
+
+
 def _size(text: str) -> int:
     """Columns ``text`` may take: its characters, a non-ASCII one counted as its UTF-8 bytes
     (never fewer than a terminal shows, and what a byte-counting ``awk`` measures)."""
@@ -95,7 +109,7 @@ def render(lines, stream=None, cols: int | None = None) -> str:
     color = use_color(stream)
     out = []
     for line in lines:
-        parts = wrap(str(line), cols)
+        parts = wrap(clean(str(line)), cols)
         head = parts[0].lstrip()
         style = _BOLD_YELLOW if head.startswith("warning:") else \
             _BOLD_RED if head.startswith("error:") else ""
@@ -138,8 +152,8 @@ def table(headers, rows, *, cols: int | None = None, indent: int = 0, numeric=No
     follows the table.
     """
     avail = max((cols or width()) - indent, MIN_WIDTH // 2)
-    head = [str(h) for h in headers]
-    body = [["" if c is None else str(c) for c in r] for r in rows]
+    head = [clean(str(h)) for h in headers]
+    body = [["" if c is None else clean(str(c)) for c in r] for r in rows]
     n = len(head)
     guess = [numeric_column(r[i] for r in body) for i in range(n)]
     num = [guess[i] if numeric is None or numeric[i] is None else bool(numeric[i]) for i in range(n)]
