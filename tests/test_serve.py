@@ -15,7 +15,6 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from conftest import run_cli
 
 from analysis.serve import make_server, serve_in_thread
 from scaling.store.writer import Store
@@ -127,8 +126,8 @@ def test_store_values_are_escaped_and_sql_filters_are_sandboxed(server, tmp_path
     assert any("batch_size=128" in n for n in names)
 
 
-def _printed(capsys, *argv) -> str:
-    """What a `scaling` analysis command prints, run in this process."""
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of a `scaling` analysis command, run in this process."""
     import argparse
 
     from analysis.cli import register
@@ -137,8 +136,15 @@ def _printed(capsys, *argv) -> str:
     register(parser.add_subparsers())
     args = parser.parse_args(argv)
     capsys.readouterr()
-    assert args.func(args) == 0
-    return capsys.readouterr().out
+    code = args.func(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _printed(capsys, *argv) -> str:
+    code, out, err = _run(capsys, *argv)
+    assert code == 0, err
+    return out
 
 
 @pytest.mark.slow
@@ -171,6 +177,33 @@ def test_a_refresh_reads_again_only_after_a_new_part(server, tmp_path):
     assert after["version"] != version and after["trial_parts"] == 48
     progress = json.loads(_get(f"{base}/api/progress?sweep=grid&token={token}")[1])
     assert progress["trials"] == 48 and src.loads == loads + 1
+
+
+def test_a_sweep_folder_and_a_sweep_with_no_trial_yet(tmp_path):
+    _store(tmp_path / "results")
+    Store(str(tmp_path / "results")).ensure_sweep("starting")
+    srv = make_server(str(tmp_path / "results" / "grid"), port=0)  # one sweep folder as the root
+    serve_in_thread(srv)
+    try:
+        base, token = _base(srv), srv.token
+        assert "(this folder)" in _get(srv.url)[1]
+        assert json.loads(_get(f"{base}/api/progress?sweep=&token={token}")[1])["trials"] == 24
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    srv = make_server(str(tmp_path / "results"), port=0)
+    serve_in_thread(srv)
+    try:
+        base, token = _base(srv), srv.token
+        meta = json.loads(_get(f"{base}/api/meta?sweep=starting&token={token}")[1])
+        assert meta["empty"] == "no trial has finished yet"
+        status, body, _ = _get(f"{base}/api/laws?sweep=starting&token={token}")
+        assert status == 200 and json.loads(body)["learning_curve"]["error"]
+        status, body, _ = _get(f"{base}/api/meta?sweep=nosuch&token={token}")
+        assert status == 400 and "'grid'" in json.loads(body)["error"]  # the sweeps there are
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_a_sweep_is_reread_only_within_its_share_of_a_core(tmp_path):
@@ -210,16 +243,21 @@ def test_it_listens_on_loopback_only_by_default(server):
     assert addrs == ["0100007F"], addrs  # 127.0.0.1, and nothing on any other address or IPv6
 
 
-def test_cli_mistakes_are_one_line(tmp_path):
-    r = run_cli("serve", str(tmp_path / "missing"))
-    assert r.returncode == 2 and r.stderr.strip().startswith("error: no results directory")
-    assert len(r.stderr.strip().splitlines()) == 1
+def _cli(capsys, *argv) -> tuple[int, str]:
+    code, _, err = _run(capsys, *argv)
+    return code, err
+
+
+def test_cli_mistakes_are_one_line(tmp_path, capsys):
+    code, err = _cli(capsys, "serve", str(tmp_path / "missing"))
+    assert code == 2 and err.startswith("error: no results directory") and err.count("\n") == 1
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        r = run_cli("serve", str(tmp_path), "--port", str(busy.getsockname()[1]))
-    assert r.returncode == 2 and "cannot listen on 127.0.0.1" in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+        code, err = _cli(capsys, "serve", str(tmp_path), "--port", str(busy.getsockname()[1]))
+    assert code == 2 and "cannot listen on 127.0.0.1" in err and err.count("\n") == 1, err
+    code, err = _cli(capsys, "serve", str(tmp_path), "--port", "70000")
+    assert code == 2 and "--port must be between 0 and 65535" in err
 
 
 # ---- a real browser on a real sweep -----------------------------------------------------------

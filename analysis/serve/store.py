@@ -152,30 +152,54 @@ class Source:
 
     def tables(self, sweep: str) -> tuple[str, pa.Table | None, pa.Table | None, str]:
         """(version, trials, curves, why there are none) of a sweep, read again only when its
-        version changed. A sweep with no committed trial yet gives ``None`` tables and the reason."""
-        from analysis.tables import load_sweep
-
+        version changed. A sweep with no committed trial yet gives ``None`` tables and the reason.
+        A read that fails (the store did not answer, parts vanished under it) keeps the version
+        that was read before, so the next call tries again."""
         entry = self._entry(sweep)
         with entry.lock:
             version = self.version(sweep)
             stale = version.digest != entry.version or (entry.tables is None and not entry.error)
             if stale and not self._too_soon(entry):
-                entry.results = {}
-                entry.version = version.digest
-                entry.tables, entry.error = None, ""
                 start = time.monotonic()
+                tables, error = None, ""
                 if version.trial_parts == 0:
-                    entry.error = "no trial has finished yet"
+                    error = "no trial has finished yet"
                 else:
                     try:
-                        entry.tables = load_sweep(self.location(sweep))
-                        self.loads += 1
+                        tables = self._read(sweep)
                     except AnalysisError as e:
-                        entry.error = str(e)
+                        error = str(e)
+                    except Exception as e:  # noqa: BLE001 - the store failed to answer this once
+                        if entry.tables is None:
+                            entry.error = (f"the store could not be read just now "
+                                           f"({type(e).__name__}: {str(e).splitlines()[0]}); "
+                                           "trying again at the next poll")
+                        trials, curves = entry.tables or (None, None)
+                        return entry.version, trials, curves, entry.error  # version kept: retried
+                entry.results = {}
+                entry.version, entry.tables, entry.error = version.digest, tables, error
                 entry.loaded_at = time.monotonic()
                 entry.cost_s = entry.loaded_at - start
             trials, curves = entry.tables if entry.tables is not None else (None, None)
             return entry.version, trials, curves, entry.error
+
+    def _read(self, sweep: str):
+        """(trials, curves) of a sweep; a read that fails while parts change under it (a
+        compaction deleting the parts it merged) is tried again, three times at most."""
+        from analysis.tables import load_sweep
+
+        for _ in range(2):
+            try:
+                tables = load_sweep(self.location(sweep))
+                break
+            except AnalysisError:
+                raise
+            except Exception:  # noqa: BLE001 - tried again below; the last failure is raised
+                time.sleep(0.2)
+        else:
+            tables = load_sweep(self.location(sweep))
+        self.loads += 1
+        return tables
 
     def _too_soon(self, entry: _Entry) -> bool:
         """Whether reading a sweep again now would spend more than :attr:`refresh_share` of a core."""
