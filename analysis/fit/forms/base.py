@@ -271,9 +271,9 @@ class Profiled(Form):
         d_lo = min(margin, 0.5 * d_hi)
         top = (high + margin) if high is not None else 1e3 * float(y.max())
         d0_hi = max(top - float(y.max()), 1.0001 * margin)  # e_0 = max y + d0
-        return dict(lx=lx, m=float(lx.mean()), y=y, ymin=float(y.min()), ymax=float(y.max()),
-                    d_lo=d_lo, d_hi=d_hi, d0_lo=margin, d0_hi=d0_hi, bounded=high is not None,
-                    xmin=float(x.min()), xmax=float(x.max()))
+        return {"lx": lx, "m": float(lx.mean()), "y": y, "ymin": float(y.min()), "ymax": float(y.max()),
+                    "d_lo": d_lo, "d_hi": d_hi, "d0_lo": margin, "d0_hi": d0_hi, "bounded": high is not None,
+                    "xmin": float(x.min()), "xmax": float(x.max())}
 
     @staticmethod
     def _e_inf(u, ctx):

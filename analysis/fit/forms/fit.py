@@ -98,6 +98,8 @@ class FormFit:
     (:mod:`analysis.fit.forms.selection`); None when the data are too short to backtest."""
     offset: float | None = None
     """Extrapolation error sd just past the data (the backtests' intercept, with ``spread``)."""
+    horizon: float = 2.0
+    """Extrapolation ratio the backtests validated (furthest backtest x / its origin)."""
     spread_df: int = 1
     """Degrees of freedom of ``spread`` (backtest origins - 1): predictions use a t quantile."""
     warnings: tuple[str, ...] = ()
@@ -135,7 +137,7 @@ class FormFit:
                 "selection": None if self.selection is None else self.selection.to_dict(),
                 "interval_note": self.interval_note,
                 "spread": num_or_none(self.spread), "offset": num_or_none(self.offset),
-                "spread_df": self.spread_df,
+                "spread_df": self.spread_df, "horizon": self.horizon,
                 "warnings": list(self.warnings),
                 "n_boot": self.n_boot,
                 "n_boot_used": self.n_boot_used}
@@ -181,7 +183,7 @@ def fit_form(x, y, form: str = "auto", *, bounds: Bounds | None = None, n_boot: 
     if not 0.0 < level < 1.0:
         raise AnalysisError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
     x, e, bounds = prepare(x, y, bounds, 2)
-    form, selection, (offset, spread, df), warn = _family(form, x, e, bounds)
+    form, selection, (offset, spread, df, horizon), warn = _family(form, x, e, bounds)
     model = FORMS[form]
     if np.unique(x).size < model.n_params + 1:
         raise AnalysisError(f"{form} has {model.n_params} parameters and needs at least "
@@ -211,7 +213,7 @@ def fit_form(x, y, form: str = "auto", *, bounds: Bounds | None = None, n_boot: 
                    ci_low=tuple(float(v) for v in ci_lo), ci_high=tuple(float(v) for v in ci_hi),
                    level=level, n_points=int(x.size), rmse_log=float(in_rmse or np.nan),
                    converged=fitted.converged, bounds=bounds, holdout=check, holdout_note=note,
-                   selection=selection, spread=spread, offset=offset, spread_df=df,
+                   selection=selection, spread=spread, offset=offset, spread_df=df, horizon=horizon,
                    interval_note=why,
                    warnings=tuple(warn),
                    n_boot=int(n_boot), n_boot_used=int(boot.shape[0]), model=model, x=x, e=e,
@@ -219,12 +221,12 @@ def fit_form(x, y, form: str = "auto", *, bounds: Bounds | None = None, n_boot: 
 
 
 def _family(form, x, e, bounds):
-    """``(family, Selection | None, (offset, spread, df), warnings)``: auto's choice and its
-    backtest.
+    """``(family, Selection | None, (offset, spread, df, horizon), warnings)``: auto's choice
+    and its backtest.
 
     A function of the fitted points only (never of where predictions are wanted).
     """
-    from analysis.fit.forms.selection import select_form
+    from analysis.fit.forms.selection import HORIZON, select_form
 
     warn = []
     if form == "auto":
@@ -233,17 +235,19 @@ def _family(form, x, e, bounds):
         spread = None if selection is None else selection.spread.get("auto")
         offset = None if selection is None else selection.offset.get("auto")
         df = 1 if selection is None else selection.df
+        horizon = HORIZON if selection is None else selection.horizon
     else:
         selection = None
         try:
             sel = select_form(x, bounds.from_error(e), bounds=bounds, candidates=(form,))
             spread, offset, df = sel.spread.get(form), sel.offset.get(form), sel.df
+            horizon = sel.horizon
         except AnalysisError:
-            spread, offset, df = None, None, 1
+            spread, offset, df, horizon = None, None, 1, HORIZON
     if spread is None:
         warn.append("no rolling-origin backtest of this form (too few points): prediction "
                     "intervals past the data leave out the extrapolation error")
-    return form, selection, (offset, spread, df), warn
+    return form, selection, (offset, spread, df, horizon), warn
 
 
 def choose(x, e, bounds: Bounds):

@@ -122,6 +122,11 @@ def predict(fit: FormFit, x_new, level: float | None = None, seed: int = 0,
     scale = SCALE if scale is None else float(scale)
     band, pi, more = _intervals(fit, x_new, level, seed, scale)
     warn += more
+    far = int(np.sum(x_new > fit.horizon * np.max(fit.x) * (1 + 1e-9)))
+    if far and fit.spread is not None:
+        warn.append(f"{far} of {x_new.size} predictions lie past the {fit.horizon:.3g}x the "
+                    "backtests validated: their intervals assume the extrapolation error grows "
+                    "with the square of log x there")
     lo_b, hi_b = b.error_range()
     ends = [_ends(band[0], band[1], lo_b, hi_b), _ends(pi[0], pi[1], lo_b, hi_b)]
     if any(c for _, _, c in ends):
@@ -168,6 +173,8 @@ def _intervals(fit: FormFit, x_new, level, seed, scale=1.0):
     noise = rng.choice(res, size=L.shape, replace=True)
     past = np.maximum(np.log(x_new / np.max(fit.x)), 0.0)
     if fit.spread is not None:
+        reach = np.log(max(fit.horizon, 1.0 + 1e-9))
+        past = past * np.maximum(1.0, past / reach)  # squared growth past the validated reach
         sd = scale * np.where(past > 0, np.hypot(fit.offset or 0.0, fit.spread * past), 0.0)
         # one draw per row, shared along x: a curve errs past the data as a whole
         noise = noise + sd * rng.standard_t(max(fit.spread_df, 1), (L.shape[0], 1))
