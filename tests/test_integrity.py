@@ -307,8 +307,8 @@ def test_verify_names_every_problem_on_one_line(tmp_path):
     assert found["unreadable"] == {names["truncated"], names["garbage"]}
     assert found["uncommitted"] == {names["uncommitted"]}, "a commit event whose curves are broken"
     assert found["schema"] == {names["wrongtype"], names["nokey"]}
-    # seed 0: the racer's run wins by the rule; seed 1: of two copies of one run, the first by path
-    assert found["duplicate"] == {names["seed0"], names["copy"]}
+    # seed 0: the racer's run wins by the rule (a note); seed 1: of two copies of one run, the first by path
+    assert found["duplicate"] == {names["copy"]} and found["superseded"] == {names["seed0"]}
     assert found["orphan-curves"] == {names["orphan"]}
     assert found["stale-tmp"] == {names["stale"]} and found["fresh-tmp"] == {names["fresh"]}
     assert found["other-file"] == {"README"}
@@ -366,7 +366,7 @@ def test_repair_keeps_the_row_readers_keep_and_mixed_parts(tmp_path):
     assert moved == {f"{table}/{name}" for name in lost for table in ("trials", "curves")}, "racer and mixed stay"
     assert rows(tmp_path) == before
     left = verify(str(tmp_path))
-    assert {f.kind for f in left.problems} == {"duplicate"}, "the mixed part's losing row is left for compact"
+    assert left.ok and "superseded" in {f.kind for f in left.info}, "the mixed part's losing row is left for compact"
     compact(str(tmp_path))
     assert verify(str(tmp_path)).ok and rows(tmp_path) == before
 
@@ -629,7 +629,7 @@ def test_cli_verify_repair_and_compact(tmp_path, capsys):
     assert cli("verify", str(tmp_path)) == 1
     out = capsys.readouterr().out.splitlines()
     assert any(names["truncated"] in line and "unreadable" in line for line in out)
-    assert out[-1].endswith(f": {len(out) - 1} problem(s), 2 note(s) (-v lists them)")
+    assert out[-1].endswith(f": {len(out) - 1} problem(s), 3 note(s) (-v lists them)")
     assert cli("verify", str(tmp_path), "--repair") == 0
     out = capsys.readouterr().out
     assert f"/s/quarantine/trials/{names['truncated']}" in out and "nothing was deleted" in out
@@ -638,6 +638,34 @@ def test_cli_verify_repair_and_compact(tmp_path, capsys):
     assert "compacted" in capsys.readouterr().out and len(parts(tmp_path)) == 1
     assert cli("verify", str(tmp_path), "-v") == 0
     assert "note: " in capsys.readouterr().out
+
+
+def test_cli_verify_is_clean_after_a_retry_and_flags_curve_points_stored_twice(tmp_path, capsys):
+    """Issue 26: verify exited 1 on the state --retry-failed leaves (a failed run in a pack part beside
+    an ok member, then the retry's ok run), and --repair could not clear it; duplicate curve points
+    inside one part were not flagged."""
+    import scaling.store.parts as parts_mod
+
+    store = Store(str(tmp_path))
+    failed = result(0)
+    failed["trial"].update(status="failed", error="RuntimeError: boom")
+    store.commit("s", parts_mod.unit_id([tid_of(0), tid_of(1)]), [failed, result(1)])
+    store.write_result("s", result(0))
+    assert cli("verify", str(tmp_path)) == 0
+    assert "0 problem(s), 1 note(s)" in capsys.readouterr().out
+    assert cli("verify", str(tmp_path), "-v") == 0
+    assert "note: " in (out := capsys.readouterr().out) and "a retry or a rerun" in out
+    twice = result(2)
+    twice["curves"] = twice["curves"] + twice["curves"][1:2]
+    store.write_result("s", twice)
+    assert cli("verify", str(tmp_path)) == 1
+    out = capsys.readouterr().out
+    assert f"{part_of(tmp_path, 2, 'curves')}: 1 curve point(s) stored twice in this part" in out.replace(
+        str(tmp_path / "s" / "curves") + "/", "")
+    assert cli("compact", str(tmp_path)) == 0 and cli("verify", str(tmp_path)) == 0
+    capsys.readouterr()
+    _, curves = load_tables(str(tmp_path))
+    assert curves.num_rows == 3 * 3, "three trials, three points each, each once"
 
 
 def test_nan_metrics_survive_compaction(tmp_path):

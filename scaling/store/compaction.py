@@ -289,7 +289,8 @@ def _curves_sql(con, store, sp, batch, local: bool) -> str:
         con.execute("CREATE TEMP TABLE _pairmap AS SELECT unnest($1::VARCHAR[]) AS _cpart, "
                     "unnest($2::VARCHAR[]) AS _part", [list(trials_of), list(trials_of.values())])
         unions.append(f"SELECT {ccols} FROM _c_pairs c SEMI JOIN (SELECT w.run_id, m._cpart FROM _win w "
-                      "JOIN _pairmap m USING (_part)) w ON c.run_id = w.run_id AND c._part = w._cpart")
+                      "JOIN _pairmap m USING (_part)) w ON c.run_id = w.run_id AND c._part = w._cpart "
+                      "QUALIFY row_number() OVER (PARTITION BY c._part, c.trial_id, c.run_id, c.step) = 1")
     if any(not parts_mod.paired(e.stem) for e, _ in batch) and sp.legacy_curves:
         files = [(e.path, f.schema.names) for e, f in sp.legacy_curves]
         create_source(con, store, "_c_legacy", CURVES_SCHEMA, files, local)

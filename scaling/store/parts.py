@@ -368,7 +368,8 @@ def readable_parts(store, sweep: str, keep=None) -> SweepParts:
     return out
 
 
-PROBLEMS = {"unreadable", "schema", "oversize", "symlink", "uncommitted", "no-curves", "duplicate", "orphan-curves",
+PROBLEMS = {"unreadable", "schema", "oversize", "symlink", "uncommitted", "no-curves", "duplicate",
+            "duplicate-curves", "orphan-curves",
             "wrong-sweep", "mixed-versions", "stale-tmp", "compaction"}
 
 
@@ -378,7 +379,7 @@ class Finding:
 
     path: str
     kind: str
-    """A problem: one of PROBLEMS. A note: old-schema, new-columns, fresh-tmp, fresh-orphan,
+    """A problem: one of PROBLEMS. A note: superseded, old-schema, new-columns, fresh-tmp, fresh-orphan,
     fresh-compaction, other-file, symlinked-sweep."""
     message: str
 

@@ -7,8 +7,9 @@ naming the file:
   that is a symbolic link (readers skip all three);
 - a commit event whose trials part has no readable curves part (its trials count as not run);
 - a committed run (``ok`` or ``diverged``) with no curve rows of its ``run_id``;
-- a trial with more than one committed run (readers keep one by the rule; compaction drops
-  the others);
+- a second copy of the run readers keep (a problem), and, as a note, a trial's runs that a
+  retry or rerun superseded (readers keep one by the rule; compaction drops the others);
+- curve points stored twice inside one part;
 - rows that name another sweep than their folder;
 - a sweep whose kept runs were made by more than one ``code_version``;
 - once older than ``stale_s``: curves with no trial row, temporary files, interrupted
@@ -152,9 +153,15 @@ class _Sweep:
             return
         facts = self.facts
         for part, n, best, same in facts["losers"]:
-            yield Finding(part, "duplicate", f"{n} trial(s) stored again in {best.rsplit('/', 1)[1]}" + (
-                ", identically; readers keep one copy" if same else
-                " with a run the rule prefers; readers keep that one and ignore the rows here"))
+            if same:  # a second copy of the very run readers keep: compaction left it twice
+                yield Finding(part, "duplicate", f"{n} trial(s) stored again in {best.rsplit('/', 1)[1]}, "
+                              "identically; readers keep one copy (`scaling compact` or `--repair` drops it)")
+            else:  # --retry-failed, --rerun-stale, two drivers: the normal state until compaction
+                yield Finding(part, "superseded", f"{n} trial(s) have a run in {best.rsplit('/', 1)[1]} that "
+                              "the rule prefers (a retry or a rerun); readers keep that one, compaction drops these")
+        for part, n, example in facts["curve_dups"]:
+            yield Finding(part, "duplicate-curves", f"{n} curve point(s) stored twice in this part (e.g. trial "
+                          f"{example}); readers would show them twice; `scaling compact` keeps one of each")
         for part, others in facts["wrong_sweep"]:
             yield Finding(part, "wrong-sweep", f"rows name the sweep(s) {sorted(others, key=str)} but the part is in "
                           f"the folder of {self.name!r}; readers file them there")
@@ -210,6 +217,10 @@ def _facts(store: Store, name: str, sp) -> dict:
             "(SELECT 1 FROM c WHERE c.run_id = t.run_id AND c._cpart = m._cpart) ELSE NOT EXISTS "
             "(SELECT 1 FROM l WHERE l.sweep = t.sweep AND l.trial_id = t.trial_id AND l.run_id = t.run_id) END "
             "GROUP BY t._part ORDER BY t._part").fetchall()
+        curve_dups = con.sql(
+            "SELECT _part, sum(n - 1), min(trial_id) FROM (SELECT _part, trial_id, count(*) AS n FROM "
+            "(SELECT * FROM _c_pairs UNION ALL SELECT * FROM _c_legacy) GROUP BY _part, sweep, trial_id, run_id, "
+            "step HAVING count(*) > 1) GROUP BY _part ORDER BY _part").fetchall()
         versions = {v for (v,) in con.sql("SELECT DISTINCT coalesce(code_version, '1') FROM _ranked "
                                           "WHERE rn = 1").fetchall()}
         orphans = con.sql("SELECT c._part, list(DISTINCT c.trial_id) FILTER (WHERE t.trial_id IS NULL), "
@@ -220,6 +231,7 @@ def _facts(store: Store, name: str, sp) -> dict:
         con.close()
     mtimes = {e.path: e.mtime_ns for e in sp.listing.parts["curves"].values()}
     return {"losers": losers, "wrong_sweep": wrong, "no_curves": no_curves, "versions": versions,
+            "curve_dups": curve_dups,
             "legacy_orphans": [(p, ids, all_o, mtimes.get(p)) for p, ids, all_o in orphans]}
 
 
