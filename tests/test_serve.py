@@ -206,6 +206,21 @@ def test_a_sweep_folder_and_a_sweep_with_no_trial_yet(tmp_path):
         srv.server_close()
 
 
+def test_a_sweep_with_curves_too_large_to_read_whole_shows_its_trials(tmp_path):
+    from analysis.errors import AnalysisError
+    from analysis.serve import panels
+    from analysis.serve.store import Source
+
+    _store(tmp_path / "results")
+    src = Source(str(tmp_path / "results"), curves_whole_bytes=0)
+    progress = panels.progress(src, "grid")
+    assert progress["trials"] == 24 and progress["note"] == panels.TOO_BIG
+    assert len(panels.table(src, "grid")["rows"]) == 24
+    with pytest.raises(AnalysisError, match="too much to read whole"):
+        panels.curves(src, "grid", "")
+    assert src.tables("grid")[2] is None  # no curve was read
+
+
 def test_a_sweep_is_reread_only_within_its_share_of_a_core(tmp_path):
     from analysis.serve.store import Source
 

@@ -74,6 +74,7 @@ async function showProgress() {
   b.appendChild(cards);
   document.getElementById("progress-cards").dataset.trials = p.trials;
   if (p.figure) { const d = el("div", {class: "fig", id: "progress-fig"}); b.appendChild(d); plot(d, p.figure); }
+  if (p.note) message(b, p.note);
   if (p.n_failures) {
     message(b, `${p.n_failures} trials did not finish ok` + (p.n_failures > p.failures.length ? ` (first ${p.failures.length} shown)` : ""), "msg");
     b.appendChild(simpleTable(["trial", "status", "configuration", "error"],

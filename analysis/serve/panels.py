@@ -17,12 +17,15 @@ import numpy as np
 import analysis.serve.figures as figs
 from analysis import tables
 from analysis.errors import AnalysisError
+from analysis.serve.store import CURVES_WHOLE_BYTES
 
 FIT_OPTIONS = {"n_boot": 1000, "level": 0.95, "seed": 0}
 """The bootstrap of ``scaling fit`` and ``scaling bopt`` when no flag is given."""
 TABLE_LIMIT = 20000
 """Rows of the trial table sent to the browser (the newest first past this)."""
 TABLE_EXTRA = ("steps", "examples_seen", "wall_s")
+TOO_BIG = (f"this sweep's curve parts hold over {CURVES_WHOLE_BYTES >> 20} MB, too much to read "
+           "whole: the dashboard shows its trials without their curves and times")
 MAX_LINES = 60
 """Training curves drawn at once (evenly spread along the colour axis past this)."""
 
@@ -93,6 +96,8 @@ def progress(src, sweep: str) -> dict:
                 out["steps_per_s"] = float(np.nansum(steps[ok]) / span) \
                     if steps is not None and span > 0 else None
                 out["figure"] = figs.progress(end[ok], status[ok])
+        else:
+            out["note"] = TOO_BIG
         bad = np.flatnonzero(status != "ok")
         axes = _axes(fr)
         out["failures"] = [{"trial_id": str(fr["trial_id"][i]), "status": str(status[i]),
@@ -139,6 +144,8 @@ def curves(src, sweep: str, where: str, metric: str | None = None) -> dict:
     from analysis.report.training import group
 
     def compute(trials, curves_table):
+        if curves_table is None:
+            raise AnalysisError(TOO_BIG)
         m = metric or _curve_metric(trials, curves_table)
         text = where.strip() or "status IS NOT NULL"
         tc = group(trials, curves_table, text, m)
@@ -212,7 +219,9 @@ def _bcrit(trials, curves) -> dict:
     from analysis.report.rule_text import critical_lines
     from analysis.rules.critical import auto_target, critical_batch
 
-    if curves is None or curves.num_rows == 0:
+    if curves is None:
+        raise AnalysisError(TOO_BIG)
+    if curves.num_rows == 0:
         raise AnalysisError("needs the store's curves table")
     metric = "test_loss" if "test_loss" in curves.column_names else _curve_metric(trials, curves)
     target = auto_target(trials, metric)

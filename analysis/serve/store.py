@@ -31,6 +31,11 @@ from analysis.errors import AnalysisError
 MARKERS = ("_sweep.json", "sweep.yaml")
 """A folder holding one of these is a sweep (as :meth:`scaling.store.writer.Store.is_sweep`)."""
 TABLES = ("trials", "curves")
+CURVES_WHOLE_BYTES = 64 << 20
+"""A sweep whose curve parts hold more than this on disk is read without its curves (the
+trials alone, through :func:`analysis.tables.load_trials`): its curves, read whole, would
+take minutes and gigabytes (the store benchmark's 100k trials: 10M curve rows, 46 s, 4 GB).
+The panels that need them say so."""
 REFRESH_SHARE = 0.1
 """At most this share of one core goes to following a sweep: after a new part, a sweep is read
 again only once ``(1 / share - 1)`` times what its last version cost (reading it and computing
@@ -61,6 +66,8 @@ class Version:
     curve_parts: int
     latest_ns: int = 0
     """Modification time of the newest part (ns since the epoch; 0 when there is none)."""
+    curve_bytes: int = 0
+    """Size of the curve parts on disk."""
 
 
 @dataclass
@@ -78,9 +85,11 @@ class _Entry:
 class Source:
     """A results root (a store of sweeps, or one sweep folder) and the cache of its sweeps."""
 
-    def __init__(self, root: str, refresh_share: float = REFRESH_SHARE):
+    def __init__(self, root: str, refresh_share: float = REFRESH_SHARE,
+                 curves_whole_bytes: int = CURVES_WHOLE_BYTES):
         self.root = str(root)
         self.refresh_share = refresh_share
+        self.curves_whole_bytes = curves_whole_bytes
         self.fs, self.base, self._query = _filesystem(self.root)
         info = self.fs.get_file_info(self.base)
         if info.type == pafs.FileType.NotFound:
@@ -122,7 +131,7 @@ class Source:
     def version(self, sweep: str) -> Version:
         """The sweep's :class:`Version`: one listing of its two part folders."""
         h = hashlib.sha1()
-        counts, latest = [], 0
+        counts, latest, sizes = [], 0, {}
         for table in TABLES:
             sel = pafs.FileSelector(self._path(sweep, table), allow_not_found=True)
             parts = sorted((e.base_name, e.size or 0, e.mtime_ns or 0)
@@ -133,7 +142,8 @@ class Source:
                 h.update(f"{table}/{name}:{size}:{mtime}\n".encode())
                 latest = max(latest, mtime)
             counts.append(len(parts))
-        return Version(h.hexdigest()[:16], *counts, latest_ns=latest)
+            sizes[table] = sum(size for _, size, _ in parts)
+        return Version(h.hexdigest()[:16], *counts, latest_ns=latest, curve_bytes=sizes["curves"])
 
     # ---- reading and caching -------------------------------------------------------------
 
@@ -166,7 +176,7 @@ class Source:
                     error = "no trial has finished yet"
                 else:
                     try:
-                        tables = self._read(sweep)
+                        tables = self._read(sweep, with_curves=version.curve_bytes <= self.curves_whole_bytes)
                     except AnalysisError as e:
                         error = str(e)
                     except Exception as e:  # noqa: BLE001 - the store failed to answer this once
@@ -183,21 +193,27 @@ class Source:
             trials, curves = entry.tables if entry.tables is not None else (None, None)
             return entry.version, trials, curves, entry.error
 
-    def _read(self, sweep: str):
-        """(trials, curves) of a sweep; a read that fails while parts change under it (a
-        compaction deleting the parts it merged) is tried again, three times at most."""
-        from analysis.tables import load_sweep
+    def _read(self, sweep: str, with_curves: bool = True):
+        """(trials, curves) of a sweep, curves None without ``with_curves``; a read that fails
+        while parts change under it (a compaction deleting the parts it merged) is tried again,
+        three times at most."""
+        from analysis.tables import load_sweep, load_trials
+
+        def read():
+            if with_curves:
+                return load_sweep(self.location(sweep))
+            return load_trials(self.location(sweep)), None
 
         for _ in range(2):
             try:
-                tables = load_sweep(self.location(sweep))
+                tables = read()
                 break
             except AnalysisError:
                 raise
             except Exception:  # noqa: BLE001 - tried again below; the last failure is raised
                 time.sleep(0.2)
         else:
-            tables = load_sweep(self.location(sweep))
+            tables = read()
         self.loads += 1
         return tables
 
