@@ -38,11 +38,27 @@ def _plain(v):
     return v if v is None or isinstance(v, (int, str, bool)) else str(v)
 
 
+def _column(a: np.ndarray) -> list:
+    """A column as JSON-safe Python values: numbers (NaN and infinities as None) or text."""
+    if a.dtype == object:
+        return [None if v is None else str(v) for v in a]
+    out = a.astype(object)
+    out[~np.isfinite(a)] = None
+    return out.tolist()
+
+
+def _distinct(col) -> list:
+    """The distinct values of a column, sorted (numbers without NaN; text without None)."""
+    if col.dtype != object:
+        return np.unique(col[np.isfinite(col)]).tolist()
+    return sorted({v for v in col if v is not None}, key=str)
+
+
 def _axes(fr) -> list[str]:
     """The sweep's axes that vary, the replicate last."""
     rep = fr.replicate
-    out = [a for a in fr.axes if a != rep and a in fr and len(set(map(str, fr[a]))) > 1]
-    return out + ([rep] if rep in fr and len(set(map(str, fr[rep]))) > 1 else [])
+    out = [a for a in fr.axes if a != rep and a in fr and len(_distinct(fr[a])) > 1]
+    return out + ([rep] if rep in fr and len(_distinct(fr[rep])) > 1 else [])
 
 
 def _frame(src, sweep: str):
@@ -64,8 +80,7 @@ def meta(src, sweep: str) -> dict:
     def compute(trials, curves):
         fr = _frame(src, sweep)
         axes = _axes(fr)
-        values = {a: sorted({_plain(v) for v in fr[a]} - {None},  # a missing value: no filter
-                            key=lambda v: (isinstance(v, str), v)) for a in axes}
+        values = {a: _distinct(fr[a]) for a in axes}  # a missing value: no filter
         metrics = [m for m in ("error", "test_loss", "test_acc", "val_loss", "val_acc", "train_loss")
                    if m == "error" and "test_acc" in fr or m in fr]
         cmetrics = [m for m in ("test_loss", "test_acc", "val_loss", "val_acc", "train_loss")
@@ -118,13 +133,13 @@ def table(src, sweep: str, metric: str | None = None) -> dict:
         values = tables.metric(fr, m)
         cols = ["trial_id", "status"] + axes + [m] + [c for c in TABLE_EXTRA if c in fr]
         n = tables.n_rows(fr)
-        idx = np.arange(n)
+        idx = np.arange(min(n, TABLE_LIMIT))
         if n > TABLE_LIMIT and "end_time" in trials.column_names:
             idx = np.argsort(_times(trials.column("end_time")))[::-1][:TABLE_LIMIT]
         status = tables.status(fr)
         arrays = [fr["trial_id"], status] + [fr[a] for a in axes] + [values] + \
             [fr[c] for c in TABLE_EXTRA if c in fr]
-        rows = [[_plain(a[i]) for a in arrays] for i in idx]
+        rows = [list(r) for r in zip(*(_column(a[idx]) for a in arrays))]
         return {"columns": cols, "rows": rows, "total": n, "metric": m}
     return src.result(sweep, ("table", metric), compute)
 
