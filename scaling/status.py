@@ -56,6 +56,13 @@ def status_table(root, view=None) -> pa.Table:
     for sweep in view.sweeps:
         if sweep:
             c = counts.get(sweep, {})
+            recorded = view.store.marker_name(sweep)
+            if not c and recorded and recorded != sweep and recorded in counts:
+                c = counts[recorded]  # a renamed folder: its rows still name the sweep its marker records
+                warnings.warn(one_line(
+                    f"folder {sweep!r} holds sweep {recorded!r} (its _sweep.json and rows say so): renamed? "
+                    f"Its trials are counted here, but `scaling sweep` of a config named {recorded!r} looks "
+                    f"for folder {recorded!r} and would run them all again; rename the folder back"))
         else:  # the root is one sweep folder: every row is its
             c = {k: sum(r[k] for r in counts.values()) for k in ("ok", "diverged", "failed", "stored")}
         ok, diverged, failed, stored = (c.get(k, 0) for k in ("ok", "diverged", "failed", "stored"))

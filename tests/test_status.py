@@ -14,7 +14,7 @@ import yaml
 
 from conftest import run_cli
 from scaling.config.sweep import count_trials, parse_config
-from scaling.errors import ConfigError
+from scaling.errors import ConfigError, StoreError
 from scaling.spec.schema import as_trial
 from scaling.store.writer import Store
 
@@ -118,3 +118,36 @@ def test_counting_two_axes_of_100000_values_does_not_form_their_pairs():
     t0 = time.monotonic()
     n = count_trials({"name": "t", "task": "digits", "budget": {"steps": 1}, "axes": axes})
     assert 0 < n < 10**10 and time.monotonic() - t0 < 5
+
+
+def test_a_renamed_sweep_folder_is_counted_and_said_so(tmp_path):
+    """Issue 26: a renamed sweep folder showed 'stored 0' (its rows name the old sweep). Now status
+    counts its trials and says, in one warning line, what a sweep of the old name would do."""
+    root = store_with(tmp_path, {"k1": GOOD.format(name="k1"), "k2": GOOD.format(name="k2")})
+    os.rename(os.path.join(root, "k1"), os.path.join(root, "renamed"))
+    proc = run_cli("status", root)
+    assert proc.returncode == 0, proc.stderr
+    row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("renamed"))
+    assert row[:5] == ["renamed", "1", "0", "0", "1"], proc.stdout  # ok, diverged, failed, stored
+    warned = [line for line in proc.stderr.splitlines() if "renamed" in line]
+    assert len(warned) == 1 and "holds sweep 'k1'" in warned[0] and "rename the folder back" in warned[0]
+    assert Store(root).check_for_sweep("k1") and "was it renamed?" in Store(root).check_for_sweep("k1")[0]
+    assert Store(root).check_for_sweep("k2") == [], "a sweep in its own folder gets no warning"
+
+
+@pytest.mark.slow
+def test_sweep_refuses_results_inside_a_sweep_folder_before_training(tmp_path):
+    """Issue 26, item 11: --results pointing at a sweep folder (or inside one) trained everything and
+    then failed; now it is one line (exit 2) before Ray starts, and nothing is written there."""
+    from conftest import SMALL_SWEEP, write_config
+
+    root = store_with(tmp_path, {"k1": GOOD.format(name="k1")})
+    before = sorted(os.listdir(os.path.join(root, "k1")))
+    config = write_config(tmp_path, SMALL_SWEEP)
+    proc = run_cli("sweep", str(config), "--results", os.path.join(root, "k1"), "--quiet")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "is a sweep folder" in lines[0] and f"--results {root}" in lines[0]
+    assert sorted(os.listdir(os.path.join(root, "k1"))) == before
+    with pytest.raises(StoreError, match="inside the sweep folder"):  # the same check, a level deeper
+        Store(os.path.join(root, "k1", "trials", "x")).check_for_sweep("small")
