@@ -61,9 +61,19 @@ def _axes(fr) -> list[str]:
     return out + ([rep] if rep in fr and len(_distinct(fr[rep])) > 1 else [])
 
 
+FRAME_COLUMNS = ("sweep", "trial_id", "status", "error", "steps", "examples_seen", "wall_s",
+                 "train_loss", "val_loss", "val_acc", "test_loss", "test_acc")
+"""The columns the panels read, besides the axes (the fits read the whole table themselves)."""
+
+
 def _frame(src, sweep: str):
-    """The sweep's trials as columns (:func:`analysis.tables.frame`), built once per version."""
-    return src.result(sweep, "frame", lambda trials, _curves: tables.frame(trials))
+    """The sweep's axes and :data:`FRAME_COLUMNS` as arrays (:func:`analysis.tables.frame`),
+    built once per version."""
+    def compute(trials, _curves):
+        axes = tables.table_axes(trials)[0]
+        keep = [c for c in trials.column_names if c in axes or c in FRAME_COLUMNS]
+        return tables.frame(trials.select(keep))
+    return src.result(sweep, "frame", compute)
 
 
 def _metric(trials, metric: str | None) -> str:
