@@ -78,7 +78,7 @@ def test_bnsl_finds_a_sharp_bend():
     y = bnsl(x)
     fit = BNSL().fit(x, y)
     assert fit.converged
-    a, b, c0, c1, d1, f1 = fit.params
+    _, _, _, c1, d1, _ = fit.params
     assert c1 > 0.4 and 1e3 < d1 < 1e4
     np.testing.assert_allclose(BNSL().predict(fit.params, x), y, rtol=0.01)
 
