@@ -7,10 +7,14 @@ SGD noise scale, :math:`B_{opt} \propto \varepsilon N/(1-m)`. Trials are
 grouped by every axis except ``batch_size`` and ``seed``. In each group the
 best batch size is chosen on the validation metric (on the reported one when
 the table has none) among batch sizes with no diverged or failed trial, and
-refined by the vertex of the parabola in :math:`\log B` through it and its
-two neighbours, on the mean of the validation and test metrics: both measure
-the same trained networks, so the mean halves the evaluation noise of a
-location (no metric value is reported from it). A best batch size at the edge
+refined between its two neighbours on the mean of the validation and test
+metrics: both measure the same trained networks, so the mean halves the
+evaluation noise of a location (no metric value is reported from it). The
+refinement does not assume a symmetric optimum: it lies halfway between the
+vertex of the parabola in :math:`\log B` through the three points and the
+optimum of a bowl shape (split parabola or Linex, on the log metric) shared by
+every group of the sweep and chosen on their pooled neighbourhoods
+(:mod:`analysis.rules.bowl`, which says what it assumes). A best batch size at the edge
 of the usable grid is a one-sided bound (the optimum lies beyond the midpoint
 to its neighbour), which the rule check (:mod:`analysis.rules.sgd_rule`) treats as
 censored.
@@ -35,7 +39,7 @@ import analysis.stats.tobit as tobit
 import analysis.tables.cells as cl
 from analysis import tables
 from analysis.errors import AnalysisError
-from analysis.rules.optima import vertex_log_b
+from analysis.rules import bowl
 from analysis.rules.sgd_rule import RuleCheck, RuleInput, check_rule
 from analysis.stats.result import num
 
@@ -132,12 +136,16 @@ class BoptResult:
                 "rule_note": self.rule_note, "groups": [g.to_dict() for g in self.groups]}
 
 
-def _optima(t, sel, rep, j_ok, maximize):
-    """(ln B estimate, side, ln bound, chosen index) per (replicate, group)."""
+def _optima(t, sel, rep, j_ok, maximize, shape=None):
+    """(ln B estimate, side, ln bound, chosen index, bowl shape) per (replicate, group); the
+    shape is chosen on these data when not given (:mod:`analysis.rules.bowl`)."""
     sign = 1.0 if maximize else -1.0
     j = cl.best_index(sign * sel, True)
     n = np.isfinite(t).sum(-1)
-    logb = vertex_log_b(t, sign * rep, j)
+    z = bowl.log_scale(rep, maximize)
+    if shape is None:
+        shape = bowl.pooled_shape(t, z[0], np.where(j_ok, j[0], -1))
+    logb = bowl.refined_log_b(t, z, j, shape)
     tt = np.broadcast_to(t, sel.shape)
     at = lambda k: np.take_along_axis(tt, np.clip(k, 0, tt.shape[-1] - 1)[..., None], -1)[..., 0]
     low = 0.5 * (at(np.zeros_like(j)) + at(np.ones_like(j)))      # halfway to the edge's
@@ -149,7 +157,7 @@ def _optima(t, sel, rep, j_ok, maximize):
                     np.where((j == n - 1) | (logb > high), tobit.ABOVE, tobit.OBSERVED))
     side = np.where(j_ok & (j >= 0), side, tobit.EXCLUDED)
     bound = np.where(side == tobit.BELOW, low, high)
-    return logb, side, bound, j
+    return logb, side, bound, j, shape
 
 
 def find_bopt(trials: pa.Table, *, metric: str = "test_acc", where: dict | None = None,
@@ -203,19 +211,20 @@ def find_bopt(trials: pa.Table, *, metric: str = "test_acc", where: dict | None 
     S = cm.seeds.size
     method = "validation" if prep.sel is not None else "same seeds"
 
-    def optima(weights):
+    def optima(weights, shape=None):
         sel = cl.gather(cl.weighted_means(cm.sel if method == "validation" else cm.y, weights),
                         index)
         rep = cl.weighted_means(cm.y, weights)
         if method == "validation":  # both sets measure the same networks: half the noise
             rep = 0.5 * (rep + cl.weighted_means(cm.sel, weights))
         rep = cl.gather(rep, index)
-        return _optima(t, sel, rep, enough, maximize)
+        return _optima(t, sel, rep, enough, maximize, shape)
 
-    logb, side, bound, j = (a[0] for a in optima(np.ones((1, S))))
+    *full, shape = optima(np.ones((1, S)))
+    logb, side, bound, j = (a[0] for a in full)
     res, reps = None, None
     if S >= 2 and n_boot > 0:
-        reps = optima(cl.seed_counts(S, n_boot, np.random.default_rng(seed)))
+        reps = optima(cl.seed_counts(S, n_boot, np.random.default_rng(seed)), shape)[:4]
         res = cl.resampling(S, method)
     se = res.scale * np.std(reps[0], axis=0, ddof=1) if reps is not None else np.full(
         len(gkeys), np.nan)

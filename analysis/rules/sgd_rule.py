@@ -468,11 +468,12 @@ def _power(e: Estimate, res: Resampling, margin: float, n_groups: int) -> str:
     """How much more data would settle one axis: standard errors shrink as 1/sqrt(n), and
     with plenty of data the t quantile becomes a normal one."""
     d = abs(e.value - 1.0)
+    se = (e.ci90_high - e.ci90_low) / (2.0 * stats.norm.isf(0.05))  # the wider interval's scale
     if d < margin:
-        f = (stats.norm.isf(0.05) * e.se / (margin - d)) ** 2
+        f = (stats.norm.isf(0.05) * se / (margin - d)) ** 2
         goal = f"fit within 1 ± {margin:g}"
     else:
-        f = (stats.norm.isf(0.025) * e.se / d) ** 2
+        f = (stats.norm.isf(0.025) * se / d) ** 2
         goal = "exclude 1"
     f = max(f, 1.0)
     return (f"{e.name} exponent {e.value:.2f}, 90% CI [{e.ci90_low:.2f}, {e.ci90_high:.2f}]: "
