@@ -48,12 +48,10 @@ def raw_counts(root) -> Counter:
 
 # ---- item 5: one compaction at a time ----------------------------------------------------------
 
-def test_two_compactions_that_meet_store_each_trial_once(tmp_path):
-    """Each compaction, once it has read its parts, waits (up to 3 s) for the other to get as far:
-    without the lease both would write a merged copy of every trial; with it the second waits for
-    the first and then finds nothing left to merge."""
-    build(tmp_path, n=6)
-    before = rows(tmp_path)
+def two_meeting_compactions(root: str) -> list:
+    """Two compactions of ``root`` in threads, each of which, once it has read its batch, waits (up
+    to 3 s) for the other to get as far: without the lease both would write a merged copy of every
+    trial; with it the second waits for the first and then finds nothing left to merge."""
     reached = threading.Barrier(2, timeout=3)
 
     def meet(n, op, path):
@@ -64,8 +62,8 @@ def test_two_compactions_that_meet_store_each_trial_once(tmp_path):
                 pass
 
     def run(out):
-        store = Store(str(tmp_path))
-        store.fs = pafs.PyFileSystem(Hooked(pafs.LocalFileSystem(), meet))
+        store = Store(root)
+        store.fs = pafs.PyFileSystem(Hooked(store.fs, meet))
         out.append(compact(store))
 
     reports: list = []
@@ -74,10 +72,72 @@ def test_two_compactions_that_meet_store_each_trial_once(tmp_path):
         t.start()
     for t in threads:
         t.join(60)
+    return reports
+
+
+def test_two_compactions_that_meet_store_each_trial_once(tmp_path):
+    build(tmp_path, n=6)
+    before = rows(tmp_path)
+    reports = two_meeting_compactions(str(tmp_path))
     assert len(reports) == 2
     assert sorted(len(r.merges) for r in reports) == [0, 1], "one merged, the other found nothing to do"
     assert set(raw_counts(tmp_path).values()) == {1} and len(raw_counts(tmp_path)) == 6
     assert rows(tmp_path) == before and verify(str(tmp_path)).ok
+
+
+@pytest.fixture
+def s3_store(monkeypatch):
+    """A prefix in a bucket of a real S3-compatible server (moto) on loopback."""
+    import os
+    import socket
+    import time
+
+    import boto3
+
+    from conftest import NO_CLOUD
+
+    for k, v in NO_CLOUD.items():
+        monkeypatch.setenv(k, v)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
+                               "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                             aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="leases")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield f"s3://leases/results?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_the_lease_holds_on_an_object_store(s3_store):
+    """The same meeting compactions on S3 (no rename, no conditional create): each trial once; a held
+    lease makes another compaction skip; a released one is taken at once."""
+    from scaling.store.lease import Lease
+
+    store = Store(s3_store)
+    for seed in range(4):
+        store.write_result("s", result(seed))
+    reports = two_meeting_compactions(s3_store)
+    assert sorted(len(r.merges) for r in reports) == [0, 1]
+    counts = raw_counts(s3_store)
+    assert len(counts) == 4 and set(counts.values()) == {1}
+    store.write_result("s", result(9))
+    with Lease(Store(s3_store), "s", wait_s=0.0):
+        assert [f.kind for f in compact(s3_store, lease_wait_s=0.2).skipped] == ["busy"]
+    assert len(compact(s3_store, lease_wait_s=0.0).merges) == 1
+    assert verify(s3_store).ok
 
 
 @pytest.mark.slow
