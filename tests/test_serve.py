@@ -376,8 +376,16 @@ def test_the_page_follows_a_real_sweep_in_a_browser(ray_local, tmp_path):
 
         names = _wait("the curves of lr=0.8 alone", lr_filtered)
         assert len(names) == 2  # one line per n_train, lr fixed by the filter
-        rows = js("return document.querySelectorAll('#trial-table tr.row').length")
-        assert rows == 6
+        rows = lambda: js("return document.querySelectorAll('#trial-table tr.row').length")
+        assert rows() == 6
+        # a range on the parallel coordinates' lr axis filters the table and the curves
+        Select(browser.find_element(By.CSS_SELECTOR, "select[data-axis='lr']")).select_by_value("")
+        _wait("every curve again", lambda: len(legend()) == 6)
+        js("Plotly.restyle(document.getElementById('parcoords-fig'), "
+           "{'dimensions[1].constraintrange': [[0.7, 0.9]]})")
+        names = _wait("the curves inside the range", lr_filtered)
+        assert "BETWEEN" in browser.find_element(By.ID, "curve-sql").get_attribute("value")
+        assert _wait("the table inside the range", lambda: rows() == 2)
         severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe
         print(f"page live with curves {opened:.1f} s after opening")

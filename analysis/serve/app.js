@@ -7,7 +7,7 @@
 const TOKEN = new URLSearchParams(location.search).get("token") || "";
 const SWEEP = document.body.dataset.sweep;
 const POLL_MS = 1000 * parseFloat(document.body.dataset.poll || "2");
-const state = {version: null, drawn: null, meta: null, axesKey: "", where: {}, sql: "", metric: "",
+const state = {version: null, drawn: null, meta: null, brushSql: "", ranges: {}, axesKey: "", where: {}, sql: "", metric: "",
                table: null, sort: [-1, 1], filter: "", brushed: null, busy: false};
 const CONFIG = {responsive: true, displaylogo: false};
 
@@ -168,25 +168,65 @@ async function showParcoords() {
   if (r.error) return message(b, r.error, "msg");
   const d = el("div", {class: "fig", id: "parcoords-fig"});
   b.appendChild(d);
-  message(b, "Drag along an axis to select a range: the table below keeps the trials inside every range.");
+  message(b, "Drag along an axis to select a range: the table keeps the trials inside every range, " +
+             "and the training curves show them.");
+  // ranges selected before a refresh stay selected
+  r.data[0].dimensions.forEach(dim => { if (state.ranges[dim.label]) dim.constraintrange = state.ranges[dim.label]; });
   await plot(d, r);
-  d.on("plotly_restyle", () => {
-    const dims = d.data[0].dimensions;
-    const keep = new Set();
-    for (let i = 0; i < r.ids.length; i++) {
-      let inside = true;
-      for (const dim of dims) {
-        let cr = dim.constraintrange;
-        if (!cr || !cr.length) continue;
-        if (!Array.isArray(cr[0])) cr = [cr];
-        const v = dim.values[i];
-        if (!cr.some(([lo, hi]) => v >= lo && v <= hi)) { inside = false; break; }
-      }
-      if (inside) keep.add(r.ids[i]);
+  brush(d, r);
+  d.on("plotly_restyle", () => brush(d, r));
+}
+
+function brush(d, r) {
+  const dims = d.data[0].dimensions;
+  state.ranges = {};
+  dims.forEach(dim => { if (dim.constraintrange && dim.constraintrange.length) state.ranges[dim.label] = dim.constraintrange; });
+  const keep = new Set();
+  for (let i = 0; i < r.ids.length; i++) {
+    let inside = true;
+    for (const dim of dims) {
+      let cr = dim.constraintrange;
+      if (!cr || !cr.length) continue;
+      if (!Array.isArray(cr[0])) cr = [cr];
+      const v = dim.values[i];
+      if (!cr.some(([lo, hi]) => v >= lo && v <= hi)) { inside = false; break; }
     }
-    state.brushed = dims.some(dim => dim.constraintrange && dim.constraintrange.length) ? keep : null;
-    renderTable();
+    if (inside) keep.add(r.ids[i]);
+  }
+  state.brushed = Object.keys(state.ranges).length ? keep : null;
+  renderTable();
+  const sql = rangeFilter(dims, r.columns);
+  if (sql !== state.brushSql) {  // the training curves follow the ranges on the axes
+    state.brushSql = sql;
+    state.sql = sql;
+    const box = document.getElementById("curve-sql");
+    if (box) box.value = sql;
+    showCurves();
+  }
+}
+
+function sqlText(v) { return "'" + String(v).replace(/'/g, "''") + "'"; }
+
+// The ranges selected on the axes as an SQL filter of the trials (the metric's range is left to
+// the table: the metric may be derived, not a column).
+function rangeFilter(dims, columns) {
+  const clauses = [];
+  columns.forEach((c, i) => {
+    let cr = dims[i].constraintrange;
+    if (!cr || !cr.length) return;
+    if (!Array.isArray(cr[0])) cr = [cr];
+    const name = '"' + c.name.replace(/"/g, '""') + '"';
+    let parts;
+    if (c.scale === "category") {
+      const picked = c.categories.filter((_, k) => cr.some(([lo, hi]) => k >= lo && k <= hi));
+      parts = [`${name} IN (${picked.map(sqlText).join(", ") || "NULL"})`];
+    } else {
+      const v = x => (c.scale === "log" ? Math.pow(10, x) : x);
+      parts = cr.map(([lo, hi]) => `${name} BETWEEN ${v(lo).toPrecision(6)} AND ${v(hi).toPrecision(6)}`);
+    }
+    clauses.push(parts.length > 1 ? "(" + parts.join(" OR ") + ")" : parts[0]);
   });
+  return clauses.join(" AND ");
 }
 
 async function showTable() {

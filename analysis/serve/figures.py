@@ -237,9 +237,11 @@ def tradeoff(result) -> dict:
 
 def parcoords(fr, axes, metric: str, values: np.ndarray, ids) -> dict:
     """Each trial a line through its axis values and its metric, coloured by the metric. Axes
-    spanning more than a decade of positive values are drawn as log10; text axes as categories."""
+    spanning more than a decade of positive values are drawn as log10; text axes as categories.
+    ``columns`` says, for each axis dimension, its column and scale, so the page can turn a
+    selected range into a filter of the training curves."""
     keep = np.isfinite(values)
-    dims = []
+    dims, columns = [], []
     for a in axes:
         col = fr[a][keep]
         if col.dtype == object:
@@ -247,6 +249,7 @@ def parcoords(fr, axes, metric: str, values: np.ndarray, ids) -> dict:
             idx = {c: i for i, c in enumerate(cats)}
             dims.append({"label": esc(a), "values": [idx[str(v)] for v in col],
                          "tickvals": list(range(len(cats))), "ticktext": [esc(c) for c in cats]})
+            columns.append({"name": a, "scale": "category", "categories": cats})
             continue
         col = col.astype(float)
         fin = col[np.isfinite(col)]
@@ -256,16 +259,19 @@ def parcoords(fr, axes, metric: str, values: np.ndarray, ids) -> dict:
                 ticks = list(np.geomspace(fin.min(), fin.max(), 6))
             dims.append({"label": esc(f"{a} (log)"), "values": floats(np.log10(col)),
                          "tickvals": floats(np.log10(ticks)), "ticktext": [f"{t:.4g}" for t in ticks]})
+            columns.append({"name": a, "scale": "log"})
         else:
             dim = {"label": esc(a), "values": floats(col)}
             ticks = sorted(set(fin.tolist()))
             if len(ticks) <= 12:  # a grid axis: its values, not round numbers between them
                 dim.update(tickvals=floats(ticks), ticktext=[f"{t:.4g}" for t in ticks])
             dims.append(dim)
+            columns.append({"name": a, "scale": "linear"})
     dims.append({"label": esc(metric), "values": floats(values[keep])})
     trace = {"type": "parcoords", "dimensions": dims,
              "line": {"color": floats(values[keep]), "colorscale": "Viridis", "showscale": True}}
     layout = {"margin": {"l": 70, "r": 70, "t": 80, "b": 30}, "height": 440,
               "title": {"text": esc(f"axes against {metric} ({int(keep.sum())} trials)"),
                         "font": {"size": 14}, "y": 0.98, "yanchor": "top"}}
-    return {"data": [trace], "layout": layout, "ids": [str(i) for i in np.asarray(ids)[keep]]}
+    return {"data": [trace], "layout": layout, "ids": [str(i) for i in np.asarray(ids)[keep]],
+            "columns": columns}
