@@ -123,8 +123,13 @@ def load_curves(path: str | os.PathLike = DATA, *, dev: bool = False) -> list[Cu
     return curves
 
 
-def evaluate(curve: Curve, *, n_boot: int = 200, level: float = 0.95) -> CurveResult:
-    """Fit every method to one curve and score it on the held-out points."""
+def evaluate(curve: Curve, *, n_boot: int = 200, level: float = 0.95,
+             calibrate: bool = True) -> CurveResult:
+    """Fit every method to one curve and score it on the held-out points.
+
+    ``calibrate`` also counts the points inside the intervals at every multiplier of
+    :data:`MULTIPLIERS` (what :func:`calibrated_coverage` needs; the costliest part).
+    """
     from analysis.errors import AnalysisError
     from analysis.fit.forms.bounds import Bounds, rmse_log
     from analysis.fit.forms.fit import fit_form
@@ -150,8 +155,9 @@ def evaluate(curve: Curve, *, n_boot: int = 200, level: float = 0.95) -> CurveRe
         p = predict(fit, curve.x_test, level)
         ys = np.array([np.nan if v is None else v for v in p.y])
         inside[name] = _inside(p, curve.y_test)
-        inside_at[name] = {m: _inside(predict(fit, curve.x_test, level, scale=m), curve.y_test)
-                           for m in MULTIPLIERS}
+        if calibrate:
+            inside_at[name] = {m: _inside(predict(fit, curve.x_test, level, scale=m),
+                                          curve.y_test) for m in MULTIPLIERS}
         if name == "auto":
             chosen = fit.form
             rmse["auto"] = rmse_log(ys, curve.y_test)
@@ -171,13 +177,15 @@ def _inside(pred, y) -> int:
 
 
 def _evaluate_many(args):
-    curves, n_boot, level = args
-    return [evaluate(c, n_boot=n_boot, level=level) for c in curves]
+    curves, n_boot, level, calibrate = args
+    return [evaluate(c, n_boot=n_boot, level=level, calibrate=calibrate) for c in curves]
 
 
-def run(curves, *, n_boot: int = 200, level: float = 0.95, workers: int = 1) -> list[CurveResult]:
+def run(curves, *, n_boot: int = 200, level: float = 0.95, workers: int = 1,
+        calibrate: bool = True) -> list[CurveResult]:
     """Evaluate every curve, in ``workers`` processes."""
-    chunks = [(list(curves[k::workers]), n_boot, level) for k in range(max(1, workers))]
+    chunks = [(list(curves[k::workers]), n_boot, level, calibrate)
+              for k in range(max(1, workers))]
     chunks = [c for c in chunks if c[0]]
     if len(chunks) > 1:
         from multiprocessing import get_context
