@@ -26,30 +26,48 @@ NO_CLOUD = {
 
 # ---- which tests may run beside others (make check runs two pytest-xdist workers) --------------
 
-SERIAL_MODULES = frozenset({
-    "test_sweep", "test_security", "test_faults", "test_storage", "test_ddp", "test_progress",
-    "test_plugin", "test_training_faults", "test_expand", "test_versions",
-})
-"""Modules whose tests start local Rays, kill or signal processes, bind ports or time a sweep."""
+RAY_GROUPS = {
+    # drivers and workers killed or signalled, orphans reaped, an ETA timed, memory exhausted
+    "ray-a": frozenset({"test_sweep", "test_security", "test_progress", "test_training_faults"}),
+    # sweeps, clusters, storage outages and gloo ports, each test scoped to its own processes
+    "ray-b": frozenset({"test_faults", "test_storage", "test_ddp", "test_plugin", "test_expand",
+                        "test_versions"}),
+}
+"""Modules whose tests start local Rays, bind ports or signal processes, by xdist group."""
 
 
 def pytest_collection_modifyitems(config, items):
-    """Put every test that starts a Ray, binds a port or signals processes in one xdist group.
+    """Put every test that starts a Ray, binds a port or signals processes in one of two xdist groups.
 
-    ``make check`` runs ``pytest -n 2 --dist loadgroup``: the group runs on one worker, in
-    collection order, while the other worker takes the tests that only compute (fits, models,
-    stores in temporary folders). So no two Rays or port-binding tests ever run at once, and
-    a test that kills processes never meets another test's. A test is in the group when its
-    module is in ``SERIAL_MODULES``, it uses the ``ray_local`` fixture, or it is marked
-    ``serial``; a new test that starts a sweep belongs there too. Without xdist the marks do
-    nothing.
+    ``make check`` runs ``pytest -n 2 --dist loadgroup``: each group runs in collection order on
+    one worker, and the tests that only compute (fits, models, stores in temporary folders) fill
+    in around them. So at most two local Rays run at once, never two tests of one group, and the
+    gloo tests never race for a port. A test is in a group when its module is listed in
+    ``RAY_GROUPS``; else in ``ray-b`` when it uses the ``ray_local`` fixture or is marked
+    ``serial``. Tests of different groups may run side by side, so each must act only on the
+    processes it started (``ray_trial_pids``, the sweep's own cluster marker): the local Rays'
+    records are kept apart per worker (``XDG_RUNTIME_DIR`` below), so one worker's sweep never
+    reaps what a test of the other left on purpose. Without xdist the marks do nothing.
     """
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
         module = item.module.__name__.rpartition(".")[2] if item.module else ""
-        if module in SERIAL_MODULES or "ray_local" in item.fixturenames or item.get_closest_marker("serial"):
-            item.add_marker(pytest.mark.xdist_group("serial"))
+        group = next((g for g, mods in RAY_GROUPS.items() if module in mods), None)
+        if group is None and ("ray_local" in item.fixturenames or item.get_closest_marker("serial")):
+            group = "ray-b"
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_configure(config):
+    """Under xdist, each worker records its local Rays in a folder of its own (the reaper's state
+    dir follows XDG_RUNTIME_DIR), inherited by every driver it starts."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        import tempfile
+
+        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix=f"scaling-test-{worker}-")
 
 
 @pytest.fixture(scope="session")
@@ -119,23 +137,9 @@ def ray_trial_pids(root: int) -> list[int]:
 
 
 def reap_orphaned_ray_processes() -> int:
-    """Kill Ray helper processes orphaned by a SIGKILLed driver (re-parented to init).
+    """Stop what a SIGKILLed driver's local Ray left running (its dashboard and runtime-env
+    agents, re-parented to init): the reaper a next sweep runs, over the clusters recorded by
+    this test process (never a user's `ray start`, nor a Ray another xdist worker runs)."""
+    from cluster.launch.reaper import reap_orphans
 
-    A local Ray's raylet and GCS die with their driver, but its dashboard and
-    runtime-env agents linger; a test that kills a driver cleans them up.
-    """
-    import signal
-
-    killed = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if status.get("PPid", "").strip() == "1" and cmd.startswith("ray::"):
-            os.kill(int(pid), signal.SIGKILL)
-            killed += 1
-    return killed
+    return reap_orphans()
