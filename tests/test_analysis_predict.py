@@ -207,7 +207,7 @@ def test_predicting_at_2x_or_32x_gives_the_same_family_and_parameters(tmp_path, 
     path = _csv(tmp_path, "curve.csv", n=x, test_error=y)
     outs = []
     for at in (2 * x[-1], 32 * x[-1]):
-        assert run("fit", path, "--x", "n", "--metric", "test_error", "--boot", "40",
+        assert run("fit", path, "--x", "n", "--metric", "test_error", "--boot", "20",
                    "--predict", f"{at:g}", "--json") == 0
         outs.append(json.loads(capsys.readouterr().out)["curves"][0])
     (a, b) = outs
@@ -215,7 +215,7 @@ def test_predicting_at_2x_or_32x_gives_the_same_family_and_parameters(tmp_path, 
         == b["prediction"]["form"] == a["family"]["holdout"]["form"]
     assert a["family"]["params"] == b["family"]["params"]
     assert a["family"]["selection"] == b["family"]["selection"]
-    assert run("fit", path, "--x", "n", "--metric", "test_error", "--boot", "40",
+    assert run("fit", path, "--x", "n", "--metric", "test_error", "--boot", "20",
                "--predict", f"{32 * x[-1]:g}") == 0
     text = capsys.readouterr().out
     fam = a["family"]["form"]

@@ -83,6 +83,7 @@ def test_bnsl_finds_a_sharp_bend():
     np.testing.assert_allclose(BNSL().predict(fit.params, x), y, rtol=0.01)
 
 
+@pytest.mark.slow
 def test_m1_exponent_intervals_cover_at_their_level_on_heavy_tailed_noise():
     """M1's pairs-bootstrap percentile interval of c on curves with clipped t3 noise (not the
     Gaussian noise of its least squares), three repeats per x. 150 replications: a true
