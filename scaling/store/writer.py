@@ -263,7 +263,11 @@ class Store:
     def check_for_sweep(self, name: str) -> list[str]:
         """Before a sweep ``name`` writes here: refuse (StoreError) a root that is a sweep folder or lies
         inside one; return warnings when the sweep's folder is missing but another folder's marker
-        names it (a renamed folder: this run would start afresh)."""
+        names it (a renamed folder: this run would start afresh). Retried within ``retry_s``."""
+        return retrying(lambda: self._check_for_sweep(name), f"read the results store {self.uri!r}", self.retry_s,
+                        retry_on=(OSError, StorageError))
+
+    def _check_for_sweep(self, name: str) -> list[str]:
         inside = self.enclosing_sweep()
         if inside is not None:
             parent = inside.rsplit("/", 1)[0] or "/"
