@@ -17,11 +17,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT
+from test_integrity import Hooked, build, result, rows
+
 from scaling.store.verify import compact, verify
 from scaling.store.writer import Store
-from test_integrity import Hooked, build, result, rows
 
 RSS_WRAPPER = """
 import json, resource, subprocess, sys
@@ -93,7 +93,6 @@ def s3_store(monkeypatch):
     import time
 
     import boto3
-
     from conftest import NO_CLOUD
 
     for k, v in NO_CLOUD.items():

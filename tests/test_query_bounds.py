@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 FIXTURE = str(ROOT / "tests" / "fixtures" / "store_v1")

@@ -10,10 +10,10 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
-from scaling import textout
 from test_integrity import result
+
+from scaling import textout
 
 ESCAPES = ("\x1b[2J", "\x1b]0;pwned\x07", "\r", "\x9b31m", "\u202e")
 
