@@ -388,14 +388,16 @@ LAUNCH = [sys.executable, "-P", "-c", "import sys; from cluster.cli import main;
 def test_a_neighbour_cannot_move_the_session_the_folder_runs_no_code_and_an_inherited_network_setting_is_ignored(
         tmp_path):
     """Issue 26, items 1, 2 and 13, through one real sweep started as the `scaling` script starts:
-    - in a folder holding secrets.py, yaml.py and json.py that would leave a file if imported
-      (the re-run for the private network must not import from the current folder);
+    - in a folder holding secrets.py, yaml.py, json.py and torch.py that would leave a file if
+      imported (neither the re-run for the private network nor Ray's workers import from there);
     - with SCALING_RAY_NETWORK=private preset, as every Ray worker of a sweep carries it: the
       sweep still gets its own network, and nothing of it listens beyond 127.0.0.1;
     - as root, where another uid (nobody) then tries to rename the running session folder."""
     work = tmp_path / "work"
     work.mkdir()
-    markers = {name: tmp_path / f"ran-{name}" for name in ("secrets", "yaml", "json")}
+    # the driver imports secrets, yaml and json; a Ray worker imports torch after Ray has put the
+    # driver's current folder first on its import path
+    markers = {name: tmp_path / f"ran-{name}" for name in ("secrets", "yaml", "json", "torch")}
     for name, marker in markers.items():
         (work / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     # resources.cpu 0.001 (issue 26, item 14): 2,000 trials at once on 2 CPUs unless bounded

@@ -293,7 +293,7 @@ def start(num_cpus: int | None, *, insecure: bool = False, **init_kw) -> None:
     _session = {"cluster": cluster, "saved_env": saved, "record": reaper.write_record(record), "session_dir": None}
     try:
         temp_dir = private_temp_root()
-        with _ray_keeps_its_hands_off_sigterm():
+        with _ray_keeps_its_hands_off_sigterm(), _working_dir(os.path.dirname(temp_dir)):
             info = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                             dashboard_host="127.0.0.1", _temp_dir=temp_dir, **init_kw)
     except BaseException as e:
@@ -311,6 +311,24 @@ def start(num_cpus: int | None, *, insecure: bool = False, **init_kw) -> None:
         reaper.write_record({**record, "session_dir": session_dir})
     with contextlib.suppress(OSError, TypeError):
         os.chmod(session_dir, 0o700)  # inside a private root already; Ray makes it world-writable
+
+
+@contextlib.contextmanager
+def _working_dir(folder: str):
+    """Start Ray from ``folder``: Ray puts the driver's current folder first on every worker's
+    import path (and its processes inherit it as their own), so a ``torch.py`` or ``numpy.py``
+    where the user runs a sweep would run in every worker. Paths in a sweep are absolute by then
+    (results, task files); the driver's own folder is back when ``ray.init`` returns."""
+    try:
+        before = os.getcwd()
+    except OSError:
+        before = None
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        if before is not None:
+            os.chdir(before)
 
 
 def private_temp_root() -> str:
