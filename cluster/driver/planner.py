@@ -92,21 +92,11 @@ again for gradients, before any optimizer state). Every engine holds a whole mod
 
 
 def model_params(trial) -> int | None:
-    """Parameters of ``trial``'s model, counted on torch's ``meta`` device, which allocates nothing;
-    None where the model cannot be built there (a plug-in's model may insist on real tensors)."""
-    import torch
+    """Parameters of ``trial``'s model, counted on torch's ``meta`` device (nothing allocated);
+    None where it cannot be counted so (cluster.worker.sizes)."""
+    from cluster.worker.sizes import model_params as count
 
-    from scaling.spec.schema import as_trial
-    from scaling.tasks.resolve import load_task
-    from scaling.training.models import make_model
-
-    t = as_trial(trial)
-    try:
-        data = load_task(t.task)
-        with torch.device("meta"):
-            return sum(p.numel() for p in make_model(t.model_spec, data, 0).parameters())
-    except Exception:  # noqa: BLE001 (not countable without building it for real)
-        return None
+    return count(trial)
 
 
 def check_model_size(cfg) -> None:
