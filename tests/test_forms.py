@@ -83,7 +83,6 @@ def test_bnsl_finds_a_sharp_bend():
     np.testing.assert_allclose(BNSL().predict(fit.params, x), y, rtol=0.01)
 
 
-@pytest.mark.slow
 def test_m1_exponent_intervals_cover_at_their_level_on_heavy_tailed_noise():
     """M1's pairs-bootstrap percentile interval of c on curves with clipped t3 noise (not the
     Gaussian noise of its least squares), three repeats per x. 150 replications: a true
@@ -240,7 +239,6 @@ def _curve(rng, n=24):
     return x, e * np.exp(noise)
 
 
-@pytest.mark.slow
 def test_prediction_intervals_cover_one_held_out_point_per_unlike_curve():
     """150 independent log-logistic curves with AR(1) noise (none of the families): fit M1 to
     the first 18 of 24 points, predict the third held-out one (1.65x past the data, inside
