@@ -216,8 +216,7 @@ def auto_choice(r: CurveResult, prior: dict | None, temper: float | None) -> str
     finite = {k: v for k, v in (r.scores or {}).items() if v is not None and np.isfinite(v)}
     if not finite:
         return r.chosen
-    unscored = [k for k, v in r.scores.items() if v is None]  # every curve here fits them all
-    post = posterior(finite, r.n_valid, prior, temper, unscored=unscored)
+    post = posterior(finite, r.n_valid, prior, temper)
     return max(post, key=lambda k: (post[k], -list(FORMS).index(k)))
 
 
