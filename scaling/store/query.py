@@ -125,9 +125,12 @@ def _json_value(v):
 
 CHUNK_ROWS = 10_000
 """Rows formatted at a time when a result is printed as CSV or JSON lines."""
-CELL_BYTES = 120
-"""What one cell of a text table costs in memory while it is laid out (a Python string and its
-place in a row), besides its text."""
+CELL_BYTES = 250
+"""What one cell of a text table costs in memory while it is laid out (its value as a Python
+object, its text, the copy the layout makes, and their places in rows), besides its bytes."""
+ROW_BYTES = 600
+"""What one row of a text table costs besides its cells (a dict, then lists, then its line).
+Measured: 20M rows of two integers laid out took 15.7 GB, about 800 bytes a row."""
 
 
 def write_result(table: pa.Table, fmt: str, out, *, budget: int | None = None,
@@ -143,12 +146,12 @@ def write_result(table: pa.Table, fmt: str, out, *, budget: int | None = None,
                             "was printed; narrow it, or raise the limit with --timeout")
 
     if fmt == "table":
-        need = table.num_rows * max(1, table.num_columns) * CELL_BYTES + 4 * table.nbytes  # cells, lines, text
+        need = table.num_rows * (ROW_BYTES + table.num_columns * CELL_BYTES) + 4 * table.nbytes
         if budget is not None and need > budget:
             raise UserError(f"SQL: the result ({table.num_rows:,} rows) is too large to lay out as a table "
                             f"within the memory limit (about {need:,} bytes needed); --format csv or json "
                             "prints it row by row, or narrow it (a LIMIT), or raise --memory")
-        text = format_table(table, fmt)
+        text = format_table(table, fmt, check=in_time)
         in_time()
         out.write(text + "\n")
         return
@@ -160,31 +163,39 @@ def write_result(table: pa.Table, fmt: str, out, *, budget: int | None = None,
     in_time()
 
 
-def format_table(table: pa.Table, fmt: str = "table", width: int | None = None, header: bool = True) -> str:
+def format_table(table: pa.Table, fmt: str = "table", width: int | None = None, header: bool = True,
+                 check=None) -> str:
     """Render a result as a text table that fits ``width`` columns (default: the terminal's, or
     ``$COLUMNS``; :func:`scaling.textout.table`; numbers rounded to 6 digits but an axis
     column's, such as lr, which names a configuration), CSV (every float
-    written so that it reads back bit for bit) or JSON lines (NaN as null)."""
+    written so that it reads back bit for bit) or JSON lines (NaN as null). ``check()`` is
+    called between chunks of rows while a text table's cells are made (a time limit)."""
     cols = table.column_names
     if fmt == "json":
         return "\n".join(json.dumps(_json_value(r), default=str, allow_nan=False) for r in table.to_pylist())
-    rows = table.to_pylist()
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         if header:
             writer.writerow(cols)
-        writer.writerows([[_cell(r[c], exact=True) for c in cols] for r in rows])
+        writer.writerows([[_cell(r[c], exact=True) for c in cols] for r in table.to_pylist()])
         return buf.getvalue().rstrip("\n")
     from scaling.spec.schema import AXIS_COLUMNS
 
     exact = [c in AXIS_COLUMNS for c in cols]  # a configuration's value, copied, must name it
-    cells = [[_cell(v, x and not (isinstance(v, float) and v.is_integer())) for v, x in zip(r.values(), exact)]
-             for r in rows]
+    cells = []
+    for start in range(0, table.num_rows, CHUNK_ROWS):
+        if check is not None:
+            check()
+        cells += [[_cell(v, x and not (isinstance(v, float) and v.is_integer())) for v, x in zip(r.values(), exact)]
+                  for r in table.slice(start, CHUNK_ROWS).to_pylist()]
+    if check is not None:
+        check()
     numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
                for f in table.schema]
+    n = table.num_rows
     return "\n".join(textout.table(
-        cols, cells, numeric=numeric, cols=width, footer=f"({len(rows)} row{'s' if len(rows) != 1 else ''})",
+        cols, cells, numeric=numeric, cols=width, footer=f"({n} row{'s' if n != 1 else ''})",
         cut_note=f"(a cell ending in {textout.ELLIPSIS} is cut to fit; --format csv prints every cell whole)"))
 
 
