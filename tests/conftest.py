@@ -28,7 +28,8 @@ NO_CLOUD = {
 
 RAY_GROUPS = {
     # drivers and workers killed or signalled, orphans reaped, an ETA timed, memory exhausted
-    "ray-a": frozenset({"test_sweep", "test_security", "test_progress", "test_training_faults"}),
+    "ray-a": frozenset({"test_sweep", "test_security", "test_progress", "test_training_faults",
+                        "test_ray_failures"}),
     # sweeps, clusters, storage outages and gloo ports, each test scoped to its own processes
     "ray-b": frozenset({"test_faults", "test_storage", "test_ddp", "test_plugin", "test_expand",
                         "test_versions"}),
