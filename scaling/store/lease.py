@@ -36,6 +36,7 @@ import uuid
 import pyarrow.fs as pafs
 
 import scaling.store.parts as parts_mod
+from scaling.errors import StoreError, one_line
 
 PREFIX = ".lease-compact-"
 TTL_S = 120.0
@@ -102,7 +103,11 @@ class Lease:
         deadline = time.monotonic() + max(0.0, self.wait_s)
         pause = 0.05
         while True:
-            self._write()
+            try:
+                self._write()
+            except OSError as e:
+                raise StoreError(one_line(f"cannot take the compaction lease of sweep {self.sweep or '.'!r}: cannot "
+                                          f"write {self.path}: {parts_mod.first_line(e)}", 600)) from None
             other = self._other_live()
             if other is None:
                 _held.add(self.token)
