@@ -84,11 +84,12 @@ def rule_lines(rule) -> list[str]:
                      f"{g(rule.margin)}")
     for axis, why in rule.not_estimated.items():
         lines.append(f"exponent of {axis}: not estimated ({why})")
-    boot = [e.name for e in rule.exponents if getattr(e, "interval", "") == "cluster-t"]
+    model = [e.name for e in rule.exponents if getattr(e, "interval", "") == "model-t"]
     if rule.exponents:
-        lines.append("intervals: the wider of the Tobit model's (groups independent) and the seed "
-                     "bootstrap's (effects a seed shares across groups); the bootstrap's is wider "
-                     f"for {', '.join(boot) if boot else 'none'}")
+        lines.append("intervals: from the seed bootstrap (it carries effects a seed shares across "
+                     "groups)" + (f"; the Tobit model's, wider, for {', '.join(model)}: the groups "
+                                  "scatter about the law more than seed noise explains" if model
+                                  else ""))
     if rule.slope is not None:
         lines.append(f"slope of log B_opt on log(lr*N/(1-m)): {_estimate(rule.slope, rule.level)}, "
                      f"R^2 {g(rule.r2, 3)}")
