@@ -38,6 +38,7 @@ else
 	$(BIN)/python -m cluster.bench
 	$(BIN)/python -m cluster.bench.driver
 	$(BIN)/python -m analysis.bench
+	$(BIN)/python -m analysis.bench.calibration
 	$(BIN)/python -m analysis.bench.extrapolation
 	$(BIN)/python -m cluster.bench.store
 endif
