@@ -18,7 +18,8 @@ FLAGS = {
                       "--no-offset", "--unbounded", "--form", "--predict", "--bounded", "--resample",
                       "--holdout", "--boot", "--level", "--delta", "--boot-seed", "--axes",
                       "--seed", "--col", "--json", "--plot"},
-    "fit-joint": _COMMON | {"--n", "--d", "--loss", "--sweep", "--predict", "--holdout", "--boot",
+    "fit-joint": _COMMON | {"--n", "--d", "--loss", "--sweep", "--predict", "--tie", "--over-training",
+                            "--holdout", "--boot",
                             "--level", "--delta", "--boot-seed", "--axes", "--seed", "--col",
                             "--json", "--plot"},
     "bopt": _COMMON | {"--metric", "--by", "--batch", "--lr", "--scale", "--over", "--sweep",
@@ -30,6 +31,7 @@ FLAGS = {
                                   "--delta", "--boot-seed", "--axes", "--seed", "--col", "--json"},
     "report": {"-h", "--help", "-o", "--output", "--x", "--metric", "--by", "--sweep", "--filter",
                "--bopt-metric", "--curves", "--boot", "--axes", "--seed", "--col"},
+    "serve": {"-h", "--help", "--port", "--host", "--poll"},
 }
 """Every analysis subcommand -> its option strings, as released."""
 
