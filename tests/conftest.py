@@ -32,7 +32,8 @@ RAY_GROUPS = {
                         "test_ray_failures"}),
     # sweeps, clusters, storage outages and gloo ports, each test scoped to its own processes
     "ray-b": frozenset({"test_faults", "test_storage", "test_ddp", "test_plugin", "test_expand",
-                        "test_versions"}),
+                        "test_versions", "test_ray_failures", "test_compaction_safety", "test_model_size",
+                        "test_status"}),
 }
 """Modules whose tests start local Rays, bind ports or signal processes, by xdist group."""
 
