@@ -28,12 +28,11 @@ NO_CLOUD = {
 
 RAY_GROUPS = {
     # drivers and workers killed or signalled, orphans reaped, an ETA timed, memory exhausted
-    "ray-a": frozenset({"test_sweep", "test_security", "test_progress", "test_training_faults",
-                        "test_ray_failures"}),
-    # sweeps, clusters, storage outages and gloo ports, each test scoped to its own processes
+    "ray-a": frozenset({"test_sweep", "test_security", "test_progress", "test_training_faults"}),
+    # sweeps, clusters, storage outages, gloo ports and a raylet or GCS killed, each test acting
+    # only on its own processes (so it may run beside ray-a)
     "ray-b": frozenset({"test_faults", "test_storage", "test_ddp", "test_plugin", "test_expand",
-                        "test_versions", "test_ray_failures", "test_compaction_safety", "test_model_size",
-                        "test_status"}),
+                        "test_versions", "test_ray_failures", "test_compaction_safety", "test_status"}),
 }
 """Modules whose tests start local Rays, bind ports or signal processes, by xdist group."""
 
