@@ -17,9 +17,10 @@ from conftest import ROOT
 FIXTURE = str(ROOT / "tests" / "fixtures" / "store_v1")
 
 WRAPPER = """
-import json, resource, subprocess, sys
+import json, resource, subprocess, sys, time
+t0 = time.monotonic()
 p = subprocess.run([sys.executable, "-m", "cluster.cli", "query", *sys.argv[1:]], capture_output=True, text=True)
-print(json.dumps({"rc": p.returncode, "out": p.stdout, "err": p.stderr,
+print(json.dumps({"rc": p.returncode, "out": p.stdout, "err": p.stderr, "wall_s": time.monotonic() - t0,
                   "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
@@ -48,10 +49,14 @@ def test_a_20m_row_result_stops_in_one_line_within_memory():
 
 
 def test_the_time_limit_covers_fetching_the_result():
+    """A billion rows (8 GB; minutes to fetch) under --timeout 1 and a memory bound they would pass:
+    the fetch stops at the time limit. How much it held by then depends on the machine's speed, so
+    the bound checked is time (the command's start, a few seconds on a busy machine, plus 1 s)."""
     r = query("select range i from range(1000000000)", "--timeout", "1", "--memory", "8GB")
     line = one_error_line(r)
     assert "time limit of 1 s" in line
-    assert r["rss_mb"] < 1000, r["rss_mb"]
+    assert r["wall_s"] < 30, r["wall_s"]
+    assert r["rss_mb"] < 4000, r["rss_mb"]
 
 
 @pytest.mark.slow
