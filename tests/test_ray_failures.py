@@ -31,8 +31,10 @@ def ray_process(driver: subprocess.Popen, name: str) -> int:
 
 @pytest.mark.parametrize("victim", ["raylet", "gcs_server"])
 def test_a_dead_raylet_or_gcs_stops_the_sweep_in_one_line_and_fails_no_trial(tmp_path, victim):
-    config = write_config(tmp_path, SWEEP.format(name="infra", n_train=[50, 100, 200], seeds=[0, 1],
-                                                 epochs=15))
+    # long enough that the larger trials still train when the first one is stored (with 15 epochs a
+    # quiet machine finished all six before the GCS's death mattered: rc 0, six ok)
+    config = write_config(tmp_path, SWEEP.format(name="infra", n_train=[50, 100, 800], seeds=[0, 1],
+                                                 epochs=60))
     results = tmp_path / "r"
     driver = subprocess.Popen(sweep_cmd(config, results), cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
