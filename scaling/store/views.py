@@ -259,7 +259,9 @@ class StoreView:
         for _ in range(20):
             try:
                 return run(self.connection())
-            except (duckdb.IOException, duckdb.InvalidInputException) as e:
+            # a part deleted mid-read (a compaction) is an IOException, or a PermissionException
+            # once external access is locked down to the listed files (seen by scaling serve)
+            except (duckdb.IOException, duckdb.InvalidInputException, duckdb.PermissionException) as e:
                 if not self._recover(str(e)):
                     raise
         raise StoreError(f"parts of {self.store.uri!r} keep vanishing or failing while being read")
