@@ -105,6 +105,26 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
                           timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
+_MEASURED = """
+import json, resource, subprocess, sys, time
+t0 = time.monotonic()
+p = subprocess.run([sys.executable, "-m", "cluster.cli", *sys.argv[1:]], capture_output=True, text=True)
+print(json.dumps({"rc": p.returncode, "out": p.stdout, "err": p.stderr, "wall_s": time.monotonic() - t0,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def run_cli_measured(*args: str, timeout: float = 300, env: dict | None = None) -> dict:
+    """The real `scaling` command in a fresh interpreter, under a wrapper that reports its exit code,
+    output, wall time and peak resident memory (``getrusage(RUSAGE_CHILDREN)`` of the wrapper, so no
+    other test's process counts): ``{"rc", "out", "err", "wall_s", "rss_mb"}``."""
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", _MEASURED, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
 SMALL_SWEEP = """
 name: small
 task: {name: digits}

@@ -6,7 +6,6 @@ iteration of each race runs here.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -17,29 +16,16 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_cli_measured
 from test_integrity import Hooked, build, result, rows
 
 from scaling.store.verify import compact, verify
 from scaling.store.writer import Store
 
-RSS_WRAPPER = """
-import json, resource, subprocess, sys
-p = subprocess.run([sys.executable, "-m", "cluster.cli", *sys.argv[1:]], capture_output=True, text=True,
-                   env={**__import__("os").environ})
-print(json.dumps({"rc": p.returncode, "out": p.stdout, "err": p.stderr,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
-"""
-
 
 def scaling(*args: str, env: dict | None = None) -> dict:
     """The real command in a fresh interpreter, with its peak resident memory."""
-    import os
-
-    proc = subprocess.run([sys.executable, "-c", RSS_WRAPPER, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return run_cli_measured(*args, env=env)
 
 
 def raw_counts(root) -> Counter:

@@ -4,14 +4,10 @@ command's --dry-run (nothing of Ray started): one line, never a traceback, nothi
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 
 import pytest
-
-from conftest import ROOT, write_config
+from conftest import run_cli_measured, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,19 +22,13 @@ resources: {{cpu: {cpu}}}
 """
 TEXT = "{name: text, corpus: stdlib}"
 DIGITS = "{name: digits}"
-MEASURED = ("import json, resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-            "print(json.dumps([p.returncode, p.stdout, p.stderr, "
-            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
 
 
 def dry_run(tmp_path, **fields) -> tuple[int, str, str, int]:
     """``scaling sweep --dry-run``: exit code, stdout, stderr and its peak RSS in MiB."""
     config = write_config(tmp_path, CONFIG.format(**{"cpu": 1, "depth": 1, **fields}))
-    cmd = [sys.executable, "-m", "cluster.cli", "sweep", str(config), "--results", str(tmp_path / "r"), "--dry-run"]
-    proc = subprocess.run([sys.executable, "-c", MEASURED, *cmd], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-    code, out, err, rss_kib = json.loads(proc.stdout)
-    return code, out, err, rss_kib >> 10
+    r = run_cli_measured("sweep", str(config), "--results", str(tmp_path / "r"), "--dry-run")
+    return r["rc"], r["out"], r["err"], int(r["rss_mb"])
 
 
 @pytest.mark.parametrize("model, task, width, depth", [("transformer", TEXT, 65536, 1), ("cnn", DIGITS, 65536, 2)])

@@ -7,29 +7,13 @@ test's process counts).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_cli_measured
 
 FIXTURE = str(ROOT / "tests" / "fixtures" / "store_v1")
 
-WRAPPER = """
-import json, resource, subprocess, sys, time
-t0 = time.monotonic()
-p = subprocess.run([sys.executable, "-m", "cluster.cli", "query", *sys.argv[1:]], capture_output=True, text=True)
-print(json.dumps({"rc": p.returncode, "out": p.stdout, "err": p.stderr, "wall_s": time.monotonic() - t0,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
-"""
-
-
 def query(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, FIXTURE, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return run_cli_measured("query", FIXTURE, *args)
 
 
 def one_error_line(r: dict) -> str:
@@ -73,7 +57,9 @@ def test_a_table_too_large_to_lay_out_is_refused_and_csv_streams_it():
 def test_timeout_inf_means_no_limit_and_nan_is_refused(capsys):
     r = query("select 42 as answer", "--timeout", "inf")
     assert r["rc"] == 0 and "42" in r["out"] and r["err"] == "", r["err"]
-    from cluster.cli import main  # the same command in this process (a fresh one costs ~3 s)
+    from cluster.cli import (
+        main,  # the same command in this process (a fresh one costs ~3 s)
+    )
 
     assert main(["query", FIXTURE, "select 1", "--timeout", "nan"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
