@@ -452,6 +452,7 @@ def test_a_signal_while_the_sweep_starts_is_one_line_and_leaves_nothing(tmp_path
     from cluster.bench.signals import one_run
 
     r = one_run(sig, at_s, tmp_path, at_process=at_process)
+    assert r["sent"], f"no {at_process or 'moment'} seen before the sweep ended, so no signal was sent: {r}"
     assert r["rc"] == 128 + sig and r["stderr_lines"] == 1, r
     assert r["left_running"] == [] and not r["record_left"], r
     assert r["ok"], r

@@ -88,16 +88,23 @@ def _marked(markers: set[bytes]) -> dict[int, int]:
     return found
 
 
-def cmdline(pid: int) -> str:
+def cmdline(pid: int, limit: int | None = 80) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:limit]
     except OSError:
         return "?"
 
 
+def program(pid: int) -> str:
+    """The file name of the program ``pid`` runs (argv[0]'s last part: ``gcs_server``), whatever
+    the length of the folder it was installed in (a clone in a long path pushed Ray's binaries'
+    names past a truncated command line, and the signal was never sent)."""
+    return Path(cmdline(pid, None).split(" ")[0]).name
+
+
 def one_run(sig: int, at_s: float, work: Path, timeout_s: float = 180.0, at_process: str | None = None) -> dict:
     """One sweep stopped by ``sig`` ``at_s`` seconds after it started (with ``at_process``, after
-    a process whose command line holds it first runs below the driver); what it left."""
+    a process running the program of that name first runs below the driver); what it left."""
     config = work / "signals.yaml"
     config.write_text(CONFIG)
     results = work / "r"
@@ -116,7 +123,7 @@ def one_run(sig: int, at_s: float, work: Path, timeout_s: float = 180.0, at_proc
                 seen[pid] = t
                 if (m := _marker(pid)) is not None:
                     markers.add(m)
-        if at_process and clock is None and any(at_process in cmdline(p) for p in seen):
+        if at_process and clock is None and any(program(p) == at_process for p in seen):
             clock = time.monotonic()
         due = clock is not None and time.monotonic() - clock >= at_s
         if not sent and due:
@@ -134,7 +141,7 @@ def one_run(sig: int, at_s: float, work: Path, timeout_s: float = 180.0, at_proc
     lines = [line for line in err.splitlines() if line.strip()]
     ok_code = sent and driver.returncode == 128 + sig
     one_line = len(lines) == 1 and lines[0].endswith(STOP_LINE)
-    return {"signal": signal.Signals(sig).name, "at_s": round(at_s, 2), "rc": driver.returncode,
+    return {"signal": signal.Signals(sig).name, "at_s": round(at_s, 2), "sent": sent, "rc": driver.returncode,
             "stderr_lines": len(lines), "first_line": lines[0][:120] if lines else "",
             "processes_seen": len(seen) - 1, "left_running": [cmdline(p) for p in left],
             "record_left": bool(records), "ok": bool(ok_code and one_line and not left and not records)}
