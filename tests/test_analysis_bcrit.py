@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from analysis.rules.tradeoff import fit_tradeoff, steps_to_target, tradeoff
 
@@ -55,21 +56,51 @@ def test_the_fit_recovers_a_noiseless_tradeoff_exactly():
     assert a[0] == pytest.approx(300, rel=1e-9) and e[0] / a[0] == pytest.approx(40, rel=1e-9)
 
 
-def test_intervals_cover_the_true_critical_batch_size():
-    """>= 400 replications, each with its own clustered bootstrap (200 resamples), all vectorised.
-
-    Each seed shifts its own B_crit (sd 0.25 in ln B_crit, shared by every batch size of the seed),
-    which does not cancel in E_min/S_min: a bootstrap that resampled each batch size's seeds
-    apart would miss it. Power: a true coverage of 85 % reaches 368 of 400 (the window's floor)
-    with probability ~6e-5 (mean 340, sd 7.1), so this fails it with probability > 0.999."""
+def coverage_and_width(seed_sd, shift_sd, reps=400, n_seeds=5):
+    """Over ``reps`` replications (each with its own clustered bootstrap of 200 resamples): the
+    share of intervals holding the true B_crit (64), the ratio of the interval's implied sd of
+    ln B_crit (its half-width over t_{S-1}·√(S/(S-1)), root mean square over replications) to the
+    actual sd of ln B̂_crit across replications, and the censored trials."""
     rng = np.random.default_rng(7)
-    covered, censored = 0, 0
-    for r in range(400):
-        steps = curves_to_target(rng, B, 200.0, 200.0 * 64, n_seeds=5, shift_sd=0.25)
+    covered, censored, point, sd = 0, 0, [], []
+    k = stats.t.ppf(0.975, n_seeds - 1) * np.sqrt(n_seeds / (n_seeds - 1))
+    for r in range(reps):
+        steps = curves_to_target(rng, B, 200.0, 200.0 * 64, n_seeds=n_seeds, seed_sd=seed_sd, shift_sd=shift_sd)
         fit = tradeoff(B, steps, n_boot=200, seed=r)
-        covered += fit.b_crit.ci_low <= 64 <= fit.b_crit.ci_high
+        lo, hi = fit.b_crit.ci_low, fit.b_crit.ci_high
+        covered += lo <= 64 <= hi
         censored += fit.n_censored_trials
-    assert 0.92 <= covered / 400 <= 0.98, covered / 400
+        point.append(np.log(fit.b_crit.value))
+        sd.append(np.log(hi / lo) / 2 / k)
+    sd = np.array(sd)
+    assert np.isfinite(sd).mean() > 0.99, "intervals open on a side are rare here"
+    width = np.sqrt(np.mean(sd[np.isfinite(sd)] ** 2)) / np.std(point, ddof=1)
+    return covered / reps, width, censored
+
+
+@pytest.mark.parametrize("seed_sd, shift_sd", [
+    (0.3, 0.0),
+    pytest.param(0.0, 0.3, marks=pytest.mark.slow),
+], ids=["seed-scales-every-batch-size", "seed-shifts-its-B_crit"])
+def test_intervals_cover_the_true_critical_batch_size_and_are_as_wide_as_its_spread(seed_sd, shift_sd):
+    """Two kinds of seed effect, shared by every batch size of a seed, that a bootstrap
+    resampling each batch size's seeds apart gets wrong in opposite directions:
+
+    - a seed scaling S_min and E_min together cancels in B_crit = E_min/S_min. Resampled apart,
+      it no longer cancels: intervals about twice too wide (implied sd 2.3x the spread, coverage
+      1.00, measured with that bug planted), where the clustered bootstrap gives 0.96x and 0.97;
+    - a seed moving its own E_min (its B_crit, sd 0.3 in ln) does not cancel; resampled apart,
+      its effect averages out over batch sizes: 0.69x the spread (coverage 0.93, still inside the
+      window, which is why the width is checked too), against 0.92x and 0.95 clustered.
+
+    Coverage window [0.92, 0.98] at 400 replications: a true 95 % lies in it with probability
+    > 0.99 (sd 0.011); a true 85 % reaches 0.92 with probability ~6e-5. The width ratio's own
+    noise over 400 replications is about 4 % (the spread's sd: 1/√798 = 3.5 %), so [0.8, 1.25]
+    holds a calibrated bootstrap (0.92-0.96 here) and excludes both planted failures by > 2.4 sd
+    (the shift design, the weaker) and > 25 sd (the scale design)."""
+    coverage, width, censored = coverage_and_width(seed_sd, shift_sd)
+    assert 0.92 <= coverage <= 0.98, coverage
+    assert 0.8 <= width <= 1.25, f"implied sd / actual spread of ln B_crit: {width:.2f}"
     assert censored > 400, "the largest batch sizes ran out of budget in most replications"
 
 
@@ -184,8 +215,8 @@ def test_bcrit_scaling_censors_an_infinite_b_crit_instead_of_dropping_it(tmp_pat
     its fit puts S_min <= 0, B_crit = inf. The scaling line keeps it, right-censored at 128, keeps
     every bootstrap replicate, and says so; a --target that is not a number is one line."""
     from analysis import tables
-    from analysis.rules.critical import critical_batch
     from analysis.report.rule_text import critical_lines
+    from analysis.rules.critical import critical_batch
     from cluster.cli import main
 
     write_store(tmp_path, n_trains=(300, 1200, 4800, 76800), b=(4, 8, 16, 32, 64, 128), noise=0.1)
