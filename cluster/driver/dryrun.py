@@ -101,7 +101,7 @@ def plan_sweep(cfg: SweepConfig, results: str, *, engine: str | None = None, num
     check_model_size(cfg)  # counted on torch's meta device: nothing allocated
     load_task(cfg.task)  # the data, as a worker loads it (a plug-in's errors surface here)
     store = Store(results, retry_s=storage_timeout)
-    keep = ("ok", "diverged") if retry_failed else ("ok", "diverged", "failed")
+    keep = ("ok", "diverged", "pruned") if retry_failed else ("ok", "diverged", "pruned", "failed")
     now = (CODE_VERSION, task_data_version(cfg.task))
     resume = resume_state(store, cfg.name, keep, now, rerun_stale=rerun_stale, accept_mixed=accept_mixed,
                           retry_s=storage_timeout)  # reads only: a store not there stays not there

@@ -6,7 +6,8 @@ backend (``stacked``: the MLP written out by hand; ``vmap``: any other model,
 loss or metrics; scaling.training.packing.choose_backend) and logs why, then cuts each
 group into packs that fit a per-device memory budget and that are numerous
 enough to keep every worker busy: a pack on each of the cluster's slots at
-least, never more than ``max_members`` members.
+least, never more than ``max_members`` members. With pruning on, units start cheapest first
+(:func:`cheapest_first`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from scaling.spec.schema import as_trial
 from scaling.training.packing import can_pack, choose_backend, estimate_pack_bytes, pack_key
+from scaling.training.prune import rule_of
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,14 @@ def plan(trials: list[dict], *, engine: str, slots: int, memory_bytes: int,
         tally[0], tally[1] = tally[0] + len(members), tally[1] + len(packs)
     for backend, (n_trials, n_packs, reason) in packed.items():
         log(f"engine: packed, {n_trials} trials in {n_packs} packs; backend {backend}: {reason}")
-    return units
+    return cheapest_first(units) if trials and rule_of(trials[0]) else units
+
+
+def cheapest_first(units: list[Unit]) -> list[Unit]:
+    """Units in order of their members' step budgets, cheapest first (stable). With pruning on
+    (scaling.training.prune), the large batch sizes of a group finish before the small ones reach
+    their rungs, so the expensive members are ranked against the stored rest of their group."""
+    return sorted(units, key=lambda u: max(as_trial(t).total_steps for t in u.trials))
 
 
 DRIVER_PARAMS = 1 << 24

@@ -59,7 +59,7 @@ class Progress:
         self.enabled = enabled
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.every_s = every_s
-        self.counts = {"ok": 0, "diverged": 0, "failed": 0}
+        self.counts = {"ok": 0, "diverged": 0, "pruned": 0, "failed": 0}
         self.running = 0
         self.t0 = time.monotonic()
         self._last = 0.0
@@ -128,7 +128,7 @@ class Progress:
         share = min(1.0, steps / total_steps) if total_steps else self.done / max(1, self.total)
         bar = "[" + "#" * int(10 * share) + "." * (10 - int(10 * share)) + "]"
         trials = f"{self.done}/{self.total} done" + "".join(
-            f", {self.counts[s]} {s}" for s in ("diverged", "failed") if self.counts[s])
+            f", {self.counts[s]} {s}" for s in ("diverged", "pruned", "failed") if self.counts[s])
         about = "~" if self.planned_trials < self.total else ""
         steps_text = (f"{_fmt_count(steps)}/{about}{_fmt_count(total_steps)} steps {100 * share:.0f}%"
                       if total_steps else f"{_fmt_count(steps)} steps")

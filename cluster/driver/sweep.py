@@ -80,7 +80,7 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
     store = Store(results, retry_s=storage_timeout)
     for line in store.check_for_sweep(cfg.name):  # refuses --results inside a sweep folder; a renamed one
         log(line)
-    keep = ("ok", "diverged") if retry_failed else ("ok", "diverged", "failed")
+    keep = ("ok", "diverged", "pruned") if retry_failed else ("ok", "diverged", "pruned", "failed")
     now = (CODE_VERSION, task_data_version(cfg.task))
     resume = resume_state(store, cfg.name, keep, now, rerun_stale=rerun_stale, accept_mixed=accept_mixed,
                           retry_s=storage_timeout)
@@ -88,7 +88,7 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
     if resume.stored:
         cfg = _near_stored(cfg, store, snap, storage_timeout, log)
     store.save_config(cfg.name, text)
-    counts = {"ok": 0, "diverged": 0, "failed": 0}
+    counts = {"ok": 0, "diverged": 0, "pruned": 0, "failed": 0}
 
     def announce(expansion):
         cut = cfg.skipped()

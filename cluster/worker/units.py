@@ -13,6 +13,7 @@ import scaling.store.parts as parts_mod
 from scaling.errors import StorageError
 from scaling.store.resume import Settled
 from scaling.store.writer import Store
+from scaling.training.prune import store_peers
 
 
 def execute_trial(trial, sweep: str, root: str, threads: int, device: str) -> dict:
@@ -48,12 +49,13 @@ def execute_unit(trials: tuple, engine: str, sweep: str, root: str, threads: int
         todo = [t for t in trials if t.trial_id not in done]
         summaries += [{"trial_id": tid, "status": status} for tid, status in done.items()]
         steps = StepReporter(progress, sum(t.total_steps for t in trials if t.trial_id in done))
+        peers = store_peers(store, sweep, todo)  # None unless the sweep prunes (scaling.training.prune)
         if engine == "packed" and len(todo) > 1:
             from scaling.training.run import run_pack
 
             committer = Committer(store, sweep, unit)
             try:
-                run_pack(todo, device=device, on_result=committer.put, on_steps=steps)
+                run_pack(todo, device=device, on_result=committer.put, on_steps=steps, peers=peers)
             finally:
                 try:
                     committer.close()
@@ -63,7 +65,7 @@ def execute_unit(trials: tuple, engine: str, sweep: str, root: str, threads: int
             from scaling.training.run import run_trial
 
             for trial in todo:
-                result = run_trial(trial, device=device, on_steps=steps)
+                result = run_trial(trial, device=device, on_steps=steps, peers=peers)
                 name = store.commit(sweep, parts_mod.unit_id([trial.trial_id]), [result])
                 summaries.append({"trial_id": trial.trial_id, "status": result["trial"]["status"], "part": name})
                 steps.base += trial.total_steps

@@ -96,6 +96,65 @@ class MetricsConfig:
                 "sharpness_examples": self.sharpness_examples, "grad_norm_examples": self.grad_norm_examples}
 
 
+PRUNE_METRICS = {"val_loss": False, "train_loss": False, "test_loss": False, "val_acc": True, "test_acc": True}
+"""Metrics pruning may rank on, and whether larger is better."""
+PRUNE_NEVER_GROUP = ("batch_size", "seed")
+"""Axes a pruning group never holds fixed: the batch size is what a group ranks, seeds are averaged."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneConfig:
+    """Early stopping inside packs (successive halving / ASHA; scaling.training.prune)."""
+
+    rungs: tuple = (0.1, 0.3)
+    """Fractions of each trial's step budget at which its group is ranked, increasing, in (0, 1)."""
+    keep: float = 0.34
+    """Fraction of a group's configurations that go on past a rung (the best by ``metric``)."""
+    metric: str = "val_loss"
+    """What ranks them (lower is better for losses, higher for accuracies)."""
+    group_by: tuple | None = None
+    """Axes whose values define a group (default: every axis but batch_size, lr and seed)."""
+    bowl: int = 1
+    """Grid steps (of batch_size and lr) around a group's current best that are never pruned."""
+
+    def __post_init__(self):
+        rungs = self.rungs
+        if not isinstance(rungs, (list, tuple)) or not rungs:
+            raise ConfigError("search.prune.rungs", f"expected a list of fractions of the budget like "
+                              f"[0.1, 0.3], got {rungs!r}")
+        for r in rungs:
+            _check_number("search.prune.rungs", r, "fractions in (0, 1)", lambda v: 0 < v < 1)
+        if list(rungs) != sorted(set(rungs)):
+            raise ConfigError("search.prune.rungs", f"value {list(rungs)!r} must increase strictly, "
+                              "like [0.1, 0.3]")
+        object.__setattr__(self, "rungs", tuple(float(r) for r in rungs))
+        _check_number("search.prune.keep", self.keep, "a fraction in (0, 1), like 0.34 (a third)",
+                      lambda v: 0 < v < 1)
+        if self.metric not in PRUNE_METRICS:
+            raise ConfigError("search.prune.metric", f"value {self.metric!r} is not allowed; choose one of "
+                              f"{sorted(PRUNE_METRICS)}")
+        _check_int("search.prune.bowl", self.bowl, 0, 64)
+        if self.group_by is not None:
+            if not isinstance(self.group_by, (list, tuple)):
+                raise ConfigError("search.prune.group_by", f"expected a list of axis names, got {self.group_by!r}")
+            for name in self.group_by:
+                if name not in schema.SWEEPABLE:
+                    raise ConfigError("search.prune.group_by", f"unknown axis {name!r}; allowed: "
+                                      f"{sorted(set(schema.SWEEPABLE) - set(PRUNE_NEVER_GROUP))}")
+                if name in PRUNE_NEVER_GROUP:
+                    raise ConfigError("search.prune.group_by", f"{name!r} cannot group: a group ranks its "
+                                      "batch sizes and averages its seeds")
+            object.__setattr__(self, "group_by", tuple(dict.fromkeys(self.group_by)))
+
+    def to_trial(self, grid: dict) -> dict:
+        """The mapping that goes into a trial's ``eval`` (``grid``: the sorted batch_size and lr values)."""
+        out = {"rungs": list(self.rungs), "keep": schema.canon(float(self.keep)), "metric": self.metric,
+               "bowl": self.bowl, "grid": grid}
+        if self.group_by is not None:
+            out["group_by"] = list(self.group_by)
+        return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class SearchConfig:
     kind: str = "grid"
@@ -104,12 +163,16 @@ class SearchConfig:
     """Random draws of the random axes; each draw is paired with every grid point."""
     seed: int = 0
     """Seed of the random draws: the same seed gives the same trials."""
+    prune: PruneConfig | None = None
+    """Early stopping inside packs (``{rungs: [0.1, 0.3], keep: 0.34, metric: val_loss}``); None: off."""
 
     def __post_init__(self):
         if self.kind not in ("grid", "random"):
             raise ConfigError("search.kind", f"value {self.kind!r} is not allowed; use 'grid' or 'random'")
         _check_int("search.samples", self.samples, 1, MAX_VALUES)
         _check_int("search.seed", self.seed, 0)
+        if self.prune is not None and not isinstance(self.prune, PruneConfig):
+            object.__setattr__(self, "prune", _section(PruneConfig, "search.prune", self.prune))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -268,8 +331,24 @@ class SweepConfig:
         """The trial of one axis point (values of this sweep's axes and sections)."""
         budget = ({"epochs": self.budget.epochs} if self.budget.epochs is not None
                   else {"budget_steps": self.budget.steps})
-        return make_trial(self.task, {**values, **budget}, eval=self.eval.to_trial(),
+        return make_trial(self.task, {**values, **budget}, eval=self._eval_trial(),
                           metrics=self.metrics.to_trial() if self.metrics.enabled else None)
+
+
+    def _eval_trial(self) -> dict:
+        """The trial's ``eval`` mapping: the eval schedule, and the pruning rule when there is one."""
+        ev = self.eval.to_trial()
+        prune = self.search.prune
+        if prune is None:
+            return ev
+        cached = self.__dict__.get("_eval_cache")
+        if cached is None:
+            grid = {a: sorted(schema.canon(float(v)) if a == "lr" else int(v) for v in self.possible(a))
+                    for a in ("batch_size", "lr")
+                    if not isinstance(self.axes.get(a), axes_mod.RandomAxis)}  # drawn: no grid
+            cached = {**ev, "prune": prune.to_trial(grid)}
+            object.__setattr__(self, "_eval_cache", cached)
+        return cached
 
 
 def load_config(path: str | Path, overrides: dict | None = None, *,

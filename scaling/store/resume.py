@@ -137,7 +137,7 @@ class Settled:
     """Which stored runs count as done: a status in ``statuses`` and, unless ``versions`` is
     None, made by those (code, data) versions. The driver and the workers use the same rule."""
 
-    statuses: tuple = ("ok", "diverged", "failed")
+    statuses: tuple = ("ok", "diverged", "pruned", "failed")
     versions: tuple | None = None
 
     def __call__(self, stored: tuple) -> bool:

@@ -54,6 +54,7 @@ import numpy as np
 
 from scaling import __version__
 from scaling.spec.schema import CODE_VERSION, as_trial
+from scaling.training.prune import Pruner, rung_steps
 from scaling.training.schedules import Schedules
 
 DIVERGENCE_FACTOR = 1000.0
@@ -90,12 +91,15 @@ STEPS_EVERY_S = (0.1, 1.0)
 
 
 def eval_steps(trial, steps: int) -> list[int]:
-    """Steps after which the model is evaluated: step 0, log-spaced or regular steps, and the last."""
+    """Steps after which the model is evaluated: step 0, log-spaced or regular steps, the rung
+    steps of a pruning rule (scaling.training.prune) and the last."""
     ev = as_trial(trial).eval
     if "every_steps" in ev:
         chosen = set(range(0, steps + 1, ev["every_steps"]))
     else:
         chosen = {0} | {int(round(s)) for s in np.geomspace(1, steps, max(ev["points"] - 1, 1))}
+    if ev.get("prune"):
+        chosen |= {s for _, s in rung_steps(trial)}
     return sorted(chosen | {steps})
 
 
@@ -110,13 +114,16 @@ class Member:
         self.curves: list[dict] = []
         self.status, self.error, self.done = "ok", None, 0
         self.threshold = math.inf
+        self.rungs = {s for _, s in rung_steps(trial)}
 
 
 def run_members(trials, backend_factory, *, engine: str, on_result=None, return_params: bool = False,
-                report: bool = True, on_steps=None) -> list[dict]:
+                report: bool = True, on_steps=None, peers=None) -> list[dict]:
     """Train ``trials`` with the backend ``backend_factory(trials)`` builds; one result per trial,
     in input order. ``report=False`` (DDP ranks other than 0) builds no rows. ``on_steps(n)``:
-    steps done so far, now and then (see the module docstring)."""
+    steps done so far, now and then (see the module docstring). Trials that carry a pruning rule
+    stop at its rungs as :class:`scaling.training.prune.Pruner` decides, ranked with their pack
+    and with ``peers()`` (the group members already stored: scaling.training.prune.store_peers)."""
     import torch
 
     # An x86 CPU is up to 100x slower on denormal floats, and training makes them: the momentum
@@ -125,7 +132,7 @@ def run_members(trials, backend_factory, *, engine: str, on_result=None, return_
     torch.set_flush_denormal(True)  # see above; switched off again after, for the caller's numbers
     try:
         run = _Run([as_trial(t) for t in trials], backend_factory, engine, on_result, return_params, report,
-                   on_steps)
+                   on_steps, peers)
         run.train()
     finally:
         torch.set_flush_denormal(False)
@@ -133,7 +140,8 @@ def run_members(trials, backend_factory, *, engine: str, on_result=None, return_
 
 
 class _Run:
-    def __init__(self, trials, backend_factory, engine, on_result, return_params, report, on_steps=None):
+    def __init__(self, trials, backend_factory, engine, on_result, return_params, report, on_steps=None,
+                 peers=None):
         self.start, self.t0 = datetime.now(timezone.utc), time.perf_counter()
         self.engine, self.on_result, self.return_params, self.report = engine, on_result, return_params, report
         self.backend = backend_factory(trials)
@@ -141,6 +149,7 @@ class _Run:
         self.schedules = Schedules(trials, [m.steps for m in self.members])
         self.results: list[dict | None] = [None] * len(trials)
         self.thresholds = None
+        self.pruner = Pruner.for_trials(trials, peers)
         self.on_steps, self.steps_finished, self.next_report = on_steps, 0, self.t0 + STEPS_EVERY_S[0]
 
     def train(self) -> None:
@@ -170,10 +179,20 @@ class _Run:
             if step in stops:
                 due = [p for p, m in enumerate(self.members) if step in m.eval_set]
                 ended = set(self.record(step, due)) | {p for p in due if self.members[p].steps == step}
+                if self.pruner is not None:
+                    ended |= self.prune(step, [p for p in due if p not in ended])
                 if ended:
                     self.finish(sorted(ended), step)
             if self.on_steps is not None and time.perf_counter() >= self.next_report:
                 self.report_steps(step)
+
+    def prune(self, step: int, due: list[int]) -> set[int]:
+        """Members at a rung at ``step`` that the pruner stops (status ``pruned``)."""
+        at = [(p, self.members[p].trial, self.members[p].curves[-1]) for p in due if step in self.members[p].rungs]
+        stop = self.pruner.decide(step, at)
+        for p, why in stop.items():
+            self.members[p].status, self.members[p].error = "pruned", why
+        return set(stop)
 
     def report_steps(self, step: int) -> None:
         """Tell ``on_steps`` the steps done: the finished members' budgets and ``step`` for each live one."""

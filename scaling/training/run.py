@@ -32,7 +32,7 @@ from scaling.training.loop import run_members
 from scaling.training.packing import choose_backend
 
 
-def run_trial(trial, *, device: str = "cpu", return_params: bool = False, on_steps=None) -> dict:
+def run_trial(trial, *, device: str = "cpu", return_params: bool = False, on_steps=None, peers=None) -> dict:
     """Train the model a trial describes, and return its rows.
 
     Returns ``{"trial": row, "curves": [row, ...]}`` (:func:`scaling.training.loop.result_row`), with
@@ -41,11 +41,11 @@ def run_trial(trial, *, device: str = "cpu", return_params: bool = False, on_ste
     ``on_steps(n)`` hears the steps done now and then (scaling.training.loop.run_members).
     """
     return run_members([trial], lambda trials: ModuleBackend(trials, device), engine="single",
-                       return_params=return_params, on_steps=on_steps)[0]
+                       return_params=return_params, on_steps=on_steps, peers=peers)[0]
 
 
 def run_pack(trials, *, device: str = "cpu", on_result=None, return_params: bool = False,
-             backend: str | None = None, on_steps=None) -> list[dict]:
+             backend: str | None = None, on_steps=None, peers=None) -> list[dict]:
     """Train trials together as one pack; one result per trial, in input order.
 
     Each result is what ``run_trial`` returns for that trial alone, ``{"trial": row,
@@ -57,6 +57,7 @@ def run_pack(trials, *, device: str = "cpu", on_result=None, return_params: bool
     it before the pack ends. With ``return_params`` each result also holds ``"params"``, the
     member's final weights named as in its model's ``state_dict()`` (for tests). ``on_steps(n)``
     hears the steps the pack has done (a finished member counts its whole budget) now and then.
+    ``peers``: stored group members a pruning rule ranks against (scaling.training.prune.store_peers).
     Raises ``ValueError`` if ``can_pack(trials)`` says no. Uses the caller's torch
     threads; on CPU one thread per pack (and one pack per core) is fastest.
     """
@@ -68,4 +69,4 @@ def run_pack(trials, *, device: str = "cpu", on_result=None, return_params: bool
     else:
         factory = lambda ts: StackedBackend(ts, device)  # noqa: E731
     return run_members(trials, factory, engine="packed", on_result=on_result, return_params=return_params,
-                       on_steps=on_steps)
+                       on_steps=on_steps, peers=peers)

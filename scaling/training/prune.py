@@ -1,0 +1,231 @@
+"""Early stopping inside packs: successive halving over a group's batch sizes, the bowl kept whole.
+
+A sweep with ``search: {prune: {rungs: [0.1, 0.3], keep: 0.34, metric: val_loss}}`` (see
+:class:`scaling.config.sweep.PruneConfig`) carries the rule in each trial's ``eval`` mapping, so
+the loop (:mod:`scaling.training.loop`) evaluates every member at its rung steps,
+``max(1, round(f * total_steps))`` for each rung fraction ``f``, and asks a :class:`Pruner`
+which members stop there.
+
+The rule (successive halving, Jamieson & Talwalkar 2016; asynchronous, ASHA, Li et al. 2020):
+
+- a *group* is the trials that share the ``group_by`` axes (default: every axis but batch_size,
+  lr and seed); a *configuration* is a trial without its seed. Seeds of one configuration are
+  ranked together by their mean metric at the rung, so a configuration is stopped whole and the
+  analysis never sees a cell with some seeds finished and others not;
+- at rung ``i``, the configurations of the group that reached rung ``i`` (in this pack, or stored
+  by an earlier pack, ``ok`` or ``pruned`` at a later rung) are ranked; the best
+  ``max(1, floor(keep * n))`` go on, and so do the configurations within ``bowl`` grid steps of the
+  best in batch_size alone or in lr alone (the neighbours the analysis reads B_opt from: a rule
+  that would remove them is not applied). With fewer than ``ceil(1 / keep)`` configurations at
+  the rung nothing is stopped (ASHA's rule: too few to rank);
+- a member whose metric is not finite at a rung is not ranked and goes on (divergence ends it).
+
+A stopped member ends with status ``pruned``, its curve up to the rung step, ``steps`` the rung
+step, final outcomes null, and ``error`` saying which rung and why
+(``pruned at rung 1 of 2 ...``; :func:`pruned_rung` reads the rung back).
+
+**Groups across packs.** A pack holds one batch size (scaling.training.packing.pack_key), so a
+group always spans packs. The decision uses the members of this pack at the rung *and* every
+group member the store already holds (``peers``, read from the store when a rung is reached:
+:func:`store_peers`). With pruning on, the planner (cluster.driver.planner) starts packs in order
+of their members' step budgets, cheapest first: under an epoch budget the large batch sizes finish
+in seconds, and the expensive small-batch packs reach their rungs when most of their group is
+stored. As in ASHA, a decision depends on what has been stored when the rung is reached, so two
+runs of a sweep over several workers may stop different members (each trial is still stored
+exactly once: a pruned row is a settled result, and a resumed sweep re-runs only what has no row).
+
+No torch here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+from scaling.spec.schema import as_trial, trial_from_dict
+
+DEFAULT_FREE = ("batch_size", "lr", "seed")
+"""Axes a default group ranks over (batch_size, lr) or averages (seed)."""
+_RUNG_RE = re.compile(r"^pruned at rung (\d+) of (\d+)")
+
+
+def rule_of(trial) -> dict | None:
+    """The pruning rule a trial carries in its ``eval`` mapping, or None."""
+    ev = as_trial(trial).eval
+    return ev.get("prune") if isinstance(ev, dict) else None
+
+
+def rung_steps(trial, rule: dict | None = None) -> list[tuple[int, int]]:
+    """(rung index, step) of each rung of ``trial`` before its last step, steps distinct."""
+    trial = as_trial(trial)
+    rule = rule or rule_of(trial)
+    if not rule:
+        return []
+    steps, out, seen = trial.total_steps, [], set()
+    for i, f in enumerate(rule["rungs"]):
+        s = max(1, round(f * steps))
+        if s < steps and s not in seen:
+            seen.add(s)
+            out.append((i, s))
+    return out
+
+
+def pruned_rung(error: str | None) -> int | None:
+    """The rung (1-based) a ``pruned`` trial stopped at, read from its ``error``; None otherwise."""
+    m = _RUNG_RE.match(error or "")
+    return int(m.group(1)) if m else None
+
+
+def group_key(trial, rule: dict) -> tuple:
+    values = as_trial(trial).values()
+    by = rule.get("group_by")
+    if by is not None:
+        return tuple((a, values[a]) for a in by)
+    return tuple((a, v) for a, v in values.items() if a not in DEFAULT_FREE)
+
+
+def config_key(trial) -> tuple:
+    """The trial without its seed."""
+    return tuple((a, v) for a, v in as_trial(trial).values().items() if a != "seed")
+
+
+class Pruner:
+    """Decides, at each rung, which members of a pack stop (see the module docstring).
+
+    ``peers()``, if given, returns ``[(trial, {step: metric value})]`` of the stored trials of the
+    sweep: the group members other packs have finished. It is called when a rung is reached; one
+    that raises is dropped (decisions go on from this pack's members)."""
+
+    def __init__(self, rule: dict, peers=None):
+        self.rule, self.peers = rule, peers
+        self.keep, self.metric, self.bowl = float(rule["keep"]), rule["metric"], int(rule.get("bowl", 1))
+        self.larger = self.metric.endswith("_acc")
+        self.n_rungs = len(rule["rungs"])
+        self.min_configs = math.ceil(1 / self.keep - 1e-9)
+        self.board: dict = {}  # (group, rung) -> {config: {seed: value}}
+        self.decisions: list[dict] = []
+
+    @classmethod
+    def for_trials(cls, trials, peers=None) -> Pruner | None:
+        rules = [rule_of(t) for t in trials]
+        if not any(rules):
+            return None
+        return cls(next(r for r in rules if r), peers)
+
+    def post(self, trial, rung: int, value: float) -> None:
+        trial = as_trial(trial)
+        if not math.isfinite(value):
+            return
+        g = group_key(trial, self.rule)
+        self.board.setdefault((g, rung), {}).setdefault(config_key(trial), {})[trial.seed] = float(value)
+
+    def refresh(self) -> None:
+        """Post the stored trials' rung values (``peers``)."""
+        if self.peers is None:
+            return
+        try:
+            stored = self.peers()
+        except Exception:  # noqa: BLE001 (the store is a courtesy: decide from this pack alone)
+            self.peers = None
+            return
+        for trial, curve in stored:
+            rule = rule_of(trial)
+            if not rule or rule.get("metric") != self.metric:
+                continue
+            for i, s in rung_steps(trial, rule):
+                if s in curve:
+                    self.post(trial, i, curve[s])
+
+    def decide(self, step: int, reached: list) -> dict:
+        """``reached``: (position, trial, metrics) of the members at a rung at ``step``. Returns
+        {position: why} of those that stop."""
+        if not reached:
+            return {}
+        at = []
+        for p, trial, metrics in reached:
+            rung = {s: i for i, s in rung_steps(trial, self.rule)}[step]
+            value = float(metrics.get(self.metric, math.nan))
+            self.post(trial, rung, value)
+            at.append((p, trial, rung, value))
+        self.refresh()
+        out = {}
+        for p, trial, rung, value in at:
+            if not math.isfinite(value):
+                continue
+            why = self._stop(trial, rung, value, step)
+            if why:
+                out[p] = why
+        return out
+
+    def _stop(self, trial, rung: int, value: float, step: int) -> str | None:
+        configs = self.board.get((group_key(trial, self.rule), rung), {})
+        n = len(configs)
+        if n < self.min_configs:
+            return None
+        score = {c: sum(v.values()) / len(v) for c, v in configs.items()}
+        order = sorted(score, key=lambda c: (-score[c] if self.larger else score[c], c))
+        k = max(1, math.floor(self.keep * n + 1e-9))
+        mine = config_key(trial)
+        if mine in order[:k] or self._in_bowl(mine, order[0], list(configs)):
+            return None
+        frac = self.rule["rungs"][rung]
+        why = (f"pruned at rung {rung + 1} of {self.n_rungs} ({frac:g} of the budget, step {step}): "
+               f"{self.metric} {score[mine]:.4g} (mean of {len(configs[mine])} seed(s)) is outside the best "
+               f"{k} of {n} configurations of its group (best {score[order[0]]:.4g}) and not within "
+               f"{self.bowl} grid step(s) of the best")
+        self.decisions.append({"trial_id": as_trial(trial).trial_id, "rung": rung + 1, "step": step,
+                               "value": score[mine], "rank": order.index(mine) + 1, "of": n})
+        return why
+
+    def _in_bowl(self, config: tuple, best: tuple, present: list) -> bool:
+        """``config`` differs from ``best`` only in batch_size, or only in lr, by at most ``bowl``
+        steps of the grid (the sweep's values; for a drawn axis, the values present)."""
+        a, b = dict(config), dict(best)
+        diff = [k for k in a if a[k] != b.get(k)]
+        if len(diff) != 1 or diff[0] not in ("batch_size", "lr"):
+            return not diff
+        axis = diff[0]
+        grid = (self.rule.get("grid") or {}).get(axis) or sorted({dict(c)[axis] for c in present})
+        try:
+            return abs(grid.index(a[axis]) - grid.index(b[axis])) <= self.bowl
+        except ValueError:
+            return False
+
+
+def store_peers(store, sweep: str, trials):
+    """``peers`` for a :class:`Pruner` of ``trials`` (None when they carry no rule): the sweep's
+    stored trials of the same groups, with their metric at each curve step, read through a store
+    view each time it is called."""
+    rule = next((r for r in map(rule_of, trials) if r), None)
+    if rule is None:
+        return None
+    metric = rule["metric"]
+    n_values = sorted({as_trial(t).n_train for t in trials})
+    groups = {group_key(t, rule) for t in trials}
+    by_n = rule.get("group_by") is None or "n_train" in rule["group_by"]  # a group holds one n_train
+
+    def read():
+        from scaling.store.views import StoreView
+
+        view = StoreView(store, [sweep], warn=False)
+        try:
+            table = view.sql(
+                f'SELECT t.config, c.step, c."{metric}" AS v FROM trials t JOIN curves c '
+                "ON c.sweep = t.sweep AND c.trial_id = t.trial_id AND c.run_id = t.run_id "
+                "WHERE t.sweep = $1 AND t.status IN ('ok', 'pruned', 'diverged') "
+                + (f"AND t.n_train IN ({', '.join(str(int(n)) for n in n_values)})" if by_n else ""), [sweep])
+        finally:
+            view.close()
+        curves: dict = {}
+        for config, step, v in zip(*(table.column(i).to_pylist() for i in range(3))):
+            if v is not None:
+                curves.setdefault(config, {})[step] = v
+        out = []
+        for config, curve in curves.items():
+            trial = trial_from_dict(json.loads(config))
+            if group_key(trial, rule) in groups:
+                out.append((trial, curve))
+        return out
+
+    return read
