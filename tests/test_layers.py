@@ -63,6 +63,10 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "analysis.testing": (("analysis.tables", "analysis.stats", "analysis.errors", "scaling.spec", "scaling.store",
                           "scaling.config"), ("torch", "ray")),
     "analysis.bench": (("analysis",), ("torch", "ray")),
+    # the dashboard's ETA counts the trials a sweep's stored config expands to as `scaling status`
+    # does (scaling.status.expected_trials, on a scaling.store.writer.Store); it reads the store
+    # itself only through analysis.tables
+    "analysis.serve": (("analysis", "scaling.status", "scaling.store.writer"), ("torch", "ray")),
 }
 # the driver reaches torch only through imports inside functions, on paths the tests below name
 DRIVER_TORCH_FREE = ("cluster.driver.sweep", "cluster.driver.drive", "cluster.driver.planner",

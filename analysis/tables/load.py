@@ -188,3 +188,78 @@ def check_unique_names(names, path: str) -> None:
                                                          if m == n) for n in twice)
         raise AnalysisError(f"{path!r} has {len(twice)} column name(s) used more than once "
                             f"({where}): rename or drop the copies so each column is named once")
+
+
+FOLLOW_SKIPPED = ("host", "version")
+"""What :func:`load_parts` leaves out (``config`` too unless asked for)."""
+
+
+def load_parts(root: str, stems=None, *, curves: bool = True, config: bool = True):
+    """(trials, curves) of a store or one sweep folder for a reader that follows it as it grows
+    (``scaling serve``): the trials with their bookkeeping (run ids, start and end times; not
+    :data:`FOLLOW_SKIPPED`, nor ``config`` without ``config``) through the store's views and their
+    rule of which run is kept, and the curves of exactly those runs (None without ``curves``).
+
+    ``stems``: only the parts of those names (the commit events that arrived since the last
+    read; ``keep`` of :class:`scaling.store.views.StoreView`), to be merged into the last read
+    with :func:`merge_runs`. None when a stem is not a paired commit event (a part of the legacy
+    layout, whose curves may lie in another part): read everything then. Unlike
+    :func:`load_trials`, a store with no trial yet gives an empty table.
+    """
+    from scaling.spec.schema import TRIALS_SCHEMA
+    from scaling.store.parts import paired
+    from scaling.store.views import open_store
+
+    _check_root(root)
+    if stems is not None and not all(paired(s) for s in stems):
+        return None
+    skip = set(FOLLOW_SKIPPED) | (set() if config else {"config"})
+    cols = ", ".join(f'"{f.name}"' for f in TRIALS_SCHEMA if f.name not in skip)
+    keep = None if stems is None else frozenset(stems).__contains__
+    with open_store(str(root), keep=keep, warn=stems is None) as view:
+        trials = view.sql(f"SELECT {cols} FROM trials ORDER BY sweep, trial_id")
+        found = view.sql("SELECT * FROM curves ORDER BY sweep, trial_id, step") if curves else None
+    return from_store(trials), found
+
+
+def merge_runs(old: pa.Table, new: pa.Table, old_curves=None, new_curves=None):
+    """(trials, curves) of two reads by :func:`load_parts` of one store, the second of the parts
+    that arrived since the first: per (sweep, trial_id) the run the store's rule keeps
+    (:func:`scaling.store.views.winner_key`, the views' ``WINNER_ORDER``; a rule over runs, so
+    the winner of the union is the winner of the two winners), sorted as the views sort; and
+    the curves of exactly those runs. The same tables as one read of everything."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from scaling.store.views import winner_key
+
+    if new.num_rows == 0:
+        return old, old_curves
+    new = new.select(old.column_names).cast(old.schema)
+    key = lambda t: pc.binary_join_element_wise(t["sweep"], t["trial_id"], "\x00")
+    old_key, new_key = key(old), key(new)
+    drop_old, drop_new = np.zeros(old.num_rows, bool), np.zeros(new.num_rows, bool)
+    clash = np.flatnonzero(pc.is_in(old_key, value_set=new_key.combine_chunks()).to_numpy(
+        zero_copy_only=False))
+    if clash.size:
+        rule = ("status", "code_version", "data_version", "run_id")
+        at = {k: i for i, k in enumerate(new_key.to_pylist())}
+        rows_new = new.select(list(rule)).to_pylist()
+        for i, k, row in zip(clash, old_key.take(clash).to_pylist(),
+                             old.select(list(rule)).take(clash).to_pylist()):
+            j = at[k]
+            if winner_key(**rows_new[j]) < winner_key(**row):
+                drop_old[i] = True
+            else:  # the old run wins, or is the same run (a copy): kept
+                drop_new[j] = True
+    old_kept, new_kept = old.filter(pa.array(~drop_old)), new.filter(pa.array(~drop_new))
+    trials = pa.concat_tables([old_kept, new_kept]).sort_by([("sweep", "ascending"),
+                                                             ("trial_id", "ascending")])
+    curves = None
+    if old_curves is not None and new_curves is not None:
+        runs = lambda c, t: c.filter(pc.is_in(c["run_id"], value_set=t["run_id"].combine_chunks()))
+        new_curves = new_curves.select(old_curves.column_names).cast(old_curves.schema)
+        curves = pa.concat_tables([runs(old_curves, old_kept) if drop_old.any() else old_curves,
+                                   runs(new_curves, new_kept) if drop_new.any() else new_curves])
+        curves = curves.sort_by([("sweep", "ascending"), ("trial_id", "ascending"), ("step", "ascending")])
+    return trials, curves
