@@ -41,7 +41,8 @@ def expected_trials(store: Store, sweep: str) -> int | None:
 
 
 def status_table(root, view=None) -> pa.Table:
-    """One row per sweep: ok, diverged, failed, stored, in the config, pending."""
+    """One row per sweep: ok, diverged, pruned (stopped early at a rung: scaling.training.prune),
+    failed, stored, in the config, pending."""
     from scaling.store.views import open_store
 
     if view is None:
@@ -50,6 +51,7 @@ def status_table(root, view=None) -> pa.Table:
     counts = {r["sweep"]: r for r in view.sql(
         "SELECT sweep, count(*) FILTER (WHERE status = 'ok') AS ok, "
         "count(*) FILTER (WHERE status = 'diverged') AS diverged, "
+        "count(*) FILTER (WHERE status = 'pruned') AS pruned, "
         "count(*) FILTER (WHERE status = 'failed') AS failed, count(*) AS stored "
         "FROM trials GROUP BY sweep").to_pylist()}
     rows = []
@@ -64,12 +66,12 @@ def status_table(root, view=None) -> pa.Table:
                     f"Its trials are counted here, but `scaling sweep` of a config named {recorded!r} looks "
                     f"for folder {recorded!r} and would run them all again; rename the folder back"))
         else:  # the root is one sweep folder: every row is its
-            c = {k: sum(r[k] for r in counts.values()) for k in ("ok", "diverged", "failed", "stored")}
-        ok, diverged, failed, stored = (c.get(k, 0) for k in ("ok", "diverged", "failed", "stored"))
+            c = {k: sum(r[k] for r in counts.values()) for k in ("ok", "diverged", "pruned", "failed", "stored")}
+        ok, diverged, pruned, failed, stored = (c.get(k, 0) for k in ("ok", "diverged", "pruned", "failed", "stored"))
         expected = expected_trials(view.store, sweep)
-        rows.append({"sweep": sweep or "(this folder)", "ok": ok, "diverged": diverged, "failed": failed,
-                     "stored": stored, "in_config": expected,
-                     "pending": None if expected is None else max(expected - ok - diverged, 0)})
+        rows.append({"sweep": sweep or "(this folder)", "ok": ok, "diverged": diverged, "pruned": pruned,
+                     "failed": failed, "stored": stored, "in_config": expected,
+                     "pending": None if expected is None else max(expected - ok - diverged - pruned, 0)})
     if not rows:
         raise UserError(f"no sweeps in {view.store.uri!r} (expected sweep folders written by `scaling sweep`)")
     return pa.Table.from_pylist(rows)

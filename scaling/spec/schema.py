@@ -201,7 +201,7 @@ FIELDS: tuple[Field, ...] = (
     Field("run_id", str, BOOKKEEPING, "one run (attempt) of a trial; curves carry their run's id",
           tables=("trials", "curves")),
     # ---- results ----------------------------------------------------------------------------
-    Field("status", str, RESULT, "ok, diverged or failed"),
+    Field("status", str, RESULT, "ok, diverged, pruned (stopped at a rung: scaling.training.prune) or failed"),
     Field("error", str, RESULT, "why a trial diverged or failed (null when ok)"),
     Field("step", int, RESULT, "optimizer steps taken at this eval point", tables=("curves",)),
     Field("epoch", float, RESULT, "examples_seen / n_train at this eval point", tables=("curves",)),

@@ -213,7 +213,7 @@ def _facts(store: Store, name: str, sp) -> dict:
             "WITH c AS (SELECT DISTINCT run_id, _part AS _cpart FROM _c_pairs), "
             "l AS (SELECT DISTINCT sweep, trial_id, run_id FROM _c_legacy) "
             "SELECT t._part, count(*), min(t.trial_id) FROM _ranked t LEFT JOIN _pairmap m USING (_part) "
-            "WHERE t.status IN ('ok', 'diverged') AND CASE WHEN m._cpart IS NOT NULL THEN NOT EXISTS "
+            "WHERE t.status IN ('ok', 'diverged', 'pruned') AND CASE WHEN m._cpart IS NOT NULL THEN NOT EXISTS "
             "(SELECT 1 FROM c WHERE c.run_id = t.run_id AND c._cpart = m._cpart) ELSE NOT EXISTS "
             "(SELECT 1 FROM l WHERE l.sweep = t.sweep AND l.trial_id = t.trial_id AND l.run_id = t.run_id) END "
             "GROUP BY t._part ORDER BY t._part").fetchall()

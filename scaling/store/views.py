@@ -46,12 +46,12 @@ from scaling.spec.schema import (
 )
 
 WINNER_ORDER = (
-    "CASE WHEN status IN ('ok', 'diverged') THEN 0 WHEN status = 'failed' THEN 1 ELSE 2 END, "
+    "CASE WHEN status IN ('ok', 'diverged', 'pruned') THEN 0 WHEN status = 'failed' THEN 1 ELSE 2 END, "
     "TRY_CAST(coalesce(code_version, '1') AS BIGINT) DESC NULLS LAST, coalesce(code_version, '1') DESC, "
     "TRY_CAST(coalesce(data_version, '1') AS BIGINT) DESC NULLS LAST, coalesce(data_version, '1') DESC, "
     "run_id NULLS LAST, _part")
-"""The rule that picks the run readers keep among a trial's committed runs (no clocks): ok and
-diverged beat failed (and anything else); then the newer code_version, then the newer
+"""The rule that picks the run readers keep among a trial's committed runs (no clocks): ok,
+diverged and pruned beat failed (and anything else); then the newer code_version, then the newer
 data_version (integers above text, null read as "1"); then the smallest run_id; then the
 smallest part path (copies of one run)."""
 
@@ -70,7 +70,7 @@ def winner_key(status, code_version, data_version, run_id, part="") -> tuple:
             return (0, -int(v), ())
         except ValueError:
             return (1, 0, _desc(v))
-    cls = 0 if status in ("ok", "diverged") else 1 if status == "failed" else 2
+    cls = 0 if status in ("ok", "diverged", "pruned") else 1 if status == "failed" else 2
     return (cls, version(code_version), version(data_version), run_id is None, run_id or "", part)
 
 
