@@ -248,13 +248,45 @@ def _seconds(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from scaling import __version__
-    from scaling.config.file import MAX_CONFIG_BYTES
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``scaling`` parser with every subcommand, or with only the one named ``only`` (what
+    :func:`main` builds for ``scaling NAME ...``: no other command's module is imported, so a
+    command starts in a fraction of the time; ``scaling --help`` and an unknown name get all)."""
+    from analysis.cli import COMMANDS as ANALYSIS
+    from analysis.cli import register as register_analysis
+    from scaling.cli import COMMANDS as STORE
+    from scaling.cli import register as register_store
+
+    class _Version(argparse.Action):  # the version is looked up only when asked for
+        def __call__(self, parser, namespace, values, option_string=None):
+            from scaling import __version__
+
+            parser.exit(message=f"scaling {__version__}\n")
 
     parser = argparse.ArgumentParser(prog="scaling", description="Measure scaling laws with sweeps.")
-    parser.add_argument("-V", "--version", action="version", version=f"scaling {__version__}")
+    parser.add_argument("-V", "--version", action=_Version, nargs=0, default=argparse.SUPPRESS,
+                        help="show program's version number and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if only is None or only == "sweep":
+        _add_sweep(sub)
+    if only is None or only in STORE:
+        register_store(sub, only)
+    if only is None or only in ANALYSIS:
+        register_analysis(sub, only)
+    return parser
+
+
+def command_of(words: list[str]) -> str | None:
+    """The subcommand ``words`` run when it is a known one and the first word; else None."""
+    from analysis.cli import COMMANDS as ANALYSIS
+    from scaling.cli import COMMANDS as STORE
+
+    first = words[0] if words else ""
+    return first if first == "sweep" or first in STORE or first in ANALYSIS else None
+
+
+def _add_sweep(sub) -> None:
+    from scaling.config.file import MAX_CONFIG_BYTES
 
     p = sub.add_parser("sweep", help="run (or resume) a sweep from a YAML config on Ray")
     p.add_argument("config", help="sweep config (YAML)")
@@ -291,13 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "estimate; start no Ray, train and write nothing")
     p.set_defaults(func=cmd_sweep)
 
-    from analysis.cli import register as register_analysis
-    from scaling.cli import register as register_store
-
-    register_store(sub)
-    register_analysis(sub)
-    return parser
-
 
 def main(argv: list[str] | None = None) -> int:
     import cluster.launch.netns as netns
@@ -313,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     netns.enter()  # first, while single-threaded: only acts when `scaling sweep` re-ran itself for it
     warnings.showwarning = _warn_one_line
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(command_of(words)).parse_args(argv)
         args.argv = list(sys.argv[1:]) if argv is None else None  # to re-run this command, not a caller's
         code = args.func(args)
         if sweep:

@@ -5,9 +5,10 @@ lists them. ``cluster/cli.py`` assembles these with ``sweep`` and the analysis c
 """
 from __future__ import annotations
 
-from scaling.store.compaction import TARGET_ROWS
 from scaling.errors import UserError
-from scaling.store.verify import compact, outside, repair, verify
+
+COMMANDS = ("status", "query", "export", "verify", "compact")
+"""The store's subcommands, in the order ``scaling --help`` lists them."""
 
 def cmd_status(args) -> int:
     from scaling.status import status_table
@@ -50,6 +51,8 @@ def cmd_export(args) -> int:
 
 def cmd_verify(args) -> int:
     """``scaling verify DIR [--repair]``: 0 when the store is sound, 1 when problems remain."""
+    from scaling.store.verify import outside, repair, verify
+
     report = verify(args.results)
     for f in report.problems:
         print(f)
@@ -74,6 +77,9 @@ def cmd_verify(args) -> int:
 
 def cmd_compact(args) -> int:
     """``scaling compact DIR [--sweep NAME]``."""
+    from scaling.store.compaction import TARGET_ROWS
+    from scaling.store.verify import compact
+
     report = compact(args.results, args.sweep, target_rows=getattr(args, "target_rows", TARGET_ROWS))
     for path in report.finished:
         print(f"finished an interrupted compaction: {path}")
@@ -86,43 +92,54 @@ def cmd_compact(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    """Add the ``verify`` and ``compact`` commands to the ``scaling`` command line."""
-    p = subparsers.add_parser("status", help="trial counts by status for each sweep in a store")
-    p.add_argument("results", help="results store (path or URI)")
-    p.set_defaults(func=cmd_status)
+def register(subparsers, only: str | None = None) -> None:
+    """Add the store's commands (or only the one named ``only``) to the ``scaling`` command line."""
+    def wanted(name: str) -> bool:
+        return only is None or only == name
 
-    p = subparsers.add_parser("query", help="run SQL over the tables trials and curves (DuckDB, read-only)")
-    p.add_argument("results", help="results store (path or URI)")
-    p.add_argument("sql", help="a SELECT over trials and curves")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="stop a query that runs longer, fetching and printing included (default: 300; "
-                        "inf: no limit)")
-    p.add_argument("--memory", default=None, metavar="SIZE",
-                   help="most memory a query may use, e.g. 8GB, for running it and for its result "
-                        "(default: half of this machine's)")
-    p.set_defaults(func=cmd_query)
+    if wanted("status"):
+        p = subparsers.add_parser("status", help="trial counts by status for each sweep in a store")
+        p.add_argument("results", help="results store (path or URI)")
+        p.set_defaults(func=cmd_status)
 
-    p = subparsers.add_parser("export", help="write the kept run of every trial (and --curves) to "
-                                             "a Parquet or CSV file, every value exact")
-    p.add_argument("results", help="results store (path or URI)")
-    p.add_argument("out", help="file to write: OUT.parquet or OUT.csv (written whole or not at all)")
-    p.add_argument("--curves", nargs="?", const="", default=None, metavar="FILE",
-                   help="also write the curves of those runs, to FILE or (no FILE) to "
-                        "OUT.curves.parquet / OUT.curves.csv beside OUT")
-    p.add_argument("--sweep", default=None, metavar="NAME", help="only this sweep (default: every sweep)")
-    p.set_defaults(func=cmd_export)
+    if wanted("query"):
+        p = subparsers.add_parser("query", help="run SQL over the tables trials and curves (DuckDB, read-only)")
+        p.add_argument("results", help="results store (path or URI)")
+        p.add_argument("sql", help="a SELECT over trials and curves")
+        p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+        p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                       help="stop a query that runs longer, fetching and printing included (default: 300; "
+                            "inf: no limit)")
+        p.add_argument("--memory", default=None, metavar="SIZE",
+                       help="most memory a query may use, e.g. 8GB, for running it and for its result "
+                            "(default: half of this machine's)")
+        p.set_defaults(func=cmd_query)
 
-    p = subparsers.add_parser("verify", help="check every Parquet part of a results store")
-    p.add_argument("results", help="results store (path or URI)")
-    p.add_argument("--repair", action="store_true",
-                   help="move bad parts and leftovers to <sweep>/quarantine/ (never deletes)")
-    p.add_argument("-v", "--verbose", action="store_true", help="also list harmless findings")
-    p.set_defaults(func=cmd_verify)
-    p = subparsers.add_parser("compact", help="merge small parts into larger ones, safely for readers")
-    p.add_argument("results", help="results store (path or URI)")
-    p.add_argument("--sweep", default=None, help="only this sweep (default: every sweep)")
-    p.add_argument("--target-rows", type=int, default=TARGET_ROWS,
-                   help=f"trial rows per merged part (default: {TARGET_ROWS:,})")
-    p.set_defaults(func=cmd_compact)
+    if wanted("export"):
+        p = subparsers.add_parser("export", help="write the kept run of every trial (and --curves) to "
+                                                 "a Parquet or CSV file, every value exact")
+        p.add_argument("results", help="results store (path or URI)")
+        p.add_argument("out", help="file to write: OUT.parquet or OUT.csv (written whole or not at all)")
+        p.add_argument("--curves", nargs="?", const="", default=None, metavar="FILE",
+                       help="also write the curves of those runs, to FILE or (no FILE) to "
+                            "OUT.curves.parquet / OUT.curves.csv beside OUT")
+        p.add_argument("--sweep", default=None, metavar="NAME", help="only this sweep (default: every sweep)")
+        p.set_defaults(func=cmd_export)
+
+    if wanted("verify"):
+        p = subparsers.add_parser("verify", help="check every Parquet part of a results store")
+        p.add_argument("results", help="results store (path or URI)")
+        p.add_argument("--repair", action="store_true",
+                       help="move bad parts and leftovers to <sweep>/quarantine/ (never deletes)")
+        p.add_argument("-v", "--verbose", action="store_true", help="also list harmless findings")
+        p.set_defaults(func=cmd_verify)
+
+    if wanted("compact"):
+        from scaling.store.compaction import TARGET_ROWS
+
+        p = subparsers.add_parser("compact", help="merge small parts into larger ones, safely for readers")
+        p.add_argument("results", help="results store (path or URI)")
+        p.add_argument("--sweep", default=None, help="only this sweep (default: every sweep)")
+        p.add_argument("--target-rows", type=int, default=TARGET_ROWS,
+                       help=f"trial rows per merged part (default: {TARGET_ROWS:,})")
+        p.set_defaults(func=cmd_compact)

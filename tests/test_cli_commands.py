@@ -87,3 +87,39 @@ def test_form_choices_come_from_the_registry():
     with pytest.raises(AnalysisError) as err:
         form("M5")
     assert all(name in str(err.value) for name in FORMS)
+
+
+def test_a_command_builds_only_its_own_parser_and_parses_as_the_full_one():
+    """``scaling NAME ...`` builds only NAME's parser (cluster.cli.command_of): the same
+    arguments as the full parser, and no other command's module imported (checked in a fresh
+    process); an unknown word or ``--help`` gets every command."""
+    import subprocess
+    import sys
+
+    from cluster.cli import build_parser, command_of
+
+    lines = [["sweep", "c.yaml", "--num-cpus", "2", "--dry-run"], ["status", "r"],
+             ["query", "r", "SELECT 1", "--format", "csv"], ["export", "r", "o.csv", "--curves"],
+             ["verify", "r", "--repair"], ["compact", "r", "--target-rows", "5"],
+             ["fit", "r", "--form", "M4", "--boot", "7"], ["fit-joint", "r"], ["bopt", "r"],
+             ["bcrit", "r", "--target", "0.1"],
+             ["compute-optimal", "r", "--n", "n", "--d", "d", "--loss", "l"], ["report", "r", "-o", "x.html"],
+             ["serve", "r", "--port", "0"]]
+    full = build_parser()
+    assert [w[0] for w in lines] == list(full._subparsers._group_actions[0].choices)
+    for words in lines:
+        assert command_of(words) == words[0]
+        one = build_parser(command_of(words))
+        assert list(one._subparsers._group_actions[0].choices) == [words[0]]
+        a, b = vars(full.parse_args(words)), vars(one.parse_args(words))
+        fa, fb = a.pop("func"), b.pop("func")
+        assert a == b, words
+        if hasattr(fa, "func"):  # an analysis command: run(<its take_action>)
+            assert fa.func is fb.func and type(fa.args[0].__self__) is type(fb.args[0].__self__), words
+        else:
+            assert fa is fb, words
+    assert command_of(["fitt"]) is None and command_of(["--help"]) is None and command_of([]) is None
+    code = ("import sys; from cluster.cli import build_parser; build_parser('status').parse_args(['status', 'r']); "
+            "print(sorted(m for m in sys.modules if m.startswith('analysis.cli.') or m == 'scaling.config'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
