@@ -84,7 +84,7 @@ def test_status_counts_stored_configs_as_data_and_never_imports_a_plugin(tmp_pat
     # 2 x 2 grid, batch_size 128 > n_train 100 left out: 3 trials; the plug-in's config counts too
     assert rows["good"][-2:] == ["3", "2"] and rows["plugin"][-2:] == ["3", "2"]
     blank = {"malformed", "not_a_sweep", "duplicate", "huge", "fifo", "python_tag"}
-    assert all(len(rows[name]) == 5 for name in blank), proc.stdout  # sweep + 4 counts, in_config blank
+    assert all(len(rows[name]) == 6 for name in blank), proc.stdout  # sweep + 5 counts, in_config blank
     warnings = proc.stderr.strip().splitlines()
     assert len(warnings) == len(blank) and all(w.startswith("warning: sweep '") for w in warnings), proc.stderr
     assert {w.split("'")[1] for w in warnings} == blank
@@ -128,7 +128,7 @@ def test_a_renamed_sweep_folder_is_counted_and_said_so(tmp_path):
     proc = run_cli("status", root)
     assert proc.returncode == 0, proc.stderr
     row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("renamed"))
-    assert row[:5] == ["renamed", "1", "0", "0", "1"], proc.stdout  # ok, diverged, failed, stored
+    assert row[:6] == ["renamed", "1", "0", "0", "0", "1"], proc.stdout  # ok, diverged, pruned, failed, stored
     warned = [line for line in proc.stderr.splitlines() if "renamed" in line]
     assert len(warned) == 1 and "holds sweep 'k1'" in warned[0] and "rename the folder back" in warned[0]
     assert Store(root).check_for_sweep("k1") and "was it renamed?" in Store(root).check_for_sweep("k1")[0]
