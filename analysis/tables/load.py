@@ -222,12 +222,14 @@ def load_parts(root: str, stems=None, *, curves: bool = True, config: bool = Tru
     return from_store(trials), found
 
 
-def merge_runs(old: pa.Table, new: pa.Table, old_curves=None, new_curves=None):
+def merge_runs(old: pa.Table, new: pa.Table, old_curves=None, new_curves=None, *, sort: bool = True):
     """(trials, curves) of two reads by :func:`load_parts` of one store, the second of the parts
     that arrived since the first: per (sweep, trial_id) the run the store's rule keeps
     (:func:`scaling.store.views.winner_key`, the views' ``WINNER_ORDER``; a rule over runs, so
     the winner of the union is the winner of the two winners), sorted as the views sort; and
-    the curves of exactly those runs. The same tables as one read of everything."""
+    the curves of exactly those runs. The same tables as one read of everything. Without
+    ``sort`` the rows are the old ones then the new ones (sorting 100k trials costs 0.4 s; a
+    caller whose result depends on the order sorts with :func:`sort_runs`)."""
     import numpy as np
     import pyarrow.compute as pc
 
@@ -236,30 +238,37 @@ def merge_runs(old: pa.Table, new: pa.Table, old_curves=None, new_curves=None):
     if new.num_rows == 0:
         return old, old_curves
     new = new.select(old.column_names).cast(old.schema)
-    key = lambda t: pc.binary_join_element_wise(t["sweep"], t["trial_id"], "\x00")
-    old_key, new_key = key(old), key(new)
     drop_old, drop_new = np.zeros(old.num_rows, bool), np.zeros(new.num_rows, bool)
-    clash = np.flatnonzero(pc.is_in(old_key, value_set=new_key.combine_chunks()).to_numpy(
-        zero_copy_only=False))
-    if clash.size:
+    maybe = np.flatnonzero(pc.is_in(old["trial_id"], value_set=new["trial_id"].combine_chunks())
+                           .to_numpy(zero_copy_only=False))
+    if maybe.size:
         rule = ("status", "code_version", "data_version", "run_id")
-        at = {k: i for i, k in enumerate(new_key.to_pylist())}
+        at = {(r["sweep"], r["trial_id"]): i for i, r in enumerate(new.select(["sweep", "trial_id"]).to_pylist())}
         rows_new = new.select(list(rule)).to_pylist()
-        for i, k, row in zip(clash, old_key.take(clash).to_pylist(),
-                             old.select(list(rule)).take(clash).to_pylist()):
-            j = at[k]
+        for i, k, row in zip(maybe, old.select(["sweep", "trial_id"]).take(maybe).to_pylist(),
+                             old.select(list(rule)).take(maybe).to_pylist()):
+            j = at.get((k["sweep"], k["trial_id"]))
+            if j is None:  # the same trial id in another sweep
+                continue
             if winner_key(**rows_new[j]) < winner_key(**row):
                 drop_old[i] = True
             else:  # the old run wins, or is the same run (a copy): kept
                 drop_new[j] = True
-    old_kept, new_kept = old.filter(pa.array(~drop_old)), new.filter(pa.array(~drop_new))
-    trials = pa.concat_tables([old_kept, new_kept]).sort_by([("sweep", "ascending"),
-                                                             ("trial_id", "ascending")])
+    old_kept = old.filter(pa.array(~drop_old)) if drop_old.any() else old  # a filter copies
+    new_kept = new.filter(pa.array(~drop_new)) if drop_new.any() else new
+    trials = pa.concat_tables([old_kept, new_kept])
     curves = None
     if old_curves is not None and new_curves is not None:
         runs = lambda c, t: c.filter(pc.is_in(c["run_id"], value_set=t["run_id"].combine_chunks()))
         new_curves = new_curves.select(old_curves.column_names).cast(old_curves.schema)
         curves = pa.concat_tables([runs(old_curves, old_kept) if drop_old.any() else old_curves,
                                    runs(new_curves, new_kept) if drop_new.any() else new_curves])
+    return sort_runs(trials, curves) if sort else (trials, curves)
+
+
+def sort_runs(trials: pa.Table, curves=None):
+    """(trials, curves) in the order the store's views give them: by sweep and trial id (and step)."""
+    trials = trials.sort_by([("sweep", "ascending"), ("trial_id", "ascending")])
+    if curves is not None:
         curves = curves.sort_by([("sweep", "ascending"), ("trial_id", "ascending"), ("step", "ascending")])
     return trials, curves
