@@ -150,7 +150,8 @@ def _printed(capsys, *argv) -> str:
 @pytest.mark.slow
 def test_the_laws_are_what_fit_bopt_and_bcrit_print(server, tmp_path, capsys):
     base, token = _base(server), server.token
-    laws = json.loads(_get(f"{base}/api/laws?sweep=grid&token={token}")[1])
+    laws = _wait("the laws, fitted in the background", lambda: (lambda r: None if r["pending"] else r)(
+        json.loads(_get(f"{base}/api/laws?sweep=grid&token={token}")[1])))
     # the page shows what `scaling fit` and `scaling bopt` print, word for word (one code path)
     for key, command in (("learning_curve", "fit"), ("bopt", "bopt")):
         assert "error" not in laws[key], laws[key]
@@ -214,7 +215,8 @@ def test_a_sweep_with_curves_too_large_to_read_whole_shows_its_trials(tmp_path):
     _store(tmp_path / "results")
     src = Source(str(tmp_path / "results"), curves_whole_bytes=0)
     progress = panels.progress(src, "grid")
-    assert progress["trials"] == 24 and progress["note"] == panels.TOO_BIG
+    assert progress["trials"] == 24 and progress["figure"]["data"]  # the times are the trials'
+    assert progress["eta"]["text"] == "unknown"  # a store of hand-written trials: no sweep.yaml
     assert len(panels.table(src, "grid")["rows"]) == 24
     with pytest.raises(AnalysisError, match="too much to read whole"):
         panels.curves(src, "grid", "")
@@ -235,6 +237,78 @@ def test_a_sweep_is_reread_only_within_its_share_of_a_core(tmp_path):
     src.refresh_share = 1.0
     version, trials, _, _ = src.tables("grid")
     assert version == src.version("grid").digest and trials.num_rows == 48 and src.loads == 2
+
+
+def _same(a, b) -> None:
+    """Two reads of a store hold the same rows (the columns of the first, in its order)."""
+    assert a.num_rows == b.num_rows
+    assert a.select(a.column_names).to_pylist() == b.select(a.column_names).to_pylist()
+
+
+def test_a_refresh_reads_only_the_new_parts_and_equals_a_full_read(tmp_path):
+    """New parts are read alone and merged by the store's rule of which run is kept, with their
+    curves: the tables equal one read of everything, runs that win and runs that lose included;
+    a compaction (every part rewritten, the same runs) reads everything and recomputes nothing."""
+    from analysis.serve import panels
+    from analysis.serve.store import Source
+    from analysis.tables.load import load_parts
+    from scaling.store.compaction import compact
+
+    root = str(tmp_path / "results")
+    store = _store(tmp_path / "results")
+    src = Source(root, refresh_share=1.0)
+    first = panels.progress(src, "grid")
+    assert (src.loads, src.delta_loads, first["counts"]) == (1, 0, {"ok": 23, "failed": 1})
+    # a second run of trial 2 that fails (the ok run stays), a rerun of the failed trial 24 that
+    # is ok (it wins), and two new trials
+    store.write_result("grid", _trial(2, lr=0.1, n_train=100, batch=8, seed=1, status="failed",
+                                      error="second run", run="r9"))
+    store.write_result("grid", _trial(24, lr=0.1, n_train=800, batch=128, seed=1, run="r9"))
+    for i in (200, 201):
+        store.write_result("grid", _trial(i, lr=0.3, n_train=100, batch=8, seed=i - 200))
+    _, trials, curves, _ = src.tables("grid")
+    assert (src.loads, src.delta_loads) == (2, 1)
+    whole = load_parts(os.path.join(root, "grid"))
+    _same(trials, whole[0])
+    _same(curves, whole[1])
+    assert panels.progress(src, "grid")["counts"] == {"ok": 26}
+    bopt_before = panels._frame(src, "grid")
+    compact(store, "grid")
+    _, trials, _, _ = src.tables("grid")
+    assert (src.loads, src.delta_loads) == (3, 1), "parts vanished: everything read again"
+    _same(trials, whole[0])
+    assert panels._frame(src, "grid") is bopt_before, "the same runs: nothing computed again"
+
+
+def test_the_eta_counts_the_remaining_trials_at_the_recent_rate(tmp_path):
+    from analysis.serve import panels
+    from analysis.serve.store import Source
+
+    ms = lambda s: np.datetime64(0, "ms") + (np.asarray(s) * 1000).astype("timedelta64[ms]")
+    # 30 trials: one every 10 s, then the last 20 one every 2 s (the rate changed)
+    ends = np.r_[np.arange(10) * 10.0, 90 + 2 * np.arange(1, 21)]
+    recent = panels.recent_rate(ms(ends), np.full(ends.size, 100.0))
+    assert recent["trials_per_s"] == pytest.approx(0.5) and recent["steps_per_s"] == pytest.approx(50)
+    eta = panels.eta(60, recent, now=ends[-1] + 40)
+    assert eta["seconds"] == pytest.approx(120 - 40) and eta["text"] == "80 s"
+    assert panels.eta(60, recent, now=ends[-1] + 600).get("stalled")
+    assert panels.eta(0, recent, now=0)["text"] == "done"
+    assert panels.eta(None, recent, now=0)["why"].startswith("the sweep's config")
+    # a pack's trials commit at one time: the window grows to hold several commit times
+    packs = np.repeat(np.arange(1, 11) * 60.0, 8)
+    assert panels.recent_rate(ms(packs), None)["trials_per_s"] == pytest.approx(8 / 60)
+    too_few = panels.recent_rate(ms([1.0, 2.0, 3.0]), None)
+    assert too_few is None and panels.eta(5, too_few, now=0)["text"] == "unknown"
+    # through a store whose config expands to 44 trials (48 less batch 128 > n_train 100, as
+    # `scaling status` counts them): 20 remain; its trials ended long ago
+    store = _store(tmp_path / "results")
+    store.save_config("grid", "name: grid\ntask: {name: digits}\nmodel: {name: mlp}\naxes:\n"
+                              "  n_train: [100, 200, 400, 800]\n  batch_size: [8, 32, 128]\n"
+                              "  lr: [0.1, 0.3]\n  seed: [0, 1]\n")
+    progress = panels.progress(Source(str(tmp_path / "results")), "grid")
+    assert (progress["expected"], progress["remaining"]) == (44, 20)
+    assert progress["recent"]["trials_per_s"] == pytest.approx(0.1)
+    assert progress["eta"]["stalled"] and progress["eta"]["text"].startswith("stalled?")
 
 
 def _listening(port: int) -> list[str]:

@@ -8,7 +8,8 @@ const TOKEN = new URLSearchParams(location.search).get("token") || "";
 const SWEEP = document.body.dataset.sweep;
 const POLL_MS = 1000 * parseFloat(document.body.dataset.poll || "2");
 const state = {version: null, drawn: null, meta: null, brushSql: "", ranges: {}, axesKey: "", where: {}, sql: "", metric: "",
-               table: null, sort: [-1, 1], filter: "", brushed: null, busy: false};
+               table: null, sort: [-1, 1], filter: "", brushed: null, busy: false,
+               lawsPending: false, lawsDrawn: ""};
 const CONFIG = {responsive: true, displaylogo: false};
 
 function api(what, params) {
@@ -69,10 +70,18 @@ async function showProgress() {
   const cards = el("div", {class: "cards", id: "progress-cards"});
   card(cards, "trials", p.trials);
   for (const s of ["ok", "diverged", "failed"]) card(cards, s, p.counts[s] || 0, s === "ok" ? "" : (p.counts[s] ? "bad" : ""));
-  card(cards, "trials/s", p.trials_per_s ? fmt(p.trials_per_s) : "-");
-  card(cards, "steps/s", p.steps_per_s ? fmt(p.steps_per_s) : "-");
+  if (p.expected !== null && p.expected !== undefined) card(cards, "remaining", `${p.remaining} of ${p.expected}`);
+  const r = p.recent;
+  card(cards, "trials/s", r ? fmt(r.trials_per_s) : (p.trials_per_s ? fmt(p.trials_per_s) : "-"));
+  card(cards, "steps/s", r && r.steps_per_s ? fmt(r.steps_per_s) : (p.steps_per_s ? fmt(p.steps_per_s) : "-"));
+  card(cards, "ETA", p.eta.text, p.eta.stalled ? "bad" : "");
   b.appendChild(cards);
-  document.getElementById("progress-cards").dataset.trials = p.trials;
+  const c = document.getElementById("progress-cards");
+  c.dataset.trials = p.trials;
+  c.dataset.eta = p.eta.text;
+  if (p.eta.why) message(b, "ETA unknown: " + p.eta.why);
+  else if (p.eta.rate) message(b, `rates over the last ${p.eta.window_trials} trials (${fmt(p.eta.window_s)} s); ` +
+    `over the whole sweep ${p.trials_per_s ? fmt(p.trials_per_s) : "-"} trials/s`);
   if (p.figure) { const d = el("div", {class: "fig", id: "progress-fig"}); b.appendChild(d); plot(d, p.figure); }
   if (p.note) message(b, p.note);
   if (p.n_failures) {
@@ -136,6 +145,11 @@ async function showCurves() {
 
 async function showLaws() {
   const r = await api("laws");
+  if (r.error) { state.lawsPending = false; return message(clear(body("laws")), r.error, "msg"); }
+  state.lawsPending = !!r.pending;
+  const seen = JSON.stringify(r);
+  if (seen === state.lawsDrawn) return;  // asked again while fitting, and nothing new yet
+  state.lawsDrawn = seen;
   const b = clear(body("laws"));
   const row = el("div", {class: "figs"});
   b.appendChild(row);
@@ -146,7 +160,9 @@ async function showLaws() {
     box.appendChild(el("h3", {}, title));
     row.appendChild(box);
     const part = r[key];
+    if (part.pending) { message(box, "fitting in the background; shown here when ready", "note"); continue; }
     if (part.error) { message(box, "not available yet: " + part.error, "msg"); continue; }
+    if (part.stale) message(box, `fitted on ${part.as_of.trials} trials at ${part.as_of.at}; refitting with the new ones`, "note");
     if (part.verdict) box.appendChild(el("p", {class: "verdict"}, "rule: " + part.verdict));
     const d = el("div", {class: "fig"});
     box.appendChild(d);
@@ -319,6 +335,7 @@ async function poll() {
   try {
     const v = await api("version");
     if (v.version !== state.version) await refresh(v.version);
+    else if (state.lawsPending) await showLaws();  // fitted in the background: asked again
   } catch (e) {
     document.getElementById("live").textContent = "disconnected";
   } finally {

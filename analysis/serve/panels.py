@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import numpy as np
 
@@ -18,6 +19,7 @@ import analysis.serve.figures as figs
 from analysis import tables
 from analysis.errors import AnalysisError
 from analysis.serve.store import CURVES_WHOLE_BYTES
+from analysis.tables.load import sort_runs
 
 FIT_OPTIONS = {"n_boot": 1000, "level": 0.95, "seed": 0}
 """The bootstrap of ``scaling fit`` and ``scaling bopt`` when no flag is given."""
@@ -51,11 +53,15 @@ def _distinct(col) -> list:
     """The distinct values of a column, sorted (numbers without NaN; text without None)."""
     if col.dtype != object:
         return np.unique(col[np.isfinite(col)]).tolist()
-    return sorted({v for v in col if v is not None}, key=str)
+    values = set(col.tolist())
+    values.discard(None)
+    return sorted(values, key=str)
 
 
 def _axes(fr) -> list[str]:
-    """The sweep's axes that vary, the replicate last."""
+    """The sweep's axes that vary, the replicate last (cached with the frame: :func:`_frame`)."""
+    if getattr(fr, "varying", None) is not None:
+        return fr.varying
     rep = fr.replicate
     out = [a for a in fr.axes if a != rep and a in fr and len(_distinct(fr[a])) > 1]
     return out + ([rep] if rep in fr and len(_distinct(fr[rep])) > 1 else [])
@@ -72,7 +78,10 @@ def _frame(src, sweep: str):
     def compute(trials, _curves):
         axes = tables.table_axes(trials)[0]
         keep = [c for c in trials.column_names if c in axes or c in FRAME_COLUMNS]
-        return tables.frame(trials.select(keep))
+        fr = tables.frame(trials.select(keep))
+        fr.varying = None
+        fr.varying = _axes(fr)
+        return fr
     return src.result(sweep, "frame", compute)
 
 
@@ -100,29 +109,44 @@ def meta(src, sweep: str) -> dict:
     return src.result(sweep, "meta", compute)
 
 
+ETA_WINDOW = 20
+"""Trials the ETA's rate is measured over: the most recent ones (more when they finished at
+fewer than :data:`ETA_COMMITS` distinct times, as a pack's trials commit together)."""
+ETA_COMMITS = 3
+ETA_MIN_TRIALS = 5
+"""Below this many finished trials with times, the ETA is unknown."""
+PROGRESS_POINTS = 2000
+"""Points per status in the progress figure (evenly spaced along the count past this)."""
+
+
 def progress(src, sweep: str) -> dict:
-    """Counts by status, throughput, the cumulative figure and the failures with their errors."""
+    """Counts by status, throughput over the sweep and over its recent trials, the ETA, the
+    cumulative figure and the failures with their errors."""
     def compute(trials, _curves):
         fr = _frame(src, sweep)
         status = tables.status(fr)
         counts = tables.count_by(status)
         out = {"trials": int(status.size), "counts": {str(k): int(v) for k, v in counts.items()}}
-        if "end_time" in trials.column_names:
-            end = _times(trials.column("end_time"))
-            start = _times(trials.column("start_time")) if "start_time" in trials.column_names else end
-            ok = ~np.isnat(end)
-            if ok.any():
-                t0 = np.nanmin(start[~np.isnat(start)]) if (~np.isnat(start)).any() else end[ok].min()
-                span = float((end[ok].max() - t0) / np.timedelta64(1, "ms")) / 1e3
-                out["first"], out["last"] = str(t0), str(end[ok].max())
-                out["span_s"] = span
-                out["trials_per_s"] = float(ok.sum() / span) if span > 0 else None
-                steps = fr.get("steps")
-                out["steps_per_s"] = float(np.nansum(steps[ok]) / span) \
-                    if steps is not None and span > 0 else None
-                out["figure"] = figs.progress(end[ok], status[ok])
+        expected = src.expected(sweep)
+        out["expected"] = expected
+        out["remaining"] = max(expected - int(status.size), 0) if expected is not None else None
+        end = _times(trials.column("end_time")) if "end_time" in trials.column_names else \
+            np.full(status.size, np.datetime64("NaT"), "datetime64[ms]")
+        start = _times(trials.column("start_time")) if "start_time" in trials.column_names else end
+        ok = ~np.isnat(end)
+        steps = fr.get("steps")
+        if ok.any():
+            t0 = np.nanmin(start[~np.isnat(start)]) if (~np.isnat(start)).any() else end[ok].min()
+            span = float((end[ok].max() - t0) / np.timedelta64(1, "ms")) / 1e3
+            out["first"], out["last"] = str(t0), str(end[ok].max())
+            out["span_s"] = span
+            out["trials_per_s"] = float(ok.sum() / span) if span > 0 else None
+            out["steps_per_s"] = float(np.nansum(steps[ok]) / span) \
+                if steps is not None and span > 0 else None
+            out["figure"] = figs.progress(end[ok], status[ok], PROGRESS_POINTS)
         else:
-            out["note"] = TOO_BIG
+            out["note"] = "the trials carry no end times: no throughput or ETA"
+        out["recent"] = recent_rate(end[ok], steps[ok] if steps is not None else None)
         bad = np.flatnonzero(status != "ok")
         axes = _axes(fr)
         out["failures"] = [{"trial_id": str(fr["trial_id"][i]), "status": str(status[i]),
@@ -131,7 +155,67 @@ def progress(src, sweep: str) -> dict:
                            for i in bad[:200]]
         out["n_failures"] = int(bad.size)
         return out
-    return src.result(sweep, "progress", compute)
+    out = dict(src.result(sweep, "progress", compute))
+    out["eta"] = eta(out.get("remaining"), out.get("recent"), time.time())
+    return out
+
+
+def recent_rate(end: np.ndarray, steps: np.ndarray | None) -> dict | None:
+    """Trials/s and steps/s over the most recent trials: from the end of the trial before the
+    window to the last end, the trials that finished after it (:data:`ETA_WINDOW`,
+    :data:`ETA_COMMITS`); None below :data:`ETA_MIN_TRIALS` trials or with no time between."""
+    if end.size < ETA_MIN_TRIALS:
+        return None
+    order = np.argsort(end, kind="stable")
+    e = (end[order] - np.datetime64(0, "ms")).astype("timedelta64[ms]").astype(np.int64) / 1e3
+    st = steps[order] if steps is not None else None
+    for k in (ETA_WINDOW, 5 * ETA_WINDOW, e.size):
+        t_a = e[max(e.size - 1 - k, 0)]
+        inside = e > t_a
+        if inside.sum() >= ETA_MIN_TRIALS - 1 and np.unique(e[inside]).size >= min(
+                ETA_COMMITS, np.unique(e).size - 1):
+            break
+    span = e[-1] - t_a
+    n = int(inside.sum())
+    if span <= 0 or n == 0:
+        return None
+    return {"trials_per_s": n / span, "trials": n, "window_s": float(span), "last": float(e[-1]),
+            "steps_per_s": float(np.nansum(st[inside]) / span) if st is not None else None}
+
+
+def eta(remaining: int | None, recent: dict | None, now: float) -> dict:
+    """Seconds until the sweep's remaining trials finish at the recent rate, counted from the
+    last commit; or ``unknown`` and why. ``stalled`` when no trial committed for over three
+    times the recent time per trial and at least a minute."""
+    if remaining is None:
+        return {"text": "unknown", "why": "the sweep's config (sweep.yaml) is not in the store, so "
+                                          "the number of trials it has is unknown"}
+    if remaining == 0:
+        return {"text": "done", "seconds": 0.0}
+    if recent is None:
+        return {"text": "unknown", "why": f"measured once {ETA_MIN_TRIALS} trials have finished "
+                                          "at different times"}
+    rate = recent["trials_per_s"]
+    since = max(now - recent["last"], 0.0)
+    left = remaining / rate
+    out = {"seconds": max(left - since, 0.0), "remaining": remaining, "rate": rate,
+           "window_trials": recent["trials"], "window_s": recent["window_s"],
+           "since_last_s": since}
+    out["text"] = _duration(out["seconds"])
+    if since > max(3 / rate, 60):
+        out["stalled"] = True
+        out["text"] = f"stalled? no trial for {_duration(since)}"
+    return out
+
+
+def _duration(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 90 * 60:
+        return f"{s / 60:.0f} min"
+    if s < 48 * 3600:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
 
 
 def table(src, sweep: str, metric: str | None = None) -> dict:
@@ -194,19 +278,44 @@ def _curve_metric(trials, curves) -> str:
     return m if curves is not None and m in curves.column_names else "test_loss"
 
 
+LAWS = (("learning_curve", "fit"), ("bopt", "bopt"), ("bcrit", "bcrit"))
+
+
 def laws(src, sweep: str, x: str = "n_train", metric: str | None = None) -> dict:
-    """The learning-curve frontier with its law, and B_opt with the rule: figure and the text the
-    commands print, each or the reason it is not available yet."""
-    return {"learning_curve": _law(src, sweep, ("fit", x, metric), lambda t, c: _fit(t, x, metric)),
-            "bopt": _law(src, sweep, ("bopt", metric), lambda t, c: _bopt(t, metric)),
-            "bcrit": _law(src, sweep, ("bcrit",), _bcrit)}
+    """The learning-curve frontier with its law, B_opt with the rule, and B_crit: figure and the
+    text the commands print, each or the reason it is not available yet. Fitted in the background
+    (:meth:`~analysis.serve.store.Source.slow_result`): until the fit of the current trials is
+    ready, a law is the last one fitted, marked ``stale``, or ``pending`` before the first;
+    ``pending`` at the top says the page should ask again."""
+    computes = {"learning_curve": (("fit", x, metric), lambda t, c: _fit(_as_read(t), x, metric)),
+                "bopt": (("bopt", metric), lambda t, c: _bopt(_as_read(t), metric)),
+                "bcrit": (("bcrit",), lambda t, c: _bcrit(*sort_runs(t, c)))}
+    out, pending = {}, False
+    for name, (key, compute) in computes.items():
+        value, current, as_of = src.slow_result(sweep, key, compute)
+        if value is None:
+            part = {"pending": True}
+        elif isinstance(value, AnalysisError):
+            part = {"error": str(value)}
+        else:
+            part = dict(value)
+        if not current:
+            pending = True
+            if value is not None:
+                part["stale"] = True
+        part["as_of"] = as_of
+        out[name] = part
+    out["pending"] = pending
+    return out
 
 
-def _law(src, sweep, key, compute) -> dict:
-    try:
-        return src.result(sweep, key, compute)
-    except AnalysisError as e:
-        return {"error": str(e)}
+def _as_read(trials):
+    """The trials with the columns ``scaling fit`` and ``scaling bopt`` read, in their order
+    (:func:`analysis.tables.load_trials`): one input, one output."""
+    from analysis.tables.load import SKIPPED
+
+    trials = trials.select([c for c in trials.column_names if c not in SKIPPED])
+    return sort_runs(trials)[0]  # in the order the store's views give them
 
 
 def _fit(trials, x, metric) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -68,18 +69,33 @@ class Version:
     """Modification time of the newest part (ns since the epoch; 0 when there is none)."""
     curve_bytes: int = 0
     """Size of the curve parts on disk."""
+    parts: dict = field(default_factory=dict, repr=False)
+    """``{(table, name): (size, mtime_ns)}`` of every part."""
 
 
 @dataclass
 class _Entry:
     version: str = ""
+    parts: dict = field(default_factory=dict)
+    """The parts the tables were read from (:attr:`Version.parts`)."""
     tables: tuple | None = None
     error: str = ""
+    content: str = ""
+    """Digest of what the tables hold (every kept run's id, and whether the curves were read):
+    what every result is cached under. A compaction, or a part whose runs all lose, changes the
+    version but not the content: nothing is computed again."""
     results: dict = field(default_factory=dict)
+    """``{key: (content, value)}``."""
     loaded_at: float = 0.0
     cost_s: float = 0.0
     """Seconds spent reading this version and computing from it."""
     lock: threading.RLock = field(default_factory=threading.RLock)
+    queue: dict = field(default_factory=dict)
+    """Background results asked for and not yet computed: ``{key: compute}``."""
+    worker: threading.Thread | None = None
+    slow_done_at: float = 0.0
+    slow_cost_s: float = 0.0
+    """When the background worker last finished, and what its last round cost."""
 
 
 class Source:
@@ -101,6 +117,8 @@ class Source:
         self._lock = threading.Lock()
         self.loads = 0
         """How many times a sweep's tables were read (tests and the benchmark count them)."""
+        self.delta_loads = 0
+        """How many of those read only the new parts."""
 
     # ---- listing ------------------------------------------------------------------------
 
@@ -131,7 +149,7 @@ class Source:
     def version(self, sweep: str) -> Version:
         """The sweep's :class:`Version`: one listing of its two part folders."""
         h = hashlib.sha1()
-        counts, latest, sizes = [], 0, {}
+        counts, latest, sizes, found = [], 0, {}, {}
         for table in TABLES:
             sel = pafs.FileSelector(self._path(sweep, table), allow_not_found=True)
             parts = sorted((e.base_name, e.size or 0, e.mtime_ns or 0)
@@ -141,9 +159,11 @@ class Source:
             for name, size, mtime in parts:
                 h.update(f"{table}/{name}:{size}:{mtime}\n".encode())
                 latest = max(latest, mtime)
+                found[(table, name)] = (size, mtime)
             counts.append(len(parts))
             sizes[table] = sum(size for _, size, _ in parts)
-        return Version(h.hexdigest()[:16], *counts, latest_ns=latest, curve_bytes=sizes["curves"])
+        return Version(h.hexdigest()[:16], *counts, latest_ns=latest, curve_bytes=sizes["curves"],
+                       parts=found)
 
     # ---- reading and caching -------------------------------------------------------------
 
@@ -156,15 +176,32 @@ class Source:
         path = uri.rstrip("/") + (f"/{sweep}" if sweep else "")
         return path + (f"?{query}" if query else "")
 
+    def expected(self, sweep: str) -> int | None:
+        """Trials the sweep's stored config expands to (what ``scaling status`` prints as
+        in_config), or None when the store has no readable sweep.yaml."""
+        import warnings
+
+        from scaling.status import expected_trials
+        from scaling.store.writer import Store
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return expected_trials(Store(self.location("")), sweep)
+            except Exception:  # noqa: BLE001 - the ETA is then unknown, and says why
+                return None
+
     def _entry(self, sweep: str) -> _Entry:
         with self._lock:
             return self._entries.setdefault(sweep, _Entry())
 
     def tables(self, sweep: str) -> tuple[str, pa.Table | None, pa.Table | None, str]:
         """(version, trials, curves, why there are none) of a sweep, read again only when its
-        version changed. A sweep with no committed trial yet gives ``None`` tables and the reason.
-        A read that fails (the store did not answer, parts vanished under it) keeps the version
-        that was read before, so the next call tries again."""
+        version changed, and then only its new parts when no part it read before changed (a
+        compaction, a repair: everything is read again). A sweep with no committed trial yet
+        gives ``None`` tables and the reason. A read that fails (the store did not answer,
+        parts vanished under it) keeps the version that was read before, so the next call
+        tries again."""
         entry = self._entry(sweep)
         with entry.lock:
             version = self.version(sweep)
@@ -176,7 +213,7 @@ class Source:
                     error = "no trial has finished yet"
                 else:
                     try:
-                        tables = self._read(sweep, with_curves=version.curve_bytes <= self.curves_whole_bytes)
+                        tables = self._read(sweep, entry, version)
                     except AnalysisError as e:
                         error = str(e)
                     except Exception as e:  # noqa: BLE001 - the store failed to answer this once
@@ -186,36 +223,55 @@ class Source:
                                            "trying again at the next poll")
                         trials, curves = entry.tables or (None, None)
                         return entry.version, trials, curves, entry.error  # version kept: retried
-                entry.results = {}
-                entry.version, entry.tables, entry.error = version.digest, tables, error
+                    if tables is not None and tables[0].num_rows == 0:
+                        tables, error = None, "no trial has finished yet"
+                entry.version, entry.parts, entry.tables, entry.error = \
+                    version.digest, version.parts, tables, error
+                entry.content = _content(tables, error)
                 entry.loaded_at = time.monotonic()
                 entry.cost_s = entry.loaded_at - start
             trials, curves = entry.tables if entry.tables is not None else (None, None)
             return entry.version, trials, curves, entry.error
 
-    def _read(self, sweep: str, with_curves: bool = True):
-        """(trials, curves) of a sweep, curves None without ``with_curves``; a read that fails
-        while parts change under it (a compaction deleting the parts it merged) is tried again,
-        three times at most."""
-        from analysis.tables import load_sweep, load_trials
-
-        def read():
-            if with_curves:
-                return load_sweep(self.location(sweep))
-            return load_trials(self.location(sweep)), None
+    def _read(self, sweep: str, entry: _Entry, version: Version):
+        """(trials, curves) of a sweep at ``version``: the new parts merged into the tables read
+        before when every part read before is still there unchanged, else everything; curves
+        None when they hold more than :attr:`curves_whole_bytes`. A read that fails while parts
+        change under it (a compaction deleting the parts it merged) is tried again, three times
+        at most."""
+        from analysis.tables import load
+        with_curves = version.curve_bytes <= self.curves_whole_bytes
+        where = self.location(sweep)
+        old = entry.tables
+        grown = (old is not None and not entry.error and (old[1] is not None) == with_curves
+                 and all(version.parts.get(k) == v for k, v in entry.parts.items()))
+        if grown:
+            stems = {name[:-len(".parquet")] for (table, name) in version.parts
+                     if table == "trials" and (table, name) not in entry.parts}
+            if not stems:  # a curves part before its trials part: nothing is committed yet
+                return old
+            read = lambda: load.load_parts(where, stems, curves=with_curves, config=with_curves)
+        else:
+            read = lambda: load.load_parts(where, curves=with_curves, config=with_curves)
 
         for _ in range(2):
             try:
-                tables = read()
+                new = read()
                 break
             except AnalysisError:
                 raise
             except Exception:  # noqa: BLE001 - tried again below; the last failure is raised
                 time.sleep(0.2)
         else:
-            tables = read()
+            new = read()
         self.loads += 1
-        return tables
+        if not grown:
+            return new
+        if new is None:  # a part of the legacy layout among the new ones: read everything
+            self.loads += 1
+            return load.load_parts(where, curves=with_curves, config=with_curves)
+        self.delta_loads += 1
+        return load.merge_runs(old[0], new[0], old[1], new[1], sort=False)
 
     def _too_soon(self, entry: _Entry) -> bool:
         """Whether reading a sweep again now would spend more than :attr:`refresh_share` of a core."""
@@ -225,30 +281,111 @@ class Source:
         return time.monotonic() - entry.loaded_at < wait
 
     def result(self, sweep: str, key, compute):
-        """``compute(trials, curves)`` for the sweep's current version, cached under ``key``.
+        """``compute(trials, curves)`` for the sweep's current content, cached under ``key``.
 
         ``compute`` may ask for other results of the same sweep (the lock is reentrant).
         An :class:`AnalysisError` is cached too (degenerate data stay degenerate until a new
         part arrives) and raised again.
         """
-        version, trials, curves, error = self.tables(sweep)
+        _, trials, curves, error = self.tables(sweep)
         entry = self._entry(sweep)
         with entry.lock:
-            if entry.version == version and key in entry.results:
-                value = entry.results[key]
+            content = entry.content
+            hit = entry.results.get(key)
+            if hit is not None and hit[0] == content:
+                value = hit[1]
             else:
                 start = time.monotonic()
-                if trials is None:
-                    value = AnalysisError(error)
-                else:
-                    try:
-                        value = compute(trials, curves)
-                    except AnalysisError as e:
-                        value = e
-                if entry.version == version:
-                    entry.cost_s += time.monotonic() - start
-                if entry.version == version:
-                    entry.results[key] = value
+                value = _compute(compute, trials, curves, error)
+                entry.cost_s += time.monotonic() - start
+                entry.results[key] = (content, value)
         if isinstance(value, AnalysisError):
             raise value
         return value
+
+    def slow_result(self, sweep: str, key, compute) -> tuple[object, bool, dict]:
+        """(value, current, as of) of a result too slow to compute while a page waits (the
+        laws): computed in a background thread, one result at a time, from the sweep's tables
+        as they stand then, and cached under their content like :meth:`result`. Until the
+        current content's value is ready this gives the last value computed (None before the
+        first) with ``current`` False; a value may be an :class:`AnalysisError`. The background
+        thread, too, spends at most :attr:`refresh_share` of a core: after a round of results it
+        waits ``(1 / share - 1)`` times what the round cost before it starts the next.
+        ``as of``: the trials the value was computed from, and when."""
+        _, trials, _, error = self.tables(sweep)
+        entry = self._entry(sweep)
+        with entry.lock:
+            content = entry.content
+            hit = entry.results.get(key)
+            if hit is not None and hit[0] == content:
+                return hit[1], True, hit[2] if len(hit) > 2 else {}
+            if trials is None:
+                return AnalysisError(error), True, {}
+            entry.queue[key] = compute
+            if entry.worker is None or not entry.worker.is_alive():
+                wait = entry.slow_cost_s * (1 / max(self.refresh_share, 1e-3) - 1) \
+                    if self.refresh_share < 1 else 0.0
+                entry.worker = threading.Thread(target=self._work, args=(sweep, entry, wait),
+                                                daemon=True, name="scaling-serve-laws")
+                entry.worker.start()
+            return (hit[1], False, hit[2] if len(hit) > 2 else {}) if hit is not None else (None, False, {})
+
+    def _work(self, sweep: str, entry: _Entry, wait: float) -> None:
+        delay = entry.slow_done_at + wait - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        spent = 0.0
+        while True:
+            _, trials, curves, error = self.tables(sweep)
+            with entry.lock:
+                content = entry.content
+                pending = [k for k in entry.queue
+                           if entry.results.get(k, ("",))[0] != content]
+                if not pending:
+                    entry.queue.clear()
+                    entry.slow_done_at, entry.slow_cost_s = time.monotonic(), spent
+                    return
+                key = pending[0]
+                compute = entry.queue.pop(key)
+            start = time.monotonic()
+            value = _compute(compute, trials, curves, error)
+            spent += time.monotonic() - start
+            as_of = {"trials": int(trials.num_rows) if trials is not None else 0,
+                     "at": time.strftime("%H:%M:%S"), "seconds": round(time.monotonic() - start, 2)}
+            with entry.lock:
+                entry.results[key] = (content, value, as_of)
+                if entry.content != content:
+                    entry.queue.setdefault(key, compute)  # new trials came meanwhile: again
+
+
+def _compute(compute, trials, curves, error: str):
+    """``compute(trials, curves)``, or the :class:`AnalysisError` it raised (or that there are no
+    tables); an unexpected failure is one line too (printed on stderr)."""
+    if trials is None:
+        return AnalysisError(error)
+    try:
+        return compute(trials, curves)
+    except AnalysisError as e:
+        return e
+    except Exception as e:  # noqa: BLE001 - a bug or degenerate data: the panel says it, one line
+        text = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        print(f"scaling serve: {text}", file=sys.stderr)
+        return AnalysisError(text)
+
+
+def _content(tables, error: str) -> str:
+    """Digest of what a read holds: the kept runs' (trial id, run id), sorted, and whether the
+    curves were read; or the reason there is nothing."""
+    if tables is None:
+        return "none:" + error
+    import pyarrow.compute as pc
+
+    trials, curves = tables
+    joined = pc.binary_join_element_wise(trials["sweep"], trials["trial_id"],
+                                         pc.fill_null(trials["run_id"], ""), "\x00").combine_chunks()
+    joined = joined.take(pc.sort_indices(joined))  # a merged read is not in the views' order
+    h = hashlib.sha1(b"curves" if curves is not None else b"trials")
+    for buf in joined.buffers()[1:]:
+        if buf is not None:
+            h.update(memoryview(buf))
+    return h.hexdigest()[:16]
