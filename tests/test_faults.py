@@ -77,6 +77,48 @@ def test_killed_worker_is_retried(tmp_path):
     assert_exactly_once(tmp_path / "r", config)
 
 
+PRUNED_TRIALS = """
+name: {name}
+task: {{name: digits}}
+model: {{name: mlp, width: 64, depth: 1}}
+axes:
+  n_train: [800]
+  batch_size: [8, 32]
+  lr: [0.003, 0.03, 0.3, 3.0]
+  seed: [0, 1]
+budget: {{epochs: 8}}
+eval: {{points: 3}}
+search: {{prune: {{rungs: [0.2, 0.5], keep: 0.34}}}}
+resources: {{cpu: 1, gpu: 0}}
+retries: 2
+"""
+
+
+def test_killed_worker_with_pruning_on_stores_each_trial_once(tmp_path):
+    """Issue 28: a worker killed mid-pack while members are being pruned; the retry resumes the
+    pack, and every trial has one raw row across every part, ok or pruned."""
+    config = write_config(tmp_path, PRUNED_TRIALS.format(name="kp"))
+    driver = subprocess.Popen(cli(config, tmp_path / "r"), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline, killed = time.monotonic() + 120, None
+    while killed is None and time.monotonic() < deadline and driver.poll() is None:
+        pids = ray_trial_pids(driver.pid)
+        if pids:
+            time.sleep(1.0)  # past the first rungs of the cheap pack
+            os.kill(pids[0], signal.SIGKILL)
+            killed = pids[0]
+        time.sleep(0.05)
+    out, err = driver.communicate(timeout=300)
+    assert killed is not None, "saw a trial running"
+    assert driver.returncode == 0, err
+    trials = assert_exactly_once(tmp_path / "r", config, statuses=("ok", "pruned"))
+    statuses = trials.column("status").to_pylist()
+    assert "pruned" in statuses and "ok" in statuses, statuses
+    rerun = subprocess.run(cli(config, tmp_path / "r"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_exactly_once(tmp_path / "r", config, statuses=("ok", "pruned"))  # a pruned row is settled
+
+
 def test_removed_node_and_raising_trial(tmp_path):
     node_loss = write_config(tmp_path, LONG_TRIALS.format(name="nodes", seeds="[0, 1, 2, 3, 4, 5]",
                                                           epochs=6, gpu=0), "nodes.yaml")

@@ -6,10 +6,11 @@ import math
 
 import pytest
 
+from cluster.worker.peers import store_peers
 from scaling.config.sweep import config_from_text
 from scaling.errors import ConfigError
 from scaling.store.writer import Store
-from scaling.training.prune import Pruner, pruned_rung, rung_steps, store_peers
+from scaling.training.prune import Pruner, pruned_rung, rung_steps
 from scaling.training.run import run_pack
 
 SWEEP = """

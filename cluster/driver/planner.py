@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from scaling.spec.schema import as_trial
 from scaling.training.packing import can_pack, choose_backend, estimate_pack_bytes, pack_key
-from scaling.training.prune import rule_of
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def plan(trials: list[dict], *, engine: str, slots: int, memory_bytes: int,
         tally[0], tally[1] = tally[0] + len(members), tally[1] + len(packs)
     for backend, (n_trials, n_packs, reason) in packed.items():
         log(f"engine: packed, {n_trials} trials in {n_packs} packs; backend {backend}: {reason}")
-    return cheapest_first(units) if trials and rule_of(trials[0]) else units
+    return cheapest_first(units) if trials and as_trial(trials[0]).eval.get("prune") else units
 
 
 def cheapest_first(units: list[Unit]) -> list[Unit]:

@@ -10,10 +10,10 @@ import os
 import time
 
 import scaling.store.parts as parts_mod
+from cluster.worker.peers import store_peers
 from scaling.errors import StorageError
 from scaling.store.resume import Settled
 from scaling.store.writer import Store
-from scaling.training.prune import store_peers
 
 
 def execute_trial(trial, sweep: str, root: str, threads: int, device: str) -> dict:

@@ -123,7 +123,7 @@ def run_members(trials, backend_factory, *, engine: str, on_result=None, return_
     in input order. ``report=False`` (DDP ranks other than 0) builds no rows. ``on_steps(n)``:
     steps done so far, now and then (see the module docstring). Trials that carry a pruning rule
     stop at its rungs as :class:`scaling.training.prune.Pruner` decides, ranked with their pack
-    and with ``peers()`` (the group members already stored: scaling.training.prune.store_peers)."""
+    and with ``peers()`` (the group members already stored: cluster.worker.peers.store_peers)."""
     import torch
 
     # An x86 CPU is up to 100x slower on denormal floats, and training makes them: the momentum

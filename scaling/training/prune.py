@@ -27,7 +27,7 @@ step, final outcomes null, and ``error`` saying which rung and why
 **Groups across packs.** A pack holds one batch size (scaling.training.packing.pack_key), so a
 group always spans packs. The decision uses the members of this pack at the rung *and* every
 group member the store already holds (``peers``, read from the store when a rung is reached:
-:func:`store_peers`). With pruning on, the planner (cluster.driver.planner) starts packs in order
+cluster.worker.peers.store_peers). With pruning on, the planner (cluster.driver.planner) starts packs in order
 of their members' step budgets, cheapest first: under an epoch budget the large batch sizes finish
 in seconds, and the expensive small-batch packs reach their rungs when most of their group is
 stored. As in ASHA, a decision depends on what has been stored when the rung is reached, so two
@@ -39,11 +39,10 @@ No torch here.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 
-from scaling.spec.schema import as_trial, trial_from_dict
+from scaling.spec.schema import as_trial
 
 DEFAULT_FREE = ("batch_size", "lr", "seed")
 """Axes a default group ranks over (batch_size, lr) or averages (seed)."""
@@ -191,41 +190,3 @@ class Pruner:
             return abs(grid.index(a[axis]) - grid.index(b[axis])) <= self.bowl
         except ValueError:
             return False
-
-
-def store_peers(store, sweep: str, trials):
-    """``peers`` for a :class:`Pruner` of ``trials`` (None when they carry no rule): the sweep's
-    stored trials of the same groups, with their metric at each curve step, read through a store
-    view each time it is called."""
-    rule = next((r for r in map(rule_of, trials) if r), None)
-    if rule is None:
-        return None
-    metric = rule["metric"]
-    n_values = sorted({as_trial(t).n_train for t in trials})
-    groups = {group_key(t, rule) for t in trials}
-    by_n = rule.get("group_by") is None or "n_train" in rule["group_by"]  # a group holds one n_train
-
-    def read():
-        from scaling.store.views import StoreView
-
-        view = StoreView(store, [sweep], warn=False)
-        try:
-            table = view.sql(
-                f'SELECT t.config, c.step, c."{metric}" AS v FROM trials t JOIN curves c '
-                "ON c.sweep = t.sweep AND c.trial_id = t.trial_id AND c.run_id = t.run_id "
-                "WHERE t.sweep = $1 AND t.status IN ('ok', 'pruned', 'diverged') "
-                + (f"AND t.n_train IN ({', '.join(str(int(n)) for n in n_values)})" if by_n else ""), [sweep])
-        finally:
-            view.close()
-        curves: dict = {}
-        for config, step, v in zip(*(table.column(i).to_pylist() for i in range(3))):
-            if v is not None:
-                curves.setdefault(config, {})[step] = v
-        out = []
-        for config, curve in curves.items():
-            trial = trial_from_dict(json.loads(config))
-            if group_key(trial, rule) in groups:
-                out.append((trial, curve))
-        return out
-
-    return read

@@ -57,7 +57,7 @@ def run_pack(trials, *, device: str = "cpu", on_result=None, return_params: bool
     it before the pack ends. With ``return_params`` each result also holds ``"params"``, the
     member's final weights named as in its model's ``state_dict()`` (for tests). ``on_steps(n)``
     hears the steps the pack has done (a finished member counts its whole budget) now and then.
-    ``peers``: stored group members a pruning rule ranks against (scaling.training.prune.store_peers).
+    ``peers``: stored group members a pruning rule ranks against (cluster.worker.peers.store_peers).
     Raises ``ValueError`` if ``can_pack(trials)`` says no. Uses the caller's torch
     threads; on CPU one thread per pack (and one pack per core) is fastest.
     """
