@@ -131,3 +131,27 @@ def test_a_later_pack_is_ranked_against_the_stored_members_of_its_group(tmp_path
     errors = [r["trial"]["error"] for r in results if r["trial"]["status"] == "pruned"]
     assert errors and all("of 12 configurations" in e or "configurations" in e for e in errors)
     assert any("of 12 configurations" in e for e in errors), errors  # 6 stored + 6 in the pack
+
+
+def test_a_pruned_trial_is_never_a_winner_and_is_counted():
+    """find_bopt on a table where the best batch size of one group was pruned: that batch size is
+    left out (flagged 'pruned'), the group's optimum moves to the best batch size that finished,
+    and the outcome counts hold the pruned trials."""
+    import numpy as np
+    import pyarrow as pa
+
+    from analysis.rules.bopt import find_bopt
+    from analysis.testing.synthetic import sweep_table
+
+    table = sweep_table(n_trains=(1000,), batch_sizes=tuple(2 ** i for i in range(3, 10)), lrs=(0.1,),
+                        momenta=(0.0,), seeds=(0, 1, 2), noise=0.0, diverge_above=1e9)
+    full = find_bopt(table, metric="test_acc", n_boot=0)
+    best = full.groups[0].b_best
+    status = np.array(table.column("status").to_pylist(), dtype=object)
+    status[np.array(table.column("batch_size").to_pylist()) == best] = "pruned"
+    pruned = table.set_column(table.column_names.index("status"), "status", pa.array(status.tolist()))
+    res = find_bopt(pruned, metric="test_acc", n_boot=0)
+    g = res.groups[0]
+    assert best not in g.batch_sizes and g.b_best != best
+    assert {"batch_size": best, "reason": g.flagged[0]["reason"]} in g.flagged and "pruned" in g.flagged[0]["reason"]
+    assert res.outcomes.get("pruned") == 3 and g.outcomes.get("pruned") == 3
