@@ -26,7 +26,8 @@ from pathlib import Path
 
 import yaml
 
-PRUNE = {"rungs": [0.1, 0.3], "keep": 0.34, "metric": "val_loss", "group_by": ["n_train", "lr", "momentum"]}
+PRUNE = {"rungs": [0.1, 0.3], "keep": 0.34, "metric": "val_loss", "group_by": ["n_train", "lr", "momentum"],
+         "bowl": 1}
 """The pruning rule measured: rank batch sizes within each group the B_opt rule reads."""
 
 
@@ -87,12 +88,16 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default=None, help="where both stores go (default: a temporary folder)")
     ap.add_argument("--num-cpus", type=int, default=None)
     ap.add_argument("--skip-full", action="store_true", help="reuse a full sweep already in --workdir")
+    ap.add_argument("--bowl", type=int, default=PRUNE["bowl"], help="grid steps kept around each group's best")
+    ap.add_argument("--suffix", default="", help="appended to the pruned sweep's name (several rules, one store)")
     args = ap.parse_args(argv)
     base = yaml.safe_load(Path(args.config).read_text())
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-adaptive-"))
     work.mkdir(parents=True, exist_ok=True)
     full_cfg = {**base, "name": f"{base['name']}_full"}
-    pruned_cfg = {**base, "name": f"{base['name']}_pruned", "search": {**base.get("search", {}), "prune": PRUNE}}
+    rule = {**PRUNE, "bowl": args.bowl}
+    pruned_cfg = {**base, "name": f"{base['name']}_pruned{args.suffix}",
+                  "search": {**base.get("search", {}), "prune": rule}}
     wall = {}
     if not args.skip_full:
         wall["full"] = run_sweep(full_cfg, work, args.num_cpus)
@@ -104,7 +109,7 @@ def main(argv=None) -> int:
 
     grid = list(load_config(args.config).possible("batch_size"))
     rows = compare_groups(b_full, b_pruned, sorted(grid))
-    print(f"config {args.config}; pruning {json.dumps(PRUNE)}; stores under {work}")
+    print(f"config {args.config}; pruning {json.dumps(rule)}; stores under {work}")
     print(f"{'':10}{'steps':>12}{'share':>8}{'wall s':>9}  trials")
     for name, steps, st in (("full", s_full, st_full), ("pruned", s_pruned, st_pruned)):
         w = wall.get(name)
@@ -119,13 +124,13 @@ def main(argv=None) -> int:
               f"{r['pruned'] or float('nan'):8.3g} ({r['pruned_status']})  {r['grid_steps_apart']:.2f} steps"
               f"{'' if ok else '  <-- more than one grid step'}")
     print(f"{within} of {len(rows)} groups within one grid step")
-    vf, vp = (b["rule"]["verdict"] if b.get("rule") else {} for b in (b_full, b_pruned))
+    vf, vp = (b.get("verdict") or {} for b in (b_full, b_pruned))
     print(f"verdict: full {vf.get('label')!r} | pruned {vp.get('label')!r}")
     for name, res in (("full", b_full), ("pruned", b_pruned)):
-        exps = (res.get("rule") or {}).get("exponents") or []
-        print(f"  {name:7} " + "; ".join(f"{e.get('name')} {e.get('estimate', float('nan')):.2f} "
-                                         f"[{e.get('ci_low', float('nan')):.2f}, {e.get('ci_high', float('nan')):.2f}]"
-                                         for e in exps))
+        print(f"  {name:7} " + "; ".join(f"{e['name']} {e['value']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
+                                         for e in res.get("exponents") or []))
+    statuses = [(r["full_status"], r["pruned_status"]) for r in rows]
+    print(f"group status (ok/edge/too_few) agrees in {sum(a == b for a, b in statuses)} of {len(rows)}")
     return 0
 
 

@@ -88,7 +88,8 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
     if resume.stored:
         cfg = _near_stored(cfg, store, snap, storage_timeout, log)
     store.save_config(cfg.name, text)
-    counts = {"ok": 0, "diverged": 0, "pruned": 0, "failed": 0}
+    counts = ({"ok": 0, "diverged": 0, "pruned": 0, "failed": 0} if cfg.search.prune  # scaling.training.prune
+              else {"ok": 0, "diverged": 0, "failed": 0})
 
     def announce(expansion):
         cut = cfg.skipped()
