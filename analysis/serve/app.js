@@ -197,19 +197,13 @@ function brush(d, r) {
   const dims = d.data[0].dimensions;
   state.ranges = {};
   dims.forEach(dim => { if (dim.constraintrange && dim.constraintrange.length) state.ranges[dim.label] = dim.constraintrange; });
-  const keep = new Set();
-  for (let i = 0; i < r.ids.length; i++) {
-    let inside = true;
-    for (const dim of dims) {
-      let cr = dim.constraintrange;
-      if (!cr || !cr.length) continue;
-      if (!Array.isArray(cr[0])) cr = [cr];
-      const v = dim.values[i];
-      if (!cr.some(([lo, hi]) => v >= lo && v <= hi)) { inside = false; break; }
-    }
-    if (inside) keep.add(r.ids[i]);
-  }
-  state.brushed = Object.keys(state.ranges).length ? keep : null;
+  // the table keeps the rows inside every range, read from its own columns (the figure may
+  // draw a sample of the trials)
+  state.brushed = Object.keys(state.ranges).length ? r.columns.map((c, i) => {
+    let cr = dims[i].constraintrange;
+    if (!cr || !cr.length) return null;
+    return Object.assign({ranges: Array.isArray(cr[0]) ? cr : [cr]}, c);
+  }).filter(x => x) : null;
   renderTable();
   const sql = rangeFilter(dims, r.columns);
   if (sql !== state.brushSql) {  // the training curves follow the ranges on the axes
@@ -221,6 +215,19 @@ function brush(d, r) {
   }
 }
 
+function insideBrush(row, columns) {
+  for (const b of state.brushed) {
+    const k = b.metric ? columns.indexOf(state.table.metric) : columns.indexOf(b.name);
+    if (k < 0) continue;
+    let v = row[k];
+    if (v === null || v === undefined) return false;
+    if (b.scale === "category") v = b.categories.indexOf(String(v));
+    else if (b.scale === "log") v = Math.log10(v);
+    if (!b.ranges.some(([lo, hi]) => v >= lo && v <= hi)) return false;
+  }
+  return true;
+}
+
 function sqlText(v) { return "'" + String(v).replace(/'/g, "''") + "'"; }
 
 // The ranges selected on the axes as an SQL filter of the trials (the metric's range is left to
@@ -228,6 +235,7 @@ function sqlText(v) { return "'" + String(v).replace(/'/g, "''") + "'"; }
 function rangeFilter(dims, columns) {
   const clauses = [];
   columns.forEach((c, i) => {
+    if (c.metric) return;
     let cr = dims[i].constraintrange;
     if (!cr || !cr.length) return;
     if (!Array.isArray(cr[0])) cr = [cr];
@@ -264,7 +272,7 @@ function renderTable() {
   const t = state.table;
   if (!t || t.error) return;
   const needle = state.filter.trim().toLowerCase();
-  let rows = t.rows.filter(r => (!state.brushed || state.brushed.has(r[0])) &&
+  let rows = t.rows.filter(r => (!state.brushed || insideBrush(r, t.columns)) &&
     (!needle || r.some(c => fmt(c).toLowerCase().includes(needle))));
   const [col, dir] = state.sort;
   if (col >= 0) rows = rows.slice().sort((a, b) => {

@@ -46,6 +46,10 @@ class Dashboard(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
 
+    def server_close(self) -> None:
+        super().server_close()
+        self.source.close()
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
@@ -59,7 +63,10 @@ def make_server(root: str, host: str = "127.0.0.1", port: int = 8765,
     """A :class:`Dashboard` of the store at ``root`` bound to ``host:port`` (0: a free port), not
     yet serving; a port in use or a bad host is one :class:`AnalysisError`. ``refresh_share``: see
     :data:`analysis.serve.store.REFRESH_SHARE`."""
-    source = Source(root) if refresh_share is None else Source(root, refresh_share)
+    from analysis.serve.fitter import Fitter
+
+    share = {} if refresh_share is None else {"refresh_share": refresh_share}
+    source = Source(root, fitter=Fitter(), **share)  # the laws are fitted in a process of their own
     try:
         return Dashboard(source, (host, port), token, poll_s)
     except OSError as e:

@@ -239,12 +239,22 @@ def tradeoff(result) -> dict:
 
 # ---- parallel coordinates -------------------------------------------------------------------
 
-def parcoords(fr, axes, metric: str, values: np.ndarray, ids) -> dict:
+PARCOORDS_LINES = 5000
+"""Lines the parallel coordinates draw at most (evenly spread over the trials past this: 100k
+lines are a blot, 11 MB to send and seconds to draw)."""
+
+
+def parcoords(fr, axes, metric: str, values: np.ndarray, ids, limit: int = PARCOORDS_LINES) -> dict:
     """Each trial a line through its axis values and its metric, coloured by the metric. Axes
     spanning more than a decade of positive values are drawn as log10; text axes as categories.
     ``columns`` says, for each axis dimension, its column and scale, so the page can turn a
     selected range into a filter of the training curves."""
     keep = np.isfinite(values)
+    total = int(keep.sum())
+    if total > limit:
+        inside = np.flatnonzero(keep)
+        keep = np.zeros_like(keep)
+        keep[inside[np.unique(np.linspace(0, total - 1, limit).round().astype(int))]] = True
     dims, columns = [], []
     for a in axes:
         col = fr[a][keep]
@@ -272,10 +282,13 @@ def parcoords(fr, axes, metric: str, values: np.ndarray, ids) -> dict:
             dims.append(dim)
             columns.append({"name": a, "scale": "linear"})
     dims.append({"label": esc(metric), "values": floats(values[keep])})
+    columns.append({"name": metric, "scale": "linear", "metric": True})
     trace = {"type": "parcoords", "dimensions": dims,
              "line": {"color": floats(values[keep]), "colorscale": "Viridis", "showscale": True}}
     layout = {"margin": {"l": 70, "r": 70, "t": 80, "b": 30}, "height": 440,
-              "title": {"text": esc(f"axes against {metric} ({int(keep.sum())} trials)"),
+              "title": {"text": esc(f"axes against {metric} ({total} trials)" if total <= limit else
+                                    f"axes against {metric} ({int(keep.sum())} of {total} trials, "
+                                    "evenly spread)"),
                         "font": {"size": 14}, "y": 0.98, "yanchor": "top"}}
     return {"data": [trace], "layout": layout, "ids": [str(i) for i in np.asarray(ids)[keep]],
             "columns": columns}

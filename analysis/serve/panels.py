@@ -287,11 +287,13 @@ def laws(src, sweep: str, x: str = "n_train", metric: str | None = None) -> dict
     (:meth:`~analysis.serve.store.Source.slow_result`): until the fit of the current trials is
     ready, a law is the last one fitted, marked ``stale``, or ``pending`` before the first;
     ``pending`` at the top says the page should ask again."""
-    computes = {"learning_curve": (("fit", x, metric), lambda t, c: _fit(_as_read(t), x, metric)),
-                "bopt": (("bopt", metric), lambda t, c: _bopt(_as_read(t), metric)),
-                "bcrit": (("bcrit",), lambda t, c: _bcrit(*sort_runs(t, c)))}
+    keys = {"learning_curve": ("fit", x, metric), "bopt": ("bopt", metric), "bcrit": ("bcrit",)}
     out, pending = {}, False
-    for name, (key, compute) in computes.items():
+    for name, key in keys.items():
+        if src.fitter is not None:  # in the fitting process (analysis.serve.fitter)
+            compute = lambda t, c, key=key: src.fitter.run(key, t, c)
+        else:
+            compute = lambda t, c, key=key: compute_law(key, t, c)
         value, current, as_of = src.slow_result(sweep, key, compute)
         if value is None:
             part = {"pending": True}
@@ -307,6 +309,18 @@ def laws(src, sweep: str, x: str = "n_train", metric: str | None = None) -> dict
         out[name] = part
     out["pending"] = pending
     return out
+
+
+def compute_law(key: tuple, trials, curves) -> dict:
+    """The law ``key`` names (``("fit", x, metric)``, ``("bopt", metric)``, ``("bcrit",)``) of a
+    sweep's tables, by the functions the commands call."""
+    if key[0] == "fit":
+        return _fit(_as_read(trials), key[1], key[2])
+    if key[0] == "bopt":
+        return _bopt(_as_read(trials), key[1])
+    if key[0] == "bcrit":
+        return _bcrit(*sort_runs(trials, curves))
+    raise AnalysisError(f"unknown law {key[0]!r}")
 
 
 def _as_read(trials):

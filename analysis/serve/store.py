@@ -102,8 +102,11 @@ class Source:
     """A results root (a store of sweeps, or one sweep folder) and the cache of its sweeps."""
 
     def __init__(self, root: str, refresh_share: float = REFRESH_SHARE,
-                 curves_whole_bytes: int = CURVES_WHOLE_BYTES):
+                 curves_whole_bytes: int = CURVES_WHOLE_BYTES, fitter=None):
         self.root = str(root)
+        self.fitter = fitter
+        """Where the laws are fitted: an :class:`analysis.serve.fitter.Fitter` (a process of
+        their own; what ``scaling serve`` uses), or None: a thread of this process."""
         self.refresh_share = refresh_share
         self.curves_whole_bytes = curves_whole_bytes
         self.fs, self.base, self._query = _filesystem(self.root)
@@ -119,6 +122,11 @@ class Source:
         """How many times a sweep's tables were read (tests and the benchmark count them)."""
         self.delta_loads = 0
         """How many of those read only the new parts."""
+
+    def close(self) -> None:
+        """Stop the fitting process, if one was started."""
+        if self.fitter is not None:
+            self.fitter.close()
 
     # ---- listing ------------------------------------------------------------------------
 
