@@ -42,6 +42,7 @@ else
 	$(BIN)/python -m analysis.bench.calibration
 	$(BIN)/python -m analysis.bench.extrapolation
 	$(BIN)/python -m cluster.bench.store
+	$(BIN)/python -m cluster.bench.serve
 endif
 
 # Measure both laws and the critical batch size on real data; write results/reproduce/report.html.
