@@ -223,6 +223,8 @@ def float64(monkeypatch):
 
     import scaling.training.backends.module
     import scaling.training.backends.vmap
+    import scaling.training.flops
+    import scaling.training.measure
     from scaling.tasks.resolve import load_task
 
     def load64(task):
@@ -233,10 +235,20 @@ def float64(monkeypatch):
 
     monkeypatch.setattr(scaling.training.backends.module, "load_task", load64)
     monkeypatch.setattr(scaling.training.backends.vmap, "load_task", load64)
+    # FLOPs and footprints are measured on a model in the default dtype, and cached per process:
+    # measured here on float64 data, and forgotten after, so no other test sees float64 bytes
+    monkeypatch.setattr(scaling.training.flops, "load_task", load64)
+    monkeypatch.setattr(scaling.training.measure, "load_task", load64)
+    caches = (scaling.training.flops._flops_cached, scaling.training.measure._footprint,
+              scaling.training.measure._problem)
     before = torch.get_default_dtype()
+    for cache in caches:
+        cache.cache_clear()
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(before)
+    for cache in caches:
+        cache.cache_clear()
 
 
 @pytest.mark.slow
