@@ -181,6 +181,28 @@ def test_vmap_backend_matches_plain_torch(optimizer, references, one_torch_threa
         assert_matches(result["params"], references[optimizer, schedule])
 
 
+@pytest.mark.slow  # a compile per optimizer and backend: 5-25 s each on two loaded cores
+@pytest.mark.parametrize("backend", ["stacked", "vmap"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_fused_update_matches_plain_torch(optimizer, backend, references, one_torch_thread):
+    """The compiled optimizer update (scaling.training.optim.fused_update), forced on, trains what
+    plain torch trains: the same packs as above, every schedule, 300 steps, 1e-4."""
+    from scaling.spec.schema import as_trial
+    from scaling.training import optim
+    from scaling.training.backends.stacked import StackedBackend
+    from scaling.training.backends.vmap import VmapBackend
+    from scaling.training.loop import run_members
+
+    cls = StackedBackend if backend == "stacked" else VmapBackend
+    results = run_members([as_trial(t) for t in pack_of(optimizer)], lambda ts: cls(ts, fused=True),
+                          engine="packed", return_params=True)
+    name = optim.get(case(optimizer, "constant").get("optimizer", "sgd")).name
+    assert name in optim._warm and name not in optim._failed, optim._failed  # it ran compiled, not the fallback
+    for schedule, result in zip(SCHEDULES, results):
+        assert result["trial"]["status"] == "ok" and result["trial"]["backend"] == backend
+        assert_matches(result["params"], references[optimizer, schedule])
+
+
 def _ddp_worker(rank: int, world: int, port: int, cases: list, out_dir: str) -> None:
     import torch.distributed as dist
 

@@ -261,7 +261,9 @@ def test_roofline_quick_runs():
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert [int(r[0]) for r in rows] == [1, 4, 16, 64, 256]
-    for r in rows:
-        us, flop_us, bound_cache, share_cache = float(r[1]), float(r[6]), float(r[8]), float(r[9].rstrip("%"))
-        assert us > 0 and bound_cache >= flop_us and 0 < share_cache <= 100 * 1.5
+    for r in rows:  # B, eager us, fused us, speedup, GFLOP/s, set MB, cache GB/s, flop us, bytes us, bound us, eager %, fused %
+        us, fused_us, flop_us, bound_cache = float(r[1]), float(r[2]), float(r[7]), float(r[9])
+        share, share_fused = float(r[10].rstrip("%")), float(r[11].rstrip("%"))
+        assert us > 0 and fused_us > 0 and bound_cache >= flop_us and 0 < share <= 100 * 1.5
+        assert share_fused == pytest.approx(100 * bound_cache / fused_us, abs=1)
     assert "fp32 matmul peak" in proc.stderr and "triad" in proc.stderr

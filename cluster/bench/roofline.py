@@ -1,9 +1,11 @@
 """The packed MLP against its roofline: ``python -m cluster.bench.roofline [--device cuda]``. No Ray.
 
 For the reference MLP (64→256→10 on digits, SGD over the reference sweep's lr x momentum
-grid) packed M trials at a time, at batch sizes B ∈ {1, 4, 16, 64, 256}, one step of the stacked engine (forward,
-the loop's divergence check, backward and update) is timed against the least time any
-implementation could take on this device (Williams, Waterman & Patterson 2009):
+grid, or AdamW with ``--optimizer adamw``) packed M trials at a time, at batch sizes
+B ∈ {1, 4, 16, 64, 256}, one step of the stacked engine (forward, the loop's divergence check,
+backward and update) is timed, eager and fused side by side (timed alternately, best of
+each), against the least time any implementation could take on this device (Williams,
+Waterman & Patterson 2009):
 
     bound = max(FLOPs / peak, necessary bytes / bandwidth)
 
@@ -18,7 +20,9 @@ implementation could take on this device (Williams, Waterman & Patterson 2009):
   last-level cache) and over 1 GB (main memory). The bound is printed for both.
 
 Everything is measured in the same run, so the ratios hold on a loaded machine even when
-the absolute figures do not.
+the absolute figures do not. ``--explain`` profiles one step of each (torch.profiler) and
+prints, per B, the aten ops per step and the time inside them against the step's wall time:
+what is left is Python and dispatch between the ops.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ class RooflineRow:
     batch_size: int
     members: int
     step_s: float
-    """Measured seconds per step of the whole pack (best of a few timings)."""
+    """Measured seconds per step of the whole pack, eager step (best of a few timings)."""
+    fused_s: float
+    """The same, fused step (scaling.training.backends.flat), timed alternately with the eager one."""
     flops: float
     """Matmul FLOPs one step of the pack must execute."""
     bytes: float
@@ -57,9 +63,9 @@ class RooflineRow:
     def bound(self, bandwidth: float) -> float:
         return max(self.flops / self.peak_flops, self.bytes / bandwidth)
 
-    def share(self, bandwidth: float) -> float:
+    def share(self, bandwidth: float, fused: bool = False) -> float:
         """bound / measured: 1.0 is the roofline."""
-        return self.bound(bandwidth) / self.step_s
+        return self.bound(bandwidth) / (self.fused_s if fused else self.step_s)
 
 
 def _sync(device: str) -> None:
@@ -124,16 +130,14 @@ def step_flops_bytes(batch: int, members: int, optimizer: str = "sgd") -> tuple[
     return float(flops), float(nbytes), int(working_set)
 
 
-def time_steps(batch: int, members: int, device: str = "cpu", optimizer: str = "sgd",
-               seconds: float = 1.0) -> float:
-    """Seconds per step of the stacked engine on a pack of the reference MLP (best of several
-    timings of a few steps each): forward, the divergence check, backward and update."""
+def pack_stepper(batch: int, members: int, device: str = "cpu", optimizer: str = "sgd", fused: bool = False):
+    """A function ``run(k)`` that trains k steps of a pack of the reference MLP on the stacked
+    engine (forward, the loop's divergence check, backward and update), eager or fused."""
     import torch
 
     from scaling.training.backends.stacked import StackedBackend
     from scaling.spec.schema import trial_from_dict
 
-    torch.set_flush_denormal(True)  # as the loop does
     grid = [(lr, m) for m in (0.0, 0.5, 0.9, 0.95) for lr in (0.01, 0.03, 0.1, 0.3)]  # the reference sweep's
     opt = [{"optimizer": "adamw", "lr": lr / 100} if optimizer == "adamw" else {"lr": lr, "momentum": m}
            for lr, m in grid]
@@ -142,7 +146,7 @@ def time_steps(batch: int, members: int, device: str = "cpu", optimizer: str = "
                                **opt[i % len(grid)]})
               for i in range(members)]
     trials.sort(key=lambda t: t.momentum)  # as the planner orders a pack
-    backend = StackedBackend(trials, device)
+    backend = StackedBackend(trials, device, fused=fused)
     threshold = torch.full((members,), 1e9, device=device)
     step = 0
 
@@ -154,20 +158,57 @@ def time_steps(batch: int, members: int, device: str = "cpu", optimizer: str = "
             bool((losses <= threshold).all())  # the loop's one host sync per step
             backend.update(None)
 
-    run(20)
+    return run
+
+
+def time_steps(batch: int, members: int, device: str = "cpu", optimizer: str = "sgd",
+               seconds: float = 1.0, rounds: int = 3) -> tuple[float, float]:
+    """Seconds per step of the eager and the fused step on a pack of the reference MLP: each the
+    best of several timings of a few steps, the two timed in alternate rounds."""
+    import torch
+
+    torch.set_flush_denormal(True)  # as the loop does
+    runs = [pack_stepper(batch, members, device, optimizer, fused) for fused in (False, True)]
+    for run in runs:
+        run(20)
     k = max(5, min(500, int(2e7 // (members * max(batch, 8) * 3 * 2 * 64 * 256) + 5)))
-    best, end = math.inf, time.perf_counter() + seconds
-    while time.perf_counter() < end or best == math.inf:
-        _sync(device)
-        t0 = time.perf_counter()
-        run(k)
-        _sync(device)
-        best = min(best, (time.perf_counter() - t0) / k)
-    return best
+    best = [math.inf, math.inf]
+    for _ in range(rounds):
+        for i, run in enumerate(runs):
+            end = time.perf_counter() + seconds / rounds
+            while time.perf_counter() < end or best[i] == math.inf:
+                _sync(device)
+                t0 = time.perf_counter()
+                run(k)
+                _sync(device)
+                best[i] = min(best[i], (time.perf_counter() - t0) / k)
+    return best[0], best[1]
+
+
+def explain(batch: int, members: int, device: str = "cpu", optimizer: str = "sgd", steps: int = 20) -> dict:
+    """Per step of the eager and the fused step: aten ops called from Python, the seconds inside
+    them and the wall seconds (torch.profiler; the profiler's own cost inflates both a little)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    out = {}
+    for fused in (False, True):
+        run = pack_stepper(batch, members, device, optimizer, fused)
+        run(10)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            run(steps)
+            wall = time.perf_counter() - t0
+        top = [e for e in prof.events() if e.cpu_parent is None and e.name.startswith("aten::")]
+        out["fused" if fused else "eager"] = {"ops": len(top) / steps,
+                                              "op_s": sum(e.cpu_time_total for e in top) / 1e6 / steps,
+                                              "wall_s": wall / steps}
+    torch.set_flush_denormal(True)
+    return out
 
 
 def measure(device: str = "cpu", batch_sizes=BATCH_SIZES, members: int = MEMBERS, quick: bool = False,
-            log=print) -> list[RooflineRow]:
+            log=print, optimizer: str = "sgd") -> list[RooflineRow]:
     """Peak, both bandwidths and the step time at each batch size, in one process."""
     import torch
 
@@ -181,34 +222,49 @@ def measure(device: str = "cpu", batch_sizes=BATCH_SIZES, members: int = MEMBERS
         f"{'1 thread' if not device.startswith('cuda') else 'one GPU'})")
     rows = []
     for batch in batch_sizes:
-        flops, nbytes, working_set = step_flops_bytes(batch, members)
+        flops, nbytes, working_set = step_flops_bytes(batch, members, optimizer)
         cache = triad_bandwidth(working_set, device, seconds / 2)
-        step = time_steps(batch, members, device, seconds=seconds)
-        rows.append(RooflineRow(batch_size=batch, members=members, step_s=step, flops=flops, bytes=nbytes,
-                                working_set=working_set, peak_flops=peak, bw_cache=cache, bw_memory=memory))
+        eager, fused = time_steps(batch, members, device, optimizer, seconds=2 * seconds)
+        rows.append(RooflineRow(batch_size=batch, members=members, step_s=eager, fused_s=fused, flops=flops,
+                                bytes=nbytes, working_set=working_set, peak_flops=peak, bw_cache=cache,
+                                bw_memory=memory))
     return rows
 
 
-def format_rows(rows: list[RooflineRow], load: float | None = None) -> str:
+def format_rows(rows: list[RooflineRow], load: float | None = None, optimizer: str = "sgd") -> str:
     r0 = rows[0]
-    lines = [f"roofline of the packed MLP ({'-'.join(map(str, DIMS))}, SGD + momentum, {r0.members} members "
-             "per pack): bound = max(FLOPs/peak, necessary bytes/bandwidth)",
-             f"{'B':>4} {'us/step':>9} {'GFLOP/s':>8} {'GB/s':>6} {'set MB':>7} {'cache GB/s':>10} "
-             f"{'flop us':>8} {'bytes us':>9} {'bound us':>9} {'% bound':>8} {'bytes us':>9} {'bound us':>9} "
-             f"{'% bound':>8}",
-             f"{'':>4} {'':>9} {'':>8} {'needed':>6} {'':>7} {'':>10} {'':>8} "
-             f"{'-- at the working-set bandwidth --':>28} {'-- at the 1 GB bandwidth --':>28}"]
+    what = "SGD + momentum" if optimizer == "sgd" else "AdamW"
+    lines = [f"roofline of the packed MLP ({'-'.join(map(str, DIMS))}, {what}, {r0.members} members "
+             "per pack): bound = max(FLOPs/peak, necessary bytes/bandwidth); eager and fused steps side by side",
+             f"{'B':>4} {'eager us':>9} {'fused us':>9} {'speedup':>7} {'GFLOP/s':>8} {'set MB':>7} "
+             f"{'cache GB/s':>10} {'flop us':>8} {'bytes us':>9} {'bound us':>9} {'eager %':>7} {'fused %':>7} "
+             f"{'bytes us':>9} {'bound us':>9} {'eager %':>7} {'fused %':>7}",
+             f"{'':>4} {'':>9} {'':>9} {'':>7} {'fused':>8} {'':>7} {'':>10} {'':>8} "
+             f"{'---- at the working-set bandwidth ----':>42} {'---- at the 1 GB bandwidth ----':>35}"]
     for r in rows:
         lines.append(
-            f"{r.batch_size:4d} {r.step_s * 1e6:9.1f} {r.flops / r.step_s / 1e9:8.1f} {r.bytes / r.step_s / 1e9:6.1f} "
-            f"{r.working_set / 2**20:7.1f} {r.bw_cache / 1e9:10.1f} {r.flops / r.peak_flops * 1e6:8.1f} "
-            f"{r.bytes / r.bw_cache * 1e6:9.1f} {r.bound(r.bw_cache) * 1e6:9.1f} {100 * r.share(r.bw_cache):7.0f}% "
-            f"{r.bytes / r.bw_memory * 1e6:9.1f} {r.bound(r.bw_memory) * 1e6:9.1f} {100 * r.share(r.bw_memory):7.0f}%")
-    short = [r.batch_size for r in rows if r.share(r.bw_cache) < 0.7]
-    lines.append(f"below 70% of the bound at the working-set bandwidth: B = {short}" if short else
-                 "every B reaches 70% of its bound at the working-set bandwidth")
+            f"{r.batch_size:4d} {r.step_s * 1e6:9.1f} {r.fused_s * 1e6:9.1f} {r.step_s / r.fused_s:6.2f}x "
+            f"{r.flops / r.fused_s / 1e9:8.1f} {r.working_set / 2**20:7.1f} {r.bw_cache / 1e9:10.1f} "
+            f"{r.flops / r.peak_flops * 1e6:8.1f} {r.bytes / r.bw_cache * 1e6:9.1f} {r.bound(r.bw_cache) * 1e6:9.1f} "
+            f"{100 * r.share(r.bw_cache):6.0f}% {100 * r.share(r.bw_cache, True):6.0f}% "
+            f"{r.bytes / r.bw_memory * 1e6:9.1f} {r.bound(r.bw_memory) * 1e6:9.1f} "
+            f"{100 * r.share(r.bw_memory):6.0f}% {100 * r.share(r.bw_memory, True):6.0f}%")
+    short = [r.batch_size for r in rows if r.share(r.bw_cache, True) < 0.7]
+    lines.append(f"fused below 70% of the bound at the working-set bandwidth: B = {short}" if short else
+                 "the fused step reaches 70% of its bound at the working-set bandwidth at every B")
     if load is not None and load > 0.5:
         lines.append(f"warning: load average was {load:.2f} at the start; other work skews these figures")
+    return "\n".join(lines)
+
+
+def format_explain(found: dict[int, dict]) -> str:
+    lines = ["where a step's time goes (torch.profiler, per step): aten ops called, us inside them, wall us",
+             f"{'B':>4} {'eager ops':>9} {'in ops us':>9} {'wall us':>9} {'fused ops':>9} {'in ops us':>9} "
+             f"{'wall us':>9}"]
+    for batch, e in found.items():
+        a, b = e["eager"], e["fused"]
+        lines.append(f"{batch:4d} {a['ops']:9.1f} {a['op_s'] * 1e6:9.1f} {a['wall_s'] * 1e6:9.1f} "
+                     f"{b['ops']:9.1f} {b['op_s'] * 1e6:9.1f} {b['wall_s'] * 1e6:9.1f}")
     return "\n".join(lines)
 
 
@@ -217,10 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--members", type=int, default=MEMBERS, help=f"trials per pack (default {MEMBERS})")
     parser.add_argument("--quick", action="store_true", help="shorter timings and a 256 MB triad (a smoke run)")
+    parser.add_argument("--optimizer", default="sgd", help="sgd (default, the reference sweep's) or adamw")
+    parser.add_argument("--explain", action="store_true",
+                        help="also profile a step of each kind: ops per step and the time inside them")
     args = parser.parse_args(argv)
-    if args.device not in ("cpu", "cuda") or args.members < 1:
-        print(f"error: --device {args.device!r} --members {args.members}: use cpu or cuda and at least 1 member",
-              file=sys.stderr)
+    if args.device not in ("cpu", "cuda") or args.members < 1 or args.optimizer not in ("sgd", "adamw"):
+        print(f"error: --device {args.device!r} --members {args.members} --optimizer {args.optimizer!r}: use cpu "
+              "or cuda, at least 1 member and sgd or adamw", file=sys.stderr)
         return 2
     if args.device == "cuda":
         import torch
@@ -231,8 +290,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     load = os.getloadavg()[0]
     rows = measure(args.device, members=args.members, quick=args.quick,
-                   log=lambda s: print(s, file=sys.stderr, flush=True))
-    print(format_rows(rows, load), flush=True)
+                   log=lambda s: print(s, file=sys.stderr, flush=True), optimizer=args.optimizer)
+    print(format_rows(rows, load, args.optimizer), flush=True)
+    if args.explain:
+        print(format_explain({b: explain(b, args.members, args.device, args.optimizer) for b in BATCH_SIZES}),
+              flush=True)
     return 0
 
 

@@ -76,7 +76,7 @@ class StackedBackend:
 
     name = "stacked"
 
-    def __init__(self, trials, device: str = "cpu"):
+    def __init__(self, trials, device: str = "cpu", fused: bool | None = None):
         ok, why = can_pack(trials)
         if ok and choose_backend(trials)[0] != "stacked":
             ok, why = False, f"the stacked backend cannot train {choose_backend(trials)[1]}; use the vmap backend"
@@ -132,6 +132,11 @@ class StackedBackend:
         self.block, self.block_start = None, 1
         self._scratch: dict[str, torch.Tensor] = {}
         self._saved = None
+        fast_sgd = self.optimizer.name == "sgd" and not any(self.nesterov)
+        self.fused = fused if fused is not None else (
+            not fast_sgd and optim.fused_pays(self.optimizer.name, sum(self.steps), self.n_params))
+        """Whether the update is the optimizer's compiled kernel (scaling.training.optim.fused_update); by
+        default where it pays (optim.fused_pays), never for SGD's fast path, which moves fewer bytes."""
 
     def _hyper(self, key: str) -> torch.Tensor:
         values = [float(getattr(t, key)) for t in self.trials]
@@ -200,14 +205,17 @@ class StackedBackend:
         if lr is not None:
             self.lr_now = torch.from_numpy(np.asarray(lr, dtype=np.float32)).view(-1, 1, 1).to(self.device)
         self.t += 1
-        if self.optimizer.name == "sgd" and not any(self.nesterov):
+        if not self.fused and self.optimizer.name == "sgd" and not any(self.nesterov):
             self._sgd_fused(self._saved)
             return
         grads = self._gradients(*self._saved)
         nesterov = "all" if all(self.nesterov) else "some" if any(self.nesterov) else "none"
         step = optim.Step(self.hyper, self.lr_now, self.t, optim.same, any_wd=self.any_wd, nesterov=nesterov,
                           own_grads=True)  # the gradients are scratch buffers
-        self.optimizer.update(self.w + self.b, grads, list(zip(*self.state)), step)
+        if self.fused:
+            optim.fused_update(self.optimizer.name, self.w + self.b, grads, list(zip(*self.state)), step)
+        else:
+            self.optimizer.update(self.w + self.b, grads, list(zip(*self.state)), step)
 
     def _gradients(self, inputs, probs, y, into: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Gradients of every weight and bias (weights first), in scratch buffers; or, with

@@ -37,6 +37,7 @@ Python control flow) is refused by :func:`vmap_problem` before any work starts.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -65,9 +66,14 @@ class StackedOptimizer:
     dtype against a parameter (:func:`_viewer`); per-step scalars (AdamW's bias corrections)
     are computed in float64, as torch.optim computes them in Python floats."""
 
-    def __init__(self, trials, params: dict[str, torch.Tensor]):
+    def __init__(self, trials, params: dict[str, torch.Tensor], fused: bool | None = None):
         device = next(iter(params.values())).device
         self.spec = optim.get(trials[0].optimizer)
+        n_params = sum(p[0].numel() for p in params.values())
+        self.fused = fused if fused is not None else optim.fused_pays(
+            self.spec.name, sum(t.total_steps for t in trials), n_params)
+        """Whether the update is the compiled kernel (scaling.training.optim.fused_update): by default
+        where it pays (optim.fused_pays)."""
         self.hyper = {k: torch.tensor([float(getattr(t, k)) for t in trials], dtype=torch.float64, device=device)
                       for k in HYPER}
         self.hyper["nesterov"] = torch.tensor([bool(t.nesterov) for t in trials], device=device)
@@ -90,8 +96,8 @@ class StackedOptimizer:
         lr = self.hyper["lr"] if lr is None else lr.to(torch.float64)
         self.t += 1
         step = optim.Step(self.hyper, lr, self.t, _viewer, any_wd=self.any_wd, nesterov=self.nesterov)
-        self.spec.update(list(params.values()), [grads[name] for name in params],
-                         [self.state[name] for name in params], step)
+        update = functools.partial(optim.fused_update, self.spec.name) if self.fused else self.spec.update
+        update(list(params.values()), [grads[name] for name in params], [self.state[name] for name in params], step)
 
 
 def _viewer(p: torch.Tensor):
@@ -143,7 +149,7 @@ class VmapBackend:
 
     name = "vmap"
 
-    def __init__(self, trials, device: str = "cpu"):
+    def __init__(self, trials, device: str = "cpu", fused: bool | None = None):
         ok, why = can_pack(trials)
         if not ok:
             raise ValueError(f"cannot run these trials as one pack: {why}")
@@ -156,7 +162,7 @@ class VmapBackend:
         self.model = models[0].to(device)  # the template functional_call runs; its own tensors are unused
         self.state_keys = list(self.model.state_dict())
         self.loss_fn, self.metric_fn = data.loss or cross_entropy, data.metric or accuracy
-        self.optimizer = StackedOptimizer(trials, self.params)
+        self.optimizer = StackedOptimizer(trials, self.params, fused)
         pool = len(data.y_train)
         self.subsets = [subset_indices(t.seed, pool, t.n_train) for t in trials]
         self.streams = [BatchStream(t.seed, t.n_train) for t in trials]
@@ -398,11 +404,14 @@ def _sq_norms(grads: dict) -> torch.Tensor:
     return sum(g.flatten(1).double().pow(2).sum(1) for g in grads.values())
 
 
-def run_vmap(trials, *, device: str = "cpu", on_result=None, return_params: bool = False) -> list[dict]:
+def run_vmap(trials, *, device: str = "cpu", on_result=None, return_params: bool = False,
+             fused: bool | None = None) -> list[dict]:
     """Train trials together with the vmap backend; one result per trial, in input order.
 
     The results are ``scaling.training.run.run_pack``'s (engine ``"packed"``), with ``backend``
-    ``"vmap"``. Raises ``ValueError`` if ``can_pack(trials)`` says no."""
+    ``"vmap"``. ``fused``: the compiled optimizer update (True), the eager one (False), or the one
+    that pays (None, scaling.training.optim.fused_pays). Raises ``ValueError`` if ``can_pack(trials)``
+    says no."""
     trials = [as_trial(t) for t in trials]
-    return run_members(trials, lambda ts: VmapBackend(ts, device), engine="packed",
+    return run_members(trials, lambda ts: VmapBackend(ts, device, fused), engine="packed",
                        on_result=on_result, return_params=return_params)
