@@ -88,7 +88,7 @@ axes:
   seed: [0, 1]
 budget: {{epochs: 8}}
 eval: {{points: 3}}
-search: {{prune: {{rungs: [0.2, 0.5], keep: 0.34}}}}
+search: {{prune: {{rungs: [0.2, 0.5], keep: 0.34, bowl: 1}}}}
 resources: {{cpu: 1, gpu: 0}}
 retries: 2
 """

@@ -22,7 +22,7 @@ budget: {{epochs: 10}}
 eval: {{points: 3}}
 {search}
 """
-PRUNE = "search: {prune: {rungs: [0.2, 0.5], keep: 0.34}}"
+PRUNE = "search: {prune: {rungs: [0.2, 0.5], keep: 0.34, bowl: 1}}"
 
 
 def sweep(batch="[16]", search=PRUNE):

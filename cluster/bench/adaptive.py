@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 PRUNE = {"rungs": [0.1, 0.3], "keep": 0.34, "metric": "val_loss", "group_by": ["n_train", "lr", "momentum"],
-         "bowl": 1}
+         "bowl": 2}
 """The pruning rule measured: rank batch sizes within each group the B_opt rule reads."""
 
 

@@ -114,8 +114,10 @@ class PruneConfig:
     """What ranks them (lower is better for losses, higher for accuracies)."""
     group_by: tuple | None = None
     """Axes whose values define a group (default: every axis but batch_size, lr and seed)."""
-    bowl: int = 1
-    """Grid steps (of batch_size and lr) around a group's current best that are never pruned."""
+    bowl: int = 2
+    """Grid steps (of batch_size and lr) around a group's current best that are never pruned: 2 by
+    default, what B_opt's asymmetric refinement reads (a best batch size next to a pruned one
+    whose optimum leans toward it is a bound; docs/pruning.md)."""
 
     def __post_init__(self):
         rungs = self.rungs

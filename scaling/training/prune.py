@@ -98,7 +98,7 @@ class Pruner:
 
     def __init__(self, rule: dict, peers=None):
         self.rule, self.peers = rule, peers
-        self.keep, self.metric, self.bowl = float(rule["keep"]), rule["metric"], int(rule.get("bowl", 1))
+        self.keep, self.metric, self.bowl = float(rule["keep"]), rule["metric"], int(rule.get("bowl", 2))
         self.larger = self.metric.endswith("_acc")
         self.n_rungs = len(rule["rungs"])
         self.min_configs = math.ceil(1 / self.keep - 1e-9)
