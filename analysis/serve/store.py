@@ -1,18 +1,27 @@
 """What the dashboard reads from a results store: its sweeps, a cheap version of each sweep, and
-each sweep's tables and computed results, cached per version.
+each sweep's tables and computed results, cached per content.
 
 A sweep's *version* is a digest of its part files' names, sizes and modification times
 (``trials/`` and ``curves/``; hidden temporary files left out). Listing two folders costs a
 few milliseconds however many trials the parts hold, so a page polls it every few seconds
-and asks for data only when it changed. Everything computed from a sweep (its tables, the
-learning-curve fit, B_opt, the figures) is cached under the version it was read at, so a
-refresh after nothing changed recomputes nothing, and a refresh after one new part refits
-each law once. The version is taken *before* the tables are read: a part committed during
-the read makes the next poll see a change, never a stale cache that claims to be current.
+and asks for data only when it changed. When it changed and every part read before is still
+there unchanged, only the new parts are read (:func:`analysis.tables.load.load_parts` with the
+store views' ``keep``) and merged into the tables by the store's rule of which run is kept
+(:func:`analysis.tables.load.merge_runs`); when a part read before changed or vanished (a
+compaction, a repair), everything is read again. The version is taken *before* the read: a
+part committed during the read makes the next poll see a change, never a stale cache that
+claims to be current.
 
-The tables are read by :func:`analysis.tables.load_sweep`, the reader of every analysis
-command (the store's views, their rule of which run is kept, skipped corrupt parts); this
-module only lists folders, with the same ``pyarrow.fs`` filesystems the store uses.
+Everything computed from a sweep (its frame, the panels, the laws) is cached under the
+sweep's *content*, a digest of the runs its tables keep: a refresh after nothing changed
+computes nothing, and neither does one after a compaction or after a part whose runs all
+lose. The laws are computed by :meth:`Source.slow_result` in the background (in a process of
+their own when a :class:`~analysis.serve.fitter.Fitter` is given), so a page never waits for a
+fit: it shows the last one, marked stale, until the new one is ready.
+
+The tables are read through :mod:`analysis.tables` (the store's views, their rule of which run
+is kept, skipped corrupt parts), the readers of every analysis command; this module only lists
+folders, with the same ``pyarrow.fs`` filesystems the store uses.
 """
 
 from __future__ import annotations
