@@ -62,8 +62,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
-    """Under xdist, each worker records its local Rays in a folder of its own (the reaper's state
-    dir follows XDG_RUNTIME_DIR), inherited by every driver it starts."""
+    """Text is checked at the width a piped command uses (100 columns): ``COLUMNS`` and ``LINES``
+    go for the session, so a terminal's exported width or an xdist worker's (which starts with
+    COLUMNS=80, wrapping the tables that tests of the commands' output read) changes no result;
+    a test that wants a width sets it (monkeypatch.setenv). Under xdist, each worker records its
+    local Rays in a folder of its own (the reaper's state dir follows XDG_RUNTIME_DIR),
+    inherited by every driver it starts."""
+    for key in ("COLUMNS", "LINES"):
+        os.environ.pop(key, None)
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker:
         import tempfile
