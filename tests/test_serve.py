@@ -150,8 +150,12 @@ def _printed(capsys, *argv) -> str:
 @pytest.mark.slow
 def test_the_laws_are_what_fit_bopt_and_bcrit_print(server, tmp_path, capsys):
     base, token = _base(server), server.token
-    laws = _wait("the laws, fitted in the background", lambda: (lambda r: None if r["pending"] else r)(
-        json.loads(_get(f"{base}/api/laws?sweep=grid&token={token}")[1])))
+
+    def fitted():
+        laws = json.loads(_get(f"{base}/api/laws?sweep=grid&token={token}")[1])
+        return None if laws["pending"] else laws
+
+    laws = _wait("the laws, fitted in the background", fitted)
     # the page shows what `scaling fit` and `scaling bopt` print, word for word (one code path)
     for key, command in (("learning_curve", "fit"), ("bopt", "bopt")):
         assert "error" not in laws[key], laws[key]
@@ -434,6 +438,8 @@ def test_the_page_follows_a_real_sweep_in_a_browser(ray_local, tmp_path):
         thread.join(timeout=300)
         assert done.is_set()
         assert _wait("every trial", lambda: count() == 6)
+        assert _wait("the ETA", lambda: js("return document.getElementById('progress-cards')"
+                                           ".dataset.eta")) == "done"  # the stored config's 6
         seen.add(6)
         assert min(seen) > 2
         # filter by an axis: lr = 0.8, a value that did not exist when the page opened

@@ -85,7 +85,7 @@ class Fitter:
                 answer = json.loads(_read(proc.stdout))
             except (OSError, EOFError, ValueError):
                 self.close()
-                raise AnalysisError("the fitting process stopped; trying again at the next poll") from None
+                raise AnalysisError("the fitting process stopped; fitted again when new trials arrive") from None
         if "error" in answer:
             raise AnalysisError(answer["error"])
         return answer["value"]
