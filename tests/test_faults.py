@@ -207,7 +207,7 @@ def s3_server():
         server.wait(timeout=10)
 
 
-def test_sweep_resume_compaction_and_query_against_s3(tmp_path, s3_server):
+def test_sweep_resume_compaction_and_query_against_s3(tmp_path, s3_server, monkeypatch):
     """Against a real S3-compatible server: a sweep (parts left as written), a resume, `scaling
     compact`, then a sweep that compacts by itself; queries, status and verify read the bucket
     through pyarrow datasets. Raw rows: every trial exactly once."""
@@ -221,7 +221,8 @@ def test_sweep_resume_compaction_and_query_against_s3(tmp_path, s3_server):
     again = subprocess.run(cli(config, uri) + ["--no-compact"], cwd=ROOT, capture_output=True, text=True,
                            timeout=300, env=env)
     assert again.returncode == 0 and "8 were already stored" in again.stdout, again.stderr
-    os.environ.update(env)
+    for key, value in env.items():  # this process reads the bucket too; given back after the test
+        monkeypatch.setenv(key, value)
     store = Store(uri)
     assert not store.local
     before = load_tables(uri)
