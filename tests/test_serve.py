@@ -284,6 +284,39 @@ def test_a_refresh_reads_only_the_new_parts_and_equals_a_full_read(tmp_path):
     assert panels._frame(src, "grid") is bopt_before, "the same runs: nothing computed again"
 
 
+def test_slow_results_are_computed_in_the_background_and_shown_stale_meanwhile(tmp_path):
+    """The laws' mechanism with a stand-in computation: nothing before the first result, the
+    last result marked not current while the new trials are fitted, and a next round only after
+    its share of a core."""
+    from analysis.serve.store import Source
+
+    store = _store(tmp_path / "results")
+    src = Source(str(tmp_path / "results"), refresh_share=1.0)
+    calls = []
+
+    def rows(trials, _curves):
+        calls.append(trials.num_rows)
+        time.sleep(0.1)
+        return trials.num_rows
+
+    ask = lambda: src.slow_result("grid", "rows", rows)
+    assert ask()[:2] == (None, False)
+    assert _wait("the first result", lambda: ask()[1], timeout=30) and ask()[0] == 24
+    assert ask()[2]["trials"] == 24 and calls == [24]
+    _store(tmp_path / "results", lrs=(0.3,), first=100)
+    value, current, _ = ask()
+    assert (value, current) == (24, False), "the last result while the new one is computed"
+    assert _wait("the new result", lambda: ask()[1], timeout=30) and ask()[0] == 48
+    # within a share of a core: the next round waits 999x what the last one cost
+    src.refresh_share = 0.001
+    store.write_result("grid", _trial(300, lr=0.3, n_train=100, batch=8, seed=5))
+    src.refresh_share = 1.0
+    src.tables("grid")  # read at once
+    src.refresh_share = 0.001
+    time.sleep(0.5)
+    assert ask()[:2] == (48, False) and calls == [24, 48], "too soon: not computed yet"
+
+
 def test_the_eta_counts_the_remaining_trials_at_the_recent_rate(tmp_path):
     from analysis.serve import panels
     from analysis.serve.store import Source

@@ -351,19 +351,21 @@ class Source:
         delay = entry.slow_done_at + wait - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        spent = 0.0
+        spent, done = 0.0, set()
         while True:
             _, trials, curves, error = self.tables(sweep)
             with entry.lock:
                 content = entry.content
-                pending = [k for k in entry.queue
-                           if entry.results.get(k, ("",))[0] != content]
-                if not pending:
-                    entry.queue.clear()
+                pending = [k for k in entry.queue if k not in done
+                           and entry.results.get(k, ("",))[0] != content]
+                if not pending:  # a result whose trials changed meanwhile waits for the next round
+                    entry.queue = {k: c for k, c in entry.queue.items()
+                                   if entry.results.get(k, ("",))[0] != content}
                     entry.slow_done_at, entry.slow_cost_s = time.monotonic(), spent
                     return
                 key = pending[0]
-                compute = entry.queue.pop(key)
+                compute = entry.queue[key]
+                done.add(key)
             start = time.monotonic()
             value = _compute(compute, trials, curves, error)
             spent += time.monotonic() - start
@@ -371,8 +373,6 @@ class Source:
                      "at": time.strftime("%H:%M:%S"), "seconds": round(time.monotonic() - start, 2)}
             with entry.lock:
                 entry.results[key] = (content, value, as_of)
-                if entry.content != content:
-                    entry.queue.setdefault(key, compute)  # new trials came meanwhile: again
 
 
 def _compute(compute, trials, curves, error: str):
