@@ -162,7 +162,7 @@ def pack_stepper(batch: int, members: int, device: str = "cpu", optimizer: str =
 
 
 def time_steps(batch: int, members: int, device: str = "cpu", optimizer: str = "sgd",
-               seconds: float = 1.0, rounds: int = 3) -> tuple[float, float]:
+               seconds: float = 1.0, rounds: int = 6) -> tuple[float, float]:
     """Seconds per step of the eager and the fused step on a pack of the reference MLP: each the
     best of several timings of a few steps, the two timed in alternate rounds."""
     import torch
@@ -257,6 +257,65 @@ def format_rows(rows: list[RooflineRow], load: float | None = None, optimizer: s
     return "\n".join(lines)
 
 
+def time_updates(members: int = MEMBERS, device: str = "cpu", rounds: int = 10,
+                 seconds: float = 0.1) -> dict[str, tuple[float, float]]:
+    """Seconds of one optimizer update alone, eager and fused (scaling.training.optim), on the
+    reference MLP's stacked tensors, per optimizer (SGD with Nesterov: the update the stacked
+    backend's fast path does not cover); best of ``rounds`` alternated timings. What
+    scaling.training.optim.SAVED_S_PER_PARAM_STEP records."""
+    import torch
+
+    from scaling.training import optim
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    shapes = [(DIMS[0], DIMS[1]), (DIMS[2], DIMS[1]), (1, DIMS[1]), (DIMS[2], 1)]
+    out = {}
+    for name in ("sgd", "adamw", "lion"):
+        params = [torch.randn(members, *s, generator=gen, device=device) * 0.1 for s in shapes]
+        grads = [torch.randn(members, *s, generator=gen, device=device) * 0.01 for s in shapes]
+        hyper = {k: torch.full((members, 1, 1), v, device=device) for k, v in
+                 {"momentum": 0.9, "nesterov": 1.0, "weight_decay": 1e-4, "beta1": 0.9, "beta2": 0.99,
+                  "eps": 1e-8}.items()}
+        lr = torch.full((members, 1, 1), 1e-3, device=device)
+        states = [tuple(torch.zeros_like(p) for _ in range(optim.get(name).state)) for p in params]
+        t = [0]
+
+        def eager():
+            t[0] += 1
+            optim.get(name).update(params, [g.clone() for g in grads], states, optim.Step(
+                hyper, lr, t[0], optim.same, nesterov="all", own_grads=True))
+
+        def fused():
+            t[0] += 1
+            optim.fused_update(name, params, [g.clone() for g in grads], states, optim.Step(
+                hyper, lr, t[0], optim.same, nesterov="all", own_grads=True))
+
+        fused()  # compiles
+        best = [math.inf, math.inf]
+        for _ in range(rounds):
+            for i, f in enumerate((eager, fused)):
+                end = time.perf_counter() + seconds
+                while time.perf_counter() < end or best[i] == math.inf:
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    f()
+                    _sync(device)
+                    best[i] = min(best[i], time.perf_counter() - t0)
+        out[name] = (best[0], best[1])
+    return out
+
+
+def format_updates(found: dict[str, tuple[float, float]], members: int = MEMBERS) -> str:
+    params = members * sum((a + 1) * b for a, b in zip(DIMS, DIMS[1:]))
+    lines = [f"the optimizer update alone ({params:,} parameters: {members} members of {'-'.join(map(str, DIMS))}; "
+             "the gradient clone in both)",
+             f"{'optimizer':>9} {'eager us':>9} {'fused us':>9} {'speedup':>7} {'ns saved per param-step':>24}"]
+    for name, (eager, fused) in found.items():
+        lines.append(f"{name:>9} {eager * 1e6:9.1f} {fused * 1e6:9.1f} {eager / fused:6.2f}x "
+                     f"{(eager - fused) / params * 1e9:24.2f}")
+    return "\n".join(lines)
+
+
 def format_explain(found: dict[int, dict]) -> str:
     lines = ["where a step's time goes (torch.profiler, per step): aten ops called, us inside them, wall us",
              f"{'B':>4} {'eager ops':>9} {'in ops us':>9} {'wall us':>9} {'fused ops':>9} {'in ops us':>9} "
@@ -276,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimizer", default="sgd", help="sgd (default, the reference sweep's) or adamw")
     parser.add_argument("--explain", action="store_true",
                         help="also profile a step of each kind: ops per step and the time inside them")
+    parser.add_argument("--updates", action="store_true",
+                        help="also time each optimizer's update alone, eager and fused")
     args = parser.parse_args(argv)
     if args.device not in ("cpu", "cuda") or args.members < 1 or args.optimizer not in ("sgd", "adamw"):
         print(f"error: --device {args.device!r} --members {args.members} --optimizer {args.optimizer!r}: use cpu "
@@ -295,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.explain:
         print(format_explain({b: explain(b, args.members, args.device, args.optimizer) for b in BATCH_SIZES}),
               flush=True)
+    if args.updates:
+        print(format_updates(time_updates(args.members, args.device), args.members), flush=True)
     return 0
 
 

@@ -269,7 +269,7 @@ COMPILE_S = 8.0
 """What a fused update costs before its first step in a process, seconds: importing torch._dynamo
 and Inductor (2.5 s here) and a compile with Inductor's on-disk cache warm (5 s on the 2-core
 development machine under load; 19 s with the cache cold, once per node and kernel)."""
-SAVED_S_PER_PARAM_STEP = {"sgd": 0.15e-9, "adamw": 2.0e-9, "lion": 1.0e-9}
+SAVED_S_PER_PARAM_STEP = {"sgd": 0.15e-9, "adamw": 1.0e-9, "lion": 0.6e-9}
 """Seconds the fused update saves per parameter and step over the eager one on a CPU, one thread
 (``python -m cluster.bench.roofline --optimizer adamw`` times both; SGD's eager fast path in the
 stacked backend is not replaced). :func:`fused_pays` weighs them against COMPILE_S."""
