@@ -155,3 +155,16 @@ def test_a_pruned_trial_is_never_a_winner_and_is_counted():
     assert best not in g.batch_sizes and g.b_best != best
     assert {"batch_size": best, "reason": g.flagged[0]["reason"]} in g.flagged and "pruned" in g.flagged[0]["reason"]
     assert res.outcomes.get("pruned") == 3 and g.outcomes.get("pruned") == 3
+
+
+def test_with_pruning_the_planner_starts_the_cheapest_units_first():
+    from cluster.driver.planner import plan
+
+    def units(search):
+        trials = sweep(batch="[4, 16, 64]", search=search).trials()
+        return plan(trials, engine="packed", slots=2, memory_bytes=1 << 30, log=lambda *_: None)
+
+    steps = [max(t.total_steps for t in u.trials) for u in units(PRUNE)]
+    assert steps == sorted(steps) and steps[0] < steps[-1]
+    plain = [max(t.total_steps for t in u.trials) for u in units("")]
+    assert plain != sorted(plain), "without pruning the planner keeps the sweep's order"

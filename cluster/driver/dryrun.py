@@ -136,6 +136,9 @@ def plan_sweep(cfg: SweepConfig, results: str, *, engine: str | None = None, num
             trial_steps += sum(t.total_steps for t in members)
             unit_steps += max(t.total_steps for t in members)
             costs.append(unit_seconds(members))
+    if cfg.search.prune is not None:
+        notes.append(f"pruning: members stop at rungs {list(cfg.search.prune.rungs)} of their budget "
+                     "(scaling.training.prune); the steps and time below are those of the full grid, an upper bound")
     return SweepPlan(name=cfg.name, results=store.uri, total=expansion.total, stored=expansion.done,
                      pending=expansion.pending, stale=resume.stale, cpus=cpus, slots=slots, packs=packs,
                      packed_trials=packed, singles=singles, trial_steps=trial_steps,

@@ -32,6 +32,8 @@ The schedule, the same for every backend:
 - step with the lr of each member's schedule (:mod:`scaling.training.schedules`);
 - evaluate each member at its own eval steps; a train loss that is not finite
   there also ends it as ``diverged``; a member ends at its last step.
+- with a pruning rule in the trials' ``eval`` (``search.prune``), the rung steps are eval steps
+  too, and at each the :class:`scaling.training.prune.Pruner` stops members as ``pruned``.
 
 Each finished member gets one result ``{"trial": row, "curves": [...]}`` built
 by :func:`result_row`, passed to ``on_result`` right away. ``on_steps(n)``, if given, hears the
