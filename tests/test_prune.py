@@ -168,3 +168,23 @@ def test_with_pruning_the_planner_starts_the_cheapest_units_first():
     assert steps == sorted(steps) and steps[0] < steps[-1]
     plain = [max(t.total_steps for t in u.trials) for u in units("")]
     assert plain != sorted(plain), "without pruning the planner keeps the sweep's order"
+
+
+@pytest.mark.slow  # two packs (6.7 s under load)
+def test_on_eval_hears_every_curve_row_as_it_is_recorded():
+    """The hook a peer's scheduler (Ray Tune's ASHA) would report through: every curve row of
+    every member, in step order, the same rows the results hold; a listener that raises is dropped."""
+    from scaling.training.backends.stacked import StackedBackend
+    from scaling.training.loop import run_members
+
+    trials = sweep().trials()[:4]
+    heard: dict = {}
+    results = run_members(trials, lambda ts: StackedBackend(ts, "cpu"), engine="packed",
+                          on_eval=lambda t, row: heard.setdefault(t.trial_id, []).append(row))
+    assert {r["trial"]["trial_id"]: r["curves"] for r in results} == heard
+
+    def broken(t, row):
+        raise RuntimeError("listener gone")
+
+    again = run_members(trials, lambda ts: StackedBackend(ts, "cpu"), engine="packed", on_eval=broken)
+    assert [r["trial"]["status"] for r in again] == [r["trial"]["status"] for r in results]

@@ -120,12 +120,15 @@ class Member:
 
 
 def run_members(trials, backend_factory, *, engine: str, on_result=None, return_params: bool = False,
-                report: bool = True, on_steps=None, peers=None) -> list[dict]:
+                report: bool = True, on_steps=None, peers=None, on_eval=None) -> list[dict]:
     """Train ``trials`` with the backend ``backend_factory(trials)`` builds; one result per trial,
     in input order. ``report=False`` (DDP ranks other than 0) builds no rows. ``on_steps(n)``:
     steps done so far, now and then (see the module docstring). Trials that carry a pruning rule
     stop at its rungs as :class:`scaling.training.prune.Pruner` decides, ranked with their pack
-    and with ``peers()`` (the group members already stored: cluster.worker.peers.store_peers)."""
+    and with ``peers()`` (the group members already stored: cluster.worker.peers.store_peers).
+    ``on_eval(trial, row)``, if given, hears each curve row as it is recorded (the hook a peer's
+    scheduler, such as Ray Tune's ASHA, would report through: docs/pruning.md); one that raises
+    is dropped and training goes on."""
     import torch
 
     # An x86 CPU is up to 100x slower on denormal floats, and training makes them: the momentum
@@ -135,6 +138,7 @@ def run_members(trials, backend_factory, *, engine: str, on_result=None, return_
     try:
         run = _Run([as_trial(t) for t in trials], backend_factory, engine, on_result, return_params, report,
                    on_steps, peers)
+        run.on_eval = on_eval
         run.train()
     finally:
         torch.set_flush_denormal(False)
@@ -152,6 +156,7 @@ class _Run:
         self.results: list[dict | None] = [None] * len(trials)
         self.thresholds = None
         self.pruner = Pruner.for_trials(trials, peers)
+        self.on_eval = None
         self.on_steps, self.steps_finished, self.next_report = on_steps, 0, self.t0 + STEPS_EVERY_S[0]
 
     def train(self) -> None:
@@ -212,6 +217,11 @@ class _Run:
         for p, metrics in zip(positions, self.backend.evaluate(positions, step)):
             m = self.members[p]
             m.curves.append(self.curve_row(step, m, metrics, float(lr_now[p])))
+            if self.on_eval is not None:
+                try:
+                    self.on_eval(m.trial, m.curves[-1])
+                except Exception:  # noqa: BLE001 (a listener's failure is not the trial's)
+                    self.on_eval = None
             if step > 0 and not math.isfinite(metrics["train_loss"]):
                 m.status, m.error = "diverged", nonfinite_eval_message(step, m.trial.lr)
                 bad.append(p)
