@@ -261,7 +261,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         def __call__(self, parser, namespace, values, option_string=None):
             from scaling import __version__
 
-            parser.exit(message=f"scaling {__version__}\n")
+            print(f"scaling {__version__}")  # on stdout, as argparse's own version action
+            parser.exit()
 
     parser = argparse.ArgumentParser(prog="scaling", description="Measure scaling laws with sweeps.")
     parser.add_argument("-V", "--version", action=_Version, nargs=0, default=argparse.SUPPRESS,
