@@ -10,7 +10,12 @@
    training (results, shutdown, reaping). The fixed cost after Ray is up is the third
    part plus the last.
 
-    python -m cluster.bench.driver [--trials 10000] [--engine packed|single] [--no-fixed]
+3. With ``--profile``, where the driver's CPU goes in part 1: cProfile over ``run_sweep``,
+   each function's own time summed by what it does (Ray's submit/wait/get, planning and
+   expansion, commit events and compaction in the store, progress, the rest), and the
+   functions that take the most.
+
+    python -m cluster.bench.driver [--trials 10000] [--engine packed|single] [--no-fixed] [--profile]
 """
 
 from __future__ import annotations
@@ -42,15 +47,67 @@ def tiny_sweep(trials: int, engine: str) -> dict:
     }
 
 
-def measure(trials: int, engine: str, results: str) -> dict:
+def measure(trials: int, engine: str, results: str, profile=None) -> dict:
     raw = tiny_sweep(trials, engine)
     cfg = parse_config(raw)
     with localray.session(lambda: connect(None)):  # Ray up before timing (its start-up is not
         wall0, cpu0 = time.perf_counter(), time.process_time()  # scheduling work), and stopped after
-        summary = run_sweep(cfg, yaml.safe_dump(raw), results, progress=False, log=lambda *_: None)
+        if profile is not None:
+            profile.enable()
+        try:
+            summary = run_sweep(cfg, yaml.safe_dump(raw), results, progress=False, log=lambda *_: None)
+        finally:
+            if profile is not None:
+                profile.disable()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return {"trials": summary.total, "ran": sum(summary.counts.values()), "engine": engine,
             "wall_s": wall, "driver_cpu_s": cpu, "driver_share": cpu / wall}
+
+
+KINDS = (  # (what, substrings of a function's file:name), the first that matches
+    ("imports (modules loaded during the sweep)", ("importlib", "marshal.loads", "_imp.create_dynamic",
+                                                   ":<module>")),
+    ("planning, expansion, trial building", ("cluster/driver/planner", "scaling/config/", "scaling/spec/",
+                                             "scaling/training/packing")),
+    ("commit events, compaction, store scans", ("scaling/store/", "pyarrow", "duckdb")),
+    ("progress", ("cluster/driver/progress",)),
+    ("driver loop: submit, wait, results", ("cluster/driver/", "cluster/worker/", "/ray/")),
+)
+
+
+def profile_kinds(profile, top: int = 15) -> str:
+    """The profile's own CPU times summed by kind (KINDS). A function in no kind's files (a
+    builtin, the standard library) counts for the kind of its main caller, up the call chain."""
+    import pstats
+
+    stats = pstats.Stats(profile).stats  # {(file, line, name): (calls, ncalls, own, cumulative, callers)}
+    memo: dict = {}
+
+    def kind_of(key, depth: int = 0) -> str:
+        if key in memo:
+            return memo[key]
+        where = f"{key[0]}:{key[2]}"
+        kind = next((k for k, marks in KINDS if any(m in where for m in marks)), None)
+        callers = stats.get(key, (0, 0, 0, 0, {}))[4]
+        if kind is None and callers and depth < 30:
+            main = max(callers, key=lambda c: callers[c][2] if isinstance(callers[c], tuple) else 0)
+            kind = kind_of(main, depth + 1)
+        memo[key] = kind = kind or "other"
+        return kind
+
+    by_kind: dict[str, float] = {}
+    rows = []
+    for key, (_, ncalls, own, cum, _) in stats.items():
+        kind = kind_of(key)
+        by_kind[kind] = by_kind.get(kind, 0.0) + own
+        rows.append((own, ncalls, cum, f"{key[0].split('site-packages/')[-1].split('/main/')[-1]}:{key[1]}({key[2]})"))
+    total = sum(by_kind.values()) or 1.0
+    lines = [f"driver CPU by kind (cProfile, own CPU time of the main thread, {total:.2f} s in all; the profiler "
+             "adds its own cost):"]
+    lines += [f"  {k:<42} {v:7.2f} s {100 * v / total:5.1f}%" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])]
+    lines.append(f"top {top} functions by own time: own s, calls, cumulative s")
+    lines += [f"  {own:7.3f} {n:8d} {cum:8.3f}  {where}" for own, n, cum, where in sorted(rows, reverse=True)[:top]]
+    return "\n".join(lines)
 
 
 def fixed_cost(results: str) -> dict:
@@ -103,15 +160,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", choices=["packed", "single"], default="packed")
     parser.add_argument("--fixed", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the reference sweep's fixed cost (default: yes)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the driver during the tiny-trial sweep and say where its CPU goes")
+    parser.add_argument("--profile-out", metavar="FILE", help="with --profile, also write the cProfile stats here")
     args = parser.parse_args(argv)
     if args.fixed:
         with tempfile.TemporaryDirectory() as results:
             print(format_fixed(fixed_cost(results)), flush=True)
+    profile = None
+    if args.profile:
+        import cProfile
+
+        profile = cProfile.Profile(time.process_time)  # CPU seconds, as the share counts them
     with tempfile.TemporaryDirectory() as results:
-        r = measure(args.trials, args.engine, results)
+        r = measure(args.trials, args.engine, results, profile)
     print(f"driver overhead: {r['ran']} tiny trials ({r['engine']} engine) in {r['wall_s']:.1f} s wall; "
           f"driver CPU {r['driver_cpu_s']:.2f} s = {100 * r['driver_share']:.1f}% of wall time "
-          f"(target < 5%)")
+          f"(target < 5%){' (profiled: slower)' if profile else ''}")
+    if profile is not None:
+        if args.profile_out:
+            profile.dump_stats(args.profile_out)
+        print(profile_kinds(profile), flush=True)
 
 
 if __name__ == "__main__":
