@@ -188,3 +188,25 @@ def test_on_eval_hears_every_curve_row_as_it_is_recorded():
 
     again = run_members(trials, lambda ts: StackedBackend(ts, "cpu"), engine="packed", on_eval=broken)
     assert [r["trial"]["status"] for r in again] == [r["trial"]["status"] for r in results]
+
+
+@pytest.mark.slow  # a pack, a single trial and a store (12 s under load)
+def test_status_counts_pruned_and_a_single_trial_is_ranked_against_the_store(tmp_path):
+    """``scaling status`` counts pruned trials (pending leaves them out), and a trial trained alone
+    (engine single: scaling.training.run.run_trial) is ranked against the stored pack."""
+    from scaling.status import status_table
+    from scaling.training.run import run_trial
+
+    text = SWEEP.format(batch="[16, 32]", search=PRUNE)
+    cfg = config_from_text(text)
+    store = Store(str(tmp_path / "r"))
+    store.save_config(cfg.name, text)
+    results = run_pack([t for t in cfg.trials() if t.batch_size == 16])
+    store.commit(cfg.name, "u16", results)
+    n_pruned = sum(r["trial"]["status"] == "pruned" for r in results)
+    row = status_table(str(tmp_path / "r")).to_pylist()[0]
+    assert (row["ok"], row["pruned"], row["stored"]) == (12 - n_pruned, n_pruned, 12) and n_pruned
+    assert (row["in_config"], row["pending"]) == (24, 12)
+    worst = next(t for t in cfg.trials() if t.batch_size == 32 and t.lr == 0.01 and t.seed == 0)
+    alone = run_trial(worst, peers=store_peers(store, cfg.name, [worst]))
+    assert alone["trial"]["status"] == "pruned" and "of 7 configurations" in alone["trial"]["error"]
