@@ -249,7 +249,7 @@ def test_sweep_resume_compaction_and_query_against_s3(tmp_path, s3_server, monke
     assert int(runs) == 16 and int(n) > 16
     status = subprocess.run([sys.executable, "-m", "cluster.cli", "status", uri], cwd=ROOT, capture_output=True,
                             text=True, timeout=120, env=env)
-    assert status.returncode == 0 and status.stdout.splitlines()[2].split()[:5] == ["small", "16", "0", "0", "16"]
+    assert status.returncode == 0 and status.stdout.splitlines()[2].split()[:6] == ["small", "16", "0", "0", "0", "16"]
 
 
 def test_sweep_joins_an_existing_cluster_by_address_client_and_env(tmp_path):

@@ -112,7 +112,7 @@ def test_cli_sweep_status_and_query(tmp_path):
     assert "results:" in proc.stdout and "chosen on 1 - validation accuracy" in proc.stdout
     assert "8/8 done" in proc.stderr, "the progress bar reports done/total"
     status = run_cli("status", results)
-    assert status.returncode == 0 and status.stdout.splitlines()[2].split()[:5] == ["small", "8", "0", "0", "8"]
+    assert status.returncode == 0 and status.stdout.splitlines()[2].split()[:6] == ["small", "8", "0", "0", "0", "8"]
     query = run_cli("query", results, "SELECT status, count(*) AS n FROM trials GROUP BY status")
     assert query.returncode == 0 and query.stdout.splitlines()[2].split() == ["ok", "8"]
     bad = run_cli("query", results, "SELECT nope FROM trials")
