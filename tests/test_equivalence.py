@@ -135,7 +135,9 @@ def assert_matches(params: dict, ref: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def references():
+def references(one_torch_thread):
+    """On one thread, as the tests using them: a tiny float64 model on two threads of a loaded
+    2-core machine took 30-50x as long (212 s for the twelve under load)."""
     return {c: reference(case(*c)) for c in CASES}
 
 
