@@ -88,6 +88,27 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def _global_state_restored():
+    """What a test (or the code it calls in this process) changes of torch's default dtype, its
+    thread count and numpy's floating-point error handling is given back after it, so no test
+    depends on the ones before it (pytest-xdist reorders them). torch is not imported for this."""
+    import numpy as np
+
+    errors = np.geterr()
+    torch = sys.modules.get("torch")
+    saved = (torch.get_default_dtype(), torch.get_num_threads()) if torch is not None else None
+    yield
+    np.seterr(**errors)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        dtype, threads = saved or (torch.float32, None)
+        if torch.get_default_dtype() != dtype:
+            torch.set_default_dtype(dtype)
+        if threads is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module: tiny models only lose time to thread sync on a shared machine."""
