@@ -244,9 +244,11 @@ def test_a_sweep_is_reread_only_within_its_share_of_a_core(tmp_path):
 
 
 def _same(a, b) -> None:
-    """Two reads of a store hold the same rows (the columns of the first, in its order)."""
+    """Two reads of a store hold the same rows (the columns of the first), in any order."""
+    keys = [(k, "ascending") for k in ("sweep", "trial_id", "step") if k in a.column_names]
+    a, b = a.sort_by(keys), b.sort_by(keys)
     assert a.num_rows == b.num_rows
-    assert a.select(a.column_names).to_pylist() == b.select(a.column_names).to_pylist()
+    assert a.to_pylist() == b.select(a.column_names).to_pylist()
 
 
 def test_a_refresh_reads_only_the_new_parts_and_equals_a_full_read(tmp_path):
@@ -263,6 +265,14 @@ def test_a_refresh_reads_only_the_new_parts_and_equals_a_full_read(tmp_path):
     src = Source(root, refresh_share=1.0)
     first = panels.progress(src, "grid")
     assert (src.loads, src.delta_loads, first["counts"]) == (1, 0, {"ok": 23, "failed": 1})
+    # new trials only: the columns the panels read are the last ones and the new rows
+    store.write_result("grid", _trial(150, lr=0.2, n_train=100, batch=8, seed=0))
+    grown = panels._frame(src, "grid")
+    assert src._entry("grid").appended is not None and src.delta_loads == 1
+    fresh = panels.tables.frame(src.tables("grid")[1].select(list(grown)))
+    assert list(grown) == list(fresh) and grown.axes == fresh.axes
+    for k in grown:
+        assert np.array_equal(grown[k], fresh[k], equal_nan=grown[k].dtype != object), k
     # a second run of trial 2 that fails (the ok run stays), a rerun of the failed trial 24 that
     # is ok (it wins), and two new trials
     store.write_result("grid", _trial(2, lr=0.1, n_train=100, batch=8, seed=1, status="failed",
@@ -271,15 +281,16 @@ def test_a_refresh_reads_only_the_new_parts_and_equals_a_full_read(tmp_path):
     for i in (200, 201):
         store.write_result("grid", _trial(i, lr=0.3, n_train=100, batch=8, seed=i - 200))
     _, trials, curves, _ = src.tables("grid")
-    assert (src.loads, src.delta_loads) == (2, 1)
+    assert (src.loads, src.delta_loads) == (3, 2)
+    assert src._entry("grid").appended is None, "a run replaced: the columns are built again"
     whole = load_parts(os.path.join(root, "grid"))
     _same(trials, whole[0])
     _same(curves, whole[1])
-    assert panels.progress(src, "grid")["counts"] == {"ok": 26}
+    assert panels.progress(src, "grid")["counts"] == {"ok": 27}
     bopt_before = panels._frame(src, "grid")
     compact(store, "grid")
     _, trials, _, _ = src.tables("grid")
-    assert (src.loads, src.delta_loads) == (3, 1), "parts vanished: everything read again"
+    assert (src.loads, src.delta_loads) == (4, 2), "parts vanished: everything read again"
     _same(trials, whole[0])
     assert panels._frame(src, "grid") is bopt_before, "the same runs: nothing computed again"
 

@@ -78,7 +78,15 @@ def _frame(src, sweep: str):
     def compute(trials, _curves):
         axes = tables.table_axes(trials)[0]
         keep = [c for c in trials.column_names if c in axes or c in FRAME_COLUMNS]
-        fr = tables.frame(trials.select(keep))
+        grown = src.appended(sweep, "frame")
+        if grown is not None and list(grown[0]) == keep:  # the last frame and the new rows
+            old, rows = grown
+            new = tables.frame(trials.select(keep).slice(rows))
+            fr = tables.Frame({k: np.concatenate([old[k], new[k]]) for k in keep})
+            for attr in ("axes", "replicate", "declared", "named", "pair"):
+                setattr(fr, attr, getattr(new, attr))
+        else:
+            fr = tables.frame(trials.select(keep))
         fr.varying = None
         fr.varying = _axes(fr)
         return fr

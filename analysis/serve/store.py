@@ -101,6 +101,8 @@ class _Entry:
     lock: threading.RLock = field(default_factory=threading.RLock)
     queue: dict = field(default_factory=dict)
     """Background results asked for and not yet computed: ``{key: compute}``."""
+    appended: tuple | None = None
+    """(content before, rows before) when the last read only appended rows to the tables."""
     worker: threading.Thread | None = None
     slow_done_at: float = 0.0
     slow_cost_s: float = 0.0
@@ -225,12 +227,12 @@ class Source:
             stale = version.digest != entry.version or (entry.tables is None and not entry.error)
             if stale and not self._too_soon(entry):
                 start = time.monotonic()
-                tables, error = None, ""
+                tables, error, appended = None, "", False
                 if version.trial_parts == 0:
                     error = "no trial has finished yet"
                 else:
                     try:
-                        tables = self._read(sweep, entry, version)
+                        tables, appended = self._read(sweep, entry, version)
                     except AnalysisError as e:
                         error = str(e)
                     except Exception as e:  # noqa: BLE001 - the store failed to answer this once
@@ -242,17 +244,22 @@ class Source:
                         return entry.version, trials, curves, entry.error  # version kept: retried
                     if tables is not None and tables[0].num_rows == 0:
                         tables, error = None, "no trial has finished yet"
+                before, rows = entry.content, entry.tables[0].num_rows if entry.tables else 0
+                same_start = tables is not None and entry.tables is not None and \
+                    tables[0].num_rows >= rows and tables[0].schema == entry.tables[0].schema
                 entry.version, entry.parts, entry.tables, entry.error = \
                     version.digest, version.parts, tables, error
                 entry.content = _content(tables, error)
+                entry.appended = (before, rows) if same_start and appended else None
                 entry.loaded_at = time.monotonic()
                 entry.cost_s = entry.loaded_at - start
             trials, curves = entry.tables if entry.tables is not None else (None, None)
             return entry.version, trials, curves, entry.error
 
     def _read(self, sweep: str, entry: _Entry, version: Version):
-        """(trials, curves) of a sweep at ``version``: the new parts merged into the tables read
-        before when every part read before is still there unchanged, else everything; curves
+        """((trials, curves), whether rows were only appended) of a sweep at ``version``: the new
+        parts merged into the tables read before when every part read before is still there
+        unchanged, else everything; curves
         None when they hold more than :attr:`curves_whole_bytes`. A read that fails while parts
         change under it (a compaction deleting the parts it merged) is tried again, three times
         at most."""
@@ -266,7 +273,7 @@ class Source:
             stems = {name[:-len(".parquet")] for (table, name) in version.parts
                      if table == "trials" and (table, name) not in entry.parts}
             if not stems:  # a curves part before its trials part: nothing is committed yet
-                return old
+                return old, False
             read = lambda: load.load_parts(where, stems, curves=with_curves, config=with_curves)
         else:
             read = lambda: load.load_parts(where, curves=with_curves, config=with_curves)
@@ -283,12 +290,14 @@ class Source:
             new = read()
         self.loads += 1
         if not grown:
-            return new
+            return new, False
         if new is None:  # a part of the legacy layout among the new ones: read everything
             self.loads += 1
-            return load.load_parts(where, curves=with_curves, config=with_curves)
+            return load.load_parts(where, curves=with_curves, config=with_curves), False
         self.delta_loads += 1
-        return load.merge_runs(old[0], new[0], old[1], new[1], sort=False)
+        trials, curves = load.merge_runs(old[0], new[0], old[1], new[1], sort=False)
+        # no old run lost: the old rows come first, as they were (see :meth:`appended`)
+        return (trials, curves), trials.num_rows == old[0].num_rows + new[0].num_rows
 
     def _too_soon(self, entry: _Entry) -> bool:
         """Whether reading a sweep again now would spend more than :attr:`refresh_share` of a core."""
@@ -296,6 +305,18 @@ class Source:
             return False
         wait = entry.cost_s * (1 / max(self.refresh_share, 1e-3) - 1)
         return time.monotonic() - entry.loaded_at < wait
+
+    def appended(self, sweep: str, key):
+        """(value, rows) of result ``key`` computed from the tables before the last read, when
+        that read only appended rows to them (its first ``rows`` rows are the old ones, as they
+        were): a result that can be extended rather than computed again; else None."""
+        entry = self._entry(sweep)
+        with entry.lock:
+            if entry.appended is None:
+                return None
+            before, rows = entry.appended
+            hit = entry.results.get(key)
+            return (hit[1], rows) if hit is not None and hit[0] == before else None
 
     def result(self, sweep: str, key, compute):
         """``compute(trials, curves)`` for the sweep's current content, cached under ``key``.
