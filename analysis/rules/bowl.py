@@ -113,9 +113,10 @@ def _profile(tt, yy, w, shape, nv=41):
     q = [-_q(tt[..., k, None] - v, shape) for k in range(n)]
     W = [w[..., k, None] for k in range(n)]
     y = [yy[..., k, None] for k in range(n)]
-    s0, s1, s2, b0, b1 = (_total([f(k) for k in range(n)]) for f in (
-        lambda k: np.broadcast_to(W[k], v.shape), lambda k: W[k] * q[k],
-        lambda k: W[k] * q[k] * q[k], lambda k: W[k] * y[k], lambda k: W[k] * q[k] * y[k]))
+    Wq = [W[k] * q[k] for k in range(n)]  # (W q) q and (W q) y: the broadcast form's products
+    s0 = _total([np.broadcast_to(W[k], v.shape) for k in range(n)])
+    s1, s2 = _total(Wq), _total([Wq[k] * q[k] for k in range(n)])
+    b0, b1 = _total([W[k] * y[k] for k in range(n)]), _total([Wq[k] * y[k] for k in range(n)])
     with np.errstate(all="ignore"):
         det = s0 * s2 - s1 * s1
         c = (s2 * b0 - s1 * b1) / det
