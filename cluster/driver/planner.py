@@ -145,7 +145,11 @@ def _split(members: list[dict], slots: int, memory_bytes: int, max_members: int,
     whose ``estimate_pack_bytes`` fits in ``memory_bytes`` (at least one)."""
     # sorted by step count, so members of a pack finish together (less idle vectorised work),
     # then by momentum (the stacked SGD update takes each run of equal momentum in one call)
-    ordered = sorted(members, key=lambda t: (t.n_train, t.momentum, t.seed, t.lr))
+    # with pruning, the seeds of a configuration side by side: a cut splits at most one of them
+    # (scaling.training.prune stops a configuration's seeds together)
+    prune = bool(members[0].eval.get("prune"))
+    ordered = sorted(members, key=lambda t: (t.n_train, t.momentum, t.lr, t.seed) if prune
+                     else (t.n_train, t.momentum, t.seed, t.lr))
     size = max(1, min(max_members, -(-len(members) // max(1, slots))))
     if estimate_pack_bytes(ordered[:size], footprint) > memory_bytes:
         lo, hi = 1, size  # the estimate grows with the members: the largest size that fits

@@ -173,7 +173,7 @@ class Pruner:
         if n < self.min_configs:
             return None
         score = {c: sum(v.values()) / len(v) for c, v in configs.items()}
-        order = sorted(score, key=lambda c: (-score[c] if self.larger else score[c], c))
+        order = sorted(score, key=lambda c: (-score[c] if self.larger else score[c], repr(c)))
         k = max(1, math.floor(self.keep * n + 1e-9))
         mine = config_key(trial)
         if mine in order[:k] or self._in_bowl(mine, order[0], list(configs)):
