@@ -48,7 +48,6 @@ def cmd_sweep(args) -> int:
         # may re-run this command: before anything prints or warns, and while this process has one
         # thread (importing the store starts pyarrow's), so no signal lands in a thread exec ends
         _private_ray_network(args)
-    from cluster.driver.sweep import run_sweep
     from scaling.config.file import read_text
     from scaling.config.sweep import config_from_text
     from scaling.store.uri import open_filesystem
@@ -58,6 +57,8 @@ def cmd_sweep(args) -> int:
     cfg = config_from_text(text, repr(args.config), overrides={"engine": args.engine} if args.engine else None)
     if args.dry_run:
         return dry_run(args, cfg)
+    from cluster.driver.sweep import run_sweep  # after the config is checked: a refused one starts sooner
+
     try:
         with localray.stop_on_signals():
             summary = run_sweep(cfg, text, args.results, address=args.address,
