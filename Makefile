@@ -18,12 +18,12 @@ demo: $(STAMP)
 	$(BIN)/scaling sweep configs/demo.yaml --results results
 
 # make test: what a newcomer runs (a few minutes); make check: every test, as CI runs it.
-# JOBS=3 runs check on pytest-xdist workers: the Ray modules in two groups, each in order on one
+# JOBS=3 runs check (or test) on pytest-xdist workers: the Ray modules in two groups, each in order on one
 # worker, the compute-only tests around them (tests/conftest.py). Not the default yet: some tests
 # still depend on what an earlier test left (torch's default dtype, caches), which xdist reorders.
 JOBS ?= 1
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow" $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup) tests
 
 check: $(STAMP)
 	$(BIN)/python -m pytest -q $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup) tests
