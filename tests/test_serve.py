@@ -167,6 +167,19 @@ def test_the_laws_are_what_fit_bopt_and_bcrit_print(server, tmp_path, capsys):
     printed = _printed(capsys, "bcrit", str(tmp_path / "results"), *command[3:])
     assert " ".join("\n".join(laws["bcrit"]["text"]).split()) == " ".join(printed.split())
     assert all(laws[k]["figure"]["data"] for k in ("learning_curve", "bopt", "bcrit"))
+    # the fitting process (a sweep past FIT_APART_ROWS trials) gives the same laws, via JSON
+    from analysis.serve import panels
+    from analysis.serve.fitter import Fitter
+
+    _, trials, curves, _ = server.source.tables("grid")
+    fitter = Fitter()
+    try:
+        for key, name in ((("fit", "n_train", None), "learning_curve"), (("bopt", None), "bopt")):
+            here = json.loads(json.dumps(panels.compute_law(key, trials, curves), default=str))
+            assert fitter.run(key, trials, curves) == here
+            assert here["text"] == laws[name]["text"]
+    finally:
+        fitter.close()
 
 
 def test_a_refresh_reads_again_only_after_a_new_part(server, tmp_path):
@@ -326,6 +339,22 @@ def test_slow_results_are_computed_in_the_background_and_shown_stale_meanwhile(t
     src.refresh_share = 0.001
     time.sleep(0.5)
     assert ask()[:2] == (48, False) and calls == [24, 48], "too soon: not computed yet"
+
+
+@pytest.mark.slow  # 4 s: a process start and the analysis' imports
+def test_the_fitting_process_answers_in_json_and_stops_with_the_server(server):
+    from analysis.errors import AnalysisError
+
+    fitter = server.source.fitter
+    _, trials, _, _ = server.source.tables("grid")
+    with pytest.raises(AnalysisError, match="too much to read whole"):
+        fitter.run(("bcrit",), trials, None)  # its error, one line, across the process
+    with pytest.raises(AnalysisError, match="unknown law"):
+        fitter.run(("nope",), trials.slice(0, 0), None)
+    proc = fitter._proc
+    assert proc.poll() is None, "one process kept for the next job"
+    server.server_close()
+    assert proc.wait(timeout=10) == 0, "it exits when the server closes"
 
 
 def test_the_eta_counts_the_remaining_trials_at_the_recent_rate(tmp_path):

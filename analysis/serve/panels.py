@@ -286,7 +286,10 @@ def _curve_metric(trials, curves) -> str:
     return m if curves is not None and m in curves.column_names else "test_loss"
 
 
-LAWS = (("learning_curve", "fit"), ("bopt", "bopt"), ("bcrit", "bcrit"))
+FIT_APART_ROWS = 5000
+"""Past this many trials the laws are fitted in the fitting process (seconds of work that would
+otherwise hold the server's interpreter); below, in a thread of the server, which costs no
+process start and no second import of the analysis (about a CPU-second)."""
 
 
 def laws(src, sweep: str, x: str = "n_train", metric: str | None = None) -> dict:
@@ -297,8 +300,10 @@ def laws(src, sweep: str, x: str = "n_train", metric: str | None = None) -> dict
     ``pending`` at the top says the page should ask again."""
     keys = {"learning_curve": ("fit", x, metric), "bopt": ("bopt", metric), "bcrit": ("bcrit",)}
     out, pending = {}, False
+    trials = src.tables(sweep)[1]
+    apart = src.fitter is not None and trials is not None and trials.num_rows > FIT_APART_ROWS
     for name, key in keys.items():
-        if src.fitter is not None:  # in the fitting process (analysis.serve.fitter)
+        if apart:  # in the fitting process (analysis.serve.fitter)
             compute = lambda t, c, key=key: src.fitter.run(key, t, c)
         else:
             compute = lambda t, c, key=key: compute_law(key, t, c)
