@@ -168,6 +168,8 @@ def test_with_pruning_the_planner_starts_the_cheapest_units_first():
     assert steps == sorted(steps) and steps[0] < steps[-1]
     plain = [max(t.total_steps for t in u.trials) for u in units("")]
     assert plain != sorted(plain), "without pruning the planner keeps the sweep's order"
+    single = plan(sweep(batch="[4, 16, 64]").trials(), engine="single", slots=2, memory_bytes=1 << 30)
+    assert [u.trials[0].total_steps for u in single] == sorted(u.trials[0].total_steps for u in single)
 
 
 @pytest.mark.slow  # two packs (6.7 s under load)

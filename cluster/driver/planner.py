@@ -48,7 +48,8 @@ def plan(trials: list[dict], *, engine: str, slots: int, memory_bytes: int,
         way (None: they did not report, so the models are tried here)
     """
     if engine == "single":
-        return [Unit((t,), "single") for t in trials]
+        units = [Unit((t,), "single") for t in trials]
+        return cheapest_first(units) if trials and as_trial(trials[0]).eval.get("prune") else units
     groups: dict[tuple, list[dict]] = {}
     for t in trials:
         groups.setdefault(pack_key(t), []).append(t)
