@@ -92,3 +92,21 @@ def test_roofline_on_cuda_without_a_gpu_is_one_line():
                               text=True, timeout=120, cwd=ROOT)
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.startswith("error:") and proc.stderr.count("\n") == 1 and words in proc.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", ["stacked", "vmap"])
+def test_the_fused_update_on_cuda_matches_the_eager_one_on_the_cpu(backend):
+    """Inductor writes Triton kernels on a GPU: the fused step there against the eager CPU step."""
+    from scaling.training.backends.stacked import StackedBackend
+    from scaling.training.backends.vmap import VmapBackend
+    from scaling.training.loop import run_members
+
+    cls = StackedBackend if backend == "stacked" else VmapBackend
+    trials = [as_trial({**MLP, "budget": {"steps": 60}, "seed": s, "lr": 1e-3 * (s + 1)}) for s in range(3)]
+    gpu = run_members(trials, lambda ts: cls(ts, "cuda", fused=True), engine="packed", return_params=True)
+    cpu = run_members(trials, lambda ts: cls(ts, "cpu", fused=False), engine="packed", return_params=True)
+    assert "adamw" not in optim._failed, optim._failed
+    for g, c in zip(gpu, cpu):
+        for k, w in c["params"].items():
+            assert float(torch.linalg.norm(g["params"][k].double() - w.double()) / torch.linalg.norm(w.double())) <= 1e-4

@@ -196,52 +196,49 @@ def _lion_update(params, grads, states, s: Step) -> None:
 #
 # The eager updates above are several ops per tensor, each a pass over it (AdamW: about ten passes
 # over weights, gradients, moments and temporaries where one would do). The kernels below are the
-# same arithmetic written for torch.compile: Inductor fuses each tensor's update into one loop
-# (C++/OpenMP on a CPU, Triton on a GPU) that reads the gradient, the weights and the state once
-# and writes them once. Per-member hyperparameters arrive as tensors, cast and viewed against each
-# parameter inside the kernel, and nothing in them is a Python number that changes per step, so
-# one compile (dynamic in the member count) serves every step, every pack size and, through
-# Inductor's on-disk cache (its FX graph cache, on by default), every worker process of a node.
+# same arithmetic written for torch.compile: Inductor fuses a tensor's update into one loop (C++ on a
+# CPU, Triton on a GPU) that reads the gradient, the weights and the state once and writes them once.
+# Each kernel takes one parameter viewed as (M, N) (M members, N its entries per member) and
+# per-member hyperparameters as tensors (cast and viewed as (M, 1) inside), and nothing in them is
+# a Python number that changes per step, so one compile (dynamic in M and N) serves every tensor of
+# every model, every step and pack size, and, through Inductor's on-disk cache (its FX graph cache,
+# on by default), every worker process of a node.
 
 
 def _member(p):
-    """A per-member tensor (M,) or (M, 1, ..., 1), in p's dtype, viewed to broadcast against p."""
-    shape = (-1,) + (1,) * (p.dim() - 1)
-    return lambda v: v.to(p.dtype).view(shape)
+    """A per-member tensor, (M, 1) in p's dtype already (fused_update casts them once), against p (M, N)."""
+    return lambda v: v.to(p.dtype).view(-1, 1)
 
 
-def _sgd_kernel(params, grads, bufs, momentum, weight_decay, lr, nesterov_mask, any_wd: bool, nesterov: str):
-    for p, g, buf in zip(params, grads, bufs):
-        v = _member(p)
-        if any_wd:
-            g = g + p * v(weight_decay)
-        buf.copy_(g + buf * v(momentum))
-        direction = buf
-        if nesterov != "none":
-            direction = g + buf * v(momentum)
-            if nesterov == "some":
-                direction = direction.where(v(nesterov_mask) > 0, buf)
-        p.sub_(direction * v(lr))
+def _sgd_kernel(p, g, buf, momentum, weight_decay, lr, nesterov_mask, any_wd: bool, nesterov: str):
+    v = _member(p)
+    if any_wd:
+        g = g + p * v(weight_decay)
+    buf.copy_(g + buf * v(momentum))
+    direction = buf
+    if nesterov != "none":
+        direction = g + buf * v(momentum)
+        if nesterov == "some":
+            direction = direction.where(v(nesterov_mask) > 0, buf)
+    p.sub_(direction * v(lr))
 
 
-def _adamw_kernel(params, grads, m1s, m2s, decay, one_minus_b1, beta2, one_minus_b2, bc2_sqrt, eps, step_size):
-    for p, g, m1, m2 in zip(params, grads, m1s, m2s):
-        v = _member(p)
-        if decay is not None:
-            p.mul_(v(decay))
-        m1.lerp_(g, v(one_minus_b1))
-        m2.mul_(v(beta2)).addcmul_(g, g * v(one_minus_b2))
-        p.addcdiv_(m1 * v(step_size), (m2.sqrt() / v(bc2_sqrt)).add_(v(eps)), value=-1.0)
+def _adamw_kernel(p, g, m1, m2, decay, one_minus_b1, beta2, one_minus_b2, bc2_sqrt, eps, step_size):
+    v = _member(p)
+    if decay is not None:
+        p.mul_(v(decay))
+    m1.lerp_(g, v(one_minus_b1))
+    m2.mul_(v(beta2)).addcmul_(g, g * v(one_minus_b2))
+    p.addcdiv_(m1 * v(step_size), (m2.sqrt() / v(bc2_sqrt)).add_(v(eps)), value=-1.0)
 
 
-def _lion_kernel(params, grads, ms, beta1, one_minus_b1, decay, lr, beta2, one_minus_b2):
-    for p, g, m in zip(params, grads, ms):
-        v = _member(p)
-        c = m * v(beta1) + g * v(one_minus_b1)
-        if decay is not None:
-            p.mul_(v(decay))
-        p.sub_(c.sign() * v(lr))
-        m.copy_(m * v(beta2) + g * v(one_minus_b2))
+def _lion_kernel(p, g, m, beta1, one_minus_b1, decay, lr, beta2, one_minus_b2):
+    v = _member(p)
+    c = m * v(beta1) + g * v(one_minus_b1)
+    if decay is not None:
+        p.mul_(v(decay))
+    p.sub_(c.sign() * v(lr))
+    m.copy_(m * v(beta2) + g * v(one_minus_b2))
 
 
 def _sgd_args(s: Step) -> tuple:
@@ -267,8 +264,8 @@ KERNELS = {"sgd": (_sgd_kernel, _sgd_args), "adamw": (_adamw_kernel, _adamw_args
 
 COMPILE_S = 8.0
 """What a fused update costs before its first step in a process, seconds: importing torch._dynamo
-and Inductor (2.5 s here) and a compile with Inductor's on-disk cache warm (5 s on the 2-core
-development machine under load; 19 s with the cache cold, once per node and kernel)."""
+and Inductor (2.5 s here) and compiling its one kernel with Inductor's on-disk cache warm (5 s on
+the 2-core development machine under load; 15-25 s with the cache cold, once per node)."""
 SAVED_S_PER_PARAM_STEP = {"sgd": 0.15e-9, "adamw": 1.0e-9, "lion": 0.6e-9}
 """Seconds the fused update saves per parameter and step over the eager one on a CPU, one thread
 (``python -m cluster.bench.roofline --optimizer adamw`` times both; SGD's eager fast path in the
@@ -295,22 +292,41 @@ def _compiled(name: str):
     return torch.compile(KERNELS[name][0], dynamic=True)
 
 
+def _rows(t):
+    """A contiguous (M, ...) tensor as its (M, N) view."""
+    return t.view(t.shape[0], -1)
+
+
 def fused_update(name: str, params, grads, states, s: Step) -> None:
-    """Optimizer ``name``'s update as one compiled kernel per tensor; the same arithmetic as its
-    eager ``update`` (summed in another order, float rounding apart). If compiling fails (no C++
-    compiler, an unsupported device), this process goes on with the eager update, and says so once."""
-    if name not in _failed:
+    """Optimizer ``name``'s update as one compiled kernel call per tensor, each viewed as (M, N);
+    the same arithmetic as its eager ``update`` (float rounding apart). A pack of one member, or a
+    tensor that is not contiguous, takes the eager update (a size of 1 or a copy would cost a compile
+    or the write). If compiling fails (no C++ compiler, an unsupported device), this process goes
+    on with the eager update, and says so once."""
+    eager = list(range(len(params)))
+    if name not in _failed and params and params[0].shape[0] > 1:
+        kernel, dtype = _compiled(name), params[0].dtype
+        args = [a.to(dtype).reshape(-1, 1) if hasattr(a, "reshape") else a for a in KERNELS[name][1](s)]
+        eager, done = [], 0
         try:
-            _compiled(name)(params, grads, *map(list, zip(*states)), *KERNELS[name][1](s))
+            for i, (p, g, state) in enumerate(zip(params, grads, states)):
+                if not (p.is_contiguous() and all(t.is_contiguous() for t in state)):
+                    eager.append(i)
+                    continue
+                kernel(_rows(p), g.reshape(g.shape[0], -1), *map(_rows, state), *args)
+                done += 1
             _warm.add(name)
-            return
-        except Exception as e:  # noqa: BLE001 (eager is the reference; a failed compile costs speed only)
+        except Exception as e:
             import sys
 
+            if done:  # a tensor is updated already: only a failed first compile falls back
+                raise
             _failed[name] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
             print(f"warning: the fused {name} update failed to compile ({_failed[name]}); "
                   "training goes on with the eager one", file=sys.stderr)
-    get(name).update(params, grads, states, s)
+            eager = list(range(len(params)))
+    if eager:
+        get(name).update([params[i] for i in eager], [grads[i] for i in eager], [states[i] for i in eager], s)
 
 
 # ---- the registry --------------------------------------------------------------------------------
