@@ -56,7 +56,7 @@ def test_backends_choose_by_the_rule_and_sgd_keeps_its_fast_path(fresh):
 
 
 def test_a_failed_compile_falls_back_to_the_eager_update_and_says_so_once(fresh, monkeypatch, capsys):
-    def broken(name):
+    def broken(name, many=False):
         def kernel(*args):
             raise RuntimeError("no C++ compiler\nsecond line")
         return kernel
