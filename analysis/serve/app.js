@@ -70,6 +70,7 @@ async function showProgress() {
   const cards = el("div", {class: "cards", id: "progress-cards"});
   card(cards, "trials", p.trials);
   for (const s of ["ok", "diverged", "failed"]) card(cards, s, p.counts[s] || 0, s === "ok" ? "" : (p.counts[s] ? "bad" : ""));
+  if (p.counts.pruned) card(cards, "pruned", p.counts.pruned);  // stopped early by the sweep's rule
   if (p.expected !== null && p.expected !== undefined) card(cards, "remaining", `${p.remaining} of ${p.expected}`);
   const r = p.recent;
   card(cards, "trials/s", r ? fmt(r.trials_per_s) : (p.trials_per_s ? fmt(p.trials_per_s) : "-"));

@@ -18,7 +18,7 @@ VIRIDIS = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#3
            "#6ece58", "#b5de2b", "#fde725")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
-STATUS_COLORS = {"ok": "#1b9e4b", "diverged": "#e08a00", "failed": "#c62828"}
+STATUS_COLORS = {"ok": "#1b9e4b", "diverged": "#e08a00", "failed": "#c62828", "pruned": "#7f7f7f"}
 
 
 def esc(text) -> str:

@@ -155,7 +155,7 @@ def progress(src, sweep: str) -> dict:
         else:
             out["note"] = "the trials carry no end times: no throughput or ETA"
         out["recent"] = recent_rate(end[ok], steps[ok] if steps is not None else None)
-        bad = np.flatnonzero(status != "ok")
+        bad = np.flatnonzero((status != "ok") & (status != "pruned"))  # pruned: stopped early by rule
         axes = _axes(fr)
         out["failures"] = [{"trial_id": str(fr["trial_id"][i]), "status": str(status[i]),
                             "config": ", ".join(f"{a}={tables.label_value(fr[a][i])}" for a in axes),
