@@ -159,8 +159,13 @@ def test_a_tight_margin_does_not_call_a_true_rule_inconsistent_under_shared_seed
 
 @pytest.mark.slow
 def test_exact_rule_is_called_consistent(rule_digits):
+    """The power to confirm an exact rule (every exponent's interval inside 1 +- 0.25) with 5
+    seeds, digits noise: 88.3 % of 400 sweeps since the rule's bootstrap sd carries the
+    small-cluster factor sqrt(5/4) (>= 90 % before, with intervals that covered the n_train
+    exponent only 90-91 % on fresh replications). The floor, 85 %, is two binomial sds (1.6 %)
+    under that: honest intervals cost some of the power to confirm."""
     share = rule_digits["labels"].count("consistent") / REPS
-    assert share >= 0.90, share
+    assert share >= 0.85, share
 
 
 @pytest.mark.parametrize("noise", ["digits", pytest.param("shifted", marks=pytest.mark.slow)])
