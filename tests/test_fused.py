@@ -84,6 +84,7 @@ def test_a_failed_compile_falls_back_to_the_eager_update_and_says_so_once(fresh,
     assert not optim.fused_pays("adamw", 10**12, 10**6)
 
 
+@pytest.mark.slow  # 5-7 s under load: the subprocess imports torch
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is missing")
 def test_roofline_on_cuda_without_a_gpu_is_one_line():
     for args, words in ((["--device", "cuda"], "torch.cuda.is_available() is False"),
