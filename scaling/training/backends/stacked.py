@@ -26,7 +26,9 @@ This backend trains the MLP on float features with cross-entropy and no
 SGD without Nesterov takes a fast path of its own: each weight's gradient matmul adds
 straight into its momentum buffer (``baddbmm_``, the momentum as its beta for
 each run of members that share it), so no gradient is written out and read
-back; ``python -m cluster.bench.roofline`` times the step against its roofline.
+back; ``python -m cluster.bench.roofline`` times the step against its roofline. Every other update
+(AdamW, Lion, Nesterov) is the optimizer's eager one or, where it pays (``fused``, by default
+scaling.training.optim.fused_pays), its compiled kernel (scaling.training.optim.fused_update).
 
 Speed: a step is a handful of batched matmuls whatever M is, so on a CPU a pack
 with one torch thread runs at a good share of the core's matmul peak; run one

@@ -16,7 +16,8 @@ and one step of the pack is one step of every member:
   the second it takes torch.func.grad to import torch._dynamo;
 - the optimizer update on the stacked tensors (:class:`StackedOptimizer`: the
   optimizer's update in scaling.training.optim, exactly as its ``torch.optim``
-  class computes it), with each member's hyperparameters and its scheduled lr;
+  class computes it), with each member's hyperparameters and its scheduled lr; where it pays
+  (scaling.training.optim.fused_pays) the same update as a compiled kernel (optim.fused_update);
 - the loop (:mod:`scaling.training.loop`) checks losses, evaluates each member at its own
   eval steps and drops members as they finish or diverge.
 
