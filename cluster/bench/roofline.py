@@ -249,6 +249,9 @@ def format_rows(rows: list[RooflineRow], load: float | None = None, optimizer: s
             f"{100 * r.share(r.bw_cache):6.0f}% {100 * r.share(r.bw_cache, True):6.0f}% "
             f"{r.bytes / r.bw_memory * 1e6:9.1f} {r.bound(r.bw_memory) * 1e6:9.1f} "
             f"{100 * r.share(r.bw_memory):6.0f}% {100 * r.share(r.bw_memory, True):6.0f}%")
+    if optimizer == "sgd":
+        lines.append("fused: the compiled update forced on; by default SGD keeps its eager fast path (gradients "
+                     "added straight into the momentum buffers), which moves fewer bytes")
     short = [r.batch_size for r in rows if r.share(r.bw_cache, True) < 0.7]
     lines.append(f"fused below 70% of the bound at the working-set bandwidth: B = {short}" if short else
                  "the fused step reaches 70% of its bound at the working-set bandwidth at every B")
