@@ -26,9 +26,10 @@ def run(*argv):
 
 
 def _sweep():
-    """One sweep with a validation pair; lr 10**-1.5 has no short decimal form."""
+    """One sweep with a validation pair; lr 10**-1.5 has no short decimal form. Four seeds: with
+    three, the rule's intervals (small-cluster factor sqrt(3/2)) call the exact rule inconclusive."""
     t = sweep_table(n_trains=(1000, 2000, 4000), batch_sizes=tuple(2 ** i for i in range(10)),
-                    lrs=(0.01, 10 ** -1.5, 0.1), momenta=(0.0, 0.5), seeds=(0, 1, 2),
+                    lrs=(0.01, 10 ** -1.5, 0.1), momenta=(0.0, 0.5), seeds=(0, 1, 2, 3),
                     diverge_above=40, seed=5)
     rng = np.random.default_rng(1)
     n = t.num_rows
@@ -96,7 +97,7 @@ def test_schema_names_give_the_rule_verdict_with_no_flags(shapes, capsys):
     out = capsys.readouterr().out
     assert "verdict: consistent" in out and "B_opt by n_train, lr, momentum;" in out
     assert "selection: chosen on 1 - val_acc" in out  # the validation pair, by its schema names
-    assert "failed 18" in out  # State 'crashed' counted as failed, not dropped
+    assert "failed 24" in out  # State 'crashed' counted as failed, not dropped
     assert "0.03162277660168379" in out  # the lr of a group as it reads back
 
 
@@ -115,7 +116,10 @@ def test_export_shapes_give_the_plain_tables_numbers(shapes, shape, capsys):
         got = _json(capsys, cmd[0], shapes[shape], *cmd[1:], *flags)
         assert _numbers(got) == _numbers(want), cmd[0]
         if cmd[0] == "bopt":
-            assert got["verdict"] == want["verdict"] and got["verdict"]["label"] == "consistent"
+            # an exact rule: consistent on the error (4 seeds); on test_loss the 90% CI of
+            # 1/(1-m) is wider than the margin with 2 momenta, which the verdict says (underpowered)
+            assert got["verdict"] == want["verdict"] and got["verdict"]["label"] == (
+                "consistent" if metric is None else "inconclusive"), got["verdict"]
             assert got["selection"].startswith("chosen on " + {"optuna": "value (validation)"}.get(
                 shape, "1 - val_acc")), got["selection"]
         else:
