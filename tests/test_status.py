@@ -144,10 +144,11 @@ def test_sweep_refuses_results_inside_a_sweep_folder_before_training(tmp_path):
     root = store_with(tmp_path, {"k1": GOOD.format(name="k1")})
     before = sorted(os.listdir(os.path.join(root, "k1")))
     config = write_config(tmp_path, SMALL_SWEEP)
-    proc = run_cli("sweep", str(config), "--results", os.path.join(root, "k1"), "--quiet")
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
-    assert "is a sweep folder" in lines[0] and f"--results {root}" in lines[0]
+    for dry in ([], ["--dry-run"]):  # the dry run refuses it too, rather than plan a sweep there
+        proc = run_cli("sweep", str(config), "--results", os.path.join(root, "k1"), "--quiet", *dry)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (dry, proc.stderr[-2000:])
+        assert "is a sweep folder" in lines[0] and f"--results {root}" in lines[0]
     assert sorted(os.listdir(os.path.join(root, "k1"))) == before
     with pytest.raises(StoreError, match="inside the sweep folder"):  # the same check, a level deeper
         Store(os.path.join(root, "k1", "trials", "x")).check_for_sweep("small")

@@ -101,6 +101,7 @@ def plan_sweep(cfg: SweepConfig, results: str, *, engine: str | None = None, num
     check_model_size(cfg)  # counted on torch's meta device: nothing allocated
     load_task(cfg.task)  # the data, as a worker loads it (a plug-in's errors surface here)
     store = Store(results, retry_s=storage_timeout)
+    warned = store.check_for_sweep(cfg.name)  # as run_sweep: refuses --results inside a sweep folder
     keep = ("ok", "diverged", "pruned") if retry_failed else ("ok", "diverged", "pruned", "failed")
     now = (CODE_VERSION, task_data_version(cfg.task))
     resume = resume_state(store, cfg.name, keep, now, rerun_stale=rerun_stale, accept_mixed=accept_mixed,
@@ -113,7 +114,7 @@ def plan_sweep(cfg: SweepConfig, results: str, *, engine: str | None = None, num
     k = cfg.workers_per_trial
     cpus = num_cpus or os.cpu_count() or 1
     slots = max(1, int(cpus // (cfg.resources.cpu * k)))
-    notes: list[str] = list(near)
+    notes: list[str] = [*warned, *near]
     slots, cut = bound_capacity(slots, cpus, _ray_memory(), cfg.resources.cpu)
     if cut:
         notes.append(cut)
