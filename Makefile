@@ -36,6 +36,7 @@ ifeq ($(BENCH),store)
 	$(BIN)/python -m cluster.bench.store
 else
 	$(BIN)/python -m cluster.bench.roofline
+	$(BIN)/python -m cluster.bench.roofline --optimizer adamw
 	$(BIN)/python -m cluster.bench
 	$(BIN)/python -m cluster.bench.driver
 	$(BIN)/python -m analysis.bench
