@@ -45,8 +45,11 @@ WAIT_S = 600.0
 """How long ``scaling compact`` and a sweep's last compaction wait for another one to finish."""
 
 _held: set = set()
-"""Tokens of the leases this process holds now: a lease of this pid that is not here was left by
-a compaction of this process that was interrupted."""
+"""Tokens of the leases this process holds or is taking now (from before its file is first written
+to after it is deleted): a lease of this pid that is not here was left by a compaction of this
+process that was interrupted. Added before the write: two threads of one process contending
+(added only once held, each found the other's fresh file "left over", deleted it, and both lost
+the lease: neither merged)."""
 
 
 def _start_time(pid: int) -> str:
@@ -102,26 +105,29 @@ class Lease:
     def acquire(self) -> None:
         deadline = time.monotonic() + max(0.0, self.wait_s)
         pause = 0.05
-        while True:
-            try:
-                self._write()
-            except OSError as e:
-                raise StoreError(one_line(f"cannot take the compaction lease of sweep {self.sweep or '.'!r}: cannot "
-                                          f"write {self.path}: {parts_mod.first_line(e)}", 600)) from None
-            other = self._other_live()
-            if other is None:
-                _held.add(self.token)
-                self._thread = threading.Thread(target=self._renew, name="scaling-lease", daemon=True)
-                self._thread.start()
-                return
-            self._delete(self.path)
-            if time.monotonic() + pause > deadline:
-                raise Busy(other)
-            time.sleep(pause * (0.5 + random.random()))
-            pause = min(2.0, pause * 2)
+        _held.add(self.token)  # before the file exists: see _held
+        try:
+            while True:
+                try:
+                    self._write()
+                except OSError as e:
+                    raise StoreError(one_line(f"cannot take the compaction lease of sweep {self.sweep or '.'!r}: "
+                                              f"cannot write {self.path}: {parts_mod.first_line(e)}", 600)) from None
+                other = self._other_live()
+                if other is None:
+                    self._thread = threading.Thread(target=self._renew, name="scaling-lease", daemon=True)
+                    self._thread.start()
+                    return
+                self._delete(self.path)
+                if time.monotonic() + pause > deadline:
+                    raise Busy(other)
+                time.sleep(pause * (0.5 + random.random()))
+                pause = min(2.0, pause * 2)
+        except BaseException:
+            _held.discard(self.token)
+            raise
 
     def release(self) -> None:
-        _held.discard(self.token)
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
@@ -129,6 +135,7 @@ class Lease:
             self._delete(self.path)
         except OSError:  # a store that fails now: the lease expires by itself
             pass
+        _held.discard(self.token)  # after the delete: see _held
 
     def check(self) -> bool:
         """Whether the lease is still ours (its file is there and the renewals have not failed)."""
