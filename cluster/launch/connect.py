@@ -3,8 +3,10 @@ cluster's auth token used when there is one and the address checked before ``ray
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import time
 
 import cluster.launch.localray as localray
 from scaling.errors import UserError
@@ -24,7 +26,7 @@ def connect(address: str | None, num_cpus: int | None = None, insecure_ray: bool
         check_reachable(address)
         _use_token_if_available()
         try:
-            ray.init(address=address, **common)
+            _init(ray, address, common)
         except (ConnectionError, RuntimeError) as e:
             chain = f"{e} {e.__cause__}".lower()
             hint = ("; the cluster uses token authentication and no token here was accepted: put the "
@@ -36,6 +38,26 @@ def connect(address: str | None, num_cpus: int | None = None, insecure_ray: bool
         return False
     localray.start(num_cpus, insecure=insecure_ray, **common)
     return True
+
+
+CLIENT_TRIES = 3
+"""Tries of a ray:// join whose server fails to start the client's own server process (Ray's
+proxier answers "Initialization failure from server" with no detail when it cannot start one in
+time, as under load: seen once in a fresh-clone CI run); any other failure is not retried."""
+
+
+def _init(ray, address: str, common: dict) -> None:
+    for attempt in range(1, CLIENT_TRIES + 1):
+        try:
+            ray.init(address=address, **common)
+            return
+        except ConnectionError as e:
+            transient = address.startswith("ray://") and "initialization failure from server" in str(e).lower()
+            if not transient or attempt == CLIENT_TRIES:
+                raise
+            with contextlib.suppress(Exception):  # a half-made client connection: nothing to give back
+                ray.shutdown()
+            time.sleep(2.0 * attempt)
 
 
 def _use_token_if_available() -> None:
