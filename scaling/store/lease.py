@@ -135,7 +135,8 @@ class Lease:
             self._delete(self.path)
         except OSError:  # a store that fails now: the lease expires by itself
             pass
-        _held.discard(self.token)  # after the delete: see _held
+        finally:  # after the delete, and whatever it raised: a file left is then "left over"
+            _held.discard(self.token)
 
     def check(self) -> bool:
         """Whether the lease is still ours (its file is there and the renewals have not failed)."""
