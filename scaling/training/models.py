@@ -29,9 +29,7 @@ import torch
 from torch import nn
 
 from scaling.tasks.base import Dataset
-
-HEAD_UNITS = 32
-"""Default units per attention head: heads = width // 32, rounded down to a divisor of width."""
+from scaling.training.params import HEAD_UNITS, default_heads  # noqa: F401 (HEAD_UNITS: the default's name here too)
 
 
 @contextlib.contextmanager
@@ -43,14 +41,6 @@ def seeded(seed: int):
         yield
     finally:
         torch.random.set_rng_state(state)
-
-
-def default_heads(width: int) -> int:
-    """The largest divisor of ``width`` that is at most max(1, width // HEAD_UNITS)."""
-    h = max(1, width // HEAD_UNITS)
-    while width % h:
-        h -= 1
-    return h
 
 
 class SmallCNN(nn.Module):
