@@ -56,6 +56,9 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                         ("torch", "ray")),
     "analysis.fit": (("analysis.tables", "analysis.stats", "analysis.errors"), ("torch", "ray", "duckdb")),
     "analysis.rules": (("analysis.tables", "analysis.stats", "analysis.errors"), ("torch", "ray", "duckdb")),
+    # an adaptive sweep's plan reads the fits of `scaling bopt` and `scaling fit` (one code path)
+    "analysis.plan": (("analysis.rules", "analysis.fit", "analysis.tables", "analysis.stats", "analysis.errors"),
+                      ("torch", "ray", "duckdb")),
     "analysis.report": (("analysis.fit", "analysis.rules", "analysis.tables", "analysis.stats", "analysis.errors",
                          "scaling.textout"), ("torch", "ray")),
     "analysis.cli": (("analysis", "scaling.errors", "scaling.textout"), ("torch", "ray")),
@@ -228,6 +231,55 @@ def _loaded(code: str) -> set:
 
 def test_the_sweep_driver_loads_no_torch_at_import():
     code = "\n".join(f"import {m}" for m in DRIVER_TORCH_FREE) + "\nimport cluster.cli"
+    assert "torch" not in _loaded(code)
+
+
+# one sweep of each built-in model, as tiny as a sweep gets (2 trials, 2 steps)
+_BUILT_IN_SWEEPS = """
+import yaml
+from scaling.config.sweep import parse_config
+def sweep(name, task, model, width, depth):
+    return {"name": name, "task": task, "model": {"name": model, "width": width, "depth": depth},
+            "axes": {"n_train": [16], "batch_size": [8], "lr": [0.1, 0.2]}, "budget": {"steps": 2},
+            "eval": {"points": 2}}
+SWEEPS = [sweep("m", {"name": "digits"}, "mlp", 16, 1), sweep("c", {"name": "digits"}, "cnn", 4, 1),
+          sweep("r", {"name": "digits"}, "resnet", 1, 1),
+          sweep("t", {"name": "text", "corpus": "stdlib"}, "transformer", 32, 1)]
+"""
+
+
+def test_planning_a_sweep_of_built_in_models_loads_no_torch():
+    """What the driver does before Ray for every built-in model (the size check, each model's
+    parameters for pack sizing) and the MLP's whole plan, in a fresh process: no torch
+    (scaling.training.params counts the models; a vmap model's footprint comes from the workers)."""
+    code = _BUILT_IN_SWEEPS + """
+from cluster.driver.planner import check_model_size, model_params, plan, too_big_to_measure
+for raw in SWEEPS:
+    cfg = parse_config(raw)
+    check_model_size(cfg)
+    trials = [cfg.make(p) for p in cfg.points()]
+    assert model_params(trials[0]) > 0 and too_big_to_measure(trials[0]) is None, raw
+    if raw["model"]["name"] == "mlp":
+        assert [u.backend for u in plan(trials, engine="packed", slots=2, memory_bytes=1 << 30,
+                                        log=lambda *_: None)] == ["stacked"]
+"""
+    assert "torch" not in _loaded(code)
+
+
+@pytest.mark.slow
+def test_a_sweep_of_every_built_in_model_never_imports_torch_in_the_driver(tmp_path):
+    """Real sweeps on a local Ray, one per built-in model, in a fresh driver process: the workers
+    train them (torch there), the driver never imports torch."""
+    code = _BUILT_IN_SWEEPS + f"""
+import cluster.launch.localray as localray
+from cluster.launch.connect import connect
+from cluster.driver.sweep import run_sweep
+with localray.session(lambda: connect(None, 2)):
+    for raw in SWEEPS:
+        s = run_sweep(parse_config(raw), yaml.safe_dump(raw), {str(tmp_path)!r}, progress=False,
+                      log=lambda *_: None)
+        assert s.counts["ok"] == 2, (raw["model"], s.counts)
+"""
     assert "torch" not in _loaded(code)
 
 
