@@ -157,22 +157,59 @@ class PruneConfig:
         return out
 
 
+ADAPTIVE_BUDGET = 0.33
+"""An adaptive sweep's default budget: a third of its full grid's training steps."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class SearchConfig:
     kind: str = "grid"
-    """'grid' (cartesian product of axes) or 'random' (samples x grid)."""
+    """'grid' (cartesian product of axes), 'random' (samples x grid) or 'adaptive' (rounds of trials
+    of the grid placed where the fits need them: analysis.plan.adaptive, cluster.rounds)."""
     samples: int = 1
     """Random draws of the random axes; each draw is paired with every grid point."""
     seed: int = 0
     """Seed of the random draws: the same seed gives the same trials."""
     prune: PruneConfig | None = None
     """Early stopping inside packs (``{rungs: [0.1, 0.3], keep: 0.34, metric: val_loss}``); None: off."""
+    rounds: int | None = None
+    """An adaptive sweep's rounds (default 3): round 0 a coarse grid, each later one placed by the
+    fits of what is stored."""
+    budget: float | dict | None = None
+    """An adaptive sweep's training steps: a fraction in (0, 1] of its full grid's (default 0.33),
+    or ``{steps: S}``."""
 
     def __post_init__(self):
-        if self.kind not in ("grid", "random"):
-            raise ConfigError("search.kind", f"value {self.kind!r} is not allowed; use 'grid' or 'random'")
+        if self.kind not in ("grid", "random", "adaptive"):
+            raise ConfigError("search.kind", f"value {self.kind!r} is not allowed; use 'grid', 'random' or "
+                              "'adaptive'")
         _check_int("search.samples", self.samples, 1, MAX_VALUES)
         _check_int("search.seed", self.seed, 0)
+        for key in ("rounds", "budget"):
+            if getattr(self, key) is not None and self.kind != "adaptive":
+                raise ConfigError(f"search.{key}", f"is for an adaptive sweep; add kind: adaptive or remove "
+                                  f"{key} (this search is {self.kind!r})")
+        if self.kind == "adaptive":
+            _check_int("search.rounds", 3 if self.rounds is None else self.rounds, 1, 100)
+            budget = ADAPTIVE_BUDGET if self.budget is None else self.budget
+            if isinstance(budget, dict):
+                if set(budget) != {"steps"}:
+                    raise ConfigError("search.budget", f"expected a fraction of the full grid's steps like 0.33, "
+                                      f"or {{steps: S}}, got {budget!r}")
+                _check_int("search.budget.steps", budget["steps"], 1)
+            else:
+                _check_number("search.budget", budget, "a fraction in (0, 1] of the full grid's training "
+                              "steps like 0.33, or {steps: S}", lambda v: 0 < v <= 1)
+
+    def budget_steps(self, grid_steps: int) -> int:
+        """An adaptive sweep's budget in training steps, given its full grid's."""
+        budget = ADAPTIVE_BUDGET if self.budget is None else self.budget
+        return int(budget["steps"]) if isinstance(budget, dict) else int(budget * grid_steps)
+
+    @property
+    def n_rounds(self) -> int:
+        """An adaptive sweep's rounds (default 3)."""
+        return 3 if self.rounds is None else self.rounds
         if self.prune is not None and not isinstance(self.prune, PruneConfig):
             object.__setattr__(self, "prune", _section(PruneConfig, "search.prune", self.prune))
 
