@@ -101,8 +101,9 @@ again for gradients, before any optimizer state). Every engine holds a whole mod
 
 
 def model_params(trial) -> int | None:
-    """Parameters of ``trial``'s model, counted on torch's ``meta`` device (nothing allocated);
-    None where it cannot be counted so (cluster.worker.sizes)."""
+    """Parameters of ``trial``'s model, counted from its layer sizes for a built-in model (no
+    torch) and on torch's ``meta`` device for a plug-in's own (nothing allocated either way); None
+    where it cannot be counted so (cluster.worker.sizes)."""
     from cluster.worker.sizes import model_params as count
 
     return count(trial)
