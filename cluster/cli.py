@@ -59,6 +59,9 @@ def cmd_sweep(args) -> int:
         return dry_run(args, cfg)
     from cluster.driver.sweep import run_sweep  # after the config is checked: a refused one starts sooner
 
+    if cfg.search.kind == "adaptive":  # rounds of ordinary sweeps, each planned by the fits (issue 28)
+        from cluster.rounds import run_adaptive as run_sweep
+
     try:
         with localray.stop_on_signals():
             summary = run_sweep(cfg, text, args.results, address=args.address,

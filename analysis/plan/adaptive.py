@@ -19,8 +19,9 @@ module decides each round's trials from what earlier rounds stored:
   the rule's prediction :math:`\ln B = c + \sum_a e_a \ln x_a` with the exponents ``scaling
   bopt`` fitted (censored groups included) and :math:`c` the median offset of the groups with an
   optimum: in practice the prediction from the smaller N, which are cheaper and run first.
-- **Seeds**: the round-0 seeds, and every seed in the last round or as soon as the rule's
-  verdict is ``inconclusive``.
+- **Seeds**: the round-0 seeds, and every seed in the last round, or as soon as the rule's
+  verdict is ``inconclusive`` while at least 3/4 of the groups have an interior optimum (what is
+  missing then is precision, not the location of the bowls).
 - **Budget**: the candidates are taken in order of priority (grid steps from the predicted
   optimum, then seed, then the N that narrows a slope in log N most, then trial id) while the
   steps planned so far stay within ``budget * (k + 1) / K``. The variance of a slope fitted on
@@ -251,10 +252,13 @@ def _adaptive(g: _Grid, rows: pa.Table, before, k: int, rounds: int, metric, not
     centre, why = _centres(g, res, fits)
     verdict = fits.get("verdict", {}).get("label")
     n_seeds = int(g.seed_rank.max()) + 1
-    seeds = n_seeds if (k == rounds - 1 or verdict == "inconclusive") else first_seeds(n_seeds)
+    located = fits.get("groups", {}).get("ok", 0) >= 0.75 * len(g.group_keys)
+    more = verdict == "inconclusive" and located
+    seeds = n_seeds if (k == rounds - 1 or more) else first_seeds(n_seeds)
     if seeds > first_seeds(n_seeds):
         notes.append(f"all {n_seeds} seeds: " + ("the last round" if k == rounds - 1 else
-                                                  "the rule's verdict is inconclusive"))
+                                                  "the rule's verdict is inconclusive with 3/4 of the groups' "
+                                                  "optima located"))
     ring = np.abs(g.b_index - centre[g.group])
     cand = np.flatnonzero((ring <= BOWL) & (g.seed_rank < seeds) & ~before)
     order = sorted(cand, key=lambda i: (ring[i], g.seed_rank[i], -g.leverage[i], g.ids[i]))

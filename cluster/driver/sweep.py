@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cluster.launch.localray as localray
 from cluster.launch.connect import connect
@@ -58,7 +58,7 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
               engine: str | None = None, progress: bool = True, insecure_ray: bool = False,
               rerun_stale: bool = False, accept_mixed: bool = False,
               storage_timeout: float = STORAGE_TIMEOUT_S, compact: bool = True, snap: bool = False,
-              log=print) -> SweepSummary:
+              only=None, log=print) -> SweepSummary:
     """Run every trial of ``cfg`` not yet in the store at ``results``.
 
     Stored trials made by another ``code_version`` or ``data_version`` than this code
@@ -68,8 +68,9 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
     storage call is retried before the sweep stops (StorageError). ``compact``: compact the
     sweep every ~10,000 new parts and at the end. A config value within 1e-6 (relative) of a
     different stored value of its axis is a warning, or with ``snap`` the stored value
-    (:mod:`scaling.config.extend`)."""
-    from scaling.config.expand import scan
+    (:mod:`scaling.config.extend`). ``only``: sorted uint64 trial ids; of the pending trials, run
+    only these (an adaptive sweep's round, cluster.rounds)."""
+    from scaling.config.expand import scan as scan_all
     from scaling.store.compaction import compact as compact_store
     from scaling.store.resume import resume_state
 
@@ -91,7 +92,19 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
     counts = ({"ok": 0, "diverged": 0, "pruned": 0, "failed": 0} if cfg.search.prune  # scaling.training.prune
               else {"ok": 0, "diverged": 0, "failed": 0})
 
+    def scan(cfg, done_ids):
+        expansion = scan_all(cfg, done_ids)
+        if only is None:
+            return expansion
+        from scaling.config.expand import isin_sorted
+
+        return replace(expansion, pending_ids=expansion.pending_ids[isin_sorted(expansion.pending_ids, only)])
+
     def announce(expansion):
+        if only is not None:
+            log(f"sweep {cfg.name!r}: {len(only)} of its {expansion.total} trials planned this round, "
+                f"{len(only) - expansion.pending} already stored, {expansion.pending} to run")
+            return
         cut = cfg.skipped()
         cut_text = f" ({cut} combinations with batch_size > n_train left out)" if cut else ""
         stale = f" ({resume.stale} of them stale)" if resume.stale else ""

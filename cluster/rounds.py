@@ -1,0 +1,118 @@
+"""An adaptive sweep's rounds (``search: {kind: adaptive, rounds: K, budget: B}``, issue 28).
+
+Each round: read the sweep's stored trials, plan the round (:func:`analysis.plan.adaptive.plan_round`,
+a pure function of the config's full grid and the stored rows of the trials earlier rounds
+planned), write the plan to ``<sweep>/plans/round-<k>.json`` atomically, and run its trials as an
+ordinary sweep (:func:`cluster.driver.sweep.run_sweep` with ``only``: the same resume, packing,
+retries and exactly-once commits). A run that is killed and started again replans every round
+from the same rows, so each plan comes out the same bytes: the recorded plan is checked against
+the new one (a difference, e.g. after ``--retry-failed`` changed a round's rows, is a warning and
+the recorded plan is kept: its trials may be stored already).
+
+This module sits in the top-level ``cluster`` row of tests/test_layers.py, which may import
+``analysis``: ``cluster.driver`` may not (the sweep driver loads no fitting code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from cluster.driver.sweep import SweepSummary, run_sweep
+from cluster.launch import localray
+from cluster.launch.connect import connect
+from scaling.config.sweep import SweepConfig
+from scaling.errors import UserError
+from scaling.store.writer import Store
+
+PLANS = "plans"
+"""The folder of a sweep that holds its rounds' plans."""
+
+
+def plan_path(store: Store, sweep: str, k: int) -> str:
+    return f"{store.sweep_dir(sweep)}/{PLANS}/round-{k}.json"
+
+
+def grid_table(cfg: SweepConfig) -> pa.Table:
+    """The full grid as the plan reads it: trial id, training steps and every axis."""
+    trials = sorted(cfg.trials(), key=lambda t: t.trial_id)
+    cols = {"trial_id": [t.trial_id for t in trials], "steps": [int(t.total_steps) for t in trials]}
+    for axis in cfg.axes:
+        cols[axis] = [getattr(t, axis) for t in trials]
+    return pa.table(cols)
+
+
+def _stored(results: str, sweep: str):
+    from analysis.errors import AnalysisError
+    from analysis.tables.load import load_trials
+
+    try:
+        return load_trials(f"{results.rstrip('/')}/{sweep}")
+    except AnalysisError:  # nothing stored yet
+        return None
+
+
+def _recorded(store: Store, path: str) -> bytes | None:
+    import pyarrow.fs as pafs
+
+    if store.fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return None
+    with store.fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def run_adaptive(cfg: SweepConfig, text: str, results: str, *, log=print, **options) -> SweepSummary:
+    """Run the rounds of an adaptive sweep; ``options`` go to every round's ``run_sweep``."""
+    t0 = time.monotonic()
+    if cfg.search.kind != "adaptive":
+        raise UserError(f"sweep {cfg.name!r} is not adaptive (search.kind {cfg.search.kind!r})")
+    store = Store(results, retry_s=options.get("storage_timeout"))
+    grid = grid_table(cfg)
+    grid_steps = int(sum(grid.column("steps").to_pylist()))
+    budget = cfg.search.budget_steps(grid_steps)
+    rounds = cfg.search.n_rounds
+    log(f"adaptive sweep {cfg.name!r}: {rounds} rounds within {budget:,} training steps "
+        f"({budget / max(grid_steps, 1):.1%} of the full grid's {grid_steps:,}, {grid.num_rows} trials)")
+    planned: list[str] = []
+    counts: dict = {}
+    with contextlib.ExitStack() as ray_session:
+        ray_session.started = False
+        for k in range(rounds):
+            _round(cfg, text, results, store, grid, budget, rounds, k, planned, counts, ray_session, log, options)
+    return SweepSummary(name=cfg.name, results=store.uri, total=grid.num_rows,
+                        skipped=len(planned) - sum(counts.values()), counts=counts, wall_s=time.monotonic() - t0)
+
+
+def _round(cfg, text, results, store, grid, budget, rounds, k, planned, counts, ray_session, log, options):
+    """Plan round ``k``, record its plan, run its trials; ``planned`` and ``counts`` grow."""
+    from analysis.plan.adaptive import plan_round
+
+    plan = plan_round(grid, _stored(results, cfg.name) if k else None, round_index=k, rounds=rounds,
+                      budget_steps=budget, earlier=planned)
+    data, path = plan.to_json(), plan_path(store, cfg.name, k)
+    old = _recorded(store, path)
+    plan_ids = [t["trial_id"] for t in plan.trials]
+    if old is None:
+        store.write_bytes(path, data, f"write the plan of round {k} of {cfg.name!r}")
+    elif old == data:
+        log(f"round {k + 1}: replanned the same trials as recorded")
+    else:
+        log(f"warning: round {k + 1}'s plan differs from the one recorded in {path} (the stored trials of "
+            "earlier rounds changed, e.g. failed trials run again); the recorded plan is kept")
+        plan_ids = [t["trial_id"] for t in json.loads(old)["trials"]]
+    log(f"adaptive {plan.summary()}" + (f" ({'; '.join(plan.notes)})" if plan.notes else ""))
+    planned += plan_ids
+    if not plan_ids:
+        return
+    if not ray_session.started:  # one Ray for every round, started when one has work
+        ray_session.started = True
+        ray_session.enter_context(localray.session(lambda: connect(
+            options.get("address"), options.get("num_cpus"), options.get("insecure_ray", False))))
+    only = np.unique(np.array([int(i, 16) for i in plan_ids], dtype=np.uint64))
+    summary = run_sweep(cfg, text, results, only=only, log=log, **options)
+    for status, n in summary.counts.items():
+        counts[status] = counts.get(status, 0) + n
