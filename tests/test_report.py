@@ -1,8 +1,11 @@
 """The HTML report: headline cards, training curves, predictions on the fit plot, honest
 held-out marks, no SGD collapse for AdamW, readable ticks, escaping, and sections that fail
-alone. Stores are written in the real layout (trials and curves parts) without running Ray."""
+alone; its figures are the dashboard's Plotly JSON (analysis.report.figures), read back from the
+page and checked against the fits, and (slow) drawn by a real headless Chromium. Stores are
+written in the real layout (trials and curves parts) without running Ray."""
 
 import argparse
+import json
 import re
 
 import numpy as np
@@ -14,6 +17,7 @@ from analysis import tables
 from analysis.cli import register
 from analysis.fit.curves import fit_learning_curves
 from analysis.fit.forms.on_curves import add_forms
+from analysis.report import figures as figs
 from analysis.report import plots
 from analysis.report import training as tr
 from analysis.report.html import build_report
@@ -78,13 +82,23 @@ def fitted(loaded):
 def page(store, tmp_path_factory):
     """The page of ``scaling report`` on the store, with a group's training curves."""
     out = tmp_path_factory.mktemp("page") / "r.html"
-    assert run("report", store, "-o", out, "--boot", "40", "--curves",
+    assert run("report", store, "-o", out, "--boot", "40", "--metric", "test_loss", "--curves",
                "n_train=1000,momentum=0.9") == 0
     return out.read_text()
 
 
 def _sections(page: str) -> dict:
     return dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', page, re.S))
+
+
+def _figures(html: str) -> list[dict]:
+    """The Plotly figures embedded in a page or section, parsed back from their JSON."""
+    found = re.findall(r'<script type="application/json" class="fig-json">(.*?)</script>', html, re.S)
+    return [json.loads(f) for f in found]
+
+
+def _named(fig: dict, start: str) -> list[dict]:
+    return [t for t in fig["data"] if t.get("name", "").startswith(start)]
 
 
 # --- training curves -------------------------------------------------------------------------
@@ -98,10 +112,14 @@ def test_training_curves_draw_one_line_per_winner(loaded, fitted):
     assert all(ln.n_seeds == 2 for ln in tc.lines) and tc.axis == "n_train"
     for ln, chosen in zip(tc.lines, curve.chosen):  # the winner's own curve: it ends at its loss
         assert f"batch_size={chosen['batch_size']}" in ln.label
-    fig = tr.plot_training(tc)
-    drawn = [ln for ln in fig.axes[0].get_lines() if not ln.get_label().startswith("_")]
+    fig = figs.training(tc)
+    drawn = [t for t in fig["data"] if t.get("name")]
     assert len(drawn) == len(N_TRAINS)
-    assert fig.axes[0].get_xlabel() == "examples seen"
+    assert fig["layout"]["xaxis"]["title"]["text"] == "examples seen"
+    for t, ln in zip(drawn, tc.lines):  # each line is its configuration's mean over seeds
+        assert t["y"] == pytest.approx(list(ln.y)) and t["x"] == pytest.approx(list(ln.x))
+    bands = [t for t in fig["data"] if t.get("fill") == "toself"]
+    assert len(bands) == len(N_TRAINS)  # the seeds' range of each (two seeds each)
 
 
 def test_curves_flag_draws_the_group_asked_for(page, loaded):
@@ -113,7 +131,12 @@ def test_curves_flag_draws_the_group_asked_for(page, loaded):
     assert len(sql.lines) == 4  # two batch sizes x two momenta
     assert {ln.label.split(", ")[0] for ln in sql.lines} == {"batch_size=16", "batch_size=256"}
     section = _sections(page)["training"]
-    assert section.count("<img") == 2  # the winners and the group
+    winners, asked = _figures(section)  # the winners and the group
+    assert [t["name"] for t in asked["data"] if t.get("name")] == \
+        [f"{ln.label} (2 seeds)" for ln in tc.lines]
+    shown = asked["layout"]["yaxis"]["title"]["text"]  # the page's metric (the headline: error)
+    same = tr.group(trials, curves, "n_train=1000,momentum=0.9", shown)
+    assert asked == json.loads(json.dumps(figs.training(same)))  # the dashboard's figure, as it is
     assert "training curves of n_train=1000,momentum=0.9" in section
 
 
@@ -133,7 +156,7 @@ def test_a_csv_without_curves_says_so_in_one_line(tmp_path):
     assert run("report", path, "-o", tmp_path / "r.html", "--boot", "30",
                "--axes", "batch_size,lr,momentum") == 0
     section = _sections((tmp_path / "r.html").read_text())["training"]
-    assert "<img" not in section and section.count("<p") == 1 and "No training curves" in section
+    assert not _figures(section) and section.count("<p") == 1 and "No training curves" in section
 
 
 # --- the learning-curve figure --------------------------------------------------------------
@@ -174,7 +197,67 @@ def test_the_check_is_drawn_as_its_own_fit_and_nothing_else_claims_held_out(load
     assert not any("ringed" in t or "prediction" in t for t in texts)  # no mark, no entry
 
 
+def test_the_pages_learning_curve_is_the_fit_with_its_predictions(page, fitted):
+    [curve] = fitted
+    [fig] = _figures(_sections(page)["learning-curves"])
+    [points] = _named(fig, "all: winners")
+    assert points["x"] == list(N_TRAINS) and points["y"] == pytest.approx(list(curve.y), rel=1e-9)
+    pred = curve.prediction  # the page predicts at 2x and 4x the largest n_train, as the fixture
+    [diamonds] = _named(fig, f"prediction by {pred.form}")
+    assert diamonds["x"] == [16000, 32000]
+    assert diamonds["y"] == pytest.approx(list(pred.y), rel=1e-6)
+    lo = np.array(diamonds["y"]) - diamonds["error_y"]["arrayminus"]
+    assert np.all(lo < diamonds["y"]) and np.all(np.array(diamonds["error_y"]["array"]) > 0)
+    [solid] = [t for t in fig["data"] if t.get("mode") == "lines" and "dash" not in t["line"]
+               and not t.get("fill")]
+    [dashed] = _named(fig, "extrapolated past the data")
+    assert max(solid["x"]) == pytest.approx(max(N_TRAINS)) == pytest.approx(min(dashed["x"]))
+    assert max(dashed["x"]) > 32000  # out past the furthest prediction
+    assert _named(fig, "95% prediction interval past the data")
+    assert fig["layout"]["xaxis"]["type"] == "log" and fig["layout"]["yaxis"]["type"] == "log"
+    lo, hi = fig["layout"]["yaxis"]["range"]  # the points inside the y range (log10)
+    assert 10 ** lo < min(curve.y) and max(curve.y) < 10 ** hi
+
+
+def test_the_check_is_its_own_dotted_fit_in_the_shared_figure(loaded):
+    trials, _ = loaded
+    [curve] = fit_learning_curves(trials, metric="test_loss", n_boot=40)
+    fig = figs.learning_curves([curve])
+    [dotted] = _named(fig, "extrapolation check")
+    assert dotted["line"]["dash"] == "dot"
+    x = np.array(dotted["x"])
+    assert not np.allclose(dotted["y"], curve.fit.predict(x), rtol=1e-3)  # not the fit drawn
+    [solid] = _named(fig, "fit: b = ")
+    assert np.allclose(solid["y"], curve.fit.predict(np.array(solid["x"])), rtol=1e-6)
+    v, lo, hi = curve.fit.param("b")
+    assert solid["name"] == f"fit: b = {v:.3g} [{lo:.3g}, {hi:.3g}]"
+    ringed = [t for t in fig["data"] if t.get("marker", {}).get("symbol") == "circle-open"]
+    assert len(ringed) == 1 and set(ringed[0]["x"]) <= set(curve.fit.holdout.x)
+    assert len(_named(fig, "95% band")) == 2  # over the data and past it
+    [off] = fit_learning_curves(trials, metric="test_loss", n_boot=40, holdout=0)
+    names = [t.get("name", "") for t in figs.learning_curves([off])["data"]]
+    assert not any("check" in n or "prediction" in n for n in names)  # no mark, no entry
+
+
 # --- the B_opt figure and ticks -------------------------------------------------------------
+
+
+def test_the_pages_bopt_figure_is_the_rule_check(page, loaded):
+    trials, _ = loaded
+    [fig] = _figures(_sections(page)["bopt"])
+    metric = re.fullmatch(r"B_opt \(best (\w+)\)", fig["layout"]["yaxis"]["title"]["text"])[1]
+    result = find_bopt(trials, metric=metric, n_boot=40)
+    ok = [g for g in result.groups if g.status == "ok" and g.b_opt > 0]
+    [interior] = _named(fig, "interior B_opt")
+    assert interior["y"] == pytest.approx([g.b_opt for g in ok])
+    assert interior["x"] == pytest.approx([g.rule_x for g in ok])
+    assert fig["layout"]["title"]["text"].endswith(result.rule.verdict.label)
+    [rule] = _named(fig, "rule, slope 1")
+    assert np.allclose(rule["y"], np.array(rule["x"]) / result.rule.g_opt.value)
+    lo, hi = fig["layout"]["yaxis"]["range"]
+    assert 10 ** lo < min(BATCHES) and max(BATCHES) < 10 ** hi
+
+
 
 
 def test_bopt_lines_stay_inside_the_batch_sizes_and_the_title_is_short(loaded):
@@ -188,6 +271,10 @@ def test_bopt_lines_stay_inside_the_batch_sizes_and_the_title_is_short(loaded):
         y = np.asarray(ln.get_ydata())
         assert y.min() >= min(BATCHES) * 0.999 and y.max() <= max(BATCHES) * 1.001
     assert "\n" not in ax.get_title() and len(ax.get_title()) < 60
+    lines = [t for t in figs.bopt(result)["data"] if t["mode"] == "lines"]  # the shared figure
+    assert len(lines) == 2
+    for t in lines:
+        assert min(t["y"]) >= min(BATCHES) * 0.999 and max(t["y"]) <= max(BATCHES) * 1.001
 
 
 def test_tick_labels_of_a_short_log_axis_do_not_overlap():
@@ -221,8 +308,18 @@ def test_page_opens_with_cards_then_figures_with_long_text_folded(page):
     for name, body in _sections(page).items():
         pre = body.find("<pre>")
         assert pre < 0 or body.rfind("<details", 0, pre) >= 0, name  # long text is folded
-    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)  # inlined, not fetched
-    assert "<script" not in text and "http" not in text and "<img" in text
+    text = _outside_bundle(page)  # plotly.js inlined once, figures inline: nothing fetched
+    assert "http" not in text and " src=" not in text and "<link" not in text
+    assert text.count("<script>") == 1 and "Plotly.newPlot" in text  # the bundle, then the drawing
+    assert text.count('<script type="application/json" class="fig-json">') == len(_figures(page)) == 6
+
+
+def _outside_bundle(page: str) -> str:
+    """The page without the inlined plotly.js (asserted to be the installed package's, once)."""
+    with open(figs.plotly_js(), encoding="utf-8") as f:
+        bundle = f"<script>{f.read()}</script>"
+    assert page.count(bundle) == 1
+    return page.replace(bundle, "")
 
 
 def test_no_collapse_section_on_an_adamw_sweep(loaded, page):
@@ -234,7 +331,14 @@ def test_no_collapse_section_on_an_adamw_sweep(loaded, page):
     assert "collapse" not in sections and "Noise-scale collapse" not in text
     assert "No noise-scale collapse plot" in sections["bopt"] and "adamw" in sections["bopt"]
     assert "against lr*N/(1-m)" not in sections["bopt"][:200]
-    assert "<img" in _sections(page)["collapse"]  # the same sweep with SGD has the plot
+    [fig] = _figures(_sections(page)["collapse"])  # the same sweep with SGD has the plot
+    [dots] = fig["data"]
+    usable = [r for r in trials.to_pylist() if r["status"] == "ok" and r["batch_size"] <= r["n_train"]]
+    g = sorted(r["lr"] * r["n_train"] / (r["batch_size"] * (1 - r["momentum"])) for r in usable)
+    assert sorted(dots["x"]) == pytest.approx(g)  # g = lr N / (B (1-m)) of every usable trial
+    left = trials.num_rows - len(usable)
+    assert fig["layout"]["title"]["text"].startswith(
+        f"noise-scale collapse: {len(usable)} trials plotted, {left} infeasible not shown")
 
 
 def test_a_mixed_sweep_collapses_its_sgd_trials_only(loaded):
@@ -246,7 +350,8 @@ def test_a_mixed_sweep_collapses_its_sgd_trials_only(loaded):
     assert html._optimizers(mixed) == (True, ["adamw"])
     assert html._optimizers(trials) == (True, [])  # no value: the schema's default, SGD
     body = html._collapse(mixed, [], "test_acc", ["adamw"])
-    assert "SGD trials only" in body and body.count("<img") == 1
+    assert "SGD trials only" in body and len(_figures(body)) == 1
+    assert len(_figures(body)[0]["data"][0]["x"]) <= (trials.num_rows + 1) // 2
 
 
 def test_hostile_values_are_escaped(loaded):
@@ -257,8 +362,12 @@ def test_hostile_values_are_escaped(loaded):
     t = t.set_column(t.column_names.index("sweep"), "sweep", pa.array([evil] * t.num_rows))
     page = build_report(t, source=evil, n_boot=30, by=("task",), curves=curves,
                         curves_where=f"task = '{evil}' AND n_train = 999")
-    assert "<script" not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    text = _outside_bundle(page)
+    assert evil not in text and "alert(1)</script>" not in text and "<script>alert" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    names = [t.get("name", "") for f in _figures(text) for t in f["data"]]  # read back from JSON:
+    assert any("&lt;script&gt;alert(1)&lt;/script&gt;" in n for n in names)  # plotly shows it as text
+    assert not any(evil in n for n in names)
 
 
 def test_a_degenerate_section_leaves_the_rest_of_the_page(loaded):
@@ -267,7 +376,7 @@ def test_a_degenerate_section_leaves_the_rest_of_the_page(loaded):
                         curves_where="n_train=2000,momentum=0")
     sections = _sections(page)
     assert "not available: unknown metric &#x27;no_such_metric&#x27;" in sections["learning-curves"]
-    assert "<img" not in sections["learning-curves"]
-    assert "could not be fitted" in sections["training"] and "<img" in sections["training"]
-    assert "<img" in sections["bopt"] and "<img" in sections["collapse"]
+    assert not _figures(sections["learning-curves"])
+    assert "could not be fitted" in sections["training"] and _figures(sections["training"])
+    assert _figures(sections["bopt"]) and _figures(sections["collapse"])
     assert "not available (see the learning-curve section)" in page

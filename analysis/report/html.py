@@ -2,8 +2,11 @@
 
 The page opens with cards (the learning-curve exponent with its interval, the B_opt rule's
 verdict, B_crit, the trial count), then one section per analysis: a figure first, the long
-text in collapsible ``<details>``. Images are inlined as base64 PNG, so the page can be
-mailed or archived as a single file and works offline. Each section is computed
+text in collapsible ``<details>``. The figures are those of ``scaling serve``
+(:mod:`analysis.report.figures`, one code for both pages): Plotly JSON inlined in the page and
+drawn by plotly.js, inlined once from the installed ``plotly`` package, so the page can be
+mailed or archived as a single file, works offline and stays interactive (zoom, hover, legend
+clicks). Each section is computed
 independently; a section whose data are degenerate shows the reason instead of a plot, and
 the rest of the page is still written. A rule that does not apply to the sweep (the SGD
 noise-scale collapse on an AdamW or Lion sweep) gets one line saying so, not a figure.
@@ -19,9 +22,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+import analysis.report.figures as figs
 import analysis.report.fit_text as fit_text
 import analysis.report.page as pg
-import analysis.report.plots as plots
 import analysis.report.rule_text as rule_text
 import analysis.report.text as fmt
 import analysis.tables.cells as cl
@@ -64,7 +67,7 @@ def _learning(trials, x, metric, by, n_boot, offset, found) -> str:
     at = None if top is None else [k * top for k in PREDICT_AT]
     curves = add_forms(curves, predict=at, n_boot=min(n_boot, 400))
     found["curves"] = curves
-    parts = [pg.figure(plots.plot_curves(curves), f"{metric} vs {x}")]
+    parts = [pg.figure(figs.learning_curves(curves), f"{metric} vs {x}")]
     parts += [pg.p(n, "msg") for n in (curves[0].notes if curves else ())]
     rows = []
     for c in curves:
@@ -163,7 +166,7 @@ def _part(build, alt: str) -> str:
         tc = build()
     except AnalysisError as e:
         return pg.p(f"{alt}: not available: {e}", "msg")
-    return pg.figure(tr.plot_training(tc), alt) + "".join(pg.p(n, "note") for n in tc.notes)
+    return pg.figure(figs.training(tc), alt) + "".join(pg.p(n, "note") for n in tc.notes)
 
 
 def _bopt(trials, metric, n_boot, by, found) -> str:
@@ -175,7 +178,7 @@ def _bopt(trials, metric, n_boot, by, found) -> str:
         parts.append(f"<p><b>{pg.esc(v.label)}</b>: {pg.esc(v.reason)}</p>")
     else:
         parts.append(pg.p(f"rule check: none ({result.rule_note})", "msg"))
-    parts.append(pg.figure(plots.plot_bopt(result), "B_opt against lr*N/(1-m)"))
+    parts.append(pg.figure(figs.bopt(result), "B_opt against lr*N/(1-m)"))
     parts.append(pg.p(f"selection: {result.selection}", "note"))
     parts += [pg.p(n, "msg") for n in result.notes]
     if result.rule is not None:
@@ -207,7 +210,7 @@ def _collapse(trials, names, metric, other) -> str:
         part = trials if name is None else trials.filter(pc.equal(trials.column("sweep"), name))
         if name is not None:
             parts.append(f"<h3>sweep={pg.esc(name)}</h3>")
-        parts.append(pg.figure(plots.plot_collapse(collapse(part, metric=metric)),
+        parts.append(pg.figure(figs.collapse(collapse(part, metric=metric)),
                                "noise-scale collapse"))
     return "".join(parts)
 
@@ -224,7 +227,7 @@ def _critical(trials, curves, metric, n_boot, targets, found) -> str:
     found["bcrit"] = res
     note = ("target chosen automatically: the 70th percentile of the batch sizes' median final "
             f"{metric} (scaling bcrit --target T for others)") if not targets else ""
-    parts = [pg.figure(plots.plot_tradeoff(res), "steps against examples to target")]
+    parts = [pg.figure(figs.tradeoff(res), "steps against examples to target")]
     parts += [pg.p(note, "note")] if note else []
     for name, est in res.scaling:
         parts.append(pg.p(f"B_crit grows as {name}^{est.value:.2f} (95% CI {est.ci_low:.2f} to "
@@ -309,10 +312,12 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
             lambda: _critical(part, curves, crit, min(n_boot, 400), bcrit_targets, found), toc))
     head = cards.headline(trials, found, has_curves, [] if has_sgd else other)
     title = f"Scaling report: {source}" if source else "Scaling report"
+    body = "".join(sections)
+    drawn = pg.scripts() if 'class="fig-json"' in body else ""  # plotly.js once, if any figure
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{pg.esc(title)}"
             f"</title><style>{pg.CSS}</style></head><body><h1>{pg.esc(title)}</h1>"
             f"{pg.p(f'generated {stamp}', 'note')}{head}{pg.nav(toc)}{extra}"
-            f"{''.join(sections)}</body></html>")
+            f"{body}{drawn}</body></html>")
 
 
 def _why_no_collapse(other) -> str:

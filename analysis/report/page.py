@@ -1,13 +1,18 @@
 """HTML pieces of the report page: style, headline cards, tables, figures, collapsible text.
 
 Every function escapes the text it is given (``html.escape``); only the markup written here
-is raw. A figure is inlined as a base64 PNG, so the page is one file that works offline.
+is raw. A figure is its Plotly JSON inlined in the page, drawn by plotly.js, itself inlined
+once (:func:`scripts`), so the page is one file that works offline and stays interactive.
 """
 
 from __future__ import annotations
 
 import html
+import json
+import math
 from dataclasses import dataclass
+
+import numpy as np
 
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222;
@@ -19,7 +24,7 @@ table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 td, th { border: 1px solid #ddd; padding: 2px 6px; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 .msg { color: #a33; } .note { color: #555; font-size: 0.9em; margin: 0.3em 0; }
-.fig { margin: 0.6em 0; } .fig img { max-width: 100%; border: 1px solid #eee; }
+.fig { margin: 0.6em 0; } .plotly-fig { min-height: 420px; border: 1px solid #eee; }
 .figs { display: flex; flex-wrap: wrap; gap: 12px; } .figs .fig { flex: 1 1 480px; }
 pre { white-space: pre-wrap; font-size: 0.8em; background: #fafafa; padding: 0.5em;
       border: 1px solid #eee; margin: 0.3em 0; }
@@ -69,12 +74,59 @@ def table(headers, rows) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def figure(fig, alt: str) -> str:
-    """A matplotlib figure inlined as a PNG."""
-    from analysis.report.plots import to_base64_png
+def figure(fig: dict, alt: str) -> str:
+    """A Plotly figure (:mod:`analysis.report.figures`) as its JSON beside an empty box, drawn
+    there by :data:`DRAW` once the page loads. The JSON is safe inside ``<script>``: ``<``, ``>``
+    and ``&`` are written as ``\\u`` escapes (JSON reads them back as the same characters), and
+    the texts in it were escaped by the figure code, as plotly.js renders a few tags."""
+    return (f'<div class="fig"><div class="plotly-fig" role="img" aria-label="{esc(alt)}"></div>'
+            f'<script type="application/json" class="fig-json">{figure_json(fig)}</script></div>')
 
-    data = to_base64_png(fig)
-    return f'<div class="fig"><img alt="{esc(alt)}" src="data:image/png;base64,{data}"></div>'
+
+def figure_json(fig: dict) -> str:
+    """``fig`` as JSON for an inline script: NaN and infinities as null, numpy numbers as numbers,
+    and no ``<``, ``>`` or ``&`` (so no ``</script>`` can end the block early)."""
+    text = json.dumps(_finite(fig), separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _finite(v):
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+DRAW = """(function () {
+  var config = {responsive: true, displaylogo: false};
+  document.querySelectorAll("script.fig-json").forEach(function (s) {
+    var fig = JSON.parse(s.textContent);
+    Plotly.newPlot(s.previousElementSibling, fig.data, fig.layout, config);
+  });
+})();"""
+"""Draws every figure of the page (run after plotly.js)."""
+
+
+def scripts() -> str:
+    """plotly.js, inlined once from the installed ``plotly`` package (the page needs no network),
+    and :data:`DRAW`. A missing bundle is one clear error."""
+    from analysis.errors import AnalysisError
+    from analysis.report.figures import plotly_js
+
+    path = plotly_js()
+    if path is None:
+        raise AnalysisError("the report draws its figures with plotly.js from the installed plotly "
+                            "package, which is missing: pip install plotly")
+    with open(path, encoding="utf-8") as f:
+        bundle = f.read()
+    if "</script" in bundle.lower():  # would end the inline block early
+        raise AnalysisError(f"{path} cannot be inlined in a page: it contains '</script'")
+    return f"<script>{bundle}</script><script>{DRAW}</script>"
 
 
 def p(text: str, cls: str = "") -> str:

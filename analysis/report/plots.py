@@ -1,4 +1,6 @@
-"""Figures for fits and sweeps; matplotlib without pyplot, so no global backend is touched.
+"""Figures for fits and sweeps as files (``--plot FILE`` of ``fit``, ``fit-joint``, ``bopt`` and
+``bcrit``); matplotlib without pyplot, so no global backend is touched. The HTML pages (``scaling
+report`` and ``scaling serve``) draw with :mod:`analysis.report.figures` instead.
 
 Each function takes a result object and returns a ``matplotlib.figure.Figure``;
 :func:`save` writes it to a file and :func:`to_base64_png` encodes it for HTML.
@@ -377,28 +379,6 @@ def plot_over(result) -> Figure:
         ax.grid(True, which="both", alpha=0.3)
         readable_ticks(ax)
     return fig
-
-
-def plot_collapse(col) -> Figure:
-    r"""Every usable trial's metric against :math:`g = \varepsilon N/(B(1-m))`, coloured by N."""
-    fig, ax = _fig()
-    if col.g.size:
-        sc = ax.scatter(col.g, col.y, c=np.log10(col.n_train), s=8, cmap="viridis", alpha=0.7)
-        fig.colorbar(sc, ax=ax, label="log10 n_train")
-        ax.set_xscale("log")
-    skipped = sum(v for k, v in col.outcomes.items() if k != "ok")
-    ax.set_xlabel("noise scale g = lr * n_train / (batch_size * (1 - momentum))")
-    ax.set_ylabel(col.metric)
-    ax.set_title(f"noise-scale collapse: {col.g.size} trials plotted, "
-                 f"{skipped} infeasible not shown {_outcomes(col.outcomes)}", fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    readable_ticks(ax)
-    return fig
-
-
-def _outcomes(outcomes: dict) -> str:
-    bad = {k: v for k, v in outcomes.items() if k != "ok"}
-    return "(" + ", ".join(f"{k}: {v}" for k, v in bad.items()) + ")" if bad else ""
 
 
 def wrap(text: str, width: int = 90) -> str:

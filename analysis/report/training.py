@@ -1,5 +1,5 @@
 """Training curves of chosen configurations: a metric against examples seen, from a store's
-``curves`` table, and their figure.
+``curves`` table (drawn by :func:`analysis.report.figures.training`).
 
 Two selections make lines: the frontier's winner at each ``x`` of a learning curve (the
 configuration chosen at each training-set size, :func:`winners`) and a group the user names
@@ -190,55 +190,3 @@ def _mean_curve(runs):
     table = table[:, seen]
     with np.errstate(all="ignore"):
         return (xs[seen], np.nanmean(table, 0), np.nanmin(table, 0), np.nanmax(table, 0))
-
-
-def plot_training(tc: TrainingCurves):
-    """Metric against examples seen on log-log axes, one line per configuration, coloured
-    by ``tc.axis`` (a sequential map when it is numeric), the seeds' range shaded."""
-    from matplotlib.figure import Figure
-
-    import analysis.report.plots as plots
-
-    fig = Figure(figsize=(6.4, 4.4), dpi=110, layout="constrained")
-    ax = fig.add_subplot()
-    colors = _colors([ln.value for ln in tc.lines])
-    positive = all(np.all(ln.low > 0) for ln in tc.lines if ln.low.size)
-    for ln, color in zip(tc.lines, colors):
-        seeds = f" ({ln.n_seeds} seeds)" if ln.n_seeds > 1 else ""
-        bad = {k: v for k, v in ln.outcomes.items() if k != "ok"}
-        flag = f" [{', '.join(f'{k}: {v}' for k, v in bad.items())}]" if bad else ""
-        ax.plot(ln.x, ln.y, "-", color=color, lw=1.6, label=_short(ln.label) + seeds + flag)
-        if ln.n_seeds > 1:
-            ax.fill_between(ln.x, ln.low, ln.high, color=color, alpha=0.15, lw=0)
-    ax.set_xscale("log")
-    ax.set_yscale("log" if positive else "linear")
-    ax.set_xlabel("examples seen")
-    ax.set_ylabel(tc.metric)
-    ax.set_title(plots.wrap(tc.title, 70), fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    if len(tc.lines) <= 12:
-        ax.legend(fontsize=6.5, title=f"colour: {tc.axis}; band: seeds' range",
-                  title_fontsize=6.5, loc="best")
-    else:
-        ax.text(0.99, 0.99, f"{len(tc.lines)} configurations; colour: {tc.axis}",
-                transform=ax.transAxes, ha="right", va="top", fontsize=7)
-    plots.readable_ticks(ax)
-    return fig
-
-
-def _short(label: str, width: int = 60) -> str:
-    return label if len(label) <= width else label[:width - 1] + "…"
-
-
-def _colors(values) -> list:
-    """A viridis colour per numeric value (by rank, so a log-spaced axis spreads evenly);
-    the tab10 cycle otherwise."""
-    from matplotlib import colormaps
-
-    numeric = all(isinstance(v, (int, float, np.number)) and np.isfinite(v) for v in values)
-    if not numeric or len(values) < 2:
-        return [f"C{i % 10}" for i in range(len(values))]
-    ranks = {v: i for i, v in enumerate(sorted(set(float(v) for v in values)))}
-    top = max(len(ranks) - 1, 1)
-    cmap = colormaps["viridis"]
-    return [cmap(0.9 * ranks[float(v)] / top) for v in values]

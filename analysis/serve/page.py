@@ -3,17 +3,18 @@
 page needs no network).
 
 The HTML written here escapes every value (:func:`html.escape`); the script fills the page
-with ``textContent`` only, and the figures' texts are escaped by :mod:`analysis.serve.figures`.
+with ``textContent`` only, and the figures' texts are escaped by :mod:`analysis.report.figures`, shared with ``scaling report``.
 """
 
 from __future__ import annotations
 
 import html
-import importlib.util
 import os
 from datetime import datetime, timezone
 from functools import lru_cache
 from urllib.parse import urlencode
+
+from analysis.report.figures import plotly_js
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
@@ -66,16 +67,6 @@ def sweep(name: str, token: str = "", poll_s: float = 2.0) -> str:
             f"<nav><a id='home' href='/?{q}'>all sweeps</a>{nav}</nav>{sections}"
             f"<script src='/static/plotly.min.js?{q}'></script>"
             f"<script src='/static/app.js?{q}'></script></body></html>")
-
-
-@lru_cache(maxsize=1)
-def plotly_js() -> str | None:
-    """Path of the plotly.js bundle inside the installed ``plotly`` package (no import of it)."""
-    spec = importlib.util.find_spec("plotly")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(next(iter(spec.submodule_search_locations)), "package_data", "plotly.min.js")
-    return path if os.path.isfile(path) else None
 
 
 @lru_cache(maxsize=8)

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-import analysis.serve.figures as figs
+import analysis.report.figures as figs
 from analysis import tables
 from analysis.errors import AnalysisError
 from analysis.serve.store import CURVES_WHOLE_BYTES
@@ -356,7 +356,7 @@ def _fit(trials, x, metric) -> dict:
     fitted = [c for c in curves if c.x]
     if not fitted:
         raise AnalysisError(curves[0].message if curves else "no learning curve")
-    return {"figure": figs.learning_curve(fitted[0]), "text": curve_lines(curves),
+    return {"figure": figs.learning_curves(fitted), "text": curve_lines(curves),
             "fitted": fitted[0].fit is not None}
 
 

@@ -1,16 +1,24 @@
-"""The dashboard's figures as Plotly JSON (plain dicts, drawn by plotly.js in the browser).
+"""The figures of ``scaling report`` and ``scaling serve`` as Plotly JSON (plain dicts, drawn by
+plotly.js in the browser): one code for the static page and the live one, so both show the same
+plots.
 
 Each function takes what the analysis computed (a :class:`~analysis.fit.curves.CurveFit`, a
 :class:`~analysis.rules.bopt.BoptResult`, :class:`~analysis.report.training.TrainingCurves`,
 a trials table) and returns ``{"data": [...], "layout": {...}}``; nothing here fits. Every
 text that comes from the store (labels, axis values, errors) goes through :func:`esc`:
 plotly.js renders a few HTML tags in text (``<a href>``, ``<b>``), so a value is written as
-entities and shows as the literal text it is.
+entities and shows as the literal text it is. The Python side imports nothing of plotly: the
+bundle :func:`plotly_js` finds inside the installed package is what draws them (served by the
+dashboard, inlined once in the report). matplotlib stays for the PNG/PDF files of ``--plot``
+(:mod:`analysis.report.plots`).
 """
 
 from __future__ import annotations
 
 import html
+import importlib.util
+import os
+from functools import lru_cache
 
 import numpy as np
 
@@ -83,7 +91,9 @@ def training(tc) -> dict:
     positive = all(np.all(ln.low[np.isfinite(ln.low)] > 0) for ln in tc.lines)
     for i, (ln, color) in enumerate(zip(tc.lines, cols)):
         group = f"g{i}"
-        label = esc(ln.label) + (f" ({ln.n_seeds} seeds)" if ln.n_seeds > 1 else "")
+        bad = {k: v for k, v in ln.outcomes.items() if k != "ok"}
+        label = esc(ln.label) + (f" ({ln.n_seeds} seeds)" if ln.n_seeds > 1 else "") + (
+            f" [{esc(', '.join(f'{k}: {v}' for k, v in bad.items()))}]" if bad else "")
         if ln.n_seeds > 1:
             data.append({"type": "scatter", "mode": "lines", "x": floats(np.r_[ln.x, ln.x[::-1]]),
                          "y": floats(np.r_[ln.high, ln.low[::-1]]), "fill": "toself",
@@ -127,53 +137,166 @@ def _colour_bar(values, axis: str) -> dict:
 
 # ---- the laws ----------------------------------------------------------------------------------
 
+def learning_curves(curves, extend: float = 1.5) -> dict:
+    """Learning curves on log-log axes: the frontier points, the fit solid over the data and
+    dashed past the largest ``x`` (to ``extend`` times it, or past the furthest prediction)
+    inside its 95 % bootstrap band. Every point drawn is one the fit used. The extrapolation
+    check's own fit, made without the largest ``x``, is dotted and the points it left out are
+    ringed. With a ``prediction`` (:class:`analysis.fit.forms.prediction.Prediction`) the curve
+    drawn is the family that predicted (never the power law beside it), its prediction interval
+    shaded along the dashed part, and each predicted point a diamond with its interval. One
+    colour per curve; the legend names only the marks that are drawn."""
+    data, shown, positive = [], [], True
+    for curve in curves:
+        positive &= bool(np.all(np.array(curve.y, float) > 0))
+    several = len([c for c in curves if c.x]) > 1
+    for i, curve in enumerate(c for c in curves if c.x):
+        data += _curve_traces(curve, PALETTE[i % len(PALETTE)], f"c{i}", several, extend, shown)
+    c = curves[0] if curves else None
+    over = "" if c is None else \
+        f" (best over {', '.join(c.over)})" if c.over else " (fixed configuration)"
+    title = "" if c is None else f"{c.metric} vs {c.x_name}{over}"
+    layout = _layout(title, c.x_name if c else "", c.metric if c else "", xlog=True, ylog=positive)
+    span = _y_range(shown, positive)
+    if span is not None:
+        layout["yaxis"]["range"] = span
+    return {"data": data, "layout": layout}
+
+
 def learning_curve(curve, extend: float = 1.5) -> dict:
-    """The frontier, its power-law fit (solid over the data, dashed beyond) and the fit's band."""
+    """One learning curve (:func:`learning_curves`)."""
+    return learning_curves([curve], extend)
+
+
+def _curve_traces(curve, color: str, group: str, several: bool, extend: float, shown: list) -> list:
+    """The traces of one learning curve (:func:`learning_curves`); ``shown`` collects the values
+    the y range must hold."""
+    from analysis.fit.forms.prediction import predict
+
     x, y = np.array(curve.x, float), np.array(curve.y, float)
+    shown.append(y)
+    fit, fam, pred = curve.fit, curve.family, curve.prediction
+    predicting = fam if pred is not None and fam is not None else None
+    model = predicting or fit or fam
+    who = f"{esc(curve.label)}: " if several else ""
+    line = lambda **kw: {"type": "scatter", "mode": "lines", "legendgroup": group, **kw}
     data = []
-    hover = [esc(", ".join(f"{k}={v}" for k, v in c.items()) or "fixed") for c in curve.chosen]
-    positive = bool(np.all(y > 0)) if y.size else True
-    fit = curve.fit
-    name = "winners (mean over seeds)"
-    if fit is not None and x.size:
-        v, lo, hi = fit.param("b")
-        inside = np.geomspace(x.min(), x.max(), 100)
-        beyond = np.geomspace(x.max(), x.max() * extend, 40)
-        for grid, dash, alpha, label in ((inside, "solid", 0.22, "fit"),
-                                         (beyond, "dash", 0.12, "extrapolation")):
+    end = x.max() * extend if pred is None else max(x.max() * extend, max(pred.x) * 1.15)
+    inside, beyond = np.geomspace(x.min(), x.max(), 100), np.geomspace(x.max(), end, 50)
+    if fit is not None and predicting is None:
+        for grid, alpha, what in ((inside, 0.22, "band"), (beyond, 0.12, "band past the data")):
             low, high = fit.band(grid)
             if np.isfinite(low).any():
-                data.append({"type": "scatter", "mode": "lines", "x": floats(np.r_[grid, grid[::-1]]),
-                             "y": floats(np.r_[high, low[::-1]]), "fill": "toself",
-                             "fillcolor": "#1f77b4", "opacity": alpha, "line": {"width": 0},
-                             "hoverinfo": "skip", "name": f"{fit.level:.0%} band ({label})"})
-            data.append({"type": "scatter", "mode": "lines", "x": floats(grid),
-                         "y": floats(fit.predict(grid)), "line": {"color": "#1f77b4", "dash": dash},
-                         "name": f"{label}: b = {v:.3g} [{lo:.3g}, {hi:.3g}]" if label == "fit"
-                         else label})
-    data.append({"type": "scatter", "mode": "markers", "x": floats(x), "y": floats(y), "name": name,
-                 "text": hover, "marker": {"color": "#111", "size": 8},
+                data.append(line(x=floats(np.r_[grid, grid[::-1]]), y=floats(np.r_[high, low[::-1]]),
+                                 fill="toself", fillcolor=color, opacity=alpha, line={"width": 0},
+                                 hoverinfo="skip", name=f"{who}{fit.level:.0%} {what}"))
+    if predicting is not None:
+        p = predict(predicting, beyond, pred.level)
+        low, high = _nums(p.pi_low), _nums(p.pi_high)
+        if np.isfinite(low).any():
+            data.append(line(x=floats(np.r_[beyond, beyond[::-1]]), y=floats(np.r_[high, low[::-1]]),
+                             fill="toself", fillcolor=color, opacity=0.12, line={"width": 0},
+                             hoverinfo="skip",
+                             name=f"{who}{pred.level:.0%} prediction interval past the data"))
+    if model is not None:
+        if predicting is not None or fit is None:
+            how = " (chosen by auto)" if getattr(fam, "selection", None) is not None else ""
+            name = f"{who}{esc(fam.form)}{how}"
+        else:
+            v, lo, hi = fit.param("b")
+            name = f"{who}fit: b = {v:.3g} [{lo:.3g}, {hi:.3g}]"
+        fitted = _positive(model.predict(inside))
+        shown.append(fitted)
+        data.append(line(x=floats(inside), y=floats(fitted), name=name,
+                         line={"color": color, "width": 2}))
+        data.append(line(x=floats(beyond), y=floats(_positive(model.predict(beyond))),
+                         name=f"{who}extrapolated past the data",
+                         line={"color": color, "width": 2, "dash": "dash"}))
+    hold = fit.holdout if fit is not None and predicting is None else None
+    if hold is not None and hold.params:
+        from analysis.fit.powerlaw import natural_curve
+
+        out = np.isin(x, hold.x)
+        data.append(line(x=floats(inside), y=floats(_positive(natural_curve(
+            np.asarray(hold.params), inside, len(hold.params) == 3))),
+            name=f"{who}extrapolation check: refit without the ringed points",
+            line={"color": color, "width": 1.5, "dash": "dot"}))
+        data.append({"type": "scatter", "mode": "markers", "x": floats(x[out]), "y": floats(y[out]),
+                     "legendgroup": group, "showlegend": False, "hoverinfo": "skip",
+                     "marker": {"symbol": "circle-open", "size": 16, "color": color,
+                                "line": {"width": 1.5}}})
+    hover = [esc(", ".join(f"{k}={v}" for k, v in c.items()) or "fixed") for c in curve.chosen]
+    data.append({"type": "scatter", "mode": "markers", "x": floats(x), "y": floats(y),
+                 "legendgroup": group, "name": f"{esc(curve.label)}: winners (mean over seeds)",
+                 "text": hover, "marker": {"color": color, "size": 8},
                  "hovertemplate": "%{x:.4g}: %{y:.4g}<br>%{text}<extra></extra>"})
-    over = f"best over {', '.join(curve.over)}" if curve.over else "fixed configuration"
-    title = f"{curve.metric} vs {curve.x_name} ({over})"
-    return {"data": data, "layout": _layout(title, curve.x_name, curve.metric, xlog=True,
-                                            ylog=positive)}
+    if pred is not None:
+        py, lo, hi = _nums(pred.y), _nums(pred.pi_low), _nums(pred.pi_high)
+        ok = np.isfinite(py)
+        if ok.any():
+            shown.append(py[ok])
+            data.append({"type": "scatter", "mode": "markers", "legendgroup": group,
+                         "x": floats(np.array(pred.x, float)[ok]), "y": floats(py[ok]),
+                         "name": f"{who}prediction by {esc(pred.form)} "
+                                 f"({pred.level:.0%} prediction interval)",
+                         "marker": {"symbol": "diamond-open", "size": 10, "color": color,
+                                    "line": {"width": 2}},
+                         "error_y": {"type": "data", "symmetric": False,
+                                     "array": floats(np.where(np.isfinite(hi), hi - py, 0)[ok]),
+                                     "arrayminus": floats(np.where(np.isfinite(lo), py - lo, 0)[ok])},
+                         "hovertemplate": "predicted at %{x:.4g}: %{y:.4g}<extra></extra>"})
+    return data
+
+
+def _nums(values) -> np.ndarray:
+    """Floats with None as NaN."""
+    return np.array([np.nan if v is None else v for v in values], float)
+
+
+def _positive(v) -> np.ndarray:
+    """Values with those <= 0 or undefined as NaN (a gap on log axes, never a number)."""
+    v = np.asarray(v, float)
+    return np.where(np.isfinite(v) & (v > 0), v, np.nan)
+
+
+def _y_range(shown, log: bool) -> list | None:
+    """A y range around the points, the fit over the data and the predictions, so a band or a
+    curve that runs away past the data leaves the axes instead of squashing the points (log10
+    units on a log axis, as plotly.js takes them)."""
+    vals = np.concatenate([np.asarray(v, float).ravel() for v in shown]) if shown else np.array([])
+    vals = vals[np.isfinite(vals) & ((vals > 0) if log else True)]
+    if vals.size == 0:
+        return None
+    lo, hi = vals.min(), vals.max()
+    if log:
+        span = max(np.log10(hi / lo), 0.3)
+        return [float(np.log10(lo) - 0.35 * span), float(np.log10(hi) + 0.25 * span)]
+    pad = 0.15 * (hi - lo or abs(hi) or 1.0)
+    return [float(lo - pad), float(hi + pad)]
 
 
 def bopt(result) -> dict:
     """B_opt per group against lr*N/(1-m), with the fitted line and the slope-1 rule; or, when the
-    rule is not checked, B_opt of each group by its label."""
+    rule is not checked, B_opt of each group by its label.
+
+    Interior groups are filled, with their seed-bootstrap intervals; groups at the grid edge are
+    pale triangles at their one-sided bound (pointing the way the optimum lies); groups with too
+    few batch sizes are crosses. The y axis spans the batch sizes of the sweep, and both lines are
+    drawn only where they stay inside it. The title is the verdict's label; its reason belongs in
+    the text."""
     rule = result.rule
     groups = result.groups
     ok = [g for g in groups if g.status == "ok" and g.b_opt > 0]
     edge = [g for g in groups if g.status == "edge" and g.bound > 0]
+    few = [g for g in groups if g.status == "too_few" and g.b_best > 0]
     use_rule = rule is not None and any(g.rule_x > 0 for g in groups)
     xof = (lambda g: g.rule_x) if use_rule else (lambda g: esc(g.label))
     data = []
     if ok:
         lo = np.array([g.ci_low for g in ok]), np.array([g.ci_high for g in ok])
         b = np.array([g.b_opt for g in ok])
-        data.append({"type": "scatter", "mode": "markers", "name": f"interior B_opt ({len(ok)})",
+        data.append({"type": "scatter", "mode": "markers",
+                     "name": f"interior B_opt ({len(ok)} groups), 95% CI",
                      "x": [xof(g) for g in ok], "y": floats(b), "text": [esc(g.label) for g in ok],
                      "marker": {"color": "#1f77b4", "size": 8},
                      "error_y": {"type": "data", "symmetric": False,
@@ -184,29 +307,71 @@ def bopt(result) -> dict:
         mine = [g for g in edge if g.side == side]
         if mine:
             data.append({"type": "scatter", "mode": "markers",
-                         "name": f"at the grid edge ({len(mine)}): B_opt {word}",
+                         "name": f"at the grid edge ({len(mine)}): B_opt {word} the mark",
                          "x": [xof(g) for g in mine], "y": floats([g.bound for g in mine]),
                          "text": [esc(g.label) for g in mine],
-                         "marker": {"symbol": symbol, "color": "#c62828", "opacity": 0.5, "size": 7},
+                         "marker": {"symbol": f"{symbol}-open", "color": "#c62828", "opacity": 0.5,
+                                    "size": 7},
                          "hovertemplate": "%{text}<br>bound %{y:.3g}<extra></extra>"})
+    if few:
+        data.append({"type": "scatter", "mode": "markers",
+                     "name": f"too few batch sizes ({len(few)})",
+                     "x": [xof(g) for g in few], "y": floats([g.b_best for g in few]),
+                     "text": [esc(g.label) for g in few],
+                     "marker": {"symbol": "x", "color": "#7f7f7f", "opacity": 0.6, "size": 6},
+                     "hovertemplate": "%{text}<br>best tried %{y:.3g}<extra></extra>"})
     verdict = rule.verdict.label if rule is not None else "not checked"
-    if use_rule and rule.slope is not None and rule.g_opt is not None:
-        xs = np.array([g.rule_x for g in groups if g.rule_x > 0])
-        grid = np.geomspace(xs.min(), xs.max(), 50)
-        k, s = np.exp(rule.intercept), rule.slope.value
-        data.append({"type": "scatter", "mode": "lines", "x": floats(grid), "y": floats(k * grid ** s),
-                     "line": {"color": "#1f77b4"},
-                     "name": f"fit: slope {s:.3g} [{rule.slope.ci_low:.3g}, {rule.slope.ci_high:.3g}]"})
-        data.append({"type": "scatter", "mode": "lines", "x": floats(grid),
-                     "y": floats(grid / rule.g_opt.value), "line": {"color": "#000", "dash": "dash"},
-                     "name": f"rule, slope 1: g_opt = {rule.g_opt.value:.3g}"})
+    b_lo, b_hi = _batch_range(result)
+    if use_rule and rule.slope is not None and rule.g_opt is not None and b_lo > 0:
+        xs = [g.rule_x for g in groups if g.rule_x > 0]
+        k, s, g_opt = np.exp(rule.intercept), rule.slope.value, rule.g_opt.value
+        fit_span = ((b_lo / k) ** (1 / s), (b_hi / k) ** (1 / s)) if s != 0 else (min(xs), max(xs))
+        for (a, z), law, style, name in (
+                (fit_span, lambda v: k * v ** s, {"color": "#1f77b4"},
+                 f"fit: slope {s:.3g} [{rule.slope.ci_low:.3g}, {rule.slope.ci_high:.3g}]"),
+                ((b_lo * g_opt, b_hi * g_opt), lambda v: v / g_opt, {"color": "#000", "dash": "dash"},
+                 f"rule, slope 1: g_opt = {g_opt:.3g}")):
+            a, z = max(min(a, z), min(xs)), min(max(a, z), max(xs))
+            if a < z:  # only where the line stays inside the batch sizes tried
+                grid = np.geomspace(a, z, 50)
+                data.append({"type": "scatter", "mode": "lines", "x": floats(grid),
+                             "y": floats(law(grid)), "line": style, "name": name})
     if use_rule:
         layout = _layout(f"B_opt against lr*N/(1-m): {verdict}", "lr * n_train / (1 - momentum)",
                          f"B_opt (best {result.metric})", xlog=True, ylog=True)
     else:
         layout = _layout(f"B_opt per group (rule: {verdict})", "group",
                          f"{result.batch} opt (best {result.metric})", ylog=True)
+    if b_lo > 0:
+        layout["yaxis"]["range"] = [float(np.log10(b_lo / 1.6)), float(np.log10(b_hi * 1.6))]
     return {"data": data, "layout": layout}
+
+
+def _batch_range(result) -> tuple[float, float]:
+    """Smallest and largest batch size any group tried (NaN when none)."""
+    sizes = [b for g in result.groups for b in g.batch_sizes if b > 0]
+    sizes += [g.bound for g in result.groups if g.bound > 0]
+    return (min(sizes), max(sizes)) if sizes else (float("nan"), float("nan"))
+
+
+def collapse(col) -> dict:
+    r"""Every usable trial's metric against the noise scale :math:`g = \varepsilon N/(B(1-m))`
+    (Smith & Le 2018), coloured by log10 N; the title counts the infeasible trials left out."""
+    bad = {k: v for k, v in col.outcomes.items() if k != "ok"}
+    why = f" ({', '.join(f'{k}: {v}' for k, v in bad.items())})" if bad else ""
+    data = []
+    if col.g.size:
+        data.append({"type": "scatter", "mode": "markers", "x": floats(col.g), "y": floats(col.y),
+                     "showlegend": False, "text": [f"n_train={v:g}" for v in col.n_train],
+                     "marker": {"color": floats(np.log10(col.n_train)), "colorscale": "Viridis",
+                                "size": 5, "opacity": 0.7,
+                                "colorbar": {"title": {"text": "log10 n_train"}}},
+                     "hovertemplate": "%{text}<br>g %{x:.3g}: %{y:.4g}<extra></extra>"})
+    title = (f"noise-scale collapse: {col.g.size} trials plotted, {sum(bad.values())} infeasible "
+             f"not shown{why}")
+    return {"data": data, "layout": _layout(
+        title, "noise scale g = lr * n_train / (batch_size * (1 - momentum))", col.metric,
+        xlog=bool(col.g.size))}
 
 
 def tradeoff(result) -> dict:
@@ -292,3 +457,14 @@ def parcoords(fr, axes, metric: str, values: np.ndarray, ids, limit: int = PARCO
                         "font": {"size": 14}, "y": 0.98, "yanchor": "top"}}
     return {"data": [trace], "layout": layout, "ids": [str(i) for i in np.asarray(ids)[keep]],
             "columns": columns}
+
+
+@lru_cache(maxsize=1)
+def plotly_js() -> str | None:
+    """Path of the plotly.js bundle inside the installed ``plotly`` package (no import of it), or
+    None when the package or its bundle is missing."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "package_data", "plotly.min.js")
+    return path if os.path.isfile(path) else None
