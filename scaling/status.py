@@ -42,7 +42,8 @@ def expected_trials(store: Store, sweep: str) -> int | None:
 
 def status_table(root, view=None) -> pa.Table:
     """One row per sweep: ok, diverged, pruned (stopped early at a rung: scaling.training.prune),
-    failed, stored, in the config, pending."""
+    failed, stored, in the config, pending; and for adaptive sweeps (if any) the plan's latest round,
+    with ``in_config`` the trials its rounds planned so far."""
     from scaling.store.views import open_store
 
     if view is None:
@@ -69,9 +70,41 @@ def status_table(root, view=None) -> pa.Table:
             c = {k: sum(r[k] for r in counts.values()) for k in ("ok", "diverged", "pruned", "failed", "stored")}
         ok, diverged, pruned, failed, stored = (c.get(k, 0) for k in ("ok", "diverged", "pruned", "failed", "stored"))
         expected = expected_trials(view.store, sweep)
+        plan, planned = adaptive_plan(view.store, sweep)
+        if planned is not None:  # an adaptive sweep runs the trials its rounds planned, not its whole grid
+            expected = planned
         rows.append({"sweep": sweep or "(this folder)", "ok": ok, "diverged": diverged, "pruned": pruned,
                      "failed": failed, "stored": stored, "in_config": expected,
-                     "pending": None if expected is None else max(expected - ok - diverged - pruned, 0)})
+                     "pending": None if expected is None else max(expected - ok - diverged - pruned, 0),
+                     "plan": plan})
     if not rows:
         raise UserError(f"no sweeps in {view.store.uri!r} (expected sweep folders written by `scaling sweep`)")
+    if all(r["plan"] is None for r in rows):
+        rows = [{k: v for k, v in r.items() if k != "plan"} for r in rows]  # no adaptive sweep: no column
     return pa.Table.from_pylist(rows)
+
+
+def adaptive_plan(store: Store, sweep: str) -> tuple[str | None, int | None]:
+    """An adaptive sweep's latest round, in words (``round 2/3, 26% of grid steps``), and the trials
+    its rounds planned so far (``<sweep>/plans/round-<k>.json``, written by cluster.rounds); (None,
+    None) for any other sweep. A plan file that cannot be read is a one-line warning."""
+    import json
+
+    folder = f"{store.sweep_dir(sweep)}/plans"
+    try:
+        infos = store.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        files = sorted((int(i.base_name[6:-5]), i) for i in infos if i.type == pafs.FileType.File
+                       and i.base_name.startswith("round-") and i.base_name.endswith(".json")
+                       and i.base_name[6:-5].isdigit() and (i.size or 0) <= MAX_CONFIG_BYTES * 64)
+        if not files:
+            return None, None
+        planned, last = 0, None
+        for _, info in files:
+            with store.fs.open_input_stream(info.path) as f:
+                last = json.loads(f.read(MAX_CONFIG_BYTES * 64 + 1))
+            planned += int(last["n_trials"])
+        share = last["planned_steps"] / max(last["grid_steps"], 1)
+        return f"round {last['round'] + 1}/{last['rounds']}, {share:.0%} of grid steps", planned
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        warnings.warn(one_line(f"sweep {sweep or '(this folder)'!r}: its adaptive plan cannot be read: {e}"))
+        return None, None
