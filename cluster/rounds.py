@@ -70,6 +70,7 @@ def run_adaptive(cfg: SweepConfig, text: str, results: str, *, log=print, **opti
     t0 = time.monotonic()
     if cfg.search.kind != "adaptive":
         raise UserError(f"sweep {cfg.name!r} is not adaptive (search.kind {cfg.search.kind!r})")
+    localray.reap_orphans(log)  # a killed run's workers may still write: before any plan reads the store
     store = Store(results, retry_s=options.get("storage_timeout"))
     grid = grid_table(cfg)
     grid_steps = int(sum(grid.column("steps").to_pylist()))
