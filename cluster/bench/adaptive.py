@@ -82,6 +82,76 @@ def compare_groups(full: dict, pruned: dict, grid: list) -> list[dict]:
     return rows
 
 
+def simulated(reps: int, landscape: str = "rule", noise: str = "digits", rounds: int = 3,
+              budget: float = 1 / 3, n_boot: int = 1000, log=print) -> dict:
+    """The adaptive plan against the full grid on ``reps`` simulated bopt_rule sweeps
+    (:mod:`analysis.testing.simulate`): each replication's full table, and the subset that an
+    adaptive sweep's rounds plan (:func:`analysis.plan.replay.replay`), fitted by ``scaling bopt``'s
+    code with the same bootstrap; the learning curve (``scaling fit``) on both too."""
+    import numpy as np
+
+    from analysis.fit.curves import fit_learning_curves
+    from analysis.plan.replay import replay
+    from analysis.rules.bopt import find_bopt
+    from analysis.testing.simulate import LANDSCAPES, design_from_config, simulate
+
+    design = design_from_config("configs/bopt_rule.yaml")
+    names = ("lr", "n_train", "1/(1-momentum)")
+    width = {k: {n: [] for n in names + ("curve",)} for k in ("full", "adaptive")}
+    cover = {k: {n: 0 for n in names + ("curve",)} for k in ("full", "adaptive")}
+    shares, same_verdict, t0 = [], 0, time.perf_counter()
+    for r in range(reps):
+        sim = simulate(design, landscape=LANDSCAPES[landscape], noise=noise, seed=1000 + r)
+        truth = {"lr": sim.truth.exponents["lr"], "n_train": sim.truth.exponents["n_train"],
+                 "1/(1-momentum)": sim.truth.exponents["momentum"], "curve": sim.truth.curve[1]}
+        rep = replay(sim.table, rounds=rounds, budget=budget, metric="error")
+        shares.append(rep.share)
+        verdicts = []
+        for kind, table in (("full", sim.table), ("adaptive", rep.table)):
+            res = find_bopt(table, metric="error", n_boot=n_boot, seed=r)
+            verdicts.append(res.rule.verdict.label)
+            for e in res.rule.exponents:
+                width[kind][e.name].append(e.ci_high - e.ci_low)
+                cover[kind][e.name] += e.ci_low <= truth[e.name] <= e.ci_high
+            curve = fit_learning_curves(table, metric="error", n_boot=n_boot // 5, seed=r, holdout=0)[0].fit
+            if curve is not None:
+                b = curve.to_dict()["params"]["b"]
+                width[kind]["curve"].append(b["ci_high"] - b["ci_low"])
+                cover[kind]["curve"] += b["ci_low"] <= truth["curve"] <= b["ci_high"]
+        same_verdict += verdicts[0] == verdicts[1]
+        if log and (r + 1) % 10 == 0:
+            log(f"  {r + 1} of {reps} replications ({time.perf_counter() - t0:.0f} s)")
+    out = {"reps": reps, "landscape": landscape, "noise": noise, "rounds": rounds, "budget": budget,
+           "share_mean": float(np.mean(shares)), "share_max": float(np.max(shares)),
+           "same_verdict": same_verdict, "axes": {}}
+    for n in names + ("curve",):
+        wf, wa = np.array(width["full"][n]), np.array(width["adaptive"][n])
+        m = min(wf.size, wa.size)
+        out["axes"][n] = {"width_full": float(np.median(wf)) if wf.size else None,
+                          "width_adaptive": float(np.median(wa)) if wa.size else None,
+                          "ratio_of_mean_widths": float(wa.mean() / wf.mean()) if m else None,
+                          "ratio_median": float(np.median(wa[:m] / wf[:m])) if m else None,
+                          "coverage_full": cover["full"][n] / reps, "coverage_adaptive": cover["adaptive"][n] / reps}
+    return out
+
+
+def print_simulated(res: dict) -> None:
+    print(f"simulator: {res['reps']} replications of configs/bopt_rule.yaml's grid, landscape "
+          f"{res['landscape']!r}, noise {res['noise']!r}; adaptive {res['rounds']} rounds within "
+          f"{res['budget']:.3f} of the grid's steps")
+    print(f"steps used: mean {res['share_mean']:.1%}, max {res['share_max']:.1%} of the full grid's; "
+          f"same verdict in {res['same_verdict']} of {res['reps']}")
+    print(f"{'exponent':16}{'width full':>11}{'adaptive':>10}{'ratio':>7}{'cover full':>12}{'adaptive':>10}")
+    for name, a in res["axes"].items():
+        if a["width_full"] is None:
+            continue
+        print(f"{name:16}{a['width_full']:>11.3f}{a['width_adaptive']:>10.3f}{a['ratio_of_mean_widths']:>7.2f}"
+              f"{a['coverage_full']:>12.1%}{a['coverage_adaptive']:>10.1%}")
+    print("(width: median 95% interval width; ratio: mean adaptive width / mean full width; cover: share of "
+          "replications whose interval holds the generating exponent; curve: the learning curve's b in "
+          "a*N^b + c, true value the landscape's best-error exponent)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/bopt_rule.yaml")
@@ -90,7 +160,14 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-full", action="store_true", help="reuse a full sweep already in --workdir")
     ap.add_argument("--bowl", type=int, default=PRUNE["bowl"], help="grid steps kept around each group's best")
     ap.add_argument("--suffix", default="", help="appended to the pruned sweep's name (several rules, one store)")
+    ap.add_argument("--simulate", type=int, default=0, metavar="REPS",
+                    help="instead: the adaptive plan against the full grid on REPS simulated sweeps")
+    ap.add_argument("--landscape", default="rule", help="the simulator's landscape (with --simulate)")
+    ap.add_argument("--noise", default="digits", help="the simulator's noise preset (with --simulate)")
     args = ap.parse_args(argv)
+    if args.simulate:
+        print_simulated(simulated(args.simulate, args.landscape, args.noise))
+        return 0
     base = yaml.safe_load(Path(args.config).read_text())
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-adaptive-"))
     work.mkdir(parents=True, exist_ok=True)
