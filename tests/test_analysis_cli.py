@@ -109,8 +109,8 @@ def test_report_is_one_page_with_every_plot(store, tmp_path, capsys):
     page = out.read_text()
     found = re.findall(r'<script type="application/json" class="fig-json">(.*?)</script>', page)
     figures = [json.loads(f) for f in found]
-    assert len(figures) == 3  # learning curves, B_opt, collapse: Plotly figures with data
-    assert all(any(t.get("x") for t in f["data"]) for f in figures)
+    assert len(figures) == 4  # parallel coordinates, learning curves, B_opt, collapse (Plotly)
+    assert all(any(t.get("x") or t.get("dimensions") for t in f["data"]) for f in figures)
     from analysis.report.figures import plotly_js
 
     with open(plotly_js(), encoding="utf-8") as f:  # self-contained: plotly.js inlined once

@@ -311,7 +311,21 @@ def test_page_opens_with_cards_then_figures_with_long_text_folded(page):
     text = _outside_bundle(page)  # plotly.js inlined once, figures inline: nothing fetched
     assert "http" not in text and " src=" not in text and "<link" not in text
     assert text.count("<script>") == 1 and "Plotly.newPlot" in text  # the bundle, then the drawing
-    assert text.count('<script type="application/json" class="fig-json">') == len(_figures(page)) == 6
+    assert text.count('<script type="application/json" class="fig-json">') == len(_figures(page)) == 7
+
+
+def test_the_pages_parallel_coordinates_are_the_dashboards(page, loaded):
+    trials, _ = loaded
+    [fig] = _figures(_sections(page)["parcoords"])
+    fr = tables.frame(trials)
+    values = tables.metric(fr, "test_loss")
+    assert fig == json.loads(json.dumps(figs.parcoords(  # the dashboard's figure, as it is
+        fr, ["n_train", "batch_size", "momentum"], "test_loss", values, fr["trial_id"])))
+    dims = fig["data"][0]["dimensions"]
+    assert [d["label"] for d in dims] == ["n_train (log)", "batch_size (log)", "momentum", "test_loss"]
+    finite = np.isfinite(values)
+    assert len(dims[-1]["values"]) == finite.sum() > 0 and dims[-1]["values"] == \
+        pytest.approx(values[finite].tolist())
 
 
 def _outside_bundle(page: str) -> str:
@@ -331,6 +345,11 @@ def test_no_collapse_section_on_an_adamw_sweep(loaded, page):
     assert "collapse" not in sections and "Noise-scale collapse" not in text
     assert "No noise-scale collapse plot" in sections["bopt"] and "adamw" in sections["bopt"]
     assert "against lr*N/(1-m)" not in sections["bopt"][:200]
+    [fig] = _figures(sections["bopt"])  # B_opt per group: the groups' labels on a category axis
+    assert fig["layout"]["xaxis"]["type"] == "category"
+    drawn = {x for t in fig["data"] for x in t["x"]}
+    assert drawn and drawn <= set(fig["layout"]["xaxis"]["categoryarray"])
+    assert all(x.startswith("n_train=") for x in drawn)
     [fig] = _figures(_sections(page)["collapse"])  # the same sweep with SGD has the plot
     [dots] = fig["data"]
     usable = [r for r in trials.to_pylist() if r["status"] == "ok" and r["batch_size"] <= r["n_train"]]
@@ -380,3 +399,30 @@ def test_a_degenerate_section_leaves_the_rest_of_the_page(loaded):
     assert "could not be fitted" in sections["training"] and _figures(sections["training"])
     assert _figures(sections["bopt"]) and _figures(sections["collapse"])
     assert "not available (see the learning-curve section)" in page
+
+
+@pytest.mark.slow
+def test_the_report_draws_every_figure_in_a_real_browser(page, tmp_path):
+    """The page opened from a file in headless Chromium (no server, no network): every figure
+    drawn by the inlined plotly.js with the traces of its JSON, and no console error."""
+    from test_serve import _browser, _wait
+
+    path = tmp_path / "report.html"
+    path.write_text(page)
+    expected = [len(f["data"]) for f in _figures(page)]
+    browser = _browser()
+    try:
+        browser.get(path.as_uri())
+        js = browser.execute_script
+        drawn = _wait("every figure drawn", lambda: js(
+            "const f = [...document.querySelectorAll('.plotly-fig')];"
+            "return f.every(d => d.querySelector('.plot-container svg.main-svg')) && "
+            "f.map(d => d.data ? d.data.length : -1)"))
+        assert drawn == expected and len(drawn) == 7
+        legend = js("return [...document.querySelectorAll('#learning-curves .legendtext')]"
+                    ".map(t => t.textContent)")
+        assert any(t.startswith("all: winners") for t in legend), legend
+        severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
+    finally:
+        browser.quit()

@@ -49,6 +49,47 @@ def _layout(title: str, x: str, y: str, *, xlog=False, ylog=False, **more) -> di
             "legend": {"font": {"size": 10}}, **more}
 
 
+def _figure(data: list, layout: dict) -> dict:
+    """The figure, its log axes given readable tick labels (:func:`_log_ticks`)."""
+    for axis, key in (("xaxis", "x"), ("yaxis", "y")):
+        if layout.get(axis, {}).get("type") == "log":
+            _log_ticks(layout[axis], data, key)
+    return {"data": data, "layout": layout}
+
+
+def _log_ticks(axis: dict, data: list, key: str) -> None:
+    """Tick labels of a log axis that never crowd: over less than about two decades plotly.js
+    labels every digit between the powers of ten in small type; here a short axis gets labels at
+    1, 2 and 5 (1 and 3 over more, powers of ten past four decades), plain numbers ("3000",
+    "0.02", "2e4"), as :func:`analysis.report.plots.readable_ticks` gives the PNG figures."""
+    if "range" in axis:
+        lo, hi = 10.0 ** axis["range"][0], 10.0 ** axis["range"][1]
+    else:
+        vals = np.array([v for t in data for v in (t.get(key) or ())
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)], float)
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if vals.size == 0:
+            return
+        pad = 10 ** (0.06 * max(np.log10(vals.max() / vals.min()), 0.1))  # autorange's margin
+        lo, hi = vals.min() / pad, vals.max() * pad
+    decades = np.log10(hi / lo)
+    subs = (1.0, 2.0, 5.0) if decades < 2.2 else ((1.0, 3.0) if decades < 4 else (1.0,))
+    if decades < 0.6:
+        subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+    powers = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    ticks = [float(f"{s * 10.0 ** k:.6g}") for k in powers for s in subs if lo <= s * 10.0 ** k <= hi]
+    if len(ticks) >= 2:
+        axis["tickvals"] = ticks
+        axis["ticktext"] = [_tick(v) for v in ticks]
+
+
+def _tick(v: float) -> str:
+    if 1e-3 <= v < 1e4:
+        return f"{v:.4g}"
+    m, e = f"{v:.0e}".split("e")
+    return f"{m}e{int(e)}"
+
+
 def colors(values) -> list[str]:
     """One colour per value: viridis along sorted numbers, the palette for anything else."""
     numeric = [v for v in values if isinstance(v, (int, float, np.number)) and np.isfinite(v)]
@@ -109,7 +150,7 @@ def training(tc) -> dict:
     if len(tc.lines) > LEGEND_LINES:  # a colour bar instead of a legend taller than the plot
         layout["showlegend"] = False
         data.append(_colour_bar(values, tc.axis))
-    return {"data": data, "layout": layout}
+    return _figure(data, layout)
 
 
 LEGEND_LINES = 12
@@ -160,7 +201,7 @@ def learning_curves(curves, extend: float = 1.5) -> dict:
     span = _y_range(shown, positive)
     if span is not None:
         layout["yaxis"]["range"] = span
-    return {"data": data, "layout": layout}
+    return _figure(data, layout)
 
 
 def learning_curve(curve, extend: float = 1.5) -> dict:
@@ -201,7 +242,7 @@ def _curve_traces(curve, color: str, group: str, several: bool, extend: float, s
     if model is not None:
         if predicting is not None or fit is None:
             how = " (chosen by auto)" if getattr(fam, "selection", None) is not None else ""
-            name = f"{who}{esc(fam.form)}{how}"
+            name = f"{who}fit: {esc(fam.form)}{how}"
         else:
             v, lo, hi = fit.param("b")
             name = f"{who}fit: b = {v:.3g} [{lo:.3g}, {hi:.3g}]"
@@ -342,9 +383,12 @@ def bopt(result) -> dict:
     else:
         layout = _layout(f"B_opt per group (rule: {verdict})", "group",
                          f"{result.batch} opt (best {result.metric})", ylog=True)
+        layout["xaxis"].update(type="category", categoryorder="array", tickangle=-45,
+                               automargin=True, categoryarray=[esc(g.label) for g in groups])
+        layout["height"] = 560  # room for the slanted group labels under the axes
     if b_lo > 0:
         layout["yaxis"]["range"] = [float(np.log10(b_lo / 1.6)), float(np.log10(b_hi * 1.6))]
-    return {"data": data, "layout": layout}
+    return _figure(data, layout)
 
 
 def _batch_range(result) -> tuple[float, float]:
@@ -369,9 +413,9 @@ def collapse(col) -> dict:
                      "hovertemplate": "%{text}<br>g %{x:.3g}: %{y:.4g}<extra></extra>"})
     title = (f"noise-scale collapse: {col.g.size} trials plotted, {sum(bad.values())} infeasible "
              f"not shown{why}")
-    return {"data": data, "layout": _layout(
+    return _figure(data, _layout(
         title, "noise scale g = lr * n_train / (batch_size * (1 - momentum))", col.metric,
-        xlog=bool(col.g.size))}
+        xlog=bool(col.g.size)))
 
 
 def tradeoff(result) -> dict:
@@ -397,9 +441,9 @@ def tradeoff(result) -> dict:
                      "y": floats(st[ok]), "name": esc(label), "legendgroup": f"g{i}",
                      "text": [f"B={v:g}" for v in b[ok]], "marker": {"color": color, "size": 7},
                      "hovertemplate": "%{text}<br>E %{x:.3g}, S %{y:.3g}<extra></extra>"})
-    return {"data": data, "layout": _layout(f"steps vs examples to reach {result.metric} targets",
-                                            "examples to target E = B*S", "steps to target S",
-                                            xlog=True, ylog=True)}
+    return _figure(data, _layout(f"steps vs examples to reach {result.metric} targets",
+                                 "examples to target E = B*S", "steps to target S",
+                                 xlog=True, ylog=True))
 
 
 # ---- parallel coordinates -------------------------------------------------------------------

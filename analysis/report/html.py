@@ -59,6 +59,21 @@ def _summary(trials) -> str:
     return "".join(parts)
 
 
+def _parcoords(trials, metric) -> str:
+    """Every trial a line through its axis values and ``metric`` (the dashboard's figure)."""
+    fr = tables.frame(trials)
+    n = tables.n_rows(fr)
+    axes = tables.varying(fr, np.arange(n), exclude=(fr.replicate or "seed",))
+    if not axes:
+        return pg.p("No parallel coordinates: no axis takes more than one value.", "note")
+    values = tables.metric(fr, metric)
+    ids = fr["trial_id"] if "trial_id" in fr else np.arange(n)
+    fig = figs.parcoords(fr, axes, metric, values, ids)
+    return pg.figure(fig, f"axes against {metric}") + pg.p(
+        "Drag along an axis to select a range of it (several axes combine); click the range to "
+        "clear it. Infeasible trials (no finite metric) are not drawn.", "note")
+
+
 def _learning(trials, x, metric, by, n_boot, offset, found) -> str:
     from analysis.fit.forms.on_curves import add_forms
 
@@ -291,6 +306,7 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
     train_metric = _curve_metric(metric, curves) if has_curves else metric
     sections = [
         _section("summary", "Sweep summary", lambda: _summary(trials), toc),
+        _section("parcoords", f"Axes against {metric}", lambda: _parcoords(trials, metric), toc),
         _section("learning-curves", f"Learning curves: {metric} vs {x}",
                  lambda: _learning(curve_trials, x, metric, tuple(by), n_boot, offset, found), toc),
         _section("training", f"Training curves: {train_metric} vs examples seen",
