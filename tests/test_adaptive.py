@@ -61,6 +61,8 @@ def test_an_adaptive_config_has_the_full_grids_trials_and_budget():
     assert adaptive.search.n_rounds == 4 and adaptive.search.budget_steps(1000) == 250
     steps = config_from_text(BASE + "search: {kind: adaptive, budget: {steps: 12345}}\n")
     assert steps.search.n_rounds == 3 and steps.search.budget_steps(10 ** 9) == 12345
+    pruned = config_from_text(BASE + "search: {kind: adaptive, prune: {rungs: [0.2], keep: 0.5}}\n")
+    assert pruned.search.prune.keep == 0.5 and pruned.trials()[0].eval["prune"]["rungs"] == [0.2]
 
 
 def test_a_plan_reads_only_the_trials_of_earlier_rounds_and_is_the_same_bytes(sims):

@@ -185,6 +185,8 @@ class SearchConfig:
                               "'adaptive'")
         _check_int("search.samples", self.samples, 1, MAX_VALUES)
         _check_int("search.seed", self.seed, 0)
+        if self.prune is not None and not isinstance(self.prune, PruneConfig):
+            object.__setattr__(self, "prune", _section(PruneConfig, "search.prune", self.prune))
         for key in ("rounds", "budget"):
             if getattr(self, key) is not None and self.kind != "adaptive":
                 raise ConfigError(f"search.{key}", f"is for an adaptive sweep; add kind: adaptive or remove "
@@ -210,8 +212,6 @@ class SearchConfig:
     def n_rounds(self) -> int:
         """An adaptive sweep's rounds (default 3)."""
         return 3 if self.rounds is None else self.rounds
-        if self.prune is not None and not isinstance(self.prune, PruneConfig):
-            object.__setattr__(self, "prune", _section(PruneConfig, "search.prune", self.prune))
 
 
 @dataclass(frozen=True, kw_only=True)
