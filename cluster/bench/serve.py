@@ -8,11 +8,17 @@
    event, the server having drawn the page once (``refresh_share=1``: reread at once); "laws"
    is the time until the background fits of the laws are ready, after the open.
    Targets (issue 27): open < 3 s, refresh < 1 s.
-2. **Beside a sweep.** The same sweep (``--config``, default a 24-trial single-engine digits
-   sweep) run by ``scaling sweep`` twice, alone and with ``scaling serve`` on its store and a
-   client that behaves as an open page (polls the version every 2 s and, when it changed, asks
-   for every panel; asks for the laws again while they are being fitted), alternating,
-   ``--repeats`` pairs. Target: < 5 % more wall time.
+2. **Beside a sweep.** The reference sweep (:data:`cluster.bench.sweeps.REFERENCE_SWEEP`: the
+   64-trial MLP sweep over lr x momentum x seed; ``--config`` for another) run by ``scaling
+   sweep`` alone and with ``scaling serve`` on its store and a client that behaves as an open
+   page (polls the version every 2 s, as ``app.js`` does, and, when it changed, asks for every
+   panel; asks for the laws again while they are being fitted), ``--repeats`` pairs (default 5),
+   the order inside each pair alternating (alone first, then served first) so a drift of the
+   machine's load falls on both sides. Printed: each pair's walls and their difference, the
+   median of each side, the median paired difference with its range and a 95 % t interval of
+   the mean difference (so whether 5 % is resolved can be read off), the serving's CPU (the
+   server's threads, the client and the fitting process) as a share of one core, and the load
+   average before and after. Target (issue 27): < 5 % more wall time.
 
 Timings on a shared machine are noisy: compare the columns of one run.
 """
@@ -31,21 +37,16 @@ import time
 import urllib.error
 import urllib.request
 
-SWEEP = """
-name: beside
-task: {name: digits}
-model: {name: mlp, width: 32, depth: 1}
-engine: single
-axes:
-  n_train: [75, 150, 300]
-  batch_size: [8, 32]
-  lr: [0.1, 0.3]
-  momentum: 0.9
-  seed: [0, 1]
-budget: {epochs: 10}
-eval: {points: 8}
-resources: {cpu: 1}
-"""
+
+def reference_config() -> str:
+    """The reference sweep (:mod:`cluster.bench.sweeps`) as the YAML ``scaling sweep`` reads."""
+    import yaml
+
+    from cluster.bench.sweeps import REFERENCE_SWEEP
+
+    return yaml.safe_dump(REFERENCE_SWEEP, sort_keys=False)
+
+
 PANELS = ("meta", "progress", "table", "parcoords", "laws", "curves")
 """What a sweep's page asks for when it opens or the sweep changed (``app.js``: ``refresh``)."""
 
@@ -152,7 +153,7 @@ def _process_cpu(pid: int) -> float:
         return 0.0
 
 
-def sweep_wall(config: str, results: str, served: bool) -> tuple[float, int, float]:
+def sweep_wall(config: str, results: str, served: bool, sweep: str) -> tuple[float, int, float]:
     """(wall seconds of ``scaling sweep`` on a fresh store, page refreshes, CPU seconds the serving
     used: this process's (the server's threads and the client's) and the fitting process's),
     with or without a served, viewed page."""
@@ -165,7 +166,7 @@ def sweep_wall(config: str, results: str, served: bool) -> tuple[float, int, flo
 
         srv = make_server(results, port=0)
         serve_in_thread(srv)
-        viewer = Viewer(srv.url.split("/?")[0], srv.token, "beside")
+        viewer = Viewer(srv.url.split("/?")[0], srv.token, sweep)
         viewer.start()
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "cluster.cli", "sweep", config, "--results", results,
@@ -184,14 +185,67 @@ def sweep_wall(config: str, results: str, served: bool) -> tuple[float, int, flo
     return wall, viewer.refreshes if viewer else 0, cpu
 
 
-def config_trials(path: str) -> int | str:
-    """Trials a sweep config expands to (for the summary's label)."""
+def config_info(path: str) -> tuple[int | str, str]:
+    """(trials a sweep config expands to, its sweep's name)."""
     from scaling.config.sweep import load_config
 
-    try:
-        return load_config(path).count()
-    except Exception:  # noqa: BLE001 - a label only
-        return "?"
+    cfg = load_config(path)
+    return cfg.count(), cfg.name
+
+
+def paired(alone: list[float], served: list[float]) -> dict:
+    """Median of each side, and the paired differences served/alone - 1 (in %): each one, their
+    median and range, and a 95 % t interval of their mean (the pairs are independent runs)."""
+    import numpy as np
+    from scipy import stats
+
+    a, s = np.array(alone), np.array(served)
+    d = 100 * (s / a - 1)
+    n = d.size
+    half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return {"alone_median": float(np.median(a)), "served_median": float(np.median(s)),
+            "diffs": d.tolist(), "median": float(np.median(d)), "low": float(d.min()),
+            "high": float(d.max()), "mean": float(d.mean()), "ci": (float(d.mean()) - half,
+                                                                     float(d.mean()) + half)}
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def beside_sweep(config: str, work: str, repeats: int) -> list[tuple[str, str, str]]:
+    """Time the sweep alone and served, ``repeats`` alternating pairs; print and return rows."""
+    n_trials, name = config_info(config)
+    load0 = _load()
+    alone, served, views, cpu = [], [], 0, []
+    for i in range(repeats):
+        for side in ((False, True) if i % 2 == 0 else (True, False)):
+            wall, n, used = sweep_wall(config, os.path.join(work, "r"), side, name)
+            (served if side else alone).append(wall)
+            if side:
+                views += n
+                cpu.append(used / wall)
+        print(f"pair {i + 1} ({'alone first' if i % 2 == 0 else 'served first'}): alone "
+              f"{alone[-1]:.1f} s, served {served[-1]:.1f} s, {100 * (served[-1] / alone[-1] - 1):+.1f}%; "
+              f"serving used {100 * cpu[-1]:.1f}% of one core; load {_load()}", flush=True)
+    p = paired(alone, served)
+    print(f"the {n_trials}-trial sweep alone: median {p['alone_median']:.1f} s; served and viewed "
+          f"({views} page refreshes): median {p['served_median']:.1f} s. Paired differences "
+          f"{', '.join(f'{v:+.1f}' for v in p['diffs'])}%: median {p['median']:+.1f}% (range "
+          f"{p['low']:+.1f} to {p['high']:+.1f}%), mean {p['mean']:+.1f}% (95% t interval "
+          f"{p['ci'][0]:+.1f} to {p['ci'][1]:+.1f}%); target < 5%", flush=True)
+    print(f"the serving used {', '.join(f'{100 * c:.1f}%' for c in cpu)} of one core during the "
+          "served sweeps (CPU seconds of the server's threads, the client and the fitting process "
+          "over the sweep's wall time; the sweep itself runs on every core)", flush=True)
+    print(f"load average (1, 5, 15 min) before {load0}, after {_load()}: other work on the machine "
+          "adds scatter to every wall time", flush=True)
+    what = (f"the {n_trials}-trial reference sweep served and viewed vs alone ({repeats} pairs, "
+            "median paired difference, range, 95% t interval of the mean)")
+    return [(what, (f"{p['median']:+.1f}% ({p['low']:+.1f} to {p['high']:+.1f}; "
+                    f"{p['ci'][0]:+.1f} to {p['ci'][1]:+.1f})"), "< 5%"),
+            ("medians alone / served", f"{p['alone_median']:.1f} s / {p['served_median']:.1f} s", "-"),
+            ("CPU the serving used during those sweeps (of one core)",
+             ", ".join(f"{100 * c:.1f}%" for c in cpu), "-")]
 
 
 def table(rows: list[tuple[str, str, str]]) -> str:
@@ -208,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=None,
                         help="a 100k-trial store built before (cluster.bench.store's; default: build one)")
-    parser.add_argument("--config", default=None, help="the sweep run beside the server")
-    parser.add_argument("--repeats", type=int, default=2, help="pairs of sweeps (default 2)")
+    parser.add_argument("--config", default=None,
+                        help="the sweep run beside the server (default: the 64-trial reference sweep)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="pairs of sweeps, alone and served, alternating (default 5)")
     parser.add_argument("--skip", choices=("store", "sweep"), default=None)
     args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="bench-serve-")
@@ -237,28 +293,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"of the new parts only; laws ready {r['laws_s']:.1f} s after the open and "
                   f"{r['laws_again_s']:.1f} s after the refresh", flush=True)
         if args.skip != "sweep":
-            config = args.config or os.path.join(work, "beside.yaml")
+            config = args.config or os.path.join(work, "reference.yaml")
             if args.config is None:
                 with open(config, "w") as f:
-                    f.write(SWEEP)
-            alone, served, views, cpu = [], [], 0, []
-            for _ in range(args.repeats):
-                alone.append(sweep_wall(config, os.path.join(work, "r"), False)[0])
-                wall, n, used = sweep_wall(config, os.path.join(work, "r"), True)
-                served.append(wall)
-                views += n
-                cpu.append(used / wall)
-            a, s = min(alone), min(served)
-            print(f"sweep alone {', '.join(f'{w:.1f}' for w in alone)} s; served and viewed "
-                  f"{', '.join(f'{w:.1f}' for w in served)} s ({views} page refreshes): "
-                  f"{100 * (s / a - 1):+.1f}% (best of each; target < 5%)", flush=True)
-            print(f"the serving used {', '.join(f'{100 * c:.1f}%' for c in cpu)} of one core during "
-                  "the served sweeps (CPU seconds of the server, the client and the fitting process "
-                  "over the sweep's wall time; the sweep itself runs on 2 cores)", flush=True)
-            what = f"a {config_trials(config)}-trial sweep served and viewed vs alone (best of {args.repeats})"
-            rows.append((what, f"{s:.1f} s vs {a:.1f} s, {100 * (s / a - 1):+.1f}%", "< 5%"))
-            rows.append(("CPU the serving used during those sweeps (of one core)",
-                         ", ".join(f"{100 * c:.1f}%" for c in cpu), "-"))
+                    f.write(reference_config())
+            rows += beside_sweep(config, work, args.repeats)
         if rows:
             print(table(rows))
     finally:
