@@ -37,9 +37,12 @@ def plan_path(store: Store, sweep: str, k: int) -> str:
     return f"{store.sweep_dir(sweep)}/{PLANS}/round-{k}.json"
 
 
-def grid_table(cfg: SweepConfig) -> pa.Table:
-    """The full grid as the plan reads it: trial id, training steps and every axis."""
-    trials = sorted(cfg.trials(), key=lambda t: t.trial_id)
+def grid_table(cfg: SweepConfig, allow_large: bool = False) -> pa.Table:
+    """The full grid as the plan reads it: trial id, training steps and every axis (the trials are
+    built: an adaptive sweep is bounded by what one driver holds, scaling.config.sweep)."""
+    from scaling.config.sweep import MAX_TRIALS
+
+    trials = sorted(cfg.trials(limit=None if allow_large else MAX_TRIALS), key=lambda t: t.trial_id)
     cols = {"trial_id": [t.trial_id for t in trials], "steps": [int(t.total_steps) for t in trials]}
     for axis in cfg.axes:
         cols[axis] = [getattr(t, axis) for t in trials]
@@ -72,7 +75,7 @@ def run_adaptive(cfg: SweepConfig, text: str, results: str, *, log=print, **opti
         raise UserError(f"sweep {cfg.name!r} is not adaptive (search.kind {cfg.search.kind!r})")
     localray.reap_orphans(log)  # a killed run's workers may still write: before any plan reads the store
     store = Store(results, retry_s=options.get("storage_timeout"))
-    grid = grid_table(cfg)
+    grid = grid_table(cfg, options.get("allow_large", False))
     grid_steps = int(sum(grid.column("steps").to_pylist()))
     budget = cfg.search.budget_steps(grid_steps)
     rounds = cfg.search.n_rounds
