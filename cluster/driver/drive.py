@@ -10,9 +10,11 @@ error a worker could not ride out stops the sweep (:class:`~scaling.errors.Stora
 and so does a failure of Ray itself (a dead raylet or GCS, a vanished session folder, a cluster
 that cannot run a no-op task: :mod:`cluster.launch.health`, exit 4); neither is ever a trial's
 ``failed`` row. Every ``compact_every`` new parts, a background thread
-compacts the sweep (:mod:`scaling.store.compaction`). With ``progress``, the workers report the
-steps their units have done as they train (:mod:`cluster.driver.progress`), so the line moves
-inside packs.
+compacts the sweep (:mod:`scaling.store.compaction`), and once every trial is in, a worker
+compacts it (:func:`compact_task`: the merge reads and writes every small part, which the
+driver itself never needs to touch; the caller's own compaction after it finds nothing left).
+With ``progress``, the workers report the steps their units have done as they train
+(:mod:`cluster.driver.progress`), so the line moves inside packs.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def drive(cfg, expansion, store, counts: dict, *, progress: bool, engine: str, s
     window = capacity if k > 1 else 2 * capacity + 4  # DDP tasks hold no CPU of their own
     inflight: dict = {}  # ref -> (unit, key of its step reports)
     keys = iter(range(1 << 62))
-    compactor = AutoCompactor(store, cfg.name, compact_every, log)
+    compactor = AutoCompactor(store, cfg.name, compact_every, log, cpus=res.cpu)
     steps = StepPoller() if progress else None
 
     def submit() -> None:
@@ -103,6 +105,7 @@ def drive(cfg, expansion, store, counts: dict, *, progress: bool, engine: str, s
         if steps is not None:
             steps.close()
     compactor.wait()
+    compactor.final()
 
 
 WORKER_BYTES = 1 << 30
@@ -191,8 +194,8 @@ class AutoCompactor:
     """Compacts a sweep from a background thread whenever ``every`` new parts have been written
     (0: never during the sweep). A failure is one warning line; the final compaction retries."""
 
-    def __init__(self, store, sweep: str, every: int, log):
-        self.store, self.sweep, self.every, self.log = store, sweep, every, log
+    def __init__(self, store, sweep: str, every: int, log, cpus: float = 1.0):
+        self.store, self.sweep, self.every, self.log, self.cpus = store, sweep, every, log, cpus
         self.new = 0
         self.thread: threading.Thread | None = None
 
@@ -216,6 +219,30 @@ class AutoCompactor:
     def wait(self) -> None:
         if self.thread is not None:
             self.thread.join()
+
+    def final(self) -> int | None:
+        """The sweep's last compaction, on a worker (a Ray task asking for a trial's CPUs: every
+        trial is done, so an idle worker takes it): the merges it made, or None where it failed
+        (the caller's compaction, in the driver, then does it and says why if it fails too).
+        Nothing when compaction is off (``every`` 0)."""
+        import ray
+
+        if not self.every:
+            return None
+        remote = ray.remote(compact_task).options(num_cpus=self.cpus, max_retries=0, name="scaling-compact")
+        try:
+            return ray.get(remote.remote(self.store.location, self.store.retry_s, self.sweep))
+        except (ray.exceptions.RayError, ConnectionError, RuntimeError):
+            return None
+
+
+def compact_task(root: str, retry_s: float | None, sweep: str) -> int:
+    """Ray task body: compact ``sweep`` of the store at ``root`` as a sweep's end does (tiers and
+    all); returns the number of merges. Run on a worker, so the driver reads no part."""
+    from scaling.store.compaction import compact
+    from scaling.store.writer import Store
+
+    return len(compact(Store(root, retry_s=retry_s), sweep).merges)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -18,6 +18,8 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 import cluster.launch.localray as localray
 from cluster.launch.connect import connect
 from cluster.driver.drive import bound_capacity
@@ -28,7 +30,7 @@ from scaling.config.sweep import MAX_TRIALS, SweepConfig
 from scaling.errors import ConfigError, StorageError, UserError
 from scaling.spec.schema import CODE_VERSION
 from scaling.store.compaction import COMPACT_EVERY
-from scaling.store.resume import Settled
+from scaling.store.resume import Resume, Settled
 from scaling.store.uri import STORAGE_TIMEOUT_S, retrying
 from scaling.store.writer import Store
 from scaling.tasks.resolve import task_data_version
@@ -83,8 +85,8 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
         log(line)
     keep = ("ok", "diverged", "pruned") if retry_failed else ("ok", "diverged", "pruned", "failed")
     now = (CODE_VERSION, task_data_version(cfg.task))
-    resume = resume_state(store, cfg.name, keep, now, rerun_stale=rerun_stale, accept_mixed=accept_mixed,
-                          retry_s=storage_timeout)
+    resume = (resume_state(store, cfg.name, keep, now, rerun_stale=rerun_stale, accept_mixed=accept_mixed,
+                           retry_s=storage_timeout) if not _fresh(store, cfg.name) else FRESH)
     settled = Settled(keep, None if accept_mixed else now)
     if resume.stored:
         cfg = _near_stored(cfg, store, snap, storage_timeout, log)
@@ -133,6 +135,22 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
                  retry_on=(OSError, StorageError))
     return SweepSummary(name=cfg.name, results=store.uri, total=expansion.total, skipped=expansion.done,
                         counts=counts, wall_s=time.monotonic() - t0)
+
+
+FRESH = Resume(0, np.empty(0, np.uint64), 0)
+"""What a sweep with no folder in the store resumes from: nothing."""
+
+
+def _fresh(store: Store, name: str) -> bool:
+    """Whether sweep ``name`` has no folder in the store (a first run): nothing to read then, so the
+    store's reader is not started (DuckDB's scan, and pandas, which pyarrow imports on its first
+    conversion to numpy: a third of a second of the driver's CPU). Any doubt reads the store."""
+    import pyarrow.fs as pafs
+
+    try:
+        return store.fs.get_file_info(store.sweep_dir(name)).type == pafs.FileType.NotFound
+    except Exception:  # noqa: BLE001 (unreachable or odd: resume_state reads it, with retries)
+        return False
 
 
 def _near_stored(cfg: SweepConfig, store: Store, snap: bool, storage_timeout: float, log) -> SweepConfig:
