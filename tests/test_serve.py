@@ -546,3 +546,29 @@ def test_the_page_follows_a_real_sweep_in_a_browser(ray_local, tmp_path):
         browser.quit()
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.mark.slow  # imports the bench's sweeps (torch): 5-8 s under load
+def test_the_serving_bench_runs_the_reference_sweep():
+    import yaml
+
+    from cluster.bench import serve as bench
+    from scaling.config.sweep import parse_config
+
+    cfg = parse_config(yaml.safe_load(bench.reference_config()))
+    assert cfg.count() == 64 and cfg.name == "bench"  # make bench's reference sweep
+
+
+def test_the_serving_bench_pairs_its_runs():
+    """cluster.bench.serve summarises paired differences: a shift common to both runs of a pair
+    (the machine's load) drops out."""
+    from cluster.bench import serve as bench
+
+    alone = [100.0, 150.0, 80.0, 120.0]
+    p = bench.paired(alone, [a * 1.04 for a in alone])
+    assert p["median"] == pytest.approx(4.0) and p["low"] == pytest.approx(4.0)
+    assert p["ci"] == pytest.approx((4.0, 4.0))
+    assert p["alone_median"] == pytest.approx(110.0)
+    p = bench.paired(alone, [104.0, 150.0, 88.0, 120.0])  # +4, 0, +10, 0 %
+    assert p["median"] == pytest.approx(2.0) and p["ci"][0] < 0 < p["ci"][1]
+    assert p["high"] == pytest.approx(10.0)
