@@ -201,6 +201,10 @@ def learning_curves(curves, extend: float = 1.5) -> dict:
     span = _y_range(shown, positive)
     if span is not None:
         layout["yaxis"]["range"] = span
+    # the legend under the axes: its long entries would squeeze a half-width plot (the dashboard)
+    layout["legend"].update(orientation="h", x=0, xanchor="left", y=-0.18, yanchor="top")
+    layout["height"] = 420 + 22 * ((len([t for t in data if t.get("name")]) + 1) // 2)
+    layout["margin"]["b"] = 40
     return _figure(data, layout)
 
 
