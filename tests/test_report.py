@@ -360,6 +360,20 @@ def test_no_collapse_section_on_an_adamw_sweep(loaded, page):
         f"noise-scale collapse: {len(usable)} trials plotted, {left} infeasible not shown")
 
 
+def test_a_large_collapse_draws_an_even_spread_and_says_so():
+    from analysis.rules.bopt import Collapse
+
+    g = np.geomspace(1, 1000, 50)
+    col = Collapse(metric="test_acc", g=g, y=np.linspace(0, 1, 50), n_train=np.full(50, 100.0),
+                   outcomes={"ok": 50, "diverged": 3})
+    fig = figs.collapse(col, limit=10)
+    [dots] = fig["data"]
+    assert len(dots["x"]) == 10 and dots["x"][0] == pytest.approx(1) and dots["x"][-1] == pytest.approx(1000)
+    assert fig["layout"]["title"]["text"] == ("noise-scale collapse: 10 of 50 trials plotted (evenly "
+                                              "spread), 3 infeasible not shown (diverged: 3)")
+    assert len(figs.collapse(col)["data"][0]["x"]) == 50
+
+
 def test_a_mixed_sweep_collapses_its_sgd_trials_only(loaded):
     from analysis.report import html
 

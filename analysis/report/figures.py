@@ -402,21 +402,30 @@ def _batch_range(result) -> tuple[float, float]:
     return (min(sizes), max(sizes)) if sizes else (float("nan"), float("nan"))
 
 
-def collapse(col) -> dict:
+COLLAPSE_POINTS = 20000
+"""Trials the collapse figure draws at most (evenly spread over them past this)."""
+
+
+def collapse(col, limit: int = COLLAPSE_POINTS) -> dict:
     r"""Every usable trial's metric against the noise scale :math:`g = \varepsilon N/(B(1-m))`
     (Smith & Le 2018), coloured by log10 N; the title counts the infeasible trials left out."""
     bad = {k: v for k, v in col.outcomes.items() if k != "ok"}
     why = f" ({', '.join(f'{k}: {v}' for k, v in bad.items())})" if bad else ""
     data = []
-    if col.g.size:
-        data.append({"type": "scatter", "mode": "markers", "x": floats(col.g), "y": floats(col.y),
-                     "showlegend": False, "text": [f"n_train={v:g}" for v in col.n_train],
-                     "marker": {"color": floats(np.log10(col.n_train)), "colorscale": "Viridis",
+    keep = np.arange(col.g.size)
+    if keep.size > limit:  # evenly spread: a million points are a blot, and megabytes to draw
+        keep = np.unique(np.linspace(0, keep.size - 1, limit).round().astype(int))
+    if keep.size:
+        g, y, n = col.g[keep], col.y[keep], col.n_train[keep]
+        data.append({"type": "scatter", "mode": "markers", "x": floats(g), "y": floats(y),
+                     "showlegend": False, "text": [f"n_train={v:g}" for v in n],
+                     "marker": {"color": floats(np.log10(n)), "colorscale": "Viridis",
                                 "size": 5, "opacity": 0.7,
                                 "colorbar": {"title": {"text": "log10 n_train"}}},
                      "hovertemplate": "%{text}<br>g %{x:.3g}: %{y:.4g}<extra></extra>"})
-    title = (f"noise-scale collapse: {col.g.size} trials plotted, {sum(bad.values())} infeasible "
-             f"not shown{why}")
+    shown = f"{col.g.size} trials plotted" if keep.size == col.g.size else \
+        f"{keep.size} of {col.g.size} trials plotted (evenly spread)"
+    title = f"noise-scale collapse: {shown}, {sum(bad.values())} infeasible not shown{why}"
     return _figure(data, _layout(
         title, "noise scale g = lr * n_train / (batch_size * (1 - momentum))", col.metric,
         xlog=bool(col.g.size)))
