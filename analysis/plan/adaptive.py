@@ -53,6 +53,9 @@ from analysis.stats.result import num
 BOWL = 2
 """Grid steps of batch size around a group's predicted optimum that a round places (what B_opt's
 refinement reads: the best batch size and two neighbours, with room for the prediction's error)."""
+TOP = 3
+"""Groups at each N whose bowls come first when the budget binds: the best by their best mean metric
+so far (the frontier the learning curve is fitted on); the others follow, seed for seed."""
 PLAN_BOOT = 200
 """Bootstrap replicates of the fits a plan reads (their intervals decide only the seeds)."""
 PLAN_SEED = 0
@@ -261,9 +264,44 @@ def _adaptive(g: _Grid, rows: pa.Table, before, k: int, rounds: int, metric, not
                                                   "optima located"))
     ring = np.abs(g.b_index - centre[g.group])
     cand = np.flatnonzero((ring <= BOWL) & (g.seed_rank < seeds) & ~before)
-    order = sorted(cand, key=lambda i: (ring[i], g.seed_rank[i], -g.leverage[i], g.ids[i]))
-    reasons = {i: f"{int(ring[i])} grid step(s) from {why[g.group[i]]}" for i in order}
+    top = _contenders(g, res)
+    order = sorted(cand, key=lambda i: (ring[i], not top[g.group[i]], g.seed_rank[i], -g.leverage[i], g.ids[i]))
+    reasons = {i: f"{int(ring[i])} grid step(s) from {why[g.group[i]]}"
+               + ("" if top[g.group[i]] else f"; not among the best {TOP} groups at its N") for i in order}
     return order, reasons, fits
+
+
+def _contenders(g: _Grid, res) -> np.ndarray:
+    """Per grid group: whether it is among the :data:`TOP` groups of its N by their best mean metric
+    (the cells the learning curve's frontier is read from). A group not yet run takes the rank of
+    the group with its other values at the nearest N that has one; all are contenders without N."""
+    top = np.ones(len(g.group_keys), bool)
+    if res is None or "n_train" not in g.group_axes:
+        return top
+    sign = -1.0 if res.maximize else 1.0
+    best = {}
+    for x in res.groups:
+        if x.means and np.isfinite(x.means).any():
+            best[tuple(sorted((a, _plain(v)) for a, v in x.key.items()))] = sign * float(np.nanmin(
+                sign * np.array(x.means)))
+    n_at = g.group_axes.index("n_train")
+    score = np.full(len(g.group_keys), np.nan)
+    for gi, key in enumerate(g.group_keys):
+        value = dict(zip(g.group_axes, key))
+        found = best.get(tuple(sorted((a, _plain(value[a])) for a in res.axes if a in value)))
+        score[gi] = np.nan if found is None else sign * found
+    rank = np.full(len(g.group_keys), np.nan)
+    ns = np.array([float(k[n_at]) for k in g.group_keys])
+    for n in np.unique(ns):
+        at = np.flatnonzero((ns == n) & np.isfinite(score))
+        rank[at[np.argsort(score[at], kind="stable")]] = np.arange(at.size)
+    others = [tuple(v for j, v in enumerate(k) if j != n_at) for k in g.group_keys]
+    for gi in np.flatnonzero(~np.isfinite(rank)):
+        near = [j for j in range(len(g.group_keys)) if others[j] == others[gi] and np.isfinite(rank[j])]
+        if near:
+            j = min(near, key=lambda j: (abs(math.log(ns[j]) - math.log(ns[gi])), ns[j]))
+            rank[gi] = rank[j]
+    return ~(rank >= TOP)  # NaN (no data anywhere): a contender
 
 
 def _centres(g: _Grid, res, fits: dict) -> tuple[np.ndarray, list]:

@@ -1,11 +1,13 @@
-"""Early stopping against the full grid, side by side in one run (issue 28).
+"""The full grid, early stopping and an adaptive sweep side by side in one run (issue 28).
 
 ``python -m cluster.bench.adaptive [--config configs/bopt_rule.yaml] [--workdir DIR]`` runs the
-config's full grid and the same grid with ``search.prune`` (successive halving inside packs,
-:mod:`scaling.training.prune`) through ``scaling sweep``, then prints: training steps used (the
+config's full grid, the same grid with ``search.prune`` (successive halving inside packs,
+:mod:`scaling.training.prune`) and as an adaptive sweep (``search: {kind: adaptive}``,
+:mod:`analysis.plan.adaptive`) through ``scaling sweep``, then prints: training steps used (the
 sum of the trial rows' ``steps``; a pruned trial counts the steps it took), wall time, trials by
-status, each ``scaling bopt`` group's B_opt under both and whether they lie within one grid step,
-and the rule's verdict under both.
+status, how many ``scaling bopt`` groups' B_opt lie within one grid step of the full grid's, the
+rule's verdict and exponents, and the learning curve's exponent (``scaling fit``) under each.
+``--simulate REPS`` instead replays the adaptive plan on simulated sweeps against their full grid.
 
 The two sweeps run one after the other on the same machine with the same CPUs; on a shared
 machine the wall times are indicative only (the steps are exact). Optuna's TPE with its
@@ -83,7 +85,7 @@ def compare_groups(full: dict, pruned: dict, grid: list) -> list[dict]:
 
 
 def simulated(reps: int, landscape: str = "rule", noise: str = "digits", rounds: int = 3,
-              budget: float = 1 / 3, n_boot: int = 1000, log=print) -> dict:
+              budget: float = 1 / 3, n_boot: int = 1000, log=print, config: str = "configs/bopt_rule.yaml") -> dict:
     """The adaptive plan against the full grid on ``reps`` simulated bopt_rule sweeps
     (:mod:`analysis.testing.simulate`): each replication's full table, and the subset that an
     adaptive sweep's rounds plan (:func:`analysis.plan.replay.replay`), fitted by ``scaling bopt``'s
@@ -95,7 +97,7 @@ def simulated(reps: int, landscape: str = "rule", noise: str = "digits", rounds:
     from analysis.rules.bopt import find_bopt
     from analysis.testing.simulate import LANDSCAPES, design_from_config, simulate
 
-    design = design_from_config("configs/bopt_rule.yaml")
+    design = design_from_config(config)
     names = ("lr", "n_train", "1/(1-momentum)")
     width = {k: {n: [] for n in names + ("curve",)} for k in ("full", "adaptive")}
     cover = {k: {n: 0 for n in names + ("curve",)} for k in ("full", "adaptive")}
@@ -121,7 +123,7 @@ def simulated(reps: int, landscape: str = "rule", noise: str = "digits", rounds:
         same_verdict += verdicts[0] == verdicts[1]
         if log and (r + 1) % 10 == 0:
             log(f"  {r + 1} of {reps} replications ({time.perf_counter() - t0:.0f} s)")
-    out = {"reps": reps, "landscape": landscape, "noise": noise, "rounds": rounds, "budget": budget,
+    out = {"config": config, "reps": reps, "landscape": landscape, "noise": noise, "rounds": rounds, "budget": budget,
            "share_mean": float(np.mean(shares)), "share_max": float(np.max(shares)),
            "same_verdict": same_verdict, "axes": {}}
     for n in names + ("curve",):
@@ -136,7 +138,7 @@ def simulated(reps: int, landscape: str = "rule", noise: str = "digits", rounds:
 
 
 def print_simulated(res: dict) -> None:
-    print(f"simulator: {res['reps']} replications of configs/bopt_rule.yaml's grid, landscape "
+    print(f"simulator: {res['reps']} replications of {res['config']}'s grid, landscape "
           f"{res['landscape']!r}, noise {res['noise']!r}; adaptive {res['rounds']} rounds within "
           f"{res['budget']:.3f} of the grid's steps")
     print(f"steps used: mean {res['share_mean']:.1%}, max {res['share_max']:.1%} of the full grid's; "
@@ -152,62 +154,91 @@ def print_simulated(res: dict) -> None:
           "a*N^b + c, true value the landscape's best-error exponent)")
 
 
+def fit_json(results: Path, sweep: str) -> dict:
+    """``scaling fit --json`` of one sweep (the learning curve over n_train); {} when it fails."""
+    out = subprocess.run([sys.executable, "-m", "scaling", "fit", str(results / sweep), "--json"],
+                         capture_output=True, text=True, check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def curve_exponent(fit: dict) -> tuple:
+    """(b, ci_low, ci_high) of the first curve's power law, or Nones."""
+    curves = fit.get("curves") or [{}]
+    b = ((curves[0].get("fit") or {}).get("params") or {}).get("b") or {}
+    return b.get("value"), b.get("ci_low"), b.get("ci_high")
+
+
+RUNS = ("full", "pruned", "adaptive")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/bopt_rule.yaml")
-    ap.add_argument("--workdir", default=None, help="where both stores go (default: a temporary folder)")
+    ap.add_argument("--workdir", default=None, help="where the stores go (default: a temporary folder)")
     ap.add_argument("--num-cpus", type=int, default=None)
-    ap.add_argument("--skip-full", action="store_true", help="reuse a full sweep already in --workdir")
+    ap.add_argument("--skip", default="", metavar="RUNS",
+                    help="comma-separated runs of full,pruned,adaptive to reuse from --workdir, not run")
+    ap.add_argument("--skip-full", action="store_true", help="the same as --skip full")
     ap.add_argument("--bowl", type=int, default=PRUNE["bowl"], help="grid steps kept around each group's best")
     ap.add_argument("--suffix", default="", help="appended to the pruned sweep's name (several rules, one store)")
+    ap.add_argument("--rounds", type=int, default=3, help="the adaptive sweep's rounds")
+    ap.add_argument("--budget", type=float, default=0.33, help="the adaptive sweep's budget (share of the grid's steps)")
     ap.add_argument("--simulate", type=int, default=0, metavar="REPS",
                     help="instead: the adaptive plan against the full grid on REPS simulated sweeps")
     ap.add_argument("--landscape", default="rule", help="the simulator's landscape (with --simulate)")
     ap.add_argument("--noise", default="digits", help="the simulator's noise preset (with --simulate)")
     args = ap.parse_args(argv)
     if args.simulate:
-        print_simulated(simulated(args.simulate, args.landscape, args.noise))
+        print_simulated(simulated(args.simulate, args.landscape, args.noise, args.rounds, args.budget,
+                                  config=args.config))
         return 0
     base = yaml.safe_load(Path(args.config).read_text())
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-adaptive-"))
     work.mkdir(parents=True, exist_ok=True)
-    full_cfg = {**base, "name": f"{base['name']}_full"}
+    search = {k: v for k, v in (base.get("search") or {}).items() if k not in ("kind", "rounds", "budget")}
     rule = {**PRUNE, "bowl": args.bowl}
-    pruned_cfg = {**base, "name": f"{base['name']}_pruned{args.suffix}",
-                  "search": {**base.get("search", {}), "prune": rule}}
-    wall = {}
-    if not args.skip_full:
-        wall["full"] = run_sweep(full_cfg, work, args.num_cpus)
-    wall["pruned"] = run_sweep(pruned_cfg, work, args.num_cpus)
-    s_full, st_full = steps_and_statuses(work, full_cfg["name"])
-    s_pruned, st_pruned = steps_and_statuses(work, pruned_cfg["name"])
-    b_full, b_pruned = bopt(work, full_cfg["name"]), bopt(work, pruned_cfg["name"])
+    configs = {"full": {**base, "name": f"{base['name']}_full", "search": search},
+               "pruned": {**base, "name": f"{base['name']}_pruned{args.suffix}", "search": {**search, "prune": rule}},
+               "adaptive": {**base, "name": f"{base['name']}_adaptive",
+                            "search": {**search, "kind": "adaptive", "rounds": args.rounds, "budget": args.budget}}}
+    skip = set(filter(None, args.skip.split(","))) | ({"full"} if args.skip_full else set())
+    wall = {run: run_sweep(configs[run], work, args.num_cpus) for run in RUNS if run not in skip}
+    names = {run: configs[run]["name"] for run in RUNS}
+    runs = [run for run in RUNS if (work / names[run] / "trials").exists()]  # a skipped run may be absent
+    steps = {run: steps_and_statuses(work, names[run]) for run in runs}
+    bopts = {run: bopt(work, names[run]) for run in runs}
+    fits = {run: fit_json(work, names[run]) for run in runs}
     from scaling.config.sweep import load_config
 
-    grid = list(load_config(args.config).possible("batch_size"))
-    rows = compare_groups(b_full, b_pruned, sorted(grid))
-    print(f"config {args.config}; pruning {json.dumps(rule)}; stores under {work}")
+    grid = sorted(load_config(args.config).possible("batch_size"))
+    print(f"config {args.config}; pruning {json.dumps(rule)}; adaptive rounds {args.rounds}, budget "
+          f"{args.budget}; stores under {work}")
+    s_full = steps["full"][0]
     print(f"{'':10}{'steps':>12}{'share':>8}{'wall s':>9}  trials")
-    for name, steps, st in (("full", s_full, st_full), ("pruned", s_pruned, st_pruned)):
-        w = wall.get(name)
-        print(f"{name:10}{steps:>12,}{steps / s_full:>8.1%}{(f'{w:.0f}' if w else '-'):>9}  "
-              + ", ".join(f"{n} {s}" for s, n in sorted(st.items())))
-    print("\nB_opt per group (full | pruned; a bound where the status is edge):")
-    within = 0
-    for r in rows:
-        ok = r["grid_steps_apart"] <= 1
-        within += ok
-        print(f"  {r['group']:42} {r['full'] or float('nan'):8.3g} ({r['full_status']}) | "
-              f"{r['pruned'] or float('nan'):8.3g} ({r['pruned_status']})  {r['grid_steps_apart']:.2f} steps"
-              f"{'' if ok else '  <-- more than one grid step'}")
-    print(f"{within} of {len(rows)} groups within one grid step")
-    vf, vp = (b.get("verdict") or {} for b in (b_full, b_pruned))
-    print(f"verdict: full {vf.get('label')!r} | pruned {vp.get('label')!r}")
-    for name, res in (("full", b_full), ("pruned", b_pruned)):
-        print(f"  {name:7} " + "; ".join(f"{e['name']} {e['value']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
-                                         for e in res.get("exponents") or []))
-    statuses = [(r["full_status"], r["pruned_status"]) for r in rows]
-    print(f"group status (ok/edge/too_few) agrees in {sum(a == b for a, b in statuses)} of {len(rows)}")
+    for run in runs:
+        n, st = steps[run]
+        w = wall.get(run)
+        print(f"{run:10}{n:>12,}{n / s_full:>8.1%}{(f'{w:.0f}' if w else '-'):>9}  "
+              + ", ".join(f"{k} {v}" for k, v in sorted(st.items())))
+    for run in [r for r in runs if r != "full"]:
+        rows = compare_groups(bopts["full"], bopts[run], grid)
+        within = sum(r["grid_steps_apart"] <= 1 for r in rows)
+        same = sum(r["full_status"] == r["pruned_status"] for r in rows)
+        far = [f"{r['group']} ({r['full'] or float('nan'):.3g} vs {r['pruned'] or float('nan'):.3g})"
+               for r in rows if r["grid_steps_apart"] > 1]
+        print(f"{run}: B_opt within one grid step of the full grid's in {within} of {len(rows)} groups; group "
+              f"status (ok/edge/too_few) the same in {same}" + (f"; apart: {'; '.join(far)}" if far else ""))
+    print("verdict and exponents (scaling bopt, 95% intervals); learning curve b of a*N^b + c (scaling fit):")
+    b_full = curve_exponent(fits["full"])
+    for run in runs:
+        res = bopts[run]
+        b = curve_exponent(fits[run])
+        inside = ("" if run == "full" or None in (b[0], b_full[1], b_full[2]) else
+                  f" ({'within' if b_full[1] <= b[0] <= b_full[2] else 'OUTSIDE'} the full grid's interval)")
+        curve = f"b {b[0]:.3f} [{b[1]:.3f}, {b[2]:.3f}]{inside}" if None not in b else "b: no fit"
+        print(f"  {run:9} {(res.get('verdict') or {}).get('label')!r:15} "
+              + "; ".join(f"{e['name']} {e['value']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
+                          for e in res.get("exponents") or []) + f"; {curve}")
     return 0
 
 
