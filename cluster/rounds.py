@@ -44,7 +44,7 @@ def grid_table(cfg: SweepConfig, allow_large: bool = False) -> pa.Table:
 
     trials = sorted(cfg.trials(limit=None if allow_large else MAX_TRIALS), key=lambda t: t.trial_id)
     cols = {"trial_id": [t.trial_id for t in trials], "steps": [int(t.total_steps) for t in trials]}
-    for axis in cfg.axes:
+    for axis in dict.fromkeys(("batch_size", "seed", *cfg.axes)):
         cols[axis] = [getattr(t, axis) for t in trials]
     return pa.table(cols)
 

@@ -54,6 +54,14 @@ def test_a_bad_adaptive_search_is_one_line_naming_the_key(search, key):
     assert f"'{key}'" in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
+def test_an_adaptive_sweep_needs_several_batch_sizes():
+    fixed = BASE.replace("batch_size: {log2: [1, 1024]}", "batch_size: 32")
+    assert "batch_size: 32" in fixed
+    with pytest.raises(ConfigError, match="'search.kind': 'adaptive' needs a batch_size axis"):
+        config_from_text(fixed + "search: {kind: adaptive}\n")
+    config_from_text(fixed)  # a grid without one is fine
+
+
 def test_an_adaptive_config_has_the_full_grids_trials_and_budget():
     full = config_from_text(BASE)
     adaptive = config_from_text(BASE + "search: {kind: adaptive, rounds: 4, budget: 0.25}\n")

@@ -446,6 +446,9 @@ def parse_config(raw: Any) -> SweepConfig:
     search = _section(SearchConfig, "search", raw.get("search", {}))
     fixed = _parse_sections(raw)
     axes = axes_mod.parse_axes(raw["axes"], search.kind == "random")
+    if search.kind == "adaptive" and len(axes.get("batch_size").bounds() if "batch_size" in axes else ()) < 2:
+        raise ConfigError("search.kind", "'adaptive' needs a batch_size axis of several values (its rounds place "
+                          "batch sizes around each group's optimum); use kind: grid otherwise")
     budget = _section(BudgetConfig, "budget", raw["budget"])
     possible = _possible_values(fixed, axes)
     _check_task_fits(task, possible)
