@@ -23,8 +23,9 @@ module decides each round's trials from what earlier rounds stored:
   verdict is ``inconclusive`` while at least 3/4 of the groups have an interior optimum (what is
   missing then is precision, not the location of the bowls).
 - **Budget**: the candidates are taken in order of priority (grid steps from the predicted
-  optimum, then seed, then the N that narrows a slope in log N most, then trial id) while the
-  steps planned so far stay within ``budget * (k + 1) / K``. The variance of a slope fitted on
+  optimum; then the :data:`TOP` groups of each N by their best mean metric so far, the cells the
+  learning curve's frontier is read from; then seed; then the N that narrows a slope in log N
+  most; then trial id) while the steps planned so far stay within ``budget * (k + 1) / K``. The variance of a slope fitted on
   :math:`\ln N` is :math:`\sigma^2 / \sum (x - \bar x)^2`, so a point's contribution is
   :math:`(x - \bar x)^2`: the extreme N first. That is the priority of both the rule's N exponent
   and the learning curve's.
