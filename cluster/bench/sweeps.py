@@ -7,7 +7,11 @@ lr x beta2 x seed), 16 trials each, on synthetic data written to a temporary fol
 ``--sweeps`` picks them (default all four). Each is timed:
 
 1. packed: ``scaling.training.run.run_pack`` (the stacked backend for the MLP, vmap for the
-   others), the trials split into one pack per worker process;
+   others), the trials split into one pack per worker process, with the optimizer update the
+   backend picks by default (``scaling.training.optim.fused_pays``: eager for packs this short);
+   fused: the same packs with the compiled (fused) optimizer update forced on. The compile is
+   outside its timing (each worker runs the fused packs once first); that first run's extra
+   seconds over the best are reported as the compile's cost;
 2. single: ``scaling.training.run.run_trial``, one trial at a time per worker process;
 3. tune: a plain Ray Tune run (``tune.Tuner`` over a grid, a function trainable that
    calls ``run_trial``, Tune's default scheduler and searcher, 1 CPU per trial) on a
@@ -95,7 +99,7 @@ GRID_AXES = {"sgd": ("lr", "momentum", "seed"), "adamw": ("lr", "beta2", "seed")
 @dataclass(frozen=True, kw_only=True)
 class Timing:
     engine: str
-    """packed | single | tune."""
+    """packed | fused | fused-first (the fused packs' first run, compile included) | single | tune."""
     layout: str
     """How the CPUs were used, e.g. '2 procs x 1 thread'."""
     wall_s: float
@@ -245,10 +249,24 @@ def matmul_peak(device: str, seconds: float = 1.5) -> float:
     return best
 
 
-def _packed_job(packs: list[list], device: str) -> list[tuple[str, str, float]]:
+def _packed_job(packs: list[list], device: str, fused: bool | None = None) -> list[tuple[str, str, float]]:
+    """Train the packs: the backend's default update (``fused`` None, as run_pack), or the fused
+    (compiled) update forced on or off."""
     from scaling.training.run import run_pack
 
-    rows = [r["trial"] for pack in packs for r in run_pack(pack, device=device)]
+    if fused is None:
+        rows = [r["trial"] for pack in packs for r in run_pack(pack, device=device)]
+    else:
+        from scaling.training.backends.stacked import StackedBackend
+        from scaling.training.backends.vmap import VmapBackend
+        from scaling.training.loop import run_members
+        from scaling.training.packing import choose_backend
+
+        rows = []
+        for pack in packs:
+            cls = VmapBackend if choose_backend(pack)[0] == "vmap" else StackedBackend
+            rows += [r["trial"] for r in run_members(pack, lambda ts, cls=cls: cls(ts, device, fused=fused),
+                                                     engine="packed")]
     return [(r["trial_id"], r["status"], r["test_acc"]) for r in rows]
 
 
@@ -278,15 +296,31 @@ def split_packs(trials: list, parts: int) -> list[list[list]]:
 
 
 def time_pool(trials: list, processes: int, threads: int, device: str, log, *,
-              repeat: int = 1, peak_s: float = 1.5) -> list[Timing]:
-    """Time packed and single in one pool of ``processes`` workers of ``threads`` threads.
+              repeat: int = 1, peak_s: float = 1.5, fused: bool = True) -> list[Timing]:
+    """Time packed, fused (with ``fused``) and single in one pool of ``processes`` workers of
+    ``threads`` threads.
 
     The engines take turns ``repeat`` times and each keeps its fastest run (as timeit
-    does: noise from other work only ever adds time). The peak is measured before and
-    after, and the higher kept."""
+    does: noise from other work only ever adds time). The fused packs run once before the
+    timings (the compile, per worker; Inductor's on-disk cache is shared), timed as engine
+    ``fused-first``. The peak is measured before and after, and the higher kept."""
     layout = f"{processes} proc{'s' if processes > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
-    jobs = {"packed": (_packed_job, [(packs, device) for packs in split_packs(trials, processes) if packs]),
+    packs = [p for p in split_packs(trials, processes) if p]
+    jobs = {"packed": (_packed_job, [(p, device) for p in packs]),
+            "fused": (_packed_job, [(p, device, True) for p in packs]),
             "single": (_single_job, [(t, device) for t in trials])}
+    if not fused:
+        del jobs["fused"]
+
+    def run(engine: str) -> tuple[float, list]:
+        fn, args = jobs[engine]
+        t0 = time.perf_counter()
+        futures = [pool.submit(fn, *a) for a in args]
+        rows = [row for f in futures for row in f.result()]
+        wall = time.perf_counter() - t0
+        log(f"  {layout}: {engine} {wall:.2f} s")
+        return wall, rows
+
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(threads, trials[0].task)) as pool:
         for _ in range(5):  # start every worker before timing anything
@@ -294,13 +328,11 @@ def time_pool(trials: list, processes: int, threads: int, device: str, log, *,
                 break
         peaks = [sum(pool.map(matmul_peak, [device] * processes, [peak_s] * processes))]
         best: dict[str, tuple[float, list]] = {}
+        if fused:  # each worker compiles the update (with its imports) before anything is timed
+            best["fused-first"] = run("fused")
         for _ in range(repeat):
-            for engine, (fn, args) in jobs.items():
-                t0 = time.perf_counter()
-                futures = [pool.submit(fn, *a) for a in args]
-                rows = [row for f in futures for row in f.result()]
-                wall = time.perf_counter() - t0
-                log(f"  {layout}: {engine} {wall:.2f} s")
+            for engine in jobs:
+                wall, rows = run(engine)
                 if engine not in best or wall < best[engine][0]:
                     best[engine] = (wall, rows)
         peaks.append(sum(pool.map(matmul_peak, [device] * processes, [peak_s] * processes)))
@@ -357,7 +389,7 @@ def time_tune(trials: list, grid: dict, cpus: int, device: str, log) -> Timing:
 
 def run_bench(*, quick: bool = False, device: str = "cpu", cpus: int = 2, tune_too: bool | None = None,
               layouts: list[tuple[int, int]] | None = None, repeat: int = 1, optimizer: str = "sgd",
-              data: str | None = None, log=print) -> BenchReport:
+              data: str | None = None, fused: bool = True, log=print) -> BenchReport:
     """Time a benchmark sweep (the quick one with ``quick``) and return the figures."""
     from scaling.config.sweep import parse_config
 
@@ -371,7 +403,7 @@ def run_bench(*, quick: bool = False, device: str = "cpu", cpus: int = 2, tune_t
     timings = []
     for processes, threads in layouts:
         timings += time_pool(trials, processes, threads, device, log, repeat=repeat,
-                             peak_s=0.6 if quick else 1.5)
+                             peak_s=0.6 if quick else 1.5, fused=fused)
     if tune_too if tune_too is not None else not quick:
         grid = {k: raw["axes"][k] for k in GRID_AXES[optimizer]}
         timings.append(time_tune(trials, grid, cpus, device, log))
@@ -402,13 +434,13 @@ def format_report(r: BenchReport) -> str:
              f"(3x forward matmuls) + eval {(r.model_flops - r.train_flops) / 1e9:.1f} (forward); "
              f"executed matmuls {r.executed_flops / 1e9:.1f} GFLOP",
              "",
-             f"{'engine':8} {'layout':20} {'wall_s':>8} {'trials/min':>11} {'GFLOP/s':>8} "
+             f"{'engine':11} {'layout':20} {'wall_s':>8} {'trials/min':>11} {'GFLOP/s':>8} "
              f"{'peak':>7} {'%peak':>6} {'%peak exec':>10}  statuses"]
     for x in r.timings:
         rate = r.model_flops / x.wall_s / 1e9
         pct = 100 * rate / x.peak_gflops if x.peak_gflops == x.peak_gflops else math.nan
         pct_exec = pct * r.executed_flops / r.model_flops
-        lines.append(f"{x.engine:8} {x.layout:20} {x.wall_s:8.2f} {60 * r.n_trials / x.wall_s:11.0f} "
+        lines.append(f"{x.engine:11} {x.layout:20} {x.wall_s:8.2f} {60 * r.n_trials / x.wall_s:11.0f} "
                      f"{rate:8.1f} {x.peak_gflops:7.1f} {pct:6.1f} {pct_exec:10.1f}  "
                      + ", ".join(f"{n} {s}" for s, n in sorted(x.statuses.items())))
     packed, single, tune = r.best("packed"), r.best("single"), r.best("tune")
@@ -429,6 +461,19 @@ def format_report(r: BenchReport) -> str:
                      f"{sum(d == 0 for d in diffs)} of {len(diffs)} trials, max |diff| "
                      f"{max(diffs) if diffs else math.nan:.2g} (float rounding differs; trials at the edge "
                      "of stability amplify it)")
+    fused = r.best("fused")
+    if fused and single and packed:
+        first = next((x for x in r.timings if x.engine == "fused-first" and x.layout == fused.layout), None)
+        lines.append(f"fused ({fused.layout}) vs single ({single.layout}): {single.wall_s / fused.wall_s:.1f}x "
+                     f"faster; fused vs packed (the default update, {packed.layout}): "
+                     f"{packed.wall_s / fused.wall_s:.2f}x")
+        if first is not None:
+            lines.append(f"fused, compile included (its first run in fresh workers, {first.layout}): "
+                         f"{first.wall_s:.2f} s, {first.wall_s - fused.wall_s:.1f} s over its best; "
+                         f"{packed.wall_s / first.wall_s:.2f}x the default packed run")
+        diffs = [abs(fused.test_acc[k] - v) for k, v in packed.test_acc.items() if k in fused.test_acc]
+        lines.append(f"cross-check: final test_acc of fused and packed equal in {sum(d == 0 for d in diffs)} "
+                     f"of {len(diffs)} trials, max |diff| {max(diffs) if diffs else math.nan:.2g}")
     if packed and tune:
         lines.append(f"packed vs ray tune: {tune.wall_s / packed.wall_s:.1f}x faster (target >= 40x)")
     if r.load_avg > 0.5:
@@ -445,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", type=int, default=2, help="CPUs every engine may use (default 2)")
     parser.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
                         help="time Ray Tune too (default: yes, except with --quick)")
+    parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                        help="time the packs with the fused (compiled) optimizer update forced on too, and "
+                             "its compile (default: yes, except with --quick)")
     parser.add_argument("--layouts", default=None, metavar="PxT,...",
                         help="worker layouts to time, e.g. 2x1,1x2 (processes x threads; default: "
                              "both of those on cpu, 2x1 only with --quick, 1x2 on cuda)")
@@ -490,16 +538,22 @@ def main(argv: list[str] | None = None) -> int:
             tune_too = args.tune if optimizer == "sgd" else False
             reports.append(run_bench(quick=args.quick, device=args.device, cpus=args.cpus, tune_too=tune_too,
                                      layouts=layouts, repeat=args.repeat, optimizer=optimizer, data=data,
+                                     fused=args.fused if args.fused is not None else not args.quick,
                                      log=lambda s: print(s, file=sys.stderr, flush=True)))
             print(format_report(reports[-1]) + "\n", flush=True)
     if len(reports) > 1:
+        if any(r.best("fused") for r in reports):
+            print("vs the single engine, side by side (packed with the default update / fused, compiled "
+                  "update / fused with its compile): " + "; ".join(
+                      f"{names[r.optimizer]} {_ratio(r):.1f}x / {_ratio(r, 'fused'):.1f}x / "
+                      f"{_ratio(r, 'fused-first'):.1f}x" for r in reports))
         print("packed vs single engine, side by side: " + "; ".join(
             f"{names[r.optimizer]} {_ratio(r):.1f}x" for r in reports))
     return 0
 
 
-def _ratio(r: BenchReport) -> float:
-    packed, single = r.best("packed"), r.best("single")
+def _ratio(r: BenchReport, engine: str = "packed") -> float:
+    packed, single = r.best(engine), r.best("single")
     return single.wall_s / packed.wall_s if packed and single else math.nan
 
 
