@@ -70,6 +70,7 @@ def pytest_configure(config):
     inherited by every driver it starts."""
     for key in ("COLUMNS", "LINES"):
         os.environ.pop(key, None)
+        os.unsetenv(key)  # readline (loaded before the tests) sets COLUMNS where os.environ cannot see it
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker:
         import tempfile
