@@ -17,16 +17,17 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/scaling sweep configs/demo.yaml --results results
 
-# make test: what a newcomer runs (a few minutes); make check: every test, as CI runs it.
-# JOBS=3 runs check (or test) on pytest-xdist workers: the Ray modules in two groups, each in order on one
-# worker, the compute-only tests around them (tests/conftest.py). Not the default yet: some tests
-# still depend on what an earlier test left (torch's default dtype, caches), which xdist reorders.
-JOBS ?= 1
+# make test: what a newcomer runs (a few minutes, one process); make check: every test, as CI runs
+# it, on 3 pytest-xdist workers: the Ray modules in two groups, each in order on one worker, the
+# compute-only tests around them (tests/conftest.py). JOBS=N sets the workers (JOBS=1: one process).
+# Both print their 25 slowest tests.
+JOBS ?=
+xdist = $(if $(filter-out 1,$(1)),-n $(1) --dist loadgroup)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup) tests
+	$(BIN)/python -m pytest -q --durations=25 -m "not slow" $(call xdist,$(or $(JOBS),1)) tests
 
 check: $(STAMP)
-	$(BIN)/python -m pytest -q $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup) tests
+	$(BIN)/python -m pytest -q --durations=25 $(call xdist,$(or $(JOBS),3)) tests
 
 # Speed is measured side by side in one run; absolute times on shared machines are noise.
 # BENCH=store runs only the results-store benchmark (100k and 1M trials; about 10 minutes, 1 GB of disk).
