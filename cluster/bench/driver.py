@@ -10,6 +10,10 @@
    training (results, shutdown, reaping). The fixed cost after Ray is up is the third
    part plus the last.
 
+   It also says in how many packs of the reference sweeps (SGD, AdamW) and of ``make demo``
+   the default rule (``scaling.training.optim.fused_pays``) runs the fused (compiled) update:
+   where it is none, those sweeps run the eager step, with no compile, as before it existed.
+
 3. With ``--profile``, where the driver's CPU goes in part 1: cProfile over ``run_sweep``,
    each function's own time summed by what it does (Ray's submit/wait/get, planning and
    expansion, commit events and compaction in the store, progress, the rest), and the
@@ -145,6 +149,32 @@ def fixed_cost(results: str) -> dict:
             "total": t_end - t0}
 
 
+def fused_packs(raw: dict, slots: int = 2) -> tuple[int, int]:
+    """(packs the default rule runs with the fused update, packs) of sweep ``raw`` planned on
+    ``slots`` slots as a sweep plans it: ``optim.fused_pays`` over each pack's member-steps and
+    its model's parameters (the stacked MLP; SGD's fast path never fuses)."""
+    from cluster.driver.planner import plan
+    from cluster.worker.sizes import model_params
+    from scaling.training.optim import fused_pays
+
+    units = plan(parse_config(raw).trials(), engine="packed", slots=slots, memory_bytes=1 << 30,
+                 log=lambda *_: None)
+    packs = [u.trials for u in units if u.engine == "packed"]
+    return sum(fused_pays(p[0].optimizer, sum(t.total_steps for t in p), model_params(p[0])) for p in packs), len(packs)
+
+
+def format_fused_rule() -> str:
+    from pathlib import Path
+
+    from cluster.bench.sweeps import reference_sweep
+
+    demo = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "demo.yaml").read_text())
+    parts = [f"{name}: {' of '.join(map(str, fused_packs(raw)))}" for name, raw in (
+        ("reference sweep (SGD)", reference_sweep()), ("reference sweep (AdamW)", reference_sweep(optimizer="adamw")),
+        ("make demo", demo))]
+    return "fused (compiled) update chosen by the default rule in " + ", ".join(parts) + " packs (2 slots)"
+
+
 def format_fixed(r: dict) -> str:
     after = r["until_training"] + r["after_training"]
     return (f"fixed cost of the {r['trials']}-trial reference sweep through run_sweep: {r['total']:.2f} s = "
@@ -167,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.fixed:
         with tempfile.TemporaryDirectory() as results:
             print(format_fixed(fixed_cost(results)), flush=True)
+        print(format_fused_rule(), flush=True)
     profile = None
     if args.profile:
         import cProfile
