@@ -162,6 +162,7 @@ def _raw_ids(results) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a local Ray and a killed driver: in an xdist Ray group (conftest)
 def test_a_sigkilled_adaptive_sweep_replans_identically_and_stores_each_trial_once(tmp_path):
     """The driver is SIGKILLed by PID in the middle of round 2; its plan files are then removed, so
     the rerun plans every round again from the store: the same bytes, and every planned trial has
