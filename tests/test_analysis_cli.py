@@ -115,7 +115,8 @@ def test_report_is_one_page_with_every_plot(store, tmp_path, capsys):
 
     with open(plotly_js(), encoding="utf-8") as f:  # self-contained: plotly.js inlined once
         rest = page.replace(f"<script>{f.read()}</script>", "")
-    assert rest.count("<script>") == 1 and "http" not in rest and " src=" not in rest
+    assert rest.count("<script>") == 1 and "http:" not in rest and "https:" not in rest
+    assert " src=" not in rest
     assert "not available" not in rest
     assert "diverged" in rest and "verdict: consistent" in rest and "selection:" in rest
 

@@ -309,8 +309,10 @@ def test_page_opens_with_cards_then_figures_with_long_text_folded(page):
         pre = body.find("<pre>")
         assert pre < 0 or body.rfind("<details", 0, pre) >= 0, name  # long text is folded
     text = _outside_bundle(page)  # plotly.js inlined once, figures inline: nothing fetched
-    assert "http" not in text and " src=" not in text and "<link" not in text
+    assert "http:" not in text and "https:" not in text and " src=" not in text and "<link" not in text
     assert text.count("<script>") == 1 and "Plotly.newPlot" in text  # the bundle, then the drawing
+    policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', text)[1]
+    assert policy.startswith("default-src &#x27;none&#x27;;") and policy.count("sha256-") == 2
     assert text.count('<script type="application/json" class="fig-json">') == len(_figures(page)) == 7
 
 
@@ -438,5 +440,15 @@ def test_the_report_draws_every_figure_in_a_real_browser(page, tmp_path):
         assert any(t.startswith("all: winners") for t in legend), legend
         severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe
+        # the page's policy: a script it did not write does not run, nothing is fetched
+        hostile = tmp_path / "hostile.html"
+        hostile.write_text(page.replace("</body>", "<script>document.title = 'ran'</script>"
+                                        "<img src='http://127.0.0.1:9/x.png'></body>"))
+        browser.get(hostile.as_uri())
+        _wait("the figures of the altered page", lambda: js(
+            "return document.querySelectorAll('.plotly-fig .main-svg').length > 0"))
+        assert browser.title != "ran"
+        refused = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert any("Content Security Policy" in m for m in refused), refused
     finally:
         browser.quit()

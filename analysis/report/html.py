@@ -330,7 +330,8 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
     title = f"Scaling report: {source}" if source else "Scaling report"
     body = "".join(sections)
     drawn = pg.scripts() if 'class="fig-json"' in body else ""  # plotly.js once, if any figure
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{pg.esc(title)}"
+    policy = pg.csp() if drawn else ""
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'>{policy}<title>{pg.esc(title)}"
             f"</title><style>{pg.CSS}</style></head><body><h1>{pg.esc(title)}</h1>"
             f"{pg.p(f'generated {stamp}', 'note')}{head}{pg.nav(toc)}{extra}"
             f"{body}{drawn}</body></html>")

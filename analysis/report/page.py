@@ -7,10 +7,13 @@ once (:func:`scripts`), so the page is one file that works offline and stays int
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -112,23 +115,6 @@ DRAW = """(function () {
 """Draws every figure of the page (run after plotly.js)."""
 
 
-def scripts() -> str:
-    """plotly.js, inlined once from the installed ``plotly`` package (the page needs no network),
-    and :data:`DRAW`. A missing bundle is one clear error."""
-    from analysis.errors import AnalysisError
-    from analysis.report.figures import plotly_js
-
-    path = plotly_js()
-    if path is None:
-        raise AnalysisError("the report draws its figures with plotly.js from the installed plotly "
-                            "package, which is missing: pip install plotly")
-    with open(path, encoding="utf-8") as f:
-        bundle = f.read()
-    if "</script" in bundle.lower():  # would end the inline block early
-        raise AnalysisError(f"{path} cannot be inlined in a page: it contains '</script'")
-    return f"<script>{bundle}</script><script>{DRAW}</script>"
-
-
 def p(text: str, cls: str = "") -> str:
     attr = f' class="{cls}"' if cls else ""
     return f"<p{attr}>{esc(text)}</p>"
@@ -151,3 +137,42 @@ def nav(entries) -> str:
     """Links to the sections: ``[(anchor, title), ...]``."""
     links = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t in entries)
     return f"<nav>{links}</nav>"
+
+
+@lru_cache(maxsize=1)
+def _bundle() -> str:
+    """plotly.js from the installed ``plotly`` package (a missing bundle is one clear error)."""
+    from analysis.errors import AnalysisError
+    from analysis.report.figures import plotly_js
+
+    path = plotly_js()
+    if path is None:
+        raise AnalysisError("the report draws its figures with plotly.js from the installed plotly "
+                            "package, which is missing: pip install plotly")
+    with open(path, encoding="utf-8") as f:
+        bundle = f.read()
+    if "</script" in bundle.lower():  # would end the inline block early
+        raise AnalysisError(f"{path} cannot be inlined in a page: it contains '</script'")
+    return bundle
+
+
+def scripts() -> str:
+    """plotly.js, inlined once from the installed ``plotly`` package (the page needs no network),
+    and :data:`DRAW`."""
+    return f"<script>{_bundle()}</script><script>{DRAW}</script>"
+
+
+def csp() -> str:
+    """A Content-Security-Policy for a page with :func:`scripts`: only those two scripts run
+    (by their hashes), and nothing is fetched from anywhere (``default-src 'none'``), so the
+    page stays offline whatever it holds. plotly.js compiles its WebGL traces (parallel
+    coordinates) with ``new Function``: hence ``'unsafe-eval'``, as the dashboard's policy."""
+    hashes = " ".join(f"'sha256-{_sha256(text)}'" for text in (_bundle(), DRAW))
+    policy = (f"default-src 'none'; script-src {hashes} 'unsafe-eval'; style-src 'unsafe-inline'; "
+              "img-src data: blob:; font-src data:; base-uri 'none'; form-action 'none'")
+    return f'<meta http-equiv="Content-Security-Policy" content="{esc(policy)}">'
+
+
+@lru_cache(maxsize=4)
+def _sha256(text: str) -> str:
+    return base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
