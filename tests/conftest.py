@@ -24,26 +24,30 @@ NO_CLOUD = {
 """Environment for tests that touch cloud URIs: nothing the SDKs look up leaves loopback."""
 
 
-# ---- which tests may run beside others (make check JOBS=3 runs pytest-xdist workers) ------------
+# ---- which tests may run beside others (make check runs 3 pytest-xdist workers) -----------------
 
 RAY_GROUPS = {
     # drivers and workers killed or signalled, orphans reaped, an ETA timed, memory exhausted
-    "ray-a": frozenset({"test_sweep", "test_security", "test_progress", "test_training_faults"}),
+    "ray-a": frozenset({"test_sweep", "test_security", "test_training_faults"}),
     # sweeps, clusters, storage outages, gloo ports and a raylet or GCS killed, each test acting
-    # only on its own processes (so it may run beside ray-a)
-    "ray-b": frozenset({"test_faults", "test_storage", "test_ddp", "test_plugin", "test_expand",
-                        "test_versions", "test_ray_failures", "test_compaction_safety", "test_status"}),
+    # only on its own processes (so it may run beside the others); the default group of a test
+    # that uses ray_local or is marked serial (the gloo tests among them: one group, one port user)
+    "ray-b": frozenset({"test_faults", "test_storage", "test_ddp", "test_versions", "test_ray_failures",
+                        "test_compaction_safety", "test_status"}),
+    # an ETA timed, plug-ins, a sweep extended, an adaptive sweep's driver killed mid-round
+    "ray-c": frozenset({"test_progress", "test_plugin", "test_expand", "test_adaptive"}),
 }
-"""Modules whose tests start local Rays, bind ports or signal processes, by xdist group."""
+"""Modules whose tests start local Rays, bind ports or signal processes, by xdist group: three
+groups of about equal time (``--durations`` of a ``make check``), one per worker of JOBS=3."""
 
 
 def pytest_collection_modifyitems(config, items):
     """Put every test that starts a Ray, binds a port or signals processes in one of two xdist groups.
 
-    ``make check JOBS=3`` runs ``pytest -n 3 --dist loadgroup``: each group runs in collection order on
+    ``make check`` runs ``pytest -n 3 --dist loadgroup``: each group runs in collection order on
     one worker, and the tests that only compute (fits, models, stores in temporary folders) fill
-    in around them. So at most two local Rays run at once, never two tests of one group, and the
-    gloo tests never race for a port. A test is in a group when its module is listed in
+    in around them. So at most three local Rays run at once, never two tests of one group, and the
+    gloo tests (all in ``ray-b``) never race for a port. A test is in a group when its module is listed in
     ``RAY_GROUPS``; else in ``ray-b`` when it uses the ``ray_local`` fixture or is marked
     ``serial``. Tests of different groups may run side by side, so each must act only on the
     processes it started (``ray_trial_pids``, the sweep's own cluster marker): the local Rays'
