@@ -24,7 +24,7 @@ NO_CLOUD = {
 """Environment for tests that touch cloud URIs: nothing the SDKs look up leaves loopback."""
 
 
-# ---- which tests may run beside others (make check runs 3 pytest-xdist workers) -----------------
+# ---- which tests may run beside others (make check JOBS=3 runs pytest-xdist workers) ------------
 
 RAY_GROUPS = {
     # drivers and workers killed or signalled, orphans reaped, an ETA timed, memory exhausted
@@ -38,13 +38,13 @@ RAY_GROUPS = {
     "ray-c": frozenset({"test_progress", "test_plugin", "test_expand", "test_adaptive"}),
 }
 """Modules whose tests start local Rays, bind ports or signal processes, by xdist group: three
-groups of about equal time (``--durations`` of a ``make check``), one per worker of JOBS=3."""
+groups of about equal time (``--durations`` of a ``make check``), one per worker of make check JOBS=3."""
 
 
 def pytest_collection_modifyitems(config, items):
     """Put every test that starts a Ray, binds a port or signals processes in one of two xdist groups.
 
-    ``make check`` runs ``pytest -n 3 --dist loadgroup``: each group runs in collection order on
+    ``make check JOBS=3`` runs ``pytest -n 3 --dist loadgroup``: each group runs in collection order on
     one worker, and the tests that only compute (fits, models, stores in temporary folders) fill
     in around them. So at most three local Rays run at once, never two tests of one group, and the
     gloo tests (all in ``ray-b``) never race for a port. A test is in a group when its module is listed in
