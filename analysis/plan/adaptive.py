@@ -283,13 +283,13 @@ def _contenders(g: _Grid, res) -> np.ndarray:
     best = {}
     for x in res.groups:
         if x.means and np.isfinite(x.means).any():
-            best[tuple(sorted((a, _plain(v)) for a, v in x.key.items()))] = sign * float(np.nanmin(
+            best[_key(x.key)] = sign * float(np.nanmin(
                 sign * np.array(x.means)))
     n_at = g.group_axes.index("n_train")
     score = np.full(len(g.group_keys), np.nan)
     for gi, key in enumerate(g.group_keys):
         value = dict(zip(g.group_axes, key))
-        found = best.get(tuple(sorted((a, _plain(value[a])) for a in res.axes if a in value)))
+        found = best.get(_key(value, res.axes))
         score[gi] = np.nan if found is None else sign * found
     rank = np.full(len(g.group_keys), np.nan)
     ns = np.array([float(k[n_at]) for k in g.group_keys])
@@ -316,7 +316,7 @@ def _centres(g: _Grid, res, fits: dict) -> tuple[np.ndarray, list]:
     def nearest(v):
         return int(np.argmin(np.abs(lb - v)))
 
-    groups = {tuple((a, _plain(v)) for a, v in sorted(x.key.items())): x for x in res.groups}
+    groups = {_key(x.key): x for x in res.groups}
     counts: dict = {}
     for x in res.groups:
         counts[x.status] = counts.get(x.status, 0) + 1
@@ -324,7 +324,7 @@ def _centres(g: _Grid, res, fits: dict) -> tuple[np.ndarray, list]:
     predict = _rule_predictor(res, fits)
     for gi, key in enumerate(g.group_keys):
         value = dict(zip(g.group_axes, key))
-        found = groups.get(tuple(sorted((a, _plain(value[a])) for a in res.axes if a in value)))
+        found = groups.get(_key(value, res.axes))
         if found is not None and found.status == "ok":
             centre[gi], why[gi] = nearest(math.log(found.b_opt)), f"its B_opt {found.b_opt:.3g}"
         elif found is not None and found.status == "edge" and found.b_best > 0:
@@ -382,6 +382,13 @@ def _learning_curve(rows: pa.Table, metric: str) -> dict | None:
         return None
     b = fit.to_dict()["params"]["b"]
     return {"exponent": num(b["value"]), "ci_low": num(b["ci_low"]), "ci_high": num(b["ci_high"])}
+
+
+def _key(values: dict, axes=None) -> tuple:
+    """A group's key, comparable between the grid and ``scaling bopt``'s groups: its (axis, value)
+    pairs sorted by axis, over ``axes`` (default every key of ``values``) present in ``values``."""
+    names = values if axes is None else [a for a in axes if a in values]
+    return tuple(sorted((a, _plain(values[a])) for a in names))
 
 
 def _plain(v):

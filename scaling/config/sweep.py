@@ -159,6 +159,8 @@ class PruneConfig:
 
 ADAPTIVE_BUDGET = 0.33
 """An adaptive sweep's default budget: a third of its full grid's training steps."""
+ADAPTIVE_ROUNDS = 3
+"""An adaptive sweep's default rounds."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,8 +194,8 @@ class SearchConfig:
                 raise ConfigError(f"search.{key}", f"is for an adaptive sweep; add kind: adaptive or remove "
                                   f"{key} (this search is {self.kind!r})")
         if self.kind == "adaptive":
-            _check_int("search.rounds", 3 if self.rounds is None else self.rounds, 1, 100)
-            budget = ADAPTIVE_BUDGET if self.budget is None else self.budget
+            _check_int("search.rounds", self.n_rounds, 1, 100)
+            budget = self._budget
             if isinstance(budget, dict):
                 if set(budget) != {"steps"}:
                     raise ConfigError("search.budget", f"expected a fraction of the full grid's steps like 0.33, "
@@ -205,13 +207,17 @@ class SearchConfig:
 
     def budget_steps(self, grid_steps: int) -> int:
         """An adaptive sweep's budget in training steps, given its full grid's."""
-        budget = ADAPTIVE_BUDGET if self.budget is None else self.budget
+        budget = self._budget
         return int(budget["steps"]) if isinstance(budget, dict) else int(budget * grid_steps)
 
     @property
+    def _budget(self) -> float | dict:
+        return ADAPTIVE_BUDGET if self.budget is None else self.budget
+
+    @property
     def n_rounds(self) -> int:
-        """An adaptive sweep's rounds (default 3)."""
-        return 3 if self.rounds is None else self.rounds
+        """An adaptive sweep's rounds (default ADAPTIVE_ROUNDS)."""
+        return ADAPTIVE_ROUNDS if self.rounds is None else self.rounds
 
 
 @dataclass(frozen=True, kw_only=True)
