@@ -27,14 +27,8 @@ from cluster.launch import localray
 from cluster.launch.connect import connect
 from scaling.config.sweep import SweepConfig
 from scaling.errors import UserError
+from scaling.status import plan_path
 from scaling.store.writer import Store
-
-PLANS = "plans"
-"""The folder of a sweep that holds its rounds' plans."""
-
-
-def plan_path(store: Store, sweep: str, k: int) -> str:
-    return f"{store.sweep_dir(sweep)}/{PLANS}/round-{k}.json"
 
 
 def grid_table(cfg: SweepConfig, allow_large: bool = False) -> pa.Table:

@@ -84,13 +84,22 @@ def status_table(root, view=None) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
+PLANS = "plans"
+"""The folder of an adaptive sweep that holds its rounds' plans (``round-<k>.json``)."""
+
+
+def plan_path(store: Store, sweep: str, k: int) -> str:
+    """Where round ``k``'s plan of adaptive sweep ``sweep`` is (cluster.rounds writes it)."""
+    return f"{store.sweep_dir(sweep)}/{PLANS}/round-{k}.json"
+
+
 def adaptive_plan(store: Store, sweep: str) -> tuple[str | None, int | None]:
     """An adaptive sweep's latest round, in words (``round 2/3, 26% of grid steps``), and the trials
     its rounds planned so far (``<sweep>/plans/round-<k>.json``, written by cluster.rounds); (None,
     None) for any other sweep. A plan file that cannot be read is a one-line warning."""
     import json
 
-    folder = f"{store.sweep_dir(sweep)}/plans"
+    folder = f"{store.sweep_dir(sweep)}/{PLANS}"
     try:
         infos = store.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
         files = sorted((int(i.base_name[6:-5]), i) for i in infos if i.type == pafs.FileType.File
