@@ -344,6 +344,7 @@ def test_slow_results_are_computed_in_the_background_and_shown_stale_meanwhile(t
 @pytest.mark.slow  # 4 s: a process start and the analysis' imports
 def test_the_fitting_process_answers_in_json_and_stops_with_the_server(server):
     from analysis.errors import AnalysisError
+    from analysis.serve.fitter import NICE
 
     fitter = server.source.fitter
     _, trials, _, _ = server.source.tables("grid")
@@ -353,6 +354,8 @@ def test_the_fitting_process_answers_in_json_and_stops_with_the_server(server):
         fitter.run(("nope",), trials.slice(0, 0), None)
     proc = fitter._proc
     assert proc.poll() is None, "one process kept for the next job"
+    nice = lambda pid: int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])
+    assert nice(proc.pid) == min(nice(os.getpid()) + NICE, 19), "fits yield the cores to a sweep"
     server.server_close()
     assert proc.wait(timeout=10) == 0, "it exits when the server closes"
 

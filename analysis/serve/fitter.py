@@ -9,11 +9,14 @@ sends is a frame: 8 bytes of length, then the bytes. A job is three frames: its 
 Arrow IPC streams (an empty frame: no curves); the answer is one frame of JSON:
 ``{"value": ...}`` or ``{"error": "one line"}``. No pickle either way. The child computes with
 :func:`analysis.serve.panels.compute_law`, the functions ``scaling fit``, ``bopt`` and
-``bcrit`` call; it exits when its stdin closes (the server stopped or died).
+``bcrit`` call; it exits when its stdin closes (the server stopped or died). It runs at a lower
+CPU priority (nice +10): a page watching a sweep on the same machine takes the cores the sweep
+leaves idle, and a fit waits while the sweep's workers are busy rather than slowing them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -27,6 +30,8 @@ from pyarrow import ipc
 from analysis.errors import AnalysisError
 
 _LEN = struct.Struct("<Q")
+NICE = 10
+"""How much lower the fitting process's CPU priority is than the server's (``os.nice``)."""
 
 
 def _write(stream, data: bytes) -> None:
@@ -102,6 +107,8 @@ class Fitter:
 
 
 def main() -> int:
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(NICE)  # a sweep on this machine comes first
     from analysis.serve.panels import compute_law
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer

@@ -14,7 +14,10 @@
    page (polls the version every 2 s, as ``app.js`` does, and, when it changed, asks for every
    panel; asks for the laws again while they are being fitted), ``--repeats`` pairs (default 5),
    the order inside each pair alternating (alone first, then served first) so a drift of the
-   machine's load falls on both sides. Printed: each pair's walls and their difference, the
+   machine's load falls on both sides. The sweeps join one running Ray that the benchmark starts
+   (``--ray joined``, the default): the serving cannot change how long Ray takes to start and
+   stop, and those seconds scatter by about one from run to run, which hid a few percent;
+   ``--ray embedded`` times the whole command, each sweep starting its own Ray. Printed: each pair's walls and their difference, the
    median of each side, the median paired difference with its range and a 95 % t interval of
    the mean difference (so whether 5 % is resolved can be read off), the serving's CPU (the
    server's threads, the client and the fitting process) as a share of one core, and the load
@@ -26,6 +29,7 @@ Timings on a shared machine are noisy: compare the columns of one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -153,10 +157,12 @@ def _process_cpu(pid: int) -> float:
         return 0.0
 
 
-def sweep_wall(config: str, results: str, served: bool, sweep: str) -> tuple[float, int, float]:
+def sweep_wall(config: str, results: str, served: bool, sweep: str,
+               address: list[str] = ()) -> tuple[float, int, float]:
     """(wall seconds of ``scaling sweep`` on a fresh store, page refreshes, CPU seconds the serving
     used: this process's (the server's threads and the client's) and the fitting process's),
-    with or without a served, viewed page."""
+    with or without a served, viewed page; ``address``: ``["--address", A]`` to join a running
+    Ray, or nothing for the sweep's own local Ray."""
     shutil.rmtree(results, ignore_errors=True)
     os.makedirs(results)
     viewer, srv = None, None
@@ -170,7 +176,7 @@ def sweep_wall(config: str, results: str, served: bool, sweep: str) -> tuple[flo
         viewer.start()
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "cluster.cli", "sweep", config, "--results", results,
-                        "--quiet"], check=False, capture_output=True, text=True)
+                        "--quiet", *address], check=False, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"the sweep failed: {r.stderr.strip().splitlines()[-1:]}")
@@ -213,14 +219,39 @@ def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def beside_sweep(config: str, work: str, repeats: int) -> list[tuple[str, str, str]]:
+@contextlib.contextmanager
+def ray_for_sweeps(mode: str):
+    """The ``--address`` arguments of the sweeps: one running Ray for every sweep of the
+    benchmark (``joined``: started here, on this machine's cores, without a dashboard), or none
+    (``embedded``: each ``scaling sweep`` starts and stops its own, as a first run does)."""
+    if mode == "embedded":
+        yield []
+        return
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": os.cpu_count() or 1,
+                                                             "include_dashboard": False})
+    try:
+        cluster.wait_for_nodes()
+        yield ["--address", cluster.address]
+    finally:
+        cluster.shutdown()
+
+
+def beside_sweep(config: str, work: str, repeats: int, ray_mode: str = "joined") -> list[tuple[str, str, str]]:
     """Time the sweep alone and served, ``repeats`` alternating pairs; print and return rows."""
+    with ray_for_sweeps(ray_mode) as address:
+        return _beside_sweep(config, work, repeats, ray_mode, address)
+
+
+def _beside_sweep(config: str, work: str, repeats: int, ray_mode: str,
+                  address: list[str]) -> list[tuple[str, str, str]]:
     n_trials, name = config_info(config)
     load0 = _load()
     alone, served, views, cpu = [], [], 0, []
     for i in range(repeats):
         for side in ((False, True) if i % 2 == 0 else (True, False)):
-            wall, n, used = sweep_wall(config, os.path.join(work, "r"), side, name)
+            wall, n, used = sweep_wall(config, os.path.join(work, "r"), side, name, address)
             (served if side else alone).append(wall)
             if side:
                 views += n
@@ -229,6 +260,9 @@ def beside_sweep(config: str, work: str, repeats: int) -> list[tuple[str, str, s
               f"{alone[-1]:.1f} s, served {served[-1]:.1f} s, {100 * (served[-1] / alone[-1] - 1):+.1f}%; "
               f"serving used {100 * cpu[-1]:.1f}% of one core; load {_load()}", flush=True)
     p = paired(alone, served)
+    where = ("on one running Ray, joined with --address (Ray's start and stop are outside the "
+             "times)" if address else "each starting its own local Ray (Ray's start and stop inside the times)")
+    print(f"sweeps {where}", flush=True)
     print(f"the {n_trials}-trial sweep alone: median {p['alone_median']:.1f} s; served and viewed "
           f"({views} page refreshes): median {p['served_median']:.1f} s. Paired differences "
           f"{', '.join(f'{v:+.1f}' for v in p['diffs'])}%: median {p['median']:+.1f}% (range "
@@ -240,6 +274,7 @@ def beside_sweep(config: str, work: str, repeats: int) -> list[tuple[str, str, s
     print(f"load average (1, 5, 15 min) before {load0}, after {_load()}: other work on the machine "
           "adds scatter to every wall time", flush=True)
     what = (f"the {n_trials}-trial reference sweep served and viewed vs alone ({repeats} pairs, "
+            f"{'joined Ray' if address else 'own Ray'}, "
             "median paired difference, range, 95% t interval of the mean)")
     return [(what, (f"{p['median']:+.1f}% ({p['low']:+.1f} to {p['high']:+.1f}; "
                     f"{p['ci'][0]:+.1f} to {p['ci'][1]:+.1f})"), "< 5%"),
@@ -267,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5,
                         help="pairs of sweeps, alone and served, alternating (default 5)")
     parser.add_argument("--skip", choices=("store", "sweep"), default=None)
+    parser.add_argument("--ray", choices=("joined", "embedded"), default="joined",
+                        help="the sweeps join one running Ray started by the benchmark (default: "
+                             "Ray's start, about a second of scatter, out of the times), or each "
+                             "starts its own (embedded)")
     args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="bench-serve-")
     rows: list[tuple[str, str, str]] = []
@@ -297,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.config is None:
                 with open(config, "w") as f:
                     f.write(reference_config())
-            rows += beside_sweep(config, work, args.repeats)
+            rows += beside_sweep(config, work, args.repeats, args.ray)
         if rows:
             print(table(rows))
     finally:
