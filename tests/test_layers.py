@@ -61,6 +61,9 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                       ("torch", "ray", "duckdb")),
     "analysis.report": (("analysis.fit", "analysis.rules", "analysis.tables", "analysis.stats", "analysis.errors",
                          "scaling.textout"), ("torch", "ray")),
+    # the report's adaptive-plan section reads <sweep>/plans/round-<k>.json where scaling.status names it
+    "analysis.report.plans": (("analysis.report", "analysis.errors", "scaling.status", "scaling.store.writer",
+                               "scaling.errors"), ("torch", "ray")),
     "analysis.cli": (("analysis", "scaling.errors", "scaling.textout"), ("torch", "ray")),
     "analysis.api": (("analysis",), ("torch", "ray")),
     "analysis.testing": (("analysis.tables", "analysis.stats", "analysis.errors", "scaling.spec", "scaling.store",

@@ -32,6 +32,7 @@ from analysis import tables
 from analysis.errors import AnalysisError
 from analysis.fit.curves import fit_learning_curves
 from analysis.report import cards
+from analysis.report import plans as plan_text
 from analysis.report import training as tr
 from analysis.rules.bopt import collapse, find_bopt
 
@@ -264,7 +265,8 @@ def _section(anchor: str, title: str, build, toc: list) -> str:
 def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = "test_loss",
                  by=(), bopt_metric: str = "test_acc", n_boot: int = 1000, offset: bool = True,
                  curve_trials=None, bopt_trials=None, extra: str = "", curves=None,
-                 bcrit_trials=None, bcrit_targets=None, curves_where: str | None = None) -> str:
+                 bcrit_trials=None, bcrit_targets=None, curves_where: str | None = None,
+                 plans: dict | None = None, plan_notes=()) -> str:
     """The HTML page for a trials table.
 
     Parameters
@@ -293,6 +295,10 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
     curves_where : str, optional
         A group whose training curves to draw beside the winners': ``COL=VALUE`` pairs or an
         SQL expression over the trials' columns (:func:`analysis.report.training.select`).
+    plans, plan_notes : optional
+        The recorded round plans of adaptive sweeps (:func:`analysis.report.plans.read_plans`) and
+        notes on plan files that could not be read: a section showing each round's decisions,
+        after the summary (none when both are empty).
     """
     curve_trials = trials if curve_trials is None else curve_trials
     bopt_trials = trials if bopt_trials is None else bopt_trials
@@ -306,6 +312,9 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
     train_metric = _curve_metric(metric, curves) if has_curves else metric
     sections = [
         _section("summary", "Sweep summary", lambda: _summary(trials), toc),
+        *([_section("plan", "Adaptive sweep: the plan of each round",
+                    lambda: plan_text.section(plans or {}, plan_notes, _stored_ids(trials)), toc)]
+          if plans or plan_notes else []),
         _section("parcoords", f"Axes against {metric}", lambda: _parcoords(trials, metric), toc),
         _section("learning-curves", f"Learning curves: {metric} vs {x}",
                  lambda: _learning(curve_trials, x, metric, tuple(by), n_boot, offset, found), toc),
@@ -335,6 +344,16 @@ def build_report(trials, *, source: str = "", x: str = "n_train", metric: str = 
             f"</title><style>{pg.CSS}</style></head><body><h1>{pg.esc(title)}</h1>"
             f"{pg.p(f'generated {stamp}', 'note')}{head}{pg.nav(toc)}{extra}"
             f"{body}{drawn}</body></html>")
+
+
+def _stored_ids(trials) -> dict:
+    """``{sweep: trial ids}`` of the page's trials; ``""`` (a store that is one sweep folder): all."""
+    ids = trials.column("trial_id").to_pylist() if "trial_id" in trials.column_names else []
+    sweeps = trials.column("sweep").to_pylist() if "sweep" in trials.column_names else [""] * len(ids)
+    out: dict = {"": set(ids)}
+    for s, i in zip(sweeps, ids):
+        out.setdefault(s, set()).add(i)
+    return out
 
 
 def _why_no_collapse(other) -> str:
@@ -384,6 +403,9 @@ def write_report(root: str, out: str, *, sweep: str | None = None, axes=(), seed
         cl.check_one_sweep(fr, np.ones(trials.num_rows, bool), options.get("by", ()))
     if options.get("curves_where") is not None:
         tr.select(trials, options["curves_where"])  # a bad --curves is one clear error, up front
+    if curves is not None and "plans" not in options:  # a store: its adaptive sweeps' plans
+        names = None if sweep is None else {sweep}
+        options["plans"], options["plan_notes"] = plan_text.read_plans(str(root), names)
     return write_page(out, build_report(trials, source=str(root), curves=curves, **options))
 
 
