@@ -128,7 +128,9 @@ def run_members(trials, backend_factory, *, engine: str, on_result=None, return_
     and with ``peers()`` (the group members already stored: cluster.worker.peers.store_peers).
     ``on_eval(trial, row)``, if given, hears each curve row as it is recorded (the hook a peer's
     scheduler, such as Ray Tune's ASHA, would report through: docs/pruning.md); one that raises
-    is dropped and training goes on."""
+    is dropped and training goes on. When it returns a non-empty string at a step before the
+    member's last, the member stops there as ``pruned`` with that string as its ``error`` (how a
+    peer's pruner stops a trial: cluster.bench.peers)."""
     import torch
 
     # An x86 CPU is up to 100x slower on denormal floats, and training makes them: the momentum
@@ -211,7 +213,8 @@ class _Run:
             self.on_steps = None
 
     def record(self, step: int, positions: list[int]) -> list[int]:
-        """Evaluate, append curve rows; return the positions whose train loss is not finite."""
+        """Evaluate, append curve rows; return the positions that end here: a train loss that is not
+        finite, or ``on_eval`` asked to stop them."""
         bad = []
         lr_now = self.schedules.lr_at(max(step, 1))
         for p, metrics in zip(positions, self.backend.evaluate(positions, step)):
@@ -219,9 +222,12 @@ class _Run:
             m.curves.append(self.curve_row(step, m, metrics, float(lr_now[p])))
             if self.on_eval is not None:
                 try:
-                    self.on_eval(m.trial, m.curves[-1])
+                    stop = self.on_eval(m.trial, m.curves[-1])
                 except Exception:  # noqa: BLE001 (a listener's failure is not the trial's)
-                    self.on_eval = None
+                    self.on_eval, stop = None, None
+                if stop and 0 < step < m.steps:  # a peer's pruner stops this member here
+                    m.status, m.error = "pruned", str(stop)
+                    bad.append(p)
             if step > 0 and not math.isfinite(metrics["train_loss"]):
                 m.status, m.error = "diverged", nonfinite_eval_message(step, m.trial.lr)
                 bad.append(p)
