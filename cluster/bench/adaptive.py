@@ -85,11 +85,14 @@ def compare_groups(full: dict, pruned: dict, grid: list) -> list[dict]:
 
 
 def simulated(reps: int, landscape: str = "rule", noise: str = "digits", rounds: int = 3,
-              budget: float = 1 / 3, n_boot: int = 1000, log=print, config: str = "configs/bopt_rule.yaml") -> dict:
+              budget: float = 1 / 3, n_boot: int = 1000, log=print, config: str = "configs/bopt_rule.yaml",
+              first_seed: int = 1000) -> dict:
     """The adaptive plan against the full grid on ``reps`` simulated bopt_rule sweeps
-    (:mod:`analysis.testing.simulate`): each replication's full table, and the subset that an
-    adaptive sweep's rounds plan (:func:`analysis.plan.replay.replay`), fitted by ``scaling bopt``'s
-    code with the same bootstrap; the learning curve (``scaling fit``) on both too."""
+    (:mod:`analysis.testing.simulate`, seeds ``first_seed + r``): each replication's full table, and
+    the subset that an adaptive sweep's rounds plan (:func:`analysis.plan.replay.replay`), fitted by
+    ``scaling bopt``'s code with the same bootstrap (``n_boot`` replicates; the learning curve's
+    ``n_boot // 5``); the learning curve (``scaling fit``) on both too. Coverage counts a replication
+    whose fit has no interval for an exponent as not covering it."""
     import numpy as np
 
     from analysis.fit.curves import fit_learning_curves
@@ -103,7 +106,7 @@ def simulated(reps: int, landscape: str = "rule", noise: str = "digits", rounds:
     cover = {k: {n: 0 for n in names + ("curve",)} for k in ("full", "adaptive")}
     shares, same_verdict, t0 = [], 0, time.perf_counter()
     for r in range(reps):
-        sim = simulate(design, landscape=LANDSCAPES[landscape], noise=noise, seed=1000 + r)
+        sim = simulate(design, landscape=LANDSCAPES[landscape], noise=noise, seed=first_seed + r)
         truth = {"lr": sim.truth.exponents["lr"], "n_train": sim.truth.exponents["n_train"],
                  "1/(1-momentum)": sim.truth.exponents["momentum"], "curve": sim.truth.curve[1]}
         rep = replay(sim.table, rounds=rounds, budget=budget, metric="error")
@@ -124,6 +127,7 @@ def simulated(reps: int, landscape: str = "rule", noise: str = "digits", rounds:
         if log and (r + 1) % 10 == 0:
             log(f"  {r + 1} of {reps} replications ({time.perf_counter() - t0:.0f} s)")
     out = {"config": config, "reps": reps, "landscape": landscape, "noise": noise, "rounds": rounds, "budget": budget,
+           "n_boot": n_boot, "first_seed": first_seed,
            "share_mean": float(np.mean(shares)), "share_max": float(np.max(shares)),
            "same_verdict": same_verdict, "axes": {}}
     for n in names + ("curve",):
@@ -133,25 +137,33 @@ def simulated(reps: int, landscape: str = "rule", noise: str = "digits", rounds:
                           "width_adaptive": float(np.median(wa)) if wa.size else None,
                           "ratio_of_mean_widths": float(wa.mean() / wf.mean()) if m else None,
                           "ratio_median": float(np.median(wa[:m] / wf[:m])) if m else None,
-                          "coverage_full": cover["full"][n] / reps, "coverage_adaptive": cover["adaptive"][n] / reps}
+                          "coverage_full": cover["full"][n] / reps, "coverage_adaptive": cover["adaptive"][n] / reps,
+                          "covered_full": cover["full"][n], "covered_adaptive": cover["adaptive"][n]}
     return out
 
 
 def print_simulated(res: dict) -> None:
     print(f"simulator: {res['reps']} replications of {res['config']}'s grid, landscape "
           f"{res['landscape']!r}, noise {res['noise']!r}; adaptive {res['rounds']} rounds within "
-          f"{res['budget']:.3f} of the grid's steps")
+          f"{res['budget']:.3f} of the grid's steps; seeds {res.get('first_seed', 1000)}-"
+          f"{res.get('first_seed', 1000) + res['reps'] - 1}, {res.get('n_boot', 1000)} bootstrap replicates")
     print(f"steps used: mean {res['share_mean']:.1%}, max {res['share_max']:.1%} of the full grid's; "
           f"same verdict in {res['same_verdict']} of {res['reps']}")
-    print(f"{'exponent':16}{'width full':>11}{'adaptive':>10}{'ratio':>7}{'cover full':>12}{'adaptive':>10}")
+    print(f"{'exponent':16}{'width full':>11}{'adaptive':>10}{'ratio':>7}{'cover full':>18}{'adaptive':>16}")
     for name, a in res["axes"].items():
         if a["width_full"] is None:
             continue
         print(f"{name:16}{a['width_full']:>11.3f}{a['width_adaptive']:>10.3f}{a['ratio_of_mean_widths']:>7.2f}"
-              f"{a['coverage_full']:>12.1%}{a['coverage_adaptive']:>10.1%}")
+              f"{_share(a, 'full', res['reps']):>18}{_share(a, 'adaptive', res['reps']):>16}")
     print("(width: median 95% interval width; ratio: mean adaptive width / mean full width; cover: share of "
           "replications whose interval holds the generating exponent; curve: the learning curve's b in "
           "a*N^b + c, true value the landscape's best-error exponent)")
+
+
+def _share(axis: dict, kind: str, reps: int) -> str:
+    """``93.8% (375/400)``: the coverage and its count."""
+    n = axis.get(f"covered_{kind}", round(axis[f"coverage_{kind}"] * reps))
+    return f"{axis[f'coverage_{kind}']:.1%} ({n}/{reps})"
 
 
 def fit_json(results: Path, sweep: str) -> dict:
@@ -187,10 +199,16 @@ def main(argv=None) -> int:
                     help="instead: the adaptive plan against the full grid on REPS simulated sweeps")
     ap.add_argument("--landscape", default="rule", help="the simulator's landscape (with --simulate)")
     ap.add_argument("--noise", default="digits", help="the simulator's noise preset (with --simulate)")
+    ap.add_argument("--boot", type=int, default=1000, help="bootstrap replicates of each fit (with --simulate)")
+    ap.add_argument("--first-seed", type=int, default=1000, help="the first replication's seed (with --simulate)")
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON (with --simulate)")
     args = ap.parse_args(argv)
     if args.simulate:
-        print_simulated(simulated(args.simulate, args.landscape, args.noise, args.rounds, args.budget,
-                                  config=args.config))
+        res = simulated(args.simulate, args.landscape, args.noise, args.rounds, args.budget, n_boot=args.boot,
+                        config=args.config, first_seed=args.first_seed)
+        print_simulated(res)
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
         return 0
     base = yaml.safe_load(Path(args.config).read_text())
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-adaptive-"))
