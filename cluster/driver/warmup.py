@@ -4,7 +4,6 @@ warm-up task's body lives with the other task bodies in :mod:`cluster.worker.uni
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ def warm_up_sweep(cfg: SweepConfig, pending: list, capacity: int, device: str, t
 
     from scaling.training.packing import choose_backend, needs_vmap_check
 
-    specs = {json.dumps(t.model_spec, sort_keys=True): t for t in pending}
+    specs = {(t.model, t.width, t.depth, t.heads): t for t in pending}  # what model_spec holds: one a model
     models = [(t.model_spec, t.batch_size, needs_vmap_check(t)) for t in specs.values()
               if choose_backend([t])[0] == "vmap"]
     return warm_up(cfg.task, models, workers=min(capacity, len(pending)), device=device, threads=threads,

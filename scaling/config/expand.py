@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 
 from scaling.errors import ConfigError
+from scaling.spec.points import PointTrials
 from scaling.spec.schema import PointIds
 
 CHUNK = 20_000
@@ -90,6 +91,7 @@ def pending_trials(cfg, expansion: Expansion) -> Iterator:
     if not len(pending_ids):
         return
     chunks = expansion.chunks or {}
+    make = PointTrials(cfg.make, tuple(cfg.axes))  # cfg.make's trials, from a prototype per shape
     emitted = np.zeros(len(pending_ids), bool)
     left = len(pending_ids)
     for n, chunk in enumerate(_chunks(cfg.points(), CHUNK)):
@@ -104,7 +106,7 @@ def pending_trials(cfg, expansion: Expansion) -> Iterator:
             if emitted[j]:
                 continue
             emitted[j] = True
-            trial = cfg.make(chunk[i])
+            trial = make(chunk[i])
             object.__setattr__(trial, "_id", f"{int(values[i]):016x}")
             yield trial
             left -= 1

@@ -572,6 +572,27 @@ def row_versions(code_version: Any, data_version: Any) -> tuple[str, str]:
     return (code_version or LEGACY_VERSION, data_version or LEGACY_VERSION)
 
 
+def shape_fields(varying) -> tuple:
+    """(name, kind, default, whether the default is computed, whether the value itself keys the
+    shape) of each varying axis, for :func:`point_shape`."""
+    # a text or boolean value, or a number whose default is computed from the other values and
+    # that is left out where it equals it (beta2's follows the optimizer), keys the shape itself
+    return tuple((name, BY_NAME[name].kind, BY_NAME[name].default, callable(BY_NAME[name].default),
+                  BY_NAME[name].kind in (str, bool) or (callable(BY_NAME[name].default) and not BY_NAME[name].legacy))
+                 for name in varying)
+
+
+def point_shape(fields: tuple, point: dict) -> tuple:
+    """The shape of an axis point (:class:`PointIds`): its text and boolean values, and whether each
+    number is positive and equal to its default. Points of one shape have the same canonical keys,
+    and the same fields reset because they do not apply (``applies``)."""
+    shape = []
+    for name, kind, default, dynamic, by_value in fields:
+        v = point[name]
+        shape.append(v if by_value else (v > 0, dynamic or v == default))
+    return tuple(shape)
+
+
 class PointIds:
     """Trial ids of one sweep's axis points without building Trials (the driver hashes millions).
 
@@ -592,22 +613,13 @@ class PointIds:
 
     def __init__(self, make, varying):
         self.make = make
-        # a text or boolean value, or a number whose default is computed from the other values and
-        # that is left out where it equals it (beta2's follows the optimizer), keys the shape itself
-        self.fields = tuple((name, BY_NAME[name].kind, BY_NAME[name].default, callable(BY_NAME[name].default),
-                             BY_NAME[name].kind in (str, bool)
-                             or (callable(BY_NAME[name].default) and not BY_NAME[name].legacy))
-                            for name in varying)
+        self.fields = shape_fields(varying)
         self._shapes: dict = {}
         self._n = 0
 
     def __call__(self, point: dict) -> str:
         """The 16-hex-digit id of ``point``: ``make(point).trial_id``."""
-        shape = []
-        for name, kind, default, dynamic, by_value in self.fields:
-            v = point[name]
-            shape.append(v if by_value else (v > 0, dynamic or v == default))
-        shape = tuple(shape)
+        shape = point_shape(self.fields, point)
         entry = self._shapes.get(shape)
         self._n += 1
         if entry is None or entry[1] > 0 or self._n % self.SAMPLE == 0:
