@@ -177,3 +177,15 @@ def test_a_store_without_plans_has_no_plan_section(tmp_path):
     sim = simulate(DESIGN, landscape=LANDSCAPES["rule"], noise="digits", seed=8)
     write_store(sim.table, str(tmp_path))
     assert read_plans(str(tmp_path)) == ({}, [])
+
+
+@pytest.mark.parametrize("data, why", [(b"[]", "not a JSON object"), (b'{"round": 0}', "no rounds, grid_steps"),
+                                       ((b'{"round": 1, "rounds": 3, "grid_steps": 1, "planned_steps": 1, '
+                                        b'"budget_steps": 1, "trials": []}'), "it says round 1"),
+                                       (b"[" * 100_000, "is not a plan file")])
+def test_a_file_that_is_not_a_plan_is_one_line(coarse, tmp_path, data, why):
+    sim, plan = coarse
+    store = _write(tmp_path, _planned(sim, [plan]), [])
+    store.write_bytes(plan_path(store, "sim", 0), data, "write a bad plan")
+    found, notes = read_plans(str(tmp_path))
+    assert found == {} and len(notes) == 1 and why in notes[0] and "\n" not in notes[0], notes

@@ -59,8 +59,10 @@ def read_plans(root: str, sweeps=None) -> tuple[dict[str, list[dict]], list[str]
                 notes.append(f"{_name(sweep)}: round {k + 1}'s plan cannot be read: {_line(e)}")
                 break
             try:
-                plan = _checked(json.loads(data[:MAX_PLAN_BYTES + 1]), k, len(data) > MAX_PLAN_BYTES)
-            except (ValueError, TypeError, KeyError) as e:
+                if len(data) > MAX_PLAN_BYTES:
+                    raise ValueError(f"larger than {MAX_PLAN_BYTES >> 20} MiB")
+                plan = _checked(json.loads(data), k)
+            except (ValueError, TypeError, RecursionError) as e:  # JSONDecodeError is a ValueError
                 notes.append(f"{_name(sweep)}: round {k + 1}'s plan ({path}) is not a plan file: {_line(e)}")
                 break
             found.append(plan)
@@ -69,14 +71,15 @@ def read_plans(root: str, sweeps=None) -> tuple[dict[str, list[dict]], list[str]
     return plans, notes
 
 
-def _checked(plan, k: int, too_big: bool) -> dict:
-    if too_big:
-        raise ValueError(f"larger than {MAX_PLAN_BYTES >> 20} MiB")
+def _checked(plan, k: int) -> dict:
+    """``plan`` if it has what the section reads (round ``k``); else a ValueError or TypeError
+    saying what is wrong."""
     if not isinstance(plan, dict):
         raise TypeError("not a JSON object")
-    for key in ("round", "rounds", "grid_steps", "planned_steps", "budget_steps", "trials"):
-        if key not in plan:
-            raise KeyError(f"no {key!r}")
+    missing = [key for key in ("round", "rounds", "grid_steps", "planned_steps", "budget_steps", "trials")
+               if key not in plan]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
     if plan["round"] != k:
         raise ValueError(f"it says round {plan['round']!r}")
     if not isinstance(plan["trials"], list) or not all(isinstance(t, dict) for t in plan["trials"]):
