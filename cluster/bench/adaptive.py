@@ -9,10 +9,14 @@ status, how many ``scaling bopt`` groups' B_opt lie within one grid step of the 
 rule's verdict and exponents, and the learning curve's exponent (``scaling fit``) under each.
 ``--simulate REPS`` instead replays the adaptive plan on simulated sweeps against their full grid.
 
-The two sweeps run one after the other on the same machine with the same CPUs; on a shared
-machine the wall times are indicative only (the steps are exact). Optuna's TPE with its
-Hyperband pruner and Ray Tune's ASHA are the peers the issue names: they are not run here (see
-docs/pruning.md for why and for the hook).
+The peers the issue names run beside them at the same step budget (``--peers``, default
+``optuna,tune``; :mod:`cluster.bench.peers`): Optuna's TPE sampler with its Hyperband pruner and
+Ray Tune's ASHA, one study per ``scaling bopt`` group, each group given ``--budget`` of its grid
+steps; their rows go to sweeps of their own and are read by the same ``scaling bopt`` / ``scaling
+fit`` as the others.
+
+The runs go one after the other on the same machine with the same CPUs; on a shared machine the
+wall times are indicative only (the steps are exact).
 """
 
 from __future__ import annotations
@@ -180,7 +184,9 @@ def curve_exponent(fit: dict) -> tuple:
     return b.get("value"), b.get("ci_low"), b.get("ci_high")
 
 
-RUNS = ("full", "pruned", "adaptive")
+SWEEPS = ("full", "pruned", "adaptive")
+
+RUNS = (*SWEEPS, "optuna", "tune")
 
 
 def main(argv=None) -> int:
@@ -189,7 +195,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default=None, help="where the stores go (default: a temporary folder)")
     ap.add_argument("--num-cpus", type=int, default=None)
     ap.add_argument("--skip", default="", metavar="RUNS",
-                    help="comma-separated runs of full,pruned,adaptive to reuse from --workdir, not run")
+                    help="comma-separated runs of full,pruned,adaptive,optuna,tune to reuse from --workdir, not run")
+    ap.add_argument("--peers", default="optuna,tune",
+                    help="the peers to run beside them at the same budget: optuna, tune, both (default) or ''")
     ap.add_argument("--skip-full", action="store_true", help="the same as --skip full")
     ap.add_argument("--bowl", type=int, default=PRUNE["bowl"], help="grid steps kept around each group's best")
     ap.add_argument("--suffix", default="", help="appended to the pruned sweep's name (several rules, one store)")
@@ -220,8 +228,20 @@ def main(argv=None) -> int:
                "adaptive": {**base, "name": f"{base['name']}_adaptive",
                             "search": {**search, "kind": "adaptive", "rounds": args.rounds, "budget": args.budget}}}
     skip = set(filter(None, args.skip.split(","))) | ({"full"} if args.skip_full else set())
-    wall = {run: run_sweep(configs[run], work, args.num_cpus) for run in RUNS if run not in skip}
-    names = {run: configs[run]["name"] for run in RUNS}
+    peers = [p for p in filter(None, args.peers.split(",")) if p not in skip]
+    bad = [r for r in skip | set(peers) if r not in RUNS]
+    if bad:
+        print(f"cluster.bench.adaptive: unknown run(s) {', '.join(sorted(bad))}; known: {', '.join(RUNS)}",
+              file=sys.stderr)
+        return 2
+    wall = {run: run_sweep(configs[run], work, args.num_cpus) for run in SWEEPS if run not in skip}
+    counts = {}
+    if peers:
+        from cluster.bench.peers import run_peers
+
+        for peer, res in run_peers(base, work, peers, budget=args.budget, num_cpus=args.num_cpus).items():
+            wall[peer], counts[peer] = res["wall_s"], res["groups"]
+    names = {run: configs[run]["name"] if run in configs else f"{base['name']}_{run}" for run in RUNS}
     runs = [run for run in RUNS if (work / names[run] / "trials").exists()]  # a skipped run may be absent
     steps = {run: steps_and_statuses(work, names[run]) for run in runs}
     bopts = {run: bopt(work, names[run]) for run in runs}
@@ -231,6 +251,10 @@ def main(argv=None) -> int:
     grid = sorted(load_config(args.config).possible("batch_size"))
     print(f"config {args.config}; pruning {json.dumps(rule)}; adaptive rounds {args.rounds}, budget "
           f"{args.budget}; stores under {work}")
+    for peer, groups in counts.items():
+        total = {k: sum(g.get(k, 0) for g in groups) for k in groups[0] if k != "budget"} if groups else {}
+        print(f"{peer}: {len(groups)} groups, each within {args.budget} of its grid steps; "
+              + ", ".join(f"{k} {v:,}" for k, v in total.items()))
     s_full = steps["full"][0]
     print(f"{'':10}{'steps':>12}{'share':>8}{'wall s':>9}  trials")
     for run in runs:
