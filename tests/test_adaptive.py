@@ -203,3 +203,14 @@ def test_a_sigkilled_adaptive_sweep_replans_identically_and_stores_each_trial_on
     row = status.stdout.splitlines()[2].split()
     assert row[:1] == ["ad"] and "round 3/3" in status.stdout, status.stdout
     assert row[6:8] == [str(len(planned)), "0"], status.stdout  # in_config: the planned trials; none pending
+    page = tmp_path / "report.html"  # the report shows the rounds as recorded
+    report = run_cli("report", str(results), "-o", str(page), "--boot", "20")
+    assert report.returncode == 0, report.stderr
+    html = page.read_text()
+    plans = [json.loads(after[f"round-{k}.json"]) for k in range(3)]
+    assert f"3 of 3 rounds planned: {len(planned)} of {plans[-1]['grid_trials']} grid trials" in html
+    assert f"{len(planned)} of the planned trials are stored" in html
+    for plan in plans:
+        share = plan["planned_steps"] / plan["grid_steps"]
+        assert (f"<tr><td>{plan['round'] + 1}</td><td>{plan['n_trials']}</td><td>{plan['round_steps']:,}</td>"
+                f"<td>{plan['planned_steps']:,} ({share:.1%})</td>") in html
