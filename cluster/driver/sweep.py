@@ -113,28 +113,67 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
         log(f"sweep {cfg.name!r}: {expansion.total} trials{cut_text}, {expansion.done} already stored, "
             f"{expansion.pending} to run{stale}")
 
+    last = _Background(lambda: retrying(lambda: compact_store(store, cfg.name), f"compact sweep {cfg.name!r}",
+                                        storage_timeout, retry_on=(OSError, StorageError)))
+
     def drive(expansion):
         _drive(cfg, expansion, store, counts, progress, engine or cfg.engine, settled, log,
                COMPACT_EVERY if compact else 0)
+        if compact:  # every trial is in: the last compaction runs while Ray shuts down (the session's exit)
+            last.start()
 
     n = cfg.count()
-    if n >= OVERLAP_TRIALS and resume.stored < n:
-        # A large sweep with work left: hash its ids (seconds of Python per million trials) while
-        # Ray starts, which mostly waits for its processes; ray.init stays on the main thread.
-        expansion = _scan_while(lambda: scan(cfg, resume.done_ids),
-                                localray.session(lambda: connect(address, num_cpus, insecure_ray)),
-                                announce, drive)
-    else:
-        expansion = scan(cfg, resume.done_ids)
-        announce(expansion)
-        if expansion.pending:
-            with localray.session(lambda: connect(address, num_cpus, insecure_ray)):
-                drive(expansion)
+    try:
+        if n >= OVERLAP_TRIALS and resume.stored < n:
+            # A large sweep with work left: hash its ids (seconds of Python per million trials) while
+            # Ray starts, which mostly waits for its processes; ray.init stays on the main thread.
+            expansion = _scan_while(lambda: scan(cfg, resume.done_ids),
+                                    localray.session(lambda: connect(address, num_cpus, insecure_ray)),
+                                    announce, drive)
+        else:
+            expansion = scan(cfg, resume.done_ids)
+            announce(expansion)
+            if expansion.pending:
+                with localray.session(lambda: connect(address, num_cpus, insecure_ray)):
+                    drive(expansion)
+    finally:
+        last.join()  # whatever happened, no compaction outlives the call
     if compact:
-        retrying(lambda: compact_store(store, cfg.name), f"compact sweep {cfg.name!r}", storage_timeout,
-                 retry_on=(OSError, StorageError))
+        last.result()  # its error, or the compaction itself where no sweep ran
     return SweepSummary(name=cfg.name, results=store.uri, total=expansion.total, skipped=expansion.done,
                         counts=counts, wall_s=time.monotonic() - t0)
+
+
+class _Background:
+    """``run()`` on a thread from ``start()``; ``result()`` joins it and raises what it raised, or
+    calls ``run()`` itself if it was never started."""
+
+    def __init__(self, run):
+        self.run, self.thread, self.error = run, None, None
+
+    def start(self) -> None:
+        import threading
+
+        def work():
+            try:
+                self.run()
+            except BaseException as e:  # noqa: BLE001 (raised again on the caller's thread, by result())
+                self.error = e
+
+        self.thread = threading.Thread(target=work, name="scaling-last-compaction")
+        self.thread.start()
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+    def result(self) -> None:
+        if self.thread is None:
+            self.run()
+            return
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 FRESH = Resume(0, np.empty(0, np.uint64), 0)

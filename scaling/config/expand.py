@@ -101,14 +101,13 @@ def pending_trials(cfg, expansion: Expansion) -> Iterator:
         idx = np.searchsorted(pending_ids, values)
         idx[idx == len(pending_ids)] = 0
         hits = np.flatnonzero(pending_ids[idx] == values)
-        for i in hits:
-            j = idx[i]
-            if emitted[j]:
-                continue
-            emitted[j] = True
+        first = np.sort(np.unique(idx[hits], return_index=True)[1])  # each id's first point in the chunk
+        new = hits[first[~emitted[idx[hits[first]]]]]  # ... not emitted by an earlier chunk
+        emitted[idx[new]] = True
+        left -= len(new)
+        for i, value in zip(new.tolist(), values[new].tolist()):
             trial = make(chunk[i])
-            object.__setattr__(trial, "_id", f"{int(values[i]):016x}")
+            object.__setattr__(trial, "_id", f"{value:016x}")
             yield trial
-            left -= 1
         if not left:
             return
