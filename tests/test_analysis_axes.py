@@ -22,10 +22,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from analysis.testing.synthetic import sweep_table, write_store
-from conftest import run_cli
+from conftest import run_cli_here as run_cli
 
 
 def cli_json(*args) -> dict:
+    """The command run in this process (run_cli_here): these tests check what it prints."""
     proc = run_cli(*args, "--json", "--boot", "40")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)

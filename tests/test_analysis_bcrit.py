@@ -171,7 +171,7 @@ def write_store(root, *, n_trains=(300, 1200), b=(4, 8, 16, 32, 64, 128, 256), s
 def test_bcrit_through_the_cli_gives_every_group_and_target_with_intervals(tmp_path):
     import json
 
-    from conftest import run_cli
+    from conftest import run_cli_here as run_cli
 
     write_store(tmp_path)
     proc = run_cli("bcrit", str(tmp_path), "--target", "0.1,0.08,0.06", "--json", "--boot", "200",
@@ -192,7 +192,7 @@ def test_bcrit_through_the_cli_gives_every_group_and_target_with_intervals(tmp_p
 
 
 def test_bcrit_refuses_a_decaying_schedule_and_explains_groups_it_cannot_fit(tmp_path):
-    from conftest import run_cli
+    from conftest import run_cli_here as run_cli
 
     write_store(tmp_path / "cos", schedule="cosine")
     proc = run_cli("bcrit", str(tmp_path / "cos"), "--target", "0.1")

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_here
 from scaling.config.sweep import count_trials, parse_config
 from scaling.errors import ConfigError, StoreError
 from scaling.spec.schema import as_trial
@@ -125,7 +125,7 @@ def test_a_renamed_sweep_folder_is_counted_and_said_so(tmp_path):
     counts its trials and says, in one warning line, what a sweep of the old name would do."""
     root = store_with(tmp_path, {"k1": GOOD.format(name="k1"), "k2": GOOD.format(name="k2")})
     os.rename(os.path.join(root, "k1"), os.path.join(root, "renamed"))
-    proc = run_cli("status", root)
+    proc = run_cli_here("status", root)
     assert proc.returncode == 0, proc.stderr
     row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("renamed"))
     assert row[:6] == ["renamed", "1", "0", "0", "0", "1"], proc.stdout  # ok, diverged, pruned, failed, stored

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import NO_CLOUD, ROOT, SMALL_SWEEP, run_cli, write_config
+from conftest import NO_CLOUD, ROOT, SMALL_SWEEP, run_cli, run_cli_here, write_config
 from faulty_fs import set_outage
 from scaling.config.sweep import load_config
 from scaling.errors import StoreError
@@ -234,7 +234,7 @@ def test_a_folder_is_a_sweep_by_its_marker_not_its_name(tmp_path):
     for part in old.glob("*/p.parquet"):
         t = pq.read_table(part)
         pq.write_table(t.set_column(t.column_names.index("sweep"), "sweep", pa.array(["trials"] * len(t))), part)
-    proc = run_cli("status", str(tmp_path))
+    proc = run_cli_here("status", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert [line.split()[:2] for line in proc.stdout.splitlines()[2:4]] == [["demo", "1"], ["trials", "1"]]
 
@@ -249,7 +249,7 @@ def test_repair_never_follows_a_symlinked_sweep_folder_out_of_the_store(tmp_path
     store.mkdir()
     (store / "victim").symlink_to(outside / "victim")
     before = sorted(p.relative_to(outside) for p in outside.rglob("*"))
-    proc = run_cli("verify", str(store), "--repair")
+    proc = run_cli_here("verify", str(store), "--repair")
     assert "resolves outside the store" in proc.stdout
     assert sorted(p.relative_to(outside) for p in outside.rglob("*")) == before, "nothing moved out there"
 
@@ -262,16 +262,16 @@ def test_query_cli_refuses_duplicate_names_writes_null_for_nan_and_takes_bounds(
     r = result(TRIAL)
     r["trial"]["test_loss"] = float("nan")
     Store(str(tmp_path)).write_result("s", r)
-    dup = run_cli("query", str(tmp_path), "SELECT a.lr, b.lr FROM trials a, trials b")
+    dup = run_cli_here("query", str(tmp_path), "SELECT a.lr, b.lr FROM trials a, trials b")
     assert "more than one column named 'lr'" in one_line_error(dup, 2)
-    ok = run_cli("query", str(tmp_path), "SELECT test_loss, lr FROM trials", "--format", "json",
+    ok = run_cli_here("query", str(tmp_path), "SELECT test_loss, lr FROM trials", "--format", "json",
                  "--timeout", "60", "--memory", "1GB")
     assert ok.returncode == 0 and json.loads(ok.stdout) == {"test_loss": None, "lr": 0.1}, ok.stderr
-    slow = run_cli("query", str(tmp_path), "SELECT count(*) FROM range(1000000000) a, range(1000000000) b "
+    slow = run_cli_here("query", str(tmp_path), "SELECT count(*) FROM range(1000000000) a, range(1000000000) b "
                    "WHERE a.range + b.range < 0", "--timeout", "0.5")
     assert "--timeout" in one_line_error(slow, 2)
-    assert "--memory" in one_line_error(run_cli("query", str(tmp_path), "SELECT 1", "--memory", "lots"), 2)
+    assert "--memory" in one_line_error(run_cli_here("query", str(tmp_path), "SELECT 1", "--memory", "lots"), 2)
 
 
 def test_status_of_a_missing_store_is_one_line(tmp_path):
-    assert "no results store" in one_line_error(run_cli("status", str(tmp_path / "nope")), 2)
+    assert "no results store" in one_line_error(run_cli_here("status", str(tmp_path / "nope")), 2)

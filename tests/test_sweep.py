@@ -12,7 +12,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, SMALL_SWEEP, ray_trial_pids, reap_orphaned_ray_processes, run_cli, write_config
+from conftest import ROOT, SMALL_SWEEP, ray_trial_pids, reap_orphaned_ray_processes, run_cli, run_cli_here, write_config
 from cluster.driver.sweep import run_sweep
 from scaling.config.sweep import load_config
 from scaling.spec.schema import trial_id
@@ -111,11 +111,11 @@ def test_cli_sweep_status_and_query(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "results:" in proc.stdout and "chosen on 1 - validation accuracy" in proc.stdout
     assert "8/8 done" in proc.stderr, "the progress bar reports done/total"
-    status = run_cli("status", results)
+    status = run_cli_here("status", results)
     assert status.returncode == 0 and status.stdout.splitlines()[2].split()[:6] == ["small", "8", "0", "0", "0", "8"]
-    query = run_cli("query", results, "SELECT status, count(*) AS n FROM trials GROUP BY status")
+    query = run_cli_here("query", results, "SELECT status, count(*) AS n FROM trials GROUP BY status")
     assert query.returncode == 0 and query.stdout.splitlines()[2].split() == ["ok", "8"]
-    bad = run_cli("query", results, "SELECT nope FROM trials")
+    bad = run_cli_here("query", results, "SELECT nope FROM trials")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: SQL")
 
 
@@ -252,7 +252,7 @@ def _the_demo_shows_both_laws(results, summary: str):
     import json
     import re
 
-    fitted = run_cli("fit", str(results), "--json")
+    fitted = run_cli_here("fit", str(results), "--json")
     assert fitted.returncode == 0, fitted.stderr
     out = json.loads(fitted.stdout)
     fit = out["curves"][0]["fit"]
@@ -265,7 +265,7 @@ def _the_demo_shows_both_laws(results, summary: str):
     assert said, summary
     assert said.group(1) == "error"
     assert [float(v) for v in said.groups()[1:]] == [round(b[k], 3) for k in ("value", "ci_low", "ci_high")]
-    bopt = run_cli("bopt", str(results), "--json")
+    bopt = run_cli_here("bopt", str(results), "--json")
     assert bopt.returncode == 0, bopt.stderr
     groups = json.loads(bopt.stdout)["groups"]
     interior = sum(g["status"] == "ok" for g in groups)
@@ -375,5 +375,5 @@ def test_sigkills_of_the_driver_and_workers_at_random_points_lose_and_double_not
     by_id = {t.trial_id: t for t in cfg.trials()}
     for r in raw:
         assert per_run.get(r["run_id"]) == len(eval_steps(by_id[r["trial_id"]], r["steps"])), r["trial_id"]
-    assert "compacted" in run_cli("compact", str(results)).stdout
+    assert "compacted" in run_cli_here("compact", str(results)).stdout
     assert sorted(store.raw_table("trials").column("run_id").to_pylist()) == sorted(r["run_id"] for r in raw)
