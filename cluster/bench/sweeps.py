@@ -91,6 +91,9 @@ QUICK_AXES = {"sgd": {"lr": [0.03, 0.1], "momentum": [0.0, 0.9], "seed": [0, 1]}
               "cnn": {"lr": [0.006, 0.01], "seed": [0, 1, 2, 3]},
               "lm": {"lr": [1e-3, 3e-3], "beta2": [0.95], "seed": [0, 1, 2, 3]}}
 QUICK_STEPS = 100
+QUICK_STEPS_BY = {"cnn": 30, "lm": 30}
+"""A quick run's steps where they differ from QUICK_STEPS: the CNN's and the transformer's steps
+cost 10-30x an MLP step on a CPU, and a smoke run only shows that every engine runs and agrees."""
 GRID_AXES = {"sgd": ("lr", "momentum", "seed"), "adamw": ("lr", "beta2", "seed"), "cnn": ("lr", "seed"),
              "lm": ("lr", "beta2", "seed")}
 """The axes each sweep varies (and Ray Tune searches; the others are fixed in the reference trial)."""
@@ -164,15 +167,15 @@ def synthetic_data(folder: str) -> str:
 
 
 def reference_sweep(quick: bool = False, optimizer: str = "sgd", data: str | None = None) -> dict:
-    """A benchmark sweep config; with ``quick`` 8 trials of QUICK_STEPS steps. The CNN and LM
-    sweeps read ``data`` (a folder written by ``synthetic_data``)."""
+    """A benchmark sweep config; with ``quick`` 8 trials of QUICK_STEPS steps (QUICK_STEPS_BY for the
+    CNN and the LM). The CNN and LM sweeps read ``data`` (a folder written by ``synthetic_data``)."""
     raw = copy.deepcopy(SWEEPS[optimizer])
     for key in ("data_dir", "path"):
         if key in raw["task"]:
             raw["task"][key] = raw["task"][key].replace("{data}", data or ".")
     if quick:
         raw["axes"].update(QUICK_AXES[optimizer])
-        raw["budget"] = {"steps": QUICK_STEPS}
+        raw["budget"] = {"steps": QUICK_STEPS_BY.get(optimizer, QUICK_STEPS)}
     return raw
 
 
@@ -485,7 +488,8 @@ def format_report(r: BenchReport) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help=f"8 trials of {QUICK_STEPS} steps, one layout, no Ray Tune (a smoke run)")
+                        help=f"8 trials of {QUICK_STEPS} steps ({QUICK_STEPS_BY['cnn']} for the CNN and the LM), one "
+                             "layout, no Ray Tune (a smoke run)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs every engine may use (default 2)")
     parser.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
