@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from conftest import ROOT, ray_trial_pids, run_cli, write_config
+from conftest import ROOT, ray_trial_pids, run_cli_here, write_config
 
 from analysis.plan.adaptive import plan_round
 from analysis.plan.replay import grid_of, replay
@@ -198,13 +198,13 @@ def test_a_sigkilled_adaptive_sweep_replans_identically_and_stores_each_trial_on
     assert third.returncode == 0, third.stderr[-2000:]
     assert third.stdout.count("replanned the same trials as recorded") == 3, third.stdout
     assert "ran 0 trials" in third.stdout and sorted(_raw_ids(results)) == sorted(planned)
-    status = run_cli("status", str(results))
+    status = run_cli_here("status", str(results))
     assert status.returncode == 0, status.stderr
     row = status.stdout.splitlines()[2].split()
     assert row[:1] == ["ad"] and "round 3/3" in status.stdout, status.stdout
     assert row[6:8] == [str(len(planned)), "0"], status.stdout  # in_config: the planned trials; none pending
     page = tmp_path / "report.html"  # the report shows the rounds as recorded
-    report = run_cli("report", str(results), "-o", str(page), "--boot", "20")
+    report = run_cli_here("report", str(results), "-o", str(page), "--boot", "20")
     assert report.returncode == 0, report.stderr
     html = page.read_text()
     plans = [json.loads(after[f"round-{k}.json"]) for k in range(3)]
