@@ -4,6 +4,8 @@ store and ``scaling bopt``'s code."""
 
 from __future__ import annotations
 
+import pytest
+
 from scaling.config.sweep import config_from_text
 from scaling.training.backends.stacked import StackedBackend
 from scaling.training.loop import run_members
@@ -19,7 +21,7 @@ eval: {every_steps: 5}
 
 
 def test_on_eval_returning_a_reason_stops_that_member_as_pruned():
-    trials = config_from_text(SWEEP).trials()[:3]  # n_train 100, batch sizes 4, 8, 16, seed 0 / 1
+    trials = [t for t in config_from_text(SWEEP).trials() if t.batch_size == 8][:3]  # one pack: one B
     target = trials[0]
     heard = []
 
@@ -44,3 +46,38 @@ def test_on_eval_returning_a_reason_stops_that_member_as_pruned():
     late = run_members([t], lambda ts: StackedBackend(ts, "cpu"), engine="packed",
                        on_eval=lambda trial, row: "stop" if row["step"] == t.total_steps else None)[0]["trial"]
     assert late["status"] == "ok" and late["steps"] == t.total_steps
+
+
+@pytest.mark.slow  # 7.7 s under a load of ~7 on the 2-core machine (steps: a few thousand)
+def test_optuna_peer_through_the_real_loop_store_and_bopt(tmp_path):
+    """Two groups, TPE + Hyperband at a third of each group's steps, one process: the rows are
+    stored, the steps the peer counted are the stored rows' steps, a pruned trial stopped before
+    its budget, each group stayed within its budget (plus at most one eval interval) and
+    scaling bopt's code reads the sweep."""
+    import yaml
+
+    from analysis.rules.bopt import find_bopt
+    from analysis.tables.load import load_trials
+    from cluster.bench.peers import groups, peer_config, run_peers
+    from scaling.store.views import open_store
+
+    base = yaml.safe_load(SWEEP)
+    out = run_peers(base, tmp_path, ["optuna"], budget=1 / 3, num_cpus=1, log=None)["optuna"]
+    _, cfg = peer_config(base, "peers_optuna")
+    grouped = list(groups(cfg.trials()).values())
+    assert out["sweep"] == "peers_optuna" and len(out["groups"]) == len(grouped) == 2
+    with open_store(str(tmp_path), ["peers_optuna"]) as view:
+        rows = view.sql("SELECT trial_id, status, steps, error, n_train FROM trials").to_pylist()
+    total = {t.trial_id: t.total_steps for t in cfg.trials()}
+    assert sum(r["steps"] for r in rows) == sum(g["steps"] for g in out["groups"])
+    pruned = [r for r in rows if r["status"] == "pruned"]
+    assert pruned and all(r["steps"] < total[r["trial_id"]] for r in pruned)
+    assert any("Hyperband" in r["error"] for r in pruned)
+    for g, trials in zip(out["groups"], grouped):
+        grid = sum(t.total_steps for t in trials)
+        assert g["budget"] == pytest.approx(grid / 3)
+        largest_interval = max(t.total_steps for t in trials) * (1 - 1 / 1.75)
+        assert g["steps"] <= g["budget"] + largest_interval and g["steps"] >= 0.5 * g["budget"]
+        assert g["trained"] < len(trials)  # the budget left grid points unrun
+    res = find_bopt(load_trials(str(tmp_path / "peers_optuna")), metric="val_loss", n_boot=50)
+    assert len(res.groups) == 2

@@ -217,7 +217,7 @@ def tune_group(trials, budget: float, root: str, sweep: str, *, seed: int, workd
                             {"cpu": 1}),
         param_space={"point": tune.grid_search(order)},
         tune_config=tune.TuneConfig(
-            metric="val_loss", mode="min",
+            metric="val_loss", mode="min", reuse_actors=False,
             scheduler=ASHAScheduler(time_attr="epoch10", max_t=epochs10, grace_period=max(1, epochs10 // 10),
                                     reduction_factor=REDUCTION)),
         run_config=tune.RunConfig(name=f"{sweep}-{seed}", storage_path=str(workdir), stop=Budget(), verbose=0))
