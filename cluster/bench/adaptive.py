@@ -108,7 +108,7 @@ def simulated(reps: int, landscape: str = "rule", noise: str = "digits", rounds:
     names = ("lr", "n_train", "1/(1-momentum)")
     width = {k: {n: [] for n in names + ("curve",)} for k in ("full", "adaptive")}
     cover = {k: {n: 0 for n in names + ("curve",)} for k in ("full", "adaptive")}
-    shares, same_verdict, t0 = [], 0, time.perf_counter()
+    shares, same_verdict, pairs, t0 = [], 0, {}, time.perf_counter()
     for r in range(reps):
         sim = simulate(design, landscape=LANDSCAPES[landscape], noise=noise, seed=first_seed + r)
         truth = {"lr": sim.truth.exponents["lr"], "n_train": sim.truth.exponents["n_train"],
@@ -128,12 +128,14 @@ def simulated(reps: int, landscape: str = "rule", noise: str = "digits", rounds:
                 width[kind]["curve"].append(b["ci_high"] - b["ci_low"])
                 cover[kind]["curve"] += b["ci_low"] <= truth["curve"] <= b["ci_high"]
         same_verdict += verdicts[0] == verdicts[1]
+        pair = f"{verdicts[0]} -> {verdicts[1]}"
+        pairs[pair] = pairs.get(pair, 0) + 1
         if log and (r + 1) % 10 == 0:
             log(f"  {r + 1} of {reps} replications ({time.perf_counter() - t0:.0f} s)")
     out = {"config": config, "reps": reps, "landscape": landscape, "noise": noise, "rounds": rounds, "budget": budget,
            "n_boot": n_boot, "first_seed": first_seed,
            "share_mean": float(np.mean(shares)), "share_max": float(np.max(shares)),
-           "same_verdict": same_verdict, "axes": {}}
+           "same_verdict": same_verdict, "verdicts": dict(sorted(pairs.items(), key=lambda kv: -kv[1])), "axes": {}}
     for n in names + ("curve",):
         wf, wa = np.array(width["full"][n]), np.array(width["adaptive"][n])
         m = min(wf.size, wa.size)
@@ -153,12 +155,14 @@ def print_simulated(res: dict) -> None:
           f"{res.get('first_seed', 1000) + res['reps'] - 1}, {res.get('n_boot', 1000)} bootstrap replicates")
     print(f"steps used: mean {res['share_mean']:.1%}, max {res['share_max']:.1%} of the full grid's; "
           f"same verdict in {res['same_verdict']} of {res['reps']}")
-    print(f"{'exponent':16}{'width full':>11}{'adaptive':>10}{'ratio':>7}{'cover full':>18}{'adaptive':>16}")
+    if res.get("verdicts"):
+        print("verdicts, full grid -> adaptive: " + ", ".join(f"{k} {v}" for k, v in res["verdicts"].items()))
+    print(f"{'exponent':16}{'width full':>11}{'adaptive':>10}{'ratio':>7}{'cover full':>18}{'adaptive':>18}")
     for name, a in res["axes"].items():
         if a["width_full"] is None:
             continue
         print(f"{name:16}{a['width_full']:>11.3f}{a['width_adaptive']:>10.3f}{a['ratio_of_mean_widths']:>7.2f}"
-              f"{_share(a, 'full', res['reps']):>18}{_share(a, 'adaptive', res['reps']):>16}")
+              f"{_share(a, 'full', res['reps']):>18}{_share(a, 'adaptive', res['reps']):>18}")
     print("(width: median 95% interval width; ratio: mean adaptive width / mean full width; cover: share of "
           "replications whose interval holds the generating exponent; curve: the learning curve's b in "
           "a*N^b + c, true value the landscape's best-error exponent)")
