@@ -74,3 +74,25 @@ def test_a_prototype_that_stops_matching_raises():
     with pytest.raises(RuntimeError, match="differs from the point's own"):
         for p in points[: 2 * PointTrials.SAMPLE]:
             make(p)
+
+
+def test_shipped_trials_come_back_equal_field_for_field():
+    """What a unit's Ray task receives (scaling.spec.points.Shipped): the trials, in order, with
+    their cached ids, whatever mix of layouts (ids cached or not, several shapes) the unit holds."""
+    import ray.cloudpickle as cloudpickle
+
+    from scaling.spec.points import Shipped, unship
+
+    cfg = parse_config(SHAPES)
+    points = list(cfg.points())[::20]
+    made = [cfg.make(p) for p in points]
+    hashed = [t for t in made[::2] if t.trial_id]  # ids cached (_id), as the driver's trials have them
+    unit = tuple(made + [made[0].replace(lr=0.5)])
+    assert 0 < len(hashed) < len(unit)
+    shipped = Shipped(unit)
+    assert len(shipped.layouts) >= 2
+    back = unship(pickle.loads(cloudpickle.dumps(shipped)))
+    assert [fields(t) for t in back] == [fields(t) for t in unit]
+    assert [t.__dict__.get("_id") for t in back] == [t.__dict__.get("_id") for t in unit]
+    assert len(cloudpickle.dumps(shipped)) < len(cloudpickle.dumps(unit))
+    assert unship(unit) == unit and unship(list(unit)) == unit

@@ -28,6 +28,7 @@ import scaling.store.parts as parts_mod
 from cluster.driver.progress import Progress, StepPoller
 from scaling.config.expand import CHUNK, pending_trials
 from scaling.errors import StorageError, one_line
+from scaling.spec.points import Shipped
 from scaling.store.resume import unit_runs
 from scaling.store.uri import retrying
 from scaling.training.loop import failed_row
@@ -63,7 +64,7 @@ def drive(cfg, expansion, store, counts: dict, *, progress: bool, engine: str, s
             if unit.engine == "ddp":
                 ref = ddp.remote(unit.trials[0], cfg.name, root, k, res.cpu, res.gpu > 0, store.retry_s)
             else:
-                ref = task.remote(unit.trials, unit.engine, cfg.name, root, threads, device, settled, store.retry_s,
+                ref = task.remote(Shipped(unit.trials), unit.engine, cfg.name, root, threads, device, settled, store.retry_s,
                                   steps and steps.handle(key))
             inflight[ref] = (unit, key)
 

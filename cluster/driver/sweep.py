@@ -55,6 +55,28 @@ class SweepSummary:
     """Wall-clock seconds of this run."""
 
 
+def _heap_frozen(run):
+    """``run`` with the objects that exist when it starts (Ray, pyarrow, numpy and the rest loaded
+    before a sweep: about 80,000) out of the garbage collector's sight until it returns
+    (``gc.freeze``). They are never garbage, yet the full collection that building 10,000 trials
+    sets off walked them all: 0.04 s of the 10,000-tiny-trial driver's CPU. A heap the caller froze
+    stays frozen."""
+    import functools
+    import gc
+
+    @functools.wraps(run)
+    def frozen(*args, **kwargs):
+        thaw = gc.get_freeze_count() == 0
+        gc.freeze()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            if thaw:
+                gc.unfreeze()
+    return frozen
+
+
+@_heap_frozen
 def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None = None,
               retry_failed: bool = False, allow_large: bool = False, num_cpus: int | None = None,
               engine: str | None = None, progress: bool = True, insecure_ray: bool = False,

@@ -12,6 +12,7 @@ import time
 import scaling.store.parts as parts_mod
 from cluster.worker.peers import store_peers
 from scaling.errors import StorageError
+from scaling.spec.points import unship
 from scaling.store.resume import Settled
 from scaling.store.writer import Store
 
@@ -21,10 +22,11 @@ def execute_trial(trial, sweep: str, root: str, threads: int, device: str) -> di
     return execute_unit((trial,), "single", sweep, root, threads, device)[0]
 
 
-def execute_unit(trials: tuple, engine: str, sweep: str, root: str, threads: int,
+def execute_unit(trials, engine: str, sweep: str, root: str, threads: int,
                  device: str, settled: Settled | None = None, retry_s: float | None = None,
                  progress: tuple | None = None) -> list[dict]:
-    """Body of a Ray task: train a unit's trials, committing each as soon as it finishes.
+    """Body of a Ray task: train a unit's trials (a tuple of Trials, or them as the driver ships
+    them: :class:`scaling.spec.points.Shipped`), committing each as soon as it finishes.
 
     Members of a pack already committed and ``settled`` (by an earlier attempt of this task,
     even if compacted since) are skipped, so a retried pack resumes where it stopped; a failed
@@ -38,6 +40,7 @@ def execute_unit(trials: tuple, engine: str, sweep: str, root: str, threads: int
 
     from scaling.store.resume import Committer, unit_runs
 
+    trials = unship(trials)  # the driver ships them as rows of plain values (scaling.spec.points.Shipped)
     torch.set_num_threads(threads)
     store = Store(root, retry_s=retry_s)
     settled = settled or Settled()
