@@ -88,6 +88,35 @@ def compare_groups(full: dict, pruned: dict, grid: list) -> list[dict]:
     return rows
 
 
+def best_observed(results: Path, sweep: str, by=("n_train", "lr", "momentum"), metric: str = "val_loss") -> dict:
+    """Per group (``by``): the batch size whose ``ok`` trials have the lowest mean ``metric`` (what a
+    peer's study would call its best trial, read without ``scaling bopt``'s rules)."""
+    from scaling.store.views import open_store
+
+    keys = ", ".join(by)
+    with open_store(str(results), [sweep]) as view:
+        rows = view.sql(f"SELECT {keys}, batch_size, avg({metric}) AS m FROM trials WHERE status = 'ok' "
+                        f"AND isfinite({metric}) GROUP BY ALL").to_pylist()
+    best: dict = {}
+    for r in rows:
+        key = tuple(r[k] for k in by)
+        if key not in best or r["m"] < best[key][1]:
+            best[key] = (r["batch_size"], r["m"])
+    return {key: b for key, (b, _) in best.items()}
+
+
+def best_agreement(full: dict, observed: dict, grid: list, by=("n_train", "lr", "momentum")) -> tuple[int, int]:
+    """(groups whose best observed batch size is within one grid step of the full grid's B_opt (or
+    its bound), groups): the answer a peer's study gives, against the full grid's."""
+    within = 0
+    for g in full["groups"]:
+        b_full = g.get("b_opt") or g.get("b_best")
+        b = observed.get(tuple(g["group"].get(k) for k in by))
+        if b_full and b:
+            within += abs(math.log2(b) - math.log2(b_full)) <= 1
+    return within, len(full["groups"])
+
+
 def simulated(reps: int, landscape: str = "rule", noise: str = "digits", rounds: int = 3,
               budget: float = 1 / 3, n_boot: int = 1000, log=print, config: str = "configs/bopt_rule.yaml",
               first_seed: int = 1000) -> dict:
@@ -274,6 +303,12 @@ def main(argv=None) -> int:
                for r in rows if r["grid_steps_apart"] > 1]
         print(f"{run}: B_opt within one grid step of the full grid's in {within} of {len(rows)} groups; group "
               f"status (ok/edge/too_few) the same in {same}" + (f"; apart: {'; '.join(far)}" if far else ""))
+    by = tuple(bopts["full"]["groups"][0]["group"]) if bopts["full"].get("groups") else ()
+    if by:
+        print("best observed batch size per group (lowest mean val_loss of its ok trials, no bowl needed) within "
+              "one grid step of the full grid's B_opt: " + "; ".join(
+                  "{} {} of {}".format(run, *best_agreement(bopts["full"], best_observed(work, names[run], by), grid, by))
+                  for run in runs))
     print("verdict and exponents (scaling bopt, 95% intervals); learning curve b of a*N^b + c (scaling fit):")
     b_full = curve_exponent(fits["full"])
     for run in runs:
