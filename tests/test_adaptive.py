@@ -112,9 +112,9 @@ def test_round_0_is_the_coarse_grid_cheapest_first(sims):
 
 @pytest.mark.slow
 def test_adaptive_reaches_the_full_grids_rule_at_a_third_of_its_steps(sims):
-    """The cheap version of `python -m cluster.bench.adaptive --simulate` (which runs 60): on the
-    simulator's rule landscape (asymmetric Linex bowl, seed effects shared across groups,
-    collapse to chance below the optimum: not the rule fit's own model), 4 replications of
+    """The cheap version of `python -m cluster.bench.adaptive --simulate` (docs/adaptive.md quotes
+    200-600 replications): on the simulator's rule landscape (asymmetric Linex bowl, seed effects
+    shared across groups, collapse to chance below the optimum: not the rule fit's own model), 4 replications of
     3 rounds within a third of the grid's steps. Each replication: at most 1/3 of the steps,
     the same verdict, and the exponents' interval width at most 1.25x the full grid's on
     average. Coverage of the 12 true exponents: >= 10 (at the nominal 95%, P(<= 9 of 12) = 2%)."""
