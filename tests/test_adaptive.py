@@ -214,3 +214,25 @@ def test_a_sigkilled_adaptive_sweep_replans_identically_and_stores_each_trial_on
         share = plan["planned_steps"] / plan["grid_steps"]
         assert (f"<tr><td>{plan['round'] + 1}</td><td>{plan['n_trials']}</td><td>{plan['round_steps']:,}</td>"
                 f"<td>{plan['planned_steps']:,} ({share:.1%})</td>") in html
+
+
+def test_the_simulator_bench_counts_what_it_prints(tmp_path, capsys):
+    """`python -m cluster.bench.adaptive --simulate 2 --boot 20 --json FILE`: the JSON's counts agree
+    with each other and with the table printed (coverage = count / replications; the verdict pairs
+    add up to the replications, the same-verdict ones to `same_verdict`)."""
+    from cluster.bench.adaptive import main
+
+    out = tmp_path / "sim.json"
+    assert main(["--simulate", "2", "--boot", "20", "--noise", "shifted", "--first-seed", "1003",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    text = capsys.readouterr().out
+    assert res["reps"] == 2 and res["first_seed"] == 1003 and res["n_boot"] == 20 and "seeds 1003-1004" in text
+    assert sum(res["verdicts"].values()) == 2
+    assert res["same_verdict"] == sum(n for k, n in res["verdicts"].items() if len(set(k.split(" -> "))) == 1)
+    assert 0 < res["share_mean"] <= res["share_max"] <= 1 / 3 + 1e-9
+    for name in ("lr", "n_train", "1/(1-momentum)"):
+        a = res["axes"][name]
+        for kind in ("full", "adaptive"):
+            assert 0 <= a[f"covered_{kind}"] <= 2 and a[f"coverage_{kind}"] == a[f"covered_{kind}"] / 2
+            assert f"{a[f'coverage_{kind}']:.1%} ({a[f'covered_{kind}']}/2)" in text

@@ -153,8 +153,8 @@ def simulated(reps: int, landscape: str = "rule", noise: str = "digits", rounds:
                 width[kind][e.name].append(e.ci_high - e.ci_low)
                 cover[kind][e.name] += e.ci_low <= truth[e.name] <= e.ci_high
             curve = fit_learning_curves(table, metric="error", n_boot=n_boot // 5, seed=r, holdout=0)[0].fit
-            if curve is not None:
-                b = curve.to_dict()["params"]["b"]
+            b = curve.to_dict()["params"]["b"] if curve is not None else {}
+            if b.get("ci_low") is not None and b.get("ci_high") is not None:  # too few replicates: none
                 width[kind]["curve"].append(b["ci_high"] - b["ci_low"])
                 cover[kind]["curve"] += b["ci_low"] <= truth["curve"] <= b["ci_high"]
         same_verdict += verdicts[0] == verdicts[1]
