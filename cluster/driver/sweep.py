@@ -147,7 +147,7 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
     n = cfg.count()
     try:
         if n >= OVERLAP_TRIALS and resume.stored < n:
-            _import_while_ray_starts()
+            import_while_ray_starts()
             # A large sweep with work left: hash its ids (seconds of Python per million trials) while
             # Ray starts, which mostly waits for its processes; ray.init stays on the main thread.
             expansion = _scan_while(lambda: scan(cfg, resume.done_ids),
@@ -157,7 +157,7 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
             expansion = scan(cfg, resume.done_ids)
             announce(expansion)
             if expansion.pending:
-                _import_while_ray_starts()
+                import_while_ray_starts()
                 with localray.session(lambda: connect(address, num_cpus, insecure_ray)):
                     drive(expansion)
     finally:
@@ -174,7 +174,7 @@ pydantic through this module): 0.06 s of CPU on a quiet machine, on the path to 
 done instead while Ray starts (the first task's submission then takes 0.02 s)."""
 
 
-def _import_while_ray_starts() -> None:
+def import_while_ray_starts() -> None:
     """Import RAY_FIRST_TASK_MODULES on a thread: ray.init mostly waits for Ray's processes, so by the
     time it returns they are loaded and the warm-up tasks go out at once. ``ray`` itself is imported
     here first (the session imports it next anyway), so the thread loads only pydantic and a module
