@@ -64,7 +64,7 @@ def test_optuna_peer_through_the_real_loop_store_and_bopt(tmp_path):
     base = yaml.safe_load(SWEEP)
     out = run_peers(base, tmp_path, ["optuna"], budget=1 / 3, num_cpus=1, log=None)["optuna"]
     _, cfg = peer_config(base, "peers_optuna")
-    grouped = list(groups(cfg.trials()).values())
+    grouped = list(groups(cfg).values())
     assert out["sweep"] == "peers_optuna" and len(out["groups"]) == len(grouped) == 2
     with open_store(str(tmp_path), ["peers_optuna"]) as view:
         rows = view.sql("SELECT trial_id, status, steps, error, n_train FROM trials").to_pylist()

@@ -65,13 +65,14 @@ def peer_config(base: dict, name: str) -> tuple:
     return text, config_from_text(text, f"the {name} config")
 
 
-def groups(trials) -> dict:
-    """Trials by ``scaling bopt`` group (every axis but batch size and seed), in a stable order."""
+def groups(cfg) -> dict:
+    """The config's trials by ``scaling bopt`` group (every axis of the config but batch size and
+    seed), in a stable order: {((axis, value), ...): [trials]}."""
+    by = sorted(a for a in cfg.axes if a not in ("batch_size", "seed"))
     out = defaultdict(list)
-    for t in trials:
-        key = tuple(sorted((k, v) for k, v in t.columns().items()
-                           if k in ("n_train", "lr", "momentum", "width", "depth", "weight_decay")))
-        out[key].append(t)
+    for t in cfg.trials():
+        columns = t.columns()
+        out[tuple((k, columns[k]) for k in by)].append(t)
     return dict(sorted(out.items(), key=lambda kv: repr(kv[0])))
 
 
@@ -231,7 +232,7 @@ def tune_group(trials, budget: float, root: str, sweep: str, *, seed: int, workd
 def _optuna_job(text: str, index: int, budget: float, root: str, seed: int) -> dict:
     """One group's study in a worker process (the config's text in, its counts out)."""
     cfg = config_from_text(text)
-    trials = list(groups(cfg.trials()).values())[index]
+    trials = list(groups(cfg).values())[index]
     share = budget * sum(t.total_steps for t in trials)
     return optuna_group(trials, share, Store(root), cfg.name, seed=seed + index)
 
@@ -270,7 +271,7 @@ def run_peers(base: dict, results: Path, peers, *, budget: float = 1 / 3, seed: 
         sweep = f"{base['name']}_{peer}"
         text, cfg = peer_config(base, sweep)
         store.save_config(sweep, text)
-        grouped = groups(cfg.trials())
+        grouped = groups(cfg)
         t0, counts = time.perf_counter(), []
         if peer == "optuna":
             counts = run_optuna(text, len(grouped), budget, str(results), seed, cpus, log)
