@@ -20,6 +20,18 @@ eval: {every_steps: 5}
 """
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread, as a sweep's packs (and the peers) train on CPU: with two on the shared
+    2-core machine these three tiny trainings took 2-4 s each instead of 0.04 s."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_on_eval_returning_a_reason_stops_that_member_as_pruned():
     trials = [t for t in config_from_text(SWEEP).trials() if t.batch_size == 8][:3]  # one pack: one B
     target = trials[0]
@@ -48,7 +60,6 @@ def test_on_eval_returning_a_reason_stops_that_member_as_pruned():
     assert late["status"] == "ok" and late["steps"] == t.total_steps
 
 
-@pytest.mark.slow  # 7.7 s under a load of ~7 on the 2-core machine (steps: a few thousand)
 def test_optuna_peer_through_the_real_loop_store_and_bopt(tmp_path):
     """Two groups, TPE + Hyperband at a third of each group's steps, one process: the rows are
     stored, the steps the peer counted are the stored rows' steps, a pruned trial stopped before
