@@ -239,6 +239,16 @@ BUDGETS = st.one_of(st.fixed_dictionaries({"epochs": st.floats(0.01, 100)}),
                     st.fixed_dictionaries({"steps": st.integers(1, 10**6)}))
 
 
+def small_config(raw, limit: int = 3000):
+    """The parsed config of a drawn one (:func:`valid_configs`), or None when it is refused or
+    expands to more than ``limit`` trials (too many to check one by one in a property test)."""
+    try:
+        cfg = parse_config(build(raw))
+    except ConfigError:
+        return None
+    return cfg if cfg.count() <= limit else None
+
+
 @st.composite
 def valid_configs(draw):
     random = draw(st.booleans())

@@ -19,31 +19,17 @@ No torch and no ray here.
 
 from __future__ import annotations
 
-from scaling.spec.schema import Trial, canon, point_shape, shape_fields
+from scaling.spec.schema import ByShape, Trial, canon
 
 _HIDDEN = ("_id",)
 """Cached values a trial may carry besides its fields (its id): never copied to another trial."""
 
 
-class PointTrials:
+class PointTrials(ByShape):
     """``build(point)`` equals ``make(point)`` (``SweepConfig.make``: a Trial of the point's
     values), for points whose varying keys are ``varying`` (module docstring)."""
 
-    CHECKS = 4
-    SAMPLE = 256
-
-    def __init__(self, make, varying):
-        self.make = make
-        self.fields = shape_fields(varying)
-        self._shapes: dict = {}
-        self._n = 0
-
-    def __call__(self, point: dict) -> Trial:
-        shape = point_shape(self.fields, point)
-        entry = self._shapes.get(shape)
-        self._n += 1
-        if entry is None or entry[2] > 0 or self._n % self.SAMPLE == 0:
-            return self._checked(point, shape, entry)
+    def _fast(self, entry, point: dict) -> Trial:
         return _build(entry, point)
 
     def _checked(self, point: dict, shape: tuple, entry) -> Trial:

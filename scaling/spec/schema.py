@@ -593,8 +593,37 @@ def point_shape(fields: tuple, point: dict) -> tuple:
     return tuple(shape)
 
 
-class PointIds:
-    """Trial ids of one sweep's axis points without building Trials (the driver hashes millions).
+class ByShape:
+    """A value of each axis point, computed fast from what the first point of its *shape*
+    (:func:`point_shape`) gave, and checked against ``make(point)`` (``SweepConfig.make``: the
+    point's Trial) for the shape's first :attr:`CHECKS` points and then for one point in
+    :attr:`SAMPLE`; a mismatch raises rather than give a wrong value. ``varying`` names the
+    point's keys. A subclass gives ``_checked(point, shape, entry)`` (the value from ``make``;
+    it makes the shape's entry, a list whose last item counts the checks left, and counts
+    down) and ``_fast(entry, point)``: :class:`PointIds` (ids), :class:`scaling.spec.points.PointTrials`
+    (Trials)."""
+
+    CHECKS = 4
+    SAMPLE = 256
+
+    def __init__(self, make, varying):
+        self.make = make
+        self.fields = shape_fields(varying)
+        self._shapes: dict = {}
+        self._n = 0
+
+    def __call__(self, point: dict):
+        shape = point_shape(self.fields, point)
+        entry = self._shapes.get(shape)
+        self._n += 1
+        if entry is None or entry[-1] > 0 or self._n % self.SAMPLE == 0:
+            return self._checked(point, shape, entry)
+        return self._fast(entry, point)
+
+
+class PointIds(ByShape):
+    """Trial ids of one sweep's axis points without building Trials (the driver hashes millions):
+    ``ids(point)`` is the 16-hex-digit ``make(point).trial_id``.
 
     ``make(point)`` builds the Trial of a point (``SweepConfig.make``) and ``varying`` names the
     point's keys. Points alike in every text and boolean value, and in whether each number is
@@ -608,22 +637,7 @@ class PointIds:
     wrong id.
     """
 
-    CHECKS = 4
-    SAMPLE = 256
-
-    def __init__(self, make, varying):
-        self.make = make
-        self.fields = shape_fields(varying)
-        self._shapes: dict = {}
-        self._n = 0
-
-    def __call__(self, point: dict) -> str:
-        """The 16-hex-digit id of ``point``: ``make(point).trial_id``."""
-        shape = point_shape(self.fields, point)
-        entry = self._shapes.get(shape)
-        self._n += 1
-        if entry is None or entry[1] > 0 or self._n % self.SAMPLE == 0:
-            return self._checked(point, shape, entry)
+    def _fast(self, entry, point: dict) -> str:
         return _fill(entry[0], point)
 
     def _checked(self, point: dict, shape: tuple, entry) -> str:
