@@ -12,8 +12,8 @@
    64-trial MLP sweep over lr x momentum x seed; ``--config`` for another) run by ``scaling
    sweep`` alone and with ``scaling serve`` on its store and a client that behaves as an open
    page (polls the version every 2 s, as ``app.js`` does, and, when it changed, asks for every
-   panel; asks for the laws again while they are being fitted), ``--repeats`` pairs (default 5),
-   the order inside each pair alternating (alone first, then served first) so a drift of the
+   panel; asks for the laws again while they are being fitted), ``--repeats`` pairs (default
+   20: what resolves 5 %), the order inside each pair alternating (alone first, then served first) so a drift of the
    machine's load falls on both sides. The sweeps join one running Ray that the benchmark starts
    (``--ray joined``, the default): the serving cannot change how long Ray takes to start and
    stop, and those seconds scatter by about one from run to run, which hid a few percent;
@@ -299,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a 100k-trial store built before (cluster.bench.store's; default: build one)")
     parser.add_argument("--config", default=None,
                         help="the sweep run beside the server (default: the 64-trial reference sweep)")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="pairs of sweeps, alone and served, alternating (default 5)")
+    parser.add_argument("--repeats", type=int, default=20,
+                        help="pairs of sweeps, alone and served, alternating (default 20: fewer cannot resolve 5%%)")
     parser.add_argument("--skip", choices=("store", "sweep"), default=None)
     parser.add_argument("--ray", choices=("joined", "embedded"), default="joined",
                         help="the sweeps join one running Ray started by the benchmark (default: "
