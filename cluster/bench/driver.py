@@ -32,7 +32,7 @@ import yaml
 
 import cluster.launch.localray as localray
 from cluster.launch.connect import connect
-from cluster.driver.sweep import import_while_ray_starts, run_sweep
+from cluster.driver.sweep import run_sweep
 from scaling.config.sweep import parse_config
 
 
@@ -54,7 +54,6 @@ def tiny_sweep(trials: int, engine: str) -> dict:
 def measure(trials: int, engine: str, results: str, profile=None) -> dict:
     raw = tiny_sweep(trials, engine)
     cfg = parse_config(raw)
-    import_while_ray_starts()  # as run_sweep does when it starts Ray itself: Ray's pydantic, while Ray starts
     with localray.session(lambda: connect(None)):  # Ray up before timing (its start-up is not
         wall0, cpu0 = time.perf_counter(), time.process_time()  # scheduling work), and stopped after
         if profile is not None:

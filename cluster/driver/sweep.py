@@ -136,7 +136,8 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
             f"{expansion.pending} to run{stale}")
 
     last = _Background(lambda: retrying(lambda: compact_store(store, cfg.name), f"compact sweep {cfg.name!r}",
-                                        storage_timeout, retry_on=(OSError, StorageError)))
+                                        storage_timeout, retry_on=(OSError, StorageError)),
+                       "scaling-last-compaction")
 
     def drive(expansion):
         _drive(cfg, expansion, store, counts, progress, engine or cfg.engine, settled, log,
@@ -147,7 +148,6 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
     n = cfg.count()
     try:
         if n >= OVERLAP_TRIALS and resume.stored < n:
-            import_while_ray_starts()
             # A large sweep with work left: hash its ids (seconds of Python per million trials) while
             # Ray starts, which mostly waits for its processes; ray.init stays on the main thread.
             expansion = _scan_while(lambda: scan(cfg, resume.done_ids),
@@ -157,7 +157,6 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
             expansion = scan(cfg, resume.done_ids)
             announce(expansion)
             if expansion.pending:
-                import_while_ray_starts()
                 with localray.session(lambda: connect(address, num_cpus, insecure_ray)):
                     drive(expansion)
     finally:
@@ -168,65 +167,38 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
                         counts=counts, wall_s=time.monotonic() - t0)
 
 
-RAY_FIRST_TASK_MODULES = ("ray._common.pydantic_compat",)
-"""What Ray imports in the driver as it serializes its first task (its serialization context loads
-pydantic through this module): 0.06 s of CPU on a quiet machine, on the path to the warm-up tasks,
-done instead while Ray starts (the first task's submission then takes 0.02 s)."""
-
-
-def import_while_ray_starts() -> None:
-    """Import RAY_FIRST_TASK_MODULES on a thread: ray.init mostly waits for Ray's processes, so by the
-    time it returns they are loaded and the warm-up tasks go out at once. ``ray`` itself is imported
-    here first (the session imports it next anyway), so the thread loads only pydantic and a module
-    of Ray's that imports nothing of Ray; one Ray no longer has is skipped (Ray then imports what
-    it needs itself, as before)."""
-    import importlib
-    import sys
-    import threading
-
-    import ray  # noqa: F401 (on this thread: the thread's imports below need only the loaded package)
-
-    def work():
-        for name in RAY_FIRST_TASK_MODULES:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001, S112 (another Ray: it imports its own, as before)
-                continue
-
-    if not all(name in sys.modules for name in RAY_FIRST_TASK_MODULES):
-        threading.Thread(target=work, name="scaling-ray-imports", daemon=True).start()
-
-
 class _Background:
-    """``run()`` on a thread from ``start()``; ``result()`` joins it and raises what it raised, or
-    calls ``run()`` itself if it was never started."""
+    """``run()`` on a thread from ``start()``; ``result()`` joins it and returns what it returned
+    or raises what it raised on the caller's thread, or calls ``run()`` itself if it was never
+    started."""
 
-    def __init__(self, run):
-        self.run, self.thread, self.error = run, None, None
+    def __init__(self, run, name: str):
+        self.run, self.name = run, name
+        self.thread = self.value = self.error = None
 
     def start(self) -> None:
         import threading
 
         def work():
             try:
-                self.run()
+                self.value = self.run()
             except BaseException as e:  # noqa: BLE001 (raised again on the caller's thread, by result())
                 self.error = e
 
-        self.thread = threading.Thread(target=work, name="scaling-last-compaction")
+        self.thread = threading.Thread(target=work, name=self.name)
         self.thread.start()
 
     def join(self) -> None:
         if self.thread is not None:
             self.thread.join()
 
-    def result(self) -> None:
+    def result(self):
         if self.thread is None:
-            self.run()
-            return
+            return self.run()
         self.thread.join()
         if self.error is not None:
             raise self.error
+        return self.value
 
 
 FRESH = Resume(0, np.empty(0, np.uint64), 0)
@@ -268,29 +240,16 @@ OVERLAP_TRIALS = 50_000
 def _scan_while(scan_fn, session, announce, drive):
     """Run ``scan_fn`` in a thread while ``session`` (Ray) starts on this one; then announce the
     expansion and drive it if anything is pending. Returns the expansion."""
-    import threading
-
-    box: dict = {}
-
-    def work():
-        try:
-            box["expansion"] = scan_fn()
-        except BaseException as e:  # raised again on this thread, below
-            box["error"] = e
-
-    thread = threading.Thread(target=work, name="scan-trial-ids", daemon=True)
-    thread.start()
+    scan = _Background(scan_fn, "scan-trial-ids")
+    scan.start()
     try:
         with session:
-            thread.join()
-            if "error" in box:
-                raise box["error"]
-            expansion = box["expansion"]
+            expansion = scan.result()
             announce(expansion)
             if expansion.pending:
                 drive(expansion)
     finally:
-        thread.join()  # a failed Ray start: let the scan finish before the error surfaces
+        scan.join()  # a failed Ray start: let the scan finish before the error surfaces
     return expansion
 
 
