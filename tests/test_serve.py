@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -341,6 +342,53 @@ def test_slow_results_are_computed_in_the_background_and_shown_stale_meanwhile(t
     assert ask()[:2] == (48, False) and calls == [24, 48], "too soon: not computed yet"
 
 
+GRID_CONFIG = """name: grid
+task: {name: digits}
+model: {name: mlp}
+axes:
+  n_train: [100, 200, 400, 800]
+  batch_size: [8, 32, 128]
+  lr: [0.1, 0.3, 1.0]
+  seed: [0, 1]
+"""
+"""The config of ``_store``'s trials at three learning rates: 66 trials (the 6 with batch size 128
+over 100 examples are left out; ``_store`` writes them all the same, 72 rows)."""
+
+
+def test_a_running_sweeps_laws_wait_longer_and_follow_again_once_its_last_trial_is_in(tmp_path):
+    """While trials are still to come, a round of the laws waits (1 / running share - 1) times
+    what the last cost; once the store holds every trial the config expands to, the waiting round
+    starts within about a second (the share is looked at again), not after the long wait."""
+    from analysis.serve.store import Source
+
+    root = tmp_path / "results"
+    _store(root)  # 24 of 66
+    (root / "grid" / "sweep.yaml").write_text(GRID_CONFIG)
+    src = Source(str(root), refresh_share=0.5, running_laws_share=0.001)
+    calls = []
+
+    def rows(trials, _curves):
+        calls.append(trials.num_rows)
+        time.sleep(0.1)
+        return trials.num_rows
+
+    ask = lambda: src.slow_result("grid", "rows", rows)
+    assert ask()[:2] == (None, False)
+    assert _wait("the first result", lambda: ask()[1], timeout=30) and calls == [24]
+    assert src.expected("grid") == 66 and src.laws_share("grid") == 0.001
+    _store(root, lrs=(0.3,), first=100)  # 48 of 66: still running
+    time.sleep(0.3)  # past the reads' own wait (refresh share 0.5: once what a read cost)
+    assert ask()[:2] == (24, False)
+    time.sleep(1.5)
+    assert ask()[:2] == (24, False) and calls == [24], "running: the next round waits ~100 s"
+    _store(root, lrs=(1.0,), first=200)  # 72 rows, 66 expected: the sweep is done
+    time.sleep(0.3)
+    ask()
+    assert src.laws_share("grid") == 0.5
+    assert _wait("the round after the last trial", lambda: ask()[1], timeout=5), calls
+    assert ask()[0] == 72 and calls == [24, 72]
+
+
 @pytest.mark.slow  # 4 s: a process start and the analysis' imports
 def test_the_fitting_process_answers_in_json_and_stops_with_the_server(server):
     from analysis.errors import AnalysisError
@@ -354,8 +402,15 @@ def test_the_fitting_process_answers_in_json_and_stops_with_the_server(server):
         fitter.run(("nope",), trials.slice(0, 0), None)
     proc = fitter._proc
     assert proc.poll() is None, "one process kept for the next job"
-    nice = lambda pid: int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])
-    assert nice(proc.pid) == min(nice(os.getpid()) + NICE, 19), "fits yield the cores to a sweep"
+    # fits yield the cores to a sweep: nice 19, the idle class, and a session (so an autogroup) of
+    # its own whose nice is 19 too; this session's autogroup (a terminal's) is left as it was
+    read = lambda path: Path(path).read_text()
+    assert int(read(f"/proc/{proc.pid}/stat").rsplit(")", 1)[1].split()[16]) == NICE == 19
+    assert os.sched_getscheduler(proc.pid) == os.SCHED_IDLE
+    assert os.getsid(proc.pid) == proc.pid != os.getsid(0)
+    if os.path.exists(f"/proc/{proc.pid}/autogroup"):
+        assert read(f"/proc/{proc.pid}/autogroup").split()[-1] == str(NICE)
+        assert read(f"/proc/{proc.pid}/autogroup") != read("/proc/self/autogroup")
     server.server_close()
     assert proc.wait(timeout=10) == 0, "it exits when the server closes"
 

@@ -9,9 +9,10 @@ sends is a frame: 8 bytes of length, then the bytes. A job is three frames: its 
 Arrow IPC streams (an empty frame: no curves); the answer is one frame of JSON:
 ``{"value": ...}`` or ``{"error": "one line"}``. No pickle either way. The child computes with
 :func:`analysis.serve.panels.compute_law`, the functions ``scaling fit``, ``bopt`` and
-``bcrit`` call; it exits when its stdin closes (the server stopped or died). It runs at a lower
-CPU priority (nice +10): a page watching a sweep on the same machine takes the cores the sweep
-leaves idle, and a fit waits while the sweep's workers are busy rather than slowing them.
+``bcrit`` call; it exits when its stdin closes (the server stopped or died). It runs at the
+lowest CPU priority it can set (:func:`lower_priority`): a page watching a sweep on the same
+machine takes the cores the sweep leaves idle, and a fit waits while the sweep's workers are busy
+rather than slowing them.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from pyarrow import ipc
 from analysis.errors import AnalysisError
 
 _LEN = struct.Struct("<Q")
-NICE = 10
-"""How much lower the fitting process's CPU priority is than the server's (``os.nice``)."""
+NICE = 19
+"""The fitting process's nice value (the lowest priority), for itself and its own session."""
 
 
 def _write(stream, data: bytes) -> None:
@@ -75,7 +76,8 @@ class Fitter:
         if self._proc is None or self._proc.poll() is not None:
             env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
             self._proc = subprocess.Popen([sys.executable, "-m", "analysis.serve.fitter"],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                          start_new_session=True)  # its own autogroup: see lower_priority
         return self._proc
 
     def run(self, key: tuple, trials: pa.Table, curves: pa.Table | None):
@@ -106,9 +108,25 @@ class Fitter:
                 proc.wait()
 
 
-def main() -> int:
+def lower_priority() -> None:
+    """Take only the CPU nothing else wants: Linux's idle scheduling class (``SCHED_IDLE``) and
+    nice 19 for this process, and nice 19 for its session's autogroup. With autogroups (Linux's
+    default on desktops and most servers), a nice value orders only processes of one session:
+    sessions share the CPU equally, so a fit in the server's session, niced or not, still takes
+    its session's half of a core from a sweep started in another terminal. This process is a
+    session of its own (``start_new_session``), so the autogroup it lowers holds only itself.
+    Each step is skipped where the system does not offer it."""
     with contextlib.suppress(OSError, AttributeError):
-        os.nice(NICE)  # a sweep on this machine comes first
+        os.nice(NICE - os.nice(0))
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    if os.getsid(0) == os.getpid():  # never the autogroup of a session it shares (a terminal's)
+        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as f:
+            f.write(str(NICE))
+
+
+def main() -> int:
+    lower_priority()  # a sweep on this machine comes first
     from analysis.serve.panels import compute_law
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer

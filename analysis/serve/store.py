@@ -51,6 +51,13 @@ REFRESH_SHARE = 0.1
 again only once ``(1 / share - 1)`` times what its last version cost (reading it and computing
 what the page asked of it) has passed since it was read; until then the page shows that version
 and says so. A small sweep is followed within a second or two; a 100k-trial one more slowly."""
+RUNNING_LAWS_SHARE = 0.02
+"""While a sweep still has trials to come (fewer stored than its config expands to), its laws'
+background fits take at most this share of one core instead (they wait 49 times what their last
+round cost before the next): on a machine whose cores the sweep keeps busy, refitting at every
+new part cost a followed 720-trial sweep 9 % of its wall time. The page shows the last fit, marked
+stale with the trials it is as of, until the next; once the last trial is in, the laws follow at
+:data:`REFRESH_SHARE` again (a waiting fit starts then)."""
 
 
 def _filesystem(root: str) -> tuple[pafs.FileSystem, str, str]:
@@ -107,18 +114,22 @@ class _Entry:
     slow_done_at: float = 0.0
     slow_cost_s: float = 0.0
     """When the background worker last finished, and what its last round cost."""
+    expected: tuple = ("", None)
+    """(version, trials the stored config expands to) as last read."""
 
 
 class Source:
     """A results root (a store of sweeps, or one sweep folder) and the cache of its sweeps."""
 
     def __init__(self, root: str, refresh_share: float = REFRESH_SHARE,
-                 curves_whole_bytes: int = CURVES_WHOLE_BYTES, fitter=None):
+                 curves_whole_bytes: int = CURVES_WHOLE_BYTES, fitter=None,
+                 running_laws_share: float = RUNNING_LAWS_SHARE):
         self.root = str(root)
         self.fitter = fitter
         """Where the laws are fitted: an :class:`analysis.serve.fitter.Fitter` (a process of
         their own; what ``scaling serve`` uses), or None: a thread of this process."""
         self.refresh_share = refresh_share
+        self.running_laws_share = running_laws_share
         self.curves_whole_bytes = curves_whole_bytes
         self.fs, self.base, self._query = _filesystem(self.root)
         info = self.fs.get_file_info(self.base)
@@ -197,18 +208,36 @@ class Source:
 
     def expected(self, sweep: str) -> int | None:
         """Trials the sweep's stored config expands to (what ``scaling status`` prints as
-        in_config), or None when the store has no readable sweep.yaml."""
+        in_config), or None when the store has no readable sweep.yaml; read again only when the
+        sweep's version changed since (a sweep extended with more values stores a new config)."""
         import warnings
 
         from scaling.status import expected_trials
         from scaling.store.writer import Store
 
+        entry = self._entry(sweep)
+        version = entry.version
+        if entry.expected[0] == version and version:
+            return entry.expected[1]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                return expected_trials(Store(self.location("")), sweep)
+                n = expected_trials(Store(self.location("")), sweep)
             except Exception:  # noqa: BLE001 - the ETA is then unknown, and says why
-                return None
+                n = None
+        entry.expected = (version, n)
+        return n
+
+    def laws_share(self, sweep: str) -> float:
+        """Share of one core the sweep's background results may take now: :attr:`refresh_share`,
+        or :attr:`running_laws_share` while the trials last read are fewer than the sweep's
+        config expands to (it is still running, or was stopped before its end)."""
+        entry = self._entry(sweep)
+        if self.refresh_share >= 1 or entry.tables is None:
+            return self.refresh_share
+        expected = self.expected(sweep)
+        running = expected is not None and entry.tables[0].num_rows < expected
+        return min(self.refresh_share, self.running_laws_share) if running else self.refresh_share
 
     def _entry(self, sweep: str) -> _Entry:
         with self._lock:
@@ -347,9 +376,9 @@ class Source:
         as they stand then, and cached under their content like :meth:`result`. Until the
         current content's value is ready this gives the last value computed (None before the
         first) with ``current`` False; a value may be an :class:`AnalysisError`. The background
-        thread, too, spends at most :attr:`refresh_share` of a core: after a round of results it
-        waits ``(1 / share - 1)`` times what the round cost before it starts the next.
-        ``as of``: the trials the value was computed from, and when."""
+        thread, too, spends at most a share of a core (:meth:`laws_share`: less while the sweep
+        runs): after a round of results it waits ``(1 / share - 1)`` times what the round cost
+        before it starts the next. ``as of``: the trials the value was computed from, and when."""
         _, trials, _, error = self.tables(sweep)
         entry = self._entry(sweep)
         with entry.lock:
@@ -361,17 +390,19 @@ class Source:
                 return AnalysisError(error), True, {}
             entry.queue[key] = compute
             if entry.worker is None or not entry.worker.is_alive():
-                wait = entry.slow_cost_s * (1 / max(self.refresh_share, 1e-3) - 1) \
-                    if self.refresh_share < 1 else 0.0
-                entry.worker = threading.Thread(target=self._work, args=(sweep, entry, wait),
+                entry.worker = threading.Thread(target=self._work, args=(sweep, entry),
                                                 daemon=True, name="scaling-serve-laws")
                 entry.worker.start()
             return (hit[1], False, hit[2] if len(hit) > 2 else {}) if hit is not None else (None, False, {})
 
-    def _work(self, sweep: str, entry: _Entry, wait: float) -> None:
-        delay = entry.slow_done_at + wait - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+    def _work(self, sweep: str, entry: _Entry) -> None:
+        while True:  # the share is looked at again each second: a sweep's last trial ends the long wait
+            share = self.laws_share(sweep)
+            wait = entry.slow_cost_s * (1 / max(share, 1e-3) - 1) if share < 1 else 0.0
+            delay = entry.slow_done_at + wait - time.monotonic()
+            if delay <= 0:
+                break
+            time.sleep(min(delay, 1.0))
         spent, done = 0.0, set()
         while True:
             _, trials, curves, error = self.tables(sweep)
