@@ -26,21 +26,24 @@ PYC = -$(BIN)/python -m compileall -q -j 0 scaling cluster analysis
 demo: $(STAMP)
 	$(BIN)/scaling sweep configs/demo.yaml --results results
 
-# make test: what a newcomer runs (a few minutes); make check: every test, as CI runs it. Both run
-# in one process and print their 25 slowest tests. JOBS=3 runs them on pytest-xdist workers: the
-# Ray modules in three groups, each in order on one worker, the compute-only tests around them
-# (tests/conftest.py). Not the default: measured from a fresh clone it took 15 min against 19
-# serial, and under its load the tests that time a sweep's first seconds (the ETA within the first
-# tenth, a SIGINT 1 s after the start) can fail.
-JOBS ?= 1
-xdist = $(if $(filter-out 1,$(1)),-n $(1) --dist loadgroup)
+# make test: what a newcomer runs (a few minutes, one process); make check: every test, as CI
+# runs it, on two pytest-xdist workers: the tests that start a Ray, bind ports or signal processes
+# in one group, in order on one worker, the tests that only compute on the other
+# (tests/conftest.py); then the few marked `alone`, which time a sweep's first seconds, by
+# themselves. JOBS=1 runs make check in one process, as make test runs. Both print their slowest tests.
+JOBS ?= 2
 test: $(STAMP)
 	$(PYC)
-	$(BIN)/python -m pytest -q --durations=25 -m "not slow" $(call xdist,$(JOBS)) tests
+	$(BIN)/python -m pytest -q --durations=25 -m "not slow" tests
 
 check: $(STAMP)
 	$(PYC)
-	$(BIN)/python -m pytest -q --durations=25 $(call xdist,$(JOBS)) tests
+ifeq ($(JOBS),1)
+	$(BIN)/python -m pytest -q --durations=25 tests
+else
+	$(BIN)/python -m pytest -q --durations=25 -n $(JOBS) --dist loadgroup -m "not alone" tests
+	$(BIN)/python -m pytest -q --durations=5 -m alone tests
+endif
 
 # Speed is measured side by side in one run; absolute times on shared machines are noise.
 # BENCH=store runs only the results-store benchmark (100k and 1M trials; about 10 minutes, 1 GB of disk).

@@ -24,45 +24,41 @@ NO_CLOUD = {
 """Environment for tests that touch cloud URIs: nothing the SDKs look up leaves loopback."""
 
 
-# ---- which tests may run beside others (make check JOBS=3 runs pytest-xdist workers) ------------
+# ---- which tests may run beside others (make check runs two pytest-xdist workers) --------------
 
-RAY_GROUPS = {
-    # drivers and workers killed or signalled, orphans reaped, an ETA timed, memory exhausted
-    "ray-a": frozenset({"test_sweep", "test_security", "test_training_faults"}),
-    # sweeps, clusters, storage outages, gloo ports and a raylet or GCS killed, each test acting
-    # only on its own processes (so it may run beside the others); the default group of a test
-    # that uses ray_local or is marked serial (the gloo tests among them: one group, one port user)
-    "ray-b": frozenset({"test_faults", "test_storage", "test_ddp", "test_versions", "test_ray_failures",
-                        "test_compaction_safety", "test_status"}),
+RAY_MODULES = frozenset({
+    # drivers and workers killed or signalled, orphans reaped, memory exhausted
+    "test_sweep", "test_security", "test_training_faults",
+    # sweeps, clusters, storage outages, gloo ports, a raylet or GCS killed
+    "test_faults", "test_storage", "test_ddp", "test_versions", "test_ray_failures",
+    "test_compaction_safety", "test_status",
     # an ETA timed, plug-ins, a sweep extended, an adaptive sweep's driver killed mid-round
-    "ray-c": frozenset({"test_progress", "test_plugin", "test_expand", "test_adaptive"}),
-}
-"""Modules whose tests start local Rays, bind ports or signal processes, by xdist group: three
-groups of about equal time (``--durations`` of a ``make check``), one per worker of make check JOBS=3."""
+    "test_progress", "test_plugin", "test_expand", "test_adaptive",
+    # real sweeps checked for torch in the driver; Ray Tune's ASHA beside the grid
+    "test_layers", "test_peers",
+})
+"""Modules whose tests start local Rays (in this process or a ``scaling sweep``), bind ports or
+signal processes: all in one xdist group, so under ``make check`` they run one at a time on one
+worker while the tests that only compute run on the other. On two cores a second Ray beside the
+first slows both a lot."""
 
 
 def pytest_collection_modifyitems(config, items):
-    """Put every test that starts a Ray, binds a port or signals processes in one of two xdist groups.
-
-    ``make check JOBS=3`` runs ``pytest -n 3 --dist loadgroup``: each group runs in collection order on
-    one worker, and the tests that only compute (fits, models, stores in temporary folders) fill
-    in around them. So at most three local Rays run at once, never two tests of one group, and the
-    gloo tests (all in ``ray-b``) never race for a port. A test is in a group when its module is listed in
-    ``RAY_GROUPS``; else in ``ray-b`` when it uses the ``ray_local`` fixture or is marked
-    ``serial``. Tests of different groups may run side by side, so each must act only on the
-    processes it started (``ray_trial_pids``, the sweep's own cluster marker): the local Rays'
-    records are kept apart per worker (``XDG_RUNTIME_DIR`` below), so one worker's sweep never
-    reaps what a test of the other left on purpose. Without xdist the marks do nothing.
-    """
+    """Put every test that starts a Ray, binds a port or signals processes in the xdist group
+    ``ray``: its module is in :data:`RAY_MODULES`, it uses the ``ray_local`` fixture, or it is marked
+    ``serial``. ``make check`` runs ``pytest -n 2 --dist loadgroup -m "not alone"``: the group runs
+    in collection order on one worker and the tests that only compute fill the other; then the
+    tests marked ``alone`` (they time a sweep's first seconds, so they want both cores to
+    themselves) run by themselves. A test in the group still acts only on the processes it
+    started (``ray_trial_pids``, the sweep's own cluster marker), and each worker records its
+    local Rays in a folder of its own (``XDG_RUNTIME_DIR`` below), so nothing one worker runs can
+    reap what a test of the other left on purpose. Without xdist the marks do nothing."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
         module = item.module.__name__.rpartition(".")[2] if item.module else ""
-        group = next((g for g, mods in RAY_GROUPS.items() if module in mods), None)
-        if group is None and ("ray_local" in item.fixturenames or item.get_closest_marker("serial")):
-            group = "ray-b"
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+        if module in RAY_MODULES or "ray_local" in item.fixturenames or item.get_closest_marker("serial"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 def pytest_configure(config):

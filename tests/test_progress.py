@@ -135,6 +135,7 @@ def test_a_reporter_whose_tally_fails_goes_quiet():
 # ---- a real packed sweep ------------------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.alone  # the ETA's moment is timed: no other test's load beside it
 def test_a_packed_sweep_of_48_trials_shows_an_eta_within_its_first_tenth(ray_local, tmp_path, monkeypatch):
     """Two packs of 24 on a local Ray with 2 CPUs. A short sweep first warms the Ray workers (cold
     worker processes take 5-10 s to import torch here, a fixed cost a minutes-long sweep does not

@@ -443,6 +443,7 @@ def test_a_neighbour_cannot_move_the_session_the_folder_runs_no_code_and_an_inhe
     assert [name for name, marker in markers.items() if marker.exists()] == [], "code ran from the folder"
 
 
+@pytest.mark.alone  # a signal at 1 s into the start: the moment means what it says only unloaded
 @pytest.mark.parametrize("sig, at_s, at_process", [(signal.SIGINT, 1.0, None), (signal.SIGTERM, 0, "gcs_server")],
                          ids=["SIGINT-at-1s", "SIGTERM-as-ray-starts"])
 def test_a_signal_while_the_sweep_starts_is_one_line_and_leaves_nothing(tmp_path, sig, at_s, at_process):
