@@ -108,6 +108,9 @@ def dry_run(args, cfg) -> int:
     """``scaling sweep --dry-run``: the counts, units and a time estimate; nothing started or written."""
     from cluster.driver.dryrun import plan_sweep
 
+    if cfg.search.kind == "adaptive":  # round 1's trials, planned as the run plans them (issue 28)
+        from cluster.rounds import dry_run as plan_sweep
+
     plan = plan_sweep(cfg, args.results, engine=args.engine, num_cpus=args.num_cpus,
                       retry_failed=args.retry_failed, allow_large=args.allow_large,
                       rerun_stale=args.rerun_stale, accept_mixed=args.accept_mixed,

@@ -62,6 +62,43 @@ def _recorded(store: Store, path: str) -> bytes | None:
         return f.read()
 
 
+def plan_of_round(cfg: SweepConfig, grid: pa.Table, k: int, stored=None, earlier=()):
+    """Round ``k``'s plan (:func:`analysis.plan.adaptive.plan_round`) over the config's ``grid``
+    (:func:`grid_table`), its rounds and budget: what a round runs and what ``scaling sweep
+    --dry-run`` shows of round 1. ``stored``: the sweep's trials (read from round 2 on)."""
+    from analysis.plan.adaptive import plan_round
+
+    return plan_round(grid, stored if k else None, round_index=k, rounds=cfg.search.n_rounds,
+                      budget_steps=_budget(cfg, grid)[0], earlier=earlier)
+
+
+def _budget(cfg: SweepConfig, grid: pa.Table) -> tuple[int, str]:
+    """The sweep's budget in training steps, and the line that announces it."""
+    steps = int(sum(grid.column("steps").to_pylist()))
+    budget = cfg.search.budget_steps(steps)
+    return budget, (f"adaptive sweep {cfg.name!r}: {cfg.search.n_rounds} rounds within {budget:,} training steps "
+                    f"({budget / max(steps, 1):.1%} of the full grid's {steps:,}, {grid.num_rows} trials)")
+
+
+def dry_run(cfg: SweepConfig, results: str, *, allow_large: bool = False, **options):
+    """``scaling sweep --dry-run`` of an adaptive sweep: round 1's trials (the coarse grid, planned
+    by :func:`plan_of_round` as the run plans it) through the dry run's planner
+    (:func:`cluster.driver.dryrun.plan_sweep` with ``only``), and what the later rounds depend on.
+    Nothing is written. Returns the SweepPlan."""
+    from cluster.driver.dryrun import plan_sweep
+
+    grid = grid_table(cfg, allow_large)
+    plan = plan_of_round(cfg, grid, 0)
+    rounds = cfg.search.n_rounds
+    why = plan.trials[0]["reason"] if plan.trials else "no trial fits its share of the budget"
+    lead = [_budget(cfg, grid)[1], f"{plan.summary()}: {why}"]
+    if rounds > 1:
+        lead.append(f"rounds 2-{rounds} are planned from the results of the rounds before them (the fitted "
+                    "B_opt rule and learning curve), so no dry run can show them; below: round 1 only")
+    only = np.unique(np.array([int(t["trial_id"], 16) for t in plan.trials], dtype=np.uint64))
+    return plan_sweep(cfg, results, allow_large=allow_large, only=only, lead=tuple(lead), **options)
+
+
 def run_adaptive(cfg: SweepConfig, text: str, results: str, *, log=print, **options) -> SweepSummary:
     """Run the rounds of an adaptive sweep; ``options`` go to every round's ``run_sweep``."""
     t0 = time.monotonic()
@@ -70,27 +107,20 @@ def run_adaptive(cfg: SweepConfig, text: str, results: str, *, log=print, **opti
     localray.reap_orphans(log)  # a killed run's workers may still write: before any plan reads the store
     store = Store(results, retry_s=options.get("storage_timeout"))
     grid = grid_table(cfg, options.get("allow_large", False))
-    grid_steps = int(sum(grid.column("steps").to_pylist()))
-    budget = cfg.search.budget_steps(grid_steps)
-    rounds = cfg.search.n_rounds
-    log(f"adaptive sweep {cfg.name!r}: {rounds} rounds within {budget:,} training steps "
-        f"({budget / max(grid_steps, 1):.1%} of the full grid's {grid_steps:,}, {grid.num_rows} trials)")
+    log(_budget(cfg, grid)[1])
     planned: list[str] = []
     counts: dict = {}
     with contextlib.ExitStack() as ray_session:
         ray_session.started = False
-        for k in range(rounds):
-            _round(cfg, text, results, store, grid, budget, rounds, k, planned, counts, ray_session, log, options)
+        for k in range(cfg.search.n_rounds):
+            _round(cfg, text, results, store, grid, k, planned, counts, ray_session, log, options)
     return SweepSummary(name=cfg.name, results=store.uri, total=grid.num_rows,
                         skipped=len(planned) - sum(counts.values()), counts=counts, wall_s=time.monotonic() - t0)
 
 
-def _round(cfg, text, results, store, grid, budget, rounds, k, planned, counts, ray_session, log, options):
+def _round(cfg, text, results, store, grid, k, planned, counts, ray_session, log, options):
     """Plan round ``k``, record its plan, run its trials; ``planned`` and ``counts`` grow."""
-    from analysis.plan.adaptive import plan_round
-
-    plan = plan_round(grid, _stored(results, cfg.name) if k else None, round_index=k, rounds=rounds,
-                      budget_steps=budget, earlier=planned)
+    plan = plan_of_round(cfg, grid, k, _stored(results, cfg.name) if k else None, planned)
     data, path = plan.to_json(), plan_path(store, cfg.name, k)
     old = _recorded(store, path)
     plan_ids = [t["trial_id"] for t in plan.trials]

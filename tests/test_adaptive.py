@@ -152,6 +152,37 @@ resources: {{cpu: 1}}
 """
 
 
+def test_a_dry_run_of_an_adaptive_sweep_shows_round_1_not_the_grid(tmp_path):
+    """`scaling sweep --dry-run` of an adaptive config: its budget, round 1's trials (the coarse
+    grid, as plan_round plans it from a grid built here from the config's trials) and their units;
+    the later rounds said to depend on results; nothing written. The same config as a plain grid
+    shows every trial."""
+    text = AD.format(epochs=3)
+    results = tmp_path / "r"
+    dry = run_cli_here("sweep", str(write_config(tmp_path, text)), "--results", str(results), "--dry-run",
+                       "--num-cpus", "2")
+    assert dry.returncode == 0, dry.stderr
+    out = " ".join(dry.stdout.split())  # lines are wrapped at the terminal's width
+    cfg = config_from_text(text)
+    trials = cfg.trials()
+    grid = pa.table({"trial_id": [t.trial_id for t in trials], "steps": [t.total_steps for t in trials],
+                     **{a: [getattr(t, a) for t in trials] for a in ("n_train", "batch_size", "lr", "momentum", "seed")}})
+    steps = sum(t.total_steps for t in trials)
+    plan = plan_round(grid, None, round_index=0, rounds=3, budget_steps=int(0.4 * steps))
+    first = len(plan.trials)
+    assert 0 < first < len(trials)
+    assert f"adaptive sweep 'ad': 3 rounds within {int(0.4 * steps):,} training steps" in out, out
+    assert "round 1 of 3: " in out and "coarse grid" in out and "rounds 2-3 are planned from the results" in out
+    assert f"round 1 of sweep 'ad': {first} of its {len(trials)} trials, 0 already stored, {first} to run" in out
+    assert f"steps: {sum(t['steps'] for t in plan.trials):,} over the trials" in out, out
+    assert not results.exists(), "a dry run writes nothing"
+    grid_text = text.replace("search: {kind: adaptive, rounds: 3, budget: 0.4}\n", "")
+    plain = run_cli_here("sweep", str(write_config(tmp_path, grid_text, "grid.yaml")), "--results", str(results),
+                         "--dry-run", "--num-cpus", "2")
+    assert f"sweep 'ad': {len(trials)} trials, 0 already stored, {len(trials)} to run" in plain.stdout
+    assert "round 1" not in plain.stdout
+
+
 def _plans(results) -> dict:
     folder = results / "ad" / "plans"
     return {p.name: p.read_bytes() for p in sorted(folder.glob("round-*.json"))} if folder.exists() else {}
@@ -170,6 +201,8 @@ def test_a_sigkilled_adaptive_sweep_replans_identically_and_stores_each_trial_on
     `scaling status` shows the last round."""
     config = write_config(tmp_path, AD.format(epochs=3))
     results = tmp_path / "r"
+    dry = run_cli_here("sweep", str(config), "--results", str(results), "--dry-run")  # round 1, as the run plans it
+    assert dry.returncode == 0, dry.stderr
     cmd = [sys.executable, "-m", "cluster.cli", "sweep", str(config), "--results", str(results), "--quiet"]
     driver = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, killed = time.monotonic() + 240, False
@@ -191,6 +224,10 @@ def test_a_sigkilled_adaptive_sweep_replans_identically_and_stores_each_trial_on
     after = _plans(results)
     assert set(after) == {"round-0.json", "round-1.json", "round-2.json"}
     assert all(after[name] == data for name, data in before.items()), "replanned identically"
+    first = json.loads(after["round-0.json"])
+    shown = " ".join(dry.stdout.split())
+    assert (f"round 1 of sweep 'ad': {first['n_trials']} of its {first['grid_trials']} trials" in shown
+            and f"steps: {first['round_steps']:,} over the trials" in shown), shown
     planned = [t["trial_id"] for data in after.values() for t in json.loads(data)["trials"]]
     assert len(planned) == len(set(planned))
     assert sorted(_raw_ids(results)) == sorted(planned), "each planned trial stored exactly once"

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import heapq
 import os
-from dataclasses import dataclass, field
-from itertools import islice
+from dataclasses import dataclass, field, replace
+from itertools import islice, pairwise
 
 from cluster.driver.drive import bound_capacity
 from cluster.driver.planner import check_model_size
 from cluster.driver.progress import fmt_duration
-from scaling.config.expand import CHUNK, pending_trials, scan
+from scaling.config.expand import CHUNK, isin_sorted, pending_trials, scan
 from scaling.config.sweep import SweepConfig
 from scaling.spec.schema import CODE_VERSION
 from scaling.store.resume import resume_state
@@ -68,15 +68,22 @@ class SweepPlan:
     """Rough seconds of training after Ray is up (None: a model whose FLOPs are unknown here)."""
     notes: tuple = field(default_factory=tuple)
     """What the planner said (engine, backends, why some trials run single)."""
+    planned: int | None = None
+    """An adaptive sweep's round 1: the trials its plan holds (None: every trial of the sweep)."""
+    lead: tuple = field(default_factory=tuple)
+    """Lines before the counts (an adaptive sweep's budget, round 1's plan, what decides the rest)."""
 
     def lines(self, address: str | None = None) -> list[str]:
         """The dry run's report, one short line each."""
         stale = f" ({self.stale} of them stale)" if self.stale else ""
         where = "this machine's; a cluster's differ" if address else "this machine's or --num-cpus"
-        out = [f"sweep {self.name!r}: {self.total} trials, {self.stored} already stored, "
-               f"{self.pending} to run{stale}", *self.notes,
-               f"units: {self.packs} packs ({self.packed_trials} trials), {self.singles} single trials; "
-               f"{self.slots} at once on {self.cpus} CPUs ({where})",
+        counts = (f"sweep {self.name!r}: {self.total} trials, {self.stored} already stored, {self.pending} to run"
+                  if self.planned is None else
+                  f"round 1 of sweep {self.name!r}: {self.planned} of its {self.total} trials, "
+                  f"{self.planned - self.pending} already stored, {self.pending} to run")
+        out = [*self.lead, counts + stale, *self.notes,
+               (f"units: {self.packs} packs ({self.packed_trials} trials), {self.singles} single trials; "
+               f"{self.slots} at once on {self.cpus} CPUs ({where})"),
                f"steps: {self.trial_steps:,} over the trials, {self.unit_steps:,} over the units"]
         if self.estimate_s is None:
             out.append("time: no estimate (a model other than the MLP: its FLOPs are counted on the workers)")
@@ -91,8 +98,10 @@ class SweepPlan:
 def plan_sweep(cfg: SweepConfig, results: str, *, engine: str | None = None, num_cpus: int | None = None,
                retry_failed: bool = False, allow_large: bool = False, rerun_stale: bool = False,
                accept_mixed: bool = False, storage_timeout: float = STORAGE_TIMEOUT_S,
-               snap: bool = False) -> SweepPlan:
-    """Check and plan ``cfg`` against the store at ``results`` as ``run_sweep`` would; write nothing."""
+               snap: bool = False, only=None, lead: tuple = ()) -> SweepPlan:
+    """Check and plan ``cfg`` against the store at ``results`` as ``run_sweep`` would; write nothing.
+    ``only``: sorted uint64 trial ids, of the pending trials plan only these (as ``run_sweep``'s:
+    an adaptive sweep's round, cluster.rounds.dry_run, which gives the ``lead`` lines)."""
     from cluster.driver.planner import plan
     from cluster.driver.sweep import _near_stored, check_size
     from cluster.driver.warmup import pack_budget
@@ -110,6 +119,9 @@ def plan_sweep(cfg: SweepConfig, results: str, *, engine: str | None = None, num
     if resume.stored:
         cfg = _near_stored(cfg, store, snap, storage_timeout, near.append)
     expansion = scan(cfg, resume.done_ids)
+    stored = expansion.done
+    if only is not None:
+        expansion = replace(expansion, pending_ids=expansion.pending_ids[isin_sorted(expansion.pending_ids, only)])
     engine = engine or cfg.engine
     k = cfg.workers_per_trial
     cpus = num_cpus or os.cpu_count() or 1
@@ -140,10 +152,12 @@ def plan_sweep(cfg: SweepConfig, results: str, *, engine: str | None = None, num
     if cfg.search.prune is not None:
         notes.append(f"pruning: members stop at rungs {list(cfg.search.prune.rungs)} of their budget "
                      "(scaling.training.prune); the steps and time below are those of the full grid, an upper bound")
-    return SweepPlan(name=cfg.name, results=store.uri, total=expansion.total, stored=expansion.done,
+    return SweepPlan(name=cfg.name, results=store.uri, total=expansion.total,
+                     stored=stored,
                      pending=expansion.pending, stale=resume.stale, cpus=cpus, slots=slots, packs=packs,
                      packed_trials=packed, singles=singles, trial_steps=trial_steps,
-                     unit_steps=unit_steps, estimate_s=estimate_seconds(costs, slots), notes=tuple(notes))
+                     unit_steps=unit_steps, estimate_s=estimate_seconds(costs, slots), notes=tuple(notes),
+                     planned=None if only is None else len(only), lead=tuple(lead))
 
 
 def unit_seconds(members) -> float | None:
@@ -154,7 +168,7 @@ def unit_seconds(members) -> float | None:
         return None
     input_dim, n_classes, _, _ = task_shape(t.task)
     dims = [input_dim] + [t.width] * t.depth + [n_classes]
-    flops_per_example = 6.0 * sum(a * b for a, b in zip(dims, dims[1:]))  # forward 2, backward 4 per weight
+    flops_per_example = 6.0 * sum(a * b for a, b in pairwise(dims))  # forward 2, backward 4 per weight
     steps = max(m.total_steps for m in members)
     flops_per_step = flops_per_example * sum(m.batch_size for m in members)
     return steps * (STEP_OVERHEAD_S + flops_per_step / FLOPS_PER_SLOT)
