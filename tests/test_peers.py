@@ -92,3 +92,47 @@ def test_optuna_peer_through_the_real_loop_store_and_bopt(tmp_path):
         assert g["trained"] < len(trials)  # the budget left grid points unrun
     res = find_bopt(load_trials(str(tmp_path / "peers_optuna")), metric="val_loss", n_boot=50)
     assert len(res.groups) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.serial  # a local Ray (conftest)
+def test_tune_peer_through_the_real_loop_store_and_bopt(tmp_path):
+    """Ray Tune's ASHA on two groups at a third of their steps, one CPU: no trial errors, each
+    group's trials ran on one reused actor (a trial's process outlives it: without reuse, or with
+    the stopped trial's thread left waiting, each trial needed a fresh actor or failed), every trial
+    that reported is stored once, a trial ASHA stopped is stored ``pruned`` before its budget,
+    each group kept its budget (plus at most one eval interval) and scaling bopt's code reads the
+    sweep."""
+    import yaml
+
+    from analysis.rules.bopt import find_bopt
+    from analysis.tables.load import load_trials
+    from cluster.bench.peers import groups, peer_config, run_peers
+    from scaling.store.views import open_store
+    from scaling.store.writer import Store
+
+    base = yaml.safe_load(SWEEP)
+    out = run_peers(base, tmp_path, ["tune"], budget=1 / 3, num_cpus=1, log=None)["tune"]
+    _, cfg = peer_config(base, "peers_tune")
+    grouped = list(groups(cfg).values())
+    assert out["sweep"] == "peers_tune" and len(out["groups"]) == len(grouped) == 2
+    with open_store(str(tmp_path), ["peers_tune"]) as view:
+        rows = view.sql("SELECT trial_id, status, steps, error, n_train FROM trials").to_pylist()
+    raw = [r["trial_id"] for r in Store(str(tmp_path)).raw_table("trials").to_pylist() if r["sweep"] == "peers_tune"]
+    assert len(raw) == len(set(raw)) == len(rows), "each trial stored once"
+    total = {t.trial_id: t.total_steps for t in cfg.trials()}
+    pruned = [r for r in rows if r["status"] == "pruned"]
+    assert pruned and all(r["steps"] < total[r["trial_id"]] and "Ray Tune" in r["error"] for r in pruned)
+    assert all(r["steps"] == total[r["trial_id"]] for r in rows if r["status"] == "ok")
+    for g, trials in zip(out["groups"], grouped):
+        assert g["errors"] == 0 and g["actors"] == 1 < g["reported"], g
+        mine = [r for r in rows if r["trial_id"] in {t.trial_id for t in trials}]
+        assert len(mine) >= g["reported"], g  # a trial stopped before its first report is stored too
+        grid = sum(t.total_steps for t in trials)
+        assert g["budget"] == pytest.approx(grid / 3)
+        largest_interval = max(t.total_steps for t in trials) * (1 - 1 / 1.75)
+        steps = sum(r["steps"] for r in mine)
+        assert 0.5 * g["budget"] <= steps <= g["budget"] + 2 * largest_interval, (steps, g)
+        assert len(mine) < len(trials)  # the budget left grid points unrun
+    res = find_bopt(load_trials(str(tmp_path / "peers_tune")), metric="val_loss", n_boot=50)
+    assert len(res.groups) == 2

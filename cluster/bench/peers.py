@@ -173,27 +173,53 @@ def optuna_group(trials, budget: float, store: Store, sweep: str, *, seed: int, 
 
 def _tune_trainable(config, trials=None, root=None, sweep=None):
     """A Ray Tune function trainable: one grid point trained through the loop, each evaluation
-    reported; when Tune stops the trial (ASHA, or the group's budget) ``tune.report`` exits the
-    thread (SystemExit), caught here: the member stops as ``pruned`` and its rows are stored."""
+    reported. When Tune stops the trial (ASHA, its ``max_t``, or the group's budget),
+    ``tune.report`` raises SystemExit(0) in this thread: caught here, the member stops as
+    ``pruned`` (or ``ok`` at its last step) and its rows are stored; the thread then exits with
+    SystemExit(0) itself. Returning instead would make Tune's wrapper report once more
+    (``RESULT_DUPLICATE``), and that report waits for a ``train()`` call the stopped trial never
+    gets: the thread never ends, which is what made a reused actor hang (``reset_config`` waits
+    for it)."""
     from ray import tune
 
     trial = trials[config["point"]]
+    stopped = []
 
     def on_eval(t, row):
-        if resource(row) == 0:
+        if resource(row) == 0 or stopped:
             return None
         try:
             tune.report({"val_loss": row["val_loss"], "epoch10": resource(row), "steps": row["step"]})
         except SystemExit:
+            stopped.append(row["step"])
             return f"stopped by Ray Tune (ASHA or the group's budget) at epoch {row['epoch']:.3g}"
         return None
 
     result = train_one(trial, on_eval)
     Store(root).commit(sweep, unit_id([trial.trial_id]), [result])
+    if stopped:
+        raise SystemExit(0)
+
+
+TUNE_ENV = {
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
+"""Ray Tune's own settings for the peer (environment variables, read by the driver and, set before
+the local Ray starts, by its actors): a reused actor waits up to 60 s (not 2) for the stopped
+trial's thread, which stores its rows first, so a slow write on a loaded machine does not fail
+the next trial; no CSV/JSON/TensorBoard result files, which nothing reads (the rows go to the
+store: they cost the driver ~50 ms of CPU per trial); no progress tables (``verbose=0`` alone
+leaves the new output engine's header)."""
 
 
 def tune_group(trials, budget: float, root: str, sweep: str, *, seed: int, workdir: Path) -> dict:
-    """One Ray Tune run (ASHA, grid points in a seeded random order) over one group; its counts."""
+    """One Ray Tune run (ASHA, grid points in a seeded random order) over one group; its counts.
+
+    ``reuse_actors=True``: a trial reuses the actor (process) of a finished one, as Tune's docs
+    advise for short trials; without it every trial started a fresh actor process that imported
+    torch, 7-8 s a trial on an idle 2-core machine (29 s under load) against ~0.3 s of training."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -201,6 +227,7 @@ def tune_group(trials, budget: float, root: str, sweep: str, *, seed: int, workd
     order = list(range(len(trials)))
     random.Random(seed).shuffle(order)
     last: dict = {}
+    pids: set = set()
 
     def stop_all() -> bool:  # the group's budget, from each trial's last reported steps
         return sum(last.values()) >= budget
@@ -208,23 +235,26 @@ def tune_group(trials, budget: float, root: str, sweep: str, *, seed: int, workd
     class Budget(tune.Stopper):
         def __call__(self, trial_id, result):
             last[trial_id] = result.get("steps", 0)
+            pids.add(result.get("pid"))  # the actor's process (Tune fills it in)
             return False
 
         def stop_all(self):
             return stop_all()
 
+    t0 = time.perf_counter()
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_tune_trainable, trials=trials, root=root, sweep=sweep),
                             {"cpu": 1}),
         param_space={"point": tune.grid_search(order)},
         tune_config=tune.TuneConfig(
-            metric="val_loss", mode="min", reuse_actors=False,
+            metric="val_loss", mode="min", reuse_actors=True,
             scheduler=ASHAScheduler(time_attr="epoch10", max_t=epochs10, grace_period=max(1, epochs10 // 10),
                                     reduction_factor=REDUCTION)),
-        run_config=tune.RunConfig(name=f"{sweep}-{seed}", storage_path=str(workdir), stop=Budget(), verbose=0))
+        run_config=tune.RunConfig(name=f"{sweep}-{seed}", storage_path=str(Path(workdir).absolute()),
+                                  stop=Budget(), verbose=0))
     grid = tuner.fit()
-    return {"launched": len(grid), "errors": grid.num_errors, "reported_steps": sum(last.values()),
-            "budget": budget}
+    return {"launched": len(grid), "reported": len(last), "actors": len(pids), "errors": grid.num_errors,
+            "reported_steps": sum(last.values()), "budget": budget, "wall_s": round(time.perf_counter() - t0, 1)}
 
 
 # ---- both --------------------------------------------------------------------------------------
@@ -265,7 +295,7 @@ def run_peers(base: dict, results: Path, peers, *, budget: float = 1 / 3, seed: 
     unknown = [p for p in peers if p not in PEERS]
     if unknown:
         raise ValueError(f"unknown peer(s) {', '.join(unknown)}; known: {', '.join(PEERS)}")
-    results = Path(results)
+    results = Path(results).absolute()  # a Tune trial runs in its own folder
     store, out, cpus = Store(str(results)), {}, num_cpus or os.cpu_count() or 1
     for peer in peers:
         sweep = f"{base['name']}_{peer}"
@@ -278,6 +308,8 @@ def run_peers(base: dict, results: Path, peers, *, budget: float = 1 / 3, seed: 
         else:
             from cluster.launch import localray
 
+            saved = {k: os.environ.get(k) for k in TUNE_ENV}
+            os.environ.update(TUNE_ENV)
             localray.start(cpus)
             try:
                 for i, (key, trials) in enumerate(grouped.items()):
@@ -288,5 +320,10 @@ def run_peers(base: dict, results: Path, peers, *, budget: float = 1 / 3, seed: 
                         log(f"  tune: group {i + 1} of {len(grouped)} {dict(key)}: {counts[-1]}")
             finally:
                 localray.stop()
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
         out[peer] = {"sweep": sweep, "wall_s": time.perf_counter() - t0, "groups": counts}
     return out
