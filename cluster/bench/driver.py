@@ -19,7 +19,8 @@
    expansion, commit events and compaction in the store, progress, the rest), and the
    functions that take the most.
 
-    python -m cluster.bench.driver [--trials 10000] [--engine packed|single] [--no-fixed] [--profile]
+    python -m cluster.bench.driver [--trials 10000] [--engine packed|single] [--no-fixed] [--no-overhead]
+                                     [--profile]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 import yaml
 
 import cluster.launch.localray as localray
+from cluster.launch import reaper
 from cluster.launch.connect import connect
 from cluster.driver.sweep import run_sweep
 from scaling.config.sweep import parse_config
@@ -131,14 +133,26 @@ def fixed_cost(results: str) -> dict:
         finally:
             marks["ray1"] = time.perf_counter()
 
-    runner.connect = timed_connect
+    real_stop = localray.stop
+
+    def timed_stop():
+        marks["stop0"] = time.perf_counter()
+        session = localray._session
+        if session is not None:
+            marks["ray_cpu"] = ray_cpu_s(reaper.processes_of(session["cluster"], session["session_dir"]))
+        try:
+            return real_stop()
+        finally:
+            marks["stop1"] = time.perf_counter()
+
+    runner.connect, localray.stop = timed_connect, timed_stop
     try:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         offset = time.time() - t0
         run_sweep(parse_config(raw), yaml.safe_dump(raw), results, progress=False, log=lambda *_: None)
-        t_end = time.perf_counter()
+        t_end, cpu = time.perf_counter(), time.process_time() - cpu0
     finally:
-        runner.connect = real
+        runner.connect, localray.stop = real, real_stop
     trials, curves = load_tables(results)
     step0 = {c["trial_id"]: c["wall_s"] for c in curves.to_pylist() if c["step"] == 0}
     rows = trials.to_pylist()
@@ -146,7 +160,24 @@ def fixed_cost(results: str) -> dict:
     end = max(r["end_time"].timestamp() for r in rows) - offset
     return {"trials": len(rows), "before_ray": marks["ray0"] - t0, "ray_init": marks["ray1"] - marks["ray0"],
             "until_training": start - marks["ray1"], "training": end - start, "after_training": t_end - end,
-            "total": t_end - t0}
+            "total": t_end - t0, "ray_stop": marks["stop1"] - marks["stop0"], "ray_cpu": marks.get("ray_cpu"),
+            "driver_cpu": cpu}
+
+
+def ray_cpu_s(procs) -> float:
+    """CPU seconds (user + system) that the processes ``procs`` (pid -> start time) have used so far."""
+    import os
+    from pathlib import Path
+
+    total = 0.0
+    for pid, start in procs.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[19]) == start:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def fused_packs(raw: dict, slots: int = 2) -> tuple[int, int]:
@@ -181,7 +212,10 @@ def format_fixed(r: dict) -> str:
             f"before Ray {r['before_ray']:.2f} + ray.init {r['ray_init']:.2f} + until the packs train "
             f"{r['until_training']:.2f} (workers import torch, load the task; planning, scheduling) + "
             f"training {r['training']:.2f} + after training {r['after_training']:.2f} (results, shutdown); "
-            f"fixed cost after Ray is up: {after:.2f} s")
+            f"fixed cost after Ray is up: {after:.2f} s\n"
+            f"  of which Ray's stop {r['ray_stop']:.2f} s; CPU: the Ray processes (workers included) "
+            f"{r['ray_cpu'] if r['ray_cpu'] is not None else float('nan'):.2f} s until the stop, the driver "
+            f"{r['driver_cpu']:.2f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", choices=["packed", "single"], default="packed")
     parser.add_argument("--fixed", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the reference sweep's fixed cost (default: yes)")
+    parser.add_argument("--overhead", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the driver's overhead at --trials tiny trials (default: yes)")
     parser.add_argument("--profile", action="store_true",
                         help="profile the driver during the tiny-trial sweep and say where its CPU goes")
     parser.add_argument("--profile-out", metavar="FILE", help="with --profile, also write the cProfile stats here")
@@ -198,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as results:
             print(format_fixed(fixed_cost(results)), flush=True)
         print(format_fused_rule(), flush=True)
+    if not args.overhead:
+        return
     profile = None
     if args.profile:
         import cProfile

@@ -25,7 +25,7 @@ from cluster.launch.connect import connect
 from cluster.driver.drive import bound_capacity
 from cluster.driver.planner import check_model_size
 from cluster.launch.health import Health, failure
-from cluster.worker.units import execute_ddp, execute_unit
+from cluster.worker.units import WORKER_IMPORTS, execute_ddp, execute_unit
 from scaling.config.sweep import MAX_TRIALS, SweepConfig
 from scaling.errors import ConfigError, StorageError, UserError
 from scaling.spec.schema import CODE_VERSION
@@ -151,13 +151,13 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
             # A large sweep with work left: hash its ids (seconds of Python per million trials) while
             # Ray starts, which mostly waits for its processes; ray.init stays on the main thread.
             expansion = _scan_while(lambda: scan(cfg, resume.done_ids),
-                                    localray.session(lambda: connect(address, num_cpus, insecure_ray)),
+                                    localray.session(lambda: connect(address, num_cpus, insecure_ray, WORKER_IMPORTS)),
                                     announce, drive)
         else:
             expansion = scan(cfg, resume.done_ids)
             announce(expansion)
             if expansion.pending:
-                with localray.session(lambda: connect(address, num_cpus, insecure_ray)):
+                with localray.session(lambda: connect(address, num_cpus, insecure_ray, WORKER_IMPORTS)):
                     drive(expansion)
     finally:
         last.join()  # whatever happened, no compaction outlives the call

@@ -12,8 +12,10 @@ import cluster.launch.localray as localray
 from scaling.errors import UserError
 
 
-def connect(address: str | None, num_cpus: int | None = None, insecure_ray: bool = False) -> bool:
-    """Join a cluster at ``address`` (or RAY_ADDRESS), or start a local Ray. True if started here."""
+def connect(address: str | None, num_cpus: int | None = None, insecure_ray: bool = False,
+            worker_imports: tuple[str, ...] = ()) -> bool:
+    """Join a cluster at ``address`` (or RAY_ADDRESS), or start a local Ray. True if started here.
+    ``worker_imports``: modules a local Ray's workers import as they start (localray.start)."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -36,7 +38,7 @@ def connect(address: str | None, num_cpus: int | None = None, insecure_ray: bool
                             f"{str(e).strip().splitlines()[0]}{hint}") from None
         localray.rearm_signals()
         return False
-    localray.start(num_cpus, insecure=insecure_ray, **common)
+    localray.start(num_cpus, insecure=insecure_ray, worker_imports=worker_imports, **common)
     return True
 
 

@@ -274,8 +274,14 @@ def _route_ray_notices(log_fd: int):
 
 # ---- the local Ray ------------------------------------------------------------------------
 
-def start(num_cpus: int | None, *, insecure: bool = False, **init_kw) -> None:
-    """Start a local Ray with a fresh token, recorded so that nothing of it outlives the sweep."""
+def start(num_cpus: int | None, *, insecure: bool = False, worker_imports: tuple[str, ...] = (), **init_kw) -> None:
+    """Start a local Ray with a fresh token, recorded so that nothing of it outlives the sweep.
+
+    Its head runs no process that a sweep does not use (:func:`_lean_head`), and its raylet starts
+    one worker per CPU as it starts, each importing ``worker_imports`` before it takes a task
+    (Ray's ``enable_worker_prestart`` and ``preload_python_modules``): a sweep's modules (torch)
+    load while ``ray.init`` still connects, not after it. A module that fails to import there is
+    imported again by the task that needs it (and fails there, with its error)."""
     global _session
     import ray
 
@@ -293,9 +299,11 @@ def start(num_cpus: int | None, *, insecure: bool = False, **init_kw) -> None:
     _session = {"cluster": cluster, "saved_env": saved, "record": reaper.write_record(record), "session_dir": None}
     try:
         temp_dir = private_temp_root()
-        with _ray_keeps_its_hands_off_sigterm(), _working_dir(os.path.dirname(temp_dir)):
+        system = {"enable_worker_prestart": True, **({"preload_python_modules": list(worker_imports)}
+                                                      if worker_imports else {})}
+        with _ray_keeps_its_hands_off_sigterm(), _working_dir(os.path.dirname(temp_dir)), _lean_head():
             info = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                            dashboard_host="127.0.0.1", _temp_dir=temp_dir, **init_kw)
+                            dashboard_host="127.0.0.1", _temp_dir=temp_dir, _system_config=system, **init_kw)
     except BaseException as e:
         stop()
         if isinstance(e, (ValueError, OSError)):  # a bad setting or folder, not a bug
@@ -311,6 +319,41 @@ def start(num_cpus: int | None, *, insecure: bool = False, **init_kw) -> None:
         reaper.write_record({**record, "session_dir": session_dir})
     with contextlib.suppress(OSError, TypeError):
         os.chmod(session_dir, 0o700)  # inside a private root already; Ray makes it world-writable
+
+
+IDLE_HEAD_PROCESSES = ("start_api_server", "start_monitor", "start_log_monitor")
+"""What ``ray.init`` starts on a local head that a sweep never uses (methods of Ray's ``Node``): the
+dashboard's head process (with the dashboard off it still runs, for Ray's usage statistics, which
+``ray.init`` turns off anyway; ``ray.init`` waits until it has published an address), the
+autoscaler's monitor (a single local node has nothing to scale) and the log monitor (it forwards
+workers' output to a driver started with ``log_to_driver=False``, which drops it). Each is a Python
+process importing Ray: about 0.5 s of CPU each, and the dashboard's start on ``ray.init``'s path."""
+
+
+@contextlib.contextmanager
+def _lean_head():
+    """While ``ray.init`` starts a local Ray, IDLE_HEAD_PROCESSES are not started. With another Ray
+    that lacks one of them, Ray starts what it starts, as before."""
+    try:
+        from ray._private.node import Node
+    except ImportError:
+        yield
+        return
+    saved = {name: Node.__dict__.get(name) for name in IDLE_HEAD_PROCESSES}
+    if not all(callable(f) for f in saved.values()):
+        yield
+        return
+    for name in saved:
+        setattr(Node, name, _not_started)
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(Node, name, method)
+
+
+def _not_started(self, *args, **kwargs) -> None:
+    """Stands in for a Node method of IDLE_HEAD_PROCESSES while a local Ray starts."""
 
 
 @contextlib.contextmanager

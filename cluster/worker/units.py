@@ -124,6 +124,15 @@ def _available_bytes() -> int | None:
         return None
 
 
+WORKER_IMPORTS = ("torch", "scaling.training.backends.stacked", "scaling.tasks.resolve", "pandas")
+"""What a sweep's worker imports before its first trial (the warm-up task imports them): a local Ray's
+workers import them as they start, while ``ray.init`` still connects (cluster.launch.localray.start).
+pandas is pyarrow's: ``Table.from_pylist`` imports it on a worker's first commit (0.26 s of CPU,
+which was on the path from a sweep's last trial to its end); a missing one is skipped, as pyarrow
+skips it."""
+OPTIONAL_IMPORTS = ("pandas",)
+
+
 def warm_worker(task: dict, device: str, threads: int, models: list) -> dict:
     """Body of a warm-up Ray task: import, load the task, and measure memory and footprints.
 
@@ -131,9 +140,16 @@ def warm_worker(task: dict, device: str, threads: int, models: list) -> dict:
     backend is to pack; a plug-in's model is built and tried here, on the worker, not in the
     driver (a model that cannot be built, or is too big, fails here as it would in a unit)."""
     t0 = time.perf_counter()
+    import importlib
+
+    for name in WORKER_IMPORTS:  # loaded already where the worker started with them
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            if name not in OPTIONAL_IMPORTS:
+                raise
     import torch
 
-    import scaling.training.backends.stacked  # noqa: F401
     from scaling.tasks.resolve import load_task
 
     torch.set_num_threads(threads)
