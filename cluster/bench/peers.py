@@ -220,9 +220,13 @@ def tune_group(trials, budget: float, root: str, sweep: str, *, seed: int, workd
     ``reuse_actors=True``: a trial reuses the actor (process) of a finished one, as Tune's docs
     advise for short trials; without it every trial started a fresh actor process that imported
     torch, 7-8 s a trial on an idle 2-core machine (29 s under load) against ~0.3 s of training."""
+    import logging
+
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    # the ResultGrid looks for the result files TUNE_ENV turns off, and warns once per trial
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     epochs10 = max(resource({"epoch": t.total_steps * t.batch_size / t.n_train}) for t in trials)
     order = list(range(len(trials)))
     random.Random(seed).shuffle(order)
