@@ -225,6 +225,14 @@ def _pid(_: int) -> int:
     return os.getpid()
 
 
+def _load(task: dict) -> int:
+    """A worker of a pool kept from an earlier sweep loads this sweep's task (outside the timings)."""
+    from scaling.tasks.resolve import load_task
+
+    load_task(task)
+    return _pid(0)
+
+
 def _sync(device: str) -> None:
     import torch
 
@@ -232,12 +240,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak(device: str, seconds: float = 1.5) -> float:
-    """Best fp32 GFLOP/s of square torch.mm over a few sizes, ``seconds`` in all."""
+def matmul_peak(device: str, seconds: float = 1.5, quick: bool = False) -> float:
+    """Best fp32 GFLOP/s of square torch.mm over a few sizes, ``seconds`` in all (``quick``: sizes
+    a quarter as wide, each matmul 1/64 of the work, for a smoke run's short ``seconds``)."""
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = False
     sizes = (2048, 4096, 8192) if device.startswith("cuda") else (512, 1024, 2048)
+    if quick:
+        sizes = tuple(n // 4 for n in sizes)
     best = 0.0
     for n in sizes:
         a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
@@ -299,14 +310,18 @@ def split_packs(trials: list, parts: int) -> list[list[list]]:
 
 
 def time_pool(trials: list, processes: int, threads: int, device: str, log, *,
-              repeat: int = 1, peak_s: float = 1.5, fused: bool = True) -> list[Timing]:
+              repeat: int = 1, peak_s: float = 1.5, fused: bool = True, quick: bool = False,
+              pools: dict | None = None) -> list[Timing]:
     """Time packed, fused (with ``fused``) and single in one pool of ``processes`` workers of
     ``threads`` threads.
 
     The engines take turns ``repeat`` times and each keeps its fastest run (as timeit
     does: noise from other work only ever adds time). The fused packs run once before the
     timings (the compile, per worker; Inductor's on-disk cache is shared), timed as engine
-    ``fused-first``. The peak is measured before and after, and the higher kept."""
+    ``fused-first``. The peak is measured before and after, and the higher kept (``quick``: on
+    smaller matrices). With ``pools`` (a dict the caller shuts down; a quick run's), the pool of
+    this layout is kept there for the next sweep, whose task each worker loads before anything
+    is timed."""
     layout = f"{processes} proc{'s' if processes > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
     packs = [p for p in split_packs(trials, processes) if p]
     jobs = {"packed": (_packed_job, [(p, device) for p in packs]),
@@ -324,12 +339,17 @@ def time_pool(trials: list, processes: int, threads: int, device: str, log, *,
         log(f"  {layout}: {engine} {wall:.2f} s")
         return wall, rows
 
-    with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads, trials[0].task)) as pool:
-        for _ in range(5):  # start every worker before timing anything
-            if len(set(pool.map(_pid, range(processes)))) == processes:
+    kept = pools is not None and (processes, threads) in pools
+    pool = pools[(processes, threads)] if kept else ProcessPoolExecutor(
+        processes, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads, trials[0].task))
+    if pools is not None:
+        pools[(processes, threads)] = pool
+    with contextlib.nullcontext(pool) if pools is not None else pool:
+        for _ in range(5):  # start every worker (a kept one loads the task) before timing anything
+            if len(set(pool.map(_load, [trials[0].task] * processes) if kept else
+                       pool.map(_pid, range(processes)))) == processes:
                 break
-        peaks = [sum(pool.map(matmul_peak, [device] * processes, [peak_s] * processes))]
+        peaks = [sum(pool.map(matmul_peak, [device] * processes, [peak_s] * processes, [quick] * processes))]
         best: dict[str, tuple[float, list]] = {}
         if fused:  # each worker compiles the update (with its imports) before anything is timed
             best["fused-first"] = run("fused")
@@ -338,7 +358,7 @@ def time_pool(trials: list, processes: int, threads: int, device: str, log, *,
                 wall, rows = run(engine)
                 if engine not in best or wall < best[engine][0]:
                     best[engine] = (wall, rows)
-        peaks.append(sum(pool.map(matmul_peak, [device] * processes, [peak_s] * processes)))
+        peaks.append(sum(pool.map(matmul_peak, [device] * processes, [peak_s] * processes, [quick] * processes)))
     log(f"  {layout}: fp32 matmul peak {peaks[0]:.1f} GFLOP/s before, {peaks[1]:.1f} after")
     return [_timing(engine, layout, wall, rows, max(peaks)) for engine, (wall, rows) in best.items()]
 
@@ -392,8 +412,9 @@ def time_tune(trials: list, grid: dict, cpus: int, device: str, log) -> Timing:
 
 def run_bench(*, quick: bool = False, device: str = "cpu", cpus: int = 2, tune_too: bool | None = None,
               layouts: list[tuple[int, int]] | None = None, repeat: int = 1, optimizer: str = "sgd",
-              data: str | None = None, fused: bool = True, log=print) -> BenchReport:
-    """Time a benchmark sweep (the quick one with ``quick``) and return the figures."""
+              data: str | None = None, fused: bool = True, log=print, pools: dict | None = None) -> BenchReport:
+    """Time a benchmark sweep (the quick one with ``quick``) and return the figures; ``pools``:
+    see ``time_pool``."""
     from scaling.config.sweep import parse_config
 
     raw = reference_sweep(quick, optimizer, data)
@@ -406,7 +427,7 @@ def run_bench(*, quick: bool = False, device: str = "cpu", cpus: int = 2, tune_t
     timings = []
     for processes, threads in layouts:
         timings += time_pool(trials, processes, threads, device, log, repeat=repeat,
-                             peak_s=0.6 if quick else 1.5, fused=fused)
+                             peak_s=0.15 if quick else 1.5, fused=fused, quick=quick, pools=pools)
     if tune_too if tune_too is not None else not quick:
         grid = {k: raw["axes"][k] for k in GRID_AXES[optimizer]}
         timings.append(time_tune(trials, grid, cpus, device, log))
@@ -535,16 +556,22 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     reports = []
     names = {"sgd": "MLP SGD", "adamw": "MLP AdamW + cosine", "cnn": "CNN (vmap)", "lm": "transformer LM (vmap)"}
+    # a quick run keeps its worker pools from one sweep to the next (a torch import per worker)
+    pools: dict | None = {} if args.quick else None
     with tempfile.TemporaryDirectory(prefix="bench-data-") as data:
         if {"cnn", "lm"} & set(optimizers):
             synthetic_data(data)
-        for optimizer in optimizers:
-            tune_too = args.tune if optimizer == "sgd" else False
-            reports.append(run_bench(quick=args.quick, device=args.device, cpus=args.cpus, tune_too=tune_too,
-                                     layouts=layouts, repeat=args.repeat, optimizer=optimizer, data=data,
-                                     fused=args.fused if args.fused is not None else not args.quick,
-                                     log=lambda s: print(s, file=sys.stderr, flush=True)))
-            print(format_report(reports[-1]) + "\n", flush=True)
+        try:
+            for optimizer in optimizers:
+                tune_too = args.tune if optimizer == "sgd" else False
+                reports.append(run_bench(quick=args.quick, device=args.device, cpus=args.cpus, tune_too=tune_too,
+                                         layouts=layouts, repeat=args.repeat, optimizer=optimizer, data=data,
+                                         fused=args.fused if args.fused is not None else not args.quick,
+                                         log=lambda s: print(s, file=sys.stderr, flush=True), pools=pools))
+                print(format_report(reports[-1]) + "\n", flush=True)
+        finally:
+            for pool in (pools or {}).values():
+                pool.shutdown()
     if len(reports) > 1:
         if any(r.best("fused") for r in reports):
             print("vs the single engine, side by side (packed with the default update / fused, compiled "
