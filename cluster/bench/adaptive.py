@@ -9,9 +9,9 @@ status, how many ``scaling bopt`` groups' B_opt lie within one grid step of the 
 rule's verdict and exponents, and the learning curve's exponent (``scaling fit``) under each.
 ``--simulate REPS`` instead replays the adaptive plan on simulated sweeps against their full grid.
 
-The peers the issue names run beside them at the same step budget (``--peers optuna,tune``;
-the default is ``optuna``: Ray Tune adds a local Ray and about 10 s a group for its Tuner and
-first actors; :mod:`cluster.bench.peers`): Optuna's TPE sampler with its Hyperband pruner and
+The peers the issue names run beside them at the same step budget (``--peers``, by default
+``optuna,tune``; Ray Tune adds a local Ray and about 10 s a group for its Tuner and first actors;
+:mod:`cluster.bench.peers`): Optuna's TPE sampler with its Hyperband pruner and
 Ray Tune's ASHA, one study per ``scaling bopt`` group, each group given ``--budget`` of its grid
 steps; their rows go to sweeps of their own and are read by the same ``scaling bopt`` / ``scaling
 fit`` as the others.
@@ -230,8 +230,8 @@ def main(argv=None) -> int:
     ap.add_argument("--num-cpus", type=int, default=None)
     ap.add_argument("--skip", default="", metavar="RUNS",
                     help="comma-separated runs of full,pruned,adaptive,optuna,tune to reuse from --workdir, not run")
-    ap.add_argument("--peers", default="optuna",
-                    help="the peers to run beside them at the same budget: optuna (default), tune, optuna,tune "
+    ap.add_argument("--peers", default="optuna,tune",
+                    help="the peers to run beside them at the same budget: optuna,tune (default), optuna, tune "
                          "or '' (Ray Tune: one Tuner per group, its actors reused; minutes on bopt_rule on 2 cores)")
     ap.add_argument("--skip-full", action="store_true", help="the same as --skip full")
     ap.add_argument("--bowl", type=int, default=PRUNE["bowl"], help="grid steps kept around each group's best")
