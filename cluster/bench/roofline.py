@@ -214,7 +214,7 @@ def measure(device: str = "cpu", batch_sizes=BATCH_SIZES, members: int = MEMBERS
 
     if not device.startswith("cuda"):
         torch.set_num_threads(1)
-    seconds = 0.3 if quick else 1.0
+    seconds = 0.1 if quick else 1.0  # quick: a smoke run (every row measured, the timings rough)
     peak = matmul_peak(device, seconds)
     memory = triad_bandwidth(1 << 30 if not quick else 256 << 20, device, seconds)
     log(f"roofline: fp32 matmul peak {peak / 1e9:.1f} GFLOP/s, triad over "
