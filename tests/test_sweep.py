@@ -122,8 +122,10 @@ def test_cli_sweep_status_and_query(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["packed", "single"])
 def test_sigkill_of_the_driver_then_rerun_stores_every_trial_once(tmp_path, engine):
+    """Killed once the first trial is stored (the small-n_train ones finish first) while the rest
+    are in flight; 24 trials are enough for that (two seeds: 36 before, the same kill point)."""
     text = SMALL_SWEEP.replace("n_train: [50, 100]", "n_train: [100, 300, 1000]").replace(
-        "epochs: 10", "epochs: 20").replace("seed: [0, 1]", "seed: [0, 1, 2]")
+        "epochs: 10", "epochs: 20")
     path = write_config(tmp_path, text)
     results = tmp_path / "results"
     expected = {trial_id(t) for t in load_config(path).trials()}
