@@ -396,8 +396,13 @@ def private_temp_root() -> str:
     return os.path.join(path, "ray")
 
 
-def stop() -> None:
-    """Shut down the local Ray this process started and kill whatever of it still runs."""
+def stop(done: bool = False) -> None:
+    """Shut down the local Ray this process started and kill whatever of it still runs.
+
+    ``done``: the sweep ended with every task returned (nothing of it is still writing), so once
+    the driver has disconnected, Ray's processes are killed at once (SIGKILL: :func:`_kill_at_once`)
+    instead of asked to stop one after the other (Ray's raylet, then its GCS, each given up to a
+    second). Otherwise (a signal, an error: a worker may be committing) they are asked as before."""
     global _session
     import ray
 
@@ -407,9 +412,11 @@ def stop() -> None:
     with _signals_held():
         try:
             _stop_autoscaler_monitor()
-            ray.shutdown()
+            with _kill_at_once() if done else contextlib.nullcontext():
+                ray.shutdown()
         finally:
-            reaper.kill(reaper.processes_of(session["cluster"], session["session_dir"]))
+            left = reaper.processes_of(session["cluster"], session["session_dir"])
+            reaper.kill(left, grace_s=0.0 if done else 3.0)
             for key, value in session["saved_env"].items():
                 if value is None:
                     os.environ.pop(key, None)
@@ -418,6 +425,42 @@ def stop() -> None:
             _reload_auth()
             if session["record"] is not None:
                 session["record"].unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _kill_at_once():
+    """While ``ray.shutdown`` runs, its last step (Ray's ``Node.kill_all_processes``: SIGTERM to the
+    raylet, wait up to a second, then the same for the GCS, 0.06-0.14 s in all) SIGKILLs every
+    process Ray started at once and waits for each. The raylet's workers and agents, which then
+    exit by themselves, are killed by ``stop`` (the cluster's marker). With another Ray that lacks
+    the method, Ray stops them its own way."""
+    try:
+        from ray._private.node import Node
+    except ImportError:
+        yield
+        return
+    original = Node.__dict__.get("kill_all_processes")
+    if not callable(original):
+        yield
+        return
+    Node.kill_all_processes = _sigkill_all
+    try:
+        yield
+    finally:
+        Node.kill_all_processes = original
+
+
+def _sigkill_all(self, *args, **kwargs) -> None:
+    """Stands in for Ray's ``Node.kill_all_processes`` in :func:`_kill_at_once`."""
+    procs = [info.process for infos in self.all_processes.values() for info in infos]
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=5.0)
+    self.all_processes.clear()
 
 
 def _stop_autoscaler_monitor() -> None:
@@ -471,22 +514,24 @@ def _import_while_ray_starts() -> None:
 @contextlib.contextmanager
 def session(connect):
     """Ray for one sweep. ``connect()`` joins a cluster or calls ``start``, and returns True if it
-    started a local Ray; on the way out that Ray is stopped and reaped, a joined one left. What
-    Ray's first task would import is imported while ``connect()`` waits for Ray."""
+    started a local Ray; on the way out that Ray is stopped and reaped (killed at once when the
+    block ended without an error: ``stop(done=True)``), a joined one left. What Ray's first task
+    would import is imported while ``connect()`` waits for Ray."""
     import ray
 
     _import_while_ray_starts()
     existing = ray.is_initialized()
     with stop_on_signals(), ray_output_to_log() as output:
-        started = False
+        started = done = False
         try:
             with signals_deferred():  # a signal while Ray starts stops it once it is up and recorded
                 started = connect()
             output["session_dir"] = _session_dir()
             yield
+            done = True
         finally:
             if started:
-                stop()
+                stop(done)
             elif not existing and ray.is_initialized():
                 with _signals_held():
                     ray.shutdown()  # disconnects from a joined cluster; stops nothing there

@@ -82,7 +82,8 @@ def _session_dirs_of(procs: dict[int, int]) -> set[str]:
 
 
 def kill(procs: dict[int, int], grace_s: float = 3.0) -> int:
-    """SIGTERM, then SIGKILL after ``grace_s``; a pid is signalled only while it has its start time."""
+    """SIGTERM, then SIGKILL after ``grace_s`` (0: SIGKILL alone), and wait until they are gone; a
+    pid is signalled only while it has its start time."""
     def alive() -> list[int]:
         return [p for p, t in procs.items() if start_time(p) == t]
 
@@ -91,12 +92,13 @@ def kill(procs: dict[int, int], grace_s: float = 3.0) -> int:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
 
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+    steps = ((signal.SIGTERM, grace_s, 0.05),) if grace_s > 0 else ()
+    for sig, wait_s, poll_s in (*steps, (signal.SIGKILL, 5.0, 0.01)):
         left = alive()
         send(sig, left)
         deadline = time.monotonic() + wait_s
         while left and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(poll_s)
             left = alive()
         if not left:
             break
