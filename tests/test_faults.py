@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401
 import pytest
 
-from conftest import NO_CLOUD, ROOT, SMALL_SWEEP, ray_trial_pids, write_config
+from conftest import NO_CLOUD, ROOT, SMALL_SWEEP, ray_trial_pids, run_cli_here, write_config
 from scaling.config.sweep import load_config
 from scaling.spec.schema import trial_id
 from scaling.store.writer import Store
@@ -233,9 +233,8 @@ def test_sweep_resume_compaction_and_query_against_s3(tmp_path, s3_server, monke
     assert not store.local
     before = load_tables(uri)
     assert len(store.parts("small", "trials")) > 1, "commit events, not yet compacted"
-    for argv in (["compact", uri], ["verify", uri]):
-        proc = subprocess.run([sys.executable, "-m", "cluster.cli", *argv], cwd=ROOT, capture_output=True,
-                              text=True, timeout=300, env=env)
+    for argv in (["compact", uri], ["verify", uri]):  # in this process, its environment set above
+        proc = run_cli_here(*argv)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [len(store.parts("small", t)) for t in ("trials", "curves")] == [1, 1]
     after = load_tables(uri)
@@ -246,15 +245,12 @@ def test_sweep_resume_compaction_and_query_against_s3(tmp_path, s3_server, monke
     raw = store.raw_table("trials").column("trial_id").to_pylist()
     assert sorted(raw) == sorted(trial_id(t) for t in load_config(grown).trials()), "every trial exactly once"
     assert len(store.parts("small", "trials")) <= 2
-    query = subprocess.run([sys.executable, "-m", "cluster.cli", "query", uri,
-                            "SELECT count(*) AS n, count(DISTINCT c.run_id) AS runs FROM curves c JOIN trials t "
-                            "USING (trial_id, run_id)", "--format", "csv"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120, env=env)
+    query = run_cli_here("query", uri, "SELECT count(*) AS n, count(DISTINCT c.run_id) AS runs FROM curves c "
+                         "JOIN trials t USING (trial_id, run_id)", "--format", "csv")
     assert query.returncode == 0, query.stderr
     n, runs = query.stdout.splitlines()[1].split(",")
     assert int(runs) == 16 and int(n) > 16
-    status = subprocess.run([sys.executable, "-m", "cluster.cli", "status", uri], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120, env=env)
+    status = run_cli_here("status", uri)
     assert status.returncode == 0 and status.stdout.splitlines()[2].split()[:6] == ["small", "16", "0", "0", "0", "16"]
 
 
