@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from conftest import run_cli, write_config
+from conftest import run_cli, run_cli_here, write_config
 from scaling.config.sweep import parse_config
 from scaling.errors import ConfigError
 from scaling.config.expand import pending_trials, scan
@@ -189,26 +189,28 @@ eval: {points: 2}
 
 
 @pytest.mark.slow
-def test_a_rounded_value_that_extends_a_sweep_warns_and_snap_stores_nothing_new(tmp_path):
+def test_a_rounded_value_that_extends_a_sweep_warns_and_snap_stores_nothing_new(ray_local, tmp_path):
     """A value typed from a rounded printout is not the stored one: the sweep says so and names
-    the stored value; --snap uses the stored value, so nothing new runs or is stored."""
+    the stored value; --snap uses the stored value, so nothing new runs or is stored. The
+    command runs in this process (what it prints and stores, not its process) on the session's
+    Ray, which it joins."""
     from scaling.store.writer import Store
 
     results = str(tmp_path / "r")
     base = write_config(tmp_path, NEAR.replace("LR", "{log: [0.001, 0.01], num: 3}"), "base.yaml")
-    assert run_cli("sweep", str(base), "--results", results, "--quiet", timeout=300).returncode == 0
+    assert run_cli_here("sweep", str(base), "--results", results, "--quiet").returncode == 0
     stored = sorted(Store(results).raw_table("trials").column("lr").to_pylist())
     assert len(stored) == 6 and 0.00316227766017 in stored
     rounded = write_config(tmp_path, NEAR.replace("LR", "[0.001, 0.00316228, 0.01, 0.1]"), "more.yaml")
 
-    dry = run_cli("sweep", str(rounded), "--results", results, "--dry-run")
+    dry = run_cli_here("sweep", str(rounded), "--results", results, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "warning: lr 0.00316228 is within 1e-06 (relative) of the stored 0.00316227766017" \
         in dry.stdout, dry.stdout
     assert "0.001 " not in dry.stdout.split("warning")[-1], "a stored value is no warning"
     assert re.search(r"8 trials, 4 already stored, 4 to run", dry.stdout), dry.stdout
 
-    snapped = run_cli("sweep", str(rounded), "--results", results, "--snap", "--quiet", timeout=300)
+    snapped = run_cli_here("sweep", str(rounded), "--results", results, "--snap", "--quiet")
     assert snapped.returncode == 0, snapped.stderr
     assert "snapped: lr 0.00316228 -> the stored 0.00316227766017" in snapped.stdout
     assert "8 trials, 6 already stored, 2 to run" in snapped.stdout, snapped.stdout
