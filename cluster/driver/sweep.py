@@ -145,19 +145,23 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
         if compact:  # every trial is in: the last compaction runs while Ray shuts down (the session's exit)
             last.start()
 
+    def ray_session(pending: int):
+        imports = worker_imports(cfg, pending, num_cpus)
+        return localray.session(lambda: connect(address, num_cpus, insecure_ray, imports))
+
     n = cfg.count()
     try:
         if n >= OVERLAP_TRIALS and resume.stored < n:
             # A large sweep with work left: hash its ids (seconds of Python per million trials) while
             # Ray starts, which mostly waits for its processes; ray.init stays on the main thread.
             expansion = _scan_while(lambda: scan(cfg, resume.done_ids),
-                                    localray.session(lambda: connect(address, num_cpus, insecure_ray, WORKER_IMPORTS)),
+                                    ray_session(len(only) if only is not None else n - resume.stored),
                                     announce, drive)
         else:
             expansion = scan(cfg, resume.done_ids)
             announce(expansion)
             if expansion.pending:
-                with localray.session(lambda: connect(address, num_cpus, insecure_ray, WORKER_IMPORTS)):
+                with ray_session(expansion.pending):
                     drive(expansion)
     finally:
         last.join()  # whatever happened, no compaction outlives the call
@@ -165,6 +169,18 @@ def run_sweep(cfg: SweepConfig, text: str, results: str, *, address: str | None 
         last.result()  # its error, or the compaction itself where no sweep ran
     return SweepSummary(name=cfg.name, results=store.uri, total=expansion.total, skipped=expansion.done,
                         counts=counts, wall_s=time.monotonic() - t0)
+
+
+def worker_imports(cfg: SweepConfig, pending: int, num_cpus: int | None) -> tuple[str, ...]:
+    """What a local Ray's workers import as they start (WORKER_IMPORTS: torch and the rest), when the
+    sweep's warm-up takes every worker such a Ray starts with (one a CPU): trials on at most one CPU
+    each and no GPU, and at least as many ``pending`` trials as CPUs. Else none: a worker no task
+    takes would import torch for nothing (2 s of CPU), and one that a task takes imports it then."""
+    import os
+
+    cpus = num_cpus or os.cpu_count() or 1
+    one_cpu = cfg.resources.gpu == 0 and cfg.resources.cpu * cfg.workers_per_trial <= 1
+    return WORKER_IMPORTS if one_cpu and pending >= cpus else ()
 
 
 class _Background:
