@@ -88,10 +88,14 @@ LM_SWEEP = {
 SWEEPS = {"sgd": REFERENCE_SWEEP, "adamw": ADAMW_SWEEP, "cnn": CNN_SWEEP, "lm": LM_SWEEP}
 QUICK_AXES = {"sgd": {"lr": [0.03, 0.1], "momentum": [0.0, 0.9], "seed": [0, 1]},
               "adamw": {"lr": [3e-4, 1e-3], "beta2": [0.95, 0.999], "seed": [0, 1]},
-              "cnn": {"lr": [0.006, 0.01], "seed": [0, 1, 2, 3]},
-              "lm": {"lr": [1e-3, 3e-3], "beta2": [0.95], "seed": [0, 1, 2, 3]}}
+              "cnn": {"lr": [0.006, 0.01], "seed": [0, 1, 2, 3], "n_train": [250]},
+              "lm": {"lr": [1e-3, 3e-3], "beta2": [0.95], "seed": [0, 1, 2, 3], "n_train": [200]}}
 QUICK_STEPS = 100
-QUICK_STEPS_BY = {"cnn": 30, "lm": 30}
+QUICK_EVAL_POINTS = 2
+"""A quick run evaluates at the start and the end only (the CNN's and the transformer's evals,
+over their training sets too, cost more than their few steps), on a quarter of the CNN's and
+the transformer's training sets (QUICK_AXES)."""
+QUICK_STEPS_BY = {"cnn": 30, "lm": 15}
 """A quick run's steps where they differ from QUICK_STEPS: the CNN's and the transformer's steps
 cost 10-30x an MLP step on a CPU, and a smoke run only shows that every engine runs and agrees."""
 GRID_AXES = {"sgd": ("lr", "momentum", "seed"), "adamw": ("lr", "beta2", "seed"), "cnn": ("lr", "seed"),
@@ -176,6 +180,7 @@ def reference_sweep(quick: bool = False, optimizer: str = "sgd", data: str | Non
     if quick:
         raw["axes"].update(QUICK_AXES[optimizer])
         raw["budget"] = {"steps": QUICK_STEPS_BY.get(optimizer, QUICK_STEPS)}
+        raw["eval"] = {"points": QUICK_EVAL_POINTS}
     return raw
 
 
@@ -509,8 +514,9 @@ def format_report(r: BenchReport) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help=f"8 trials of {QUICK_STEPS} steps ({QUICK_STEPS_BY['cnn']} for the CNN and the LM), one "
-                             "layout, no Ray Tune (a smoke run)")
+                        help=f"8 trials of {QUICK_STEPS} steps ({QUICK_STEPS_BY['cnn']} for the CNN, "
+                             f"{QUICK_STEPS_BY['lm']} for the LM), "
+                             f"{QUICK_EVAL_POINTS} evals, one layout, no Ray Tune (a smoke run)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs every engine may use (default 2)")
     parser.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
