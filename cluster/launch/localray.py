@@ -466,7 +466,8 @@ def _sigkill_all(self, *args, **kwargs) -> None:
 def _stop_autoscaler_monitor() -> None:
     """Kill the local Ray's autoscaler monitor before ``ray.shutdown``, which would SIGTERM it and
     then wait a full second for it (it does not exit on SIGTERM) before killing it anyway: a
-    local Ray has nothing to autoscale, and that second was a third of a small sweep's fixed cost."""
+    local Ray has nothing to autoscale, and that second was a third of a small sweep's fixed cost.
+    (A Ray whose monitor :func:`_lean_head` left out has none to kill.)"""
     with contextlib.suppress(Exception):
         import ray._private.worker as ray_worker
 
