@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from cluster.driver.sweep import SweepSummary, run_sweep
+from cluster.driver.sweep import SweepSummary, run_sweep, worker_imports
 from cluster.launch import localray
 from cluster.launch.connect import connect
 from scaling.config.sweep import SweepConfig
@@ -138,8 +138,9 @@ def _round(cfg, text, results, store, grid, k, planned, counts, ray_session, log
         return
     if not ray_session.started:  # one Ray for every round, started when one has work
         ray_session.started = True
+        imports = worker_imports(cfg, len(plan_ids), options.get("num_cpus"))  # as run_sweep's own Ray
         ray_session.enter_context(localray.session(lambda: connect(
-            options.get("address"), options.get("num_cpus"), options.get("insecure_ray", False))))
+            options.get("address"), options.get("num_cpus"), options.get("insecure_ray", False), imports)))
     only = np.unique(np.array([int(i, 16) for i in plan_ids], dtype=np.uint64))
     summary = run_sweep(cfg, text, results, only=only, log=log, **options)
     for status, n in summary.counts.items():

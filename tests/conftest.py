@@ -34,8 +34,9 @@ RAY_MODULES = frozenset({
     "test_compaction_safety", "test_status",
     # an ETA timed, plug-ins, a sweep extended, an adaptive sweep's driver killed mid-round
     "test_progress", "test_plugin", "test_expand", "test_adaptive",
-    # real sweeps checked for torch in the driver; Ray Tune's ASHA beside the grid
-    "test_layers", "test_peers",
+    # real sweeps checked for torch in the driver; Ray Tune's ASHA beside the grid; a local Ray's
+    # processes and its prestarted workers
+    "test_layers", "test_peers", "test_driver_ray_start",
 })
 """Modules whose tests start local Rays (in this process or a ``scaling sweep``), bind ports or
 signal processes: all in one xdist group, so under ``make check`` they run one at a time on one
