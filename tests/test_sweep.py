@@ -366,18 +366,19 @@ def test_sigkills_of_the_driver_and_workers_at_random_points_lose_and_double_not
         elif when == "random":
             pause = time.monotonic() + rng.uniform(2.0, 7.0)
             wait(driver, lambda: time.monotonic() > pause)  # noqa: B023
-        if kind == "worker":
-            # a worker kill waits for this driver's own workers (a slow start on a busy machine)
+        workers = []
+        while kind == "worker" and not workers:  # never a driver kill instead
+            # this driver's own workers (a slow start on a busy machine), then some way into a pack
             wait(driver, lambda: ray_trial_pids(driver.pid), timeout=60)  # noqa: B023
             if when == "busy":
-                pause = time.monotonic() + rng.uniform(0.2, 2.0)
+                pause = time.monotonic() + rng.uniform(0.1, 1.0)
                 wait(driver, lambda: time.monotonic() > pause)  # noqa: B023
-            workers = ray_trial_pids(driver.pid)
-            if workers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(rng.choice(workers), signal.SIGKILL)
-                kills.append(("worker", None))
-                continue
+            workers = ray_trial_pids(driver.pid)  # none: the pack ended meanwhile, wait for the next
+        if workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rng.choice(workers), signal.SIGKILL)
+            kills.append(("worker", None))
+            continue
         os.kill(driver.pid, signal.SIGKILL)
         driver.communicate(timeout=60)
         time.sleep(0.5)
