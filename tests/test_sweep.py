@@ -229,13 +229,14 @@ def test_a_trial_whose_curves_part_broke_is_run_again_by_a_plain_resume(ray_loca
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["five thousand", "demo"])
-def test_a_finished_sweep_has_at_most_20_files_per_table(tmp_path, config):
+def test_a_finished_sweep_has_at_most_20_files_per_table(ray_local, tmp_path, config):
     """Compaction at the end of a sweep (and during it): the demo and a 5,000-trial sweep end with a
-    few files per table, and every trial once in them (raw rows)."""
+    few files per table, and every trial once in them (raw rows). `scaling sweep` runs in this
+    process on the session's Ray (2 CPUs, as make demo's on this machine), which it joins."""
     path = write_config(tmp_path, FIVE_THOUSAND) if config == "five thousand" else ROOT / "configs" / "demo.yaml"
     results = tmp_path / "r"
     quiet = ("--quiet",) if config == "five thousand" else ()
-    proc = run_cli("sweep", str(path), "--results", str(results), *quiet, timeout=900)
+    proc = run_cli_here("sweep", str(path), "--results", str(results), *quiet)
     assert proc.returncode == 0, proc.stderr
     cfg = load_config(path)
     for table in ("trials", "curves"):
