@@ -355,16 +355,17 @@ axes:
 over 100 examples are left out; ``_store`` writes them all the same, 72 rows)."""
 
 
-def test_a_running_sweeps_laws_wait_longer_and_follow_again_once_its_last_trial_is_in(tmp_path):
-    """While trials are still to come, a round of the laws waits (1 / running share - 1) times
-    what the last cost; once the store holds every trial the config expands to, the waiting round
-    starts within about a second (the share is looked at again), not after the long wait."""
+def test_a_running_sweep_is_followed_at_a_smaller_share_and_at_the_usual_one_once_its_last_trial_is_in(tmp_path):
+    """While trials are still to come, a read waits (1 / running share - 1) times what the last
+    cost, and so does a round of the laws; once the tables hold every trial the config expands to,
+    the waiting round starts within about a second (the share is looked at again), not after its
+    long wait. (The reads are forced here by raising the running share for one call.)"""
     from analysis.serve.store import Source
 
     root = tmp_path / "results"
     _store(root)  # 24 of 66
     (root / "grid" / "sweep.yaml").write_text(GRID_CONFIG)
-    src = Source(str(root), refresh_share=0.5, running_laws_share=0.001)
+    src = Source(str(root), refresh_share=0.5, running_share=0.001)
     calls = []
 
     def rows(trials, _curves):
@@ -372,19 +373,27 @@ def test_a_running_sweeps_laws_wait_longer_and_follow_again_once_its_last_trial_
         time.sleep(0.1)
         return trials.num_rows
 
+    def read_now():
+        src.running_share = 0.5
+        src.tables("grid")
+        src.running_share = 0.001
+
     ask = lambda: src.slow_result("grid", "rows", rows)
     assert ask()[:2] == (None, False)
     assert _wait("the first result", lambda: ask()[1], timeout=30) and calls == [24]
-    assert src.expected("grid") == 66 and src.laws_share("grid") == 0.001
+    assert src.expected("grid") == 66 and src.running("grid") and src.share("grid") == 0.001
     _store(root, lrs=(0.3,), first=100)  # 48 of 66: still running
-    time.sleep(0.3)  # past the reads' own wait (refresh share 0.5: once what a read cost)
+    loads = src.loads
+    src.tables("grid")
+    assert src.loads == loads, "running: the next read waits 999x what the last cost"
+    read_now()
+    assert src.loads == loads + 1
     assert ask()[:2] == (24, False)
     time.sleep(1.5)
     assert ask()[:2] == (24, False) and calls == [24], "running: the next round waits ~100 s"
     _store(root, lrs=(1.0,), first=200)  # 72 rows, 66 expected: the sweep is done
-    time.sleep(0.3)
-    ask()
-    assert src.laws_share("grid") == 0.5
+    read_now()
+    assert not src.running("grid") and src.share("grid") == 0.5
     assert _wait("the round after the last trial", lambda: ask()[1], timeout=5), calls
     assert ask()[0] == 72 and calls == [24, 72]
 

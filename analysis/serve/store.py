@@ -51,13 +51,15 @@ REFRESH_SHARE = 0.1
 again only once ``(1 / share - 1)`` times what its last version cost (reading it and computing
 what the page asked of it) has passed since it was read; until then the page shows that version
 and says so. A small sweep is followed within a second or two; a 100k-trial one more slowly."""
-RUNNING_LAWS_SHARE = 0.02
-"""While a sweep still has trials to come (fewer stored than its config expands to), its laws'
-background fits take at most this share of one core instead (they wait 49 times what their last
-round cost before the next): on a machine whose cores the sweep keeps busy, refitting at every
-new part cost a followed 720-trial sweep 9 % of its wall time. The page shows the last fit, marked
-stale with the trials it is as of, until the next; once the last trial is in, the laws follow at
-:data:`REFRESH_SHARE` again (a waiting fit starts then)."""
+RUNNING_SHARE = 0.03
+"""While a sweep still has trials to come (fewer stored than its config expands to), following it
+takes at most this share of one core instead, for its reads and for its laws' fits each (a read
+waits 32 times what the last cost before the next, and so does a round of fits): on a machine whose
+cores the sweep keeps busy, whatever CPU the page takes comes out of the sweep (measured: a
+followed 720-trial sweep took 8-10 % longer at :data:`REFRESH_SHARE`). The page shows the
+version it has, and the laws last fitted with the trials they are as of; once the last trial is
+in, it follows at :data:`REFRESH_SHARE` again (a waiting round of fits looks at the share each
+second, so the sweep's end starts it)."""
 
 
 def _filesystem(root: str) -> tuple[pafs.FileSystem, str, str]:
@@ -123,13 +125,13 @@ class Source:
 
     def __init__(self, root: str, refresh_share: float = REFRESH_SHARE,
                  curves_whole_bytes: int = CURVES_WHOLE_BYTES, fitter=None,
-                 running_laws_share: float = RUNNING_LAWS_SHARE):
+                 running_share: float = RUNNING_SHARE):
         self.root = str(root)
         self.fitter = fitter
         """Where the laws are fitted: an :class:`analysis.serve.fitter.Fitter` (a process of
         their own; what ``scaling serve`` uses), or None: a thread of this process."""
         self.refresh_share = refresh_share
-        self.running_laws_share = running_laws_share
+        self.running_share = running_share
         self.curves_whole_bytes = curves_whole_bytes
         self.fs, self.base, self._query = _filesystem(self.root)
         info = self.fs.get_file_info(self.base)
@@ -228,16 +230,22 @@ class Source:
         entry.expected = (version, n)
         return n
 
-    def laws_share(self, sweep: str) -> float:
-        """Share of one core the sweep's background results may take now: :attr:`refresh_share`,
-        or :attr:`running_laws_share` while the trials last read are fewer than the sweep's
-        config expands to (it is still running, or was stopped before its end)."""
+    def running(self, sweep: str) -> bool:
+        """Whether the trials last read are fewer than the sweep's config expands to: it is still
+        running (or was stopped before its end)."""
         entry = self._entry(sweep)
-        if self.refresh_share >= 1 or entry.tables is None:
-            return self.refresh_share
+        if entry.tables is None:
+            return False
         expected = self.expected(sweep)
-        running = expected is not None and entry.tables[0].num_rows < expected
-        return min(self.refresh_share, self.running_laws_share) if running else self.refresh_share
+        return expected is not None and entry.tables[0].num_rows < expected
+
+    def share(self, sweep: str) -> float:
+        """Share of one core that following the sweep may take now, for its reads and for its
+        background results each: :attr:`refresh_share`, or :attr:`running_share` while the sweep
+        is :meth:`running`."""
+        if self.refresh_share >= 1 or not self.running(sweep):
+            return self.refresh_share
+        return min(self.refresh_share, self.running_share)
 
     def _entry(self, sweep: str) -> _Entry:
         with self._lock:
@@ -254,7 +262,7 @@ class Source:
         with entry.lock:
             version = self.version(sweep)
             stale = version.digest != entry.version or (entry.tables is None and not entry.error)
-            if stale and not self._too_soon(entry):
+            if stale and not self._too_soon(sweep, entry):
                 start = time.monotonic()
                 tables, error, appended = None, "", False
                 if version.trial_parts == 0:
@@ -328,11 +336,12 @@ class Source:
         # no old run lost: the old rows come first, as they were (see :meth:`appended`)
         return (trials, curves), trials.num_rows == old[0].num_rows + new[0].num_rows
 
-    def _too_soon(self, entry: _Entry) -> bool:
-        """Whether reading a sweep again now would spend more than :attr:`refresh_share` of a core."""
-        if entry.tables is None or self.refresh_share >= 1:
+    def _too_soon(self, sweep: str, entry: _Entry) -> bool:
+        """Whether reading a sweep again now would spend more than its :meth:`share` of a core."""
+        share = self.share(sweep)
+        if entry.tables is None or share >= 1:
             return False
-        wait = entry.cost_s * (1 / max(self.refresh_share, 1e-3) - 1)
+        wait = entry.cost_s * (1 / max(share, 1e-3) - 1)
         return time.monotonic() - entry.loaded_at < wait
 
     def appended(self, sweep: str, key):
@@ -376,7 +385,7 @@ class Source:
         as they stand then, and cached under their content like :meth:`result`. Until the
         current content's value is ready this gives the last value computed (None before the
         first) with ``current`` False; a value may be an :class:`AnalysisError`. The background
-        thread, too, spends at most a share of a core (:meth:`laws_share`: less while the sweep
+        thread, too, spends at most a share of a core (:meth:`share`: less while the sweep
         runs): after a round of results it waits ``(1 / share - 1)`` times what the round cost
         before it starts the next. ``as of``: the trials the value was computed from, and when."""
         _, trials, _, error = self.tables(sweep)
@@ -397,7 +406,7 @@ class Source:
 
     def _work(self, sweep: str, entry: _Entry) -> None:
         while True:  # the share is looked at again each second: a sweep's last trial ends the long wait
-            share = self.laws_share(sweep)
+            share = self.share(sweep)
             wait = entry.slow_cost_s * (1 / max(share, 1e-3) - 1) if share < 1 else 0.0
             delay = entry.slow_done_at + wait - time.monotonic()
             if delay <= 0:
