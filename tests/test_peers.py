@@ -102,17 +102,31 @@ def test_tune_peer_through_the_real_loop_store_and_bopt(tmp_path):
     the stopped trial's thread left waiting, each trial needed a fresh actor or failed), every trial
     that reported is stored once, a trial ASHA stopped is stored ``pruned`` before its budget,
     each group kept its budget (plus at most one eval interval) and scaling bopt's code reads the
-    sweep."""
+    sweep. The peer runs in a fresh interpreter: Tune starts a local Ray of its own, and the
+    session's (``ray_local``) may already be up in this one."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
     import yaml
 
     from analysis.rules.bopt import find_bopt
     from analysis.tables.load import load_trials
-    from cluster.bench.peers import groups, peer_config, run_peers
+    from cluster.bench.peers import groups, peer_config
     from scaling.store.views import open_store
     from scaling.store.writer import Store
 
     base = yaml.safe_load(SWEEP)
-    out = run_peers(base, tmp_path, ["tune"], budget=1 / 3, num_cpus=1, log=None)["tune"]
+    run = ("import json, sys, yaml\n"
+           "from cluster.bench.peers import run_peers\n"
+           "out = run_peers(yaml.safe_load(sys.stdin.read()), sys.argv[1], ['tune'], budget=1 / 3,"
+           " num_cpus=1, log=None)['tune']\n"
+           "print(json.dumps(out, default=str))\n")
+    proc = subprocess.run([sys.executable, "-c", run, str(tmp_path)], input=SWEEP, capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1], timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
     _, cfg = peer_config(base, "peers_tune")
     grouped = list(groups(cfg).values())
     assert out["sweep"] == "peers_tune" and len(out["groups"]) == len(grouped) == 2
