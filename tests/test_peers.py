@@ -60,20 +60,41 @@ def test_on_eval_returning_a_reason_stops_that_member_as_pruned():
     assert late["status"] == "ok" and late["steps"] == t.total_steps
 
 
+def _run_peer_apart(peer: str, results) -> dict:
+    """``run_peers(SWEEP, results, [peer], budget=1/3, num_cpus=1)[peer]`` in a fresh interpreter."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = ("import json, sys, yaml\n"
+           "from cluster.bench.peers import run_peers\n"
+           "out = run_peers(yaml.safe_load(sys.stdin.read()), sys.argv[1], [sys.argv[2]], budget=1 / 3,"
+           " num_cpus=1, log=None)[sys.argv[2]]\n"
+           "print(json.dumps(out, default=str))\n")
+    proc = subprocess.run([sys.executable, "-c", run, str(results), peer], input=SWEEP, capture_output=True, check=False,
+                          text=True, cwd=Path(__file__).resolve().parents[1], timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_optuna_peer_through_the_real_loop_store_and_bopt(tmp_path):
     """Two groups, TPE + Hyperband at a third of each group's steps, one process: the rows are
     stored, the steps the peer counted are the stored rows' steps, a pruned trial stopped before
     its budget, each group stayed within its budget (plus at most one eval interval) and
-    scaling bopt's code reads the sweep."""
+    scaling bopt's code reads the sweep. The peer runs in a fresh interpreter, as the Tune test's
+    does: in the test process, what earlier tests left in torch's global state could move a
+    trial's curve, and with it which trials Hyperband stops (once, after the whole non-slow suite,
+    none was stopped by Hyperband; alone it always was)."""
     import yaml
 
     from analysis.rules.bopt import find_bopt
     from analysis.tables.load import load_trials
-    from cluster.bench.peers import groups, peer_config, run_peers
+    from cluster.bench.peers import groups, peer_config
     from scaling.store.views import open_store
 
     base = yaml.safe_load(SWEEP)
-    out = run_peers(base, tmp_path, ["optuna"], budget=1 / 3, num_cpus=1, log=None)["optuna"]
+    out = _run_peer_apart("optuna", tmp_path)
     _, cfg = peer_config(base, "peers_optuna")
     grouped = list(groups(cfg).values())
     assert out["sweep"] == "peers_optuna" and len(out["groups"]) == len(grouped) == 2
@@ -104,11 +125,6 @@ def test_tune_peer_through_the_real_loop_store_and_bopt(tmp_path):
     each group kept its budget (plus at most one eval interval) and scaling bopt's code reads the
     sweep. The peer runs in a fresh interpreter: Tune starts a local Ray of its own, and the
     session's (``ray_local``) may already be up in this one."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
     import yaml
 
     from analysis.rules.bopt import find_bopt
@@ -118,15 +134,7 @@ def test_tune_peer_through_the_real_loop_store_and_bopt(tmp_path):
     from scaling.store.writer import Store
 
     base = yaml.safe_load(SWEEP)
-    run = ("import json, sys, yaml\n"
-           "from cluster.bench.peers import run_peers\n"
-           "out = run_peers(yaml.safe_load(sys.stdin.read()), sys.argv[1], ['tune'], budget=1 / 3,"
-           " num_cpus=1, log=None)['tune']\n"
-           "print(json.dumps(out, default=str))\n")
-    proc = subprocess.run([sys.executable, "-c", run, str(tmp_path)], input=SWEEP, capture_output=True,
-                          text=True, cwd=Path(__file__).resolve().parents[1], timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _run_peer_apart("tune", tmp_path)
     _, cfg = peer_config(base, "peers_tune")
     grouped = list(groups(cfg).values())
     assert out["sweep"] == "peers_tune" and len(out["groups"]) == len(grouped) == 2
