@@ -132,10 +132,16 @@ function buildFilters(meta) {
   b.appendChild(el("div", {id: "curves-note"}));
 }
 
+let curvesAsked = 0;
+
 async function showCurves() {
-  const fig = document.getElementById("curves-fig");
-  const note = clear(document.getElementById("curves-note"));
+  const asked = ++curvesAsked;
   const r = await api("curves", {where: whereText(), metric: state.metric});
+  // a filter changed (or a refresh asked) while this was on its way: the later answer draws, so an
+  // earlier one arriving last never leaves the figure showing a filter no longer chosen
+  if (asked !== curvesAsked) return;
+  const fig = document.getElementById("curves-fig");  // looked up now: a refresh may have rebuilt it
+  const note = clear(document.getElementById("curves-note"));
   if (r.error) { Plotly.purge(fig); fig.dataset.lines = 0; return message(note, r.error, "msg"); }
   await plot(fig, r.figure);
   fig.dataset.lines = r.lines;
