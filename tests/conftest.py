@@ -29,8 +29,8 @@ NO_CLOUD = {
 RAY_MODULES = frozenset({
     # drivers and workers killed or signalled, orphans reaped, memory exhausted
     "test_sweep", "test_security", "test_training_faults",
-    # sweeps, clusters, storage outages, gloo ports, a raylet or GCS killed
-    "test_faults", "test_storage", "test_ddp", "test_versions", "test_ray_failures",
+    # sweeps, clusters, storage outages, a raylet or GCS killed
+    "test_faults", "test_storage", "test_versions", "test_ray_failures",
     "test_compaction_safety", "test_status",
     # an ETA timed, plug-ins, a sweep extended, an adaptive sweep's driver killed mid-round
     "test_progress", "test_plugin", "test_expand", "test_adaptive",
@@ -41,25 +41,48 @@ RAY_MODULES = frozenset({
 """Modules whose tests start local Rays (in this process or a ``scaling sweep``), bind ports or
 signal processes: all in one xdist group, so under ``make check`` they run one at a time on one
 worker while the tests that only compute run on the other. On two cores a second Ray beside the
-first slows both a lot."""
+first slows both (the suite took 637-639 s with every Ray test free to run beside another, 618 s
+grouped, 2026-12-07)."""
+BESIDE_RAY = frozenset({"test_ddp"})
+"""Modules that use the ``ray_local`` fixture but run on the other worker all the same, beside the
+group (that worker then starts a ``ray_local`` of its own): the group is the longer side (607 s of
+the suite's 1,046 test-seconds, 2026-12-07), and these tests only run Ray tasks and gloo on ports
+the OS picks; they signal nothing."""
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Put every test that starts a Ray, binds a port or signals processes in the xdist group
-    ``ray``: its module is in :data:`RAY_MODULES`, it uses the ``ray_local`` fixture, or it is marked
-    ``serial``. ``make check`` runs ``pytest -n 2 --dist loadgroup -m "not alone"``: the group runs
-    in collection order on one worker and the tests that only compute fill the other; then the
-    tests marked ``alone`` (they time a sweep's first seconds, so they want both cores to
-    themselves) run by themselves. A test in the group still acts only on the processes it
-    started (``ray_trial_pids``, the sweep's own cluster marker), and each worker records its
-    local Rays in a folder of its own (``XDG_RUNTIME_DIR`` below), so nothing one worker runs can
-    reap what a test of the other left on purpose. Without xdist the marks do nothing."""
+    ``ray``: its module is in :data:`RAY_MODULES`, it uses the ``ray_local`` fixture (unless its
+    module is in :data:`BESIDE_RAY`), or it is marked ``serial``. ``make check`` runs
+    ``pytest -n 2 --dist loadgroup -m "not alone"``: the group runs in collection order on one
+    worker and the other tests fill the other; then the tests marked ``alone`` (they time a sweep's
+    first seconds, so they want both cores to themselves) run by themselves. A test in the group
+    still acts only on the processes it started (``ray_trial_pids``, the sweep's own cluster
+    marker), and each worker records its local Rays in a folder of its own (``XDG_RUNTIME_DIR``
+    below), so nothing one worker runs can reap what a test of the other left on purpose. Without
+    xdist the marks do nothing. ``tryfirst``: xdist reads the marks in its own hook of this name,
+    which otherwise runs first and sees none (checked: the group was then silently ignored)."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
         module = item.module.__name__.rpartition(".")[2] if item.module else ""
-        if module in RAY_MODULES or "ray_local" in item.fixturenames or item.get_closest_marker("serial"):
+        uses_ray = "ray_local" in item.fixturenames and module not in BESIDE_RAY
+        if module in RAY_MODULES or uses_ray or item.get_closest_marker("serial"):
             item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+def pytest_xdist_node_collection_finished(node, ids):
+    """Under ``--dist loadgroup``, stop at once if xdist did not take the group: it marks a grouped
+    test by appending ``@ray`` to its node id, which pytest 9.2 no longer lets it do (pytest-xdist
+    issue 1386; ``constraints.txt`` pins pytest 9.1.1). Without the group the Ray tests run beside
+    each other, slower, and nothing else would say so."""
+    if node.config.getoption("dist", None) != "loadgroup":
+        return
+    ray_ids = [i for i in ids if Path(i.partition("::")[0]).stem in RAY_MODULES]
+    if ray_ids and not any(i.endswith("@ray") for i in ray_ids):
+        pytest.exit("pytest-xdist did not group the Ray tests (pytest-xdist issue 1386): install "
+                    "the pytest that constraints.txt pins", returncode=3)
 
 
 def pytest_configure(config):
