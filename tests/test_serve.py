@@ -358,14 +358,15 @@ over 100 examples are left out; ``_store`` writes them all the same, 72 rows).""
 def test_a_running_sweep_is_followed_at_a_smaller_share_and_at_the_usual_one_once_its_last_trial_is_in(tmp_path):
     """While trials are still to come, a read waits (1 / running share - 1) times what the last
     cost, and so does a round of the laws; once the tables hold every trial the config expands to,
-    the waiting round starts within about a second (the share is looked at again), not after its
-    long wait. (The reads are forced here by raising the running share for one call.)"""
+    the waiting round starts within about a second of the sweep's end (``ending_s``: the share is
+    looked at again), not after its long wait. (The reads are forced here by raising the running
+    share for one call.)"""
     from analysis.serve.store import Source
 
     root = tmp_path / "results"
     _store(root)  # 24 of 66
     (root / "grid" / "sweep.yaml").write_text(GRID_CONFIG)
-    src = Source(str(root), refresh_share=0.5, running_share=0.001)
+    src = Source(str(root), refresh_share=0.5, running_share=0.001, ending_s=1.0)
     calls = []
 
     def rows(trials, _curves):
@@ -393,7 +394,10 @@ def test_a_running_sweep_is_followed_at_a_smaller_share_and_at_the_usual_one_onc
     assert ask()[:2] == (24, False) and calls == [24], "running: the next round waits ~100 s"
     _store(root, lrs=(1.0,), first=200)  # 72 rows, 66 expected: the sweep is done
     read_now()
-    assert not src.running("grid") and src.share("grid") == 0.5
+    ended = time.monotonic()
+    assert not src.running("grid") and src.share("grid") == 0.001, "the sweep's own end first"
+    assert _wait("the usual share", lambda: src.share("grid") == 0.5, timeout=5)
+    assert time.monotonic() - ended >= 1.0
     assert _wait("the round after the last trial", lambda: ask()[1], timeout=5), calls
     assert ask()[0] == 72 and calls == [24, 72]
 

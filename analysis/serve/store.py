@@ -58,8 +58,12 @@ waits 32 times what the last cost before the next, and so does a round of fits):
 cores the sweep keeps busy, whatever CPU the page takes comes out of the sweep (measured: a
 followed 720-trial sweep took 8-10 % longer at :data:`REFRESH_SHARE`). The page shows the
 version it has, and the laws last fitted with the trials they are as of; once the last trial is
-in, it follows at :data:`REFRESH_SHARE` again (a waiting round of fits looks at the share each
-second, so the sweep's end starts it)."""
+in, and :data:`ENDING_S` more, it follows at :data:`REFRESH_SHARE` again (a waiting round of fits
+looks at the share each second, so the sweep's end starts it)."""
+ENDING_S = 3.0
+"""A sweep seen running keeps :data:`RUNNING_SHARE` this long after its last trial is read: its
+driver is still at work (the last compaction, Ray's stop: 0.3-1 s on the 2-core machine), and the
+last round of fits, 0.3-0.5 s of CPU for the demo sweep, slowed that end when it started at once."""
 
 
 def _filesystem(root: str) -> tuple[pafs.FileSystem, str, str]:
@@ -118,6 +122,10 @@ class _Entry:
     """When the background worker last finished, and what its last round cost."""
     expected: tuple = ("", None)
     """(version, trials the stored config expands to) as last read."""
+    seen_running: bool = False
+    ended_at: float | None = None
+    """Whether the sweep was seen :meth:`Source.running`, and when it was first seen with every
+    trial in after that (None while it runs)."""
 
 
 class Source:
@@ -125,13 +133,14 @@ class Source:
 
     def __init__(self, root: str, refresh_share: float = REFRESH_SHARE,
                  curves_whole_bytes: int = CURVES_WHOLE_BYTES, fitter=None,
-                 running_share: float = RUNNING_SHARE):
+                 running_share: float = RUNNING_SHARE, ending_s: float = ENDING_S):
         self.root = str(root)
         self.fitter = fitter
         """Where the laws are fitted: an :class:`analysis.serve.fitter.Fitter` (a process of
         their own; what ``scaling serve`` uses), or None: a thread of this process."""
         self.refresh_share = refresh_share
         self.running_share = running_share
+        self.ending_s = ending_s
         self.curves_whole_bytes = curves_whole_bytes
         self.fs, self.base, self._query = _filesystem(self.root)
         info = self.fs.get_file_info(self.base)
@@ -242,8 +251,16 @@ class Source:
     def share(self, sweep: str) -> float:
         """Share of one core that following the sweep may take now, for its reads and for its
         background results each: :attr:`refresh_share`, or :attr:`running_share` while the sweep
-        is :meth:`running`."""
-        if self.refresh_share >= 1 or not self.running(sweep):
+        is :meth:`running` and for :attr:`ending_s` after it was first seen with every trial in
+        (when it was seen running before: a finished sweep opened is followed at once)."""
+        if self.refresh_share >= 1:
+            return self.refresh_share
+        entry, now = self._entry(sweep), time.monotonic()
+        if self.running(sweep):
+            entry.seen_running, entry.ended_at = True, None
+        elif entry.seen_running and entry.ended_at is None:
+            entry.ended_at = now
+        if not entry.seen_running or entry.ended_at is not None and now - entry.ended_at >= self.ending_s:
             return self.refresh_share
         return min(self.refresh_share, self.running_share)
 
