@@ -402,6 +402,31 @@ def test_a_running_sweep_is_followed_at_a_smaller_share_and_at_the_usual_one_onc
     assert ask()[0] == 72 and calls == [24, 72]
 
 
+def test_closing_the_source_ends_its_background_fits_after_the_current_one(tmp_path):
+    """The server's stop (and the benchmark, between the sweeps it times) closes the source: the
+    fit under way ends, the next one queued never starts, and ``wait_s`` waits for the thread."""
+    import threading
+
+    from analysis.serve.store import Source
+
+    root = tmp_path / "results"
+    _store(root)
+    src = Source(str(root), refresh_share=1.0)
+    started = []
+
+    def slow(trials, _curves):
+        started.append(trials.num_rows)
+        time.sleep(0.5)
+        return trials.num_rows
+
+    assert src.slow_result("grid", "first", slow)[:2] == (None, False)
+    assert src.slow_result("grid", "second", slow)[:2] == (None, False)
+    assert _wait("the first fit", lambda: started, timeout=10)
+    src.close(wait_s=10)
+    assert started == [24], "the second fit started after the close"
+    assert not [t for t in threading.enumerate() if t.name == "scaling-serve-laws"]
+
+
 @pytest.mark.slow  # 4 s: a process start and the analysis' imports
 def test_the_fitting_process_answers_in_json_and_stops_with_the_server(server):
     from analysis.errors import AnalysisError

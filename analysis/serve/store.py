@@ -151,13 +151,23 @@ class Source:
             raise AnalysisError(f"{self.root!r} is not a directory; pass the --results folder of a sweep")
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self._closed = False
         self.loads = 0
         """How many times a sweep's tables were read (tests and the benchmark count them)."""
         self.delta_loads = 0
         """How many of those read only the new parts."""
 
-    def close(self) -> None:
-        """Stop the fitting process, if one was started."""
+    def close(self, wait_s: float = 0.0) -> None:
+        """Stop the background fits (a round under way ends with its current fit; none starts
+        after) and the fitting process, if one was started; wait up to ``wait_s`` for the fits'
+        threads to end (the benchmark does, so that a served sweep's last fits do not run into the
+        next sweep it times)."""
+        self._closed = True
+        deadline = time.monotonic() + wait_s
+        with self._lock:
+            workers = [e.worker for e in self._entries.values() if e.worker is not None]
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
         if self.fitter is not None:
             self.fitter.close()
 
@@ -426,11 +436,13 @@ class Source:
             share = self.share(sweep)
             wait = entry.slow_cost_s * (1 / max(share, 1e-3) - 1) if share < 1 else 0.0
             delay = entry.slow_done_at + wait - time.monotonic()
+            if self._closed:
+                return
             if delay <= 0:
                 break
             time.sleep(min(delay, 1.0))
         spent, done = 0.0, set()
-        while True:
+        while not self._closed:
             _, trials, curves, error = self.tables(sweep)
             with entry.lock:
                 content = entry.content

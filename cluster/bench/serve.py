@@ -188,6 +188,7 @@ def sweep_wall(config: str, results: str, served: bool, sweep: str,
         cpu = time.process_time() - cpu0 + (_process_cpu(proc.pid) if proc is not None else 0.0)
         srv.shutdown()
         srv.server_close()
+        srv.source.close(wait_s=120)  # a round of fits under way ends before the next sweep is timed
     return wall, viewer.refreshes if viewer else 0, cpu
 
 
@@ -273,7 +274,7 @@ def _beside_sweep(config: str, work: str, repeats: int, ray_mode: str,
           "over the sweep's wall time; the sweep itself runs on every core)", flush=True)
     print(f"load average (1, 5, 15 min) before {load0}, after {_load()}: other work on the machine "
           "adds scatter to every wall time", flush=True)
-    what = (f"the {n_trials}-trial reference sweep served and viewed vs alone ({repeats} pairs, "
+    what = (f"the {n_trials}-trial sweep {name!r} served and viewed vs alone ({repeats} pairs, "
             f"{'joined Ray' if address else 'own Ray'}, "
             "median paired difference, range, 95% t interval of the mean)")
     return [(what, (f"{p['median']:+.1f}% ({p['low']:+.1f} to {p['high']:+.1f}; "
