@@ -412,10 +412,11 @@ def test_closing_the_source_ends_its_background_fits_after_the_current_one(tmp_p
     root = tmp_path / "results"
     _store(root)
     src = Source(str(root), refresh_share=1.0)
-    started = []
+    started, threads = [], []
 
     def slow(trials, _curves):
         started.append(trials.num_rows)
+        threads.append(threading.current_thread())  # this source's thread (other tests' may run)
         time.sleep(0.5)
         return trials.num_rows
 
@@ -424,7 +425,7 @@ def test_closing_the_source_ends_its_background_fits_after_the_current_one(tmp_p
     assert _wait("the first fit", lambda: started, timeout=10)
     src.close(wait_s=10)
     assert started == [24], "the second fit started after the close"
-    assert not [t for t in threading.enumerate() if t.name == "scaling-serve-laws"]
+    assert not threads[0].is_alive(), "close(wait_s) returned before the fits' thread ended"
 
 
 @pytest.mark.slow  # 4 s: a process start and the analysis' imports
