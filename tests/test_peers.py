@@ -60,12 +60,19 @@ def test_on_eval_returning_a_reason_stops_that_member_as_pruned():
     assert late["status"] == "ok" and late["steps"] == t.total_steps
 
 
-def _run_peer_apart(peer: str, results) -> dict:
-    """``run_peers(SWEEP, results, [peer], budget=1/3, num_cpus=1)[peer]`` in a fresh interpreter."""
+def _run_peer_apart(peer: str, results) -> tuple[dict, object, list, list[dict]]:
+    """``run_peers(SWEEP, results, [peer], budget=1/3, num_cpus=1)[peer]`` in a fresh interpreter:
+    (that answer, the peer's sweep config, its groups' trials, the stored trial rows), the answer
+    checked to name the sweep and its two groups."""
     import json
     import subprocess
     import sys
     from pathlib import Path
+
+    import yaml
+
+    from cluster.bench.peers import groups, peer_config
+    from scaling.store.views import open_store
 
     run = ("import json, sys, yaml\n"
            "from cluster.bench.peers import run_peers\n"
@@ -75,7 +82,14 @@ def _run_peer_apart(peer: str, results) -> dict:
     proc = subprocess.run([sys.executable, "-c", run, str(results), peer], input=SWEEP, capture_output=True, check=False,
                           text=True, cwd=Path(__file__).resolve().parents[1], timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    name = f"peers_{peer}"
+    _, cfg = peer_config(yaml.safe_load(SWEEP), name)
+    grouped = list(groups(cfg).values())
+    assert out["sweep"] == name and len(out["groups"]) == len(grouped) == 2
+    with open_store(str(results), [name]) as view:
+        rows = view.sql("SELECT trial_id, status, steps, error, n_train FROM trials").to_pylist()
+    return out, cfg, grouped, rows
 
 
 def test_optuna_peer_through_the_real_loop_store_and_bopt(tmp_path):
@@ -86,20 +100,11 @@ def test_optuna_peer_through_the_real_loop_store_and_bopt(tmp_path):
     does: in the test process, what earlier tests left in torch's global state could move a
     trial's curve, and with it which trials Hyperband stops (once, after the whole non-slow suite,
     none was stopped by Hyperband; alone it always was)."""
-    import yaml
 
     from analysis.rules.bopt import find_bopt
     from analysis.tables.load import load_trials
-    from cluster.bench.peers import groups, peer_config
-    from scaling.store.views import open_store
 
-    base = yaml.safe_load(SWEEP)
-    out = _run_peer_apart("optuna", tmp_path)
-    _, cfg = peer_config(base, "peers_optuna")
-    grouped = list(groups(cfg).values())
-    assert out["sweep"] == "peers_optuna" and len(out["groups"]) == len(grouped) == 2
-    with open_store(str(tmp_path), ["peers_optuna"]) as view:
-        rows = view.sql("SELECT trial_id, status, steps, error, n_train FROM trials").to_pylist()
+    out, cfg, grouped, rows = _run_peer_apart("optuna", tmp_path)
     total = {t.trial_id: t.total_steps for t in cfg.trials()}
     assert sum(r["steps"] for r in rows) == sum(g["steps"] for g in out["groups"])
     pruned = [r for r in rows if r["status"] == "pruned"]
@@ -125,21 +130,12 @@ def test_tune_peer_through_the_real_loop_store_and_bopt(tmp_path):
     each group kept its budget (plus at most one eval interval) and scaling bopt's code reads the
     sweep. The peer runs in a fresh interpreter: Tune starts a local Ray of its own, and the
     session's (``ray_local``) may already be up in this one."""
-    import yaml
 
     from analysis.rules.bopt import find_bopt
     from analysis.tables.load import load_trials
-    from cluster.bench.peers import groups, peer_config
-    from scaling.store.views import open_store
     from scaling.store.writer import Store
 
-    base = yaml.safe_load(SWEEP)
-    out = _run_peer_apart("tune", tmp_path)
-    _, cfg = peer_config(base, "peers_tune")
-    grouped = list(groups(cfg).values())
-    assert out["sweep"] == "peers_tune" and len(out["groups"]) == len(grouped) == 2
-    with open_store(str(tmp_path), ["peers_tune"]) as view:
-        rows = view.sql("SELECT trial_id, status, steps, error, n_train FROM trials").to_pylist()
+    out, cfg, grouped, rows = _run_peer_apart("tune", tmp_path)
     raw = [r["trial_id"] for r in Store(str(tmp_path)).raw_table("trials").to_pylist() if r["sweep"] == "peers_tune"]
     assert len(raw) == len(set(raw)) == len(rows), "each trial stored once"
     total = {t.trial_id: t.total_steps for t in cfg.trials()}
