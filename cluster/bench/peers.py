@@ -114,8 +114,8 @@ def optuna_group(trials, budget: float, store: Store, sweep: str, *, seed: int, 
     for t in sorted(trials, key=lambda t: (t.batch_size, t.seed)):
         by_b[t.batch_size].append(t)
     epochs10 = max(resource({"epoch": t.total_steps * t.batch_size / t.n_train}) for t in trials)
-    study = optuna.create_study(
-        direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed),
+    study = optuna.create_study(  # named: Hyperband's brackets hash the study's name (else a random one)
+        study_name=f"{sweep}-{seed}", direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.HyperbandPruner(min_resource=max(1, epochs10 // 10), max_resource=epochs10,
                                               reduction_factor=REDUCTION))
     space = {"batch_size": optuna.distributions.CategoricalDistribution(sorted(by_b))}
