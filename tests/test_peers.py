@@ -97,9 +97,8 @@ def test_optuna_peer_through_the_real_loop_store_and_bopt(tmp_path):
     stored, the steps the peer counted are the stored rows' steps, a pruned trial stopped before
     its budget, each group stayed within its budget (plus at most one eval interval) and
     scaling bopt's code reads the sweep. The peer runs in a fresh interpreter, as the Tune test's
-    does: in the test process, what earlier tests left in torch's global state could move a
-    trial's curve, and with it which trials Hyperband stops (once, after the whole non-slow suite,
-    none was stopped by Hyperband; alone it always was)."""
+    does. (Twice no trial was stopped by Hyperband: its brackets hash the study's name, which was
+    random; the peer now names its study, ``cluster/bench/peers.py``.)"""
 
     from analysis.rules.bopt import find_bopt
     from analysis.tables.load import load_trials
