@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401
 import pytest
 
-from conftest import NO_CLOUD, ROOT, SMALL_SWEEP, ray_trial_pids, run_cli_here, write_config
+from conftest import NO_CLOUD, ROOT, SMALL_SWEEP, kill_a_busy_worker, run_cli_here, write_config
 from scaling.config.sweep import load_config
 from scaling.spec.schema import trial_id
 from scaling.store.writer import Store
@@ -59,19 +58,14 @@ def assert_exactly_once(results, config, statuses=("ok",)):
 
 
 def test_killed_worker_is_retried(tmp_path):
-    config = write_config(tmp_path, LONG_TRIALS.format(name="kw", seeds="[0, 1, 2, 3]", epochs=8, gpu=0))
+    """A worker SIGKILLed 0.2 s into its pack (two trials of 4,000 steps: 0.5 s on an idle machine),
+    still training as it is killed: Ray runs the pack again, and every trial is stored once."""
+    config = write_config(tmp_path, LONG_TRIALS.format(name="kw", seeds="[0, 1, 2, 3]", epochs=40, gpu=0))
     driver = subprocess.Popen(cli(config, tmp_path / "r"), cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    deadline, killed = time.monotonic() + 120, None
-    while killed is None and time.monotonic() < deadline and driver.poll() is None:
-        pids = ray_trial_pids(driver.pid)
-        if pids:
-            time.sleep(0.3)  # mid-trial
-            os.kill(pids[0], signal.SIGKILL)
-            killed = pids[0]
-        time.sleep(0.05)
+    killed = kill_a_busy_worker(driver, after_s=0.2)
     out, err = driver.communicate(timeout=300)
-    assert killed is not None, "saw a trial running"
+    assert killed is not None, f"no worker was seen 0.2 s into a pack: {err[-2000:]}"
     assert driver.returncode == 0, err
     assert "4 ok" in out
     assert_exactly_once(tmp_path / "r", config)
@@ -86,7 +80,7 @@ axes:
   batch_size: [8, 32]
   lr: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3]
   seed: [0, 1]
-budget: {{epochs: 24}}
+budget: {{epochs: 72}}
 eval: {{points: 3}}
 search: {{prune: {{rungs: [0.2, 0.5], keep: 0.34, bowl: 1}}}}
 resources: {{cpu: 1, gpu: 0}}
@@ -102,20 +96,9 @@ def test_killed_worker_with_pruning_on_stores_each_trial_once(tmp_path):
     config = write_config(tmp_path, PRUNED_TRIALS.format(name="kp"))
     driver = subprocess.Popen(cli(config, tmp_path / "r"), cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    deadline, killed, first_seen = time.monotonic() + 120, None, None
-    while killed is None and time.monotonic() < deadline and driver.poll() is None:
-        pids = ray_trial_pids(driver.pid)
-        if pids and first_seen is None:
-            first_seen = time.monotonic()
-        if pids and time.monotonic() - first_seen >= 0.5:  # past the first rungs of the cheap pack
-            try:
-                os.kill(pids[0], signal.SIGKILL)
-                killed = pids[0]
-            except ProcessLookupError:  # that pack ended meanwhile: the next one's worker
-                pass
-        time.sleep(0.05)
+    killed = kill_a_busy_worker(driver, after_s=0.3)  # a 7,200-step pack (1 s idle) past its first rung
     out, err = driver.communicate(timeout=300)
-    assert killed is not None, "saw a trial running"
+    assert killed is not None, f"no worker was seen 0.3 s into a pack: {err[-2000:]}"
     assert driver.returncode == 0, err
     trials = assert_exactly_once(tmp_path / "r", config, statuses=("ok", "pruned"))
     statuses = trials.column("status").to_pylist()

@@ -134,22 +134,35 @@ def test_a_reporter_whose_tally_fails_goes_quiet():
 
 # ---- a real packed sweep ------------------------------------------------------------------------
 
+SWEEP_S = 60.0
+"""How long the ETA test's timed sweep would train at the speed its warm sweep measured. That
+speed counts a short sweep's evals and start, so the timed sweep takes about 3/4 of this: 45 s,
+where the first ETA comes at about 7% of it (8.5% in a 30 s sweep, 2026-12-07)."""
+
+
 @pytest.mark.slow
 @pytest.mark.alone  # the ETA's moment is timed: no other test's load beside it
 def test_a_packed_sweep_of_48_trials_shows_an_eta_within_its_first_tenth(ray_local, tmp_path, monkeypatch):
     """Two packs of 24 on a local Ray with 2 CPUs. A short sweep first warms the Ray workers (cold
-    worker processes take 5-10 s to import torch here, a fixed cost a minutes-long sweep does not
-    notice); the sweep measured then lasts about a minute, so that the fixed cost of its start
-    (1-2 s: the warm-up tasks, each pack's first evals) stays well under the 5% of the steps the
-    ETA waits for."""
+    worker processes take seconds to import torch, a fixed cost a minutes-long sweep does not
+    notice) and measures how fast two packs train here; the sweep timed then gets the steps that
+    take SWEEP_S at that speed, so that the fixed cost of its start and of the steps' reports
+    (about 1 s: the warm-up tasks, each pack's first evals) stays well under the 5% of the steps
+    the ETA waits for, on a fast machine as on a slow one. (A fixed 100,000 steps a trial took 45-55 s here on 2026-12-06, and
+    18 s on 2026-12-07: the start was then 5% of the sweep, and the first ETA came at 10.0%.)"""
     import cluster.driver.drive as drive_mod
+    from cluster.driver.progress import _fmt_count
     from cluster.driver.sweep import run_sweep
+    from scaling.store.views import load_tables
 
-    warm = config_from_text(PACKED.replace("STEPS", "50").replace("name: packed", "name: warm"))
+    warm = config_from_text(PACKED.replace("STEPS", "3000").replace("name: packed", "name: warm"))
     run_sweep(warm, "warm", str(tmp_path / "warm"), progress=True, log=lambda *_: None)
+    rows = load_tables(str(tmp_path / "warm"))[0].to_pylist()
+    rate = sum(r["steps"] for r in rows) / max(r["wall_s"] for r in rows)  # a member's wall_s: its pack's time
+    steps = int(min(1e6, max(2e4, round(rate * SWEEP_S / len(rows), -3))))
     stream = Stamped()
     monkeypatch.setattr(drive_mod, "Progress", functools.partial(Progress, stream=stream, every_s=0.1))
-    text = PACKED.replace("STEPS", "100000")
+    text = PACKED.replace("STEPS", str(steps))
     cfg = config_from_text(text)
     t0 = time.monotonic()
     summary = run_sweep(cfg, text, str(tmp_path / "r"), log=lambda *_: None)
@@ -158,12 +171,13 @@ def test_a_packed_sweep_of_48_trials_shows_an_eta_within_its_first_tenth(ray_loc
     lines = stream.lines
     assert all(len(line) <= LINE_WIDTH for _, line in lines), max(lines, key=lambda x: len(x[1]))
     first_eta = next(t - t0 for t, line in lines if "ETA ?" not in line)
-    print(f"first ETA at {first_eta:.2f} s of {wall:.2f} s ({100 * first_eta / wall:.1f}%)")
+    print(f"{steps} steps a trial; first ETA at {first_eta:.2f} s of {wall:.2f} s ({100 * first_eta / wall:.1f}%)")
     moving = [line for _, line in lines if "0/48 done" in line and re.search(r"\| [1-9][\d.]*[kM]?/\S+ steps", line)]
     assert moving, "steps counted inside the packs before any trial finished"
     assert first_eta <= 0.1 * wall, (first_eta, wall, lines[:20])
     assert "48/48 done" in lines[-1][1]
-    assert "4.8M/4.8M steps 100%" in lines[-1][1]
+    total = _fmt_count(48 * steps)
+    assert f"{total}/{total} steps 100%" in lines[-1][1], lines[-1][1]
 
 
 # ---- dry run, version, python -m scaling --------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -12,7 +11,8 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, SMALL_SWEEP, ray_trial_pids, reap_orphaned_ray_processes, run_cli, run_cli_here, write_config
+from conftest import (ROOT, SMALL_SWEEP, kill_a_busy_worker, reap_orphaned_ray_processes, run_cli,
+                      run_cli_here, write_config)
 from cluster.driver.sweep import run_sweep
 from scaling.config.sweep import load_config
 from scaling.spec.schema import trial_id
@@ -323,12 +323,14 @@ def test_sigkills_of_the_driver_and_workers_at_random_points_lose_and_double_not
     exactly one, with every one of its curve rows.
 
     Each class is hit by its trigger, not by chance, so one kill of each is what the exactly-once
-    claim needs here (4 kills; 27 s at load 4, 47-57 s at load 11-15). Ten kills at uniform 2-7 s
-    intervals (what this test did before, 71-166 s) hit one driver class only: at each of its
-    driver kills nothing was stored yet (600 epochs a trial), so a resume past stored trials was
-    never tested there. The long random stress run is this test with SCALING_SIGKILL_STRESS=N:
-    N more kills of a random class (a worker with p=0.6) at uniform 2-7 s intervals, on a sweep
-    40*N epochs long."""
+    claim needs here (4 kills; 18-19 s on an idle machine). A worker is killed only while it trains
+    (conftest.kill_a_busy_worker), and the sweep is long enough for that on an idle machine too:
+    with 40 epochs its trials lasted about 1 s in all there, and the sweep ended before kill 2.
+    Ten kills at uniform 2-7 s intervals (what this test did before, 71-166 s) hit one driver
+    class only: at each of its driver kills nothing was stored yet (600 epochs a trial), so a
+    resume past stored trials was never tested there. The long random stress run is this test
+    with SCALING_SIGKILL_STRESS=N: N more kills of a random class (a worker with p=0.6) at
+    uniform 2-7 s intervals, on a sweep 80*N epochs long."""
     import random
 
     from scaling.training.loop import eval_steps
@@ -336,7 +338,7 @@ def test_sigkills_of_the_driver_and_workers_at_random_points_lose_and_double_not
     rng = random.Random(1313)
     extra = int(os.environ.get("SCALING_SIGKILL_STRESS", "0"))
     plan = list(KILL_PLAN) + [("worker" if rng.random() < 0.6 else "driver", "random") for _ in range(extra)]
-    path = write_config(tmp_path, KILL_SWEEP.replace("EPOCHS", str(40 * max(1, extra))))
+    path = write_config(tmp_path, KILL_SWEEP.replace("EPOCHS", str(80 * max(1, extra))))
     total = len(load_config(path).trials())
     results = tmp_path / "r"
     cmd = [sys.executable, "-m", "cluster.cli", "sweep", str(path), "--results", str(results), "--quiet",
@@ -367,17 +369,10 @@ def test_sigkills_of_the_driver_and_workers_at_random_points_lose_and_double_not
         elif when == "random":
             pause = time.monotonic() + rng.uniform(2.0, 7.0)
             wait(driver, lambda: time.monotonic() > pause)  # noqa: B023
-        workers = []
-        while kind == "worker" and not workers:  # never a driver kill instead
-            # this driver's own workers (a slow start on a busy machine), then some way into a pack
-            wait(driver, lambda: ray_trial_pids(driver.pid), timeout=60)  # noqa: B023
-            if when == "busy":
-                pause = time.monotonic() + rng.uniform(0.1, 1.0)
-                wait(driver, lambda: time.monotonic() > pause)  # noqa: B023
-            workers = ray_trial_pids(driver.pid)  # none: the pack ended meanwhile, wait for the next
-        if workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(rng.choice(workers), signal.SIGKILL)
+        if kind == "worker":  # never a driver kill instead: one of this driver's workers, some way into a pack
+            after = rng.uniform(0.1, 0.5) if when == "busy" else 0.0
+            assert kill_a_busy_worker(driver, after_s=after, timeout_s=60), \
+                f"the sweep finished before kill {len(kills) + 1} of {plan}; make it longer"
             kills.append(("worker", None))
             continue
         os.kill(driver.pid, signal.SIGKILL)
