@@ -43,11 +43,11 @@ signal processes: all in one xdist group, so under ``make check`` they run one a
 worker while the tests that only compute run on the other. On two cores a second Ray beside the
 first slows both (the suite took 637-639 s with every Ray test free to run beside another, 618 s
 grouped, 2026-12-07)."""
-BESIDE_RAY = frozenset({"test_ddp"})
+BESIDE_RAY = frozenset({"test_ddp", "test_digits_images", "test_models"})
 """Modules that use the ``ray_local`` fixture but run on the other worker all the same, beside the
-group (that worker then starts a ``ray_local`` of its own): the group is the longer side (607 s of
-the suite's 1,046 test-seconds, 2026-12-07), and these tests only run Ray tasks and gloo on ports
-the OS picks; they signal nothing."""
+group (that worker then starts a ``ray_local`` of its own): the group is the longer side (about
+440 of the suite's 840 test-seconds, 2026-12-07), and these tests only run Ray tasks, and gloo on
+ports the OS picks; they signal nothing."""
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -223,8 +223,7 @@ def _ddp_worker(rank: int, world: int, port: int, cases: list, out_dir: str) -> 
         dist.destroy_process_group()
 
 
-@pytest.mark.serial  # two gloo processes on a loopback port
-@pytest.mark.slow
+@pytest.mark.slow  # two gloo processes on a loopback port the OS picks: beside the Ray group (conftest)
 def test_ddp_backend_matches_plain_torch(references, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
