@@ -28,8 +28,9 @@ demo: $(STAMP)
 
 # make test: what a newcomer runs (a few minutes, one process); make check: every test, as CI
 # runs it, on two pytest-xdist workers: the tests that start a Ray, bind ports or signal processes
-# in one group, in order on one worker, the tests that only compute on the other
-# (tests/conftest.py); then the few marked `alone`, which time a sweep's first seconds, by
+# in one group, in order on one worker, the tests that only compute on the other, at nice 10
+# where the suite runs as root (as CI does), so that they take only the CPU the group leaves
+# idle (tests/conftest.py); then the few marked `alone`, which time a sweep's first seconds, by
 # themselves. JOBS=1 runs make check in one process, as make test runs. Both print their slowest tests.
 JOBS ?= 2
 test: $(STAMP)
