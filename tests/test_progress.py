@@ -148,8 +148,9 @@ def test_a_packed_sweep_of_48_trials_shows_an_eta_within_its_first_tenth(ray_loc
     notice) and measures how fast two packs train here; the sweep timed then gets the steps that
     take SWEEP_S at that speed, so that the fixed cost of its start and of the steps' reports
     (about 1 s: the warm-up tasks, each pack's first evals) stays well under the 5% of the steps
-    the ETA waits for, on a fast machine as on a slow one. (A fixed 100,000 steps a trial took 45-55 s here on 2026-12-06, and
-    18 s on 2026-12-07: the start was then 5% of the sweep, and the first ETA came at 10.0%.)"""
+    the ETA waits for, on a fast machine as on a slow one. (A fixed 100,000 steps a trial took
+    45-55 s here on 2026-12-06, and 18 s on 2026-12-07: the start was then 5% of the sweep, and the
+    first ETA came at 10.0%.)"""
     import cluster.driver.drive as drive_mod
     from cluster.driver.progress import _fmt_count
     from cluster.driver.sweep import run_sweep

@@ -372,7 +372,8 @@ def test_sigkills_of_the_driver_and_workers_at_random_points_lose_and_double_not
         if kind == "worker":  # never a driver kill instead: one of this driver's workers, some way into a pack
             after = rng.uniform(0.1, 0.5) if when == "busy" else 0.0
             assert kill_a_busy_worker(driver, after_s=after, timeout_s=60), \
-                f"the sweep finished before kill {len(kills) + 1} of {plan}; make it longer"
+                f"no worker trained {after:.2f} s (the sweep ended, or 60 s passed) before kill {len(kills) + 1} " \
+                f"of {plan}; make it longer"
             kills.append(("worker", None))
             continue
         os.kill(driver.pid, signal.SIGKILL)
