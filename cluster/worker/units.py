@@ -124,13 +124,10 @@ def _available_bytes() -> int | None:
         return None
 
 
-WORKER_IMPORTS = ("torch", "scaling.training.backends.stacked", "scaling.tasks.resolve", "pandas")
+WORKER_IMPORTS = ("torch", "scaling.training.backends.stacked", "scaling.tasks.resolve")
 """What a sweep's worker imports before its first trial (the warm-up task imports them): a local Ray's
 workers import them as they start, while ``ray.init`` still connects (cluster.launch.localray.start).
-pandas is pyarrow's: ``Table.from_pylist`` imports it on a worker's first commit (0.26 s of CPU,
-which was on the path from a sweep's last trial to its end); a missing one is skipped, as pyarrow
-skips it."""
-OPTIONAL_IMPORTS = ("pandas",)
+No pandas: a worker's commits build their tables without it (scaling.store.rows)."""
 
 
 def warm_worker(task: dict, device: str, threads: int, models: list) -> dict:
@@ -143,11 +140,7 @@ def warm_worker(task: dict, device: str, threads: int, models: list) -> dict:
     import importlib
 
     for name in WORKER_IMPORTS:  # loaded already where the worker started with them
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            if name not in OPTIONAL_IMPORTS:
-                raise
+        importlib.import_module(name)
     import torch
 
     from scaling.tasks.resolve import load_task

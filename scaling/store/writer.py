@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 import scaling.store.parts as parts_mod
 from scaling.errors import StorageError, StoreError, one_line
 from scaling.spec.schema import CURVES_SCHEMA, TABLES, TRIALS_SCHEMA  # noqa: F401 (re-exported)
+from scaling.store.rows import rows_to_table
 from scaling.store.uri import open_filesystem, retrying
 
 MARKER = "_sweep.json"
@@ -160,7 +161,7 @@ class Store:
     def write_table(self, sweep: str, table: str, name: str, rows: list[dict]) -> None:
         """Write rows as the part ``<sweep>/<table>/<name>.parquet``, atomically."""
         self.ensure_sweep(sweep)
-        data = pa.Table.from_pylist([{**r, "sweep": sweep} for r in rows], schema=TABLES[table])
+        data = rows_to_table([{**r, "sweep": sweep} for r in rows], TABLES[table])
         self.write_arrow(f"{self.table_dir(sweep, table)}/{name}.parquet", data)
 
     def commit(self, sweep: str, unit: str, results: list[dict]) -> str:
