@@ -407,10 +407,11 @@ def private_temp_root() -> str:
 def stop(done: bool = False) -> None:
     """Shut down the local Ray this process started and kill whatever of it still runs.
 
-    ``done``: the sweep ended with every task returned (nothing of it is still writing), so once
-    the driver has disconnected, Ray's processes are killed at once (SIGKILL: :func:`_kill_at_once`)
-    instead of asked to stop one after the other (Ray's raylet, then its GCS, each given up to a
-    second). Otherwise (a signal, an error: a worker may be committing) they are asked as before."""
+    ``done``: the sweep ended with every task returned (nothing of it is still writing), so the GCS
+    is killed before the driver disconnects (:func:`_stop_gcs_first`) and the rest of Ray's
+    processes once it has (SIGKILL: :func:`_kill_at_once`), instead of asked to stop one after the
+    other (Ray's raylet, then its GCS, each given up to a second). Otherwise (a signal, an error: a
+    worker may be committing) they are asked as before."""
     global _session
     import ray
 
@@ -420,6 +421,8 @@ def stop(done: bool = False) -> None:
     with _signals_held():
         try:
             _stop_autoscaler_monitor()
+            if done:
+                _stop_gcs_first()
             with _kill_at_once() if done else contextlib.nullcontext():
                 ray.shutdown()
         finally:
@@ -469,6 +472,29 @@ def _sigkill_all(self, *args, **kwargs) -> None:
         with contextlib.suppress(Exception):
             proc.wait(timeout=5.0)
     self.all_processes.clear()
+
+
+def _stop_gcs_first() -> None:
+    """Kill the local Ray's GCS before the driver disconnects, in a sweep that ended with every task
+    returned (``stop(done=True)``: all of Ray is killed a moment later anyway).
+
+    The disconnect (``ray.shutdown``: Ray's core worker destroying its GCS client) joins the gRPC
+    thread that polls that client's calls; the thread ends once no call is in flight, else at its
+    next wake-up, every 250 ms. A call was still in flight in about one sweep of four (the
+    disconnect took 0.25-0.3 s instead of 0.03-0.05 s); with the GCS gone its calls end at once.
+    Nothing of the disconnect needs the GCS: the driver tells its raylet (a local socket); Ray's
+    Python subscribers, which unsubscribe from it, log a warning in the session's driver log
+    (``python-core-driver-*.log``) and go on. A driver that later starts another local Ray in the
+    same process connects to that one."""
+    with contextlib.suppress(Exception):
+        import ray._private.worker as ray_worker
+        from ray._private import ray_constants
+
+        node = ray_worker._global_node
+        for info in (node.all_processes.get(ray_constants.PROCESS_TYPE_GCS_SERVER, []) if node is not None else []):
+            if info.process.poll() is None:
+                info.process.kill()
+                info.process.wait(timeout=5.0)
 
 
 def _stop_autoscaler_monitor() -> None:
