@@ -27,7 +27,8 @@ def value_of(kind: pa.DataType, rng: random.Random):
     if rng.random() < 0.15:
         return None
     if pa.types.is_string(kind):
-        return rng.choice(["", "ok", "héllo wörld", "日本語", "a\x00b", "x" * rng.randrange(300), f"{rng.random()}"])
+        return rng.choice(["", "ok", "héllo wörld", "日本語", "a\x00b", "x" * rng.randrange(300),
+                           f"{rng.random()}"])
     if pa.types.is_int64(kind):
         return rng.choice([0, -1, 1, 2**63 - 1, -(2**63), rng.randrange(-10**12, 10**12)])
     if pa.types.is_float64(kind):
@@ -114,7 +115,8 @@ def test_a_workers_warm_up_and_commit_never_import_pandas(tmp_path):
     from scaling.store.views import load_tables
 
     code = WORKER.format(tests=str(Path(__file__).parent), root=str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False", "a worker's warm-up or commit imported pandas"
     trials, curves = load_tables(str(tmp_path))

@@ -491,7 +491,8 @@ def _stop_gcs_first() -> None:
         from ray._private import ray_constants
 
         node = ray_worker._global_node
-        for info in (node.all_processes.get(ray_constants.PROCESS_TYPE_GCS_SERVER, []) if node is not None else []):
+        gcs = node.all_processes.get(ray_constants.PROCESS_TYPE_GCS_SERVER, []) if node is not None else []
+        for info in gcs:
             if info.process.poll() is None:
                 info.process.kill()
                 info.process.wait(timeout=5.0)

@@ -1,11 +1,11 @@
 """Rows (dicts) to an Arrow table of the store's schema, without pyarrow's pandas shim.
 
 ``pa.Table.from_pylist`` (and every other path through ``pa.array``) asks pyarrow's pandas shim
-whether a value is a pandas object, and the shim imports pandas to answer: 0.26 s of CPU and about
-50 MB in each Ray worker, on its first commit or, preloaded, while it starts; with two workers on
-two cores that was a fifth of a second of a small sweep's fixed cost. The store's tables are flat,
-of five types (``scaling.spec.schema.TABLES``), so :func:`rows_to_table` builds each column from
-its buffers (NumPy) and the table from the arrays, which asks the shim nothing.
+whether a value is a pandas object, and the shim imports pandas to answer: 0.26-0.33 s of CPU and
+66 MB in each Ray worker, on its first commit or, preloaded, while it starts; with two workers on
+two cores that was a quarter of a second of a small sweep's fixed cost (docs/speed.md). The store's
+tables are flat, of five types (``scaling.spec.schema.TABLES``), so :func:`rows_to_table` builds
+each column from its buffers (NumPy) and the table from the arrays, which asks the shim nothing.
 
 It gives what ``pa.Table.from_pylist(rows, schema=schema)`` gives, or calls it: any value that is
 not plainly of its column's type (a bool in a number column, a NumPy scalar, a string where a
