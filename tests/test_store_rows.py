@@ -66,6 +66,13 @@ def test_the_same_table_as_pyarrow_on_rows_of_every_kind(name):
         assert [c.null_count for c in ours.columns] == [c.null_count for c in theirs.columns]
 
 
+@pytest.mark.parametrize("rows", [[], [{}], [{"a": 1}, {}], [{"a": 2, "b": "x"}]])
+def test_a_one_column_table_and_an_empty_one_are_pyarrows(rows):
+    for schema in (pa.schema([("a", pa.int64())]), pa.schema([])):
+        ours, theirs = rows_to_table(rows, schema), pa.Table.from_pylist(rows, schema=schema)
+        assert ours.equals(theirs) and ours.num_rows == theirs.num_rows
+
+
 ODD = {
     "a bool in an int column": (pa.int64(), [1, True]),
     "a bool in a double column": (pa.float64(), [1.5, True]),

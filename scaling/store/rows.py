@@ -42,11 +42,12 @@ def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
 
 def _columns(rows: list[dict], names: list[str]) -> list[tuple]:
     """The values of each of ``names`` in ``rows`` (None where a row lacks it)."""
-    if not rows:
+    if not rows or not names:
         return [()] * len(names)
+    if len(names) == 1:  # itemgetter of one name gives the value, not a tuple
+        return [tuple(r.get(names[0]) for r in rows)]
     try:
-        return list(zip(*map(operator.itemgetter(*names), rows))) if len(names) > 1 else \
-            [tuple(r[names[0]] for r in rows)]
+        return list(zip(*map(operator.itemgetter(*names), rows)))
     except KeyError:
         return [tuple(r.get(name) for r in rows) for name in names]
 
