@@ -256,11 +256,16 @@ def test_the_bench_runs_without_ray(tmp_path):
 
 @pytest.mark.slow
 def test_roofline_quick_runs():
-    proc = subprocess.run([sys.executable, "-m", "cluster.bench.roofline", "--quick", "--members", "8"],
-                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "cluster.bench.roofline", "--quick", "--members", "8",
+                           "--explain"], capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit()]
+    table, _, explained = proc.stdout.partition("where a step's time goes")
+    rows = [line.split() for line in table.splitlines() if line.strip()[:1].isdigit()]
     assert [int(r[0]) for r in rows] == [1, 4, 16, 64, 256]
+    steps = [line.split() for line in explained.splitlines() if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in steps] == [1, 4, 16, 64, 256]
+    assert all(float(r[1]) > float(r[4]) > 0 for r in steps), "the fused step calls fewer aten ops"
+    assert "USDT" not in proc.stderr, "the profiler's start/stop lines reach the terminal"
     for r in rows:  # B, eager us, fused us, speedup, GFLOP/s, set MB, cache GB/s, flop us, bytes us, bound us, eager %, fused %
         us, fused_us, flop_us, bound_cache = float(r[1]), float(r[2]), float(r[7]), float(r[9])
         share, share_fused = float(r[10].rstrip("%")), float(r[11].rstrip("%"))

@@ -28,6 +28,7 @@ what is left is Python and dispatch between the ops.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -195,7 +196,7 @@ def explain(batch: int, members: int, device: str = "cpu", optimizer: str = "sgd
     for fused in (False, True):
         run = pack_stepper(batch, members, device, optimizer, fused)
         run(10)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with _stderr_hidden(), profile(activities=[ProfilerActivity.CPU]) as prof:
             t0 = time.perf_counter()
             run(steps)
             wall = time.perf_counter() - t0
@@ -205,6 +206,22 @@ def explain(batch: int, members: int, device: str = "cpu", optimizer: str = "sgd
                                               "wall_s": wall / steps}
     torch.set_flush_denormal(True)
     return out
+
+
+@contextlib.contextmanager
+def _stderr_hidden():
+    """Standard error (the descriptor) to /dev/null meanwhile: torch's profiler (Kineto) writes a
+    line there at each start and stop (``USDT: ... profiler_start``), 20 lines for one ``--explain``
+    table. An exception still reaches the terminal: Python prints it after the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def measure(device: str = "cpu", batch_sizes=BATCH_SIZES, members: int = MEMBERS, quick: bool = False,
