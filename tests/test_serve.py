@@ -450,8 +450,17 @@ def test_the_fitting_process_answers_in_json_and_stops_with_the_server(server):
     if os.path.exists(f"/proc/{proc.pid}/autogroup"):
         assert read(f"/proc/{proc.pid}/autogroup").split()[-1] == str(NICE)
         assert read(f"/proc/{proc.pid}/autogroup") != read("/proc/self/autogroup")
+    # it exits by itself once its stdin closes (what the server's close does first, and what a dead
+    # server's pipe does); it runs only on idle CPU, so under a busy machine that can take seconds,
+    # and the server's own close gives it 5 s before it kills it
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0, "it exits by itself when its stdin closes"
+    with pytest.raises(AnalysisError, match="unknown law"):
+        fitter.run(("nope",), trials.slice(0, 0), None)  # a new process for the next job
+    again = fitter._proc
+    assert again is not proc and again.poll() is None
     server.server_close()
-    assert proc.wait(timeout=10) == 0, "it exits when the server closes"
+    assert fitter._proc is None and again.poll() is not None, "the server's close ends its fitting process"
 
 
 def test_the_eta_counts_the_remaining_trials_at_the_recent_rate(tmp_path):
