@@ -325,8 +325,8 @@ LOCAL_SYSTEM_CONFIG = {"enable_worker_prestart": True, "task_events_report_inter
 """Ray settings of a local Ray (``_system_config``). Workers start with the raylet (prestart). Task
 events are off: they feed Ray's dashboard and state API (``ray list tasks``, ``ray timeline``), which
 a local Ray started here runs without (no dashboard; the token is the sweep's own), and with them on
-the driver's disconnect at ``ray.shutdown`` waited 0.25 s for the last report in most sweeps (10 of
-12 measured), a sixth of a small sweep's fixed cost. A sweep on a cluster (``--address``) leaves the
+the driver's disconnect at ``ray.shutdown`` waited 0.25 s for the last report in most runs (7 of 8
+measured), a fifth of a small sweep's fixed cost. A sweep on a cluster (``--address``) leaves the
 cluster's settings alone."""
 
 IDLE_HEAD_PROCESSES = ("start_api_server", "start_monitor", "start_log_monitor")
@@ -480,8 +480,8 @@ def _stop_gcs_first() -> None:
 
     The disconnect (``ray.shutdown``: Ray's core worker destroying its GCS client) joins the gRPC
     thread that polls that client's calls; the thread ends once no call is in flight, else at its
-    next wake-up, every 250 ms. A call was still in flight in about one sweep of four (the
-    disconnect took 0.25-0.3 s instead of 0.03-0.05 s); with the GCS gone its calls end at once.
+    next wake-up, every 250 ms. A call was still in flight in 2 sweeps of 10 measured (the
+    disconnect took 0.28-0.29 s instead of 0.03-0.05 s); with the GCS gone its calls end at once.
     Nothing of the disconnect needs the GCS: the driver tells its raylet (a local socket); Ray's
     Python subscribers, which unsubscribe from it, log a warning in the session's driver log
     (``python-core-driver-*.log``) and go on. A driver that later starts another local Ray in the
