@@ -486,16 +486,7 @@ def _stop_gcs_first() -> None:
     Python subscribers, which unsubscribe from it, log a warning in the session's driver log
     (``python-core-driver-*.log``) and go on. A driver that later starts another local Ray in the
     same process connects to that one."""
-    with contextlib.suppress(Exception):
-        import ray._private.worker as ray_worker
-        from ray._private import ray_constants
-
-        node = ray_worker._global_node
-        gcs = node.all_processes.get(ray_constants.PROCESS_TYPE_GCS_SERVER, []) if node is not None else []
-        for info in gcs:
-            if info.process.poll() is None:
-                info.process.kill()
-                info.process.wait(timeout=5.0)
+    _kill_node_processes("gcs_server", wait_s=5.0)
 
 
 def _stop_autoscaler_monitor() -> None:
@@ -503,14 +494,21 @@ def _stop_autoscaler_monitor() -> None:
     then wait a full second for it (it does not exit on SIGTERM) before killing it anyway: a
     local Ray has nothing to autoscale, and that second was a third of a small sweep's fixed cost.
     (A Ray whose monitor :func:`_lean_head` left out has none to kill.)"""
+    _kill_node_processes("monitor", wait_s=1.0)
+
+
+def _kill_node_processes(kind: str, wait_s: float) -> None:
+    """SIGKILL the running processes of ``kind`` (a key of Ray's ``Node.all_processes``:
+    ``gcs_server``, ``monitor``, ...) of the local Ray this driver started, each waited for up to
+    ``wait_s``. None where there are none, or with a Ray that keeps no such record."""
     with contextlib.suppress(Exception):
         import ray._private.worker as ray_worker
 
         node = ray_worker._global_node
-        for info in (node.all_processes.get("monitor", []) if node is not None else []):
+        for info in (node.all_processes.get(kind, []) if node is not None else []):
             if info.process.poll() is None:
                 info.process.kill()
-                info.process.wait(timeout=1.0)
+                info.process.wait(timeout=wait_s)
 
 
 def _reload_auth() -> None:
